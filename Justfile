@@ -1,0 +1,21 @@
+# Optional shortcuts; the README's plain cargo commands do the same.
+
+# Run the scenario library against the built-in mock.
+run *ARGS:
+    cargo run --release -p harness -- run scenarios {{ARGS}}
+
+# Run every test.
+test:
+    cargo nextest run --workspace
+
+# Validate scenario files without running them.
+validate:
+    cargo run -p harness -- validate scenarios
+
+# Lints as CI would.
+lint:
+    ci/lint.sh
+
+# Format the tree.
+fmt:
+    cargo fmt --all

@@ -1,0 +1,368 @@
+//! An HTTP/1.1 client for nydusd's API socket.
+//!
+//! Keep-alive connections are pooled by hyper-util's client over hyperlocal's Unix
+//! connector. Every request carries a fixed-length body (`Content-Length`, never chunked):
+//! nydusd's HTTP library does not de-chunk bodies and would read the chunk framing as the
+//! next request line (`nydusd-api.md` §1.2).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use hyperlocal::UnixConnector;
+
+use super::query;
+use super::types::{DaemonInfo, ErrorMessage, MountRequest};
+
+/// The Go client's overall request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What kind of failure a [`ClientError`] is, for callers that branch on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Nothing is mounted there / no such object (nydusd's "doesn't exist", or a 404).
+    NotFound,
+    /// The object is already there (nydusd's "already exists").
+    AlreadyExists,
+    /// Any other error status from nydusd.
+    Daemon,
+    /// No reply within the request deadline.
+    Timeout,
+    /// Could not connect, or the connection broke before a full reply.
+    Connection,
+    /// A reply that is not what the API promises (bad JSON, bad framing).
+    Decode,
+}
+
+/// A failed API call. Every variant names the socket and the request.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// `connect()` to the socket failed.
+    #[error("cannot connect to nydusd API socket {socket} for {method} {path}")]
+    Connect {
+        /// API socket path.
+        socket: PathBuf,
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// The connector's error.
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    /// The connection broke, or the reply could not be framed.
+    #[error("connection to nydusd API socket {socket} failed during {method} {path}")]
+    Transport {
+        /// API socket path.
+        socket: PathBuf,
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// The HTTP layer's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// No complete reply within the deadline.
+    #[error("{method} {path} on {socket} timed out after {after:?}")]
+    Timeout {
+        /// API socket path.
+        socket: PathBuf,
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// The deadline that passed.
+        after: Duration,
+    },
+    /// nydusd answered with an error status.
+    #[error("{method} {path}: http response: {status}, error code: {}, error message: {}", .error.code, .error.message)]
+    Daemon {
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// Decoded `{code, message}` body (empty when the body was not that shape).
+        error: ErrorMessage,
+        /// The raw body, kept for diagnostics when it did not decode.
+        raw_body: String,
+    },
+    /// A success reply whose body is not what the endpoint promises.
+    #[error("{method} {path}: cannot decode reply with status {status}: {body:?}")]
+    Decode {
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// HTTP status.
+        status: u16,
+        /// Raw body.
+        body: String,
+        /// JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl ClientError {
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Connect { .. } | Self::Transport { .. } => ErrorKind::Connection,
+            Self::Timeout { .. } => ErrorKind::Timeout,
+            Self::Decode { .. } => ErrorKind::Decode,
+            Self::Daemon { status, error, .. } => {
+                if error.message.contains("already exists") {
+                    ErrorKind::AlreadyExists
+                } else if *status == 404 || error.message.contains("doesn't exist") {
+                    ErrorKind::NotFound
+                } else {
+                    ErrorKind::Daemon
+                }
+            }
+        }
+    }
+
+    /// The HTTP status nydusd answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Daemon { status, .. } | Self::Decode { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// nydusd's error message, if it sent one.
+    pub fn daemon_message(&self) -> Option<&str> {
+        match self {
+            Self::Daemon { error, .. } => Some(&error.message),
+            _ => None,
+        }
+    }
+}
+
+/// A reply as received: status and body bytes.
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Body bytes (empty for 204).
+    pub body: Bytes,
+}
+
+/// A client for one nydusd API socket. Cheap to clone; clones share the connection pool.
+#[derive(Debug, Clone)]
+pub struct NydusdClient {
+    socket: PathBuf,
+    http: Client<UnixConnector, Full<Bytes>>,
+    timeout: Duration,
+}
+
+impl NydusdClient {
+    /// A client for `socket` with the default 30 s request timeout. Does not connect yet.
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        let http = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(10)
+            .pool_idle_timeout(Duration::from_secs(10))
+            .build(UnixConnector);
+        Self { socket: socket.into(), http, timeout: DEFAULT_REQUEST_TIMEOUT }
+    }
+
+    /// The same client with another per-request timeout.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The API socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one request and returns the reply whatever its status.
+    pub async fn request(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<RawResponse, ClientError> {
+        self.request_with_timeout(method, path, body, self.timeout).await
+    }
+
+    /// [`NydusdClient::request`] with an explicit deadline for this call only.
+    pub async fn request_with_timeout(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let uri: hyper::Uri = hyperlocal::Uri::new(&self.socket, path).into();
+        let mut builder = Request::builder().method(method.clone()).uri(uri);
+        if body.is_some() {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let bytes = body.map(Bytes::from).unwrap_or_default();
+        // Explicit length even when zero: Go sends `Content-Length: 0` on body-less PUT and
+        // POST, and nydusd treats that as "no body".
+        builder = builder.header(hyper::header::CONTENT_LENGTH, bytes.len());
+        let request = builder.body(Full::new(bytes)).map_err(|e| ClientError::Transport {
+            socket: self.socket.clone(),
+            method: method.clone(),
+            path: path.to_owned(),
+            source: Box::new(e),
+        })?;
+        let exchange = async {
+            let response = self.http.request(request).await.map_err(|source| {
+                if source.is_connect() {
+                    ClientError::Connect {
+                        socket: self.socket.clone(),
+                        method: method.clone(),
+                        path: path.to_owned(),
+                        source,
+                    }
+                } else {
+                    ClientError::Transport {
+                        socket: self.socket.clone(),
+                        method: method.clone(),
+                        path: path.to_owned(),
+                        source: Box::new(source),
+                    }
+                }
+            })?;
+            let status = response.status();
+            let body = response.into_body().collect().await.map_err(|e| ClientError::Transport {
+                socket: self.socket.clone(),
+                method: method.clone(),
+                path: path.to_owned(),
+                source: Box::new(e),
+            })?;
+            Ok(RawResponse { status, body: body.to_bytes() })
+        };
+        tokio::time::timeout(timeout, exchange).await.map_err(|_| ClientError::Timeout {
+            socket: self.socket.clone(),
+            method: method.clone(),
+            path: path.to_owned(),
+            after: timeout,
+        })?
+    }
+
+    /// Sends a request and maps non-2xx replies to [`ClientError::Daemon`], as the Go client
+    /// does (200 and 204 are success).
+    pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ClientError> {
+        let reply = self.request(method.clone(), path, body).await?;
+        if reply.status == StatusCode::OK || reply.status == StatusCode::NO_CONTENT {
+            return Ok(reply.body);
+        }
+        let raw_body = String::from_utf8_lossy(&reply.body).into_owned();
+        let error = serde_json::from_slice::<ErrorMessage>(&reply.body).unwrap_or_default();
+        Err(ClientError::Daemon { method, path: path.to_owned(), status: reply.status.as_u16(), error, raw_body })
+    }
+
+    /// `GET /api/v1/daemon`.
+    pub async fn get_daemon_info(&self) -> Result<DaemonInfo, ClientError> {
+        let path = "/api/v1/daemon";
+        let body = self.call(Method::GET, path, None).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+            method: Method::GET,
+            path: path.to_owned(),
+            status: 200,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            source,
+        })
+    }
+
+    /// `POST /api/v1/mount?mountpoint=<mountpoint>`.
+    pub async fn mount(&self, mountpoint: &str, request: &MountRequest) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(request).expect("a MountRequest always serialises");
+        self.call(Method::POST, &mount_path(mountpoint), Some(body)).await.map(drop)
+    }
+
+    /// `DELETE /api/v1/mount?mountpoint=<mountpoint>`.
+    pub async fn umount(&self, mountpoint: &str) -> Result<(), ClientError> {
+        self.call(Method::DELETE, &mount_path(mountpoint), None).await.map(drop)
+    }
+
+    /// `PUT /api/v1/daemon/start`.
+    pub async fn start(&self) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/api/v1/daemon/start", None).await.map(drop)
+    }
+
+    /// `PUT /api/v1/daemon/exit`.
+    pub async fn exit(&self) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/api/v1/daemon/exit", None).await.map(drop)
+    }
+
+    /// `PUT /api/v1/daemon/fuse/takeover`.
+    pub async fn takeover(&self) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/api/v1/daemon/fuse/takeover", None).await.map(drop)
+    }
+
+    /// `PUT /api/v1/daemon/fuse/sendfd`.
+    pub async fn send_fd(&self) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/api/v1/daemon/fuse/sendfd", None).await.map(drop)
+    }
+}
+
+fn mount_path(mountpoint: &str) -> String {
+    format!("/api/v1/mount?mountpoint={}", query::encode(mountpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon_error(status: u16, message: &str) -> ClientError {
+        ClientError::Daemon {
+            method: Method::POST,
+            path: "/api/v1/mount?mountpoint=/a".into(),
+            status,
+            error: ErrorMessage::undefined(message),
+            raw_body: String::new(),
+        }
+    }
+
+    #[test]
+    fn daemon_errors_are_classified_from_nydusd_messages() {
+        let exists = daemon_error(500, r#"Mount(MountFilesystem(Other("object or filesystem already exists")))"#);
+        assert_eq!(exists.kind(), ErrorKind::AlreadyExists);
+        let missing = daemon_error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#);
+        assert_eq!(missing.kind(), ErrorKind::NotFound);
+        assert_eq!(daemon_error(404, "NoRoute").kind(), ErrorKind::NotFound);
+        assert_eq!(daemon_error(400, "BadRequest").kind(), ErrorKind::Daemon);
+    }
+
+    #[test]
+    fn daemon_error_text_matches_the_go_client_format() {
+        let err = daemon_error(400, "BadRequest");
+        assert_eq!(
+            err.to_string(),
+            "POST /api/v1/mount?mountpoint=/a: http response: 400, error code: UNDEFINED, error message: BadRequest"
+        );
+    }
+
+    #[tokio::test]
+    async fn connecting_to_a_missing_socket_is_a_connection_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = NydusdClient::new(dir.path().join("absent.sock"));
+        let err = client.get_daemon_info().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Connection, "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_listener_that_never_answers_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("mute.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        let accept = tokio::spawn(async move { listener.accept().await.map(|(s, _)| s) });
+        let client = NydusdClient::new(&sock).with_timeout(Duration::from_millis(100));
+        let err = client.start().await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+        drop(accept.await);
+    }
+}

@@ -1,0 +1,136 @@
+//! The persisted part of a daemon: Go's `ConfigState`.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether a daemon serves one RAFS instance or many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DaemonMode {
+    /// One instance, mounted by nydusd itself from its command line.
+    #[default]
+    Dedicated,
+    /// Many instances, mounted through the API under one FUSE mountpoint (or fscache).
+    Shared,
+}
+
+/// How instances reach the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsDriver {
+    /// nydusd serves a FUSE mount.
+    #[default]
+    Fusedev,
+    /// The kernel mounts erofs over fscache; nydusd runs as `singleton`.
+    Fscache,
+}
+
+/// nydusd's policy for FUSE requests pending at takeover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverPolicy {
+    /// Leave them.
+    None,
+    /// Ask the kernel to resend them (nydusd's default).
+    Resend,
+    /// Abort them.
+    Flush,
+}
+
+impl FailoverPolicy {
+    /// The command-line spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Resend => "resend",
+            Self::Flush => "flush",
+        }
+    }
+}
+
+/// The persisted fields of a daemon. Serialised with the Go field names so that a record
+/// reads the same as the one nydus-snapshotter keeps in its database.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ConfigState {
+    /// Daemon id (see [`super::id`]).
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Pid of the current nydusd process, 0 when none was started.
+    #[serde(rename = "ProcessID")]
+    pub process_id: u32,
+    /// API socket path.
+    #[serde(rename = "APISocket")]
+    pub api_socket: PathBuf,
+    /// Dedicated or shared.
+    #[serde(rename = "DaemonMode")]
+    pub daemon_mode: DaemonMode,
+    /// fusedev or fscache.
+    #[serde(rename = "FsDriver")]
+    pub fs_driver: FsDriver,
+    /// Directory of `nydusd.log`.
+    #[serde(rename = "LogDir")]
+    pub log_dir: PathBuf,
+    /// nydusd's `--log-level`.
+    #[serde(rename = "LogLevel")]
+    pub log_level: String,
+    /// `--log-rotation-size` in MB, 0 for off.
+    #[serde(rename = "LogRotationSize")]
+    pub log_rotation_size: u32,
+    /// Log to stdout instead of a file.
+    #[serde(rename = "LogToStdout")]
+    pub log_to_stdout: bool,
+    /// Host mountpoint: the dedicated instance's FUSE mount, or the shared root.
+    #[serde(rename = "Mountpoint")]
+    pub mountpoint: PathBuf,
+    /// Supervisor socket path; empty when the daemon has none.
+    #[serde(rename = "SupervisorPath")]
+    pub supervisor_path: PathBuf,
+    /// `--thread-num`, 0 for nydusd's default.
+    #[serde(rename = "ThreadNum")]
+    pub thread_num: u32,
+    /// `--failover-policy` (fusedev only).
+    #[serde(rename = "FailoverPolicy")]
+    pub failover_policy: Option<FailoverPolicy>,
+    /// Directory of this daemon's config files.
+    #[serde(rename = "ConfigDir")]
+    pub config_dir: PathBuf,
+}
+
+impl ConfigState {
+    /// `<ConfigDir>/config.json` for the daemon, `<ConfigDir>/<instance>/config.json` for an instance.
+    pub fn config_file(&self, instance: Option<&str>) -> PathBuf {
+        match instance {
+            None | Some("") => self.config_dir.join("config.json"),
+            Some(id) => self.config_dir.join(id).join("config.json"),
+        }
+    }
+
+    /// `<LogDir>/nydusd.log`.
+    pub fn log_file(&self) -> PathBuf {
+        self.log_dir.join("nydusd.log")
+    }
+
+    /// Shared or dedicated.
+    pub fn is_shared(&self) -> bool {
+        self.daemon_mode == DaemonMode::Shared
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_uses_go_field_names() {
+        let state = ConfigState { id: "d1".into(), process_id: 7, ..Default::default() };
+        insta::assert_snapshot!(serde_json::to_string(&state).unwrap(), @r#"{"ID":"d1","ProcessID":7,"APISocket":"","DaemonMode":"dedicated","FsDriver":"fusedev","LogDir":"","LogLevel":"","LogRotationSize":0,"LogToStdout":false,"Mountpoint":"","SupervisorPath":"","ThreadNum":0,"FailoverPolicy":null,"ConfigDir":""}"#);
+    }
+
+    #[test]
+    fn config_file_paths_follow_the_go_layout() {
+        let state = ConfigState { config_dir: "/r/config/d1".into(), ..Default::default() };
+        assert_eq!(state.config_file(None), PathBuf::from("/r/config/d1/config.json"));
+        assert_eq!(state.config_file(Some("snap")), PathBuf::from("/r/config/d1/snap/config.json"));
+    }
+}

@@ -1,0 +1,27 @@
+//! harness: runs YAML lifecycle scenarios against mock-nydusd or a real nydusd.
+//!
+//! ```text
+//!   scenarios/**/*.yaml ─► scenario::load (file:line:column errors)
+//!                              │
+//!                              ▼
+//!   runner::run_scenario ─► daemon-core (Daemon, NydusdClient) ─► nydusd / mock-nydusd processes
+//!                              │
+//!                              ▼
+//!   report (PASS/FAIL lines, expected vs observed, journal tails, `N passed, N failed`)
+//! ```
+//!
+//! The harness binary is also mock-nydusd: started under the name `nydusd` or
+//! `mock-nydusd` (a symlink in each scenario's root), it runs the mock. That way
+//! `cargo run -p harness` needs no second binary to be built first.
+
+pub mod cli;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+
+use std::path::Path;
+
+/// Whether this process was started under a mock-nydusd name (multi-call binary).
+pub fn invoked_as_mock(argv0: &std::ffi::OsStr) -> bool {
+    Path::new(argv0).file_name().is_some_and(|name| name == "nydusd" || name == "mock-nydusd")
+}

@@ -1,0 +1,9 @@
+//! `harness`, and `mock-nydusd` when started under that name (or as `nydusd`).
+
+fn main() -> std::process::ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if harness::invoked_as_mock(&argv0) {
+        return mock_nydusd::run(std::env::args_os());
+    }
+    harness::cli::main(std::env::args_os())
+}

@@ -1,0 +1,171 @@
+//! Reading and validating scenario files. Every error names `file:line:column`.
+
+use std::path::{Path, PathBuf};
+
+use super::model::{FORMAT_VERSION, Scenario};
+
+/// A scenario file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML does not fit the format.
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line (0 when unknown).
+        line: u64,
+        /// 1-based column (0 when unknown).
+        column: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Loads and validates one scenario file.
+pub fn load(path: &Path) -> Result<Scenario, LoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    parse(path, &text)
+}
+
+/// Parses scenario text; `path` is only used in messages.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
+    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
+        LoadError::Invalid { path: path.to_owned(), line, column, message: plain_message(&e) }
+    })?;
+    validate(path, &scenario)?;
+    Ok(scenario)
+}
+
+/// serde-saphyr renders a source snippet with its messages; reports want the one line.
+fn plain_message(e: &serde_saphyr::Error) -> String {
+    let text = e.to_string();
+    let mut first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim();
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // Drop a "line X column Y: " prefix or " at line X, column Y" suffix that repeats ours.
+    if let (true, Some(i)) = (first.starts_with("line "), first.find(": ")) {
+        first = &first[i + 2..];
+    }
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
+    let invalid = |line, column, message: String| LoadError::Invalid { path: path.to_owned(), line, column, message };
+    if scenario.version != FORMAT_VERSION {
+        return Err(invalid(
+            1,
+            1,
+            format!("unsupported format version {} (this harness reads version {FORMAT_VERSION})", scenario.version),
+        ));
+    }
+    let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.as_str()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        if !daemon_core::daemon::id::is_valid_id(id) {
+            return Err(invalid(
+                0,
+                0,
+                format!("daemon id {id:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-])"),
+            ));
+        }
+        if ids[..i].contains(id) {
+            return Err(invalid(0, 0, format!("daemon id {id:?} is declared twice")));
+        }
+    }
+    for step in &scenario.steps {
+        if let Some(daemon) = step.value.daemon().filter(|d| !ids.contains(&d.value.as_str())) {
+            return Err(invalid(
+                daemon.referenced.line(),
+                daemon.referenced.column(),
+                format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids)),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn list(ids: &[&str]) -> String {
+    if ids.is_empty() { "none".to_owned() } else { ids.join(", ") }
+}
+
+/// Expands files and directories into the `.yaml` files below them, sorted, skipping the
+/// `invalid/` fixtures directory unless it was named directly.
+pub fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            if path.file_name().is_some_and(|n| n == "invalid") {
+                continue;
+            }
+            walk(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        parse(Path::new("s.yaml"), text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_located() {
+        let e = err("version: 1\nname: x\nsteps:\n  - start: { daemon: d1, colour: red }\ndaemons: [{ id: d1 }]\n");
+        assert!(e.starts_with("s.yaml:4:"), "{e}");
+        assert!(e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_are_located() {
+        let e = err("version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - sleep: { ms: soon }\n");
+        assert!(e.starts_with("s.yaml:5:"), "{e}");
+    }
+
+    #[test]
+    fn dangling_daemon_references_name_the_declared_ones() {
+        let e = err("version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - start: { daemon: d2 }\n");
+        assert!(e.starts_with("s.yaml:5:"), "{e}");
+        assert!(e.contains("unknown daemon `d2` (declared daemons: d1)"), "{e}");
+    }
+
+    #[test]
+    fn unknown_states_list_the_allowed_values() {
+        let e =
+            err("version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - wait_state: { daemon: d1, state: RUNING }\n");
+        assert!(e.contains("RUNNING"), "{e}");
+    }
+
+    #[test]
+    fn other_versions_are_refused() {
+        assert!(err("version: 2\nname: x\nsteps: []\n").contains("unsupported format version 2"));
+    }
+}

@@ -1,0 +1,464 @@
+//! The daemon as its API shows it: state machine, mounted instances, held fd, log level.
+//! Requests arrive here one at a time (the server serialises them, as nydusd does).
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+
+use daemon_core::DaemonState;
+use daemon_core::api::{BuildTimeInfo, DaemonInfo, MountRequest};
+use serde_json::{Value, json};
+
+use crate::fsm::{Event, FireError, Machine};
+use crate::http::Response;
+use crate::routes::{Route, error_wrapper};
+use crate::upgrade::{self, SavedMount, SavedState};
+
+/// FUSE daemon or fscache `singleton`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `fuse` subcommand (or none).
+    Fuse,
+    /// `singleton` subcommand.
+    Singleton,
+}
+
+/// Fixed facts from the command line.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// `--id`.
+    pub id: Option<String>,
+    /// `--supervisor`.
+    pub supervisor: Option<PathBuf>,
+    /// Daemon mode.
+    pub mode: Mode,
+    /// Reported build info.
+    pub build: BuildTimeInfo,
+    /// Abort where real nydusd aborts (FUSE sendfd without `--supervisor`).
+    pub abort_like_nydusd: bool,
+}
+
+/// What the server does after writing a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum After {
+    /// Keep serving.
+    Continue,
+    /// Shut down gracefully (exit API).
+    Exit,
+}
+
+/// A reply plus what follows it.
+#[derive(Debug)]
+pub struct Reply {
+    /// The HTTP reply.
+    pub response: Response,
+    /// What happens next.
+    pub after: After,
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Self { response, after: After::Continue }
+    }
+}
+
+/// One `backend_collection` entry, fields in nydusd's order.
+#[derive(serde::Serialize)]
+struct BackendDescriptor<'a> {
+    backend_type: &'static str,
+    mountpoint: &'a str,
+    mounted_time: &'a str,
+    config: Value,
+}
+
+#[derive(Debug, Clone)]
+struct Mounted {
+    cmd: MountRequest,
+    mounted_time: String,
+}
+
+/// The daemon model.
+#[derive(Debug)]
+pub struct Model {
+    options: ModelOptions,
+    machine: Machine,
+    mounts: BTreeMap<String, Mounted>,
+    /// The fd nydusd would hand to its successor: the FUSE session fd (a memfd stands in
+    /// while the mock has no real FUSE session) or one received by takeover.
+    session_fd: Option<OwnedFd>,
+    log_level: String,
+}
+
+const CLOSED_CHANNEL: &str = "failed to send message to channel, sending on a closed channel";
+
+impl Model {
+    /// A model in INIT with nothing mounted.
+    pub fn new(options: ModelOptions, log_level: String) -> Self {
+        Self { options, machine: Machine::new(), mounts: BTreeMap::new(), session_fd: None, log_level }
+    }
+
+    /// The reported state.
+    pub fn state(&self) -> DaemonState {
+        self.machine.reported()
+    }
+
+    /// The mounted in-FUSE paths.
+    pub fn mountpoints(&self) -> Vec<String> {
+        self.mounts.keys().cloned().collect()
+    }
+
+    /// Normal start-up: optional bootstrap instance at `/`, a session, Mount, Start.
+    pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), String> {
+        if let Some(cmd) = bootstrap {
+            self.insert_mount("/".to_owned(), cmd);
+        }
+        if self.options.mode == Mode::Fuse {
+            self.session_fd = Some(placeholder_session_fd().map_err(|e| format!("{e:?}"))?);
+        }
+        self.machine.fire(Event::Mount, || Ok(())).map_err(|e| format!("{e:?}"))?;
+        self.machine.fire(Event::Start, || Ok(())).map_err(|e| format!("{e:?}"))
+    }
+
+    /// SIGTERM/SIGINT: the stop events for the current state. Returns whether the FUSE
+    /// mount would be unmounted (RUNNING or READY), which the caller reports.
+    pub fn stop(&mut self) -> bool {
+        let unmounts = matches!(self.state(), DaemonState::Running | DaemonState::Ready);
+        for event in self.machine.stop_events() {
+            let _ = self.machine.fire(*event, || Ok(()));
+        }
+        unmounts
+    }
+
+    /// Forces the reported state (scripts).
+    pub fn force_state(&mut self, state: DaemonState) {
+        self.machine.force(state);
+    }
+
+    /// Handles one routed request.
+    pub fn handle(&mut self, route: Route) -> Reply {
+        let wrapper = error_wrapper(&route);
+        match route {
+            Route::NoRoute => Response::error(404, "NoRoute").into(),
+            Route::BadRequest => Response::error(400, "BadRequest").into(),
+            Route::MissingMountpoint => {
+                Response::error(400, r#"QueryString("'mountpoint' should be specified in query string")"#).into()
+            }
+            Route::DaemonInfo { v1 } => {
+                Response::json(200, serde_json::to_vec(&self.info(v1)).expect("serialisable")).into()
+            }
+            Route::Configure(body) => self.configure(&body).into(),
+            Route::Events => Response::json(
+                200,
+                json!({"max_errors":500,"total_errors":0,"max_size":51200,"total_size":0,"errors":[]}).to_string(),
+            )
+            .into(),
+            Route::Start => self.fire_simple(Event::Start, wrapper).into(),
+            Route::Takeover => self.takeover().into(),
+            Route::SendFd => self.send_fd(),
+            Route::Exit => {
+                for event in self.machine.exit_events() {
+                    let _ = self.machine.fire(*event, || Ok(()));
+                }
+                Reply { response: Response::no_content(), after: After::Exit }
+            }
+            Route::Mount { mountpoint, body } => self.mount(mountpoint, &body).into(),
+            Route::Remount { mountpoint, body } => self.remount(mountpoint, &body).into(),
+            Route::Umount { mountpoint } => self.umount(&mountpoint).into(),
+        }
+    }
+
+    fn info(&self, v1: bool) -> DaemonInfo {
+        let backend_collection = (v1 && self.options.mode == Mode::Fuse).then(|| {
+            self.mounts
+                .iter()
+                .map(|(mp, m)| {
+                    let passthrough = m.cmd.fs_type != "rafs";
+                    let config: Value = if passthrough {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&m.cmd.config).unwrap_or(Value::Null)
+                    };
+                    let entry = BackendDescriptor {
+                        backend_type: if passthrough { "PassthroughFs" } else { "Rafs" },
+                        mountpoint: mp,
+                        mounted_time: &m.mounted_time,
+                        config,
+                    };
+                    (mp.clone(), serde_json::to_value(entry).expect("serialisable"))
+                })
+                .collect()
+        });
+        DaemonInfo {
+            version: self.options.build.clone(),
+            id: self.options.id.clone(),
+            supervisor: self.options.supervisor.as_ref().map(|p| p.display().to_string()),
+            state: self.state(),
+            backend_collection,
+        }
+    }
+
+    fn configure(&mut self, body: &[u8]) -> Response {
+        #[derive(serde::Deserialize)]
+        struct DaemonConf {
+            log_level: String,
+        }
+        match serde_json::from_slice::<DaemonConf>(body) {
+            Err(e) => Response::error(400, &format!("ParseBody({e:?})")),
+            Ok(conf) => {
+                let level = conf.log_level.to_ascii_lowercase();
+                if ["off", "error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+                    self.log_level = level;
+                    Response::no_content()
+                } else {
+                    Response::error(500, "Configure(ResponsePayloadType)")
+                }
+            }
+        }
+    }
+
+    fn fire_simple(&mut self, event: Event, wrapper: &str) -> Response {
+        match self.machine.fire(event, || Ok(())) {
+            Ok(()) => Response::no_content(),
+            Err(e) => fire_error(wrapper, e),
+        }
+    }
+
+    fn takeover(&mut self) -> Response {
+        let supervisor = self.options.supervisor.clone();
+        let mut restored = None;
+        let outcome = self.machine.fire(Event::Takeover, || {
+            let Some(path) = supervisor else {
+                return Err(r#"UpgradeManager("MissingSupervisorPath")"#.to_owned());
+            };
+            let (blob, fd) = upgrade::pull(&path).map_err(|e| format!("UpgradeManager({:?})", e.to_string()))?;
+            let state = upgrade::decode(&blob).map_err(|e| format!("UpgradeManager({:?})", e.to_string()))?;
+            restored = Some((state, fd));
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => {
+                let (state, fd) = restored.expect("a successful takeover restored a state");
+                for saved in state.mounts {
+                    self.insert_mount(saved.mountpoint, saved.cmd);
+                }
+                self.session_fd = Some(fd);
+                Response::no_content()
+            }
+            Err(e) => fire_error("Upgrade", e),
+        }
+    }
+
+    fn send_fd(&mut self) -> Reply {
+        if self.options.mode == Mode::Fuse && self.session_fd.is_none() {
+            return Response::error(503, "Upgrade(DaemonAbnormal(NotReady))").into();
+        }
+        let Some(supervisor) = self.options.supervisor.clone() else {
+            if self.options.mode == Mode::Singleton {
+                return Response::no_content().into();
+            }
+            if self.options.abort_like_nydusd {
+                // nydusd unwraps a missing upgrade manager here; release builds abort.
+                std::process::abort();
+            }
+            return Response::error(500, r#"Upgrade(DaemonAbnormal(UpgradeManager("MissingSupervisorPath")))"#).into();
+        };
+        let Some(fd) = self.session_fd.as_ref() else {
+            return Response::error(
+                500,
+                r#"Upgrade(DaemonAbnormal(UpgradeManager("StorageBackendError(NoEnoughFds)")))"#,
+            )
+            .into();
+        };
+        let blob = upgrade::encode(&self.saved_state());
+        match upgrade::push(&supervisor, &blob, fd.as_fd()) {
+            Ok(()) => Response::no_content().into(),
+            Err(e) => {
+                Response::error(500, &format!("Upgrade(DaemonAbnormal(UpgradeManager({:?})))", e.to_string())).into()
+            }
+        }
+    }
+
+    /// The state a successor restores.
+    pub fn saved_state(&self) -> SavedState {
+        SavedState {
+            mounts: self
+                .mounts
+                .iter()
+                .map(|(mp, m)| SavedMount { mountpoint: mp.clone(), cmd: m.cmd.clone() })
+                .collect(),
+        }
+    }
+
+    fn parse_mount(body: &[u8]) -> Result<MountRequest, Response> {
+        let cmd: MountRequest =
+            serde_json::from_slice(body).map_err(|e| Response::error(400, &format!("ParseBody({e:?})")))?;
+        if !["rafs", "passthrough", "passthroughfs", "passthrough_fs"].contains(&cmd.fs_type.as_str()) {
+            return Err(Response::error(
+                500,
+                &format!(
+                    "Mount(MountFilesystem(Other(\"invalid argument `only 'rafs' and 'passthrough_fs' are supported, but {} was specified`\")))",
+                    cmd.fs_type
+                ),
+            ));
+        }
+        Ok(cmd)
+    }
+
+    fn mount(&mut self, mountpoint: String, body: &[u8]) -> Response {
+        let cmd = match Self::parse_mount(body) {
+            Ok(cmd) => cmd,
+            Err(response) => return response,
+        };
+        if self.options.mode == Mode::Singleton {
+            return Response::error(501, "Mount(DaemonAbnormal(Unsupported))");
+        }
+        if self.mounts.contains_key(&mountpoint) {
+            return Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem already exists")))"#);
+        }
+        self.insert_mount(mountpoint, cmd);
+        Response::no_content()
+    }
+
+    fn remount(&mut self, mountpoint: String, body: &[u8]) -> Response {
+        let cmd = match Self::parse_mount(body) {
+            Ok(cmd) => cmd,
+            Err(response) => return response,
+        };
+        if self.options.mode == Mode::Singleton {
+            return Response::error(501, "Mount(DaemonAbnormal(Unsupported))");
+        }
+        if !self.mounts.contains_key(&mountpoint) {
+            return Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#);
+        }
+        self.insert_mount(mountpoint, cmd);
+        Response::no_content()
+    }
+
+    fn umount(&mut self, mountpoint: &str) -> Response {
+        if self.options.mode == Mode::Singleton {
+            return Response::error(501, "Mount(DaemonAbnormal(Unsupported))");
+        }
+        match self.mounts.remove(mountpoint) {
+            Some(_) => Response::no_content(),
+            None => Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#),
+        }
+    }
+
+    fn insert_mount(&mut self, mountpoint: String, cmd: MountRequest) {
+        self.mounts.insert(mountpoint, Mounted { cmd, mounted_time: crate::time::human_utc_now() });
+    }
+}
+
+fn fire_error(wrapper: &str, error: FireError) -> Response {
+    match error {
+        FireError::Unexpected(event) => {
+            Response::error(400, &format!("{wrapper}(DaemonAbnormal(UnexpectedEvent({:?})))", event.name()))
+        }
+        FireError::Closed => Response::error(500, &format!("{wrapper}(DaemonAbnormal(Other({CLOSED_CHANNEL:?})))")),
+        FireError::Action(inner) => Response::error(500, &format!("{wrapper}(DaemonAbnormal({inner}))")),
+    }
+}
+
+/// A memfd standing in for `/dev/fuse` until the mock has a real FUSE session: a real
+/// open file, so a successor can prove it received the same one.
+fn placeholder_session_fd() -> nix::Result<OwnedFd> {
+    nix::sys::memfd::memfd_create(c"mock-nydusd-fuse-session", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(mode: Mode) -> Model {
+        let options = ModelOptions {
+            id: Some("d1".into()),
+            supervisor: None,
+            mode,
+            build: crate::build_info::build_info(None),
+            abort_like_nydusd: false,
+        };
+        Model::new(options, "info".into())
+    }
+
+    fn body(r: &Reply) -> String {
+        String::from_utf8(r.response.body.clone()).unwrap()
+    }
+
+    #[test]
+    fn start_after_a_normal_start_is_an_unexpected_event() {
+        let mut m = model(Mode::Fuse);
+        m.start_normally(None).unwrap();
+        let r = m.handle(Route::Start);
+        assert_eq!(r.response.status, 400);
+        assert_eq!(
+            body(&r),
+            r#"{"code":"UNDEFINED","message":"Configure(DaemonAbnormal(UnexpectedEvent(\"Start\")))"}"#
+        );
+    }
+
+    #[test]
+    fn mount_twice_then_umount_twice() {
+        let mut m = model(Mode::Fuse);
+        let cmd = br#"{"source":"/b","fs_type":"rafs","config":"{}"}"#.to_vec();
+        assert_eq!(m.handle(Route::Mount { mountpoint: "/a".into(), body: cmd.clone() }).response.status, 204);
+        let again = m.handle(Route::Mount { mountpoint: "/a".into(), body: cmd });
+        assert_eq!(again.response.status, 500);
+        assert!(body(&again).contains("already exists"));
+        assert_eq!(m.handle(Route::Umount { mountpoint: "/a".into() }).response.status, 204);
+        let twice = m.handle(Route::Umount { mountpoint: "/a".into() });
+        assert_eq!(twice.response.status, 500);
+        assert!(body(&twice).contains("doesn't exist"));
+    }
+
+    #[test]
+    fn mount_body_errors_read_like_serde_json_debug() {
+        let mut m = model(Mode::Fuse);
+        let r = m.handle(Route::Mount { mountpoint: "/a".into(), body: b"{}".to_vec() });
+        assert_eq!(r.response.status, 400);
+        assert_eq!(
+            body(&r),
+            r#"{"code":"UNDEFINED","message":"ParseBody(Error(\"missing field `source`\", line: 1, column: 2))"}"#
+        );
+        let bad_type =
+            m.handle(Route::Mount { mountpoint: "/a".into(), body: br#"{"source":"/b","config":""}"#.to_vec() });
+        assert_eq!(bad_type.response.status, 500);
+        assert!(body(&bad_type).contains("but  was specified"), "{}", body(&bad_type));
+    }
+
+    #[test]
+    fn singleton_refuses_mounts_with_501() {
+        let mut m = model(Mode::Singleton);
+        let r = m.handle(Route::Mount {
+            mountpoint: "/a".into(),
+            body: br#"{"source":"/b","fs_type":"rafs","config":"{}"}"#.to_vec(),
+        });
+        assert_eq!(r.response.status, 501);
+    }
+
+    #[test]
+    fn takeover_without_supervisor_fails_but_moves_the_fsm() {
+        let mut m = model(Mode::Fuse);
+        let r = m.handle(Route::Takeover);
+        assert_eq!(r.response.status, 500);
+        assert_eq!(
+            body(&r),
+            r#"{"code":"UNDEFINED","message":"Upgrade(DaemonAbnormal(UpgradeManager(\"MissingSupervisorPath\")))"}"#
+        );
+        assert_eq!(m.state(), DaemonState::Init);
+        assert_eq!(m.handle(Route::Takeover).response.status, 400);
+    }
+
+    #[test]
+    fn sendfd_before_any_session_is_not_ready() {
+        let mut m = model(Mode::Fuse);
+        assert_eq!(m.handle(Route::SendFd).response.status, 503);
+    }
+
+    #[test]
+    fn log_level_is_case_insensitive_and_validated() {
+        let mut m = model(Mode::Fuse);
+        assert_eq!(m.handle(Route::Configure(br#"{"log_level":"DEBUG"}"#.to_vec())).response.status, 204);
+        assert_eq!(m.handle(Route::Configure(br#"{"log_level":"loud"}"#.to_vec())).response.status, 500);
+        assert_eq!(m.handle(Route::Configure(b"{}".to_vec())).response.status, 400);
+    }
+}

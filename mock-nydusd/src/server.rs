@@ -1,0 +1,107 @@
+//! The API socket: an accept loop and one task per connection.
+//!
+//! Requests from all connections go through one lock, so they are handled strictly one
+//! at a time as in nydusd (§1.6). Connections are never closed by the server: the
+//! snapshotter's liveness monitor holds an idle one and reads a hang-up as death.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Mutex, watch};
+
+use crate::http::{Parsed, Response, parse};
+use crate::journal::Journal;
+use crate::model::{After, Model};
+use crate::routes::route;
+
+/// Shared state of the running daemon.
+#[derive(Debug)]
+pub struct Shared {
+    /// The model; the lock is what serialises requests.
+    pub model: Mutex<Model>,
+    /// The journal.
+    pub journal: Journal,
+    /// Set to request a graceful shutdown (exit API).
+    pub shutdown: watch::Sender<bool>,
+}
+
+/// Accepts connections until the process ends.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
+    let mut buf = Vec::with_capacity(4096);
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        // dbs-uhttp parses everything it has read before answering; a framing error drops
+        // the requests parsed before it ("All previous unanswered requests will be dropped").
+        let mut batch = Vec::new();
+        let mut invalid = None;
+        loop {
+            match parse(&buf) {
+                Parsed::Incomplete => break,
+                Parsed::Request(request, used) => {
+                    buf.drain(..used);
+                    batch.push(request);
+                }
+                Parsed::Invalid(reason) => {
+                    buf.clear();
+                    invalid = Some(reason);
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = invalid {
+            shared.journal.record("library_error", json!({ "reason": reason, "dropped_requests": batch.len() }));
+            if stream.write_all(&Response::library_error(&reason).encode()).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        for request in batch {
+            let mut model = shared.model.lock().await;
+            let before = model.state();
+            let reply = tokio::task::block_in_place(|| model.handle(route(&request)));
+            let after_state = model.state();
+            shared.journal.record(
+                "request",
+                json!({
+                    "method": request.method,
+                    "path": request.path,
+                    "query": request.query,
+                    "status": reply.response.status,
+                }),
+            );
+            if before != after_state {
+                shared.journal.record("state", json!({ "from": before.as_str(), "to": after_state.as_str() }));
+            }
+            let written = stream.write_all(&reply.response.encode()).await;
+            drop(model);
+            if reply.after == After::Exit {
+                let _ = stream.flush().await;
+                let _ = shared.shutdown.send(true);
+            }
+            if written.is_err() {
+                return;
+            }
+        }
+    }
+}

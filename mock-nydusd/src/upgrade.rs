@@ -1,0 +1,177 @@
+//! The supervisor legs of failover and hot upgrade (`nydusd-api.md` §4.2–§4.3): nydusd
+//! never listens on `--supervisor`; it connects once per transfer.
+
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use serde::{Deserialize, Serialize};
+
+/// nydusd's first read on takeover: 32 KiB of data, room for 16 fds.
+const FIRST_READ: usize = 32 * 1024;
+const MAX_FDS: usize = 16;
+
+/// What the mock hands to its successor: the mounts it serves. Real nydusd sends a
+/// versionize-encoded record (§4.4); the supervisor treats the blob as opaque bytes, so
+/// JSON serves the same purpose and is readable in journals.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedState {
+    /// Mounted instances, by in-FUSE path.
+    pub mounts: Vec<SavedMount>,
+}
+
+/// One mounted instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedMount {
+    /// In-FUSE path.
+    pub mountpoint: String,
+    /// The mount command that created it.
+    pub cmd: daemon_core::MountRequest,
+}
+
+/// Why a transfer failed; `Display` is the text nydusd puts inside `UpgradeManager("...")`.
+#[derive(Debug)]
+pub enum TransferError {
+    /// connect() failed.
+    Connect(std::io::Error),
+    /// sendmsg/recvmsg or read/write failed.
+    Io(std::io::Error),
+    /// No fd came with the state.
+    NoEnoughFds,
+    /// The blob did not decode.
+    Decode(String),
+}
+
+impl std::fmt::Display for TransferError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connect(e) => write!(f, "StorageBackendError(CreateUnixStream({e:?}))"),
+            Self::Io(e) => write!(f, "StorageBackendError(Io({e:?}))"),
+            Self::NoEnoughFds => f.write_str("StorageBackendError(NoEnoughFds)"),
+            Self::Decode(e) => write!(f, "Deserialize({e:?})"),
+        }
+    }
+}
+
+/// Push leg: one `sendmsg` with the blob and exactly one fd, the rest by plain writes, close.
+pub fn push(supervisor: &Path, blob: &[u8], fd: BorrowedFd<'_>) -> Result<(), TransferError> {
+    let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(blob)];
+    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(|e| TransferError::Io(e.into()))?;
+    stream.write_all(&blob[sent..]).map_err(TransferError::Io)?;
+    Ok(())
+}
+
+/// Pull leg: one `recvmsg` (32 KiB, 16 fd slots), then read to EOF; the first fd is kept.
+pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
+    let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
+    let mut data = vec![0u8; FIRST_READ];
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (len, mut fds) = {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+            .map_err(|e| TransferError::Io(e.into()))?;
+        let mut fds = Vec::new();
+        for cmsg in msg.cmsgs().map_err(|e| TransferError::Io(e.into()))? {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
+                fds.extend(received.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
+            }
+        }
+        (msg.bytes, fds)
+    };
+    data.truncate(len);
+    stream.read_to_end(&mut data).map_err(TransferError::Io)?;
+    if fds.is_empty() {
+        return Err(TransferError::NoEnoughFds);
+    }
+    // Extra fds are closed when dropped; nydusd only warns about them.
+    Ok((data, fds.swap_remove(0)))
+}
+
+/// Encodes the state blob.
+pub fn encode(state: &SavedState) -> Vec<u8> {
+    serde_json::to_vec(state).expect("saved state always serialises")
+}
+
+/// Decodes a state blob.
+pub fn decode(blob: &[u8]) -> Result<SavedState, TransferError> {
+    serde_json::from_slice(blob).map_err(|e| TransferError::Decode(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixListener;
+
+    #[test]
+    fn push_delivers_blob_and_the_same_open_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sup.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let file = tempfile::tempfile().unwrap();
+        let blob = vec![7u8; 100_000];
+        let sender = {
+            let sock = sock.clone();
+            let blob = blob.clone();
+            let fd = file.try_clone().unwrap();
+            std::thread::spawn(move || push(&sock, &blob, std::os::fd::AsFd::as_fd(&fd)).unwrap())
+        };
+        let (conn, _) = listener.accept().unwrap();
+        // Reuse the pull side's reader by serving it from the other direction.
+        let mut data = vec![0u8; 256 * 1024];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
+        let first = msg.bytes;
+        let fds: Vec<RawFd> = msg
+            .cmsgs()
+            .unwrap()
+            .filter_map(|c| match c {
+                ControlMessageOwned::ScmRights(f) => Some(f),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(fds.len(), 1);
+        let mut rest = Vec::new();
+        (&conn).read_to_end(&mut rest).unwrap();
+        assert_eq!(first + rest.len(), blob.len());
+        sender.join().unwrap();
+        // Same open file description: a write through one fd moves the other's offset.
+        // SAFETY: the fd was just received for us.
+        let received = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        (&file).write_all(b"hello").unwrap();
+        use std::io::Seek;
+        assert_eq!((&received).stream_position().unwrap(), 5);
+    }
+
+    #[test]
+    fn pull_without_fd_is_no_enough_fds() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("sup.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.write_all(b"{}").unwrap();
+        });
+        let err = pull(&sock).unwrap_err();
+        server.join().unwrap();
+        assert_eq!(err.to_string(), "StorageBackendError(NoEnoughFds)");
+    }
+
+    #[test]
+    fn connect_errors_render_like_nydusd() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = pull(&dir.path().join("absent.sock")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"StorageBackendError(CreateUnixStream(Os { code: 2, kind: NotFound, message: "No such file or directory" }))"#
+        );
+    }
+}

@@ -1,0 +1,111 @@
+//! The mock as daemon code meets it: daemon-core's client, idle connections, pipelining,
+//! signals, and start-up states.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use common::{MockProcess, read_response};
+use daemon_core::{DaemonState, MountRequest, NydusdClient};
+
+#[tokio::test]
+async fn daemon_core_client_drives_the_mock() {
+    let mock = MockProcess::start(&[]);
+    let client = NydusdClient::new(&mock.sock);
+    let info = client.get_daemon_info().await.unwrap();
+    assert_eq!(info.state, DaemonState::Running);
+    client.mount("/a", &MountRequest::rafs("/boot", "{}")).await.unwrap();
+    let err = client.mount("/a", &MountRequest::rafs("/boot", "{}")).await.unwrap_err();
+    assert_eq!(err.kind(), daemon_core::api::ErrorKind::AlreadyExists);
+    assert_eq!(err.status(), Some(500));
+    client.umount("/a").await.unwrap();
+    let err = client.start().await.unwrap_err();
+    assert_eq!(err.daemon_message(), Some(r#"Configure(DaemonAbnormal(UnexpectedEvent("Start")))"#));
+}
+
+#[test]
+fn idle_connections_stay_open_and_pipelined_requests_are_answered_in_order() {
+    let mock = MockProcess::start(&[]);
+    let idle = mock.connect();
+    let mut s = mock.connect();
+    s.write_all(b"GET /nope HTTP/1.1\r\n\r\nGET /api/v1/daemon/events HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 404 "));
+    assert!(read_response(&mut s).starts_with("HTTP/1.1 200 "));
+    std::thread::sleep(Duration::from_millis(200));
+    // The idle connection has never sent anything and must still be open.
+    idle.set_nonblocking(true).unwrap();
+    let mut probe = [0u8; 1];
+    let read = std::io::Read::read(&mut &idle, &mut probe);
+    assert!(matches!(read, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock), "{read:?}");
+}
+
+#[test]
+fn sigkill_leaves_the_socket_and_sigterm_removes_it() {
+    let mut killed = MockProcess::start(&[]);
+    killed.child.kill().unwrap();
+    assert_eq!(killed.child.wait().unwrap().signal(), Some(9));
+    assert!(killed.sock.exists());
+    assert!(std::os::unix::net::UnixStream::connect(&killed.sock).is_err());
+
+    let mut termed = MockProcess::start(&[]);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(termed.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    assert_eq!(termed.child.wait().unwrap().code(), Some(0));
+    assert!(!termed.sock.exists());
+}
+
+#[tokio::test]
+async fn upgrade_start_waits_in_init() {
+    let mock = MockProcess::start(&["--upgrade"]);
+    let info = NydusdClient::new(&mock.sock).get_daemon_info().await.unwrap();
+    assert_eq!(info.state, DaemonState::Init);
+    assert_eq!(info.backend_collection.unwrap().len(), 0);
+}
+
+#[test]
+fn unknown_flags_exit_2_before_creating_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+        .args(["fuse", "--backend-source", "http://x", "--apisock"])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--backend-source"));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn missing_mountpoint_is_a_start_up_error_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("api.sock");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+        .args(["fuse", "--mountpoint"])
+        .arg(dir.path().join("absent"))
+        .arg("--apisock")
+        .arg(&sock)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error: "));
+    assert!(!sock.exists());
+}
+
+#[test]
+fn the_journal_survives_sigkill() {
+    let mut mock = MockProcess::start(&[]);
+    let mut s = mock.connect();
+    s.write_all(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").unwrap();
+    read_response(&mut s);
+    mock.child.kill().unwrap();
+    mock.child.wait().unwrap();
+    let journal = std::fs::read_to_string(&mock.journal).unwrap();
+    let events: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events[0]["event"], "start");
+    assert_eq!(events[1]["event"], "request");
+    assert_eq!(events[1]["path"], "/api/v1/daemon");
+    assert!(events[1]["t_ns"].as_u64().unwrap() >= events[0]["t_ns"].as_u64().unwrap());
+}

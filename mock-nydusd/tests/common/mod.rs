@@ -1,0 +1,110 @@
+//! A mock-nydusd process for integration tests, killed on drop.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+pub struct MockProcess {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub sock: PathBuf,
+    pub journal: PathBuf,
+}
+
+impl MockProcess {
+    /// Starts `mock-nydusd fuse --apisock <dir>/api.sock --mountpoint <dir>/mnt <extra>`.
+    pub fn start(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let sock = dir.path().join("api.sock");
+        let journal = dir.path().join("journal.jsonl");
+        let child = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+            .arg("fuse")
+            .arg("--apisock")
+            .arg(&sock)
+            .arg("--mountpoint")
+            .arg(&mnt)
+            .arg("--mock-journal")
+            .arg(&journal)
+            .args(extra)
+            .spawn()
+            .unwrap();
+        let mock = Self { child, dir, sock, journal };
+        mock.wait_for_socket();
+        mock
+    }
+
+    pub fn wait_for_socket(&self) {
+        let start = Instant::now();
+        while UnixStream::connect(&self.sock).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(10), "mock socket never appeared");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn connect(&self) -> UnixStream {
+        let s = UnixStream::connect(&self.sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+}
+
+impl Drop for MockProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads exactly one response (headers plus Content-Length body) from `stream`.
+pub fn read_response(stream: &mut UnixStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).unwrap();
+        assert_eq!(n, 1, "connection closed mid-headers: {:?}", String::from_utf8_lossy(&buf));
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8_lossy(&body)
+}
+
+/// Sends raw bytes on a fresh connection and returns the one reply.
+pub fn exchange(sock: &Path, raw: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).unwrap();
+    read_response(&mut s)
+}
+
+/// Replaces the volatile `mounted_time` values.
+pub fn redact(reply: &str) -> String {
+    let mut out = String::new();
+    let mut rest = reply;
+    while let Some(i) = rest.find("\"mounted_time\":\"") {
+        let start = i + "\"mounted_time\":\"".len();
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('"').unwrap();
+        out.push_str("[time]");
+        rest = &rest[start + end..];
+    }
+    out.push_str(rest);
+    out.replace(&format!("-mock-nydusd.{}", env!("CARGO_PKG_VERSION")), "-mock-nydusd.[version]")
+}

@@ -207,28 +207,24 @@ mod tests {
         assert_eq!(parse(b"PUT /x HTTP/1.1\r\nContent-Length: 5\r\n\r\nab"), Parsed::Incomplete);
     }
 
-    #[test]
-    fn library_rejections_carry_dbs_uhttp_reasons() {
-        let reason = |raw: &[u8]| match parse(raw) {
-            Parsed::Invalid(r) => r,
-            other => panic!("{other:?}"),
-        };
-        assert_eq!(reason(b"FOO / HTTP/1.1\r\n\r\n"), "Invalid HTTP Method: Unsupported HTTP method.");
-        assert_eq!(reason(b"GET / HTTP/2.0\r\n\r\n"), "Invalid HTTP Version: Unsupported HTTP version.");
-        assert_eq!(
-            reason(b"GET / HTTP/1.1\r\nBadHeader\r\n\r\n"),
-            "Invalid header. Reason: Header is incorrectly formatted. Key: BadHeader"
-        );
-        assert_eq!(
-            reason(b"PUT / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"),
-            "Invalid header. Reason: Invalid value. Key:Content-Length; Value: abc"
-        );
-        assert_eq!(
-            reason(b"PUT / HTTP/1.1\r\nContent-Length: 51201\r\n\r\n"),
-            "Request payload with size 51201 is larger than the limit of 51200 allowed by server."
-        );
-        let long = [b"GET /".as_slice(), &[b'a'; 1100]].concat();
-        assert_eq!(reason(&long), "Invalid request.");
+    #[rstest::rstest]
+    #[case::unknown_method(b"FOO / HTTP/1.1\r\n\r\n".as_slice(), "Invalid HTTP Method: Unsupported HTTP method.")]
+    #[case::bad_version(b"GET / HTTP/2.0\r\n\r\n".as_slice(), "Invalid HTTP Version: Unsupported HTTP version.")]
+    #[case::header_without_colon(
+        b"GET / HTTP/1.1\r\nBadHeader\r\n\r\n".as_slice(),
+        "Invalid header. Reason: Header is incorrectly formatted. Key: BadHeader"
+    )]
+    #[case::bad_content_length(
+        b"PUT / HTTP/1.1\r\nContent-Length: abc\r\n\r\n".as_slice(),
+        "Invalid header. Reason: Invalid value. Key:Content-Length; Value: abc"
+    )]
+    #[case::body_over_limit(
+        b"PUT / HTTP/1.1\r\nContent-Length: 51201\r\n\r\n".as_slice(),
+        "Request payload with size 51201 is larger than the limit of 51200 allowed by server."
+    )]
+    #[case::request_line_over_1024(&[b"GET /".as_slice(), &[b'a'; 1100]].concat(), "Invalid request.")]
+    fn library_rejections_carry_dbs_uhttp_reasons(#[case] raw: &[u8], #[case] reason: &str) {
+        assert_eq!(parse(raw), Parsed::Invalid(reason.to_owned()));
     }
 
     #[test]

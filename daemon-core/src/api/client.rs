@@ -327,14 +327,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn daemon_errors_are_classified_from_nydusd_messages() {
-        let exists = daemon_error(500, r#"Mount(MountFilesystem(Other("object or filesystem already exists")))"#);
-        assert_eq!(exists.kind(), ErrorKind::AlreadyExists);
-        let missing = daemon_error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#);
-        assert_eq!(missing.kind(), ErrorKind::NotFound);
-        assert_eq!(daemon_error(404, "NoRoute").kind(), ErrorKind::NotFound);
-        assert_eq!(daemon_error(400, "BadRequest").kind(), ErrorKind::Daemon);
+    #[rstest::rstest]
+    #[case::exists(
+        500,
+        r#"Mount(MountFilesystem(Other("object or filesystem already exists")))"#,
+        ErrorKind::AlreadyExists
+    )]
+    #[case::missing(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#, ErrorKind::NotFound)]
+    #[case::no_route(404, "NoRoute", ErrorKind::NotFound)]
+    #[case::bad_request(400, "BadRequest", ErrorKind::Daemon)]
+    #[case::unexpected_event(400, r#"Configure(DaemonAbnormal(UnexpectedEvent("Start")))"#, ErrorKind::Daemon)]
+    fn daemon_errors_are_classified_from_nydusd_messages(
+        #[case] status: u16,
+        #[case] message: &str,
+        #[case] kind: ErrorKind,
+    ) {
+        assert_eq!(daemon_error(status, message).kind(), kind);
     }
 
     #[test]

@@ -70,14 +70,24 @@ pub fn push(supervisor: &Path, blob: &[u8], fd: BorrowedFd<'_>) -> Result<(), Tr
 /// Pull leg: one `recvmsg` (32 KiB, 16 fd slots), then read to EOF; the first fd is kept.
 pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
     let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
-    let mut data = vec![0u8; FIRST_READ];
+    let (data, mut fds) = receive(&mut stream, FIRST_READ).map_err(TransferError::Io)?;
+    if fds.is_empty() {
+        return Err(TransferError::NoEnoughFds);
+    }
+    // Extra fds are closed when dropped; nydusd only warns about them.
+    Ok((data, fds.swap_remove(0)))
+}
+
+/// Reads one transfer from a connected stream: a first `recvmsg` of up to `first_read`
+/// bytes with room for 16 fds, then the rest of the bytes until EOF.
+pub fn receive(stream: &mut UnixStream, first_read: usize) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let mut data = vec![0u8; first_read];
     let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let (len, mut fds) = {
+    let (len, fds) = {
         let mut iov = [IoSliceMut::new(&mut data)];
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(|e| TransferError::Io(e.into()))?;
+        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
         let mut fds = Vec::new();
-        for cmsg in msg.cmsgs().map_err(|e| TransferError::Io(e.into()))? {
+        for cmsg in msg.cmsgs()? {
             if let ControlMessageOwned::ScmRights(received) = cmsg {
                 // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
                 fds.extend(received.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
@@ -86,12 +96,8 @@ pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
         (msg.bytes, fds)
     };
     data.truncate(len);
-    stream.read_to_end(&mut data).map_err(TransferError::Io)?;
-    if fds.is_empty() {
-        return Err(TransferError::NoEnoughFds);
-    }
-    // Extra fds are closed when dropped; nydusd only warns about them.
-    Ok((data, fds.swap_remove(0)))
+    stream.read_to_end(&mut data)?;
+    Ok((data, fds))
 }
 
 /// Encodes the state blob.
@@ -122,30 +128,13 @@ mod tests {
             let fd = file.try_clone().unwrap();
             std::thread::spawn(move || push(&sock, &blob, std::os::fd::AsFd::as_fd(&fd)).unwrap())
         };
-        let (conn, _) = listener.accept().unwrap();
-        // Reuse the pull side's reader by serving it from the other direction.
-        let mut data = vec![0u8; 256 * 1024];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
-        let first = msg.bytes;
-        let fds: Vec<RawFd> = msg
-            .cmsgs()
-            .unwrap()
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(f) => Some(f),
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let (mut conn, _) = listener.accept().unwrap();
+        let (data, fds) = receive(&mut conn, 256 * 1024).unwrap();
         assert_eq!(fds.len(), 1);
-        let mut rest = Vec::new();
-        (&conn).read_to_end(&mut rest).unwrap();
-        assert_eq!(first + rest.len(), blob.len());
+        assert_eq!(data, blob);
         sender.join().unwrap();
         // Same open file description: a write through one fd moves the other's offset.
-        // SAFETY: the fd was just received for us.
-        let received = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        let received = std::fs::File::from(fds.into_iter().next().unwrap());
         (&file).write_all(b"hello").unwrap();
         use std::io::Seek;
         assert_eq!((&received).stream_position().unwrap(), 5);

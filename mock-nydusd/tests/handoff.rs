@@ -3,38 +3,20 @@
 
 mod common;
 
-use std::io::{IoSlice, IoSliceMut, Read, Seek, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{IoSlice, Seek, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use common::{MockProcess, exchange};
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Accepts one connection and reads the blob to EOF with the fd it carries.
 fn receive(listener: &UnixListener) -> (Vec<u8>, OwnedFd) {
     let (mut conn, _) = listener.accept().unwrap();
-    let mut data = vec![0u8; 256 * 1024];
-    let mut space = nix::cmsg_space!([RawFd; 4]);
-    let (len, fds) = {
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let msg = recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::empty()).unwrap();
-        let fds: Vec<RawFd> = msg
-            .cmsgs()
-            .unwrap()
-            .filter_map(|c| match c {
-                ControlMessageOwned::ScmRights(f) => Some(f),
-                _ => None,
-            })
-            .flatten()
-            .collect();
-        (msg.bytes, fds)
-    };
-    data.truncate(len);
-    conn.read_to_end(&mut data).unwrap();
+    let (data, fds) = mock_nydusd::upgrade::receive(&mut conn, 256 * 1024).unwrap();
     assert_eq!(fds.len(), 1, "exactly one fd per transfer");
-    // SAFETY: received through SCM_RIGHTS for this process alone.
-    (data, unsafe { OwnedFd::from_raw_fd(fds[0]) })
+    (data, fds.into_iter().next().unwrap())
 }
 
 /// Accepts one connection and sends `blob` with `fd`, then closes.

@@ -13,7 +13,7 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
     let mut out = String::new();
     match &result.failure {
         None => {
-            let _ = writeln!(out, "PASS {path} ({} , {ms:.0} ms)", result.name);
+            let _ = writeln!(out, "PASS {path} ({}, {ms:.0} ms)", result.name);
         }
         Some(f) => {
             let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
@@ -36,7 +36,7 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
             }
         }
     }
-    out.replace(" , ", ", ")
+    out
 }
 
 /// The closing line.

@@ -7,13 +7,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use daemon_core::api::ErrorKind;
 use daemon_core::daemon::command::CommandInputs;
 use daemon_core::daemon::{DaemonMode, SpawnExtras, error_chain};
 use daemon_core::{Daemon, DaemonError, DaemonOptions, DaemonState, Layout, MountRequest, Timeouts};
 use nix::sys::signal::Signal;
 
-use crate::scenario::model::{ApiCall, ErrorKindName, ExitExpectation, ExpectedError, Mode, Scenario, Step};
+use crate::scenario::model::{ApiCall, ExitExpectation, ExpectedError, Mode, Scenario, Step};
 
 /// What to run scenarios against.
 #[derive(Debug, Clone)]
@@ -421,17 +420,6 @@ fn describe_exit(status: std::process::ExitStatus) -> String {
     }
 }
 
-fn kind_name(kind: ErrorKind) -> ErrorKindName {
-    match kind {
-        ErrorKind::NotFound => ErrorKindName::NotFound,
-        ErrorKind::AlreadyExists => ErrorKindName::AlreadyExists,
-        ErrorKind::Daemon => ErrorKindName::Daemon,
-        ErrorKind::Timeout => ErrorKindName::Timeout,
-        ErrorKind::Connection => ErrorKindName::Connection,
-        ErrorKind::Decode => ErrorKindName::Decode,
-    }
-}
-
 fn describe_expected(e: &ExpectedError) -> String {
     let mut parts = Vec::new();
     if let Some(status) = e.status {
@@ -457,7 +445,7 @@ fn check_outcome(
         (Ok(()), Some(exp)) => Err(StepError::mismatch(format!("{what} succeeded"), describe_expected(exp), "success")),
         (Err(e), Some(exp)) => {
             let (status, kind) = match &e {
-                DaemonError::Client { source, .. } => (source.status(), Some(kind_name(source.kind()))),
+                DaemonError::Client { source, .. } => (source.status(), Some(source.kind())),
                 _ => (None, None),
             };
             let text = error_chain(&e);

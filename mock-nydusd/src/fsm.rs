@@ -80,18 +80,6 @@ impl Machine {
         self.fsm
     }
 
-    /// Forces a reported state (scripted faults); the FSM follows where it has a match.
-    pub fn force(&mut self, state: DaemonState) {
-        self.reported = state;
-        self.fsm = match state {
-            DaemonState::Init => Some(Fsm::Init),
-            DaemonState::Ready => Some(Fsm::Ready),
-            DaemonState::Running => Some(Fsm::Running),
-            DaemonState::Stopped => None,
-            _ => self.fsm,
-        };
-    }
-
     /// Applies `event`, running `action` after the FSM has moved.
     pub fn fire(&mut self, event: Event, action: impl FnOnce() -> Result<(), String>) -> Result<(), FireError> {
         let from = self.fsm.ok_or(FireError::Closed)?;

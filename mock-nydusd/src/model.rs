@@ -102,11 +102,6 @@ impl Model {
         self.machine.reported()
     }
 
-    /// The mounted in-FUSE paths.
-    pub fn mountpoints(&self) -> Vec<String> {
-        self.mounts.keys().cloned().collect()
-    }
-
     /// Normal start-up: optional bootstrap instance at `/`, a session, Mount, Start.
     pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), String> {
         if let Some(cmd) = bootstrap {
@@ -127,11 +122,6 @@ impl Model {
             let _ = self.machine.fire(*event, || Ok(()));
         }
         unmounts
-    }
-
-    /// Forces the reported state (scripts).
-    pub fn force_state(&mut self, state: DaemonState) {
-        self.machine.force(state);
     }
 
     /// Handles one routed request.

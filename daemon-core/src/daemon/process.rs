@@ -50,7 +50,16 @@ pub enum ProcessError {
         #[source]
         source: std::io::Error,
     },
-    /// `kill(2)` failed.
+    /// `pidfd_open(2)` failed for a freshly spawned child.
+    #[error("cannot open a pidfd for pid {pid}")]
+    PidFd {
+        /// The child's pid.
+        pid: u32,
+        /// The OS error.
+        #[source]
+        source: nix::Error,
+    },
+    /// `pidfd_send_signal(2)` failed.
     #[error("cannot send {signal} to pid {pid}")]
     Signal {
         /// Target pid.
@@ -96,7 +105,7 @@ impl NydusdProcess {
         let pid = child.id().expect("a freshly spawned child has a pid");
         // The child cannot have been reaped yet (only the task below reaps it), so this pidfd
         // names exactly our child.
-        let pidfd = PidFd::open(pid).map_err(|source| ProcessError::Signal { pid, signal: Signal::SIGCHLD, source })?;
+        let pidfd = PidFd::open(pid).map_err(|source| ProcessError::PidFd { pid, source })?;
         let (tx, status) = watch::channel(None);
         tokio::spawn(async move {
             if let Ok(exit) = child.wait().await {

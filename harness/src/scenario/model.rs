@@ -207,28 +207,10 @@ pub struct ExpectedError {
     pub status: Option<u16>,
     /// Error kind.
     #[serde(default)]
-    pub kind: Option<ErrorKindName>,
+    pub kind: Option<daemon_core::api::ErrorKind>,
     /// Text the error (message or chain) must contain.
     #[serde(default)]
     pub message_contains: Option<String>,
-}
-
-/// Error kinds as daemon-core classifies them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKindName {
-    /// Nothing there.
-    NotFound,
-    /// Already there.
-    AlreadyExists,
-    /// Other daemon error status.
-    Daemon,
-    /// Deadline passed.
-    Timeout,
-    /// Connect or transport failure.
-    Connection,
-    /// Bad reply.
-    Decode,
 }
 
 /// `mount`.
@@ -242,7 +224,7 @@ pub struct MountStep {
     /// `fs_type` field (default `rafs`).
     #[serde(default = "default_fs_type")]
     pub fs_type: String,
-    /// Bootstrap path (default: a file the harness creates).
+    /// Bootstrap path (default: `<root>/snapshots/<mountpoint>/image.boot`; the mock does not read it).
     #[serde(default)]
     pub source: Option<String>,
     /// RAFS config JSON text (default `{}`).

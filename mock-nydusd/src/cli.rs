@@ -81,6 +81,9 @@ pub struct Cli {
     /// Mock: answer with a 500 instead of aborting where nydusd aborts.
     #[arg(long, global = true)]
     pub mock_no_abort: bool,
+    /// Mock: open connections served before new ones get dbs-uhttp's 503 (nydusd: 256).
+    #[arg(long, global = true, default_value_t = 256)]
+    pub mock_max_connections: usize,
 }
 
 /// nydusd's subcommands.

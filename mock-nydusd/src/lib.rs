@@ -12,13 +12,17 @@
 //!                         upgrade (SCM_RIGHTS to/from --supervisor)
 //! ```
 
+pub mod blob_cache;
 pub mod build_info;
 pub mod cli;
 pub mod fsm;
 pub mod http;
+pub mod instance;
 pub mod journal;
+pub mod metrics;
 pub mod model;
 pub mod routes;
+pub mod runtime_config;
 pub mod server;
 pub mod time;
 pub mod upgrade;
@@ -101,9 +105,9 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         Some(path) => Journal::open(path).map_err(|e| format!("cannot open journal {}: {e:?}", path.display()))?,
         None => Journal::default(),
     };
-    let mode = match cli.command {
-        Some(Command::Singleton { .. }) => Mode::Singleton,
-        _ => Mode::Fuse,
+    let (mode, fscache_dir) = match &cli.command {
+        Some(Command::Singleton { fscache, .. }) => (Mode::Singleton, fscache.clone()),
+        _ => (Mode::Fuse, None),
     };
     let options = ModelOptions {
         id: cli.id.clone(),
@@ -111,6 +115,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         mode,
         build,
         abort_like_nydusd: !cli.mock_no_abort,
+        fscache_dir,
     };
     let mut model = Model::new(options, cli.log_level.clone());
     let apisock = cli.apisock.clone();
@@ -160,7 +165,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
     let listener = tokio::net::UnixListener::bind(&apisock).map_err(|e| format!("{e:?}"))?;
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared { model: tokio::sync::Mutex::new(model), journal, shutdown });
-    tokio::spawn(server::serve(listener, shared.clone()));
+    tokio::spawn(server::serve(listener, shared.clone(), cli.mock_max_connections));
 
     tokio::select! {
         signal = wait_for_signal() => {

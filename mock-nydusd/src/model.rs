@@ -9,9 +9,13 @@ use daemon_core::DaemonState;
 use daemon_core::api::{BuildTimeInfo, DaemonInfo, MountRequest};
 use serde_json::{Value, json};
 
+use crate::blob_cache::{BlobCache, BlobCacheEntry};
 use crate::fsm::{Event, FireError, Machine};
 use crate::http::Response;
+use crate::instance::InstanceConfig;
+use crate::metrics::CounterSets;
 use crate::routes::{Route, error_wrapper};
+use crate::runtime_config::{RuntimeConfig, UpdateError};
 use crate::upgrade::{self, SavedMount, SavedState};
 
 /// FUSE daemon or fscache `singleton`.
@@ -34,8 +38,10 @@ pub struct ModelOptions {
     pub mode: Mode,
     /// Reported build info.
     pub build: BuildTimeInfo,
-    /// Abort where real nydusd aborts (FUSE sendfd without `--supervisor`).
+    /// Abort where real nydusd aborts (FUSE sendfd without `--supervisor`, GET blobs).
     pub abort_like_nydusd: bool,
+    /// Singleton `--fscache` work directory (blob-file culling needs it).
+    pub fscache_dir: Option<PathBuf>,
 }
 
 /// What the server does after writing a reply.
@@ -45,6 +51,8 @@ pub enum After {
     Continue,
     /// Shut down gracefully (exit API).
     Exit,
+    /// Abort the process without writing the reply, where nydusd panics.
+    Abort,
 }
 
 /// A reply plus what follows it.
@@ -87,6 +95,9 @@ pub struct Model {
     /// while the mock has no real FUSE session) or one received by takeover.
     session_fd: Option<OwnedFd>,
     log_level: String,
+    counters: CounterSets,
+    runtime_config: RuntimeConfig,
+    blobs: BlobCache,
 }
 
 const CLOSED_CHANNEL: &str = "failed to send message to channel, sending on a closed channel";
@@ -94,7 +105,16 @@ const CLOSED_CHANNEL: &str = "failed to send message to channel, sending on a cl
 impl Model {
     /// A model in INIT with nothing mounted.
     pub fn new(options: ModelOptions, log_level: String) -> Self {
-        Self { options, machine: Machine::new(), mounts: BTreeMap::new(), session_fd: None, log_level }
+        Self {
+            options,
+            machine: Machine::new(),
+            mounts: BTreeMap::new(),
+            session_fd: None,
+            log_level,
+            counters: CounterSets::default(),
+            runtime_config: RuntimeConfig::default(),
+            blobs: BlobCache::default(),
+        }
     }
 
     /// The reported state.
@@ -154,6 +174,117 @@ impl Model {
             Route::Mount { mountpoint, body } => self.mount(mountpoint, &body).into(),
             Route::Remount { mountpoint, body } => self.remount(mountpoint, &body).into(),
             Route::Umount { mountpoint } => self.umount(&mountpoint).into(),
+            Route::BackendInfoWithoutMountpoint => {
+                Response::error(400, r#"QueryString("'mountpoint' should be specified in query string")"#).into()
+            }
+            Route::BackendInfo { mountpoint } => self.backend_info(&mountpoint).into(),
+            Route::Metrics { kind, id, latest } => match self.counters.export(kind, id.as_deref(), latest) {
+                Ok(body) => Response::json(200, body.to_string()).into(),
+                Err(_) => Response::error(404, &format!("{wrapper}(Metrics(Stats(NoCounter)))")).into(),
+            },
+            Route::Inflight => match self.options.mode {
+                // No FUSE request is ever in flight in the mock.
+                Mode::Fuse => Response::no_content().into(),
+                Mode::Singleton => unsupported(wrapper).into(),
+            },
+            Route::GetConfig { id } => Response::json(200, self.runtime_config.get(id.as_deref()).to_string()).into(),
+            Route::PutConfig { id, body } => match self.runtime_config.update(id.as_deref(), &body) {
+                Ok(()) => Response::no_content().into(),
+                Err(UpdateError::Parse(text)) => Response::error(400, &format!("ParseBody({text})")).into(),
+                Err(UpdateError::UnknownKey(_)) => Response::error(500, "Configure(ResponsePayloadType)").into(),
+            },
+            Route::GetBlobs => {
+                if self.options.abort_like_nydusd {
+                    // nydusd reaches a `todo!()` here; its release build aborts.
+                    return Reply { response: Response::no_content(), after: After::Abort };
+                }
+                Response::error(500, "GetBlobObjects(ResponseRecv(RecvError))").into()
+            }
+            Route::CreateBlob(body) => self.create_blob(&body).into(),
+            Route::DeleteBlobObject { domain_id, blob_id } => match self.options.mode {
+                Mode::Fuse => unsupported(wrapper).into(),
+                Mode::Singleton => match self.blobs.remove(&domain_id, blob_id.as_deref()) {
+                    Ok(()) => Response::no_content().into(),
+                    Err(e) => other_error(wrapper, &e.0).into(),
+                },
+            },
+            Route::DeleteBlobFile { .. } => match (self.options.mode, &self.options.fscache_dir) {
+                // The FUSE daemon's default implementation does nothing; culling an fscache
+                // file the mock never wrote succeeds trivially.
+                (Mode::Fuse, _) | (Mode::Singleton, Some(_)) => Response::no_content().into(),
+                (Mode::Singleton, None) => unsupported(wrapper).into(),
+            },
+        }
+    }
+
+    fn backend_info(&self, mountpoint: &str) -> Response {
+        const WRAPPER: &str = "FsBackendInfo";
+        if self.options.mode == Mode::Singleton {
+            return unsupported(WRAPPER);
+        }
+        let Some(mounted) = self.mounts.get(mountpoint) else {
+            return Response::error(
+                500,
+                r#"FsBackendInfo(Metrics(Daemon(Other("object or filesystem doesn't exist"))))"#,
+            );
+        };
+        if mounted.cmd.fs_type != "rafs" {
+            return Response::error(
+                500,
+                r#"FsBackendInfo(Metrics(Daemon(Other("filesystem type mismatch, expect RAFS"))))"#,
+            );
+        }
+        // The super-block of a small RAFS v6 image as real nydusd 2.2 reported it
+        // (`real-nydusd-2.2.md`); the mock has no bootstrap to read.
+        Response::json(
+            200,
+            json!({
+                "magic": 3774210530u32, "version": 1536, "sb_size": 0, "root_inode": 0, "chunk_size": 1048576,
+                "inodes_count": 9, "flags": {"bits": 148}, "inode_table_entries": 0, "inode_table_offset": 0,
+                "blob_table_size": 256, "blob_table_offset": 4096, "extended_blob_table_offset": 0,
+                "extended_blob_table_entries": 0, "prefetch_table_offset": 0, "prefetch_table_entries": 0,
+                "attr_timeout": {"secs": 4294967296u64, "nanos": 0}, "entry_timeout": {"secs": 4294967296u64, "nanos": 0},
+                "is_chunk_dict": false, "meta_blkaddr": 2, "root_nid": 128, "chunk_table_offset": 16384,
+                "chunk_table_size": 320
+            })
+            .to_string(),
+        )
+    }
+
+    fn create_blob(&mut self, body: &[u8]) -> Response {
+        const WRAPPER: &str = "CreateBlobObject";
+        let entry: BlobCacheEntry = match serde_json::from_slice(body) {
+            Ok(entry) => entry,
+            Err(e) => return Response::error(400, &format!("ParseBody({e:?})")),
+        };
+        let Some(config) = entry.validate() else {
+            return Response::error(400, "BadRequest");
+        };
+        if self.options.mode == Mode::Fuse {
+            return unsupported(WRAPPER);
+        }
+        let backend_config = InstanceConfig {
+            backend_type: entry
+                .config
+                .as_ref()
+                .and_then(|c| c.get("backend_type"))
+                .or_else(|| entry.config_v2.as_ref().and_then(|c| c.pointer("/backend/type")))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .replace("s3", "oss"),
+            backend: entry.config.clone().or_else(|| entry.config_v2.clone()).unwrap_or(Value::Null),
+            ..InstanceConfig::default()
+        };
+        match self.blobs.create(entry, &config) {
+            Ok(()) => {
+                // fscache blobs register their backend counters under "/".
+                self.counters.register_backend("/", &backend_config);
+                if let Some(work_dir) = &config.work_dir {
+                    self.counters.register_blobcache(&config.id, work_dir);
+                }
+                Response::no_content()
+            }
+            Err(e) => other_error(WRAPPER, &e.0),
         }
     }
 
@@ -231,6 +362,9 @@ impl Model {
                 for saved in state.mounts {
                     self.insert_mount(saved.mountpoint, saved.cmd);
                 }
+                for entry in state.blobs {
+                    self.blobs.restore(entry);
+                }
                 self.session_fd = Some(fd);
                 Response::no_content()
             }
@@ -276,6 +410,7 @@ impl Model {
                 .iter()
                 .map(|(mp, m)| SavedMount { mountpoint: mp.clone(), cmd: m.cmd.clone() })
                 .collect(),
+            blobs: self.blobs.entries().cloned().collect(),
         }
     }
 
@@ -335,8 +470,28 @@ impl Model {
     }
 
     fn insert_mount(&mut self, mountpoint: String, cmd: MountRequest) {
+        if cmd.fs_type == "rafs" {
+            let config = InstanceConfig::parse(&cmd.config);
+            self.counters.register_instance(&mountpoint, &config);
+            // A registry backend registers its auth under its id when it starts, and any
+            // backend its non-empty proxy URL (§2.2, `/api/v1/config`).
+            if let Some(auth) = &config.registry_auth {
+                self.runtime_config.set(&mountpoint, "registry_auth", auth);
+            }
+            if let Some(url) = &config.proxy_url {
+                self.runtime_config.set(&mountpoint, "proxy_url", url);
+            }
+        }
         self.mounts.insert(mountpoint, Mounted { cmd, mounted_time: crate::time::human_utc_now() });
     }
+}
+
+fn unsupported(wrapper: &str) -> Response {
+    Response::error(501, &format!("{wrapper}(DaemonAbnormal(Unsupported))"))
+}
+
+fn other_error(wrapper: &str, text: &str) -> Response {
+    Response::error(500, &format!("{wrapper}(DaemonAbnormal(Other({text:?})))"))
 }
 
 fn fire_error(wrapper: &str, error: FireError) -> Response {
@@ -366,6 +521,7 @@ mod tests {
             mode,
             build: crate::build_info::build_info(None),
             abort_like_nydusd: false,
+            fscache_dir: None,
         };
         Model::new(options, "info".into())
     }

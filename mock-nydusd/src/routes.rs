@@ -44,10 +44,84 @@ pub enum Route {
     },
     /// `/api/v1/mount` without `mountpoint` (checked before the method).
     MissingMountpoint,
+    /// GET /api/v1/daemon/backend?mountpoint=.
+    BackendInfo {
+        /// In-FUSE mount path.
+        mountpoint: String,
+    },
+    /// GET /api/v1/daemon/backend without `mountpoint` (checked after the method).
+    BackendInfoWithoutMountpoint,
+    /// GET /api/v1/metrics[/files|/pattern|/backend|/blobcache].
+    Metrics {
+        /// Which counter family.
+        kind: MetricsKind,
+        /// `id` query parameter.
+        id: Option<String>,
+        /// `latest=true` on `/metrics/files`.
+        latest: bool,
+    },
+    /// GET /api/v1/metrics/inflight.
+    Inflight,
+    /// GET /api/v1/config.
+    GetConfig {
+        /// `id` query parameter.
+        id: Option<String>,
+    },
+    /// PUT /api/v1/config.
+    PutConfig {
+        /// `id` query parameter.
+        id: Option<String>,
+        /// JSON object of string values.
+        body: Vec<u8>,
+    },
+    /// GET /api/v2/blobs with `domain_id` (the call that never succeeds).
+    GetBlobs,
+    /// PUT /api/v2/blobs with a `BlobCacheEntry`.
+    CreateBlob(Vec<u8>),
+    /// DELETE /api/v2/blobs with `domain_id` (maybe empty) and optional `blob_id`.
+    DeleteBlobObject {
+        /// `domain_id`.
+        domain_id: String,
+        /// `blob_id`, absent or empty meaning "the whole domain".
+        blob_id: Option<String>,
+    },
+    /// DELETE /api/v2/blobs with only `blob_id`: cull cache files.
+    DeleteBlobFile {
+        /// `blob_id`.
+        blob_id: String,
+    },
     /// A known path with a method/body combination it does not handle.
     BadRequest,
     /// An unknown path.
     NoRoute,
+}
+
+/// The metrics endpoints sharing the counter-set lookup rule (§2.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsKind {
+    /// `/api/v1/metrics`: FS global counters.
+    Global,
+    /// `/api/v1/metrics/files`.
+    Files,
+    /// `/api/v1/metrics/pattern`.
+    Pattern,
+    /// `/api/v1/metrics/backend`.
+    Backend,
+    /// `/api/v1/metrics/blobcache`.
+    Blobcache,
+}
+
+impl MetricsKind {
+    /// The wrapper nydusd puts around this endpoint's errors.
+    pub fn wrapper(self) -> &'static str {
+        match self {
+            Self::Global => "GlobalMetrics",
+            Self::Files => "FsFilesMetrics",
+            Self::Pattern => "Pattern",
+            Self::Backend => "BackendMetrics",
+            Self::Blobcache => "BlobcacheMetrics",
+        }
+    }
 }
 
 /// The wrapper name nydusd puts around errors of this route (§1.5).
@@ -58,6 +132,14 @@ pub fn error_wrapper(route: &Route) -> &'static str {
         Route::Events => "Events",
         Route::SendFd | Route::Takeover => "Upgrade",
         Route::Mount { .. } | Route::Remount { .. } | Route::Umount { .. } | Route::MissingMountpoint => "Mount",
+        Route::BackendInfo { .. } | Route::BackendInfoWithoutMountpoint => "FsBackendInfo",
+        Route::Metrics { kind, .. } => kind.wrapper(),
+        Route::Inflight => "InflightMetrics",
+        Route::GetConfig { .. } | Route::PutConfig { .. } => "Configure",
+        Route::GetBlobs => "GetBlobObjects",
+        Route::CreateBlob(_) => "CreateBlobObject",
+        Route::DeleteBlobObject { .. } => "DeleteBlobObject",
+        Route::DeleteBlobFile { .. } => "DeleteBlobFile",
         Route::BadRequest | Route::NoRoute => "",
     }
 }
@@ -82,6 +164,33 @@ pub fn route(request: &Request) -> Route {
             (Some(mountpoint), "DELETE", None) => Route::Umount { mountpoint },
             _ => Route::BadRequest,
         },
+        ("/api/v1/daemon/backend", "GET", None) => match request.query_param("mountpoint") {
+            Some(mountpoint) => Route::BackendInfo { mountpoint },
+            None => Route::BackendInfoWithoutMountpoint,
+        },
+        ("/api/v1/metrics/inflight", "GET", None) => Route::Inflight,
+        (path @ ("/api/v1/metrics" | "/api/v1/metrics/files" | "/api/v1/metrics/pattern"), "GET", None)
+        | (path @ ("/api/v1/metrics/backend" | "/api/v1/metrics/blobcache"), "GET", None) => {
+            let kind = match path {
+                "/api/v1/metrics" => MetricsKind::Global,
+                "/api/v1/metrics/files" => MetricsKind::Files,
+                "/api/v1/metrics/pattern" => MetricsKind::Pattern,
+                "/api/v1/metrics/backend" => MetricsKind::Backend,
+                _ => MetricsKind::Blobcache,
+            };
+            // nydusd parses `latest` as a bool; anything but "true" is false.
+            let latest = kind == MetricsKind::Files && request.query_param("latest").as_deref() == Some("true");
+            Route::Metrics { kind, id: request.query_param("id"), latest }
+        }
+        ("/api/v1/config", "GET", None) => Route::GetConfig { id: request.query_param("id") },
+        ("/api/v1/config", "PUT", Some(body)) => Route::PutConfig { id: request.query_param("id"), body },
+        ("/api/v2/blobs", "GET", None) if request.query_param("domain_id").is_some() => Route::GetBlobs,
+        ("/api/v2/blobs", "PUT", Some(body)) => Route::CreateBlob(body),
+        ("/api/v2/blobs", "DELETE", None) => match (request.query_param("domain_id"), request.query_param("blob_id")) {
+            (Some(domain_id), blob_id) => Route::DeleteBlobObject { domain_id, blob_id },
+            (None, Some(blob_id)) => Route::DeleteBlobFile { blob_id },
+            (None, None) => Route::BadRequest,
+        },
         (path, _, _) if is_known_path(path) => Route::BadRequest,
         // An empty path (target neither `/...` nor `http://...`) is a parse failure: BadRequest.
         ("", _, _) => Route::BadRequest,
@@ -89,9 +198,8 @@ pub fn route(request: &Request) -> Route {
     }
 }
 
-/// The paths this mock models. nydusd's other paths (backend, metrics, config, v2 blobs)
-/// are not modelled yet and answer `NoRoute`, as they would on a nydusd built without them.
-const KNOWN_PATHS: [&str; 8] = [
+/// Every path in nydusd's route table (§2.1).
+const KNOWN_PATHS: [&str; 17] = [
     "/api/v1/daemon",
     "/api/v2/daemon",
     "/api/v1/daemon/events",
@@ -100,6 +208,15 @@ const KNOWN_PATHS: [&str; 8] = [
     "/api/v1/daemon/fuse/sendfd",
     "/api/v1/daemon/fuse/takeover",
     "/api/v1/mount",
+    "/api/v1/daemon/backend",
+    "/api/v1/metrics",
+    "/api/v1/metrics/files",
+    "/api/v1/metrics/pattern",
+    "/api/v1/metrics/backend",
+    "/api/v1/metrics/blobcache",
+    "/api/v1/metrics/inflight",
+    "/api/v1/config",
+    "/api/v2/blobs",
 ];
 
 fn is_known_path(path: &str) -> bool {
@@ -142,5 +259,36 @@ mod tests {
             route(&req("DELETE", "/api/v1/mount?mountpoint=%2Fa", None)),
             Route::Umount { mountpoint: "/a".into() }
         );
+    }
+
+    #[test]
+    fn backend_info_checks_the_method_before_the_query() {
+        assert_eq!(route(&req("PUT", "/api/v1/daemon/backend", None)), Route::BadRequest);
+        assert_eq!(route(&req("GET", "/api/v1/daemon/backend", None)), Route::BackendInfoWithoutMountpoint);
+    }
+
+    #[test]
+    fn blob_delete_picks_object_or_file_by_its_parameters() {
+        assert_eq!(
+            route(&req("DELETE", "/api/v2/blobs?domain_id=&blob_id=b", None)),
+            Route::DeleteBlobObject { domain_id: String::new(), blob_id: Some("b".into()) }
+        );
+        assert_eq!(
+            route(&req("DELETE", "/api/v2/blobs?blob_id=b", None)),
+            Route::DeleteBlobFile { blob_id: "b".into() }
+        );
+        assert_eq!(route(&req("DELETE", "/api/v2/blobs", None)), Route::BadRequest);
+        assert_eq!(route(&req("GET", "/api/v2/blobs", None)), Route::BadRequest);
+    }
+
+    #[test]
+    fn only_latest_true_switches_file_metrics_mode() {
+        let latest = |q: &str| match route(&req("GET", &format!("/api/v1/metrics/files?{q}"), None)) {
+            Route::Metrics { latest, .. } => latest,
+            other => panic!("{other:?}"),
+        };
+        assert!(latest("latest=true"));
+        assert!(!latest("latest=1"));
+        assert!(!latest("id=/a"));
     }
 }

@@ -5,6 +5,7 @@
 //! snapshotter's liveness monitor holds an idle one and reads a hang-up as death.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -27,12 +28,39 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
 }
 
-/// Accepts connections until the process ends.
-pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+/// dbs-uhttp's reply to a connection beyond its limit, sent raw before closing it.
+pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\nContent-Length: 40\r\n\r\n{ \"error\": \"Too many open connections\" }";
+
+/// Counts a connection as open until dropped.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Accepts connections until the process ends; beyond `max_connections` open ones, a new
+/// connection gets [`TOO_MANY_CONNECTIONS`] and is closed.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>, max_connections: usize) {
+    let open = Arc::new(AtomicUsize::new(0));
     loop {
         match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(connection(stream, shared.clone()));
+            Ok((mut stream, _)) => {
+                if open.load(Ordering::SeqCst) >= max_connections {
+                    shared.journal.record("connection_refused", json!({ "open": max_connections }));
+                    tokio::spawn(async move {
+                        let _ = stream.write_all(TOO_MANY_CONNECTIONS).await;
+                    });
+                    continue;
+                }
+                open.fetch_add(1, Ordering::SeqCst);
+                let guard = OpenConnection(open.clone());
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    connection(stream, shared).await;
+                    drop(guard);
+                });
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -92,6 +120,10 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
             );
             if before != after_state {
                 shared.journal.record("state", json!({ "from": before.as_str(), "to": after_state.as_str() }));
+            }
+            if reply.after == After::Abort {
+                shared.journal.record("abort", json!({ "path": request.path }));
+                std::process::abort();
             }
             let written = stream.write_all(&reply.response.encode()).await;
             drop(model);

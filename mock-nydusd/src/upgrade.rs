@@ -20,6 +20,9 @@ const MAX_FDS: usize = 16;
 pub struct SavedState {
     /// Mounted instances, by in-FUSE path.
     pub mounts: Vec<SavedMount>,
+    /// Singleton blob-cache entries.
+    #[serde(default)]
+    pub blobs: Vec<crate::blob_cache::BlobCacheEntry>,
 }
 
 /// One mounted instance.

@@ -109,3 +109,32 @@ fn the_journal_survives_sigkill() {
     assert_eq!(events[1]["path"], "/api/v1/daemon");
     assert!(events[1]["t_ns"].as_u64().unwrap() >= events[0]["t_ns"].as_u64().unwrap());
 }
+
+#[test]
+fn the_257th_open_connection_gets_the_raw_503_and_is_closed() {
+    let mock = MockProcess::start(&[]);
+    let open: Vec<_> = (0..256).map(|_| mock.connect()).collect();
+    // A request on the last admitted connection proves all 256 were accepted first.
+    let mut last = open[255].try_clone().unwrap();
+    last.write_all(b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_response(&mut last).starts_with("HTTP/1.1 200 "));
+    let mut refused = mock.connect();
+    let mut reply = Vec::new();
+    std::io::Read::read_to_end(&mut refused, &mut reply).unwrap();
+    assert_eq!(reply, mock_nydusd::server::TOO_MANY_CONNECTIONS);
+    drop(open);
+    drop(last);
+    // Closed connections free their slots once the server has seen them close.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut again = mock.connect();
+        again.write_all(b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        std::io::Read::read_exact(&mut again, &mut head).unwrap();
+        if &head == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "slots were never freed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

@@ -19,22 +19,31 @@ pub struct MockProcess {
 impl MockProcess {
     /// Starts `mock-nydusd fuse --apisock <dir>/api.sock --mountpoint <dir>/mnt <extra>`.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_mode("fuse", extra)
+    }
+
+    /// Starts `mock-nydusd singleton --apisock <dir>/api.sock <extra>` with a stand-in for
+    /// `/dev/cachefiles` (any file it can open read-write) so that start-up succeeds.
+    pub fn start_singleton(extra: &[&str]) -> Self {
+        Self::start_mode("singleton", extra)
+    }
+
+    fn start_mode(mode: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let sock = dir.path().join("api.sock");
         let journal = dir.path().join("journal.jsonl");
-        let child = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
-            .arg("fuse")
-            .arg("--apisock")
-            .arg(&sock)
-            .arg("--mountpoint")
-            .arg(&mnt)
-            .arg("--mock-journal")
-            .arg(&journal)
-            .args(extra)
-            .spawn()
-            .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"));
+        command.arg(mode).arg("--apisock").arg(&sock).arg("--mock-journal").arg(&journal);
+        if mode == "fuse" {
+            command.arg("--mountpoint").arg(&mnt);
+        } else {
+            let device = dir.path().join("cachefiles");
+            std::fs::write(&device, b"").unwrap();
+            command.arg("--mock-cachefiles").arg(device);
+        }
+        let child = command.args(extra).spawn().unwrap();
         let mock = Self { child, dir, sock, journal };
         mock.wait_for_socket();
         mock

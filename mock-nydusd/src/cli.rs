@@ -81,6 +81,12 @@ pub struct Cli {
     /// Mock: answer with a 500 instead of aborting where nydusd aborts.
     #[arg(long, global = true)]
     pub mock_no_abort: bool,
+    /// Mock: script of rules and start-up directives (YAML or JSON, see `script.rs`).
+    #[arg(long, global = true)]
+    pub mock_script: Option<PathBuf>,
+    /// Mock: control socket for replacing the script and reading the journal at run time.
+    #[arg(long, global = true)]
+    pub mock_control: Option<PathBuf>,
     /// Mock: open connections served before new ones get dbs-uhttp's 503 (nydusd: 256).
     #[arg(long, global = true, default_value_t = 256)]
     pub mock_max_connections: usize,

@@ -105,6 +105,17 @@ impl Machine {
         outcome.map_err(FireError::Action)
     }
 
+    /// Puts the machine where a daemon reporting `state` would be (scripted transitions).
+    pub fn force(&mut self, state: DaemonState) {
+        self.reported = state;
+        self.fsm = match state {
+            DaemonState::Init => Some(Fsm::Init),
+            DaemonState::Ready => Some(Fsm::Ready),
+            DaemonState::Running => Some(Fsm::Running),
+            _ => None,
+        };
+    }
+
     /// The events `PUT /daemon/exit` sends, decided from the reported state.
     pub fn exit_events(&self) -> &'static [Event] {
         match self.reported {
@@ -171,6 +182,16 @@ mod tests {
         assert_eq!(m.fsm(), None);
         assert_eq!(m.fire(Event::Start, ok), Err(FireError::Closed));
         assert!(m.exit_events().is_empty());
+    }
+
+    #[test]
+    fn forcing_a_state_lets_its_events_follow() {
+        let mut m = Machine::new();
+        m.force(DaemonState::Ready);
+        m.fire(Event::Start, ok).unwrap();
+        assert_eq!(m.reported(), DaemonState::Running);
+        m.force(DaemonState::Stopped);
+        assert_eq!(m.fire(Event::Start, ok), Err(FireError::Closed));
     }
 
     #[test]

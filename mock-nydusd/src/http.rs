@@ -135,17 +135,19 @@ pub struct Response {
     /// Body; empty means no `Content-Type`/`Content-Length` headers at all.
     pub body: Vec<u8>,
     server: &'static str,
+    /// A `Content-Length` to claim instead of the body's (scripted faults).
+    content_length: Option<usize>,
 }
 
 impl Response {
     /// 204 with no body.
     pub fn no_content() -> Self {
-        Self { status: 204, body: Vec::new(), server: "Nydus API" }
+        Self { status: 204, body: Vec::new(), server: "Nydus API", content_length: None }
     }
 
     /// A reply with a JSON body.
     pub fn json(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Self { status, body: body.into(), server: "Nydus API" }
+        Self { status, body: body.into(), server: "Nydus API", content_length: None }
     }
 
     /// nydusd's application error: `{"code":"UNDEFINED","message":...}`.
@@ -157,14 +159,22 @@ impl Response {
     /// The HTTP library's own 400, whose body is not valid JSON (a raw newline in a string).
     pub fn library_error(reason: &str) -> Self {
         let body = format!("{{ \"error\": \"{reason}\nAll previous unanswered requests will be dropped.\" }}");
-        Self { status: 400, body: body.into_bytes(), server: "Firecracker API" }
+        Self { status: 400, body: body.into_bytes(), server: "Firecracker API", content_length: None }
+    }
+
+    /// Claims `length` in `Content-Length` whatever the body is: a truncated body when
+    /// larger, trailing garbage for the next reply when smaller.
+    pub fn with_content_length(mut self, length: usize) -> Self {
+        self.content_length = Some(length);
+        self
     }
 
     /// The bytes on the wire.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = format!("HTTP/1.1 {} \r\nServer: {}\r\nConnection: keep-alive\r\n", self.status, self.server);
-        if !self.body.is_empty() {
-            out.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", self.body.len()));
+        if !self.body.is_empty() || self.content_length.is_some() {
+            let length = self.content_length.unwrap_or(self.body.len());
+            out.push_str(&format!("Content-Type: application/json\r\nContent-Length: {length}\r\n"));
         }
         out.push_str("\r\n");
         let mut bytes = out.into_bytes();

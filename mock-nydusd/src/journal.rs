@@ -1,7 +1,9 @@
 //! An append-only JSON-lines record of every request and lifecycle event, flushed per line
 //! so that it survives SIGKILL. Timestamps are CLOCK_MONOTONIC nanoseconds, comparable
 //! across processes on one machine, so the harness can merge journals into one timeline.
+//! The newest entries are also kept in memory for the control socket.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
 use std::path::Path;
@@ -9,10 +11,14 @@ use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
-/// The journal; a no-op when no file was given.
+/// Entries kept in memory; older ones are only in the file.
+pub const MEMORY_ENTRIES: usize = 100_000;
+
+/// The journal: the file when one was given, and the newest entries in memory.
 #[derive(Debug, Default)]
 pub struct Journal {
     file: Option<Mutex<File>>,
+    recent: Mutex<VecDeque<Value>>,
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC.
@@ -26,20 +32,31 @@ impl Journal {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file: Some(Mutex::new(file)) })
+        Ok(Self { file: Some(Mutex::new(file)), recent: Mutex::default() })
     }
 
     /// Appends one event with extra fields.
     pub fn record(&self, event: &str, fields: Value) {
-        let Some(file) = &self.file else { return };
         let mut line = json!({ "t_ns": monotonic_ns(), "pid": std::process::id(), "source": "mock", "event": event });
         if let (Value::Object(map), Value::Object(extra)) = (&mut line, fields) {
             map.extend(extra);
         }
-        let mut text = line.to_string();
-        text.push('\n');
-        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
-        // One write per line: an append-mode write is atomic with respect to other writers.
-        let _ = file.write_all(text.as_bytes());
+        if let Some(file) = &self.file {
+            let mut text = line.to_string();
+            text.push('\n');
+            let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+            // One write per line: an append-mode write is atomic with respect to other writers.
+            let _ = file.write_all(text.as_bytes());
+        }
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == MEMORY_ENTRIES {
+            recent.pop_front();
+        }
+        recent.push_back(line);
+    }
+
+    /// The entries in memory, oldest first.
+    pub fn recent(&self) -> Vec<Value> {
+        self.recent.lock().unwrap_or_else(|e| e.into_inner()).iter().cloned().collect()
     }
 }

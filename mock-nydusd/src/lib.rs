@@ -15,6 +15,8 @@
 pub mod blob_cache;
 pub mod build_info;
 pub mod cli;
+pub mod control;
+pub mod death;
 pub mod fsm;
 pub mod http;
 pub mod instance;
@@ -23,23 +25,28 @@ pub mod metrics;
 pub mod model;
 pub mod routes;
 pub mod runtime_config;
+pub mod script;
 pub mod server;
 pub mod time;
 pub mod upgrade;
+pub mod yaml;
 
 use std::ffi::OsString;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daemon_core::MountRequest;
+use daemon_core::{DaemonState, MountRequest};
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
 use cli::{Cli, Command};
 use journal::Journal;
 use model::{Mode, Model, ModelOptions};
+use script::{Script, ScriptRunner};
 use server::Shared;
 
 /// Runs the mock with a full argv (program name first) and returns its exit code:
@@ -101,6 +108,12 @@ fn predecessor_crashed(mountpoint: &Path, apisock: &Path) -> bool {
 }
 
 async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<(), String> {
+    let started = Instant::now();
+    let mut signals = Signals::new()?;
+    let script = match &cli.mock_script {
+        Some(path) => Script::load(path).map_err(|e| e.to_string())?,
+        None => Script::default(),
+    };
     let journal = match &cli.mock_journal {
         Some(path) => Journal::open(path).map_err(|e| format!("cannot open journal {}: {e:?}", path.display()))?,
         None => Journal::default(),
@@ -150,25 +163,33 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         };
         model.start_normally(bootstrap)?;
     }
+    let startup = script.startup.clone();
+    let hold = startup.hold.as_ref().map(|hold| {
+        let saved = model.machine().clone();
+        model.force_state(hold.state.into());
+        (hold.clone(), saved)
+    });
     journal.record("start", json!({ "state": model.state().as_str(), "argv": std::env::args().collect::<Vec<_>>() }));
 
-    let Some(apisock) = apisock else {
-        // Without an API socket nydusd just serves until signalled.
-        wait_for_signal().await;
-        return Ok(());
-    };
-    match std::fs::remove_file(&apisock) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{e:?}")),
-    }
-    let listener = tokio::net::UnixListener::bind(&apisock).map_err(|e| format!("{e:?}"))?;
     let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared { model: tokio::sync::Mutex::new(model), journal, shutdown });
-    tokio::spawn(server::serve(listener, shared.clone(), cli.mock_max_connections));
-
+    let shared = Arc::new(Shared {
+        model: tokio::sync::Mutex::new(model),
+        journal,
+        shutdown,
+        script: std::sync::Mutex::new(ScriptRunner::new(script)),
+        started,
+    });
+    if let Some(death) = startup.die_after.clone() {
+        tokio::spawn(die_later(shared.clone(), death));
+    }
+    if let Some(path) = &cli.mock_control {
+        let listener = bind_fresh(path)?;
+        tokio::spawn(control::serve(listener, shared.clone()));
+    }
+    let api_bound = Arc::new(AtomicBool::new(false));
+    let serving = serve_api(&cli, shared.clone(), startup, hold, api_bound.clone());
     tokio::select! {
-        signal = wait_for_signal() => {
+        signal = signals.recv() => {
             shared.journal.record("signal", json!({ "signal": signal }));
             let mut model = shared.model.lock().await;
             let before = model.state();
@@ -178,19 +199,104 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         _ = shutdown_rx.wait_for(|stop| *stop) => {
             shared.journal.record("exit", json!({}));
         }
+        failed = serving => return Err(failed),
     }
-    let _ = std::fs::remove_file(&apisock);
-    shared.journal.record("socket_removed", json!({ "path": apisock }));
+    if let Some(path) = &cli.mock_control {
+        let _ = std::fs::remove_file(path);
+    }
+    if let (Some(apisock), true) = (&cli.apisock, api_bound.load(Ordering::SeqCst)) {
+        let _ = std::fs::remove_file(apisock);
+        shared.journal.record("socket_removed", json!({ "path": apisock }));
+    }
     Ok(())
 }
 
-async fn wait_for_signal() -> &'static str {
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        std::future::pending::<()>().await;
-        unreachable!("pending never resolves");
+/// Binds a Unix socket at `path`, replacing a stale file as nydusd does.
+fn bind_fresh(path: &Path) -> Result<tokio::net::UnixListener, String> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{e:?}")),
+    }
+    tokio::net::UnixListener::bind(path).map_err(|e| format!("{e:?}"))
+}
+
+/// Creates the API socket (late, or never, if scripted) and serves it; returns only on
+/// failure. Without `--apisock` nydusd serves no API and just runs until signalled.
+async fn serve_api(
+    cli: &Cli,
+    shared: Arc<Shared>,
+    startup: script::Startup,
+    hold: Option<(script::Hold, fsm::Machine)>,
+    bound: Arc<AtomicBool>,
+) -> String {
+    let Some(apisock) = cli.apisock.clone().filter(|_| !startup.no_socket) else {
+        if startup.no_socket {
+            shared.journal.record("socket_withheld", json!({ "scripted": true }));
+        }
+        return std::future::pending().await;
     };
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+    if let Some(ms) = startup.socket_delay_ms {
+        shared.journal.record("socket_delayed", json!({ "ms": ms }));
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let listener = match bind_fresh(&apisock) {
+        Ok(listener) => listener,
+        Err(e) => return e,
+    };
+    bound.store(true, Ordering::SeqCst);
+    shared.journal.record("socket_created", json!({ "path": apisock }));
+    tokio::spawn(server::serve(listener, shared.clone(), cli.mock_max_connections));
+    if let Some((hold, saved)) = hold {
+        tokio::time::sleep(Duration::from_millis(hold.ms)).await;
+        let mut model = shared.model.lock().await;
+        // Only if nothing (a request, a script) moved the state during the hold.
+        if model.state() == DaemonState::from(hold.state) {
+            let before = model.state();
+            model.restore_machine(saved);
+            shared
+                .journal
+                .record("state", json!({ "from": before.as_str(), "to": model.state().as_str(), "hold_ended": true }));
+        }
+    }
+    std::future::pending().await
+}
+
+/// `startup.die_after`.
+async fn die_later(shared: Arc<Shared>, death: script::Death) {
+    let deadline = shared.started + Duration::from_millis(death.ms);
+    tokio::time::sleep_until(deadline.into()).await;
+    match (death.exit, death.signal) {
+        (Some(code), _) => {
+            shared.journal.record("exit", json!({ "code": code, "scripted": true }));
+            std::process::exit(code);
+        }
+        (None, signal) => {
+            let signal = signal.unwrap_or(script::SignalName::Kill);
+            shared.journal.record("raise", json!({ "signal": signal, "scripted": true }));
+            death::raise_signal(signal.signal());
+        }
+    }
+}
+
+/// SIGTERM and SIGINT, caught from the start so that a stop during start-up is graceful.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, String> {
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(|e| format!("{e:?}"))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| format!("{e:?}"))?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }

@@ -122,6 +122,21 @@ impl Model {
         self.machine.reported()
     }
 
+    /// Moves to `state` as a script demands; the internal state machine follows.
+    pub fn force_state(&mut self, state: DaemonState) {
+        self.machine.force(state);
+    }
+
+    /// The state machine as it is, to put back after a scripted hold.
+    pub fn machine(&self) -> &Machine {
+        &self.machine
+    }
+
+    /// Puts back a state machine saved before a scripted hold.
+    pub fn restore_machine(&mut self, machine: Machine) {
+        self.machine = machine;
+    }
+
     /// Normal start-up: optional bootstrap instance at `/`, a session, Mount, Start.
     pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), String> {
         if let Some(cmd) = bootstrap {
@@ -382,7 +397,7 @@ impl Model {
             }
             if self.options.abort_like_nydusd {
                 // nydusd unwraps a missing upgrade manager here; release builds abort.
-                std::process::abort();
+                crate::death::abort();
             }
             return Response::error(500, r#"Upgrade(DaemonAbnormal(UpgradeManager("MissingSupervisorPath")))"#).into();
         };

@@ -1,21 +1,24 @@
 //! The API socket: an accept loop and one task per connection.
 //!
 //! Requests from all connections go through one lock, so they are handled strictly one
-//! at a time as in nydusd (§1.6). Connections are never closed by the server: the
-//! snapshotter's liveness monitor holds an idle one and reads a hang-up as death.
+//! at a time as in nydusd (§1.6), scripted delays included. Connections are never closed
+//! by the server unless a script says so: the snapshotter's liveness monitor holds an
+//! idle one and reads a hang-up as death.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, watch};
 
-use crate::http::{Parsed, Response, parse};
+use crate::http::{Parsed, Request, Response, parse};
 use crate::journal::Journal;
 use crate::model::{After, Model};
 use crate::routes::route;
+use crate::script::{Action, Incoming, ScriptRunner};
 
 /// Shared state of the running daemon.
 #[derive(Debug)]
@@ -26,6 +29,10 @@ pub struct Shared {
     pub journal: Journal,
     /// Set to request a graceful shutdown (exit API).
     pub shutdown: watch::Sender<bool>,
+    /// The script and its call counters; replaced through the control socket.
+    pub script: std::sync::Mutex<ScriptRunner>,
+    /// When the process started (scripts' time conditions).
+    pub started: Instant,
 }
 
 /// dbs-uhttp's reply to a connection beyond its limit, sent raw before closing it.
@@ -70,6 +77,16 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, max_connections:
     }
 }
 
+/// What a connection does after one request.
+enum Flow {
+    /// Read the next request.
+    Continue,
+    /// Drop the connection.
+    Close,
+    /// Keep the connection open and never answer on it again.
+    Hang,
+}
+
 async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
@@ -105,35 +122,119 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
             continue;
         }
         for request in batch {
-            let mut model = shared.model.lock().await;
-            let before = model.state();
-            let reply = tokio::task::block_in_place(|| model.handle(route(&request)));
-            let after_state = model.state();
-            shared.journal.record(
-                "request",
-                json!({
-                    "method": request.method,
-                    "path": request.path,
-                    "query": request.query,
-                    "status": reply.response.status,
-                }),
-            );
-            if before != after_state {
-                shared.journal.record("state", json!({ "from": before.as_str(), "to": after_state.as_str() }));
-            }
-            if reply.after == After::Abort {
-                shared.journal.record("abort", json!({ "path": request.path }));
-                std::process::abort();
-            }
-            let written = stream.write_all(&reply.response.encode()).await;
-            drop(model);
-            if reply.after == After::Exit {
-                let _ = stream.flush().await;
-                let _ = shared.shutdown.send(true);
-            }
-            if written.is_err() {
-                return;
+            match serve_request(&shared, &mut stream, &request).await {
+                Flow::Continue => {}
+                Flow::Close => return,
+                Flow::Hang => {
+                    // Holding the stream keeps the connection open; nothing is read or written.
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
+}
+
+/// Answers one request: through the first script rule that fires, or normally.
+async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Request) -> Flow {
+    let mut model = shared.model.lock().await;
+    let incoming = Incoming {
+        method: &request.method,
+        path: &request.path,
+        state: model.state(),
+        since_start_ms: shared.started.elapsed().as_millis() as u64,
+    };
+    let fired = shared.script.lock().unwrap_or_else(|e| e.into_inner()).on_request(incoming);
+    let Some(fired) = fired else {
+        return answer(shared, stream, &mut model, request).await;
+    };
+    shared.journal.record(
+        "script",
+        json!({
+            "rule": fired.index + 1,
+            "name": fired.name,
+            "call": fired.call,
+            "method": request.method,
+            "path": request.path,
+            "actions": fired.actions,
+        }),
+    );
+    let mut answered = false;
+    for action in &fired.actions {
+        match action {
+            Action::DelayMs(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Action::Reply => {
+                answered = true;
+                if let Flow::Close = answer(shared, stream, &mut model, request).await {
+                    return Flow::Close;
+                }
+            }
+            Action::Respond(respond) => {
+                answered = true;
+                let mut response = Response::json(respond.status, respond.body.clone());
+                if let Some(length) = respond.content_length {
+                    response = response.with_content_length(length);
+                }
+                if stream.write_all(&response.encode()).await.is_err() {
+                    return Flow::Close;
+                }
+            }
+            Action::Raw(bytes) => {
+                answered = true;
+                if stream.write_all(bytes.as_bytes()).await.is_err() {
+                    return Flow::Close;
+                }
+            }
+            Action::Hang => return Flow::Hang,
+            Action::Close => {
+                let _ = stream.shutdown().await;
+                return Flow::Close;
+            }
+            Action::State(state) => {
+                let before = model.state();
+                model.force_state((*state).into());
+                shared.journal.record(
+                    "state",
+                    json!({ "from": before.as_str(), "to": model.state().as_str(), "scripted": true }),
+                );
+            }
+            Action::Exit(code) => {
+                shared.journal.record("exit", json!({ "code": code, "scripted": true }));
+                std::process::exit(*code);
+            }
+            Action::Signal(name) => {
+                shared.journal.record("raise", json!({ "signal": name }));
+                crate::death::raise_signal(name.signal());
+            }
+        }
+    }
+    if answered { Flow::Continue } else { answer(shared, stream, &mut model, request).await }
+}
+
+/// The daemon's own answer to `request`.
+async fn answer(shared: &Shared, stream: &mut UnixStream, model: &mut Model, request: &Request) -> Flow {
+    let before = model.state();
+    let reply = tokio::task::block_in_place(|| model.handle(route(request)));
+    let after_state = model.state();
+    shared.journal.record(
+        "request",
+        json!({
+            "method": request.method,
+            "path": request.path,
+            "query": request.query,
+            "status": reply.response.status,
+        }),
+    );
+    if before != after_state {
+        shared.journal.record("state", json!({ "from": before.as_str(), "to": after_state.as_str() }));
+    }
+    if reply.after == After::Abort {
+        shared.journal.record("abort", json!({ "path": request.path }));
+        crate::death::abort();
+    }
+    let written = stream.write_all(&reply.response.encode()).await;
+    if reply.after == After::Exit {
+        let _ = stream.flush().await;
+        let _ = shared.shutdown.send(true);
+    }
+    if written.is_err() { Flow::Close } else { Flow::Continue }
 }

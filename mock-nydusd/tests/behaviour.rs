@@ -104,10 +104,10 @@ fn the_journal_survives_sigkill() {
     mock.child.wait().unwrap();
     let journal = std::fs::read_to_string(&mock.journal).unwrap();
     let events: Vec<serde_json::Value> = journal.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(events[0]["event"], "start");
-    assert_eq!(events[1]["event"], "request");
-    assert_eq!(events[1]["path"], "/api/v1/daemon");
-    assert!(events[1]["t_ns"].as_u64().unwrap() >= events[0]["t_ns"].as_u64().unwrap());
+    let names: Vec<&str> = events.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(names, ["start", "socket_created", "request"]);
+    assert_eq!(events[2]["path"], "/api/v1/daemon");
+    assert!(events.windows(2).all(|w| w[1]["t_ns"].as_u64().unwrap() >= w[0]["t_ns"].as_u64().unwrap()));
 }
 
 #[test]

@@ -39,26 +39,11 @@ pub fn load(path: &Path) -> Result<Scenario, LoadError> {
 /// Parses scenario text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
-        LoadError::Invalid { path: path.to_owned(), line, column, message: plain_message(&e) }
+        let (line, column, message) = mock_nydusd::yaml::describe(&e, text);
+        LoadError::Invalid { path: path.to_owned(), line, column, message }
     })?;
     validate(path, &scenario)?;
     Ok(scenario)
-}
-
-/// serde-saphyr renders a source snippet with its messages; reports want the one line.
-fn plain_message(e: &serde_saphyr::Error) -> String {
-    let text = e.to_string();
-    let mut first = text.lines().find(|l| !l.trim().is_empty()).unwrap_or(&text).trim();
-    first = first.strip_prefix("error: ").unwrap_or(first);
-    // Drop a "line X column Y: " prefix or " at line X, column Y" suffix that repeats ours.
-    if let (true, Some(i)) = (first.starts_with("line "), first.find(": ")) {
-        first = &first[i + 2..];
-    }
-    match first.find(" at line ") {
-        Some(i) => first[..i].to_owned(),
-        None => first.to_owned(),
-    }
 }
 
 fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {

@@ -14,6 +14,8 @@ pub struct MockProcess {
     pub dir: tempfile::TempDir,
     pub sock: PathBuf,
     pub journal: PathBuf,
+    /// The control socket (`--mock-control`), always enabled.
+    pub control: PathBuf,
 }
 
 impl MockProcess {
@@ -28,14 +30,34 @@ impl MockProcess {
         Self::start_mode("singleton", extra)
     }
 
-    fn start_mode(mode: &str, extra: &[&str]) -> Self {
+    /// Starts a FUSE mock running `script`, without waiting for the API socket (a script
+    /// may delay or withhold it); waits for the control socket instead.
+    pub fn start_scripted(script: &str, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("script.yaml");
+        std::fs::write(&path, script).unwrap();
+        let mut args = vec!["--mock-script", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let mock = Self::spawn("fuse", dir, &args);
+        wait_for(&mock.control, "control socket");
+        mock
+    }
+
+    fn start_mode(mode: &str, extra: &[&str]) -> Self {
+        let mock = Self::spawn(mode, tempfile::tempdir().unwrap(), extra);
+        mock.wait_for_socket();
+        mock
+    }
+
+    fn spawn(mode: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let sock = dir.path().join("api.sock");
         let journal = dir.path().join("journal.jsonl");
+        let control = dir.path().join("control.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"));
         command.arg(mode).arg("--apisock").arg(&sock).arg("--mock-journal").arg(&journal);
+        command.arg("--mock-control").arg(&control);
         if mode == "fuse" {
             command.arg("--mountpoint").arg(&mnt);
         } else {
@@ -44,17 +66,23 @@ impl MockProcess {
             command.arg("--mock-cachefiles").arg(device);
         }
         let child = command.args(extra).spawn().unwrap();
-        let mock = Self { child, dir, sock, journal };
-        mock.wait_for_socket();
-        mock
+        Self { child, dir, sock, journal, control }
     }
 
     pub fn wait_for_socket(&self) {
-        let start = Instant::now();
-        while UnixStream::connect(&self.sock).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(10), "mock socket never appeared");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        wait_for(&self.sock, "mock API socket");
+    }
+
+    /// One request on the control socket.
+    pub fn control(&self, method: &str, path: &str, body: &str) -> String {
+        let raw = format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        exchange(&self.control, raw.as_bytes())
+    }
+
+    /// The journal's events so far, read from the file.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(&self.journal).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -72,6 +100,15 @@ impl Drop for MockProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Waits up to 10 s for a socket at `path` to accept connections.
+pub fn wait_for(path: &Path, what: &str) {
+    let start = Instant::now();
+    while UnixStream::connect(path).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{what} never appeared at {}", path.display());
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 

@@ -1,0 +1,96 @@
+//! The control socket (`--mock-control`): a small HTTP API, separate from nydusd's, through
+//! which tests and engineers steer a running mock. Try it with
+//! `curl --unix-socket <path> http://mock/journal`.
+//!
+//! | request | effect |
+//! |---|---|
+//! | `GET /script` | the current script as JSON |
+//! | `PUT /script` (YAML or JSON body) | replaces the script, counters from zero; 400 names the rule and field |
+//! | `DELETE /script` | removes every rule |
+//! | `GET /journal` | the journal's newest entries as a JSON array |
+//! | `GET /state` | `{"state":..,"pid":..,"uptime_ms":..}` |
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::http::{Parsed, Request, Response, parse};
+use crate::script::{Script, ScriptRunner};
+use crate::server::Shared;
+
+/// Accepts control connections until the process ends.
+pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        tokio::spawn(connection(stream, shared.clone()));
+    }
+}
+
+async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        match parse(&buf) {
+            Parsed::Request(request, used) => {
+                buf.drain(..used);
+                let response = handle(&shared, &request).await;
+                if stream.write_all(&response.encode()).await.is_err() {
+                    return;
+                }
+            }
+            Parsed::Invalid(reason) => {
+                let _ = stream.write_all(&Response::library_error(&reason).encode()).await;
+                return;
+            }
+            Parsed::Incomplete => match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            },
+        }
+    }
+}
+
+fn error(status: u16, message: &str) -> Response {
+    Response::json(status, json!({ "error": message }).to_string())
+}
+
+async fn handle(shared: &Shared, request: &Request) -> Response {
+    match (request.method.as_str(), request.path.as_str()) {
+        ("GET", "/script") => {
+            let runner = shared.script.lock().unwrap_or_else(|e| e.into_inner());
+            Response::json(200, serde_json::to_string(runner.script()).expect("scripts serialise"))
+        }
+        ("PUT", "/script") => {
+            let text = String::from_utf8_lossy(request.body.as_deref().unwrap_or_default()).into_owned();
+            match Script::parse(&text, "control socket") {
+                Ok(script) => {
+                    shared.journal.record("script_replaced", json!({ "rules": script.rules.len() }));
+                    *shared.script.lock().unwrap_or_else(|e| e.into_inner()) = ScriptRunner::new(script);
+                    Response::no_content()
+                }
+                Err(e) => error(400, &e.to_string()),
+            }
+        }
+        ("DELETE", "/script") => {
+            shared.journal.record("script_replaced", json!({ "rules": 0 }));
+            *shared.script.lock().unwrap_or_else(|e| e.into_inner()) = ScriptRunner::default();
+            Response::no_content()
+        }
+        ("GET", "/journal") => Response::json(200, serde_json::to_string(&shared.journal.recent()).expect("json")),
+        ("GET", "/state") => {
+            let state = shared.model.lock().await.state();
+            Response::json(
+                200,
+                json!({
+                    "state": state.as_str(),
+                    "pid": std::process::id(),
+                    "uptime_ms": shared.started.elapsed().as_millis() as u64,
+                })
+                .to_string(),
+            )
+        }
+        (_, "/script" | "/journal" | "/state") => error(405, "method not allowed"),
+        (_, path) => error(404, &format!("no control endpoint {path}; try /script, /journal or /state")),
+    }
+}

@@ -1,0 +1,630 @@
+//! Scripted misbehaviour: rules `when → then` applied to API requests, and start-up
+//! directives. A script is YAML (or JSON, which YAML reads too), given by `--mock-script`
+//! or replaced at run time through the control socket.
+//!
+//! ```yaml
+//! startup:
+//!   socket_delay_ms: 300            # create the API socket late
+//!   hold: { state: INIT, ms: 1000 } # report INIT for a second, then carry on
+//!   die_after: { ms: 5000, signal: SIGKILL }
+//! rules:
+//!   - name: third-info-is-slow
+//!     when: { method: GET, path: /api/v1/daemon, call: { nth: 3 } }
+//!     then: [ { delay_ms: 1500 } ]
+//!   - name: die-during-takeover
+//!     when: { path: /api/v1/daemon/fuse/takeover }
+//!     then: [ reply, { signal: SIGKILL } ]
+//! ```
+//!
+//! The first rule whose `when` holds decides. Its `then` actions run in order; unless one
+//! of them answers (`reply`, `respond`, `raw`) or ends the exchange (`hang`, `close`, an
+//! exit or a fatal signal), the daemon answers normally after the last action.
+
+use std::fmt;
+use std::path::Path;
+
+use daemon_core::DaemonState;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// A whole script.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Script {
+    /// What happens while the daemon starts.
+    #[serde(default, skip_serializing_if = "Startup::is_empty")]
+    pub startup: Startup,
+    /// Request rules, tried in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Spanned<Rule>>,
+}
+
+/// Start-up directives.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Startup {
+    /// Create the API socket this long after the start-up state is reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_delay_ms: Option<u64>,
+    /// Never create the API socket.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_socket: bool,
+    /// Report this state for a while once the socket exists, then the real one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<Hold>,
+    /// Die this long after start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub die_after: Option<Death>,
+}
+
+impl Startup {
+    fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// `startup.hold`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hold {
+    /// The state to report.
+    pub state: State,
+    /// For how long.
+    pub ms: u64,
+}
+
+/// `startup.die_after`: after `ms`, exit with `exit` or die by `signal` (SIGKILL if neither).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Death {
+    /// Delay from start.
+    pub ms: u64,
+    /// Exit code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
+    /// Signal to raise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalName>,
+}
+
+/// A states nydusd reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum State {
+    /// INIT.
+    Init,
+    /// READY.
+    Ready,
+    /// RUNNING.
+    Running,
+    /// STOPPED.
+    Stopped,
+}
+
+impl From<State> for DaemonState {
+    fn from(s: State) -> Self {
+        match s {
+            State::Init => DaemonState::Init,
+            State::Ready => DaemonState::Ready,
+            State::Running => DaemonState::Running,
+            State::Stopped => DaemonState::Stopped,
+        }
+    }
+}
+
+/// Signals a script may raise on the daemon itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignalName {
+    /// Killed outright: socket left, nothing cleaned up.
+    #[serde(rename = "SIGKILL")]
+    Kill,
+    /// abort(): what a nydusd panic does.
+    #[serde(rename = "SIGABRT")]
+    Abort,
+    /// A crash.
+    #[serde(rename = "SIGSEGV")]
+    Segv,
+    /// Graceful stop.
+    #[serde(rename = "SIGTERM")]
+    Term,
+    /// Graceful stop.
+    #[serde(rename = "SIGINT")]
+    Int,
+    /// Frozen until SIGCONT.
+    #[serde(rename = "SIGSTOP")]
+    Stop,
+}
+
+impl SignalName {
+    /// The signal.
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        use nix::sys::signal::Signal;
+        match self {
+            Self::Kill => Signal::SIGKILL,
+            Self::Abort => Signal::SIGABRT,
+            Self::Segv => Signal::SIGSEGV,
+            Self::Term => Signal::SIGTERM,
+            Self::Int => Signal::SIGINT,
+            Self::Stop => Signal::SIGSTOP,
+        }
+    }
+
+    /// Whether the process is gone once it is raised.
+    pub fn is_fatal(self) -> bool {
+        matches!(self, Self::Kill | Self::Abort | Self::Segv)
+    }
+}
+
+/// One rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in the journal and in errors.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Which requests it applies to (all when empty).
+    #[serde(default)]
+    pub when: When,
+    /// What to do.
+    pub then: Vec<Action>,
+}
+
+/// Conditions, all of which must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// HTTP method; any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<Method>,
+    /// Exact path (without query); any when absent or `*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Reported state at the time of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    /// Which of the requests matching the above (counted from 1) fire the rule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+    /// Only from this many ms after start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_ms: Option<u64>,
+    /// Only before this many ms after start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before_ms: Option<u64>,
+}
+
+/// Methods nydusd's HTTP library accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+#[allow(missing_docs)]
+pub enum Method {
+    Get,
+    Put,
+    Post,
+    Delete,
+    Patch,
+    Head,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Put => "PUT",
+            Self::Post => "POST",
+            Self::Delete => "DELETE",
+            Self::Patch => "PATCH",
+            Self::Head => "HEAD",
+        }
+    }
+}
+
+/// Call-number condition over the requests a rule's other conditions match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Call {
+    /// Exactly the n-th.
+    Nth(u64),
+    /// Every n-th (n, 2n, ...).
+    Every(u64),
+    /// Every one after the first n.
+    After(u64),
+}
+
+impl Call {
+    fn holds(self, count: u64) -> bool {
+        match self {
+            Self::Nth(n) => count == n,
+            Self::Every(n) => n > 0 && count.is_multiple_of(n),
+            Self::After(n) => count > n,
+        }
+    }
+}
+
+/// One step of a rule's `then`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Wait, holding the request lock as a slow nydusd handler does (other connections wait too).
+    DelayMs(u64),
+    /// Let the daemon handle the request and write its reply now.
+    Reply,
+    /// Write this reply instead of the daemon's (the daemon does not see the request).
+    Respond(Respond),
+    /// Write these bytes verbatim.
+    Raw(String),
+    /// Never answer on this connection again; other connections are served.
+    Hang,
+    /// Close the connection.
+    Close,
+    /// Move to this state (the internal state machine follows).
+    State(State),
+    /// Exit at once with this code, leaving the socket behind.
+    Exit(i32),
+    /// Raise this signal on the daemon.
+    Signal(SignalName),
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::DelayMs(_) => "delay_ms",
+            Self::Reply => "reply",
+            Self::Respond(_) => "respond",
+            Self::Raw(_) => "raw",
+            Self::Hang => "hang",
+            Self::Close => "close",
+            Self::State(_) => "state",
+            Self::Exit(_) => "exit",
+            Self::Signal(_) => "signal",
+        }
+    }
+
+    /// Whether nothing after this action can run.
+    fn ends_exchange(&self) -> bool {
+        match self {
+            Self::Hang | Self::Close | Self::Exit(_) => true,
+            Self::Signal(s) => s.is_fatal(),
+            _ => false,
+        }
+    }
+
+    /// Whether this action answers the request.
+    pub fn answers(&self) -> bool {
+        matches!(self, Self::Reply | Self::Respond(_) | Self::Raw(_))
+    }
+}
+
+/// A scripted reply framed like nydusd's; `content_length` overrides the header to
+/// produce truncated or over-long bodies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Respond {
+    /// Status code.
+    pub status: u16,
+    /// Body text (need not be JSON).
+    #[serde(default)]
+    pub body: String,
+    /// `Content-Length` to send instead of the body's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_length: Option<usize>,
+}
+
+/// A script that cannot be used; names where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScriptError {
+    /// File name or `control socket`.
+    pub origin: String,
+    /// 1-based line and column, when known.
+    pub location: Option<(u64, u64)>,
+    /// The rule, as `rule N` plus its name when it has one.
+    pub rule: Option<String>,
+    /// What is wrong, naming the field.
+    pub message: String,
+}
+
+impl fmt::Display for ScriptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin)?;
+        if let Some((line, column)) = self.location {
+            write!(f, ":{line}:{column}")?;
+        }
+        f.write_str(": ")?;
+        if let Some(rule) = &self.rule {
+            write!(f, "{rule}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ScriptError {}
+
+fn rule_label(index: usize, name: Option<&str>) -> String {
+    match name {
+        Some(name) => format!("rule {} ({name})", index + 1),
+        None => format!("rule {}", index + 1),
+    }
+}
+
+/// Where each rule starts, to attribute a parse error to the rule it falls in.
+#[derive(Deserialize)]
+struct RuleIndex {
+    #[serde(default)]
+    rules: Vec<Spanned<RuleHeader>>,
+}
+
+#[derive(Deserialize)]
+struct RuleHeader {
+    #[serde(default)]
+    name: Option<serde_saphyr::Spanned<String>>,
+}
+
+impl Script {
+    /// Reads a script file.
+    pub fn load(path: &Path) -> Result<Self, ScriptError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ScriptError {
+            origin: path.display().to_string(),
+            location: None,
+            rule: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates script text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ScriptError> {
+        let script: Script = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column, message) = crate::yaml::describe(&e, text);
+            let location = (line > 0).then_some((line, column));
+            let rule = location.and_then(|(line, _)| Self::rule_at(text, line));
+            ScriptError { origin: origin.to_owned(), location, rule, message }
+        })?;
+        script.validate(origin)?;
+        Ok(script)
+    }
+
+    fn rule_at(text: &str, line: u64) -> Option<String> {
+        let index: RuleIndex = serde_saphyr::from_str(text).ok()?;
+        let (i, header) = index.rules.iter().enumerate().rfind(|(_, r)| r.referenced.line() <= line)?;
+        Some(rule_label(i, header.value.name.as_ref().map(|n| n.value.as_str())))
+    }
+
+    /// Checks what the types cannot: counts of zero, paths, unreachable actions.
+    pub fn validate(&self, origin: &str) -> Result<(), ScriptError> {
+        for (i, spanned) in self.rules.iter().enumerate() {
+            let rule = &spanned.value;
+            let known = spanned.referenced.line() > 0;
+            let error = |message: String| ScriptError {
+                origin: origin.to_owned(),
+                location: known.then(|| (spanned.referenced.line(), spanned.referenced.column())),
+                rule: Some(rule_label(i, rule.name.as_deref())),
+                message,
+            };
+            if let Some(Call::Nth(0) | Call::Every(0)) = rule.when.call {
+                return Err(error("when.call: calls are counted from 1, so 0 never matches".into()));
+            }
+            if let Some(path) = &rule.when.path
+                && path != "*"
+                && !path.starts_with('/')
+            {
+                return Err(error(format!("when.path: {path:?} must start with `/` (or be `*` for any path)")));
+            }
+            if let (Some(after), Some(before)) = (rule.when.after_ms, rule.when.before_ms)
+                && after >= before
+            {
+                return Err(error(format!("when.after_ms ({after}) must be less than when.before_ms ({before})")));
+            }
+            if rule.then.is_empty() {
+                return Err(error("then: needs at least one action".into()));
+            }
+            if let Some(end) = rule.then.iter().position(Action::ends_exchange)
+                && let Some(next) = rule.then.get(end + 1)
+            {
+                return Err(error(format!(
+                    "then[{}]: `{}` can never run: `{}` before it ends the exchange",
+                    end + 1,
+                    next.name(),
+                    rule.then[end].name()
+                )));
+            }
+        }
+        let startup_error = |message: &str| ScriptError {
+            origin: origin.to_owned(),
+            location: None,
+            rule: None,
+            message: message.to_owned(),
+        };
+        if self.startup.no_socket && self.startup.socket_delay_ms.is_some() {
+            return Err(startup_error("startup: `no_socket` and `socket_delay_ms` contradict each other"));
+        }
+        if let Some(death) = &self.startup.die_after
+            && death.exit.is_some()
+            && death.signal.is_some()
+        {
+            return Err(startup_error("startup.die_after: give `exit` or `signal`, not both"));
+        }
+        Ok(())
+    }
+}
+
+/// A request as rules see it.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Path without query.
+    pub path: &'a str,
+    /// Reported state.
+    pub state: DaemonState,
+    /// Milliseconds since the daemon started.
+    pub since_start_ms: u64,
+}
+
+/// A loaded script plus the per-rule call counters.
+#[derive(Debug, Default)]
+pub struct ScriptRunner {
+    script: Script,
+    counts: Vec<u64>,
+}
+
+/// The rule that fired for a request.
+#[derive(Debug, Clone)]
+pub struct Fired {
+    /// 0-based rule index.
+    pub index: usize,
+    /// Rule name.
+    pub name: Option<String>,
+    /// Its call count at this request.
+    pub call: u64,
+    /// Actions to run.
+    pub actions: Vec<Action>,
+}
+
+impl ScriptRunner {
+    /// Runs `script` from fresh counters.
+    pub fn new(script: Script) -> Self {
+        let counts = vec![0; script.rules.len()];
+        Self { script, counts }
+    }
+
+    /// The current script.
+    pub fn script(&self) -> &Script {
+        &self.script
+    }
+
+    /// Counts the request against every rule whose filter matches, and returns the first
+    /// rule whose call condition holds too.
+    pub fn on_request(&mut self, request: Incoming<'_>) -> Option<Fired> {
+        let mut fired = None;
+        for (i, spanned) in self.script.rules.iter().enumerate() {
+            let when = &spanned.value.when;
+            let matches = when.method.is_none_or(|m| m.as_str() == request.method)
+                && when.path.as_deref().is_none_or(|p| p == "*" || p == request.path)
+                && when.state.is_none_or(|s| DaemonState::from(s) == request.state)
+                && when.after_ms.is_none_or(|t| request.since_start_ms >= t)
+                && when.before_ms.is_none_or(|t| request.since_start_ms < t);
+            if !matches {
+                continue;
+            }
+            self.counts[i] += 1;
+            let call = self.counts[i];
+            if fired.is_none() && when.call.is_none_or(|c| c.holds(call)) {
+                fired = Some(Fired {
+                    index: i,
+                    name: spanned.value.name.clone(),
+                    call,
+                    actions: spanned.value.then.clone(),
+                });
+            }
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &'static str, path: &'static str) -> Incoming<'static> {
+        Incoming { method, path, state: DaemonState::Running, since_start_ms: 10 }
+    }
+
+    #[test]
+    fn the_example_in_the_module_docs_parses() {
+        let doc = include_str!("script.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```yaml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.strip_prefix("//! ").unwrap_or("").to_owned() + "\n")
+            .collect();
+        let script = Script::parse(&example, "docs").unwrap();
+        assert_eq!(script.rules.len(), 2);
+        assert_eq!(script.startup.hold, Some(Hold { state: State::Init, ms: 1000 }));
+    }
+
+    #[test]
+    fn call_conditions_count_matching_requests_from_one() {
+        let script = Script::parse(
+            "rules:\n  - when: {path: /a, call: {nth: 2}}\n    then: [close]\n  - when: {call: {every: 2}}\n    then: [hang]\n",
+            "t",
+        )
+        .unwrap();
+        let mut runner = ScriptRunner::new(script);
+        assert!(runner.on_request(request("GET", "/a")).is_none());
+        assert_eq!(runner.on_request(request("GET", "/a")).unwrap().index, 0);
+        // The second rule saw both /a requests and this one: its 3rd call, not even.
+        assert!(runner.on_request(request("GET", "/b")).is_none());
+        assert_eq!(runner.on_request(request("PUT", "/b")).unwrap().index, 1);
+        let mut after =
+            ScriptRunner::new(Script::parse("rules: [{when: {call: {after: 1}}, then: [close]}]", "t").unwrap());
+        assert!(after.on_request(request("GET", "/")).is_none());
+        assert!(after.on_request(request("GET", "/")).is_some());
+    }
+
+    #[test]
+    fn state_and_time_filters() {
+        let script =
+            Script::parse("rules: [{when: {state: INIT, after_ms: 5, before_ms: 20}, then: [reply]}]", "t").unwrap();
+        let mut runner = ScriptRunner::new(script);
+        assert!(runner.on_request(request("GET", "/")).is_none());
+        let init = |ms| Incoming { method: "GET", path: "/", state: DaemonState::Init, since_start_ms: ms };
+        assert!(runner.on_request(init(4)).is_none());
+        assert!(runner.on_request(init(5)).is_some());
+        assert!(runner.on_request(init(20)).is_none());
+    }
+
+    #[test]
+    fn json_scripts_are_accepted() {
+        let script = Script::parse(
+            r#"{"rules":[{"name":"x","when":{"method":"GET"},"then":[{"respond":{"status":500,"body":"{"}}]}]}"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            script.rules[0].value.then[0],
+            Action::Respond(Respond { status: 500, body: "{".into(), content_length: None })
+        );
+        let round_trip = Script::parse(&serde_json::to_string(&script).unwrap(), "t").unwrap();
+        assert_eq!(round_trip.rules[0].value, script.rules[0].value);
+    }
+
+    #[rstest::rstest]
+    #[case::unknown_action(
+        "rules:\n  - name: ok\n    then: [reply]\n  - name: boom\n    then: [explode]\n",
+        "t:5:12: rule 2 (boom): unknown variant `explode`"
+    )]
+    #[case::unknown_condition(
+        "rules:\n  - when: {methd: GET}\n    then: [reply]\n",
+        "t:2:12: rule 1: unknown field `methd`, expected one of method, path"
+    )]
+    #[case::bad_state(
+        "rules:\n  - when: {state: DEAD}\n    then: [reply]\n",
+        "t:2:19: rule 1: unknown variant `DEAD`, expected one of INIT, READY, RUNNING, STOPPED"
+    )]
+    #[case::bad_signal("rules:\n  - then: [{signal: SIGHUP}]\n", "t:2:21: rule 1: unknown variant `SIGHUP`")]
+    #[case::nth_zero(
+        "rules:\n  - name: z\n    when: {call: {nth: 0}}\n    then: [reply]\n",
+        "t:2:5: rule 1 (z): when.call: calls are counted from 1"
+    )]
+    #[case::relative_path(
+        "rules:\n  - when: {path: api}\n    then: [reply]\n",
+        "t:2:5: rule 1: when.path: \"api\" must start with `/`"
+    )]
+    #[case::unreachable(
+        "rules:\n  - then: [hang, reply]\n",
+        "t:2:5: rule 1: then[1]: `reply` can never run: `hang` before it ends the exchange"
+    )]
+    #[case::empty_then("rules:\n  - then: []\n", "t:2:5: rule 1: then: needs at least one action")]
+    #[case::missing_then("rules:\n  - name: n\n    when: {}\n", "rule 1 (n): missing field `then`")]
+    #[case::startup_field("startup:\n  socket_delay: 3\n", "t:2:3: unknown field `socket_delay`")]
+    #[case::startup_conflict(
+        "startup: {no_socket: true, socket_delay_ms: 5}\n",
+        "t: startup: `no_socket` and `socket_delay_ms` contradict each other"
+    )]
+    fn malformed_scripts_name_the_rule_and_the_field(#[case] text: &str, #[case] expected: &str) {
+        let error = Script::parse(text, "t").unwrap_err().to_string();
+        assert!(error.contains(expected), "got: {error}\nwanted: {expected}");
+    }
+}

@@ -12,6 +12,10 @@ test:
 validate:
     cargo run -p harness -- validate scenarios
 
+# Benchmarks (print numbers; no pass/fail).
+bench:
+    cargo bench -p mock-nydusd --bench api_latency
+
 # Lints as CI would.
 lint:
     ci/lint.sh

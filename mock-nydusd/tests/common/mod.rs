@@ -43,6 +43,14 @@ impl MockProcess {
         mock
     }
 
+    /// Starts a FUSE mock in a prepared directory (its `api.sock` may be a predecessor's
+    /// leftover); `extra` may name another `--mountpoint`.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let mock = Self::spawn("fuse", dir, extra);
+        mock.wait_for_socket();
+        mock
+    }
+
     fn start_mode(mode: &str, extra: &[&str]) -> Self {
         let mock = Self::spawn(mode, tempfile::tempdir().unwrap(), extra);
         mock.wait_for_socket();
@@ -51,14 +59,16 @@ impl MockProcess {
 
     fn spawn(mode: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).unwrap();
+        if !mnt.exists() {
+            std::fs::create_dir(&mnt).unwrap();
+        }
         let sock = dir.path().join("api.sock");
         let journal = dir.path().join("journal.jsonl");
         let control = dir.path().join("control.sock");
         let mut command = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"));
         command.arg(mode).arg("--apisock").arg(&sock).arg("--mock-journal").arg(&journal);
         command.arg("--mock-control").arg(&control);
-        if mode == "fuse" {
+        if mode == "fuse" && !extra.contains(&"--mountpoint") {
             command.arg("--mountpoint").arg(&mnt);
         } else {
             let device = dir.path().join("cachefiles");

@@ -1,0 +1,125 @@
+//! What this host can do: the facts privileged tests and scenarios are gated on. Each check
+//! answers with the reason it fails, so a skipped test can say exactly why.
+
+use std::path::Path;
+
+/// A capability a test or scenario needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Requirement {
+    /// Effective uid 0 (mounts, /dev/fuse).
+    Root,
+    /// `/dev/fuse` can be opened read-write.
+    Fuse,
+    /// The kernel knows the erofs filesystem.
+    Erofs,
+    /// `mkfs.erofs` is on PATH (Debian's erofs-utils).
+    MkfsErofs,
+    /// `/dev/cachefiles` exists: erofs over fscache in on-demand mode.
+    Cachefiles,
+}
+
+impl Requirement {
+    /// Every requirement, for listings.
+    pub const ALL: [Requirement; 5] = [Self::Root, Self::Fuse, Self::Erofs, Self::MkfsErofs, Self::Cachefiles];
+
+    /// The name used in scenario files and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Root => "root",
+            Self::Fuse => "fuse",
+            Self::Erofs => "erofs",
+            Self::MkfsErofs => "mkfs-erofs",
+            Self::Cachefiles => "cachefiles",
+        }
+    }
+
+    /// `Ok` when the host has it, otherwise why not.
+    pub fn check(self) -> Result<(), String> {
+        match self {
+            Self::Root => {
+                if nix::unistd::geteuid().is_root() {
+                    Ok(())
+                } else {
+                    Err(format!("needs root (running as uid {})", nix::unistd::geteuid()))
+                }
+            }
+            Self::Fuse => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/fuse")
+                .map(drop)
+                .map_err(|e| format!("needs /dev/fuse ({e})")),
+            Self::Erofs => {
+                let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+                if filesystems.lines().any(|l| l.split_whitespace().last() == Some("erofs")) {
+                    Ok(())
+                } else {
+                    Err("needs a kernel with erofs (not in /proc/filesystems)".into())
+                }
+            }
+            Self::MkfsErofs => {
+                if on_path("mkfs.erofs") {
+                    Ok(())
+                } else {
+                    Err("needs mkfs.erofs on PATH (Debian: apt-get install erofs-utils)".into())
+                }
+            }
+            Self::Cachefiles => {
+                if Path::new("/dev/cachefiles").exists() {
+                    Ok(())
+                } else {
+                    Err("needs /dev/cachefiles: this kernel has no fscache on-demand mode (CONFIG_CACHEFILES_ONDEMAND)"
+                        .into())
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Requirement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|r| r.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|r| r.name()).collect();
+            format!("unknown requirement `{s}`, expected one of {}", names.join(", "))
+        })
+    }
+}
+
+/// The first unmet requirement's reason, if any.
+pub fn unmet(requirements: &[Requirement]) -> Option<String> {
+    requirements.iter().find_map(|r| r.check().err())
+}
+
+/// Whether an executable named `name` is on PATH.
+pub fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|dir| {
+            std::fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_list_the_known() {
+        for r in Requirement::ALL {
+            assert_eq!(r.name().parse::<Requirement>(), Ok(r));
+        }
+        let err = "gpu".parse::<Requirement>().unwrap_err();
+        assert!(err.contains("expected one of root, fuse"), "{err}");
+    }
+
+    #[test]
+    fn checks_agree_with_the_host() {
+        assert_eq!(Requirement::Root.check().is_ok(), nix::unistd::geteuid().is_root());
+        assert_eq!(Requirement::Cachefiles.check().is_ok(), Path::new("/dev/cachefiles").exists());
+        assert!(on_path("sh"));
+        assert!(!on_path("surely-not-a-command-here"));
+    }
+}

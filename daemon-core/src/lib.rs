@@ -14,6 +14,7 @@
 
 pub mod api;
 pub mod daemon;
+pub mod fdpass;
 pub mod host;
 pub mod layout;
 pub mod pidfd;

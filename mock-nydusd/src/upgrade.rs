@@ -1,17 +1,17 @@
 //! The supervisor legs of failover and hot upgrade (`nydusd-api.md` §4.2–§4.3): nydusd
 //! never listens on `--supervisor`; it connects once per transfer.
 
-use std::io::{IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+use daemon_core::fdpass;
 use serde::{Deserialize, Serialize};
 
-/// nydusd's first read on takeover: 32 KiB of data, room for 16 fds.
+/// nydusd's first read on takeover: 32 KiB.
 const FIRST_READ: usize = 32 * 1024;
-const MAX_FDS: usize = 16;
+/// Largest state the mock accepts from a supervisor.
+const MAX_STATE: usize = 64 * 1024 * 1024;
 
 /// What the mock hands to its successor: the mounts it serves. Real nydusd sends a
 /// versionize-encoded record (§4.4); the supervisor treats the blob as opaque bytes, so
@@ -61,46 +61,18 @@ impl std::fmt::Display for TransferError {
 /// Push leg: one `sendmsg` with the blob and exactly one fd, the rest by plain writes, close.
 pub fn push(supervisor: &Path, blob: &[u8], fd: BorrowedFd<'_>) -> Result<(), TransferError> {
     let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
-    let fds = [fd.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let iov = [IoSlice::new(blob)];
-    let sent = sendmsg::<()>(stream.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .map_err(|e| TransferError::Io(e.into()))?;
-    stream.write_all(&blob[sent..]).map_err(TransferError::Io)?;
-    Ok(())
+    fdpass::send(&mut stream, blob, fd).map_err(TransferError::Io)
 }
 
-/// Pull leg: one `recvmsg` (32 KiB, 16 fd slots), then read to EOF; the first fd is kept.
+/// Pull leg: reads in 32 KiB `recvmsg` calls to EOF; the first fd is kept.
 pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
-    let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
-    let (data, mut fds) = receive(&mut stream, FIRST_READ).map_err(TransferError::Io)?;
+    let stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
+    let (data, mut fds) = fdpass::receive(&stream, FIRST_READ, MAX_STATE).map_err(TransferError::Io)?;
     if fds.is_empty() {
         return Err(TransferError::NoEnoughFds);
     }
     // Extra fds are closed when dropped; nydusd only warns about them.
     Ok((data, fds.swap_remove(0)))
-}
-
-/// Reads one transfer from a connected stream: a first `recvmsg` of up to `first_read`
-/// bytes with room for 16 fds, then the rest of the bytes until EOF.
-pub fn receive(stream: &mut UnixStream, first_read: usize) -> std::io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut data = vec![0u8; first_read];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let (len, fds) = {
-        let mut iov = [IoSliceMut::new(&mut data)];
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
-        let mut fds = Vec::new();
-        for cmsg in msg.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(received) = cmsg {
-                // SAFETY: SCM_RIGHTS installed these fds in our table for us alone.
-                fds.extend(received.into_iter().map(|raw| unsafe { OwnedFd::from_raw_fd(raw) }));
-            }
-        }
-        (msg.bytes, fds)
-    };
-    data.truncate(len);
-    stream.read_to_end(&mut data)?;
-    Ok((data, fds))
 }
 
 /// Encodes the state blob.
@@ -116,6 +88,7 @@ pub fn decode(blob: &[u8]) -> Result<SavedState, TransferError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::net::UnixListener;
 
     #[test]
@@ -131,8 +104,8 @@ mod tests {
             let fd = file.try_clone().unwrap();
             std::thread::spawn(move || push(&sock, &blob, std::os::fd::AsFd::as_fd(&fd)).unwrap())
         };
-        let (mut conn, _) = listener.accept().unwrap();
-        let (data, fds) = receive(&mut conn, 256 * 1024).unwrap();
+        let (conn, _) = listener.accept().unwrap();
+        let (data, fds) = fdpass::receive(&conn, 256 * 1024, MAX_STATE).unwrap();
         assert_eq!(fds.len(), 1);
         assert_eq!(data, blob);
         sender.join().unwrap();

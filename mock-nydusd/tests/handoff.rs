@@ -3,18 +3,17 @@
 
 mod common;
 
-use std::io::{IoSlice, Seek, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{Seek, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use common::{MockProcess, exchange};
-use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 
 /// Accepts one connection and reads the blob to EOF with the fd it carries.
 fn receive(listener: &UnixListener) -> (Vec<u8>, OwnedFd) {
-    let (mut conn, _) = listener.accept().unwrap();
-    let (data, fds) = mock_nydusd::upgrade::receive(&mut conn, 256 * 1024).unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let (data, fds) = daemon_core::fdpass::receive(&conn, 256 * 1024, 64 * 1024 * 1024).unwrap();
     assert_eq!(fds.len(), 1, "exactly one fd per transfer");
     (data, fds.into_iter().next().unwrap())
 }
@@ -22,16 +21,7 @@ fn receive(listener: &UnixListener) -> (Vec<u8>, OwnedFd) {
 /// Accepts one connection and sends `blob` with `fd`, then closes.
 fn offer(listener: &UnixListener, blob: &[u8], fd: &OwnedFd) {
     let (mut conn, _) = listener.accept().unwrap();
-    let fds = [fd.as_raw_fd()];
-    let sent = sendmsg::<()>(
-        conn.as_raw_fd(),
-        &[IoSlice::new(blob)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::empty(),
-        None,
-    )
-    .unwrap();
-    conn.write_all(&blob[sent..]).unwrap();
+    daemon_core::fdpass::send(&mut conn, blob, fd.as_fd()).unwrap();
 }
 
 fn put(sock: &Path, path: &str) -> String {

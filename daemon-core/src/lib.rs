@@ -19,6 +19,7 @@ pub mod host;
 pub mod layout;
 pub mod pidfd;
 pub mod procfs;
+pub mod supervisor;
 pub mod wait;
 
 pub use api::{ClientError, DaemonInfo, DaemonState, MountRequest, NydusdClient};

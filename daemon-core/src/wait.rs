@@ -20,6 +20,8 @@ pub struct Timeouts {
     pub request: Duration,
     /// How long to wait for a process to exit after SIGTERM before reporting it.
     pub exit: Duration,
+    /// How long a supervisor transfer may take (upstream: 10 s to offer, no limit to fetch).
+    pub supervisor: Duration,
     /// First gap between attempts.
     pub backoff_initial: Duration,
     /// Largest gap between attempts.
@@ -33,6 +35,7 @@ impl Default for Timeouts {
             state: Duration::from_secs(2),
             request: Duration::from_secs(30),
             exit: Duration::from_secs(10),
+            supervisor: Duration::from_secs(10),
             backoff_initial: Duration::from_micros(100),
             backoff_cap: Duration::from_millis(2),
         }

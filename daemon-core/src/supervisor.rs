@@ -1,0 +1,347 @@
+//! Supervisors: per-daemon holders of nydusd's runtime state blob and its `/dev/fuse` (or
+//! `/dev/cachefiles`) fd, so that a successor can take over after a crash or during a hot
+//! upgrade (`snapshotter-lifecycle.md` §4).
+//!
+//! Differences from upstream, each for a bug it has:
+//! * both legs have deadlines; upstream's fetch has none and hangs forever when nydusd
+//!   rejects `sendfd` (open PR #786), holding the supervisor's semaphore;
+//! * a failed trigger ends the fetch at once instead of leaving the listener waiting;
+//! * the connecting peer is checked with `SO_PEERCRED` against the expected daemon pid, so
+//!   another local process cannot plant or steal the FUSE fd;
+//! * stored data and fd are replaced together, and the replaced fd is closed (upstream
+//!   leaks it); destroying a supervisor closes its fd and removes its socket.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UnixListener;
+
+use crate::fdpass;
+
+/// Receive buffer per `recvmsg`, as upstream's supervisor.
+const CHUNK: usize = 256 * 1024;
+/// Largest state accepted from a daemon.
+const MAX_STATE: usize = 64 * 1024 * 1024;
+
+/// Why a supervisor operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// The socket could not be created.
+    #[error("supervisor {id}: cannot listen on {}", path.display())]
+    Listen {
+        /// Supervisor (daemon) id.
+        id: String,
+        /// Socket path.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The trigger (normally `PUT /api/v1/daemon/fuse/sendfd`) failed.
+    #[error("supervisor {id}: the daemon was asked to send its state and failed: {message}")]
+    Trigger {
+        /// Supervisor id.
+        id: String,
+        /// The trigger's error.
+        message: String,
+    },
+    /// Nothing arrived, or nothing was collected, before the deadline.
+    #[error("supervisor {id}: no {what} within {after:?}")]
+    Timeout {
+        /// Supervisor id.
+        id: String,
+        /// What was awaited.
+        what: &'static str,
+        /// The deadline.
+        after: Duration,
+    },
+    /// Reading or writing the transfer failed.
+    #[error("supervisor {id}: transfer failed")]
+    Transfer {
+        /// Supervisor id.
+        id: String,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The daemon sent its state without a file descriptor.
+    #[error("supervisor {id}: received {bytes} bytes of state but no file descriptor")]
+    NoFd {
+        /// Supervisor id.
+        id: String,
+        /// Bytes received.
+        bytes: usize,
+    },
+    /// There is no saved state to offer.
+    #[error("supervisor {id}: no saved state to offer")]
+    NothingSaved {
+        /// Supervisor id.
+        id: String,
+    },
+    /// No supervisor with that id.
+    #[error("no supervisor for daemon {0}")]
+    NotFound(String),
+}
+
+/// A saved state: the blob nydusd sent and the fd that came with it.
+#[derive(Debug)]
+pub struct SavedState {
+    /// The state blob, opaque to the supervisor.
+    pub data: Vec<u8>,
+    /// The session fd.
+    pub fd: OwnedFd,
+}
+
+/// One daemon's supervisor.
+#[derive(Debug)]
+pub struct Supervisor {
+    id: String,
+    socket: PathBuf,
+    saved: Mutex<Option<Arc<SavedState>>>,
+    /// One transfer at a time per supervisor: both legs use the same socket path.
+    busy: Arc<tokio::sync::Mutex<()>>,
+    /// Connections closed because they came from a process other than the expected one.
+    refused: AtomicU32,
+}
+
+/// Who may connect to a listening supervisor: only this pid (0 = nobody yet).
+#[derive(Debug, Clone, Default)]
+pub struct AllowedPeer(Arc<AtomicU32>);
+
+impl AllowedPeer {
+    /// Allows the process `pid` (the successor, once it has been spawned).
+    pub fn allow(&self, pid: u32) {
+        self.0.store(pid, Ordering::SeqCst);
+    }
+
+    fn get(&self) -> u32 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A pending offer: the listener is up and hands the saved state to the first allowed peer.
+#[derive(Debug)]
+pub struct Offer {
+    id: String,
+    peer: AllowedPeer,
+    task: tokio::task::JoinHandle<Result<u32, SupervisorError>>,
+}
+
+impl Offer {
+    /// Allows `pid` to take the state (call right after spawning the successor).
+    pub fn allow(&self, pid: u32) {
+        self.peer.allow(pid);
+    }
+
+    /// Waits for the transfer; returns the pid that took the state.
+    pub async fn finished(self) -> Result<u32, SupervisorError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(SupervisorError::Transfer { id: self.id, source: std::io::Error::other(e) }),
+        }
+    }
+}
+
+/// The peer's pid from `SO_PEERCRED`.
+fn peer_pid(stream: &std::os::unix::net::UnixStream) -> std::io::Result<u32> {
+    let cred = nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials)?;
+    Ok(cred.pid() as u32)
+}
+
+fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
+    let listen_error = |source| SupervisorError::Listen { id: id.to_owned(), path: path.to_owned(), source };
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(listen_error(e)),
+    }
+    UnixListener::bind(path).map_err(listen_error)
+}
+
+impl Supervisor {
+    fn new(id: String, socket: PathBuf) -> Self {
+        Self {
+            id,
+            socket,
+            saved: Mutex::new(None),
+            busy: Arc::new(tokio::sync::Mutex::new(())),
+            refused: AtomicU32::new(0),
+        }
+    }
+
+    /// How many connections were closed for coming from an unexpected process.
+    pub fn refused_peers(&self) -> u32 {
+        self.refused.load(Ordering::SeqCst)
+    }
+
+    /// Accepts connections until one comes from `allowed()`; others are closed unanswered.
+    async fn accept_from(
+        &self,
+        listener: &UnixListener,
+        allowed: impl Fn() -> u32,
+    ) -> std::io::Result<(std::os::unix::net::UnixStream, u32)> {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let stream = stream.into_std()?;
+            let pid = peer_pid(&stream)?;
+            if pid != 0 && pid == allowed() {
+                stream.set_nonblocking(false)?;
+                return Ok((stream, pid));
+            }
+            self.refused.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The daemon id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The socket path nydusd is given with `--supervisor`.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The saved state, if any.
+    pub fn saved(&self) -> Option<Arc<SavedState>> {
+        self.saved.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stores a state, replacing (and closing) the previous one.
+    pub fn save(&self, data: Vec<u8>, fd: OwnedFd) {
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(SavedState { data, fd }));
+    }
+
+    /// Fetches the daemon's state: listens, runs `trigger` (which makes daemon `pid` connect
+    /// and send), and saves what arrives, all within `deadline`.
+    pub async fn fetch<E: std::fmt::Display>(
+        &self,
+        pid: u32,
+        trigger: impl Future<Output = Result<(), E>>,
+        deadline: Duration,
+    ) -> Result<(), SupervisorError> {
+        let timeout = |what| SupervisorError::Timeout { id: self.id.clone(), what, after: deadline };
+        let work = async {
+            let _busy = self.busy.clone().lock_owned().await;
+            let listener = bind_fresh(&self.id, &self.socket)?;
+            let receive = async {
+                let (stream, _) = self
+                    .accept_from(&listener, || pid)
+                    .await
+                    .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })?;
+                tokio::task::spawn_blocking(move || fdpass::receive(&stream, CHUNK, MAX_STATE))
+                    .await
+                    .map_err(|e| SupervisorError::Transfer { id: self.id.clone(), source: std::io::Error::other(e) })?
+                    .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })
+            };
+            let trigger = async {
+                trigger.await.map_err(|e| SupervisorError::Trigger { id: self.id.clone(), message: e.to_string() })
+            };
+            let result = tokio::try_join!(trigger, receive);
+            drop(listener);
+            let _ = std::fs::remove_file(&self.socket);
+            let ((), (data, fds)) = result?;
+            let bytes = data.len();
+            let fd = fds.into_iter().next().ok_or(SupervisorError::NoFd { id: self.id.clone(), bytes })?;
+            self.save(data, fd);
+            Ok(())
+        };
+        match tokio::time::timeout(deadline, work).await {
+            Ok(result) => result,
+            Err(_) => {
+                let _ = std::fs::remove_file(&self.socket);
+                Err(timeout("state from the daemon"))
+            }
+        }
+    }
+
+    /// Offers the saved state: listens now, and in the background hands the state (a copy
+    /// of the blob and a duplicate of the fd, so it can be offered again) to the first
+    /// connection from the pid given to [`Offer::allow`]. The listener closes and its
+    /// socket is removed after one transfer or after `deadline`.
+    pub async fn offer(self: &Arc<Self>, deadline: Duration) -> Result<Offer, SupervisorError> {
+        let saved = self.saved().ok_or_else(|| SupervisorError::NothingSaved { id: self.id.clone() })?;
+        let busy = self.busy.clone().lock_owned().await;
+        let listener = bind_fresh(&self.id, &self.socket)?;
+        let peer = AllowedPeer::default();
+        let allowed = peer.clone();
+        let this = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let _busy = busy;
+            let id = this.id.clone();
+            let send = async {
+                let (mut stream, pid) = this
+                    .accept_from(&listener, || allowed.get())
+                    .await
+                    .map_err(|source| SupervisorError::Transfer { id: id.clone(), source })?;
+                let fd = saved.fd.try_clone().map_err(|source| SupervisorError::Transfer { id: id.clone(), source })?;
+                let data = saved.data.clone();
+                tokio::task::spawn_blocking(move || fdpass::send(&mut stream, &data, fd.as_fd()))
+                    .await
+                    .map_err(|e| SupervisorError::Transfer { id: id.clone(), source: std::io::Error::other(e) })?
+                    .map_err(|source| SupervisorError::Transfer { id: id.clone(), source })?;
+                Ok(pid)
+            };
+            let result = tokio::time::timeout(deadline, send).await;
+            drop(listener);
+            let _ = std::fs::remove_file(&this.socket);
+            result.unwrap_or(Err(SupervisorError::Timeout { id, what: "successor to take the state", after: deadline }))
+        });
+        Ok(Offer { id: self.id.clone(), peer, task })
+    }
+
+    /// Drops the saved state (closing its fd) and removes the socket.
+    fn destroy(&self) {
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The supervisors of one manager, under `<root>/supervisor`.
+#[derive(Debug)]
+pub struct SupervisorSet {
+    dir: PathBuf,
+    supervisors: Mutex<HashMap<String, Arc<Supervisor>>>,
+}
+
+impl SupervisorSet {
+    /// A set whose sockets live in `dir` (created, mode 0700: the sockets hand out FUSE fds).
+    pub fn new(dir: impl Into<PathBuf>) -> std::io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = dir.into();
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
+        Ok(Self { dir, supervisors: Mutex::new(HashMap::new()) })
+    }
+
+    /// Creates the supervisor of daemon `id` at `<dir>/<id>.sock`, replacing (and
+    /// destroying) any previous one.
+    pub fn create(&self, id: &str) -> Arc<Supervisor> {
+        let supervisor = Arc::new(Supervisor::new(id.to_owned(), self.dir.join(format!("{id}.sock"))));
+        let previous = self.lock().insert(id.to_owned(), supervisor.clone());
+        if let Some(previous) = previous {
+            previous.destroy();
+        }
+        supervisor
+    }
+
+    /// The supervisor of daemon `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<Supervisor>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Removes the supervisor of `id`, closing its fd and socket.
+    pub fn destroy(&self, id: &str) -> Result<(), SupervisorError> {
+        let supervisor = self.lock().remove(id).ok_or_else(|| SupervisorError::NotFound(id.to_owned()))?;
+        supervisor.destroy();
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Supervisor>>> {
+        self.supervisors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,22 @@
+//! daemon-core against real mock-nydusd processes.
+//!
+//! This test binary is also the mock: started under the name `nydusd` (a symlink each
+//! test makes in its temporary root) it runs `mock_nydusd::run`, so every daemon is a
+//! separate process with real sockets and signals, and no other binary has to be built
+//! first. Tests that need more than an unprivileged host are listed as ignored, with the
+//! reason printed, when the host lacks it.
+
+mod supervisor;
+mod support;
+
+use libtest_mimic::{Arguments, Trial};
+
+fn main() -> std::process::ExitCode {
+    if support::invoked_as_mock() {
+        return mock_nydusd::run(std::env::args_os());
+    }
+    let args = Arguments::from_args();
+    let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(supervisor::tests());
+    libtest_mimic::run(&args, trials).exit_code()
+}

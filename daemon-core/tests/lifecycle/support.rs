@@ -1,0 +1,119 @@
+//! What every lifecycle test needs: a temporary root with the mock linked in as `nydusd`,
+//! daemons that are killed when the test ends, and trials that run async bodies.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use daemon_core::daemon::command::CommandInputs;
+use daemon_core::daemon::{DaemonMode, SpawnExtras};
+use daemon_core::host::{Requirement, unmet};
+use daemon_core::{Daemon, DaemonOptions, Layout, Timeouts};
+use libtest_mimic::{Failed, Trial};
+
+/// Whether this process was started as the mock.
+pub fn invoked_as_mock() -> bool {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    Path::new(&argv0).file_name().is_some_and(|n| n == "nydusd" || n == "mock-nydusd")
+}
+
+/// A test's result; `?` works on any error.
+pub type TestResult = Result<(), Failed>;
+
+/// An async test as a trial, listed as ignored (with the reason printed) when the host
+/// lacks one of `requirements`.
+pub fn trial<F, Fut>(name: &str, requirements: &[Requirement], body: F) -> Trial
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = TestResult>,
+{
+    let reason = unmet(requirements);
+    if let Some(reason) = &reason {
+        eprintln!("skipping {name}: {reason}");
+    }
+    let ignored = reason.is_some();
+    Trial::test(name, move || {
+        if let Some(reason) = reason {
+            return Err(format!("skipped: {reason}").into());
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        runtime.block_on(body())
+    })
+    .with_ignored_flag(ignored)
+}
+
+/// Fails the test with `message` unless `condition` holds.
+pub fn ensure(condition: bool, message: impl Into<String>) -> TestResult {
+    if condition { Ok(()) } else { Err(message.into().into()) }
+}
+
+/// A temporary snapshotter root with the mock linked in as `<root>/bin/nydusd`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub layout: Layout,
+    pub nydusd: PathBuf,
+}
+
+impl Env {
+    pub fn new() -> Result<Self, Failed> {
+        let dir = tempfile::tempdir()?;
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("bin"))?;
+        std::fs::create_dir_all(layout.shared_mountpoint())?;
+        let nydusd = dir.path().join("bin/nydusd");
+        std::os::unix::fs::symlink(std::env::current_exe()?, &nydusd)?;
+        Ok(Self { dir, layout, nydusd })
+    }
+
+    /// Short deadlines so that a failing test fails fast.
+    pub fn timeouts() -> Timeouts {
+        Timeouts {
+            socket: Duration::from_secs(5),
+            state: Duration::from_secs(5),
+            request: Duration::from_secs(5),
+            supervisor: Duration::from_secs(5),
+            ..Timeouts::default()
+        }
+    }
+
+    /// A shared fusedev daemon record with a supervisor socket.
+    pub fn shared_daemon(&self, id: &str) -> Result<Daemon, Failed> {
+        let options = DaemonOptions {
+            id: Some(id.to_owned()),
+            mode: DaemonMode::Shared,
+            supervisor: true,
+            ..DaemonOptions::default()
+        };
+        Ok(Daemon::create(&self.layout, options, Self::timeouts())?)
+    }
+
+    /// Starts `daemon`'s process (killed when its handle drops), with a journal per pid.
+    pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, Failed> {
+        let inputs = CommandInputs { upgrade, ..CommandInputs::default() };
+        let journal = self.dir.path().join(format!("{}-{}.jsonl", daemon.id(), std::process::id()));
+        let extras = SpawnExtras {
+            args: vec!["--mock-journal".into(), journal.into(), "--mock-no-abort".into()],
+            kill_on_drop: true,
+            ..SpawnExtras::default()
+        };
+        Ok(daemon.spawn(&self.nydusd, &inputs, extras).await?)
+    }
+}
+
+/// The inode and device of an open fd, to tell whether two fds share one open file.
+pub fn file_identity(fd: impl std::os::fd::AsFd) -> Result<(u64, u64), Failed> {
+    let stat = nix::sys::stat::fstat(fd)?;
+    Ok((stat.st_dev, stat.st_ino))
+}
+
+/// The identities of every fd process `pid` holds.
+pub fn open_files_of(pid: u32) -> Result<Vec<(u64, u64)>, Failed> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        if let Ok(meta) = std::fs::metadata(entry?.path()) {
+            use std::os::unix::fs::MetadataExt;
+            out.push((meta.dev(), meta.ino()));
+        }
+    }
+    Ok(out)
+}

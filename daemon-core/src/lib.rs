@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod fdpass;
 pub mod host;
 pub mod layout;
+pub mod monitor;
 pub mod pidfd;
 pub mod procfs;
 pub mod supervisor;

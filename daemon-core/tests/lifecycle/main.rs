@@ -6,6 +6,7 @@
 //! first. Tests that need more than an unprivileged host are listed as ignored, with the
 //! reason printed, when the host lacks it.
 
+mod monitor;
 mod supervisor;
 mod support;
 
@@ -18,5 +19,6 @@ fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(supervisor::tests());
+    trials.extend(monitor::tests());
     libtest_mimic::run(&args, trials).exit_code()
 }

@@ -20,6 +20,8 @@ pub mod layout;
 pub mod monitor;
 pub mod pidfd;
 pub mod procfs;
+pub mod rafs;
+pub mod store;
 pub mod supervisor;
 pub mod wait;
 

@@ -7,6 +7,7 @@
 //! reason printed, when the host lacks it.
 
 mod monitor;
+mod store;
 mod supervisor;
 mod support;
 
@@ -16,9 +17,13 @@ fn main() -> std::process::ExitCode {
     if support::invoked_as_mock() {
         return mock_nydusd::run(std::env::args_os());
     }
+    if let Some(root) = std::env::var_os(store::WRITER_ROLE) {
+        return store::writer(std::path::Path::new(&root));
+    }
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(supervisor::tests());
     trials.extend(monitor::tests());
+    trials.extend(store::tests());
     libtest_mimic::run(&args, trials).exit_code()
 }

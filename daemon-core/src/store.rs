@@ -1,0 +1,352 @@
+//! The durable store of daemons and RAFS instances (`snapshotter-lifecycle.md` §8.2), in
+//! SQLite under `<root>/nydus.db`: WAL journal and `synchronous=FULL`, so a record is on
+//! disk when its call returns and a `kill -9` at any moment leaves a store that opens and
+//! holds every committed record. Records are JSON with the Go field names, as upstream's.
+//!
+//! Like upstream's bbolt file lock, one process owns a root at a time: a second opener
+//! gets [`StoreError::InUse`] instead of two managers restarting the same daemons.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use nix::fcntl::{Flock, FlockArg};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::daemon::ConfigState;
+use crate::rafs::Rafs;
+
+/// The schema this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+/// The database file under the root.
+pub const DB_FILE: &str = "nydus.db";
+
+/// Why a store operation failed. Nothing is written when one is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process holds the store.
+    #[error("store {} is in use by another process", path.display())]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
+    /// The file is from a newer build.
+    #[error("store {} has schema version {found}; this build reads version {SCHEMA_VERSION}", path.display())]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// Its version.
+        found: u32,
+    },
+    /// A record with that key exists.
+    #[error("{kind} {key} already exists in the store")]
+    AlreadyExists {
+        /// `daemon` or `instance`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// No record with that key.
+    #[error("{kind} {key} is not in the store")]
+    NotFound {
+        /// `daemon` or `instance`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+    },
+    /// A stored record does not decode.
+    #[error("stored {kind} {key} is unreadable: {message}")]
+    BadRecord {
+        /// `daemon` or `instance`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+        /// The decoder's message.
+        message: String,
+    },
+    /// SQLite failed.
+    #[error("store {}: {source}", path.display())]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The lock file could not be opened.
+    #[error("store {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The open store.
+#[derive(Debug)]
+pub struct Store {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+    /// Held for the life of the store: the single-owner lock.
+    _lock: Flock<File>,
+}
+
+impl Store {
+    /// Opens (creating if needed) `<root>/nydus.db`.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let path = root.join(DB_FILE);
+        let lock_path = root.join(format!("{DB_FILE}.lock"));
+        let io = |source| StoreError::Io { path: lock_path.clone(), source };
+        std::fs::create_dir_all(root).map_err(io)?;
+        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+        let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => lock,
+            Err((_, nix::Error::EWOULDBLOCK)) => return Err(StoreError::InUse { path }),
+            Err((_, e)) => return Err(io(e.into())),
+        };
+        let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
+        let connection = Connection::open(&path).map_err(sqlite)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 4000;
+                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+                 CREATE TABLE IF NOT EXISTS instances (
+                     snapshot_id TEXT PRIMARY KEY,
+                     seq INTEGER NOT NULL UNIQUE,
+                     record TEXT NOT NULL
+                 );",
+            )
+            .map_err(sqlite)?;
+        let version: Option<String> = connection
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+            .optional()
+            .map_err(sqlite)?;
+        match version.and_then(|v| v.parse::<u32>().ok()) {
+            None => {
+                connection
+                    .execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
+                        params![SCHEMA_VERSION.to_string()],
+                    )
+                    .map_err(sqlite)?;
+            }
+            Some(found) if found > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path, found }),
+            Some(_) => {}
+        }
+        Ok(Self { path, connection: Mutex::new(connection), _lock: lock })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sqlite(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.connection.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a daemon record; [`StoreError::AlreadyExists`] if the id is taken.
+    pub fn save_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
+        let record = serde_json::to_string(state).expect("ConfigState serialises");
+        let conn = self.lock();
+        match conn.execute("INSERT INTO daemons (id, record) VALUES (?1, ?2)", params![state.id, record]) {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => {
+                Err(StoreError::AlreadyExists { kind: "daemon", key: state.id.clone() })
+            }
+            Err(e) => Err(self.sqlite(e)),
+        }
+    }
+
+    /// Replaces a daemon record; [`StoreError::NotFound`] if there is none.
+    pub fn update_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
+        let record = serde_json::to_string(state).expect("ConfigState serialises");
+        let changed = self
+            .lock()
+            .execute("UPDATE daemons SET record = ?2 WHERE id = ?1", params![state.id, record])
+            .map_err(|e| self.sqlite(e))?;
+        if changed == 0 { Err(StoreError::NotFound { kind: "daemon", key: state.id.clone() }) } else { Ok(()) }
+    }
+
+    /// Deletes a daemon record (absent is fine).
+    pub fn delete_daemon(&self, id: &str) -> Result<(), StoreError> {
+        self.lock().execute("DELETE FROM daemons WHERE id = ?1", params![id]).map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Every daemon record, by id. A record that does not decode is an error naming it.
+    pub fn daemons(&self) -> Result<Vec<ConfigState>, StoreError> {
+        let rows = self.rows("SELECT id, record FROM daemons ORDER BY id")?;
+        rows.into_iter()
+            .map(|(id, record)| {
+                serde_json::from_str(&record).map_err(|e| StoreError::BadRecord {
+                    kind: "daemon",
+                    key: id,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Adds an instance, giving it the next sequence number (returned and set in `rafs`).
+    pub fn add_instance(&self, rafs: &mut Rafs) -> Result<u64, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+        let exists: bool = tx
+            .query_row("SELECT 1 FROM instances WHERE snapshot_id = ?1", params![rafs.snapshot_id], |_| Ok(true))
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .unwrap_or(false);
+        if exists {
+            return Err(StoreError::AlreadyExists { kind: "instance", key: rafs.snapshot_id.clone() });
+        }
+        let next: u64 = tx
+            .query_row("SELECT value FROM meta WHERE key = 'next_seq'", [], |row| row.get::<_, String>(0))
+            .optional()
+            .map_err(|e| self.sqlite(e))?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut stored = rafs.clone();
+        stored.seq = next;
+        let record = serde_json::to_string(&stored).expect("Rafs serialises");
+        tx.execute(
+            "INSERT INTO instances (snapshot_id, seq, record) VALUES (?1, ?2, ?3)",
+            params![stored.snapshot_id, next as i64, record],
+        )
+        .map_err(|e| self.sqlite(e))?;
+        tx.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('next_seq', ?1)", params![(next + 1).to_string()])
+            .map_err(|e| self.sqlite(e))?;
+        tx.commit().map_err(|e| self.sqlite(e))?;
+        rafs.seq = next;
+        Ok(next)
+    }
+
+    /// Inserts or replaces an instance under its existing sequence number.
+    pub fn update_instance(&self, rafs: &Rafs) -> Result<(), StoreError> {
+        let record = serde_json::to_string(rafs).expect("Rafs serialises");
+        self.lock()
+            .execute(
+                "INSERT INTO instances (snapshot_id, seq, record) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(snapshot_id) DO UPDATE SET record = excluded.record",
+                params![rafs.snapshot_id, rafs.seq as i64, record],
+            )
+            .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Deletes an instance (absent is fine).
+    pub fn delete_instance(&self, snapshot_id: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM instances WHERE snapshot_id = ?1", params![snapshot_id])
+            .map_err(|e| self.sqlite(e))?;
+        Ok(())
+    }
+
+    /// Every instance, in sequence order.
+    pub fn instances(&self) -> Result<Vec<Rafs>, StoreError> {
+        let rows = self.rows("SELECT snapshot_id, record FROM instances ORDER BY seq")?;
+        rows.into_iter()
+            .map(|(id, record)| {
+                serde_json::from_str(&record).map_err(|e| StoreError::BadRecord {
+                    kind: "instance",
+                    key: id,
+                    message: e.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    fn rows(&self, sql: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql).map_err(|e| self.sqlite(e))?;
+        let rows = statement
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?)))
+            .map_err(|e| self.sqlite(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sqlite(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn daemon(id: &str, pid: u32) -> ConfigState {
+        ConfigState { id: id.into(), process_id: pid, ..ConfigState::default() }
+    }
+
+    #[test]
+    fn daemon_records_follow_upstreams_semantics() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save_daemon(&daemon("d1", 1)).unwrap();
+        assert!(matches!(store.save_daemon(&daemon("d1", 2)), Err(StoreError::AlreadyExists { .. })));
+        assert!(matches!(store.update_daemon(&daemon("d2", 1)), Err(StoreError::NotFound { .. })));
+        store.update_daemon(&daemon("d1", 9)).unwrap();
+        store.save_daemon(&daemon("d0", 3)).unwrap();
+        let all = store.daemons().unwrap();
+        assert_eq!(all.iter().map(|d| (d.id.as_str(), d.process_id)).collect::<Vec<_>>(), [("d0", 3), ("d1", 9)]);
+        store.delete_daemon("d1").unwrap();
+        store.delete_daemon("d1").unwrap();
+        assert_eq!(store.daemons().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn instances_get_increasing_sequence_numbers_that_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            for id in ["b", "a"] {
+                let mut r = Rafs { snapshot_id: id.into(), ..Rafs::default() };
+                store.add_instance(&mut r).unwrap();
+            }
+            let mut dup = Rafs { snapshot_id: "a".into(), ..Rafs::default() };
+            assert!(matches!(store.add_instance(&mut dup), Err(StoreError::AlreadyExists { .. })));
+            store.delete_instance("b").unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let mut c = Rafs { snapshot_id: "c".into(), ..Rafs::default() };
+        assert_eq!(store.add_instance(&mut c).unwrap(), 3, "sequence numbers are never reused");
+        let mut a = store.instances().unwrap().remove(0);
+        assert_eq!((a.snapshot_id.as_str(), a.seq), ("a", 2));
+        a.mountpoint = "/m".into();
+        store.update_instance(&a).unwrap();
+        let order: Vec<(String, u64)> =
+            store.instances().unwrap().into_iter().map(|r| (r.snapshot_id, r.seq)).collect();
+        assert_eq!(order, [("a".to_owned(), 2), ("c".to_owned(), 3)]);
+        assert_eq!(store.instances().unwrap()[0].mountpoint, PathBuf::from("/m"));
+    }
+
+    #[test]
+    fn one_owner_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = Store::open(dir.path()).unwrap();
+        assert!(matches!(Store::open(dir.path()), Err(StoreError::InUse { .. })));
+        drop(first);
+        Store::open(dir.path()).unwrap();
+    }
+
+    #[test]
+    fn a_bad_record_is_named_and_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store.save_daemon(&daemon("good", 1)).unwrap();
+            store.lock().execute("INSERT INTO daemons (id, record) VALUES ('bad', '{\"ID\":')", []).unwrap();
+            let err = store.daemons().unwrap_err();
+            assert!(err.to_string().starts_with("stored daemon bad is unreadable"), "{err}");
+            store.lock().execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+        }
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    }
+}

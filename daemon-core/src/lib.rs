@@ -18,6 +18,7 @@ pub mod fdpass;
 pub mod host;
 pub mod layout;
 pub mod monitor;
+pub mod mount;
 pub mod pidfd;
 pub mod procfs;
 pub mod rafs;

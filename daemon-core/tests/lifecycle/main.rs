@@ -7,6 +7,7 @@
 //! reason printed, when the host lacks it.
 
 mod monitor;
+mod mounts;
 mod store;
 mod supervisor;
 mod support;
@@ -25,5 +26,6 @@ fn main() -> std::process::ExitCode {
     trials.extend(supervisor::tests());
     trials.extend(monitor::tests());
     trials.extend(store::tests());
+    trials.extend(mounts::tests());
     libtest_mimic::run(&args, trials).exit_code()
 }

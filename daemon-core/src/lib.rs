@@ -17,6 +17,7 @@ pub mod daemon;
 pub mod fdpass;
 pub mod host;
 pub mod layout;
+pub mod manager;
 pub mod monitor;
 pub mod mount;
 pub mod pidfd;

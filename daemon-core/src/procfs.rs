@@ -11,6 +11,20 @@ pub fn process_state(pid: u32) -> Option<char> {
     after_comm.split_whitespace().next()?.chars().next()
 }
 
+/// The start time of `pid` in clock ticks since boot (`/proc/<pid>/stat` field 22).
+pub fn process_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = &stat[stat.rfind(')')? + 1..];
+    // Fields after the command name start at field 3 (state); start time is field 22.
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// The arguments of `pid` (`/proc/<pid>/cmdline`).
+pub fn process_cmdline(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect())
+}
+
 /// Whether `path` is a mount point according to `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> std::io::Result<bool> {
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
@@ -49,6 +63,15 @@ mod tests {
     fn our_own_state_is_readable_and_a_missing_pid_is_none() {
         assert!(matches!(process_state(std::process::id()), Some('R' | 'S')));
         assert_eq!(process_state(u32::MAX), None);
+    }
+
+    #[test]
+    fn start_time_and_cmdline_of_ourselves() {
+        let me = std::process::id();
+        let t = process_start_time(me).unwrap();
+        assert_eq!(process_start_time(me), Some(t), "stable for one process");
+        assert!(process_cmdline(me).unwrap()[0].contains("daemon_core"));
+        assert_eq!(process_start_time(u32::MAX), None);
     }
 
     #[test]

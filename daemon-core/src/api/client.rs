@@ -309,6 +309,74 @@ impl NydusdClient {
     pub async fn send_fd(&self) -> Result<(), ClientError> {
         self.call(Method::PUT, "/api/v1/daemon/fuse/sendfd", None).await.map(drop)
     }
+
+    async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let body = self.call(Method::GET, path, None).await?;
+        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
+            method: Method::GET,
+            path: path.to_owned(),
+            status: 200,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            source,
+        })
+    }
+
+    /// `GET /api/v1/metrics[?id=<id>]`: FS counters (of the only instance without an id).
+    pub async fn fs_metrics(&self, id: Option<&str>) -> Result<serde_json::Value, ClientError> {
+        self.get_json(&with_id("/api/v1/metrics", id)).await
+    }
+
+    /// `GET /api/v1/metrics/blobcache[?id=<id>]`.
+    pub async fn cache_metrics(&self, id: Option<&str>) -> Result<serde_json::Value, ClientError> {
+        self.get_json(&with_id("/api/v1/metrics/blobcache", id)).await
+    }
+
+    /// `GET /api/v1/metrics/inflight`: `None` for 204 (nothing in flight).
+    pub async fn inflight_metrics(&self) -> Result<Option<serde_json::Value>, ClientError> {
+        let path = "/api/v1/metrics/inflight";
+        let body = self.call(Method::GET, path, None).await?;
+        if body.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_slice(&body).map(Some).map_err(|source| ClientError::Decode {
+            method: Method::GET,
+            path: path.to_owned(),
+            status: 200,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            source,
+        })
+    }
+
+    /// `PUT /api/v1/config?id=<id>` with `{"registry_auth": <auth>}`.
+    pub async fn update_registry_auth(&self, id: &str, auth: &str) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(&serde_json::json!({ "registry_auth": auth })).expect("json");
+        self.call(Method::PUT, &with_id("/api/v1/config", Some(id)), Some(body)).await.map(drop)
+    }
+
+    /// `PUT /api/v2/blobs` with a blob-cache entry (the fscache instance configuration).
+    pub async fn bind_blob(&self, entry: &[u8]) -> Result<(), ClientError> {
+        self.call(Method::PUT, "/api/v2/blobs", Some(entry.to_vec())).await.map(drop)
+    }
+
+    /// `DELETE /api/v2/blobs`, with the Go client's query rules: `domain_id=<d>` plus
+    /// `blob_id=<b>` unless b equals d; only `blob_id=<b>` when the domain is empty.
+    pub async fn unbind_blob(&self, domain_id: &str, blob_id: &str) -> Result<(), ClientError> {
+        let path = if domain_id.is_empty() {
+            format!("/api/v2/blobs?blob_id={}", query::encode(blob_id))
+        } else if blob_id == domain_id {
+            format!("/api/v2/blobs?domain_id={}", query::encode(domain_id))
+        } else {
+            format!("/api/v2/blobs?domain_id={}&blob_id={}", query::encode(domain_id), query::encode(blob_id))
+        };
+        self.call(Method::DELETE, &path, None).await.map(drop)
+    }
+}
+
+fn with_id(path: &str, id: Option<&str>) -> String {
+    match id {
+        Some(id) => format!("{path}?id={}", query::encode(id)),
+        None => path.to_owned(),
+    }
 }
 
 fn mount_path(mountpoint: &str) -> String {

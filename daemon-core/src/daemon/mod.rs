@@ -3,6 +3,7 @@
 
 pub mod command;
 pub mod id;
+mod instances;
 pub mod process;
 pub mod state;
 
@@ -103,6 +104,44 @@ pub enum DaemonError {
     /// The id cannot be used in a path.
     #[error("daemon id {0:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)")]
     InvalidId(String),
+    /// The pid on record now belongs to another process (or a process we cannot verify).
+    #[error("daemon {id}: pid {pid} is not this daemon's nydusd any more ({why}); not signalling it")]
+    NotOurProcess {
+        /// Daemon id.
+        id: String,
+        /// The recorded pid.
+        pid: u32,
+        /// What did not match.
+        why: String,
+    },
+    /// An instance's bootstrap is missing.
+    #[error("daemon {id}: no bootstrap for instance {snapshot} under {}", dir.display())]
+    NoBootstrap {
+        /// Daemon id.
+        id: String,
+        /// Snapshot id.
+        snapshot: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
+    /// A host mount failed.
+    #[error("daemon {id}: mount error")]
+    Mount {
+        /// Daemon id.
+        id: String,
+        /// The mount error.
+        #[source]
+        source: crate::mount::MountError,
+    },
+    /// A supervisor transfer failed.
+    #[error("daemon {id}: supervisor error")]
+    Supervisor {
+        /// Daemon id.
+        id: String,
+        /// The supervisor error.
+        #[source]
+        source: crate::supervisor::SupervisorError,
+    },
 }
 
 fn exit_note(exited: &Option<String>) -> String {
@@ -149,6 +188,8 @@ pub struct Daemon {
     process: Mutex<Option<std::sync::Arc<NydusdProcess>>>,
     refs: AtomicI32,
     timeouts: Timeouts,
+    instances: crate::rafs::RafsCache,
+    supervisor: Mutex<Option<std::sync::Arc<crate::supervisor::Supervisor>>>,
 }
 
 impl Daemon {
@@ -193,6 +234,7 @@ impl Daemon {
                 FsDriver::Fscache => None,
             },
             config_dir,
+            process_start_time: None,
         };
         Ok(Self::from_state(state, options.refs, timeouts))
     }
@@ -206,6 +248,8 @@ impl Daemon {
             process: Mutex::new(None),
             refs: AtomicI32::new(refs),
             timeouts,
+            instances: crate::rafs::RafsCache::default(),
+            supervisor: Mutex::new(None),
         }
     }
 
@@ -357,8 +401,14 @@ impl Daemon {
                 Some(p) if p.has_exited() => {
                     Some(p.wait().await.map(|s| s.to_string()).unwrap_or_else(|| "exited".into()))
                 }
-                None if self.pid() > 0 && procfs::process_state(self.pid()) == Some('Z') => Some("zombie".into()),
-                _ => None,
+                Some(_) => None,
+                // A daemon recovered from the store: watch the recorded process itself.
+                None if self.pid() > 0 => match self.recorded_process() {
+                    Ok(Some(pidfd)) if !pidfd.has_exited() => None,
+                    Ok(_) => Some("exited".into()),
+                    Err(e) => Some(e.to_string()),
+                },
+                None => None,
             };
             if exited.is_some() || !backoff.wait().await {
                 return Err(DaemonError::SocketTimeout {
@@ -395,7 +445,11 @@ impl Daemon {
             NydusdProcess::spawn(&spec).map_err(|source| DaemonError::Process { id: states.id.clone(), source })?;
         let pid = process.pid();
         *self.process.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(process));
-        self.update_states(|s| s.process_id = pid);
+        let start_time = procfs::process_start_time(pid);
+        self.update_states(|s| {
+            s.process_id = pid;
+            s.process_start_time = start_time;
+        });
         self.reset_client().await;
         self.reset_state();
         Ok(pid)
@@ -407,28 +461,118 @@ impl Daemon {
         process.signal(signal).map_err(|source| DaemonError::Process { id: self.id(), source })
     }
 
-    /// SIGTERM (Go `Terminate`). A daemon without a process is a no-op.
+    /// SIGTERM (Go `Terminate`). The process this object started is signalled through its
+    /// pidfd; a recorded pid from before a manager restart only after checking that it is
+    /// still the same process (its start time, or its command line naming our API socket),
+    /// so a recycled pid is never signalled (upstream PR #789). No pid is a no-op.
     pub fn terminate(&self) -> Result<(), DaemonError> {
-        match self.signal(Signal::SIGTERM) {
-            Err(DaemonError::NoProcess { .. }) => Ok(()),
-            other => other,
+        self.signal_any(Signal::SIGTERM)
+    }
+
+    /// Sends `signal` to the daemon's process, whether this object started it or it was
+    /// recovered from the store (with the identity check of [`Daemon::terminate`]).
+    pub fn signal_any(&self, signal: Signal) -> Result<(), DaemonError> {
+        match self.signal(signal) {
+            Err(DaemonError::NoProcess { .. }) => {}
+            other => return other,
+        }
+        let Some(pidfd) = self.recorded_process()? else { return Ok(()) };
+        pidfd.send_signal(signal).map(drop).map_err(|e| DaemonError::Process {
+            id: self.id(),
+            source: ProcessError::Signal { pid: pidfd.pid(), signal, source: e },
+        })
+    }
+
+    /// A pidfd for the recorded pid if it still names this daemon's nydusd.
+    fn recorded_process(&self) -> Result<Option<crate::pidfd::PidFd>, DaemonError> {
+        let states = self.states();
+        if states.process_id == 0 {
+            return Ok(None);
+        }
+        let pid = states.process_id;
+        // Opened first: from here on the pidfd names one process even if the pid is reused,
+        // so the identity checked below is the identity signalled.
+        let pidfd = match crate::pidfd::PidFd::open(pid) {
+            Ok(fd) => fd,
+            Err(nix::Error::ESRCH) => return Ok(None),
+            Err(e) => {
+                return Err(DaemonError::Process { id: states.id, source: ProcessError::PidFd { pid, source: e } });
+            }
+        };
+        let not_ours = |why: String| DaemonError::NotOurProcess { id: states.id.clone(), pid, why };
+        match states.process_start_time {
+            Some(recorded) => match procfs::process_start_time(pid) {
+                Some(now) if now == recorded => Ok(Some(pidfd)),
+                Some(now) => Err(not_ours(format!("started at tick {now}, ours at {recorded}"))),
+                None => Ok(None),
+            },
+            None => {
+                let socket = states.api_socket.to_string_lossy().into_owned();
+                match procfs::process_cmdline(pid) {
+                    Some(args) if args.iter().any(|a| a == &socket) => Ok(Some(pidfd)),
+                    Some(_) => Err(not_ours(format!("its command line does not name {socket}"))),
+                    None => Ok(None),
+                }
+            }
         }
     }
 
-    /// Whether the process this object started is still alive (not exited, not a zombie).
+    /// Whether the daemon's process is alive: the one this object started (not exited,
+    /// not a zombie), or the recorded one from before a manager restart.
     pub fn is_alive(&self) -> bool {
-        self.current_process().is_some_and(|p| !p.has_exited())
+        match self.current_process() {
+            Some(p) => !p.has_exited(),
+            None => matches!(self.recorded_process(), Ok(Some(fd)) if !fd.has_exited()),
+        }
     }
 
-    /// Waits for the process to exit and reaps it; `None` when there is no process.
+    /// Waits for the process this object started to exit and reaps it; `None` when there
+    /// is no such process.
     pub async fn wait(&self) -> Option<ExitStatus> {
         let process = self.current_process()?;
         process.wait().await
     }
 
+    /// Go `Wait`: waits for the daemon's process to end (reaping it when it is our child,
+    /// otherwise watching its pidfd), then, for fusedev, until the host mountpoint is
+    /// unmounted, within [`Timeouts::exit`]. Unlike upstream, no lock is held meanwhile,
+    /// so state queries on the daemon are not blocked.
+    pub async fn wait_for_exit(&self) -> Result<(), DaemonError> {
+        if self.current_process().is_some() {
+            self.wait().await;
+        } else if let Ok(Some(pidfd)) = self.recorded_process() {
+            let exited = tokio::time::timeout(self.timeouts.exit, pidfd.exited()).await;
+            if exited.is_err() {
+                return Err(DaemonError::NotOurProcess {
+                    id: self.id(),
+                    pid: pidfd.pid(),
+                    why: format!("still running after {:?}", self.timeouts.exit),
+                });
+            }
+        }
+        let states = self.states();
+        if states.fs_driver == FsDriver::Fusedev && !states.mountpoint.as_os_str().is_empty() {
+            crate::mount::wait_until_unmounted(&states.mountpoint, &self.timeouts, self.timeouts.exit)
+                .await
+                .map_err(|source| DaemonError::Mount { id: states.id.clone(), source })?;
+        }
+        Ok(())
+    }
+
     /// Removes what a dead daemon leaves behind so that a fresh start is not mistaken for
-    /// a crash recovery: the API socket file, and the cached client.
+    /// a crash recovery (nydusd takes "mountpoint still mounted + dead socket" for one):
+    /// the host mount (fusedev) or every instance mount (fscache), detached lazily because
+    /// a dead FUSE mount may still have open files; the API socket file; the cached client.
     pub async fn clear_vestige(&self) -> Result<(), DaemonError> {
+        let states = self.states();
+        let mountpoints = match states.fs_driver {
+            FsDriver::Fusedev => vec![states.mountpoint.clone()],
+            FsDriver::Fscache => self.instances().list_by_seq().into_iter().map(|r| r.mountpoint).collect(),
+        };
+        for mountpoint in mountpoints.iter().filter(|m| !m.as_os_str().is_empty()) {
+            crate::mount::umount_lazy(mountpoint)
+                .map_err(|source| DaemonError::Mount { id: states.id.clone(), source })?;
+        }
         let socket = self.api_socket();
         match std::fs::remove_file(&socket) {
             Ok(()) => {}
@@ -564,6 +708,23 @@ mod tests {
         let err = d.client().await.unwrap_err();
         assert!(matches!(err, DaemonError::SocketTimeout { exited: Some(_), .. }), "{err}");
         assert!(started.elapsed() < Duration::from_secs(30));
+    }
+
+    #[tokio::test]
+    async fn socket_wait_for_a_recovered_daemon_stops_when_its_recorded_process_is_gone() {
+        let (_dir, layout) = layout();
+        let mut sleeper = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = sleeper.id();
+        let mut state = Daemon::create(&layout, DaemonOptions::default(), Timeouts::default()).unwrap().states();
+        state.process_id = pid;
+        state.process_start_time = procfs::process_start_time(pid);
+        sleeper.kill().unwrap();
+        sleeper.wait().unwrap();
+        let timeouts = Timeouts { socket: Duration::from_secs(2), ..Default::default() };
+        let recovered = Daemon::from_state(state, 0, timeouts);
+        let err = recovered.client().await.unwrap_err();
+        // Before the fix this waited the whole socket timeout and reported no exit.
+        assert!(matches!(err, DaemonError::SocketTimeout { exited: Some(_), .. }), "{err}");
     }
 
     #[tokio::test]

@@ -95,6 +95,11 @@ pub struct ConfigState {
     /// Directory of this daemon's config files.
     #[serde(rename = "ConfigDir")]
     pub config_dir: PathBuf,
+    /// Start time of the process (clock ticks since boot, `/proc/<pid>/stat` field 22):
+    /// with the pid it identifies the process across a manager restart, so a recycled pid
+    /// is never signalled. Not in upstream's record; absent in records it wrote.
+    #[serde(rename = "ProcessStartTime", default, skip_serializing_if = "Option::is_none")]
+    pub process_start_time: Option<u64>,
 }
 
 impl ConfigState {

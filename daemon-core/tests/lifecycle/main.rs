@@ -6,6 +6,7 @@
 //! first. Tests that need more than an unprivileged host are listed as ignored, with the
 //! reason printed, when the host lacks it.
 
+mod manager;
 mod monitor;
 mod mounts;
 mod store;
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(supervisor::tests());
+    trials.extend(manager::tests());
     trials.extend(monitor::tests());
     trials.extend(store::tests());
     trials.extend(mounts::tests());

@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use daemon_core::daemon::command::CommandInputs;
-use daemon_core::daemon::{DaemonMode, SpawnExtras};
+use daemon_core::daemon::{DaemonMode, FsDriver, SpawnExtras};
 use daemon_core::host::{Requirement, unmet};
+use daemon_core::manager::{ManagerConfig, ManagerEvent, RecoverPolicy};
+use daemon_core::rafs::Rafs;
 use daemon_core::{Daemon, DaemonOptions, Layout, Timeouts};
 use libtest_mimic::{Failed, Trial};
+use tokio::sync::broadcast;
 
 /// Whether this process was started as the mock.
 pub fn invoked_as_mock() -> bool {
@@ -116,4 +119,80 @@ pub fn open_files_of(pid: u32) -> Result<Vec<(u64, u64)>, Failed> {
         }
     }
     Ok(out)
+}
+
+/// A manager over this environment's root, running the mock.
+pub fn manager_config(env: &Env, policy: RecoverPolicy, kill_on_drop: bool) -> ManagerConfig {
+    ManagerConfig {
+        layout: env.layout.clone(),
+        nydusd: env.nydusd.clone(),
+        fs_driver: FsDriver::Fusedev,
+        recover_policy: policy,
+        timeouts: Env::timeouts(),
+        spawn: SpawnExtras {
+            args: vec!["--mock-journal".into(), env.dir.path().join("journal.jsonl").into(), "--mock-no-abort".into()],
+            kill_on_drop,
+            ..SpawnExtras::default()
+        },
+        fscache_dir: None,
+    }
+}
+
+impl Env {
+    /// A shared fusedev daemon record (no supervisor flag: the manager attaches one under
+    /// the failover policy).
+    pub fn shared_record(&self, id: &str) -> Result<Daemon, Failed> {
+        let options = DaemonOptions { id: Some(id.to_owned()), mode: DaemonMode::Shared, ..DaemonOptions::default() };
+        Ok(Daemon::create(&self.layout, options, Self::timeouts())?)
+    }
+
+    /// An instance of `daemon` with a bootstrap file and a configuration file in place.
+    pub fn instance(&self, daemon: &Daemon, snapshot: &str) -> Result<Rafs, Failed> {
+        let rafs = Rafs::new(&self.layout.snapshots_dir(), snapshot, "registry.example/image:1", FsDriver::Fusedev);
+        std::fs::create_dir_all(rafs.snapshot_dir.join("fs/image"))?;
+        std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), b"bootstrap")?;
+        let config = daemon.states().config_file(Some(snapshot));
+        std::fs::create_dir_all(config.parent().ok_or("config dir")?)?;
+        std::fs::write(
+            &config,
+            r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#,
+        )?;
+        Ok(Rafs { mountpoint: self.layout.shared_mountpoint().join(snapshot), ..rafs })
+    }
+
+    /// The mock journal's entries (every daemon started by a test manager writes there).
+    pub fn journal(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("journal.jsonl")).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+/// Waits up to 20 s (a safety net, not a goal) for a manager event matching `wanted`.
+pub async fn wait_event(
+    events: &mut broadcast::Receiver<ManagerEvent>,
+    wanted: impl Fn(&ManagerEvent) -> bool,
+) -> Result<ManagerEvent, Failed> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) if wanted(&event) => return Ok(event),
+            Ok(Ok(event)) => seen.push(event),
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+            Ok(Err(e)) => return Err(format!("event channel: {e}").into()),
+            Err(_) => return Err(format!("no matching manager event within 20 s; saw {seen:?}").into()),
+        }
+    }
+}
+
+/// SIGKILLs the given pids when dropped: daemons a test lets outlive their manager.
+#[derive(Default)]
+pub struct KillOnDrop(pub Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }

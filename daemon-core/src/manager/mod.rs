@@ -1,0 +1,452 @@
+//! The manager (`snapshotter-lifecycle.md` §8): the daemons of one fs driver, their store
+//! records, liveness monitor and supervisors, what happens when one dies (recover
+//! policies), hot upgrade, destroy, and recovery when the manager itself restarts.
+//!
+//! ```text
+//!   add_daemon ─► store + cache ─► start_daemon ─► spawn ─► verify: socket, monitor, RUNNING, send_states
+//!                                                     ▲
+//!   monitor hang-up ─► death loop ─► policy: none │ restart (clear vestige, start, re-mount)
+//!                                            │ failover (offer state, start --upgrade, takeover, start)
+//! ```
+
+mod recovery;
+mod startup;
+mod upgrade;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+
+use crate::DaemonState;
+use crate::daemon::command::CommandInputs;
+use crate::daemon::{Daemon, DaemonError, FsDriver, SpawnExtras, error_chain};
+use crate::layout::Layout;
+use crate::monitor::{LivenessMonitor, MonitorError};
+use crate::rafs::Rafs;
+use crate::store::{Store, StoreError};
+use crate::supervisor::SupervisorSet;
+use crate::wait::Timeouts;
+
+pub use startup::RecoveryReport;
+pub use upgrade::next_api_socket;
+
+/// What the manager does when a daemon dies (`snapshotter-lifecycle.md` §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoverPolicy {
+    /// Leave it dead.
+    #[default]
+    None,
+    /// Start a fresh daemon and re-mount its instances (running containers lose their
+    /// FUSE mount: only failover keeps it).
+    Restart,
+    /// Hand the dead daemon's state and FUSE fd to a new daemon through the supervisor.
+    Failover,
+}
+
+/// How the manager runs daemons.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// The snapshotter root.
+    pub layout: Layout,
+    /// The nydusd binary.
+    pub nydusd: PathBuf,
+    /// fusedev or fscache: the manager owns daemons of this driver only.
+    pub fs_driver: FsDriver,
+    /// What to do when a daemon dies.
+    pub recover_policy: RecoverPolicy,
+    /// Deadlines.
+    pub timeouts: Timeouts,
+    /// Arguments, output and process options beyond nydusd's command line.
+    pub spawn: SpawnExtras,
+    /// fscache cache directory (`--fscache`).
+    pub fscache_dir: Option<PathBuf>,
+}
+
+/// Things that happened, for callers and tests that want to follow the manager.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManagerEvent {
+    /// A daemon was started and reached RUNNING.
+    Started {
+        /// Daemon id.
+        id: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// Starting or verifying a daemon failed.
+    StartFailed {
+        /// Daemon id.
+        id: String,
+        /// Why.
+        error: String,
+    },
+    /// The monitor reported a daemon dead.
+    Died {
+        /// Daemon id.
+        id: String,
+    },
+    /// A death event named a daemon the manager does not know; the loop went on.
+    UnknownDied {
+        /// The id in the event.
+        id: String,
+    },
+    /// Restart policy: a fresh daemon runs and its instances are mounted again.
+    Restarted {
+        /// Daemon id.
+        id: String,
+        /// New pid.
+        pid: u32,
+    },
+    /// Failover policy: a new daemon took over the state and fd.
+    FailedOver {
+        /// Daemon id.
+        id: String,
+        /// New pid.
+        pid: u32,
+    },
+    /// A restart or failover gave up.
+    RecoveryFailed {
+        /// Daemon id.
+        id: String,
+        /// The policy that was tried.
+        policy: RecoverPolicy,
+        /// Why.
+        error: String,
+    },
+    /// Hot upgrade finished.
+    Upgraded {
+        /// Daemon id.
+        id: String,
+        /// New pid.
+        pid: u32,
+        /// New API socket.
+        socket: PathBuf,
+    },
+    /// A daemon was destroyed.
+    Destroyed {
+        /// Daemon id.
+        id: String,
+    },
+}
+
+/// Why a manager operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    /// The store refused or failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A daemon operation failed.
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    /// The monitor refused or failed.
+    #[error(transparent)]
+    Monitor(#[from] MonitorError),
+    /// The id is already managed.
+    #[error("daemon {0} is already managed")]
+    AlreadyExists(String),
+    /// The id is not managed.
+    #[error("daemon {0} is not managed")]
+    NotFound(String),
+    /// The supervisor directory could not be created.
+    #[error("cannot create supervisor directory {}: {source}", path.display())]
+    SupervisorDir {
+        /// The directory.
+        path: PathBuf,
+        /// OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Hot upgrade needs a supervisor.
+    #[error("daemon {0} has no supervisor: hot upgrade needs the failover policy")]
+    NoSupervisor(String),
+    /// The API socket name has no next one.
+    #[error("cannot derive the next API socket from {0:?} (expected a name like api.sock or api3.sock)")]
+    SocketName(String),
+}
+
+pub(crate) struct Inner {
+    config: ManagerConfig,
+    nydusd: Mutex<PathBuf>,
+    store: Store,
+    daemons: Mutex<BTreeMap<String, Arc<Daemon>>>,
+    monitor: LivenessMonitor,
+    supervisors: Option<SupervisorSet>,
+    events: broadcast::Sender<ManagerEvent>,
+}
+
+/// The manager. Cloning shares it.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").field("root", &self.inner.config.layout.root()).finish_non_exhaustive()
+    }
+}
+
+impl Manager {
+    /// Opens the store under the root and starts the death-event loop. Must run inside a
+    /// tokio runtime. Existing records are not touched until [`Manager::recover`].
+    pub fn open(config: ManagerConfig) -> Result<Self, ManagerError> {
+        let store = Store::open(config.layout.root())?;
+        let (monitor, mut deaths) = LivenessMonitor::new(config.timeouts);
+        let supervisors = match config.recover_policy {
+            RecoverPolicy::Failover => {
+                let dir = config.layout.supervisor_dir();
+                Some(SupervisorSet::new(&dir).map_err(|source| ManagerError::SupervisorDir { path: dir, source })?)
+            }
+            _ => None,
+        };
+        let (events, _) = broadcast::channel(256);
+        let inner = Arc::new(Inner {
+            nydusd: Mutex::new(config.nydusd.clone()),
+            config,
+            store,
+            daemons: Mutex::default(),
+            monitor,
+            supervisors,
+            events,
+        });
+        let weak = Arc::downgrade(&inner);
+        tokio::spawn(async move {
+            while let Some(death) = deaths.recv().await {
+                let Some(inner) = weak.upgrade() else { return };
+                recovery::on_death(Manager { inner }, death);
+            }
+        });
+        Ok(Self { inner })
+    }
+
+    /// Follows what the manager does from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<ManagerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    pub(crate) fn emit(&self, event: ManagerEvent) {
+        let _ = self.inner.events.send(event);
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ManagerConfig {
+        &self.inner.config
+    }
+
+    /// The nydusd binary used for the next start (changed by hot upgrade).
+    pub fn nydusd(&self) -> PathBuf {
+        self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The liveness monitor.
+    pub fn monitor(&self) -> &LivenessMonitor {
+        &self.inner.monitor
+    }
+
+    /// The supervisors (failover policy only).
+    pub fn supervisors(&self) -> Option<&SupervisorSet> {
+        self.inner.supervisors.as_ref()
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Daemon>>> {
+        self.inner.daemons.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A managed daemon.
+    pub fn get_daemon(&self, id: &str) -> Option<Arc<Daemon>> {
+        self.cache().get(id).cloned()
+    }
+
+    /// Every managed daemon, by id.
+    pub fn list_daemons(&self) -> Vec<Arc<Daemon>> {
+        self.cache().values().cloned().collect()
+    }
+
+    /// Go `AddDaemon`: records a new daemon (its supervisor too, under failover) and
+    /// caches it. [`ManagerError::AlreadyExists`] if the id is managed or stored.
+    pub fn add_daemon(&self, daemon: Daemon) -> Result<Arc<Daemon>, ManagerError> {
+        let id = daemon.id();
+        if self.cache().contains_key(&id) {
+            return Err(ManagerError::AlreadyExists(id));
+        }
+        self.attach_supervisor(&daemon);
+        self.inner.store.save_daemon(&daemon.states())?;
+        let daemon = Arc::new(daemon);
+        self.cache().insert(id, daemon.clone());
+        Ok(daemon)
+    }
+
+    fn attach_supervisor(&self, daemon: &Daemon) {
+        if let Some(set) = &self.inner.supervisors {
+            let supervisor = set.get(&daemon.id()).unwrap_or_else(|| set.create(&daemon.id()));
+            daemon.update_states(|s| s.supervisor_path = supervisor.socket().to_owned());
+            daemon.set_supervisor(Some(supervisor));
+        }
+    }
+
+    /// Go `UpdateDaemon`: writes the daemon's current state to the store.
+    pub fn update_daemon(&self, daemon: &Daemon) -> Result<(), ManagerError> {
+        let id = daemon.id();
+        if !self.cache().contains_key(&id) {
+            return Err(ManagerError::NotFound(id));
+        }
+        self.inner.store.update_daemon(&daemon.states())?;
+        Ok(())
+    }
+
+    /// Replaces the cached object for an id (hot upgrade) and stores its state.
+    fn replace_daemon(&self, daemon: Arc<Daemon>) -> Result<(), ManagerError> {
+        self.inner.store.update_daemon(&daemon.states())?;
+        self.cache().insert(daemon.id(), daemon);
+        Ok(())
+    }
+
+    /// Go `DeleteDaemon`: the record, then the cache entry.
+    pub fn delete_daemon(&self, id: &str) -> Result<(), ManagerError> {
+        self.inner.store.delete_daemon(id)?;
+        self.cache().remove(id);
+        Ok(())
+    }
+
+    /// Go `AddRafsInstance`: stores the instance under the next sequence number and adds
+    /// it to its daemon.
+    pub fn add_rafs_instance(&self, daemon: &Daemon, mut rafs: Rafs) -> Result<Rafs, ManagerError> {
+        rafs.daemon_id = daemon.id();
+        self.inner.store.add_instance(&mut rafs)?;
+        daemon.add_rafs_instance(rafs.clone());
+        Ok(rafs)
+    }
+
+    /// Stores an instance record again (after its annotations changed, for example).
+    pub fn update_rafs_instance(&self, daemon: &Daemon, rafs: &Rafs) -> Result<(), ManagerError> {
+        self.inner.store.update_instance(rafs)?;
+        daemon.update_rafs_instance(rafs.clone());
+        Ok(())
+    }
+
+    /// Go `RemoveRafsInstance`: drops the record and the daemon's reference.
+    pub fn remove_rafs_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
+        self.inner.store.delete_instance(snapshot_id)?;
+        daemon.remove_rafs_instance(snapshot_id);
+        Ok(())
+    }
+
+    /// Mounts an instance in a shared daemon and records it (the fs layer's `Mount` for
+    /// shared daemons: add, then mount; the record is removed again if the mount fails).
+    pub async fn mount_shared_instance(&self, daemon: &Daemon, rafs: Rafs) -> Result<Rafs, ManagerError> {
+        let mut rafs = self.add_rafs_instance(daemon, rafs)?;
+        if let Err(e) = daemon.shared_mount(&mut rafs).await {
+            let _ = self.remove_rafs_instance(daemon, &rafs.snapshot_id);
+            return Err(e.into());
+        }
+        self.update_rafs_instance(daemon, &rafs)?;
+        Ok(rafs)
+    }
+
+    /// Unmounts an instance of a shared daemon and removes its record.
+    pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
+        let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
+        daemon.shared_umount(&rafs).await?;
+        self.remove_rafs_instance(daemon, snapshot_id)
+    }
+
+    fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {
+        let states = daemon.states();
+        let bootstrap = (!states.is_shared() && states.fs_driver == FsDriver::Fusedev)
+            .then(|| daemon.instances().head().and_then(|r| r.bootstrap_file()))
+            .flatten();
+        CommandInputs { upgrade, bootstrap, fscache_dir: self.inner.config.fscache_dir.clone() }
+    }
+
+    /// Spawns the daemon's nydusd and records the new pid (the first half of Go's
+    /// `StartDaemon`).
+    pub(crate) async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
+        let inputs = self.command_inputs(daemon, upgrade);
+        let pid = daemon.spawn(&self.nydusd(), &inputs, self.inner.config.spawn.clone()).await?;
+        // As upstream, a failed record update does not stop the start; the pid is in memory.
+        let _ = self.inner.store.update_daemon(&daemon.states());
+        Ok(pid)
+    }
+
+    /// The second half of Go's `StartDaemon`: socket, monitor, RUNNING, supervisor state.
+    /// Unlike upstream, a daemon that fails here is not left running unobserved: the
+    /// error is returned (and reported by [`Manager::start_daemon`]).
+    pub async fn verify_started(&self, daemon: &Daemon) -> Result<(), ManagerError> {
+        daemon.client().await?;
+        let id = daemon.id();
+        match self.inner.monitor.subscribe(&id, &daemon.api_socket()).await {
+            Ok(()) | Err(MonitorError::AlreadySubscribed(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        daemon.wait_until_state(DaemonState::Running).await?;
+        daemon.send_states().await?;
+        Ok(())
+    }
+
+    /// Go `StartDaemon`: spawns nydusd, then verifies it in the background and reports
+    /// [`ManagerEvent::Started`] or [`ManagerEvent::StartFailed`]. Returns the pid.
+    pub async fn start_daemon(&self, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
+        let pid = self.spawn(daemon, false).await?;
+        let manager = self.clone();
+        let daemon = daemon.clone();
+        tokio::spawn(async move {
+            match manager.verify_started(&daemon).await {
+                Ok(()) => manager.emit(ManagerEvent::Started { id: daemon.id(), pid }),
+                Err(e) => manager.emit(ManagerEvent::StartFailed { id: daemon.id(), error: error_chain(&e) }),
+            }
+        });
+        Ok(pid)
+    }
+
+    /// Starts a daemon and waits until it is verified.
+    pub async fn start_daemon_and_wait(&self, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
+        let pid = self.spawn(daemon, false).await?;
+        self.verify_started(daemon).await?;
+        self.emit(ManagerEvent::Started { id: daemon.id(), pid });
+        Ok(pid)
+    }
+
+    /// Go `DestroyDaemon`. The record goes first, so a failure below cannot leave a record
+    /// that would be restarted forever (66dad99). Unlike upstream, a shared daemon's
+    /// instances are unmounted through the API before their records go (upstream empties
+    /// the instance cache first, which makes its unmount loop a no-op).
+    pub async fn destroy_daemon(&self, daemon: &Arc<Daemon>) -> Result<(), ManagerError> {
+        let id = daemon.id();
+        self.delete_daemon(&id)?;
+        let alive = daemon.is_alive();
+        for rafs in daemon.instances().list_by_seq() {
+            if alive && daemon.states().is_shared() {
+                let _ = daemon.umount_rafs_instance(&rafs).await;
+            }
+            self.inner.store.delete_instance(&rafs.snapshot_id)?;
+            daemon.remove_rafs_instance(&rafs.snapshot_id);
+        }
+        let _ = self.inner.monitor.unsubscribe(&id);
+        if let Some(set) = &self.inner.supervisors {
+            let _ = set.destroy(&id);
+        }
+        daemon.set_supervisor(None);
+        daemon.terminate()?;
+        let waited = daemon.wait_for_exit().await;
+        let states = daemon.states();
+        let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];
+        if !states.is_shared() {
+            if let Some(socket_dir) = states.api_socket.parent() {
+                dirs.push(socket_dir.to_owned());
+            }
+            dirs.push(states.mountpoint.clone());
+        }
+        for dir in dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.emit(ManagerEvent::Destroyed { id });
+        waited.map_err(Into::into)
+    }
+}

@@ -1,0 +1,86 @@
+//! Hot upgrade (`snapshotter-lifecycle.md` §8.7): a new nydusd binary takes over a live
+//! daemon through its supervisor, on the next API socket (`api.sock` → `api1.sock` → ...).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{Manager, ManagerError, ManagerEvent};
+use crate::DaemonState;
+use crate::daemon::{Daemon, DaemonError};
+
+/// Go `buildNextAPISocket`: the first run of digits in the stem plus one (none: 1).
+pub fn next_api_socket(current: &Path) -> Result<PathBuf, ManagerError> {
+    let name = current.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let bad = || ManagerError::SocketName(name.to_owned());
+    let mut parts = name.split('.');
+    let (Some(stem), Some(ext), None) = (parts.next(), parts.next(), parts.next()) else { return Err(bad()) };
+    let start = stem.find(|c: char| c.is_ascii_digit());
+    let (prefix, number) = match start {
+        Some(i) => {
+            let digits: String = stem[i..].chars().take_while(char::is_ascii_digit).collect();
+            let n: u64 = digits.parse().map_err(|_| bad())?;
+            (&stem[..i], n + 1)
+        }
+        None => (stem, 1),
+    };
+    if prefix.is_empty() {
+        return Err(bad());
+    }
+    Ok(current.with_file_name(format!("{prefix}{number}.{ext}")))
+}
+
+impl Manager {
+    /// Go `DoDaemonUpgrade`: moves a live daemon to `binary` without unmounting anything.
+    /// The new daemon restores the instances from the state blob, so (unlike upstream)
+    /// they are not mounted again through the API afterwards, which nydusd would answer
+    /// with "already exists". Later starts use `binary` too.
+    pub async fn upgrade_daemon(&self, old: &Arc<Daemon>, binary: &Path) -> Result<Arc<Daemon>, ManagerError> {
+        let id = old.id();
+        let supervisor = old.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
+        let supervisor_error = |source| DaemonError::Supervisor { id: id.clone(), source };
+        // The state to hand over is the live one, taken now.
+        old.send_states().await?;
+        let mut states = old.states();
+        states.api_socket = next_api_socket(&states.api_socket)?;
+        let new = Arc::new(Daemon::from_state(states, 0, *old.timeouts()));
+        new.set_supervisor(Some(supervisor.clone()));
+        new.clone_rafs_instances(old);
+
+        let offer = supervisor.offer(old.timeouts().supervisor).await.map_err(supervisor_error)?;
+        *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
+        let pid = self.spawn(&new, true).await?;
+        offer.allow(pid);
+        new.wait_until_state(DaemonState::Init).await?;
+        new.takeover().await?;
+        offer.finished().await.map_err(supervisor_error)?;
+        new.wait_until_state(DaemonState::Ready).await?;
+
+        let _ = self.monitor().unsubscribe(&id);
+        old.exit().await?;
+        // The old process must be gone before the new one starts serving; a failure to
+        // observe that is reported but does not undo the upgrade.
+        let old_gone = old.wait_for_exit().await;
+        new.start().await?;
+        self.verify_started(&new).await?;
+        self.replace_daemon(new.clone())?;
+        self.emit(ManagerEvent::Upgraded { id, pid, socket: new.api_socket() });
+        old_gone?;
+        Ok(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_socket_names_count_up() {
+        let next = |s: &str| next_api_socket(Path::new(s)).map(|p| p.display().to_string());
+        assert_eq!(next("/r/socket/d1/api.sock").unwrap(), "/r/socket/d1/api1.sock");
+        assert_eq!(next("/r/api1.sock").unwrap(), "/r/api2.sock");
+        assert_eq!(next("/r/api9.sock").unwrap(), "/r/api10.sock");
+        assert!(next("/r/api.sock.old").is_err());
+        assert!(next("/r/apisock").is_err());
+        assert!(next("/r/7.sock").is_err());
+    }
+}

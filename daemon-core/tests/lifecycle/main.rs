@@ -6,6 +6,7 @@
 //! first. Tests that need more than an unprivileged host are listed as ignored, with the
 //! reason printed, when the host lacks it.
 
+mod daemon_api;
 mod manager;
 mod monitor;
 mod mounts;
@@ -26,6 +27,7 @@ fn main() -> std::process::ExitCode {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(supervisor::tests());
     trials.extend(manager::tests());
+    trials.extend(daemon_api::tests());
     trials.extend(monitor::tests());
     trials.extend(store::tests());
     trials.extend(mounts::tests());

@@ -26,6 +26,7 @@ pub fn tests() -> Vec<Trial> {
         trial("manager::destroy_deletes_the_record_first_and_cleans_up", &[], destroy),
         trial("manager::recovery_after_a_manager_restart", &[], manager_restart),
         trial("manager::terminate_never_signals_a_recycled_pid", &[], recycled_pid),
+        trial("manager::a_dedicated_daemon_mounts_its_instance_from_the_command_line", &[], dedicated),
     ]
 }
 
@@ -265,4 +266,33 @@ async fn recycled_pid() -> TestResult {
     let stale = daemon_core::Daemon::from_state(states, 0, Env::timeouts());
     ensure(matches!(stale.terminate(), Err(DaemonError::NotOurProcess { .. })), "start time mismatch refused")?;
     ensure(bystander.try_wait()?.is_none(), "the bystander is still alive")
+}
+
+async fn dedicated() -> TestResult {
+    let env = Env::new()?;
+    let manager = Manager::open(manager_config(&env, RecoverPolicy::Restart, true))?;
+    let mut events = manager.subscribe();
+    let options = daemon_core::DaemonOptions { id: Some("ded".into()), ..daemon_core::DaemonOptions::default() };
+    let record = daemon_core::Daemon::create(&env.layout, options, Env::timeouts())?;
+    let mountpoint = record.host_mountpoint();
+    std::fs::create_dir_all(&mountpoint)?;
+    let daemon = manager.add_daemon(record)?;
+    let mut rafs = env.instance(&daemon, "snap9")?;
+    rafs.mountpoint = mountpoint.clone();
+    std::fs::copy(daemon.states().config_file(Some("snap9")), daemon.states().config_file(None))?;
+    manager.add_rafs_instance(&daemon, rafs)?;
+    manager.start_daemon_and_wait(&daemon).await?;
+    let argv = daemon_core::procfs::process_cmdline(daemon.pid()).ok_or("no cmdline")?;
+    let flag = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).cloned();
+    ensure(flag("--bootstrap").is_some_and(|b| b.ends_with("snap9/fs/image/image.boot")), format!("{argv:?}"))?;
+    ensure(flag("--mountpoint") == Some(mountpoint.display().to_string()), format!("{argv:?}"))?;
+    let info = daemon.daemon_info().await?;
+    ensure(info.backend_collection.is_some_and(|m| m.contains_key("/")), "the instance is mounted at / from argv")?;
+    // A restart mounts nothing through the API: the command line does it again.
+    daemon.signal_any(Signal::SIGKILL)?;
+    let event =
+        wait_event(&mut events, |e| matches!(e, ManagerEvent::Restarted { .. } | ManagerEvent::RecoveryFailed { .. }))
+            .await?;
+    let ManagerEvent::Restarted { pid, .. } = event else { return Err(format!("{event:?}").into()) };
+    ensure(mounts_by(&env, pid).is_empty(), "no API mounts for a dedicated daemon")
 }

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::runner::{RunConfig, ScenarioResult, run_scenario};
+use crate::scenario::model::Target;
 use crate::{report, scenario};
 
 /// Exit codes.
@@ -32,30 +33,72 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TargetArg {
+    Mock,
+    Real,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Scenario files or directories (default: scenarios).
+    paths: Vec<PathBuf>,
+    /// What daemons run as.
+    #[arg(long, value_enum, default_value = "mock")]
+    target: TargetArg,
+    /// nydusd binary for `--target real` (default: `nydusd` on PATH).
+    #[arg(long)]
+    nydusd: Option<PathBuf>,
+    /// Extra argument for every daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<OsString>,
+    /// Only scenarios whose path, name or tags contain this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Scenarios run at once (default: number of CPUs).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// Run every scenario even after a failure (default: stop starting new ones).
+    #[arg(long)]
+    keep_going: bool,
+    /// Run each selected scenario N times (hunting flakes).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
+    /// Shuffle the order with this seed (printed, so a run can be repeated exactly).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Write a JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Directory for repro bundles of failing scenarios (default: <tmp>/harness-failures).
+    #[arg(long)]
+    bundles: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run scenarios (files or directories).
-    Run {
-        /// Scenario files or directories (default: scenarios).
-        paths: Vec<PathBuf>,
-        /// Binary to start for each daemon (default: the built-in mock).
-        #[arg(long)]
-        nydusd: Option<PathBuf>,
-        /// Extra argument for every daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
-        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
-        daemon_args: Vec<OsString>,
-        /// Only scenarios whose path or name contains this text.
-        #[arg(long)]
-        filter: Option<String>,
-        /// Scenarios run at once (default: number of CPUs).
-        #[arg(long)]
-        jobs: Option<usize>,
-    },
+    Run(RunArgs),
     /// Check scenario files without running them.
     Validate {
         /// Scenario files or directories (default: scenarios).
         paths: Vec<PathBuf>,
     },
+    /// Show a scenario as a readable sequence (text, or a Mermaid sequence diagram).
+    Explain {
+        /// The scenario file.
+        path: PathBuf,
+        /// Print a Mermaid sequence diagram instead of text.
+        #[arg(long)]
+        mermaid: bool,
+    },
+    /// Print the JSON Schema (draft-07) of scenario files.
+    Schema,
+    /// Show what this host offers to privileged scenarios, and why not where it does not.
+    Doctor,
 }
 
 /// Entry point of the `harness` binary (after the multi-call check).
@@ -69,20 +112,71 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Validate { paths } => validate(&default_paths(paths)),
-        Command::Run { paths, nydusd, daemon_args, filter, jobs } => {
-            let config = match nydusd {
-                Some(path) => RunConfig { nydusd: path, is_mock: false, extra_args: daemon_args },
-                None => match std::env::current_exe() {
-                    Ok(exe) => RunConfig { nydusd: exe, is_mock: true, extra_args: daemon_args },
-                    Err(e) => {
+        Command::Explain { path, mermaid } => match scenario::load(&path) {
+            Ok(s) => {
+                print!("{}", if mermaid { crate::explain::mermaid(&s) } else { crate::explain::text(&s) });
+                ExitCode::from(exit_code::OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(exit_code::INVALID_SCENARIO)
+            }
+        },
+        Command::Schema => {
+            println!("{}", scenario::schema_json());
+            ExitCode::from(exit_code::OK)
+        }
+        Command::Doctor => {
+            print!("{}", doctor());
+            ExitCode::from(exit_code::OK)
+        }
+        Command::Run(args) => {
+            let config = match args.target {
+                TargetArg::Real => RunConfig {
+                    nydusd: args.nydusd.clone().unwrap_or_else(|| PathBuf::from("nydusd")),
+                    target: Target::Real,
+                    extra_args: args.daemon_args.clone(),
+                    bundles: None,
+                },
+                TargetArg::Mock => match (args.nydusd.clone(), std::env::current_exe()) {
+                    (Some(path), _) | (None, Ok(path)) => RunConfig {
+                        nydusd: path,
+                        target: Target::Mock,
+                        extra_args: args.daemon_args.clone(),
+                        bundles: None,
+                    },
+                    (None, Err(e)) => {
                         eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
                         return ExitCode::from(exit_code::SETUP_ERROR);
                     }
                 },
             };
-            run(&default_paths(paths), &config, filter.as_deref(), jobs)
+            let bundles = args.bundles.clone().unwrap_or_else(|| std::env::temp_dir().join("harness-failures"));
+            run(&args, RunConfig { bundles: Some(bundles), ..config })
         }
     }
+}
+
+/// `harness doctor`: each requirement a scenario can name, and whether this host has it.
+pub fn doctor() -> String {
+    use daemon_core::host::Requirement;
+    let mut out = String::from("host capabilities for scenarios with `requires`:\n");
+    for (name, requirement) in [
+        ("root", Requirement::Root),
+        ("fuse", Requirement::Fuse),
+        ("erofs", Requirement::Erofs),
+        ("mkfs-erofs", Requirement::MkfsErofs),
+        ("fscache", Requirement::Cachefiles),
+    ] {
+        match requirement.check() {
+            Ok(()) => out.push_str(&format!("  {name:<11} yes\n")),
+            Err(reason) => out.push_str(&format!("  {name:<11} no: {reason}\n")),
+        }
+    }
+    out.push_str(
+        "scenarios and tests needing a missing capability are skipped (listed as ignored), with that reason\n",
+    );
+    out
 }
 
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
@@ -111,8 +205,20 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     ExitCode::from(if bad > 0 { exit_code::INVALID_SCENARIO } else { exit_code::OK })
 }
 
-fn run(paths: &[PathBuf], config: &RunConfig, filter: Option<&str>, jobs: Option<usize>) -> ExitCode {
-    let files = match scenario::discover(paths) {
+/// A small deterministic shuffle (xorshift), so `--seed` reproduces an order.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
+fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
+    let paths = default_paths(args.paths.clone());
+    let files = match scenario::discover(&paths) {
         Ok(files) => files,
         Err(e) => {
             eprintln!("error: {e}");
@@ -123,9 +229,13 @@ fn run(paths: &[PathBuf], config: &RunConfig, filter: Option<&str>, jobs: Option
     for file in files {
         match scenario::load(&file) {
             Ok(s) => {
-                let selected = filter.is_none_or(|f| file.display().to_string().contains(f) || s.name.contains(f));
+                let selected = args.filter.as_deref().is_none_or(|f| {
+                    file.display().to_string().contains(f) || s.name.contains(f) || s.tags.iter().any(|t| t == f)
+                });
                 if selected {
-                    loaded.push((file, s));
+                    for _ in 0..args.repeat {
+                        loaded.push((file.clone(), s.clone()));
+                    }
                 }
             }
             Err(e) => {
@@ -138,7 +248,11 @@ fn run(paths: &[PathBuf], config: &RunConfig, filter: Option<&str>, jobs: Option
         eprintln!("error: no scenario selected");
         return ExitCode::from(exit_code::NONE_RAN);
     }
-    let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
+    if let Some(seed) = args.seed {
+        println!("order shuffled with --seed {seed}");
+        shuffle(&mut loaded, seed);
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -146,11 +260,26 @@ fn run(paths: &[PathBuf], config: &RunConfig, filter: Option<&str>, jobs: Option
             return ExitCode::from(exit_code::SETUP_ERROR);
         }
     };
-    let base = common_base(paths);
+    let base = common_base(&paths);
     let started = std::time::Instant::now();
-    let results = runtime.block_on(run_all(loaded, config.clone(), jobs, &base));
+    let outcome = runtime.block_on(run_all(loaded, config, jobs, &base, args.keep_going));
+    let (results, interrupted) = outcome;
     println!("ran {} scenarios in {:.2} s", results.len(), started.elapsed().as_secs_f64());
     println!("{}", report::summary(&results));
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, report::to_json(&results, &base).to_string())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+    if let Some(path) = &args.junit
+        && let Err(e) = std::fs::write(path, report::to_junit(&results, &base))
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+    if interrupted {
+        eprintln!("interrupted: every process and mount of the running scenarios was cleaned up");
+        return ExitCode::from(130);
+    }
     let failed = results.iter().any(|r| r.failure.is_some());
     ExitCode::from(if failed { exit_code::SCENARIO_FAILED } else { exit_code::OK })
 }
@@ -162,33 +291,70 @@ fn common_base(paths: &[PathBuf]) -> PathBuf {
     }
 }
 
+/// Runs scenarios `jobs` at a time; stops starting new ones after a failure unless
+/// `keep_going`; on Ctrl-C aborts the running ones, whose drop cleans them up.
 async fn run_all(
     scenarios: Vec<(PathBuf, scenario::Scenario)>,
     config: RunConfig,
     jobs: usize,
     base: &Path,
-) -> Vec<ScenarioResult> {
+    keep_going: bool,
+) -> (Vec<ScenarioResult>, bool) {
+    use std::io::IsTerminal;
+    let total = scenarios.len();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = std::sync::Arc::new(config);
     let mut set = tokio::task::JoinSet::new();
     for (index, (path, scenario)) in scenarios.into_iter().enumerate() {
-        let limit = limit.clone();
-        let config = config.clone();
+        let (limit, config, stop) = (limit.clone(), config.clone(), stop.clone());
         set.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
-            (index, run_scenario(&path, &scenario, &config).await)
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                return (index, None);
+            }
+            (index, Some(run_scenario(&path, &scenario, &config).await))
         });
     }
+    let progress = std::io::stderr().is_terminal();
     let mut results = Vec::new();
-    while let Some(joined) = set.join_next().await {
-        match joined {
-            Ok((index, result)) => {
-                print!("{}", report::scenario_report(&result, base));
-                results.push((index, result));
+    let mut interrupted = false;
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                match joined {
+                    Ok((index, Some(result))) => {
+                        if progress {
+                            eprint!("\r\x1b[K");
+                        }
+                        print!("{}", report::scenario_report(&result, base));
+                        if result.failure.is_some() && !keep_going {
+                            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        results.push((index, result));
+                        if progress {
+                            eprint!("[{}/{total}] running…", results.len());
+                        }
+                    }
+                    Ok((_, None)) => {}
+                    Err(e) if e.is_cancelled() => {}
+                    Err(e) => eprintln!("error: a scenario task panicked: {e}"),
+                }
             }
-            Err(e) => eprintln!("error: a scenario task panicked: {e}"),
+            _ = tokio::signal::ctrl_c(), if !interrupted => {
+                interrupted = true;
+                // Dropping a scenario's future runs its cleanup (see runner::Run's Drop).
+                set.abort_all();
+            }
         }
     }
+    if progress {
+        eprint!("\r\x1b[K");
+    }
+    if stop.load(std::sync::atomic::Ordering::SeqCst) && results.len() < total {
+        println!("stopped after the first failure; {} scenarios not run (use --keep-going)", total - results.len());
+    }
     results.sort_by_key(|(i, _)| *i);
-    results.into_iter().map(|(_, r)| r).collect()
+    (results.into_iter().map(|(_, r)| r).collect(), interrupted)
 }

@@ -15,6 +15,7 @@
 //! `cargo run -p harness` needs no second binary to be built first.
 
 pub mod cli;
+pub mod explain;
 pub mod report;
 pub mod runner;
 pub mod scenario;

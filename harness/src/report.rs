@@ -1,40 +1,51 @@
-//! Human-readable reports: one line per scenario, details for failures, and the closing
-//! `N passed, N failed` line that CI reads.
+//! Reports: a line per scenario with failure details a reader can act on, the closing
+//! `N passed, N failed, N skipped` line, and machine-readable JUnit and JSON.
 
 use std::fmt::Write;
 use std::path::Path;
 
+use serde_json::json;
+
 use crate::runner::ScenarioResult;
+
+fn shown_path(result: &ScenarioResult, base: &Path) -> String {
+    result.path.strip_prefix(base).unwrap_or(&result.path).display().to_string()
+}
 
 /// The line printed for one scenario, plus failure details.
 pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
-    let path = result.path.strip_prefix(base).unwrap_or(&result.path).display().to_string();
+    let path = shown_path(result, base);
     let ms = result.duration.as_secs_f64() * 1000.0;
     let mut out = String::new();
-    match &result.failure {
-        None => {
-            let _ = writeln!(out, "PASS {path} ({}, {ms:.0} ms)", result.name);
+    if let Some(reason) = &result.skipped {
+        let _ = writeln!(out, "SKIP {path} ({}): {reason}", result.name);
+        return out;
+    }
+    let Some(f) = &result.failure else {
+        let _ = writeln!(out, "PASS {path} ({}, {ms:.0} ms)", result.name);
+        return out;
+    };
+    let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
+    if f.step > 0 {
+        let _ = writeln!(out, "     step {} `{}` at {path}:{}: {}", f.step, f.keyword, f.line, f.message);
+    } else {
+        let _ = writeln!(out, "     {}: {}", f.keyword, f.message);
+    }
+    if let Some(expected) = &f.expected {
+        let _ = writeln!(out, "       expected: {expected}");
+    }
+    if let Some(observed) = &f.observed {
+        let _ = writeln!(out, "       observed: {observed}");
+    }
+    if !f.timeline.is_empty() {
+        let _ =
+            writeln!(out, "     timeline (harness steps, manager events, mock journals; last {}):", f.timeline.len());
+        for line in &f.timeline {
+            let _ = writeln!(out, "       {line}");
         }
-        Some(f) => {
-            let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
-            if f.step > 0 {
-                let _ = writeln!(out, "     step {} `{}` at {path}:{}: {}", f.step, f.keyword, f.line, f.message);
-            } else {
-                let _ = writeln!(out, "     {}: {}", f.keyword, f.message);
-            }
-            if let Some(expected) = &f.expected {
-                let _ = writeln!(out, "       expected: {expected}");
-            }
-            if let Some(observed) = &f.observed {
-                let _ = writeln!(out, "       observed: {observed}");
-            }
-            for (daemon, lines) in &f.journals {
-                let _ = writeln!(out, "     journal of {daemon} (last {} events):", lines.len());
-                for line in lines {
-                    let _ = writeln!(out, "       {line}");
-                }
-            }
-        }
+    }
+    if let Some(bundle) = &f.bundle {
+        let _ = writeln!(out, "     repro bundle: {}", bundle.display());
     }
     out
 }
@@ -42,5 +53,88 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
 /// The closing line.
 pub fn summary(results: &[ScenarioResult]) -> String {
     let failed = results.iter().filter(|r| r.failure.is_some()).count();
-    format!("{} passed, {failed} failed", results.len() - failed)
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+    format!("{} passed, {failed} failed, {skipped} skipped", results.len() - failed - skipped)
+}
+
+/// The results as JSON.
+pub fn to_json(results: &[ScenarioResult], base: &Path) -> serde_json::Value {
+    let scenarios: Vec<_> = results
+        .iter()
+        .map(|r| {
+            let status = if r.skipped.is_some() {
+                "skip"
+            } else if r.failure.is_some() {
+                "fail"
+            } else {
+                "pass"
+            };
+            json!({
+                "path": shown_path(r, base),
+                "name": r.name,
+                "status": status,
+                "duration_ms": r.duration.as_secs_f64() * 1000.0,
+                "skipped": r.skipped,
+                "failure": r.failure.as_ref().map(|f| json!({
+                    "step": f.step, "line": f.line, "keyword": f.keyword, "message": f.message,
+                    "expected": f.expected, "observed": f.observed, "timeline": f.timeline,
+                    "bundle": f.bundle,
+                })),
+            })
+        })
+        .collect();
+    json!({ "summary": summary(results), "scenarios": scenarios })
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' && c != '\r' => out.push_str(&format!("&#{};", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The results as a JUnit XML document (one testsuite, one testcase per scenario).
+pub fn to_junit(results: &[ScenarioResult], base: &Path) -> String {
+    let failed = results.iter().filter(|r| r.failure.is_some()).count();
+    let skipped = results.iter().filter(|r| r.skipped.is_some()).count();
+    let total: f64 = results.iter().map(|r| r.duration.as_secs_f64()).sum();
+    let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        out,
+        "<testsuites><testsuite name=\"harness\" tests=\"{}\" failures=\"{failed}\" skipped=\"{skipped}\" time=\"{total:.3}\">",
+        results.len()
+    );
+    for r in results {
+        let _ = write!(
+            out,
+            "  <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            xml_escape(&shown_path(r, base)),
+            xml_escape(&r.name),
+            r.duration.as_secs_f64()
+        );
+        if let Some(reason) = &r.skipped {
+            let _ = writeln!(out, "><skipped message=\"{}\"/></testcase>", xml_escape(reason));
+        } else if let Some(f) = &r.failure {
+            let body = scenario_report(r, base);
+            let _ = writeln!(
+                out,
+                "><failure message=\"{}\">{}</failure></testcase>",
+                xml_escape(&format!("step {} `{}`: {}", f.step, f.keyword, f.message)),
+                xml_escape(&body)
+            );
+        } else {
+            let _ = writeln!(out, "/>");
+        }
+    }
+    out.push_str("</testsuite></testsuites>\n");
+    out
 }

@@ -21,7 +21,7 @@ fn a_wrong_expectation_names_file_step_expected_and_observed() {
     assert!(text.contains("step 3 `wait_state` at harness/tests/fixtures/wrong-state.yaml:13"), "{text}");
     assert!(text.contains("expected: READY"), "{text}");
     assert!(text.contains("observed: RUNNING"), "{text}");
-    assert!(text.lines().any(|l| l == "0 passed, 1 failed"), "{text}");
+    assert!(text.lines().any(|l| l == "0 passed, 1 failed, 0 skipped"), "{text}");
 }
 
 #[test]

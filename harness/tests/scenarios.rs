@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use harness::runner::{RunConfig, run_scenario};
+use harness::runner::{RunConfig, run_scenario, skip_reason};
 use harness::scenario;
+use harness::scenario::model::Target;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn scenarios_dir() -> PathBuf {
@@ -17,16 +18,25 @@ fn test_name(path: &Path) -> String {
     rel.with_extension("").to_string_lossy().replace('/', "::")
 }
 
+fn config() -> RunConfig {
+    RunConfig {
+        nydusd: PathBuf::from(env!("CARGO_BIN_EXE_harness")),
+        target: Target::Mock,
+        extra_args: Vec::new(),
+        bundles: None,
+    }
+}
+
 fn run_one(path: &Path) -> Result<(), Failed> {
     let scenario = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
-    let config =
-        RunConfig { nydusd: PathBuf::from(env!("CARGO_BIN_EXE_harness")), is_mock: true, extra_args: Vec::new() };
+    let config = config();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failed::from(e.to_string()))?;
     let result = runtime.block_on(run_scenario(path, &scenario, &config));
-    match result.failure {
-        None => Ok(()),
-        Some(_) => Err(harness::report::scenario_report(&result, &scenarios_dir()).into()),
+    match (&result.failure, &result.skipped) {
+        (None, None) => Ok(()),
+        (None, Some(reason)) => Err(format!("skipped: {reason}").into()),
+        (Some(_), _) => Err(harness::report::scenario_report(&result, &scenarios_dir()).into()),
     }
 }
 
@@ -35,9 +45,28 @@ fn main() {
     let dir = scenarios_dir();
     let mut trials = Vec::new();
     for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
-        let name = test_name(&path);
-        trials.push(Trial::test(name, move || run_one(&path)));
+        // Skips are decided here, when tests are listed, so they show as skipped (ignored),
+        // never as passed. Scenarios with requirements are named `privileged::…` so that
+        // nextest runs them in their own test group (.config/nextest.toml).
+        let loaded = scenario::load(&path).ok();
+        let skip = loaded.as_ref().and_then(|s| skip_reason(s, &config()));
+        let privileged = loaded.as_ref().is_some_and(|s| !s.requires.is_empty());
+        let name = if privileged { format!("privileged::{}", test_name(&path)) } else { test_name(&path) };
+        if let Some(reason) = &skip {
+            eprintln!("skipping {name}: {reason}");
+        }
+        let ignored = skip.is_some();
+        trials.push(Trial::test(name, move || run_one(&path)).with_ignored_flag(ignored));
     }
+    trials.push(Trial::test("schema_json_is_in_sync", || {
+        let committed = std::fs::read_to_string(scenarios_dir().join("schema.json")).unwrap_or_default();
+        if committed.trim() == scenario::schema_json().trim() {
+            Ok(())
+        } else {
+            Err("scenarios/schema.json is out of date: run `cargo run -p harness -- schema > scenarios/schema.json`"
+                .into())
+        }
+    }));
     let invalid = dir.join("invalid");
     for path in scenario::discover(std::slice::from_ref(&invalid)).expect("scenarios/invalid is readable") {
         let name = test_name(&path);

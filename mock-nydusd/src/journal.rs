@@ -15,10 +15,18 @@ use serde_json::{Value, json};
 pub const MEMORY_ENTRIES: usize = 100_000;
 
 /// The journal: the file when one was given, and the newest entries in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Journal {
     file: Option<Mutex<File>>,
     recent: Mutex<VecDeque<Value>>,
+    /// `source` of every entry: `mock`, or another writer sharing the format (the harness).
+    source: &'static str,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Self { file: None, recent: Mutex::default(), source: "mock" }
+    }
 }
 
 /// Nanoseconds on CLOCK_MONOTONIC.
@@ -32,12 +40,18 @@ impl Journal {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { file: Some(Mutex::new(file)), recent: Mutex::default() })
+        Ok(Self { file: Some(Mutex::new(file)), recent: Mutex::default(), source: "mock" })
+    }
+
+    /// A journal for another writer of this format, whose entries say `source`.
+    pub fn open_as(path: &Path, source: &'static str) -> std::io::Result<Self> {
+        Ok(Self { source, ..Self::open(path)? })
     }
 
     /// Appends one event with extra fields.
     pub fn record(&self, event: &str, fields: Value) {
-        let mut line = json!({ "t_ns": monotonic_ns(), "pid": std::process::id(), "source": "mock", "event": event });
+        let mut line =
+            json!({ "t_ns": monotonic_ns(), "pid": std::process::id(), "source": self.source, "event": event });
         if let (Value::Object(map), Value::Object(extra)) = (&mut line, fields) {
             map.extend(extra);
         }

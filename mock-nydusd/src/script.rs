@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 /// A whole script.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
     /// What happens while the daemon starts.
@@ -36,11 +36,12 @@ pub struct Script {
     pub startup: Startup,
     /// Request rules, tried in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<Rule>")]
     pub rules: Vec<Spanned<Rule>>,
 }
 
 /// Start-up directives.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Startup {
     /// Create the API socket this long after the start-up state is reached.
@@ -64,7 +65,7 @@ impl Startup {
 }
 
 /// `startup.hold`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hold {
     /// The state to report.
@@ -74,7 +75,7 @@ pub struct Hold {
 }
 
 /// `startup.die_after`: after `ms`, exit with `exit` or die by `signal` (SIGKILL if neither).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Death {
     /// Delay from start.
@@ -88,7 +89,7 @@ pub struct Death {
 }
 
 /// A states nydusd reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum State {
     /// INIT.
@@ -113,7 +114,7 @@ impl From<State> for DaemonState {
 }
 
 /// Signals a script may raise on the daemon itself.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SignalName {
     /// Killed outright: socket left, nothing cleaned up.
     #[serde(rename = "SIGKILL")]
@@ -156,7 +157,7 @@ impl SignalName {
 }
 
 /// One rule.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     /// Shown in the journal and in errors.
@@ -170,7 +171,7 @@ pub struct Rule {
 }
 
 /// Conditions, all of which must hold.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct When {
     /// HTTP method; any when absent.
@@ -194,7 +195,7 @@ pub struct When {
 }
 
 /// Methods nydusd's HTTP library accepts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
 #[allow(missing_docs)]
 pub enum Method {
@@ -220,7 +221,7 @@ impl Method {
 }
 
 /// Call-number condition over the requests a rule's other conditions match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Call {
     /// Exactly the n-th.
@@ -242,7 +243,7 @@ impl Call {
 }
 
 /// One step of a rule's `then`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Action {
     /// Wait, holding the request lock as a slow nydusd handler does (other connections wait too).
@@ -297,7 +298,7 @@ impl Action {
 
 /// A scripted reply framed like nydusd's; `content_length` overrides the header to
 /// produce truncated or over-long bodies.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Respond {
     /// Status code.

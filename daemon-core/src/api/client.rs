@@ -23,7 +23,8 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What kind of failure a [`ClientError`] is, for callers that branch on it. Deserialises
 /// from snake_case names (`not_found`, ...) so scenario files can name kinds directly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// Nothing is mounted there / no such object (nydusd's "doesn't exist", or a 404).

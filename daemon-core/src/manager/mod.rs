@@ -63,6 +63,32 @@ pub struct ManagerConfig {
     pub spawn: SpawnExtras,
     /// fscache cache directory (`--fscache`).
     pub fscache_dir: Option<PathBuf>,
+    /// Arguments for one daemon's process only (a test harness gives each mock its script).
+    pub per_daemon_args: PerDaemonArgs,
+}
+
+/// A function from a daemon id to extra arguments for its processes.
+#[derive(Clone, Default)]
+pub struct PerDaemonArgs(Option<Arc<ArgsFor>>);
+
+/// The function behind [`PerDaemonArgs`].
+type ArgsFor = dyn Fn(&str) -> Vec<std::ffi::OsString> + Send + Sync;
+
+impl PerDaemonArgs {
+    /// Wraps `f`.
+    pub fn new(f: impl Fn(&str) -> Vec<std::ffi::OsString> + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn args(&self, id: &str) -> Vec<std::ffi::OsString> {
+        self.0.as_ref().map(|f| f(id)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for PerDaemonArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "PerDaemonArgs(set)" } else { "PerDaemonArgs(none)" })
+    }
 }
 
 /// Things that happened, for callers and tests that want to follow the manager.
@@ -366,10 +392,12 @@ impl Manager {
     }
 
     /// Spawns the daemon's nydusd and records the new pid (the first half of Go's
-    /// `StartDaemon`).
-    pub(crate) async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
+    /// `StartDaemon`), without waiting for it.
+    pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
         let inputs = self.command_inputs(daemon, upgrade);
-        let pid = daemon.spawn(&self.nydusd(), &inputs, self.inner.config.spawn.clone()).await?;
+        let mut extras = self.inner.config.spawn.clone();
+        extras.args.extend(self.inner.config.per_daemon_args.args(&daemon.id()));
+        let pid = daemon.spawn(&self.nydusd(), &inputs, extras).await?;
         // As upstream, a failed record update does not stop the start; the pid is in memory.
         let _ = self.inner.store.update_daemon(&daemon.states());
         Ok(pid)

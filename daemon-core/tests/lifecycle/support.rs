@@ -135,6 +135,7 @@ pub fn manager_config(env: &Env, policy: RecoverPolicy, kill_on_drop: bool) -> M
             ..SpawnExtras::default()
         },
         fscache_dir: None,
+        per_daemon_args: Default::default(),
     }
 }
 

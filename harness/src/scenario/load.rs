@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::model::{FORMAT_VERSION, Scenario};
+use super::model::{FORMAT_VERSION, Scenario, Step};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,17 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             return Err(invalid(0, 0, format!("daemon id {id:?} is declared twice")));
         }
     }
+    let origin = path.display().to_string();
+    let script_error = |e: mock_nydusd::script::ScriptError| {
+        let (line, column) = e.location.unwrap_or((0, 0));
+        let rule = e.rule.map(|r| format!("{r}: ")).unwrap_or_default();
+        invalid(line, column, format!("mock script: {rule}{}", e.message))
+    };
+    for daemon in &scenario.daemons {
+        if let Some(script) = &daemon.script {
+            script.validate(&origin).map_err(script_error)?;
+        }
+    }
     for step in &scenario.steps {
         if let Some(daemon) = step.value.daemon().filter(|d| !ids.contains(&d.value.as_str())) {
             return Err(invalid(
@@ -75,6 +86,37 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                 daemon.referenced.column(),
                 format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids)),
             ));
+        }
+        match &step.value {
+            Step::MountInstance(s) | Step::UmountInstance(s) => {
+                let declared: Vec<&str> = scenario
+                    .daemons
+                    .iter()
+                    .filter(|d| d.id == s.daemon.value)
+                    .flat_map(|d| d.instances.iter().map(|i| i.snapshot.as_str()))
+                    .collect();
+                if !declared.contains(&s.snapshot.value.as_str()) {
+                    return Err(invalid(
+                        s.snapshot.referenced.line(),
+                        s.snapshot.referenced.column(),
+                        format!(
+                            "daemon `{}` declares no instance `{}` (declared instances: {})",
+                            s.daemon.value,
+                            s.snapshot.value,
+                            list(&declared)
+                        ),
+                    ));
+                }
+            }
+            Step::Script(s) => s.script.validate(&origin).map_err(script_error)?,
+            Step::Upgrade(s) if s.git_commit.len() != 40 || !s.git_commit.chars().all(|c| c.is_ascii_hexdigit()) => {
+                return Err(invalid(
+                    s.daemon.referenced.line(),
+                    s.daemon.referenced.column(),
+                    format!("upgrade git_commit must be 40 hex digits, got {:?}", s.git_commit),
+                ));
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -147,6 +189,24 @@ mod tests {
         let e =
             err("version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - wait_state: { daemon: d1, state: RUNING }\n");
         assert!(e.contains("RUNNING"), "{e}");
+    }
+
+    #[test]
+    fn undeclared_instances_and_bad_scripts_are_located() {
+        let e = err(
+            "version: 1\nname: x\ndaemons: [{ id: d1, mode: shared, instances: [{snapshot: a}] }]\nsteps:\n  - mount_instance: { daemon: d1, snapshot: b }\n",
+        );
+        assert!(e.starts_with("s.yaml:5:"), "{e}");
+        assert!(e.contains("declares no instance `b` (declared instances: a)"), "{e}");
+        let e = err(
+            "version: 1\nname: x\ndaemons:\n  - id: d1\n    script:\n      rules:\n        - name: r\n          when: {call: {nth: 0}}\n          then: [reply]\nsteps: []\n",
+        );
+        assert!(e.starts_with("s.yaml:7:"), "{e}");
+        assert!(e.contains("mock script: rule 1 (r): when.call"), "{e}");
+        let e =
+            err("version: 1\nname: x\ndaemons:\n  - id: d1\n    script: { rules: [{ then: [explode] }] }\nsteps: []\n");
+        assert!(e.starts_with("s.yaml:5:"), "{e}");
+        assert!(e.contains("unknown variant `explode`"), "{e}");
     }
 
     #[test]

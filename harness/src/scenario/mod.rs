@@ -5,3 +5,10 @@ pub mod model;
 
 pub use load::{LoadError, discover, load};
 pub use model::Scenario;
+
+/// The JSON Schema (draft-07) of scenario files, as committed at `scenarios/schema.json`.
+pub fn schema_json() -> String {
+    let generator = schemars::generate::SchemaSettings::draft07().into_generator();
+    let schema = generator.into_root_schema_for::<Scenario>();
+    serde_json::to_string_pretty(&schema).expect("schemas serialise")
+}

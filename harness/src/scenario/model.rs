@@ -1,5 +1,6 @@
 //! The scenario file format, version 1. Documented for users in `scenarios/README.md`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
@@ -7,7 +8,7 @@ use serde_saphyr::Spanned;
 pub const FORMAT_VERSION: u32 = 1;
 
 /// One scenario file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Format version; must be 1.
@@ -17,9 +18,29 @@ pub struct Scenario {
     /// What the scenario shows, and which upstream problem it guards against.
     #[serde(default)]
     pub description: String,
+    /// The upstream problem the scenario guards against (issue, PR or commit), if any.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Free-form labels for `--filter`.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// What the host must offer; unmet requirements skip the scenario with the reason.
+    #[serde(default)]
+    pub requires: Vec<Requirement>,
+    /// The targets the scenario applies to (default: both).
+    #[serde(default = "all_targets")]
+    pub targets: Vec<Target>,
+    /// Lowest real nydusd version the scenario applies to, e.g. `"2.4"` (sendfd/takeover
+    /// are no-ops in 2.2); on an older real nydusd it is skipped with that reason.
+    #[serde(default)]
+    pub min_nydusd: Option<String>,
+    /// YAML anchors to reuse (`x-anchors: { boot: &boot {...} }`); ignored otherwise.
+    #[serde(default, rename = "x-anchors")]
+    #[schemars(with = "Option<serde_json::Value>")]
+    pub anchors: Option<serde::de::IgnoredAny>,
+    /// How the scenario's manager runs daemons.
+    #[serde(default)]
+    pub manager: ManagerSpec,
     /// Deadline for the whole scenario, in milliseconds.
     #[serde(default = "default_scenario_timeout")]
     pub timeout_ms: u64,
@@ -27,6 +48,7 @@ pub struct Scenario {
     #[serde(default)]
     pub daemons: Vec<DaemonSpec>,
     /// Steps, run in order; the first failure ends the scenario.
+    #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
 }
 
@@ -34,8 +56,83 @@ fn default_scenario_timeout() -> u64 {
     30_000
 }
 
+fn all_targets() -> Vec<Target> {
+    vec![Target::Mock, Target::Real]
+}
+
+/// Host capabilities a scenario may require.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Requirement {
+    /// Running as root.
+    Root,
+    /// `/dev/fuse`.
+    Fuse,
+    /// The kernel's erofs.
+    Erofs,
+    /// `mkfs.erofs` on PATH.
+    MkfsErofs,
+    /// `/dev/cachefiles` (fscache on-demand mode).
+    Fscache,
+}
+
+impl From<Requirement> for daemon_core::host::Requirement {
+    fn from(r: Requirement) -> Self {
+        use daemon_core::host::Requirement as H;
+        match r {
+            Requirement::Root => H::Root,
+            Requirement::Fuse => H::Fuse,
+            Requirement::Erofs => H::Erofs,
+            Requirement::MkfsErofs => H::MkfsErofs,
+            Requirement::Fscache => H::Cachefiles,
+        }
+    }
+}
+
+/// What daemons run as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Target {
+    /// mock-nydusd (the harness binary itself).
+    Mock,
+    /// A real nydusd given with `--nydusd`.
+    Real,
+}
+
+/// The manager of the scenario's daemons.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerSpec {
+    /// What the manager does when a daemon dies.
+    #[serde(default)]
+    pub recover_policy: RecoverPolicy,
+}
+
+/// Recover policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoverPolicy {
+    /// Leave a dead daemon dead.
+    #[default]
+    None,
+    /// Start a fresh daemon and mount its instances again.
+    Restart,
+    /// Hand state and fd to a new daemon through the supervisor.
+    Failover,
+}
+
+impl From<RecoverPolicy> for daemon_core::manager::RecoverPolicy {
+    fn from(p: RecoverPolicy) -> Self {
+        match p {
+            RecoverPolicy::None => Self::None,
+            RecoverPolicy::Restart => Self::Restart,
+            RecoverPolicy::Failover => Self::Failover,
+        }
+    }
+}
+
 /// A daemon of the topology.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSpec {
     /// Name used by steps; also the daemon id.
@@ -46,13 +143,30 @@ pub struct DaemonSpec {
     /// `--thread-num`.
     #[serde(default)]
     pub thread_num: u32,
-    /// Give the daemon a supervisor socket.
+    /// Give the daemon a supervisor socket (implied by the failover policy).
     #[serde(default)]
     pub supervisor: bool,
+    /// The mock's script for every process of this daemon (mock target only).
+    #[serde(default)]
+    pub script: Option<mock_nydusd::script::Script>,
+    /// RAFS instances; a dedicated daemon's first one is mounted from its command line.
+    #[serde(default)]
+    pub instances: Vec<InstanceSpec>,
+}
+
+/// A RAFS instance of a daemon.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSpec {
+    /// Snapshot id (the instance key; `/<snapshot>` inside a shared daemon).
+    pub snapshot: String,
+    /// Instance configuration (JSON text); a localfs backend by default.
+    #[serde(default)]
+    pub config: Option<String>,
 }
 
 /// Daemon mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// One instance per daemon.
@@ -63,7 +177,7 @@ pub enum Mode {
 }
 
 /// A daemon state in a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum State {
     /// INIT.
     #[serde(rename = "INIT")]
@@ -95,7 +209,7 @@ impl From<State> for daemon_core::DaemonState {
 }
 
 /// A signal a step can send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum SignalName {
     /// Graceful stop.
     #[serde(rename = "SIGTERM")]
@@ -128,7 +242,7 @@ impl From<SignalName> for nix::sys::signal::Signal {
 }
 
 /// One step. Each is a single-key map, e.g. `- start: { daemon: d1 }`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Spawn the daemon's process with the command line built from its state.
@@ -155,13 +269,236 @@ pub enum Step {
     ExpectMounts(ExpectMountsStep),
     /// Pause.
     Sleep(SleepStep),
+    /// The manager's StartDaemon: spawn, then socket, monitor, RUNNING, supervisor state.
+    StartDaemon(DaemonRef),
+    /// Mount a declared instance: shared daemons through the API; a dedicated daemon's
+    /// instance is recorded (its process mounts it from the command line).
+    MountInstance(InstanceStep),
+    /// Unmount a shared daemon's instance and drop its record.
+    UmountInstance(InstanceStep),
+    /// Wait for a manager event about a daemon.
+    WaitEvent(WaitEventStep),
+    /// Kill the manager (daemons keep running, as when the snapshotter crashes).
+    KillManager(Empty),
+    /// Start a new manager on the same root and recover from the store.
+    RestartManager(RestartManagerStep),
+    /// Hot upgrade to a build reporting another git commit.
+    Upgrade(UpgradeStep),
+    /// The manager's DestroyDaemon.
+    Destroy(DaemonRef),
+    /// Replace the daemon's mock script: on the running process (control socket) and for
+    /// processes started later.
+    Script(ScriptStep),
+    /// The mock journal contains these requests/events, in this order (other entries may
+    /// come between them).
+    ExpectJournal(ExpectJournalStep),
+    /// The store holds exactly these daemons and instances.
+    ExpectStore(ExpectStoreStep),
+    /// A host path is (or is not) a mountpoint.
+    ExpectMounted(ExpectMountedStep),
+    /// A file's content (through a mountpoint, for example).
+    ReadFile(ReadFileStep),
+    /// No process, mount or socket of the scenario survives beyond what its manager manages.
+    ExpectNoLeaks(Empty),
+}
+
+/// A step with no fields: `- kill_manager: {}`.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
+
+/// A step naming one daemon.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonRef {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// The step must fail like this.
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
+}
+
+/// `mount_instance` / `umount_instance`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// A snapshot declared in the daemon's `instances`.
+    #[schemars(with = "String")]
+    pub snapshot: Spanned<String>,
+    /// The step must fail like this.
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
+}
+
+/// Manager events a scenario can wait for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Started and verified.
+    Started,
+    /// Verification after start failed.
+    StartFailed,
+    /// The monitor reported the daemon dead.
+    Died,
+    /// A death event for a daemon the manager does not know.
+    UnknownDied,
+    /// Restart policy finished.
+    Restarted,
+    /// Failover policy finished.
+    FailedOver,
+    /// Restart or failover gave up.
+    RecoveryFailed,
+    /// Hot upgrade finished.
+    Upgraded,
+    /// Destroyed.
+    Destroyed,
+}
+
+/// `wait_event`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitEventStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// Which event.
+    pub event: EventKind,
+    /// Deadline in milliseconds.
+    #[serde(default = "default_event_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_event_ms() -> u64 {
+    10_000
+}
+
+/// `restart_manager`: what recovery must report (lists of daemon ids; unchecked if absent).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestartManagerStep {
+    /// Found running and watched again.
+    #[serde(default)]
+    pub live: Option<Vec<String>>,
+    /// Found dead and started again.
+    #[serde(default)]
+    pub restarted: Option<Vec<String>>,
+    /// Alive but not RUNNING, left alone.
+    #[serde(default)]
+    pub not_running: Option<Vec<String>>,
+    /// Recovery failed.
+    #[serde(default)]
+    pub failed: Option<Vec<String>>,
+}
+
+/// `upgrade`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// The git commit the new build reports (40 hex digits; mock target).
+    #[serde(default = "default_next_build")]
+    pub git_commit: String,
+    /// The step must fail like this.
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
+}
+
+fn default_next_build() -> String {
+    "0123456789abcdef0123456789abcdef01234567".to_owned()
+}
+
+/// `script`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScriptStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// The new script (empty: no rules).
+    #[serde(default)]
+    pub script: mock_nydusd::script::Script,
+}
+
+/// One expected journal entry; every given field must match.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalPattern {
+    /// `event` (`request`, `state`, `script`, `signal`, ...).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Request method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Reply status.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// State change target.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// `expect_journal`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectJournalStep {
+    /// Only entries of this daemon's processes (all daemons when absent).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub daemon: Option<Spanned<String>>,
+    /// The ordered subsequence.
+    pub sequence: Vec<JournalPattern>,
+    /// Entries matching this pattern must not appear at all.
+    #[serde(default)]
+    pub absent: Vec<JournalPattern>,
+}
+
+/// `expect_store`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStoreStep {
+    /// Daemon ids, any order.
+    #[serde(default)]
+    pub daemons: Option<Vec<String>>,
+    /// Snapshot ids, in sequence order.
+    #[serde(default)]
+    pub instances: Option<Vec<String>>,
+}
+
+/// `expect_mounted`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectMountedStep {
+    /// A host path; relative paths are under the scenario's root.
+    pub path: String,
+    /// Whether it must be a mountpoint.
+    pub mounted: bool,
+}
+
+/// `read_file`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadFileStep {
+    /// A host path; relative paths are under the scenario's root.
+    pub path: String,
+    /// Text the file must contain.
+    pub contains: String,
 }
 
 /// `start`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StartStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Pass `--upgrade`.
     #[serde(default)]
@@ -172,10 +509,11 @@ pub struct StartStep {
 }
 
 /// `wait_state`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitStateStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Wanted state.
     pub state: State,
@@ -189,17 +527,18 @@ fn default_wait_ms() -> u64 {
 }
 
 /// `expect_state`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectStateStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Expected state.
     pub state: State,
 }
 
 /// What a failing call must look like.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectedError {
     /// HTTP status nydusd must answer with.
@@ -214,10 +553,11 @@ pub struct ExpectedError {
 }
 
 /// `mount`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MountStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// In-FUSE path, e.g. `/snap1`.
     pub mountpoint: String,
@@ -240,10 +580,11 @@ fn default_fs_type() -> String {
 }
 
 /// `umount`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UmountStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// In-FUSE path.
     pub mountpoint: String,
@@ -253,7 +594,7 @@ pub struct UmountStep {
 }
 
 /// Lifecycle calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiCall {
     /// `PUT /api/v1/daemon/start`.
@@ -267,10 +608,11 @@ pub enum ApiCall {
 }
 
 /// `api`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Which call.
     pub call: ApiCall,
@@ -280,17 +622,18 @@ pub struct ApiStep {
 }
 
 /// `signal`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignalStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Which signal.
     pub signal: SignalName,
 }
 
 /// How a process ended.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum ExitExpectation {
     /// Exited with this code.
@@ -300,10 +643,11 @@ pub enum ExitExpectation {
 }
 
 /// `wait_exit`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitExitStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Deadline in milliseconds.
     #[serde(default = "default_exit_ms")]
@@ -318,10 +662,11 @@ fn default_exit_ms() -> u64 {
 }
 
 /// `expect_socket`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectSocketStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Whether the socket file must exist.
     pub present: bool,
@@ -331,27 +676,29 @@ pub struct ExpectSocketStep {
 }
 
 /// `expect_alive`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectAliveStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// Whether the process must be alive.
     pub alive: bool,
 }
 
 /// `expect_mounts`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectMountsStep {
     /// Daemon id.
+    #[schemars(with = "String")]
     pub daemon: Spanned<String>,
     /// The exact set of in-FUSE paths in `backend_collection`.
     pub mountpoints: Vec<String>,
 }
 
 /// `sleep`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SleepStep {
     /// Milliseconds.
@@ -374,6 +721,20 @@ impl Step {
             Step::ExpectAlive(_) => "expect_alive",
             Step::ExpectMounts(_) => "expect_mounts",
             Step::Sleep(_) => "sleep",
+            Step::StartDaemon(_) => "start_daemon",
+            Step::MountInstance(_) => "mount_instance",
+            Step::UmountInstance(_) => "umount_instance",
+            Step::WaitEvent(_) => "wait_event",
+            Step::KillManager(_) => "kill_manager",
+            Step::RestartManager(_) => "restart_manager",
+            Step::Upgrade(_) => "upgrade",
+            Step::Destroy(_) => "destroy",
+            Step::Script(_) => "script",
+            Step::ExpectJournal(_) => "expect_journal",
+            Step::ExpectStore(_) => "expect_store",
+            Step::ExpectMounted(_) => "expect_mounted",
+            Step::ReadFile(_) => "read_file",
+            Step::ExpectNoLeaks(_) => "expect_no_leaks",
         }
     }
 
@@ -391,7 +752,19 @@ impl Step {
             Step::ExpectSocket(s) => Some(&s.daemon),
             Step::ExpectAlive(s) => Some(&s.daemon),
             Step::ExpectMounts(s) => Some(&s.daemon),
-            Step::Sleep(_) => None,
+            Step::StartDaemon(s) | Step::Destroy(s) => Some(&s.daemon),
+            Step::MountInstance(s) | Step::UmountInstance(s) => Some(&s.daemon),
+            Step::WaitEvent(s) => Some(&s.daemon),
+            Step::Upgrade(s) => Some(&s.daemon),
+            Step::Script(s) => Some(&s.daemon),
+            Step::ExpectJournal(s) => s.daemon.as_ref(),
+            Step::Sleep(_)
+            | Step::KillManager(_)
+            | Step::RestartManager(_)
+            | Step::ExpectStore(_)
+            | Step::ExpectMounted(_)
+            | Step::ReadFile(_)
+            | Step::ExpectNoLeaks(_) => None,
         }
     }
 }

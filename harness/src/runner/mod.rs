@@ -1,0 +1,481 @@
+//! Runs one scenario in a temporary root of its own, against mock-nydusd (the harness
+//! binary itself, linked in as `nydusd`) or a real nydusd, through daemon-core's manager.
+//!
+//! Every process the scenario starts is found again at the end by its command line naming
+//! the root and killed by process group, and every mount under the root is detached, on
+//! every exit path: pass, failure, deadline, panic of a step, or Ctrl-C.
+
+mod outcome;
+mod steps;
+pub mod timeline;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use daemon_core::daemon::{DaemonMode, SpawnExtras, error_chain};
+use daemon_core::manager::{Manager, ManagerConfig, ManagerEvent, PerDaemonArgs};
+use daemon_core::rafs::Rafs;
+use daemon_core::{Daemon, DaemonOptions, Layout, Timeouts};
+use mock_nydusd::journal::Journal;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+use crate::scenario::model::{DaemonSpec, InstanceSpec, Mode, Scenario, Target};
+
+pub use outcome::Failure;
+
+/// What to run scenarios against.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// The binary started for each daemon.
+    pub nydusd: PathBuf,
+    /// Mock or real.
+    pub target: Target,
+    /// Arguments appended to every daemon's command line.
+    pub extra_args: Vec<OsString>,
+    /// Where failing scenarios leave a repro bundle (`None`: nowhere).
+    pub bundles: Option<PathBuf>,
+}
+
+impl RunConfig {
+    /// Whether daemons are mock-nydusd (journals, scripts, control sockets).
+    pub fn is_mock(&self) -> bool {
+        self.target == Target::Mock
+    }
+}
+
+/// How one scenario ended.
+#[derive(Debug, Clone)]
+pub struct ScenarioResult {
+    /// The file.
+    pub path: PathBuf,
+    /// The scenario's name.
+    pub name: String,
+    /// How long it took.
+    pub duration: Duration,
+    /// `None` when it passed (or was skipped).
+    pub failure: Option<Failure>,
+    /// Why it did not run.
+    pub skipped: Option<String>,
+}
+
+/// Why `scenario` cannot run here, decided before running (and when tests are listed).
+pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
+    if !scenario.targets.contains(&config.target) {
+        let names: Vec<String> = scenario.targets.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
+        return Some(format!("applies to {} only", names.join(", ")));
+    }
+    let requirements: Vec<daemon_core::host::Requirement> = scenario.requires.iter().map(|r| (*r).into()).collect();
+    if let Some(reason) = daemon_core::host::unmet(&requirements) {
+        return Some(reason);
+    }
+    if let (Target::Real, Some(min)) = (config.target, &scenario.min_nydusd) {
+        let version = nydusd_version(&config.nydusd);
+        let too_old = version.as_ref().is_none_or(|v| version_less(v, min));
+        if too_old {
+            return Some(format!(
+                "needs nydusd {min} or later; {} is {}",
+                config.nydusd.display(),
+                version.as_deref().unwrap_or("of unknown version")
+            ));
+        }
+    }
+    None
+}
+
+/// `Version:` from `nydusd --version` (e.g. `v2.2.5` → `2.2.5`).
+fn nydusd_version(binary: &Path) -> Option<String> {
+    let out = std::process::Command::new(binary).arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text.lines().find(|l| l.contains("Version:"))?;
+    let v = line.split_once("Version:")?.1.trim().trim_start_matches('v');
+    Some(v.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.to_owned())
+}
+
+fn version_less(have: &str, min: &str) -> bool {
+    let parse = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+    parse(have) < parse(min)
+}
+
+/// Runs `scenario` (loaded from `path`). Nothing it started survives this call.
+pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) -> ScenarioResult {
+    let started = Instant::now();
+    let mut result = ScenarioResult {
+        path: path.to_owned(),
+        name: scenario.name.clone(),
+        duration: Duration::ZERO,
+        failure: None,
+        skipped: skip_reason(scenario, config),
+    };
+    if result.skipped.is_some() {
+        return result;
+    }
+    result.failure = match tempfile::Builder::new().prefix("nydus-harness-").tempdir_in(std::env::temp_dir()) {
+        Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
+        Ok(root) => {
+            let mut run = Run::new(Layout::new(root.path()), config, scenario);
+            let deadline = Duration::from_millis(scenario.timeout_ms);
+            let outcome = tokio::time::timeout(deadline, run.execute()).await;
+            let mut failure = match outcome {
+                Ok(outcome) => outcome.err(),
+                Err(_) => Some(Failure::setup(format!("scenario deadline of {} ms passed", scenario.timeout_ms))),
+            };
+            if let Some(f) = failure.as_mut() {
+                run.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
+                f.timeline = run.timeline(40);
+                if let Some(dir) = &config.bundles {
+                    f.bundle = run.bundle(dir, path).ok();
+                }
+            }
+            run.teardown().await;
+            failure
+        }
+    };
+    result.duration = started.elapsed();
+    result
+}
+
+/// Everything one scenario run holds.
+pub(crate) struct Run<'a> {
+    root: Layout,
+    config: &'a RunConfig,
+    scenario: &'a Scenario,
+    binary: PathBuf,
+    manager: Option<Manager>,
+    events: Option<broadcast::Receiver<ManagerEvent>>,
+    /// Every manager event received, in order, and how far `wait_event` has consumed it.
+    seen: Vec<ManagerEvent>,
+    consumed: BTreeMap<String, usize>,
+    journal: Journal,
+    started_ns: u64,
+}
+
+impl<'a> Run<'a> {
+    fn new(root: Layout, config: &'a RunConfig, scenario: &'a Scenario) -> Self {
+        let logs = root.log_dir();
+        let _ = std::fs::create_dir_all(&logs);
+        let journal = Journal::open_as(&logs.join("harness.jsonl"), "harness").unwrap_or_default();
+        Self {
+            binary: config.nydusd.clone(),
+            root,
+            config,
+            scenario,
+            manager: None,
+            events: None,
+            seen: Vec::new(),
+            consumed: BTreeMap::new(),
+            journal,
+            started_ns: mock_nydusd::journal::monotonic_ns(),
+        }
+    }
+
+    fn mock_journal(&self) -> PathBuf {
+        self.root.log_dir().join("mock.jsonl")
+    }
+
+    fn script_file(&self, id: &str) -> PathBuf {
+        self.root.root().join("scripts").join(format!("{id}.json"))
+    }
+
+    fn control_socket(&self, id: &str) -> PathBuf {
+        self.root.root().join("control").join(format!("{id}.sock"))
+    }
+
+    /// Deadlines for daemon waits: upstream's, shortened where a scenario's own deadline
+    /// is the better judge.
+    fn timeouts() -> Timeouts {
+        Timeouts { socket: Duration::from_secs(5), state: Duration::from_secs(5), ..Timeouts::default() }
+    }
+
+    fn manager_config(&self) -> ManagerConfig {
+        let mut args = self.config.extra_args.clone();
+        let mut per_daemon = PerDaemonArgs::default();
+        if self.config.is_mock() {
+            args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
+            let scripts = self.root.root().join("scripts");
+            let controls = self.root.root().join("control");
+            per_daemon = PerDaemonArgs::new(move |id| {
+                let mut extra: Vec<OsString> =
+                    vec!["--mock-control".into(), controls.join(format!("{id}.sock")).into()];
+                let script = scripts.join(format!("{id}.json"));
+                if script.exists() {
+                    extra.extend(["--mock-script".into(), script.into()]);
+                }
+                extra
+            });
+        }
+        ManagerConfig {
+            layout: self.root.clone(),
+            nydusd: self.binary.clone(),
+            fs_driver: daemon_core::daemon::FsDriver::Fusedev,
+            recover_policy: self.scenario.manager.recover_policy.into(),
+            timeouts: Self::timeouts(),
+            spawn: SpawnExtras {
+                args,
+                output: Some(self.root.log_dir().join("daemons.log")),
+                // Daemons outlive a killed manager; teardown finds and kills them.
+                kill_on_drop: false,
+                ..SpawnExtras::default()
+            },
+            fscache_dir: None,
+            per_daemon_args: per_daemon,
+        }
+    }
+
+    pub(crate) fn open_manager(&mut self) -> Result<(), String> {
+        let manager = Manager::open(self.manager_config()).map_err(|e| error_chain(&e))?;
+        self.events = Some(manager.subscribe());
+        self.manager = Some(manager);
+        Ok(())
+    }
+
+    pub(crate) fn manager(&self) -> Result<&Manager, String> {
+        self.manager.as_ref().ok_or_else(|| "the manager is not running (killed by an earlier step)".to_owned())
+    }
+
+    pub(crate) fn daemon(&self, id: &str) -> Result<Arc<Daemon>, String> {
+        self.manager()?
+            .get_daemon(id)
+            .ok_or_else(|| format!("daemon {id} is not managed (destroyed, or lost in a manager restart)"))
+    }
+
+    async fn execute(&mut self) -> Result<(), Failure> {
+        let setup = |e: String| Failure::setup(e);
+        std::fs::create_dir_all(self.root.root().join("scripts")).map_err(|e| setup(e.to_string()))?;
+        std::fs::create_dir_all(self.root.root().join("control")).map_err(|e| setup(e.to_string()))?;
+        if self.config.is_mock() {
+            // The harness binary runs the mock when started under the name `nydusd`.
+            let link = self.root.root().join("bin/nydusd");
+            let made = std::fs::create_dir_all(self.root.root().join("bin"))
+                .and_then(|()| std::os::unix::fs::symlink(&self.config.nydusd, &link));
+            made.map_err(|e| setup(format!("cannot link the mock at {}: {e}", link.display())))?;
+            self.binary = link;
+        }
+        self.open_manager().map_err(setup)?;
+        for spec in &self.scenario.daemons {
+            self.create_daemon(spec).map_err(|e| setup(format!("daemon {}: {e}", spec.id)))?;
+        }
+        for (index, step) in self.scenario.steps.iter().enumerate() {
+            let n = index + 1;
+            let line = step.referenced.line();
+            self.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
+            let outcome = self.step(&step.value).await;
+            self.drain_events();
+            if let Err(e) = outcome {
+                return Err(Failure::at_step(n, line, step.value.keyword(), e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves manager events into `seen`, journaling each.
+    pub(crate) fn drain_events(&mut self) {
+        let Some(events) = self.events.as_mut() else { return };
+        loop {
+            match events.try_recv() {
+                Ok(event) => {
+                    self.journal.record("manager", json!({ "what": format!("{event:?}") }));
+                    self.seen.push(event);
+                }
+                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        }
+    }
+
+    /// Receives one more event, up to `deadline`.
+    pub(crate) async fn next_event(&mut self, deadline: tokio::time::Instant) -> bool {
+        let Some(events) = self.events.as_mut() else { return false };
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Ok(event)) => {
+                self.journal.record("manager", json!({ "what": format!("{event:?}") }));
+                self.seen.push(event);
+                true
+            }
+            Ok(Err(broadcast::error::RecvError::Lagged(_))) => true,
+            _ => false,
+        }
+    }
+
+    fn write_instance_files(&self, daemon: &Daemon, spec: &InstanceSpec) -> Result<Rafs, String> {
+        let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+        let rafs = Rafs::new(
+            &self.root.snapshots_dir(),
+            &spec.snapshot,
+            "registry.example/scenario:1",
+            daemon.states().fs_driver,
+        );
+        let boot = rafs.snapshot_dir.join("fs/image/image.boot");
+        std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
+        std::fs::write(&boot, b"RAFS bootstrap placeholder").map_err(|e| io(&boot, e))?;
+        let config = spec.config.clone().unwrap_or_else(|| {
+            r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/var/lib/blobs"}}},"mode":"direct"}"#.to_owned()
+        });
+        let file = daemon.states().config_file(Some(&spec.snapshot));
+        std::fs::create_dir_all(file.parent().expect("has a parent")).map_err(|e| io(&file, e))?;
+        std::fs::write(&file, &config).map_err(|e| io(&file, e))?;
+        let mountpoint = if daemon.states().is_shared() {
+            daemon.host_mountpoint().join(&spec.snapshot)
+        } else {
+            // A dedicated daemon's instance is its host mount; it also gets the config.
+            std::fs::write(daemon.states().config_file(None), &config).map_err(|e| io(&file, e))?;
+            daemon.host_mountpoint()
+        };
+        Ok(Rafs { mountpoint, ..rafs })
+    }
+
+    pub(crate) fn instance(&self, daemon: &Daemon, spec_daemon: &str, snapshot: &str) -> Result<Rafs, String> {
+        let spec = self
+            .scenario
+            .daemons
+            .iter()
+            .find(|d| d.id == spec_daemon)
+            .and_then(|d| d.instances.iter().find(|i| i.snapshot == snapshot))
+            .ok_or_else(|| format!("daemon {spec_daemon} declares no instance {snapshot:?}"))?;
+        self.write_instance_files(daemon, spec)
+    }
+
+    fn create_daemon(&mut self, spec: &DaemonSpec) -> Result<(), String> {
+        let mode = match spec.mode {
+            Mode::Dedicated => DaemonMode::Dedicated,
+            Mode::Shared => DaemonMode::Shared,
+        };
+        let options = DaemonOptions {
+            id: Some(spec.id.clone()),
+            mode,
+            thread_num: spec.thread_num,
+            supervisor: spec.supervisor,
+            ..Default::default()
+        };
+        let daemon = Daemon::create(&self.root, options, Self::timeouts()).map_err(|e| error_chain(&e))?;
+        let mountpoint = daemon.host_mountpoint();
+        std::fs::create_dir_all(&mountpoint).map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
+        if spec.supervisor {
+            let dir = self.root.supervisor_dir();
+            std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        if let Some(script) = &spec.script {
+            self.write_script(&spec.id, script)?;
+        }
+        let manager = self.manager()?.clone();
+        let daemon = manager.add_daemon(daemon).map_err(|e| error_chain(&e))?;
+        if mode == DaemonMode::Dedicated {
+            // nydusd mounts a dedicated daemon's instance from its command line, so the
+            // instance must be known before the first start; one is made up if none is given.
+            let default = InstanceSpec { snapshot: spec.id.clone(), config: None };
+            let first = spec.instances.first().unwrap_or(&default);
+            let rafs = self.write_instance_files(&daemon, first)?;
+            manager.add_rafs_instance(&daemon, rafs).map_err(|e| error_chain(&e))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn write_script(&self, id: &str, script: &mock_nydusd::script::Script) -> Result<(), String> {
+        let file = self.script_file(id);
+        let text = serde_json::to_string_pretty(script).map_err(|e| e.to_string())?;
+        std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))
+    }
+
+    /// The merged timeline's last `lines` entries, formatted.
+    fn timeline(&self, lines: usize) -> Vec<String> {
+        let harness = self.root.log_dir().join("harness.jsonl");
+        let mock = self.mock_journal();
+        let all = timeline::merge(&[&harness, &mock]);
+        all[all.len().saturating_sub(lines)..].iter().map(|e| timeline::describe(e, self.started_ns)).collect()
+    }
+
+    /// Copies what a reader needs to reproduce a failure: the scenario, every journal and
+    /// log, the scripts, and the store.
+    fn bundle(&self, dir: &Path, scenario: &Path) -> std::io::Result<PathBuf> {
+        let name: String =
+            self.scenario.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let target = dir.join(format!("{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&target)?;
+        std::fs::copy(scenario, target.join(scenario.file_name().unwrap_or_default()))?;
+        copy_tree(&self.root.log_dir(), &target.join("logs"))?;
+        copy_tree(&self.root.root().join("scripts"), &target.join("scripts"))?;
+        let timeline = self.timeline(usize::MAX).join("\n");
+        std::fs::write(target.join("timeline.txt"), timeline + "\n")?;
+        for db in ["nydus.db", "nydus.db-wal"] {
+            let _ = std::fs::copy(self.root.root().join(db), target.join(db));
+        }
+        Ok(target)
+    }
+
+    /// Kills every process whose command line names this root (by process group, so
+    /// anything they forked goes too), reaps what is ours, and detaches every mount under
+    /// the root, deepest first.
+    async fn teardown(&mut self) {
+        self.manager = None;
+        self.events = None;
+        let root = self.root.root().to_string_lossy().into_owned();
+        for pid in processes_naming(&root) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        // Reaping is done by daemon-core's per-process reaper tasks; give them a moment so
+        // no zombie outlives the scenario, without waiting on anything that cannot end.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !processes_naming(&root).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        mounts_under(self.root.root()).iter().rev().for_each(|m| {
+            let _ = daemon_core::mount::umount_lazy(m);
+        });
+    }
+}
+
+impl Drop for Run<'_> {
+    /// The last line of defence when a scenario's future is dropped without teardown
+    /// (Ctrl-C aborts it): kill by process group and detach mounts, synchronously.
+    fn drop(&mut self) {
+        self.manager = None;
+        let root = self.root.root().to_string_lossy().into_owned();
+        for pid in processes_naming(&root) {
+            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        for mount in mounts_under(self.root.root()).iter().rev() {
+            let _ = daemon_core::mount::umount_lazy(mount);
+        }
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if !from.is_dir() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let path = entry.path();
+        if path.is_dir() {
+            copy_tree(&path, &to.join(entry.file_name()))?;
+        } else if path.is_file() {
+            std::fs::copy(&path, to.join(entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Live (non-zombie) processes whose command line contains `text`.
+pub(crate) fn processes_naming(text: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| daemon_core::procfs::process_state(*pid).is_some_and(|s| s != 'Z'))
+        .filter(|pid| {
+            daemon_core::procfs::process_cmdline(*pid).is_some_and(|args| args.iter().any(|a| a.contains(text)))
+        })
+        .collect()
+}
+
+/// Mountpoints at or under `root`, in mountinfo order.
+pub(crate) fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    daemon_core::procfs::mount_points(&info).map(PathBuf::from).filter(|m| m.starts_with(root)).collect()
+}

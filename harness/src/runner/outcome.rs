@@ -1,0 +1,158 @@
+//! How a step fails and how a scenario failure is reported: the step, what was expected,
+//! what was observed, and the merged timeline.
+
+use std::path::PathBuf;
+
+use daemon_core::DaemonError;
+use daemon_core::daemon::error_chain;
+use daemon_core::manager::ManagerError;
+
+use crate::scenario::model::ExpectedError;
+
+/// Why a scenario failed.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// 1-based step number, 0 for set-up or the scenario deadline.
+    pub step: usize,
+    /// The step's line in the file.
+    pub line: u64,
+    /// The step's keyword.
+    pub keyword: String,
+    /// One-line summary.
+    pub message: String,
+    /// What the step expected.
+    pub expected: Option<String>,
+    /// What happened instead.
+    pub observed: Option<String>,
+    /// The end of the merged timeline (harness steps, manager events, mock journals).
+    pub timeline: Vec<String>,
+    /// Where the repro bundle was written.
+    pub bundle: Option<PathBuf>,
+}
+
+impl Failure {
+    pub(crate) fn setup(message: String) -> Self {
+        Self {
+            step: 0,
+            line: 0,
+            keyword: "setup".into(),
+            message,
+            expected: None,
+            observed: None,
+            timeline: Vec::new(),
+            bundle: None,
+        }
+    }
+
+    pub(crate) fn at_step(step: usize, line: u64, keyword: &str, e: StepError) -> Self {
+        Self {
+            step,
+            line,
+            keyword: keyword.to_owned(),
+            message: e.message,
+            expected: e.expected,
+            observed: e.observed,
+            timeline: Vec::new(),
+            bundle: None,
+        }
+    }
+}
+
+/// A failed step.
+#[derive(Debug)]
+pub(crate) struct StepError {
+    pub message: String,
+    pub expected: Option<String>,
+    pub observed: Option<String>,
+}
+
+impl StepError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), expected: None, observed: None }
+    }
+
+    pub fn mismatch(message: impl Into<String>, expected: impl Into<String>, observed: impl Into<String>) -> Self {
+        Self { message: message.into(), expected: Some(expected.into()), observed: Some(observed.into()) }
+    }
+}
+
+impl From<DaemonError> for StepError {
+    fn from(e: DaemonError) -> Self {
+        Self::new(error_chain(&e))
+    }
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
+
+impl From<ManagerError> for StepError {
+    fn from(e: ManagerError) -> Self {
+        Self::new(error_chain(&e))
+    }
+}
+
+fn describe_expected(e: &ExpectedError) -> String {
+    let mut parts = Vec::new();
+    if let Some(status) = e.status {
+        parts.push(format!("status {status}"));
+    }
+    if let Some(kind) = e.kind {
+        parts.push(format!("kind {kind:?}"));
+    }
+    if let Some(text) = &e.message_contains {
+        parts.push(format!("message containing {text:?}"));
+    }
+    if parts.is_empty() { "an error".to_owned() } else { format!("an error with {}", parts.join(", ")) }
+}
+
+/// The client error inside a daemon or manager error, if there is one.
+fn client_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a daemon_core::ClientError> {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if let Some(client) = err.downcast_ref::<daemon_core::ClientError>() {
+            return Some(client);
+        }
+        if let Some(DaemonError::Client { source, .. }) = err.downcast_ref::<DaemonError>() {
+            return Some(source);
+        }
+        if let Some(ManagerError::Daemon(DaemonError::Client { source, .. })) = err.downcast_ref::<ManagerError>() {
+            return Some(source);
+        }
+        current = err.source();
+    }
+    None
+}
+
+/// Compares an outcome with what the step expected.
+pub(crate) fn check<E: std::error::Error + 'static>(
+    what: &str,
+    outcome: Result<(), E>,
+    expected: Option<&ExpectedError>,
+) -> Result<(), StepError> {
+    match (outcome, expected) {
+        (Ok(()), None) => Ok(()),
+        (Err(e), None) => Err(StepError::mismatch(format!("{what} failed"), "success", error_chain(&e))),
+        (Ok(()), Some(exp)) => Err(StepError::mismatch(format!("{what} succeeded"), describe_expected(exp), "success")),
+        (Err(e), Some(exp)) => {
+            let client = client_error(&e);
+            let (status, kind) = (client.and_then(|c| c.status()), client.map(|c| c.kind()));
+            let text = error_chain(&e);
+            let ok = exp.status.is_none_or(|s| status == Some(s))
+                && exp.kind.is_none_or(|k| kind == Some(k))
+                && exp.message_contains.as_ref().is_none_or(|m| text.contains(m.as_str()));
+            if ok {
+                Ok(())
+            } else {
+                let observed = format!(
+                    "status {}, kind {}: {text}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
+                    kind.map(|k| format!("{k:?}")).unwrap_or_else(|| "none".into())
+                );
+                Err(StepError::mismatch(format!("{what} failed differently"), describe_expected(exp), observed))
+            }
+        }
+    }
+}

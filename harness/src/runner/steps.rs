@@ -1,0 +1,507 @@
+//! What each step does, through daemon-core's manager and daemons.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use daemon_core::daemon::error_chain;
+use daemon_core::manager::{Manager, ManagerEvent};
+use daemon_core::{DaemonError, DaemonState, MountRequest};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::outcome::{StepError, check};
+use super::{Run, mounts_under, processes_naming};
+use crate::scenario::model::{ApiCall, EventKind, ExitExpectation, JournalPattern, RestartManagerStep, Step, Target};
+
+fn event_matches(event: &ManagerEvent, kind: EventKind, id: &str) -> bool {
+    match (event, kind) {
+        (ManagerEvent::Started { id: i, .. }, EventKind::Started)
+        | (ManagerEvent::StartFailed { id: i, .. }, EventKind::StartFailed)
+        | (ManagerEvent::Died { id: i }, EventKind::Died)
+        | (ManagerEvent::UnknownDied { id: i }, EventKind::UnknownDied)
+        | (ManagerEvent::Restarted { id: i, .. }, EventKind::Restarted)
+        | (ManagerEvent::FailedOver { id: i, .. }, EventKind::FailedOver)
+        | (ManagerEvent::RecoveryFailed { id: i, .. }, EventKind::RecoveryFailed)
+        | (ManagerEvent::Upgraded { id: i, .. }, EventKind::Upgraded)
+        | (ManagerEvent::Destroyed { id: i }, EventKind::Destroyed) => i == id,
+        _ => false,
+    }
+}
+
+fn pattern_matches(pattern: &JournalPattern, entry: &Value) -> bool {
+    let text = |k: &str, want: &Option<String>| want.as_ref().is_none_or(|w| entry[k].as_str() == Some(w.as_str()));
+    text("event", &pattern.event)
+        && text("method", &pattern.method)
+        && text("path", &pattern.path)
+        && text("to", &pattern.to)
+        && pattern.status.is_none_or(|s| entry["status"].as_u64() == Some(u64::from(s)))
+}
+
+fn describe_pattern(pattern: &JournalPattern) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in [("event", &pattern.event), ("method", &pattern.method), ("path", &pattern.path), ("to", &pattern.to)]
+    {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(s) = pattern.status {
+        parts.push(format!("status={s}"));
+    }
+    format!("{{{}}}", parts.join(" "))
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+impl Run<'_> {
+    fn path_in_root(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() { p } else { self.root.root().join(p) }
+    }
+
+    /// Mock journal entries, restricted to the processes of daemon `id` (known by the
+    /// API socket in their command line) when given.
+    fn mock_entries(&self, id: Option<&str>) -> Vec<Value> {
+        let all = super::timeline::merge(&[&self.mock_journal()]);
+        let Some(id) = id else { return all };
+        let socket_dir = self.root.socket_dir().join(id).to_string_lossy().into_owned();
+        let pids: Vec<Value> = all
+            .iter()
+            .filter(|e| e["event"] == "start")
+            .filter(|e| {
+                e["argv"].as_array().is_some_and(|argv| {
+                    argv.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(&format!("{socket_dir}/"))))
+                })
+            })
+            .map(|e| e["pid"].clone())
+            .collect();
+        all.into_iter().filter(|e| pids.contains(&e["pid"])).collect()
+    }
+
+    pub(super) async fn step(&mut self, step: &Step) -> Result<(), StepError> {
+        match step {
+            Step::Start(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                if s.clear_vestige {
+                    daemon.clear_vestige().await?;
+                }
+                self.manager()?.spawn(&daemon, s.upgrade).await?;
+                Ok(())
+            }
+            Step::StartDaemon(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let outcome = self.manager()?.start_daemon_and_wait(&daemon).await.map(drop);
+                check(&format!("start_daemon {}", s.daemon.value), outcome, s.expect_error.as_ref())
+            }
+            Step::WaitState(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let wanted = DaemonState::from(s.state);
+                match daemon.wait_until_state_within(wanted, Duration::from_millis(s.timeout_ms)).await {
+                    Ok(()) => Ok(()),
+                    Err(DaemonError::StateTimeout { last_observed, last_error, .. }) => Err(StepError::mismatch(
+                        format!("daemon {} did not reach {wanted} within {} ms", s.daemon.value, s.timeout_ms),
+                        wanted.as_str(),
+                        match last_error {
+                            Some(e) => format!("{last_observed} ({e})"),
+                            None => last_observed.to_string(),
+                        },
+                    )),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Step::ExpectState(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let wanted = DaemonState::from(s.state);
+                let (state, error) = match daemon.get_state().await {
+                    Ok(state) => (state, None),
+                    Err(e) => (DaemonState::Unknown, Some(error_chain(&e))),
+                };
+                if state == wanted {
+                    return Ok(());
+                }
+                let observed = error.map(|e| format!("{state} ({e})")).unwrap_or_else(|| state.to_string());
+                Err(StepError::mismatch(
+                    format!("daemon {} is not {wanted}", s.daemon.value),
+                    wanted.as_str(),
+                    observed,
+                ))
+            }
+            Step::Mount(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let source = s.source.clone().unwrap_or_else(|| {
+                    let snapshot = s.mountpoint.trim_start_matches('/');
+                    self.root.snapshots_dir().join(snapshot).join("fs/image/image.boot").display().to_string()
+                });
+                let request = MountRequest {
+                    source,
+                    fs_type: s.fs_type.clone(),
+                    config: s.config.clone().unwrap_or_else(|| "{}".to_owned()),
+                    prefetch_files: None,
+                };
+                let outcome = daemon.mount(&s.mountpoint, &request).await;
+                check(&format!("mount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+            }
+            Step::Umount(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let outcome = daemon.umount(&s.mountpoint).await;
+                check(&format!("umount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+            }
+            Step::MountInstance(s) => {
+                let id = &s.daemon.value;
+                let daemon = self.daemon(id)?;
+                let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
+                let manager = self.manager()?.clone();
+                let outcome = if daemon.states().is_shared() {
+                    manager.mount_shared_instance(&daemon, rafs).await.map(drop)
+                } else {
+                    manager.add_rafs_instance(&daemon, rafs).map(drop)
+                };
+                check(&format!("mount_instance {} on {id}", s.snapshot.value), outcome, s.expect_error.as_ref())
+            }
+            Step::UmountInstance(s) => {
+                let id = &s.daemon.value;
+                let daemon = self.daemon(id)?;
+                let outcome = self.manager()?.umount_shared_instance(&daemon, &s.snapshot.value).await;
+                check(&format!("umount_instance {} on {id}", s.snapshot.value), outcome, s.expect_error.as_ref())
+            }
+            Step::Api(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let outcome = match s.call {
+                    ApiCall::Start => daemon.start().await,
+                    ApiCall::Exit => daemon.exit().await,
+                    ApiCall::Takeover => daemon.takeover().await,
+                    ApiCall::Sendfd => daemon.send_fd().await,
+                };
+                check(&format!("{:?} on {}", s.call, s.daemon.value).to_lowercase(), outcome, s.expect_error.as_ref())
+            }
+            Step::Signal(s) => {
+                self.daemon(&s.daemon.value)?.signal_any(s.signal.into())?;
+                Ok(())
+            }
+            Step::WaitExit(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let wait = async {
+                    match daemon.wait().await {
+                        Some(status) => Ok(Some(status)),
+                        None => daemon.wait_for_exit().await.map(|()| None),
+                    }
+                };
+                let status =
+                    tokio::time::timeout(Duration::from_millis(s.timeout_ms), wait).await.map_err(|_| {
+                        StepError::mismatch(
+                            format!("daemon {} did not exit within {} ms", s.daemon.value, s.timeout_ms),
+                            "exited",
+                            "still running",
+                        )
+                    })??;
+                let (Some(wanted), Some(status)) = (&s.status, status) else { return Ok(()) };
+                let (matches, want_text) = match wanted {
+                    ExitExpectation::Code(code) => (status.code() == Some(*code), format!("exit code {code}")),
+                    ExitExpectation::Signal(sig) => {
+                        let sig: Signal = (*sig).into();
+                        (status.signal() == Some(sig as i32), format!("killed by {sig}"))
+                    }
+                };
+                if matches {
+                    Ok(())
+                } else {
+                    let observed = match (status.code(), status.signal()) {
+                        (Some(code), _) => format!("exit code {code}"),
+                        (_, Some(sig)) => Signal::try_from(sig)
+                            .map(|s| format!("killed by {s}"))
+                            .unwrap_or_else(|_| format!("signal {sig}")),
+                        _ => status.to_string(),
+                    };
+                    Err(StepError::mismatch(
+                        format!("daemon {} ended differently", s.daemon.value),
+                        want_text,
+                        observed,
+                    ))
+                }
+            }
+            Step::ExpectSocket(s) => {
+                let socket = self.daemon(&s.daemon.value)?.api_socket();
+                let present = socket.exists();
+                if present != s.present {
+                    return Err(StepError::mismatch(
+                        format!("api socket of {}", s.daemon.value),
+                        if s.present { "present" } else { "absent" },
+                        format!("{} ({})", if present { "present" } else { "absent" }, socket.display()),
+                    ));
+                }
+                if let (true, Some(wanted)) = (present, s.connectable) {
+                    let connectable = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+                    if connectable != wanted {
+                        let word = |b: bool| if b { "accepts connections" } else { "refuses connections (stale)" };
+                        return Err(StepError::mismatch(
+                            format!("api socket of {}", s.daemon.value),
+                            word(wanted),
+                            word(connectable),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Step::ExpectAlive(s) => {
+                let alive = self.daemon(&s.daemon.value)?.is_alive();
+                let word = |b: bool| if b { "alive" } else { "dead" };
+                if alive == s.alive {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(format!("process of {}", s.daemon.value), word(s.alive), word(alive)))
+                }
+            }
+            Step::ExpectMounts(s) => {
+                let info = self.daemon(&s.daemon.value)?.daemon_info().await?;
+                let observed = sorted(info.backend_collection.unwrap_or_default().keys().cloned().collect());
+                let wanted = sorted(s.mountpoints.clone());
+                if observed == wanted {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(
+                        format!("instances mounted in {}", s.daemon.value),
+                        format!("{wanted:?}"),
+                        format!("{observed:?}"),
+                    ))
+                }
+            }
+            Step::Sleep(s) => {
+                tokio::time::sleep(Duration::from_millis(s.ms)).await;
+                Ok(())
+            }
+            Step::WaitEvent(s) => {
+                let id = s.daemon.value.clone();
+                let key = format!("{:?}/{id}", s.event);
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
+                loop {
+                    let from = self.consumed.get(&key).copied().unwrap_or(0);
+                    if let Some(offset) = self.seen[from..].iter().position(|e| event_matches(e, s.event, &id)) {
+                        self.consumed.insert(key, from + offset + 1);
+                        return Ok(());
+                    }
+                    if !self.next_event(deadline).await {
+                        let seen: Vec<String> = self.seen.iter().map(|e| format!("{e:?}")).collect();
+                        return Err(StepError::mismatch(
+                            format!("no {:?} event for {id} within {} ms", s.event, s.timeout_ms),
+                            format!("{:?} for {id}", s.event),
+                            if seen.is_empty() { "no manager events".to_owned() } else { seen.join("; ") },
+                        ));
+                    }
+                }
+            }
+            Step::KillManager(_) => {
+                self.drain_events();
+                self.manager = None;
+                self.events = None;
+                Ok(())
+            }
+            Step::RestartManager(s) => {
+                if self.manager.is_some() {
+                    return Err(StepError::new("the manager is still running; kill_manager first"));
+                }
+                self.open_manager()?;
+                let report = self.manager()?.recover().await?;
+                check_report(s, &report)
+            }
+            Step::Upgrade(s) => {
+                if self.config.target != Target::Mock {
+                    return Err(StepError::new(
+                        "upgrade steps build the next version from the mock; use the mock target",
+                    ));
+                }
+                let next = self.root.root().join(format!("bin/nydusd-{}", &s.git_commit[..s.git_commit.len().min(8)]));
+                let wrapper = format!(
+                    "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
+                    self.config.nydusd.display(),
+                    s.git_commit
+                );
+                std::fs::write(&next, wrapper).map_err(|e| format!("cannot write {}: {e}", next.display()))?;
+                std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                    .map_err(|e| e.to_string())?;
+                let daemon = self.daemon(&s.daemon.value)?;
+                let manager: Manager = self.manager()?.clone();
+                let outcome = manager.upgrade_daemon(&daemon, &next).await.map(drop);
+                check(&format!("upgrade of {}", s.daemon.value), outcome, s.expect_error.as_ref())
+            }
+            Step::Destroy(s) => {
+                let daemon = self.daemon(&s.daemon.value)?;
+                let outcome = self.manager()?.destroy_daemon(&daemon).await;
+                check(&format!("destroy {}", s.daemon.value), outcome, s.expect_error.as_ref())
+            }
+            Step::Script(s) => {
+                let id = &s.daemon.value;
+                self.write_script(id, &s.script)?;
+                let control = self.control_socket(id);
+                if std::os::unix::net::UnixStream::connect(&control).is_ok() {
+                    let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
+                    let reply = control_request(&control, "PUT", "/script", &body)?;
+                    if !reply.starts_with("HTTP/1.1 204") {
+                        return Err(StepError::new(format!("the mock refused the script: {reply}")));
+                    }
+                }
+                Ok(())
+            }
+            Step::ExpectJournal(s) => {
+                let id = s.daemon.as_ref().map(|d| d.value.as_str());
+                let entries = self.mock_entries(id);
+                let mut next = 0;
+                for (i, pattern) in s.sequence.iter().enumerate() {
+                    match entries[next..].iter().position(|e| pattern_matches(pattern, e)) {
+                        Some(offset) => next += offset + 1,
+                        None => {
+                            let expected: Vec<String> = s.sequence.iter().map(describe_pattern).collect();
+                            return Err(StepError::mismatch(
+                                format!(
+                                    "journal{} lacks entry {} of the sequence after the ones before it",
+                                    id.map(|d| format!(" of {d}")).unwrap_or_default(),
+                                    i + 1
+                                ),
+                                expected.join(" … "),
+                                format!("{} entries; missing {}", entries.len(), describe_pattern(pattern)),
+                            ));
+                        }
+                    }
+                }
+                if let Some(found) = s.absent.iter().find_map(|p| entries.iter().find(|e| pattern_matches(p, e))) {
+                    return Err(StepError::mismatch(
+                        "journal has an entry it must not have",
+                        "no such entry",
+                        found.to_string(),
+                    ));
+                }
+                Ok(())
+            }
+            Step::ExpectStore(s) => {
+                let store_holder;
+                let store = match &self.manager {
+                    Some(m) => m.store(),
+                    None => {
+                        store_holder = daemon_core::store::Store::open(self.root.root()).map_err(|e| e.to_string())?;
+                        &store_holder
+                    }
+                };
+                if let Some(wanted) = &s.daemons {
+                    let have = sorted(store.daemons().map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect());
+                    if have != sorted(wanted.clone()) {
+                        return Err(StepError::mismatch(
+                            "daemons in the store",
+                            format!("{:?}", sorted(wanted.clone())),
+                            format!("{have:?}"),
+                        ));
+                    }
+                }
+                if let Some(wanted) = &s.instances {
+                    let have: Vec<String> =
+                        store.instances().map_err(|e| e.to_string())?.into_iter().map(|r| r.snapshot_id).collect();
+                    if &have != wanted {
+                        return Err(StepError::mismatch(
+                            "instances in the store (sequence order)",
+                            format!("{wanted:?}"),
+                            format!("{have:?}"),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Step::ExpectMounted(s) => {
+                let path = self.path_in_root(&s.path);
+                let mounted = daemon_core::mount::is_mounted(&path).map_err(|e| e.to_string())?;
+                let word = |b: bool| if b { "mounted" } else { "not mounted" };
+                if mounted == s.mounted {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(format!("{}", path.display()), word(s.mounted), word(mounted)))
+                }
+            }
+            Step::ReadFile(s) => {
+                let path = self.path_in_root(&s.path);
+                let text = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || std::fs::read_to_string(path)
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| {
+                    StepError::mismatch(
+                        format!("cannot read {}", path.display()),
+                        format!("text containing {:?}", s.contains),
+                        e.to_string(),
+                    )
+                })?;
+                if text.contains(&s.contains) {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(
+                        format!("content of {}", path.display()),
+                        format!("text containing {:?}", s.contains),
+                        text,
+                    ))
+                }
+            }
+            Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+        }
+    }
+
+    /// Only the current processes of managed daemons run, and only their host mounts exist.
+    fn expect_no_leaks(&self) -> Result<(), StepError> {
+        let managed = self.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
+        let live: Vec<u32> = managed.iter().filter(|d| d.is_alive()).map(|d| d.pid()).collect();
+        let root = self.root.root().to_string_lossy().into_owned();
+        let strays: Vec<u32> = processes_naming(&root).into_iter().filter(|p| !live.contains(p)).collect();
+        if !strays.is_empty() {
+            let described: Vec<String> = strays
+                .iter()
+                .map(|p| format!("{p} ({})", daemon_core::procfs::process_cmdline(*p).unwrap_or_default().join(" ")))
+                .collect();
+            return Err(StepError::mismatch("processes outlived their daemons", "none", described.join("; ")));
+        }
+        let expected_mounts: Vec<PathBuf> =
+            managed.iter().filter(|d| d.is_alive()).map(|d| d.host_mountpoint()).collect();
+        let stray_mounts: Vec<String> = mounts_under(self.root.root())
+            .into_iter()
+            .filter(|m| !expected_mounts.contains(m))
+            .map(|m| m.display().to_string())
+            .collect();
+        if !stray_mounts.is_empty() {
+            return Err(StepError::mismatch("mounts left behind", "none", stray_mounts.join(", ")));
+        }
+        Ok(())
+    }
+}
+
+fn check_report(s: &RestartManagerStep, report: &daemon_core::manager::RecoveryReport) -> Result<(), StepError> {
+    let checks = [
+        ("live", &s.live, report.live.clone()),
+        ("restarted", &s.restarted, report.restarted.clone()),
+        ("not_running", &s.not_running, report.not_running.iter().map(|(id, _)| id.clone()).collect()),
+        ("failed", &s.failed, report.failed.iter().map(|(id, _)| id.clone()).collect()),
+    ];
+    for (name, wanted, have) in checks {
+        if let Some(wanted) = wanted
+            && sorted(wanted.clone()) != sorted(have.clone())
+        {
+            return Err(StepError::mismatch(
+                format!("recovery sorted daemons differently ({name})"),
+                format!("{name}: {:?}", sorted(wanted.clone())),
+                format!("{report:?}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// One HTTP exchange on a mock's control socket; returns the raw reply.
+fn control_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .map_err(|e| e.to_string())?;
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut reply).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+}

@@ -48,6 +48,11 @@ fn describe(step: &Step) -> (String, String, String) {
         }
         Step::ExpectMounts(s) => ("harness".into(), d(&s.daemon), format!("expect instances {:?}", s.mountpoints)),
         Step::Sleep(s) => ("harness".into(), "harness".into(), format!("sleep {} ms", s.ms)),
+        Step::ExpectNoEvent(s) => (
+            "harness".into(),
+            "manager".into(),
+            format!("expect no {:?} event for {} within {} ms", s.event, d(&s.daemon), s.timeout_ms),
+        ),
         Step::WaitEvent(s) => (
             "manager".into(),
             "harness".into(),
@@ -96,6 +101,9 @@ fn describe(step: &Step) -> (String, String, String) {
             ("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path, s.contains))
         }
         Step::ExpectNoLeaks(_) => ("harness".into(), "harness".into(), "expect no leaked process or mount".into()),
+        Step::ForgetDaemon(s) => {
+            ("harness".into(), "manager".into(), format!("delete the record of {} (monitor not told)", d(&s.daemon)))
+        }
     };
     (from, to, what)
 }

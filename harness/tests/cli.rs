@@ -49,3 +49,62 @@ fn the_binary_runs_the_mock_when_named_mock_nydusd() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("nydusd \rVersion: \t"));
 }
+
+#[test]
+fn explain_renders_text_and_mermaid() {
+    let (code, text) = harness(&["explain", "scenarios/recovery/failover-after-sigkill.yaml"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("guards against: doDaemonFailover"), "{text}");
+    assert!(text.contains(" 4. harness → d1: SIGKILL"), "{text}");
+    let (code, text) = harness(&["explain", "--mermaid", "scenarios/recovery/failover-after-sigkill.yaml"]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("sequenceDiagram\n"), "{text}");
+    assert!(text.contains("manager->>harness: 6. FailedOver of d1"), "{text}");
+}
+
+#[test]
+fn json_and_junit_reports_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let (code, text) = harness(&[
+        "run",
+        "harness/tests/fixtures/wrong-state.yaml",
+        "scenarios/lifecycle/start-running.yaml",
+        "--keep-going",
+        "--json",
+        json.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["summary"], "1 passed, 1 failed, 0 skipped");
+    assert_eq!(report["scenarios"][0]["status"], "fail");
+    assert_eq!(report["scenarios"][0]["failure"]["expected"], "READY");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+    assert!(xml.contains("<failure message=\"step 3 `wait_state`"), "{xml}");
+}
+
+#[test]
+fn a_failure_leaves_a_repro_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, text) =
+        harness(&["run", "harness/tests/fixtures/wrong-state.yaml", "--bundles", dir.path().to_str().unwrap()]);
+    let bundle = std::fs::read_dir(dir.path()).unwrap().next().expect("a bundle").unwrap().path();
+    assert!(text.contains(&format!("repro bundle: {}", bundle.display())), "{text}");
+    for file in ["wrong-state.yaml", "timeline.txt", "logs/mock.jsonl", "logs/harness.jsonl", "nydus.db"] {
+        assert!(bundle.join(file).exists(), "{file} missing in {}", bundle.display());
+    }
+}
+
+#[test]
+fn every_library_scenario_validates_and_doctor_explains_skips() {
+    let (code, text) = harness(&["validate", "scenarios"]);
+    assert_eq!(code, 0, "{text}");
+    let valid: usize = text.lines().last().unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(valid >= 30, "the library has {valid} scenarios");
+    let (code, text) = harness(&["doctor"]);
+    assert_eq!(code, 0);
+    assert!(text.contains("fscache"), "{text}");
+}

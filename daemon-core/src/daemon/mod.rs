@@ -362,7 +362,12 @@ impl Daemon {
                 Ok(_) => last_error = None,
                 Err(err) => last_error = Some(error_chain(&err)),
             }
-            if !backoff.wait().await {
+            // A process that is gone will not reach any state: say so now, not at the deadline.
+            let gone = last_error.is_some() && self.pid() > 0 && !self.is_alive();
+            if gone || !backoff.wait().await {
+                if gone {
+                    last_error = last_error.map(|e| format!("{e}; the process has exited"));
+                }
                 return Err(DaemonError::StateTimeout {
                     id: self.id(),
                     expected,
@@ -725,6 +730,22 @@ mod tests {
         let err = recovered.client().await.unwrap_err();
         // Before the fix this waited the whole socket timeout and reported no exit.
         assert!(matches!(err, DaemonError::SocketTimeout { exited: Some(_), .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn state_wait_ends_when_the_process_is_gone() {
+        let (_dir, layout) = layout();
+        let timeouts =
+            Timeouts { socket: Duration::from_millis(50), state: Duration::from_secs(30), ..Default::default() };
+        let d = Daemon::create(&layout, DaemonOptions { mode: DaemonMode::Shared, ..Default::default() }, timeouts)
+            .unwrap();
+        d.spawn(Path::new("false"), &CommandInputs::default(), SpawnExtras::default()).await.unwrap();
+        d.wait().await;
+        let started = std::time::Instant::now();
+        let err = d.wait_until_state(DaemonState::Running).await.unwrap_err();
+        // Before the fix this retried until the 30 s deadline.
+        assert!(started.elapsed() < Duration::from_secs(30), "{err}");
+        assert!(error_chain(&err).contains("the process has exited"), "{err}");
     }
 
     #[tokio::test]

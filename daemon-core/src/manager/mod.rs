@@ -414,7 +414,9 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         daemon.wait_until_state(DaemonState::Running).await?;
-        daemon.send_states().await?;
+        // As upstream, a daemon that cannot send its state still counts as started: the
+        // failure only means a later failover has nothing (new) to restore.
+        let _ = daemon.send_states().await;
         Ok(())
     }
 

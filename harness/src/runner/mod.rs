@@ -125,7 +125,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
             };
             if let Some(f) = failure.as_mut() {
                 run.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
-                f.timeline = run.timeline(40);
+                f.timeline = run.timeline(25);
                 if let Some(dir) = &config.bundles {
                     f.bundle = run.bundle(dir, path).ok();
                 }
@@ -151,6 +151,8 @@ pub(crate) struct Run<'a> {
     consumed: BTreeMap<String, usize>,
     journal: Journal,
     started_ns: u64,
+    /// Every daemon object the scenario has had, by id (also after the manager forgot it).
+    known: BTreeMap<String, Arc<Daemon>>,
 }
 
 impl<'a> Run<'a> {
@@ -169,6 +171,7 @@ impl<'a> Run<'a> {
             consumed: BTreeMap::new(),
             journal,
             started_ns: mock_nydusd::journal::monotonic_ns(),
+            known: BTreeMap::new(),
         }
     }
 
@@ -184,10 +187,23 @@ impl<'a> Run<'a> {
         self.root.root().join("control").join(format!("{id}.sock"))
     }
 
-    /// Deadlines for daemon waits: upstream's, shortened where a scenario's own deadline
-    /// is the better judge.
-    fn timeouts() -> Timeouts {
-        Timeouts { socket: Duration::from_secs(5), state: Duration::from_secs(5), ..Timeouts::default() }
+    /// Deadlines for daemon waits, from the scenario's manager section.
+    fn timeouts(&self) -> Timeouts {
+        let m = &self.scenario.manager;
+        Timeouts {
+            socket: Duration::from_millis(m.socket_timeout_ms),
+            state: Duration::from_millis(m.state_timeout_ms),
+            request: Duration::from_millis(m.request_timeout_ms),
+            supervisor: Duration::from_millis(m.supervisor_timeout_ms),
+            ..Timeouts::default()
+        }
+    }
+
+    fn fs_driver(&self) -> daemon_core::daemon::FsDriver {
+        match self.scenario.manager.fs_driver {
+            crate::scenario::model::FsDriver::Fusedev => daemon_core::daemon::FsDriver::Fusedev,
+            crate::scenario::model::FsDriver::Fscache => daemon_core::daemon::FsDriver::Fscache,
+        }
     }
 
     fn manager_config(&self) -> ManagerConfig {
@@ -195,6 +211,8 @@ impl<'a> Run<'a> {
         let mut per_daemon = PerDaemonArgs::default();
         if self.config.is_mock() {
             args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
+            // A singleton mock probes this file instead of /dev/cachefiles at start-up.
+            args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
             let scripts = self.root.root().join("scripts");
             let controls = self.root.root().join("control");
             per_daemon = PerDaemonArgs::new(move |id| {
@@ -210,9 +228,9 @@ impl<'a> Run<'a> {
         ManagerConfig {
             layout: self.root.clone(),
             nydusd: self.binary.clone(),
-            fs_driver: daemon_core::daemon::FsDriver::Fusedev,
+            fs_driver: self.fs_driver(),
             recover_policy: self.scenario.manager.recover_policy.into(),
-            timeouts: Self::timeouts(),
+            timeouts: self.timeouts(),
             spawn: SpawnExtras {
                 args,
                 output: Some(self.root.log_dir().join("daemons.log")),
@@ -220,7 +238,7 @@ impl<'a> Run<'a> {
                 kill_on_drop: false,
                 ..SpawnExtras::default()
             },
-            fscache_dir: None,
+            fscache_dir: Some(self.root.root().join("cache")),
             per_daemon_args: per_daemon,
         }
     }
@@ -236,16 +254,30 @@ impl<'a> Run<'a> {
         self.manager.as_ref().ok_or_else(|| "the manager is not running (killed by an earlier step)".to_owned())
     }
 
+    /// The daemon `id`: the manager's object, or the last one the scenario saw if the
+    /// manager no longer has it (forgotten, destroyed, or the manager was killed).
     pub(crate) fn daemon(&self, id: &str) -> Result<Arc<Daemon>, String> {
-        self.manager()?
-            .get_daemon(id)
-            .ok_or_else(|| format!("daemon {id} is not managed (destroyed, or lost in a manager restart)"))
+        self.manager
+            .as_ref()
+            .and_then(|m| m.get_daemon(id))
+            .or_else(|| self.known.get(id).cloned())
+            .ok_or_else(|| format!("daemon {id} is not managed"))
+    }
+
+    fn remember_daemons(&mut self) {
+        if let Some(manager) = &self.manager {
+            for daemon in manager.list_daemons() {
+                self.known.insert(daemon.id(), daemon);
+            }
+        }
     }
 
     async fn execute(&mut self) -> Result<(), Failure> {
         let setup = |e: String| Failure::setup(e);
         std::fs::create_dir_all(self.root.root().join("scripts")).map_err(|e| setup(e.to_string()))?;
         std::fs::create_dir_all(self.root.root().join("control")).map_err(|e| setup(e.to_string()))?;
+        std::fs::create_dir_all(self.root.root().join("cache")).map_err(|e| setup(e.to_string()))?;
+        std::fs::write(self.root.root().join("cachefiles"), b"").map_err(|e| setup(e.to_string()))?;
         if self.config.is_mock() {
             // The harness binary runs the mock when started under the name `nydusd`.
             let link = self.root.root().join("bin/nydusd");
@@ -258,12 +290,14 @@ impl<'a> Run<'a> {
         for spec in &self.scenario.daemons {
             self.create_daemon(spec).map_err(|e| setup(format!("daemon {}: {e}", spec.id)))?;
         }
+        self.remember_daemons();
         for (index, step) in self.scenario.steps.iter().enumerate() {
             let n = index + 1;
             let line = step.referenced.line();
             self.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
             let outcome = self.step(&step.value).await;
             self.drain_events();
+            self.remember_daemons();
             if let Err(e) = outcome {
                 return Err(Failure::at_step(n, line, step.value.keyword(), e));
             }
@@ -311,13 +345,34 @@ impl<'a> Run<'a> {
         let boot = rafs.snapshot_dir.join("fs/image/image.boot");
         std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
         std::fs::write(&boot, b"RAFS bootstrap placeholder").map_err(|e| io(&boot, e))?;
-        let config = spec.config.clone().unwrap_or_else(|| {
-            r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/var/lib/blobs"}}},"mode":"direct"}"#.to_owned()
+        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
+        let mut config = spec.config.clone().unwrap_or_else(|| {
+            if fscache {
+                // The blob-cache entry the snapshotter binds for an fscache instance.
+                serde_json::json!({
+                    "type": "bootstrap", "id": spec.snapshot, "domain_id": spec.snapshot,
+                    "config": {"id": spec.snapshot, "backend_type": "localfs",
+                               "backend_config": {"dir": "/var/lib/blobs"}, "cache_type": "fscache",
+                               "cache_config": {"work_dir": self.root.root().join("cache")}, "metadata_path": boot}
+                })
+                .to_string()
+            } else {
+                r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/var/lib/blobs"}}},"mode":"direct"}"#
+                    .to_owned()
+            }
         });
+        if spec.padding > 0
+            && let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(&config)
+        {
+            map.insert("padding".into(), serde_json::Value::String("x".repeat(spec.padding)));
+            config = serde_json::Value::Object(map).to_string();
+        }
         let file = daemon.states().config_file(Some(&spec.snapshot));
         std::fs::create_dir_all(file.parent().expect("has a parent")).map_err(|e| io(&file, e))?;
         std::fs::write(&file, &config).map_err(|e| io(&file, e))?;
-        let mountpoint = if daemon.states().is_shared() {
+        let mountpoint = if fscache {
+            rafs.snapshot_dir.join("mnt")
+        } else if daemon.states().is_shared() {
             daemon.host_mountpoint().join(&spec.snapshot)
         } else {
             // A dedicated daemon's instance is its host mount; it also gets the config.
@@ -346,11 +401,12 @@ impl<'a> Run<'a> {
         let options = DaemonOptions {
             id: Some(spec.id.clone()),
             mode,
+            fs_driver: self.fs_driver(),
             thread_num: spec.thread_num,
             supervisor: spec.supervisor,
             ..Default::default()
         };
-        let daemon = Daemon::create(&self.root, options, Self::timeouts()).map_err(|e| error_chain(&e))?;
+        let daemon = Daemon::create(&self.root, options, self.timeouts()).map_err(|e| error_chain(&e))?;
         let mountpoint = daemon.host_mountpoint();
         std::fs::create_dir_all(&mountpoint).map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
         if spec.supervisor {
@@ -362,10 +418,10 @@ impl<'a> Run<'a> {
         }
         let manager = self.manager()?.clone();
         let daemon = manager.add_daemon(daemon).map_err(|e| error_chain(&e))?;
-        if mode == DaemonMode::Dedicated {
+        if mode == DaemonMode::Dedicated && self.fs_driver() == daemon_core::daemon::FsDriver::Fusedev {
             // nydusd mounts a dedicated daemon's instance from its command line, so the
             // instance must be known before the first start; one is made up if none is given.
-            let default = InstanceSpec { snapshot: spec.id.clone(), config: None };
+            let default = InstanceSpec { snapshot: spec.id.clone(), config: None, padding: 0 };
             let first = spec.instances.first().unwrap_or(&default);
             let rafs = self.write_instance_files(&daemon, first)?;
             manager.add_rafs_instance(&daemon, rafs).map_err(|e| error_chain(&e))?;
@@ -383,8 +439,8 @@ impl<'a> Run<'a> {
     fn timeline(&self, lines: usize) -> Vec<String> {
         let harness = self.root.log_dir().join("harness.jsonl");
         let mock = self.mock_journal();
-        let all = timeline::merge(&[&harness, &mock]);
-        all[all.len().saturating_sub(lines)..].iter().map(|e| timeline::describe(e, self.started_ns)).collect()
+        let all = timeline::describe_all(&timeline::merge(&[&harness, &mock]), self.started_ns);
+        all[all.len().saturating_sub(lines)..].to_vec()
     }
 
     /// Copies what a reader needs to reproduce a failure: the scenario, every journal and

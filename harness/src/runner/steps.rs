@@ -179,7 +179,24 @@ impl Run<'_> {
                 check(&format!("{:?} on {}", s.call, s.daemon.value).to_lowercase(), outcome, s.expect_error.as_ref())
             }
             Step::Signal(s) => {
-                self.daemon(&s.daemon.value)?.signal_any(s.signal.into())?;
+                let daemon = self.daemon(&s.daemon.value)?;
+                let signal: Signal = s.signal.into();
+                daemon.signal_any(signal)?;
+                // Delivery is asynchronous; a stop or continue is waited for, so the next
+                // step sees a frozen (or running) daemon and not a race.
+                if matches!(signal, Signal::SIGSTOP | Signal::SIGCONT) {
+                    let pid = daemon.pid();
+                    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                    let want_stopped = signal == Signal::SIGSTOP;
+                    while daemon_core::procfs::process_state(pid).is_some_and(|st| (st == 'T') != want_stopped) {
+                        if std::time::Instant::now() > deadline {
+                            return Err(StepError::new(format!(
+                                "{signal} did not take effect on pid {pid} within 5 s"
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 Ok(())
             }
             Step::WaitExit(s) => {
@@ -291,6 +308,20 @@ impl Run<'_> {
                             if seen.is_empty() { "no manager events".to_owned() } else { seen.join("; ") },
                         ));
                     }
+                }
+            }
+            Step::ExpectNoEvent(s) => {
+                let id = s.daemon.value.clone();
+                let from = self.seen.len();
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
+                while self.next_event(deadline).await {}
+                match self.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
+                    None => Ok(()),
+                    Some(e) => Err(StepError::mismatch(
+                        format!("an unexpected {:?} event for {id}", s.event),
+                        format!("no {:?} event within {} ms", s.event, s.timeout_ms),
+                        format!("{e:?}"),
+                    )),
                 }
             }
             Step::KillManager(_) => {
@@ -443,6 +474,10 @@ impl Run<'_> {
                 }
             }
             Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+            Step::ForgetDaemon(s) => {
+                let outcome = self.manager()?.delete_daemon(&s.daemon.value);
+                check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
+            }
         }
     }
 

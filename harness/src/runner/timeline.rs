@@ -18,11 +18,42 @@ pub fn merge(files: &[&Path]) -> Vec<Value> {
 
 /// One entry as a report line: time since `start_ns`, source, and the essentials.
 pub fn describe(entry: &Value, start_ns: u64) -> String {
+    let (t, who, what) = parts(entry, start_ns);
+    format!("{t:>10.3} ms  {who:<12} {what}")
+}
+
+/// Report lines for `entries`, with runs of the same event from the same source (a state
+/// being polled, say) folded into one line with a count.
+pub fn describe_all(entries: &[Value], start_ns: u64) -> Vec<String> {
+    let mut out: Vec<(f64, f64, String, String, usize)> = Vec::new();
+    for entry in entries {
+        let (t, who, what) = parts(entry, start_ns);
+        match out.last_mut() {
+            Some((_, last, w, x, n)) if *w == who && *x == what => {
+                *last = t;
+                *n += 1;
+            }
+            _ => out.push((t, t, who, what, 1)),
+        }
+    }
+    out.into_iter()
+        .map(|(first, last, who, what, n)| {
+            if n == 1 {
+                format!("{first:>10.3} ms  {who:<12} {what}")
+            } else {
+                format!("{first:>10.3} ms  {who:<12} {what}  (×{n} until {last:.3} ms)")
+            }
+        })
+        .collect()
+}
+
+fn parts(entry: &Value, start_ns: u64) -> (f64, String, String) {
     let t = entry["t_ns"].as_u64().unwrap_or(0).saturating_sub(start_ns) as f64 / 1e6;
     let source = entry["source"].as_str().unwrap_or("?");
-    let who = match source {
-        "mock" => format!("mock[{}]", entry["pid"]),
-        other => other.to_owned(),
+    let who = match (source, entry["event"].as_str()) {
+        ("mock", _) => format!("mock[{}]", entry["pid"]),
+        (_, Some("manager")) => "manager".to_owned(),
+        (other, _) => other.to_owned(),
     };
     let text = |k: &str| entry[k].as_str().map(str::to_owned).unwrap_or_else(|| entry[k].to_string());
     let what = match entry["event"].as_str().unwrap_or("?") {
@@ -43,7 +74,7 @@ pub fn describe(entry: &Value, start_ns: u64) -> String {
             if rest.as_object().is_some_and(|m| m.is_empty()) { other.to_owned() } else { format!("{other} {rest}") }
         }
     };
-    format!("{t:>10.3} ms  {who:<12} {what}")
+    (t, who, what)
 }
 
 #[cfg(test)]
@@ -61,5 +92,19 @@ mod tests {
         assert!(lines[0].ends_with("mock[7]      started in RUNNING"), "{lines:?}");
         assert!(lines[1].ends_with("harness      step 1 `start` (line 9)"), "{lines:?}");
         assert!(lines[2].ends_with("mock[7]      GET /x -> 200"), "{lines:?}");
+    }
+
+    #[test]
+    fn repeated_polls_fold_into_one_line() {
+        let poll = |t: u64| serde_json::json!({"t_ns": t * 1_000_000, "source": "mock", "pid": 7, "event": "request", "method": "GET", "path": "/x", "status": 200});
+        let entries = vec![
+            poll(1),
+            poll(2),
+            poll(3),
+            serde_json::json!({"t_ns": 4_000_000, "source": "harness", "event": "step", "n": 2, "keyword": "sleep", "line": 3}),
+        ];
+        let lines = describe_all(&entries, 0);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].ends_with("GET /x -> 200  (×3 until 3.000 ms)"), "{lines:?}");
     }
 }

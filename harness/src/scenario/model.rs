@@ -100,12 +100,55 @@ pub enum Target {
 }
 
 /// The manager of the scenario's daemons.
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManagerSpec {
     /// What the manager does when a daemon dies.
     #[serde(default)]
     pub recover_policy: RecoverPolicy,
+    /// fusedev or fscache: the driver of every daemon of the scenario.
+    #[serde(default)]
+    pub fs_driver: FsDriver,
+    /// How long the socket may take to appear (default 5000).
+    #[serde(default = "default_socket_ms")]
+    pub socket_timeout_ms: u64,
+    /// How long a state wait may take (default 5000).
+    #[serde(default = "default_socket_ms")]
+    pub state_timeout_ms: u64,
+    /// How long one API request may take (default 5000).
+    #[serde(default = "default_socket_ms")]
+    pub request_timeout_ms: u64,
+    /// How long a supervisor transfer may take (default 5000).
+    #[serde(default = "default_socket_ms")]
+    pub supervisor_timeout_ms: u64,
+}
+
+impl Default for ManagerSpec {
+    fn default() -> Self {
+        Self {
+            recover_policy: RecoverPolicy::None,
+            fs_driver: FsDriver::Fusedev,
+            socket_timeout_ms: default_socket_ms(),
+            state_timeout_ms: default_socket_ms(),
+            request_timeout_ms: default_socket_ms(),
+            supervisor_timeout_ms: default_socket_ms(),
+        }
+    }
+}
+
+fn default_socket_ms() -> u64 {
+    5_000
+}
+
+/// How instances reach the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FsDriver {
+    /// nydusd serves FUSE.
+    #[default]
+    Fusedev,
+    /// erofs over fscache; nydusd runs as `singleton`.
+    Fscache,
 }
 
 /// Recover policy.
@@ -163,6 +206,10 @@ pub struct InstanceSpec {
     /// Instance configuration (JSON text); a localfs backend by default.
     #[serde(default)]
     pub config: Option<String>,
+    /// Bytes of filler added to the configuration, to make the daemon's saved state large
+    /// (for example beyond nydusd's 32 KiB first read on takeover).
+    #[serde(default)]
+    pub padding: usize,
 }
 
 /// Daemon mode.
@@ -278,6 +325,8 @@ pub enum Step {
     UmountInstance(InstanceStep),
     /// Wait for a manager event about a daemon.
     WaitEvent(WaitEventStep),
+    /// No such manager event arrives for the daemon within `timeout_ms`.
+    ExpectNoEvent(WaitEventStep),
     /// Kill the manager (daemons keep running, as when the snapshotter crashes).
     KillManager(Empty),
     /// Start a new manager on the same root and recover from the store.
@@ -300,6 +349,9 @@ pub enum Step {
     ReadFile(ReadFileStep),
     /// No process, mount or socket of the scenario survives beyond what its manager manages.
     ExpectNoLeaks(Empty),
+    /// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
+    /// (how a death event for an unknown daemon arises).
+    ForgetDaemon(DaemonRef),
 }
 
 /// A step with no fields: `- kill_manager: {}`.
@@ -725,6 +777,7 @@ impl Step {
             Step::MountInstance(_) => "mount_instance",
             Step::UmountInstance(_) => "umount_instance",
             Step::WaitEvent(_) => "wait_event",
+            Step::ExpectNoEvent(_) => "expect_no_event",
             Step::KillManager(_) => "kill_manager",
             Step::RestartManager(_) => "restart_manager",
             Step::Upgrade(_) => "upgrade",
@@ -735,6 +788,7 @@ impl Step {
             Step::ExpectMounted(_) => "expect_mounted",
             Step::ReadFile(_) => "read_file",
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
+            Step::ForgetDaemon(_) => "forget_daemon",
         }
     }
 
@@ -752,9 +806,9 @@ impl Step {
             Step::ExpectSocket(s) => Some(&s.daemon),
             Step::ExpectAlive(s) => Some(&s.daemon),
             Step::ExpectMounts(s) => Some(&s.daemon),
-            Step::StartDaemon(s) | Step::Destroy(s) => Some(&s.daemon),
+            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) => Some(&s.daemon),
             Step::MountInstance(s) | Step::UmountInstance(s) => Some(&s.daemon),
-            Step::WaitEvent(s) => Some(&s.daemon),
+            Step::WaitEvent(s) | Step::ExpectNoEvent(s) => Some(&s.daemon),
             Step::Upgrade(s) => Some(&s.daemon),
             Step::Script(s) => Some(&s.daemon),
             Step::ExpectJournal(s) => s.daemon.as_ref(),

@@ -100,6 +100,12 @@ fn describe(step: &Step) -> (String, String, String) {
         Step::ReadFile(s) => {
             ("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path, s.contains))
         }
+        Step::ListDir(s) => ("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path, s.contains)),
+        Step::MountConcurrently(s) => (
+            "manager".into(),
+            d(&s.daemon),
+            format!("{} concurrent mounts of {} ({} may succeed)", s.count, s.snapshot.value, s.successes),
+        ),
         Step::ExpectNoLeaks(_) => ("harness".into(), "harness".into(), "expect no leaked process or mount".into()),
         Step::ForgetDaemon(s) => {
             ("harness".into(), "manager".into(), format!("delete the record of {} (monitor not told)", d(&s.daemon)))

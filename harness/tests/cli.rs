@@ -108,3 +108,38 @@ fn every_library_scenario_validates_and_doctor_explains_skips() {
     assert_eq!(code, 0);
     assert!(text.contains("fscache"), "{text}");
 }
+
+#[test]
+fn ctrl_c_cleans_up_running_scenarios() {
+    // A marker in the daemon's command line finds it among all processes afterwards.
+    let marker = format!("{:040x}", std::process::id() as u128 * 7919);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--daemon-arg=--mock-git-commit"])
+        .arg(format!("--daemon-arg={marker}"))
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let harness_pid = child.id().to_string();
+    // Processes other than the harness itself that carry the marker: its daemons.
+    let running = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name() != harness_pid.as_str())
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while running() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the scenario's daemon never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(running(), 0, "a daemon outlived the interrupted run");
+}

@@ -474,6 +474,56 @@ impl Run<'_> {
                 }
             }
             Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+            Step::ListDir(s) => {
+                let path = self.path_in_root(&s.path);
+                let names = tokio::task::spawn_blocking({
+                    let path = path.clone();
+                    move || -> std::io::Result<Vec<String>> {
+                        std::fs::read_dir(path)?.map(|e| Ok(e?.file_name().to_string_lossy().into_owned())).collect()
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| StepError::new(format!("cannot list {}: {e}", path.display())))?;
+                let missing: Vec<&String> = s.contains.iter().filter(|n| !names.contains(n)).collect();
+                if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(
+                        format!("entries of {}", path.display()),
+                        format!("{:?}", s.contains),
+                        format!("{:?}", sorted(names)),
+                    ))
+                }
+            }
+            Step::MountConcurrently(s) => {
+                let id = &s.daemon.value;
+                let daemon = self.daemon(id)?;
+                let manager = self.manager()?.clone();
+                let mut tasks = tokio::task::JoinSet::new();
+                for _ in 0..s.count {
+                    let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
+                    let (manager, daemon) = (manager.clone(), daemon.clone());
+                    tasks.spawn(async move {
+                        manager.mount_shared_instance(&daemon, rafs).await.map_err(|e| error_chain(&e))
+                    });
+                }
+                let mut outcomes = Vec::new();
+                while let Some(joined) = tasks.join_next().await {
+                    outcomes.push(joined.map_err(|e| e.to_string())?);
+                }
+                let succeeded = outcomes.iter().filter(|o| o.is_ok()).count() as u32;
+                if succeeded == s.successes {
+                    Ok(())
+                } else {
+                    let errors: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
+                    Err(StepError::mismatch(
+                        format!("{} concurrent mounts of {}", s.count, s.snapshot.value),
+                        format!("{} succeeding", s.successes),
+                        format!("{succeeded} succeeded; errors: {errors:?}"),
+                    ))
+                }
+            }
             Step::ForgetDaemon(s) => {
                 let outcome = self.manager()?.delete_daemon(&s.daemon.value);
                 check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
@@ -503,6 +553,23 @@ impl Run<'_> {
             .collect();
         if !stray_mounts.is_empty() {
             return Err(StepError::mismatch("mounts left behind", "none", stray_mounts.join(", ")));
+        }
+        // Files under the root still open in the harness, other than the manager's store
+        // and the harness's own journal.
+        let open_files: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|target| target.starts_with(self.root.root()))
+                    .filter(|target| {
+                        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                        !(name.starts_with("nydus.db") || name == "harness.jsonl")
+                    })
+                    .map(|t| t.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !open_files.is_empty() {
+            return Err(StepError::mismatch("file descriptors left open", "none", open_files.join(", ")));
         }
         Ok(())
     }

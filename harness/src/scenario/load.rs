@@ -36,8 +36,72 @@ pub fn load(path: &Path) -> Result<Scenario, LoadError> {
     parse(path, &text)
 }
 
+/// The `vars:` section, read before the rest so `${name}` can be replaced in the text.
+#[derive(serde::Deserialize)]
+struct Vars {
+    #[serde(default)]
+    vars: std::collections::BTreeMap<String, String>,
+}
+
+/// Replaces `${name}` with the value of `name` from `vars:` (`$${` is a literal `${`); an
+/// unknown name is an error at its position. Values must not contain line breaks, so lines
+/// and columns stay put.
+fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
+    if !text.contains("${") {
+        return Ok(text.to_owned());
+    }
+    // The placeholders may not be valid YAML where they stand (`{ id: ${id} }`), so the
+    // first read sees them replaced by a plain word.
+    let mut plain = String::with_capacity(text.len());
+    let mut rest = text;
+    while let (Some(start), true) = (rest.find("${"), rest.contains('}')) {
+        let Some(end) = rest[start..].find('}') else { break };
+        plain.push_str(&rest[..start]);
+        plain.push('x');
+        rest = &rest[start + end + 1..];
+    }
+    plain.push_str(rest);
+    let vars: Vars = serde_saphyr::from_str(&plain).unwrap_or(Vars { vars: Default::default() });
+    let mut out = String::with_capacity(text.len());
+    for (line_no, line) in text.split_inclusive('\n').enumerate() {
+        let mut rest = line;
+        while let Some(start) = rest.find("${") {
+            // `$${` is a literal `${`.
+            if start > 0 && rest.as_bytes()[start - 1] == b'$' {
+                out.push_str(&rest[..start - 1]);
+                out.push_str("${");
+                rest = &rest[start + 2..];
+                continue;
+            }
+            out.push_str(&rest[..start]);
+            let Some(end) = rest[start..].find('}') else { break };
+            let name = &rest[start + 2..start + end];
+            match vars.vars.get(name) {
+                Some(value) if !value.contains('\n') => out.push_str(value),
+                _ => {
+                    let column = line.len() - rest.len() + start + 1;
+                    let known: Vec<&str> = vars.vars.keys().map(String::as_str).collect();
+                    return Err(LoadError::Invalid {
+                        path: path.to_owned(),
+                        line: line_no as u64 + 1,
+                        column: column as u64,
+                        message: format!(
+                            "unknown variable `{name}` (vars: {}); values must be one line",
+                            if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                        ),
+                    });
+                }
+            }
+            rest = &rest[start + end + 1..];
+        }
+        out.push_str(rest);
+    }
+    Ok(out)
+}
+
 /// Parses scenario text; `path` is only used in messages.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
+    let text = &substitute(path, text)?;
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
         let (line, column, message) = mock_nydusd::yaml::describe(&e, text);
         LoadError::Invalid { path: path.to_owned(), line, column, message }
@@ -87,27 +151,32 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                 format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids)),
             ));
         }
-        match &step.value {
-            Step::MountInstance(s) | Step::UmountInstance(s) => {
-                let declared: Vec<&str> = scenario
-                    .daemons
-                    .iter()
-                    .filter(|d| d.id == s.daemon.value)
-                    .flat_map(|d| d.instances.iter().map(|i| i.snapshot.as_str()))
-                    .collect();
-                if !declared.contains(&s.snapshot.value.as_str()) {
-                    return Err(invalid(
-                        s.snapshot.referenced.line(),
-                        s.snapshot.referenced.column(),
-                        format!(
-                            "daemon `{}` declares no instance `{}` (declared instances: {})",
-                            s.daemon.value,
-                            s.snapshot.value,
-                            list(&declared)
-                        ),
-                    ));
-                }
+        let instance_ref = match &step.value {
+            Step::MountInstance(s) | Step::UmountInstance(s) => Some((&s.daemon, &s.snapshot)),
+            Step::MountConcurrently(s) => Some((&s.daemon, &s.snapshot)),
+            _ => None,
+        };
+        if let Some((daemon, snapshot)) = instance_ref {
+            let declared: Vec<&str> = scenario
+                .daemons
+                .iter()
+                .filter(|d| d.id == daemon.value)
+                .flat_map(|d| d.instances.iter().map(|i| i.snapshot.as_str()))
+                .collect();
+            if !declared.contains(&snapshot.value.as_str()) {
+                return Err(invalid(
+                    snapshot.referenced.line(),
+                    snapshot.referenced.column(),
+                    format!(
+                        "daemon `{}` declares no instance `{}` (declared instances: {})",
+                        daemon.value,
+                        snapshot.value,
+                        list(&declared)
+                    ),
+                ));
             }
+        }
+        match &step.value {
             Step::Script(s) => s.script.validate(&origin).map_err(script_error)?,
             Step::Upgrade(s) if s.git_commit.len() != 40 || !s.git_commit.chars().all(|c| c.is_ascii_hexdigit()) => {
                 return Err(invalid(
@@ -207,6 +276,18 @@ mod tests {
             err("version: 1\nname: x\ndaemons:\n  - id: d1\n    script: { rules: [{ then: [explode] }] }\nsteps: []\n");
         assert!(e.starts_with("s.yaml:5:"), "{e}");
         assert!(e.contains("unknown variant `explode`"), "{e}");
+    }
+
+    #[test]
+    fn variables_are_substituted_and_unknown_ones_located() {
+        let ok = parse(
+            Path::new("s.yaml"),
+            "version: 1\nname: x\nvars: { id: d1 }\ndaemons: [{ id: ${id} }]\nsteps:\n  - start: { daemon: ${id} }\n",
+        )
+        .unwrap();
+        assert_eq!(ok.daemons[0].id, "d1");
+        let e = err("version: 1\nname: x\nvars: { id: d1 }\ndaemons: [{ id: ${di} }]\nsteps: []\n");
+        assert!(e.starts_with("s.yaml:4:17: unknown variable `di` (vars: id)"), "{e}");
     }
 
     #[test]

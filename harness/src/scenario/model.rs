@@ -34,6 +34,9 @@ pub struct Scenario {
     /// are no-ops in 2.2); on an older real nydusd it is skipped with that reason.
     #[serde(default)]
     pub min_nydusd: Option<String>,
+    /// One-line values substituted for `${name}` anywhere in the file before it is read.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
     /// YAML anchors to reuse (`x-anchors: { boot: &boot {...} }`); ignored otherwise.
     #[serde(default, rename = "x-anchors")]
     #[schemars(with = "Option<serde_json::Value>")]
@@ -347,6 +350,10 @@ pub enum Step {
     ExpectMounted(ExpectMountedStep),
     /// A file's content (through a mountpoint, for example).
     ReadFile(ReadFileStep),
+    /// A directory's entries.
+    ListDir(ListDirStep),
+    /// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
+    MountConcurrently(MountConcurrentlyStep),
     /// No process, mount or socket of the scenario survives beyond what its manager manages.
     ExpectNoLeaks(Empty),
     /// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
@@ -507,6 +514,7 @@ pub struct ExpectJournalStep {
     #[schemars(with = "Option<String>")]
     pub daemon: Option<Spanned<String>>,
     /// The ordered subsequence.
+    #[serde(default)]
     pub sequence: Vec<JournalPattern>,
     /// Entries matching this pattern must not appear at all.
     #[serde(default)]
@@ -533,6 +541,37 @@ pub struct ExpectMountedStep {
     pub path: String,
     /// Whether it must be a mountpoint.
     pub mounted: bool,
+}
+
+/// `list_dir`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListDirStep {
+    /// A host path; relative paths are under the scenario's root.
+    pub path: String,
+    /// Names that must be among the entries.
+    pub contains: Vec<String>,
+}
+
+/// `mount_concurrently`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountConcurrentlyStep {
+    /// Daemon id (shared).
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// A snapshot declared in the daemon's `instances`.
+    #[schemars(with = "String")]
+    pub snapshot: Spanned<String>,
+    /// How many mounts race.
+    pub count: u32,
+    /// How many must succeed (the rest must fail).
+    #[serde(default = "one")]
+    pub successes: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// `read_file`.
@@ -787,6 +826,8 @@ impl Step {
             Step::ExpectStore(_) => "expect_store",
             Step::ExpectMounted(_) => "expect_mounted",
             Step::ReadFile(_) => "read_file",
+            Step::ListDir(_) => "list_dir",
+            Step::MountConcurrently(_) => "mount_concurrently",
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
             Step::ForgetDaemon(_) => "forget_daemon",
         }
@@ -811,6 +852,7 @@ impl Step {
             Step::WaitEvent(s) | Step::ExpectNoEvent(s) => Some(&s.daemon),
             Step::Upgrade(s) => Some(&s.daemon),
             Step::Script(s) => Some(&s.daemon),
+            Step::MountConcurrently(s) => Some(&s.daemon),
             Step::ExpectJournal(s) => s.daemon.as_ref(),
             Step::Sleep(_)
             | Step::KillManager(_)
@@ -818,6 +860,7 @@ impl Step {
             | Step::ExpectStore(_)
             | Step::ExpectMounted(_)
             | Step::ReadFile(_)
+            | Step::ListDir(_)
             | Step::ExpectNoLeaks(_) => None,
         }
     }

@@ -81,6 +81,9 @@ pub struct Cli {
     /// Mock: answer with a 500 instead of aborting where nydusd aborts.
     #[arg(long, global = true)]
     pub mock_no_abort: bool,
+    /// Mock: mount a real FUSE session at --mountpoint (needs root and /dev/fuse).
+    #[arg(long, global = true)]
+    pub mock_fuse: bool,
     /// Mock: script of rules and start-up directives (YAML or JSON, see `script.rs`).
     #[arg(long, global = true)]
     pub mock_script: Option<PathBuf>,

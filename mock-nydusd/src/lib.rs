@@ -18,11 +18,13 @@ pub mod cli;
 pub mod control;
 pub mod death;
 pub mod fsm;
+pub mod fuse;
 pub mod http;
 pub mod instance;
 pub mod journal;
 pub mod metrics;
 pub mod model;
+pub mod reader;
 pub mod routes;
 pub mod runtime_config;
 pub mod script;
@@ -122,6 +124,20 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         Some(Command::Singleton { fscache, .. }) => (Mode::Singleton, fscache.clone()),
         _ => (Mode::Fuse, None),
     };
+    // The FUSE session reports the end of its kernel connection here (the mount is gone).
+    let (fuse_gone_tx, mut fuse_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let fuse = match (&cli.mountpoint, cli.mock_fuse, mode) {
+        (Some(mountpoint), true, Mode::Fuse) => Some(fuse::FuseConfig {
+            // Made absolute without touching it: a dead predecessor's mount would hang a stat.
+            mountpoint: std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?,
+            threads: cli.fuse_threads.unwrap_or(1) as usize,
+            resend: !matches!(cli.failover_policy.as_deref(), Some("none" | "flush")),
+            on_end: fuse::OnEnd(Arc::new(move || {
+                let _ = fuse_gone_tx.send(());
+            })),
+        }),
+        _ => None,
+    };
     let options = ModelOptions {
         id: cli.id.clone(),
         supervisor: cli.supervisor.clone(),
@@ -129,6 +145,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         build,
         abort_like_nydusd: !cli.mock_no_abort,
         fscache_dir,
+        fuse,
     };
     let mut model = Model::new(options, cli.log_level.clone());
     let apisock = cli.apisock.clone();
@@ -136,8 +153,13 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
     let wait_for_takeover = match mode {
         Mode::Fuse => {
             let mountpoint = cli.mountpoint.as_ref().ok_or("Invalid argument: mountpoint is required in FUSE mode")?;
-            let canonical = std::fs::canonicalize(mountpoint).map_err(|e| format!("{e:?}"))?;
-            apisock.is_some() && (cli.upgrade || apisock.as_deref().is_some_and(|s| predecessor_crashed(&canonical, s)))
+            // Not canonicalize: stat on a crashed predecessor's FUSE mount blocks forever. A
+            // path that is mounted exists; only an unmounted one is checked on disk.
+            let absolute = std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?;
+            if !daemon_core::procfs::is_mounted(&absolute).unwrap_or(false) {
+                std::fs::metadata(&absolute).map_err(|e| format!("{e:?}"))?;
+            }
+            apisock.is_some() && (cli.upgrade || apisock.as_deref().is_some_and(|s| predecessor_crashed(&absolute, s)))
         }
         Mode::Singleton => {
             let device_ok = std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok();
@@ -198,6 +220,14 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         }
         _ = shutdown_rx.wait_for(|stop| *stop) => {
             shared.journal.record("exit", json!({}));
+        }
+        Some(()) = fuse_gone.recv() => {
+            // nydusd leaves as if signalled when its FUSE mount disappears (checklist 55).
+            shared.journal.record("fuse_connection_ended", json!({}));
+            let mut model = shared.model.lock().await;
+            let before = model.state();
+            model.stop();
+            shared.journal.record("state", json!({ "from": before.as_str(), "to": model.state().as_str() }));
         }
         failed = serving => return Err(failed),
     }

@@ -42,6 +42,8 @@ pub struct ModelOptions {
     pub abort_like_nydusd: bool,
     /// Singleton `--fscache` work directory (blob-file culling needs it).
     pub fscache_dir: Option<PathBuf>,
+    /// Serve a real FUSE session (`--mock-fuse`).
+    pub fuse: Option<crate::fuse::FuseConfig>,
 }
 
 /// What the server does after writing a reply.
@@ -98,6 +100,7 @@ pub struct Model {
     counters: CounterSets,
     runtime_config: RuntimeConfig,
     blobs: BlobCache,
+    fuse: Option<crate::fuse::FuseSession>,
 }
 
 const CLOSED_CHANNEL: &str = "failed to send message to channel, sending on a closed channel";
@@ -114,6 +117,7 @@ impl Model {
             counters: CounterSets::default(),
             runtime_config: RuntimeConfig::default(),
             blobs: BlobCache::default(),
+            fuse: None,
         }
     }
 
@@ -142,8 +146,10 @@ impl Model {
         if let Some(cmd) = bootstrap {
             self.insert_mount("/".to_owned(), cmd);
         }
-        if self.options.mode == Mode::Fuse {
-            self.session_fd = Some(placeholder_session_fd().map_err(|e| format!("{e:?}"))?);
+        match (self.options.mode, &self.options.fuse) {
+            (Mode::Fuse, Some(config)) => self.fuse = Some(crate::fuse::FuseSession::mount(config, self.fuse_tree())?),
+            (Mode::Fuse, None) => self.session_fd = Some(placeholder_session_fd().map_err(|e| format!("{e:?}"))?),
+            _ => {}
         }
         self.machine.fire(Event::Mount, || Ok(())).map_err(|e| format!("{e:?}"))?;
         self.machine.fire(Event::Start, || Ok(())).map_err(|e| format!("{e:?}"))
@@ -156,7 +162,21 @@ impl Model {
         for event in self.machine.stop_events() {
             let _ = self.machine.fire(*event, || Ok(()));
         }
+        if let (true, Some(session)) = (unmounts, &self.fuse) {
+            session.unmount();
+        }
         unmounts
+    }
+
+    /// The tree a FUSE session serves: every mounted instance at its in-FUSE path.
+    fn fuse_tree(&self) -> crate::fuse::tree::Tree {
+        crate::fuse::tree::Tree::build(self.mounts.iter().map(|(mp, m)| (mp.as_str(), m.cmd.source.as_str())))
+    }
+
+    fn refresh_fuse_tree(&self) {
+        if let Some(session) = &self.fuse {
+            session.set_tree(self.fuse_tree());
+        }
     }
 
     /// Handles one routed request.
@@ -380,7 +400,11 @@ impl Model {
                 for entry in state.blobs {
                     self.blobs.restore(entry);
                 }
-                self.session_fd = Some(fd);
+                match &self.options.fuse {
+                    // The kernel connection of the predecessor: serve it, no mount, no INIT.
+                    Some(config) => self.fuse = Some(crate::fuse::FuseSession::adopt(config, fd, self.fuse_tree())),
+                    None => self.session_fd = Some(fd),
+                }
                 Response::no_content()
             }
             Err(e) => fire_error("Upgrade", e),
@@ -388,7 +412,7 @@ impl Model {
     }
 
     fn send_fd(&mut self) -> Reply {
-        if self.options.mode == Mode::Fuse && self.session_fd.is_none() {
+        if self.options.mode == Mode::Fuse && self.session_fd.is_none() && self.fuse.is_none() {
             return Response::error(503, "Upgrade(DaemonAbnormal(NotReady))").into();
         }
         let Some(supervisor) = self.options.supervisor.clone() else {
@@ -401,7 +425,8 @@ impl Model {
             }
             return Response::error(500, r#"Upgrade(DaemonAbnormal(UpgradeManager("MissingSupervisorPath")))"#).into();
         };
-        let Some(fd) = self.session_fd.as_ref() else {
+        let fd = self.fuse.as_ref().map(|s| s.fd()).or(self.session_fd.as_ref().map(|f| f.as_fd()));
+        let Some(fd) = fd else {
             return Response::error(
                 500,
                 r#"Upgrade(DaemonAbnormal(UpgradeManager("StorageBackendError(NoEnoughFds)")))"#,
@@ -409,7 +434,7 @@ impl Model {
             .into();
         };
         let blob = upgrade::encode(&self.saved_state());
-        match upgrade::push(&supervisor, &blob, fd.as_fd()) {
+        match upgrade::push(&supervisor, &blob, fd) {
             Ok(()) => Response::no_content().into(),
             Err(e) => {
                 Response::error(500, &format!("Upgrade(DaemonAbnormal(UpgradeManager({:?})))", e.to_string())).into()
@@ -479,12 +504,20 @@ impl Model {
             return Response::error(501, "Mount(DaemonAbnormal(Unsupported))");
         }
         match self.mounts.remove(mountpoint) {
-            Some(_) => Response::no_content(),
+            Some(_) => {
+                self.refresh_fuse_tree();
+                Response::no_content()
+            }
             None => Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#),
         }
     }
 
     fn insert_mount(&mut self, mountpoint: String, cmd: MountRequest) {
+        self.insert_mount_record(mountpoint, cmd);
+        self.refresh_fuse_tree();
+    }
+
+    fn insert_mount_record(&mut self, mountpoint: String, cmd: MountRequest) {
         if cmd.fs_type == "rafs" {
             let config = InstanceConfig::parse(&cmd.config);
             self.counters.register_instance(&mountpoint, &config);
@@ -537,6 +570,7 @@ mod tests {
             build: crate::build_info::build_info(None),
             abort_like_nydusd: false,
             fscache_dir: None,
+            fuse: None,
         };
         Model::new(options, "info".into())
     }

@@ -110,6 +110,8 @@ impl Drop for MockProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A killed FUSE mock leaves its mount; detach it so the directory can go.
+        let _ = daemon_core::mount::umount_lazy(&self.dir.path().join("mnt"));
     }
 }
 

@@ -100,6 +100,12 @@ fn describe(step: &Step) -> (String, String, String) {
         Step::ReadFile(s) => {
             ("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path, s.contains))
         }
+        Step::StartReader(s) => ("harness".into(), "harness".into(), format!("start reader {} on {}", s.name, s.path)),
+        Step::StopReader(s) => (
+            "harness".into(),
+            "harness".into(),
+            format!("stop reader {} (≤ {} failures, ≥ {} reads)", s.name, s.max_failures, s.min_reads),
+        ),
         Step::ListDir(s) => ("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path, s.contains)),
         Step::MountConcurrently(s) => (
             "manager".into(),

@@ -22,6 +22,20 @@ pub mod scenario;
 
 use std::path::Path;
 
+/// Environment variable that makes the harness binary a reader workload (see
+/// `mock_nydusd::reader`): `<file>\n<size>\n<stop file>`.
+pub const READER_ROLE: &str = "HARNESS_READER";
+
+/// Runs the reader workload if this process was started as one; prints its stats as JSON.
+pub fn run_reader_role() -> bool {
+    let Ok(spec) = std::env::var(READER_ROLE) else { return false };
+    let mut parts = spec.lines();
+    let (file, size, stop) = (parts.next().unwrap_or(""), parts.next().unwrap_or("0"), parts.next().unwrap_or(""));
+    let stats = mock_nydusd::reader::run(Path::new(file), size.parse().unwrap_or(0), Path::new(stop));
+    println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+    true
+}
+
 /// Whether this process was started under a mock-nydusd name (multi-call binary).
 pub fn invoked_as_mock(argv0: &std::ffi::OsStr) -> bool {
     Path::new(argv0).file_name().is_some_and(|name| name == "nydusd" || name == "mock-nydusd")

@@ -5,5 +5,8 @@ fn main() -> std::process::ExitCode {
     if harness::invoked_as_mock(&argv0) {
         return mock_nydusd::run(std::env::args_os());
     }
+    if harness::run_reader_role() {
+        return std::process::ExitCode::SUCCESS;
+    }
     harness::cli::main(std::env::args_os())
 }

@@ -543,6 +543,19 @@ impl Daemon {
     /// unmounted, within [`Timeouts::exit`]. Unlike upstream, no lock is held meanwhile,
     /// so state queries on the daemon are not blocked.
     pub async fn wait_for_exit(&self) -> Result<(), DaemonError> {
+        self.wait_for_process_exit().await?;
+        let states = self.states();
+        if states.fs_driver == FsDriver::Fusedev && !states.mountpoint.as_os_str().is_empty() {
+            crate::mount::wait_until_unmounted(&states.mountpoint, &self.timeouts, self.timeouts.exit)
+                .await
+                .map_err(|source| DaemonError::Mount { id: states.id.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the daemon's process to end, without waiting for its mount to go: after a
+    /// crash the FUSE mount stays (failover keeps it on purpose; restart detaches it).
+    pub async fn wait_for_process_exit(&self) -> Result<(), DaemonError> {
         if self.current_process().is_some() {
             self.wait().await;
         } else if let Ok(Some(pidfd)) = self.recorded_process() {
@@ -554,12 +567,6 @@ impl Daemon {
                     why: format!("still running after {:?}", self.timeouts.exit),
                 });
             }
-        }
-        let states = self.states();
-        if states.fs_driver == FsDriver::Fusedev && !states.mountpoint.as_os_str().is_empty() {
-            crate::mount::wait_until_unmounted(&states.mountpoint, &self.timeouts, self.timeouts.exit)
-                .await
-                .map_err(|source| DaemonError::Mount { id: states.id.clone(), source })?;
         }
         Ok(())
     }

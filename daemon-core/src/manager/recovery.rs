@@ -43,7 +43,7 @@ pub(super) fn on_death(manager: Manager, death: DeathEvent) {
 /// mount plus a dead socket would make nydusd think it is a takeover), start fresh,
 /// and mount the shared instances again in sequence order (upstream uses map order).
 pub(super) async fn restart(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
-    let _ = daemon.wait_for_exit().await;
+    let _ = daemon.wait_for_process_exit().await;
     let _ = manager.monitor().unsubscribe(&daemon.id());
     daemon.clear_vestige().await?;
     let pid = manager.spawn(daemon, false).await?;
@@ -57,7 +57,7 @@ pub(super) async fn restart(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u
 /// the takeover whether or not it detects the crash by itself (upstream relies on that
 /// detection, PR #784); and the offer only serves the new process's pid.
 pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
-    let _ = daemon.wait_for_exit().await;
+    let _ = daemon.wait_for_process_exit().await;
     let id = daemon.id();
     let _ = manager.monitor().unsubscribe(&id);
     let supervisor = daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;

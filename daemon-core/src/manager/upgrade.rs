@@ -59,7 +59,7 @@ impl Manager {
         old.exit().await?;
         // The old process must be gone before the new one starts serving; a failure to
         // observe that is reported but does not undo the upgrade.
-        let old_gone = old.wait_for_exit().await;
+        let old_gone = old.wait_for_process_exit().await;
         new.start().await?;
         self.verify_started(&new).await?;
         self.replace_daemon(new.clone())?;

@@ -153,6 +153,8 @@ pub(crate) struct Run<'a> {
     started_ns: u64,
     /// Every daemon object the scenario has had, by id (also after the manager forgot it).
     known: BTreeMap<String, Arc<Daemon>>,
+    /// Running reader workloads: the process and its stop file.
+    pub(crate) readers: BTreeMap<String, (std::process::Child, PathBuf)>,
 }
 
 impl<'a> Run<'a> {
@@ -172,6 +174,7 @@ impl<'a> Run<'a> {
             journal,
             started_ns: mock_nydusd::journal::monotonic_ns(),
             known: BTreeMap::new(),
+            readers: BTreeMap::new(),
         }
     }
 
@@ -215,9 +218,13 @@ impl<'a> Run<'a> {
             args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
             let scripts = self.root.root().join("scripts");
             let controls = self.root.root().join("control");
+            let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.clone()).collect();
             per_daemon = PerDaemonArgs::new(move |id| {
                 let mut extra: Vec<OsString> =
                     vec!["--mock-control".into(), controls.join(format!("{id}.sock")).into()];
+                if fuse.iter().any(|f| f == id) {
+                    extra.push("--mock-fuse".into());
+                }
                 let script = scripts.join(format!("{id}.json"));
                 if script.exists() {
                     extra.extend(["--mock-script".into(), script.into()]);
@@ -344,7 +351,19 @@ impl<'a> Run<'a> {
         );
         let boot = rafs.snapshot_dir.join("fs/image/image.boot");
         std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
-        std::fs::write(&boot, b"RAFS bootstrap placeholder").map_err(|e| io(&boot, e))?;
+        // The mock serves the instance's files from this JSON stand-in for a RAFS bootstrap.
+        let files: serde_json::Map<String, serde_json::Value> = spec
+            .tree
+            .iter()
+            .map(|(path, file)| {
+                let value = match file {
+                    crate::scenario::model::FileSpec::Text(t) => serde_json::Value::from(t.as_str()),
+                    crate::scenario::model::FileSpec::Sized { size } => json!({ "size": size }),
+                };
+                (path.clone(), value)
+            })
+            .collect();
+        std::fs::write(&boot, json!({ "mock_tree": files }).to_string()).map_err(|e| io(&boot, e))?;
         let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
         let mut config = spec.config.clone().unwrap_or_else(|| {
             if fscache {
@@ -421,7 +440,8 @@ impl<'a> Run<'a> {
         if mode == DaemonMode::Dedicated && self.fs_driver() == daemon_core::daemon::FsDriver::Fusedev {
             // nydusd mounts a dedicated daemon's instance from its command line, so the
             // instance must be known before the first start; one is made up if none is given.
-            let default = InstanceSpec { snapshot: spec.id.clone(), config: None, padding: 0 };
+            let default =
+                InstanceSpec { snapshot: spec.id.clone(), config: None, padding: 0, tree: Default::default() };
             let first = spec.instances.first().unwrap_or(&default);
             let rafs = self.write_instance_files(&daemon, first)?;
             manager.add_rafs_instance(&daemon, rafs).map_err(|e| error_chain(&e))?;
@@ -467,6 +487,12 @@ impl<'a> Run<'a> {
     async fn teardown(&mut self) {
         self.manager = None;
         self.events = None;
+        for (_, (mut reader, stop)) in std::mem::take(&mut self.readers) {
+            let _ = std::fs::write(&stop, b"");
+            let _ = reader.kill();
+            let _ = reader.wait();
+        }
+        abort_fuse_under(self.root.root());
         let root = self.root.root().to_string_lossy().into_owned();
         for pid in processes_naming(&root) {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -489,6 +515,10 @@ impl Drop for Run<'_> {
     /// (Ctrl-C aborts it): kill by process group and detach mounts, synchronously.
     fn drop(&mut self) {
         self.manager = None;
+        for (_, (reader, _)) in self.readers.iter_mut() {
+            let _ = reader.kill();
+        }
+        abort_fuse_under(self.root.root());
         let root = self.root.root().to_string_lossy().into_owned();
         for pid in processes_naming(&root) {
             let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -497,6 +527,34 @@ impl Drop for Run<'_> {
         for mount in mounts_under(self.root.root()).iter().rev() {
             let _ = daemon_core::mount::umount_lazy(mount);
         }
+    }
+}
+
+/// Aborts the FUSE connections of mounts under `root`, so that nothing blocked on a dead
+/// daemon (a reader, a stat) stays blocked after the scenario.
+fn abort_fuse_under(root: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let minors: Vec<String> = info
+        .lines()
+        .filter(|l| l.contains(" - fuse"))
+        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| Path::new(mp).starts_with(root)))
+        .filter_map(|l| l.split(' ').nth(2).and_then(|dev| dev.split(':').nth(1)).map(str::to_owned))
+        .collect();
+    if minors.is_empty() {
+        return;
+    }
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(connections).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        let _ = nix::mount::mount(
+            Some("fusectl"),
+            connections,
+            Some("fusectl"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        );
+    }
+    for minor in minors {
+        let _ = std::fs::write(connections.join(minor).join("abort"), "1");
     }
 }
 

@@ -474,6 +474,58 @@ impl Run<'_> {
                 }
             }
             Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+            Step::StartReader(s) => {
+                let path = self.path_in_root(&s.path);
+                let stop = self.root.root().join(format!("reader-{}.stop", s.name));
+                // The harness binary is the reader (on the mock target it is also `nydusd`).
+                let exe = if self.config.is_mock() {
+                    self.config.nydusd.clone()
+                } else {
+                    std::env::current_exe().map_err(|e| e.to_string())?
+                };
+                let child = std::process::Command::new(exe)
+                    .env(crate::READER_ROLE, format!("{}\n{}\n{}", path.display(), s.size, stop.display()))
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;
+                self.readers.insert(s.name.clone(), (child, stop));
+                Ok(())
+            }
+            Step::StopReader(s) => {
+                let (child, stop) =
+                    self.readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
+                std::fs::write(&stop, b"").map_err(|e| e.to_string())?;
+                let output = tokio::task::spawn_blocking(move || child.wait_with_output())
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+                let stats: mock_nydusd::reader::ReaderStats = serde_json::from_slice(&output.stdout)
+                    .map_err(|e| format!("reader {} reported nothing readable: {e}", s.name))?;
+                self.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
+                let stall_ms = stats.longest_stall_us / 1000;
+                let ok = stats.failures <= s.max_failures
+                    && stats.reads >= s.min_reads
+                    && s.max_stall_ms.is_none_or(|m| stall_ms <= m);
+                if ok {
+                    Ok(())
+                } else {
+                    Err(StepError::mismatch(
+                        format!("reader {}", s.name),
+                        format!(
+                            "≤ {} failures, ≥ {} reads{}",
+                            s.max_failures,
+                            s.min_reads,
+                            s.max_stall_ms.map(|m| format!(", stall ≤ {m} ms")).unwrap_or_default()
+                        ),
+                        format!(
+                            "{} failures, {} reads, longest stall {stall_ms} ms{}",
+                            stats.failures,
+                            stats.reads,
+                            stats.first_error.map(|e| format!(" (first error: {e})")).unwrap_or_default()
+                        ),
+                    ))
+                }
+            }
             Step::ListDir(s) => {
                 let path = self.path_in_root(&s.path);
                 let names = tokio::task::spawn_blocking({

@@ -195,6 +195,9 @@ pub struct DaemonSpec {
     /// The mock's script for every process of this daemon (mock target only).
     #[serde(default)]
     pub script: Option<mock_nydusd::script::Script>,
+    /// Mount a real FUSE session (mock target; add `requires: [root, fuse]`).
+    #[serde(default)]
+    pub fuse: bool,
     /// RAFS instances; a dedicated daemon's first one is mounted from its command line.
     #[serde(default)]
     pub instances: Vec<InstanceSpec>,
@@ -213,6 +216,24 @@ pub struct InstanceSpec {
     /// (for example beyond nydusd's 32 KiB first read on takeover).
     #[serde(default)]
     pub padding: usize,
+    /// Files the mock serves for this instance over FUSE: a path and its text, or
+    /// `{size: N}` for N bytes of a fixed pattern.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
+    pub tree: std::collections::BTreeMap<String, FileSpec>,
+}
+
+/// A file served over FUSE.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FileSpec {
+    /// Text content.
+    Text(String),
+    /// `size` bytes of the mock's pattern.
+    Sized {
+        /// Length in bytes.
+        size: u64,
+    },
 }
 
 /// Daemon mode.
@@ -352,6 +373,10 @@ pub enum Step {
     ReadFile(ReadFileStep),
     /// A directory's entries.
     ListDir(ListDirStep),
+    /// Start a process that reads a file over and over (a workload during faults).
+    StartReader(StartReaderStep),
+    /// Stop a reader and check what it saw.
+    StopReader(StopReaderStep),
     /// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
     MountConcurrently(MountConcurrentlyStep),
     /// No process, mount or socket of the scenario survives beyond what its manager manages.
@@ -541,6 +566,40 @@ pub struct ExpectMountedStep {
     pub path: String,
     /// Whether it must be a mountpoint.
     pub mounted: bool,
+}
+
+/// `start_reader`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartReaderStep {
+    /// Name used by `stop_reader`.
+    pub name: String,
+    /// The file; relative paths are under the scenario's root.
+    pub path: String,
+    /// Expected size (pattern files); 0 accepts any content.
+    #[serde(default)]
+    pub size: u64,
+}
+
+/// `stop_reader`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopReaderStep {
+    /// The reader's name.
+    pub name: String,
+    /// Most failed reads allowed.
+    #[serde(default)]
+    pub max_failures: u64,
+    /// Fewest complete reads expected.
+    #[serde(default = "one_u64")]
+    pub min_reads: u64,
+    /// Longest allowed gap between two completed reads, in ms (unchecked when absent).
+    #[serde(default)]
+    pub max_stall_ms: Option<u64>,
+}
+
+fn one_u64() -> u64 {
+    1
 }
 
 /// `list_dir`.
@@ -827,6 +886,8 @@ impl Step {
             Step::ExpectMounted(_) => "expect_mounted",
             Step::ReadFile(_) => "read_file",
             Step::ListDir(_) => "list_dir",
+            Step::StartReader(_) => "start_reader",
+            Step::StopReader(_) => "stop_reader",
             Step::MountConcurrently(_) => "mount_concurrently",
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
             Step::ForgetDaemon(_) => "forget_daemon",
@@ -861,6 +922,8 @@ impl Step {
             | Step::ExpectMounted(_)
             | Step::ReadFile(_)
             | Step::ListDir(_)
+            | Step::StartReader(_)
+            | Step::StopReader(_)
             | Step::ExpectNoLeaks(_) => None,
         }
     }

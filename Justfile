@@ -15,6 +15,7 @@ validate:
 # Benchmarks (print numbers; no pass/fail).
 bench:
     cargo bench -p mock-nydusd --bench api_latency
+    cargo run --release -p harness -- bench --json bench/results-$(date +%F).json
 
 # Lints as CI would.
 lint:

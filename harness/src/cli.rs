@@ -97,6 +97,18 @@ enum Command {
     },
     /// Print the JSON Schema (draft-07) of scenario files.
     Schema,
+    /// Measure failover, restart, death detection and scale on the mock (prints a table).
+    Bench {
+        /// Runs per latency measurement.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Daemon counts for the scale measurement, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        scale: Vec<usize>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
 }
@@ -125,6 +137,39 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Schema => {
             println!("{}", scenario::schema_json());
             ExitCode::from(exit_code::OK)
+        }
+        Command::Bench { runs, scale, json } => {
+            let mock = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    eprintln!("error: cannot locate the harness binary to run the mock: {e}");
+                    return ExitCode::from(exit_code::SETUP_ERROR);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(exit_code::SETUP_ERROR);
+                }
+            };
+            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale };
+            match runtime.block_on(crate::bench::run(&options)) {
+                Ok(results) => {
+                    print!("{}", crate::bench::table(&results));
+                    if let Some(path) = json
+                        && let Err(e) =
+                            std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap_or_default())
+                    {
+                        eprintln!("error: cannot write {}: {e}", path.display());
+                    }
+                    ExitCode::from(exit_code::OK)
+                }
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(exit_code::SETUP_ERROR)
+                }
+            }
         }
         Command::Doctor => {
             print!("{}", doctor());

@@ -14,6 +14,7 @@
 //! `mock-nydusd` (a symlink in each scenario's root), it runs the mock. That way
 //! `cargo run -p harness` needs no second binary to be built first.
 
+pub mod bench;
 pub mod cli;
 pub mod explain;
 pub mod report;

@@ -1,0 +1,241 @@
+//! `harness bench`: how fast the lifecycle is on the mock, printed as a table and written
+//! as JSON. Numbers, never pass/fail: timing goals do not belong in tests.
+//!
+//! Each measurement runs the real flow through daemon-core's manager against mock-nydusd
+//! processes in a temporary root: failover and restart from SIGKILL to RUNNING, death
+//! detection, and the reaction of a state wait; the failover flow again with upstream's
+//! retry timing (100 ms between attempts) for comparison; and N daemons at once.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use daemon_core::daemon::{DaemonMode, SpawnExtras};
+use daemon_core::manager::{Manager, ManagerConfig, ManagerEvent, PerDaemonArgs, RecoverPolicy};
+use daemon_core::{Daemon, DaemonOptions, DaemonState, Layout, Timeouts};
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+/// Options of a bench run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The harness binary (the mock).
+    pub mock: PathBuf,
+    /// Runs per latency measurement.
+    pub runs: usize,
+    /// Daemon counts for the scale measurement.
+    pub scales: Vec<usize>,
+}
+
+fn percentile(samples: &mut [Duration], p: f64) -> f64 {
+    samples.sort();
+    let rank = ((samples.len() as f64 - 1.0) * p).round() as usize;
+    samples.get(rank).map(|d| d.as_secs_f64() * 1e3).unwrap_or(f64::NAN)
+}
+
+fn summary(mut samples: Vec<Duration>) -> Value {
+    json!({
+        "runs": samples.len(),
+        "p50_ms": percentile(&mut samples, 0.5),
+        "p99_ms": percentile(&mut samples, 0.99),
+        "max_ms": percentile(&mut samples, 1.0),
+    })
+}
+
+/// A temporary root with the mock linked in, and a manager over it.
+struct Bed {
+    _dir: tempfile::TempDir,
+    layout: Layout,
+    manager: Manager,
+    events: broadcast::Receiver<ManagerEvent>,
+}
+
+impl Bed {
+    fn new(mock: &Path, policy: RecoverPolicy, timeouts: Timeouts) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("nydus-bench-").tempdir()?;
+        let layout = Layout::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("bin"))?;
+        std::fs::create_dir_all(layout.shared_mountpoint())?;
+        let link = dir.path().join("bin/nydusd");
+        std::os::unix::fs::symlink(mock, &link)?;
+        let config = ManagerConfig {
+            layout: layout.clone(),
+            nydusd: link,
+            fs_driver: daemon_core::daemon::FsDriver::Fusedev,
+            recover_policy: policy,
+            timeouts,
+            spawn: SpawnExtras { args: vec!["--mock-no-abort".into()], kill_on_drop: true, ..SpawnExtras::default() },
+            fscache_dir: None,
+            per_daemon_args: PerDaemonArgs::default(),
+        };
+        let manager = Manager::open(config)?;
+        let events = manager.subscribe();
+        Ok(Self { _dir: dir, layout, manager, events })
+    }
+
+    async fn daemon(&self, id: &str, timeouts: Timeouts) -> anyhow::Result<std::sync::Arc<Daemon>> {
+        let options = DaemonOptions { id: Some(id.into()), mode: DaemonMode::Shared, ..DaemonOptions::default() };
+        let daemon = self.manager.add_daemon(Daemon::create(&self.layout, options, timeouts)?)?;
+        self.manager.start_daemon_and_wait(&daemon).await?;
+        Ok(daemon)
+    }
+
+    async fn next(&mut self, wanted: impl Fn(&ManagerEvent) -> bool) -> anyhow::Result<ManagerEvent> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Ok(event)) if wanted(&event) => return Ok(event),
+                Ok(Ok(ManagerEvent::RecoveryFailed { error, .. })) => anyhow::bail!("recovery failed: {error}"),
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(e)) => anyhow::bail!("events: {e}"),
+                Err(_) => anyhow::bail!("no event within 30 s"),
+            }
+        }
+    }
+}
+
+fn upstream_timeouts() -> Timeouts {
+    // Upstream retries every 100 ms plus up to 100 ms of jitter; the lower bound is used,
+    // which favours upstream.
+    Timeouts {
+        backoff_initial: Duration::from_millis(100),
+        backoff_cap: Duration::from_millis(100),
+        ..Timeouts::default()
+    }
+}
+
+/// SIGKILL to RUNNING again under `policy`, `runs` times.
+async fn recovery(
+    mock: &Path,
+    policy: RecoverPolicy,
+    timeouts: Timeouts,
+    runs: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut bed = Bed::new(mock, policy, timeouts)?;
+    let daemon = bed.daemon("d1", timeouts).await?;
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let killed = Instant::now();
+        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::Restarted { .. })).await?;
+        samples.push(killed.elapsed());
+        anyhow::ensure!(daemon.state() == DaemonState::Running, "not RUNNING after recovery");
+    }
+    Ok(samples)
+}
+
+/// SIGKILL to the monitor's death event.
+async fn detection(mock: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let timeouts = Timeouts::default();
+    let mut bed = Bed::new(mock, RecoverPolicy::None, timeouts)?;
+    let mut samples = Vec::with_capacity(runs);
+    for n in 0..runs {
+        let daemon = bed.daemon(&format!("d{n}"), timeouts).await?;
+        let killed = Instant::now();
+        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        bed.next(|e| matches!(e, ManagerEvent::Died { .. })).await?;
+        samples.push(killed.elapsed());
+    }
+    Ok(samples)
+}
+
+/// N daemons: time to start all, to fail all over, and memory.
+async fn scale(mock: &Path, n: usize) -> anyhow::Result<Value> {
+    let timeouts = Timeouts { socket: Duration::from_secs(30), state: Duration::from_secs(30), ..Timeouts::default() };
+    let mut bed = Bed::new(mock, RecoverPolicy::Failover, timeouts)?;
+    let started = Instant::now();
+    let mut daemons = Vec::with_capacity(n);
+    for i in 0..n {
+        let options = DaemonOptions { id: Some(format!("d{i}")), mode: DaemonMode::Shared, ..DaemonOptions::default() };
+        daemons.push(bed.manager.add_daemon(Daemon::create(&bed.layout, options, timeouts)?)?);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for d in &daemons {
+        let (m, d) = (bed.manager.clone(), d.clone());
+        tasks.spawn(async move { m.start_daemon_and_wait(&d).await.map(drop) });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let start_all = started.elapsed();
+    let mock_rss: Vec<u64> = daemons.iter().filter_map(|d| rss_kb(d.pid())).collect();
+    let killed = Instant::now();
+    for d in &daemons {
+        d.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+    }
+    let mut done = 0;
+    while done < n {
+        bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
+        done += 1;
+    }
+    let failover_all = killed.elapsed();
+    Ok(json!({
+        "daemons": n,
+        "start_all_ms": start_all.as_secs_f64() * 1e3,
+        "failover_all_ms": failover_all.as_secs_f64() * 1e3,
+        "manager_rss_mb": rss_kb(std::process::id()).map(|k| k as f64 / 1024.0),
+        "mock_rss_mb_per_daemon": mock_rss.iter().sum::<u64>() as f64 / mock_rss.len().max(1) as f64 / 1024.0,
+    }))
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Runs every measurement and returns the results as JSON.
+pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
+    let mock = &options.mock;
+    let ours = Timeouts::default();
+    let failover = recovery(mock, RecoverPolicy::Failover, ours, options.runs).await?;
+    let failover_upstream = recovery(mock, RecoverPolicy::Failover, upstream_timeouts(), options.runs.min(20)).await?;
+    let restart = recovery(mock, RecoverPolicy::Restart, ours, options.runs).await?;
+    let detect = detection(mock, options.runs).await?;
+    let mut scales = Vec::new();
+    for n in &options.scales {
+        scales.push(scale(mock, *n).await?);
+    }
+    let f = summary(failover);
+    let u = summary(failover_upstream);
+    let ratio = u["p50_ms"].as_f64().unwrap_or(f64::NAN) / f["p50_ms"].as_f64().unwrap_or(f64::NAN);
+    Ok(json!({
+        "failover_sigkill_to_running": f,
+        "failover_with_upstream_retry_timing": u,
+        "upstream_over_ours_p50": ratio,
+        "restart_sigkill_to_running": summary(restart),
+        "death_detection": summary(detect),
+        "scale": scales,
+    }))
+}
+
+/// The results as a table.
+pub fn table(results: &Value) -> String {
+    let row = |name: &str, v: &Value| {
+        format!(
+            "{name:<44} p50 {:>8.2} ms   p99 {:>8.2} ms   ({} runs)\n",
+            v["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            v["p99_ms"].as_f64().unwrap_or(f64::NAN),
+            v["runs"]
+        )
+    };
+    let mut out = String::new();
+    out.push_str(&row("failover, SIGKILL to RUNNING", &results["failover_sigkill_to_running"]));
+    out.push_str(&row("failover, upstream retry timing", &results["failover_with_upstream_retry_timing"]));
+    out.push_str(&format!(
+        "{:<44} {:.1}x\n",
+        "upstream timing / ours (p50)",
+        results["upstream_over_ours_p50"].as_f64().unwrap_or(f64::NAN)
+    ));
+    out.push_str(&row("restart, SIGKILL to RUNNING", &results["restart_sigkill_to_running"]));
+    out.push_str(&row("death detection (SIGKILL to event)", &results["death_detection"]));
+    for s in results["scale"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:>4} daemons: start all {:>8.1} ms, fail all over {:>8.1} ms, manager RSS {:.1} MB, mock RSS {:.1} MB each\n",
+            s["daemons"],
+            s["start_all_ms"].as_f64().unwrap_or(f64::NAN),
+            s["failover_all_ms"].as_f64().unwrap_or(f64::NAN),
+            s["manager_rss_mb"].as_f64().unwrap_or(f64::NAN),
+            s["mock_rss_mb_per_daemon"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    out
+}

@@ -27,9 +27,30 @@ fn config() -> RunConfig {
     }
 }
 
+/// A real nydusd: `$NYDUSD`, else `nydusd` on PATH, else `~/.cargo/bin/nydusd` (where
+/// `cargo install nydus-rs --locked` puts it).
+fn real_nydusd() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("NYDUSD") {
+        return Some(PathBuf::from(path));
+    }
+    if daemon_core::host::on_path("nydusd") {
+        return Some(PathBuf::from("nydusd"));
+    }
+    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/nydusd"))?;
+    home.is_file().then_some(home)
+}
+
+fn real_config(nydusd: PathBuf) -> RunConfig {
+    // Root here lacks CAP_SYS_RESOURCE, so real nydusd must not raise its fd limit.
+    RunConfig { nydusd, target: Target::Real, extra_args: vec!["--rlimit-nofile".into(), "0".into()], bundles: None }
+}
+
 fn run_one(path: &Path) -> Result<(), Failed> {
+    run_with(path, config())
+}
+
+fn run_with(path: &Path, config: RunConfig) -> Result<(), Failed> {
     let scenario = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
-    let config = config();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failed::from(e.to_string()))?;
     let result = runtime.block_on(run_scenario(path, &scenario, &config));
@@ -57,6 +78,27 @@ fn main() {
         }
         let ignored = skip.is_some();
         trials.push(Trial::test(name, move || run_one(&path)).with_ignored_flag(ignored));
+    }
+    // The scenarios that apply to a real nydusd run against it too, as `real::…` tests.
+    let real = real_nydusd();
+    for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
+        let Ok(loaded) = scenario::load(&path) else { continue };
+        if !loaded.targets.contains(&Target::Real) {
+            continue;
+        }
+        let name = format!("real::{}", test_name(&path));
+        let skip = match &real {
+            None => {
+                Some("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
+            }
+            Some(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
+        };
+        if let Some(reason) = &skip {
+            eprintln!("skipping {name}: {reason}");
+        }
+        let ignored = skip.is_some();
+        let nydusd = real.clone().unwrap_or_default();
+        trials.push(Trial::test(name, move || run_with(&path, real_config(nydusd))).with_ignored_flag(ignored));
     }
     trials.push(Trial::test("schema_json_is_in_sync", || {
         let committed = std::fs::read_to_string(scenarios_dir().join("schema.json")).unwrap_or_default();

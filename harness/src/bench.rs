@@ -24,6 +24,8 @@ pub struct BenchOptions {
     pub runs: usize,
     /// Daemon counts for the scale measurement.
     pub scales: Vec<usize>,
+    /// Consecutive failovers of the leak check (0: skip it).
+    pub leak_runs: usize,
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
@@ -182,6 +184,54 @@ fn rss_kb(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0)
+}
+
+fn child_processes() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().nth(1) == Some(me.as_str())))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+/// `runs` failovers in a row: the manager's open files, child processes and memory before
+/// and after (growth means a leak).
+async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
+    let timeouts = Timeouts::default();
+    let mut bed = Bed::new(mock, RecoverPolicy::Failover, timeouts)?;
+    let daemon = bed.daemon("d1", timeouts).await?;
+    // Warm up, so that pools and caches reach their steady size before the first sample.
+    for _ in 0..20 {
+        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
+    }
+    let before = (open_fds(), child_processes(), rss_kb(std::process::id()).unwrap_or(0));
+    for _ in 0..runs {
+        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
+    }
+    let after = (open_fds(), child_processes(), rss_kb(std::process::id()).unwrap_or(0));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| m.lines().filter(|l| l.contains(&*bed.layout.root().to_string_lossy())).count())
+        .unwrap_or(0);
+    Ok(json!({
+        "failovers": runs,
+        "fds": [before.0, after.0],
+        "child_processes": [before.1, after.1],
+        "rss_kb": [before.2, after.2],
+        "mounts_under_root_after": mounts,
+    }))
+}
+
 /// Runs every measurement and returns the results as JSON.
 pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
     let mock = &options.mock;
@@ -194,6 +244,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
     for n in &options.scales {
         scales.push(scale(mock, *n).await?);
     }
+    let leaks = if options.leak_runs > 0 { Some(leak_check(mock, options.leak_runs).await?) } else { None };
     let f = summary(failover);
     let u = summary(failover_upstream);
     let ratio = u["p50_ms"].as_f64().unwrap_or(f64::NAN) / f["p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -204,6 +255,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         "restart_sigkill_to_running": summary(restart),
         "death_detection": summary(detect),
         "scale": scales,
+        "leak_check": leaks,
     }))
 }
 
@@ -235,6 +287,19 @@ pub fn table(results: &Value) -> String {
             s["failover_all_ms"].as_f64().unwrap_or(f64::NAN),
             s["manager_rss_mb"].as_f64().unwrap_or(f64::NAN),
             s["mock_rss_mb_per_daemon"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    if let Some(l) = results.get("leak_check").filter(|l| !l.is_null()) {
+        out.push_str(&format!(
+            "{} failovers in a row: fds {} -> {}, child processes {} -> {}, manager RSS {} -> {} kB, mounts left {}\n",
+            l["failovers"],
+            l["fds"][0],
+            l["fds"][1],
+            l["child_processes"][0],
+            l["child_processes"][1],
+            l["rss_kb"][0],
+            l["rss_kb"][1],
+            l["mounts_under_root_after"]
         ));
     }
     out

@@ -108,6 +108,9 @@ enum Command {
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Consecutive failovers of the leak check (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        leak_runs: usize,
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
@@ -138,7 +141,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("{}", scenario::schema_json());
             ExitCode::from(exit_code::OK)
         }
-        Command::Bench { runs, scale, json } => {
+        Command::Bench { runs, scale, json, leak_runs } => {
             let mock = match std::env::current_exe() {
                 Ok(exe) => exe,
                 Err(e) => {
@@ -153,7 +156,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                     return ExitCode::from(exit_code::SETUP_ERROR);
                 }
             };
-            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale };
+            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs };
             match runtime.block_on(crate::bench::run(&options)) {
                 Ok(results) => {
                     print!("{}", crate::bench::table(&results));

@@ -160,7 +160,11 @@ fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(listen_error(e)),
     }
-    UnixListener::bind(path).map_err(listen_error)
+    let listener = UnixListener::bind(path).map_err(listen_error)?;
+    // 0600: whoever connects may plant or take a FUSE fd (the peer check is the second line).
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_error)?;
+    Ok(listener)
 }
 
 impl Supervisor {

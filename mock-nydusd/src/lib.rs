@@ -248,7 +248,11 @@ fn bind_fresh(path: &Path) -> Result<tokio::net::UnixListener, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("{e:?}")),
     }
-    tokio::net::UnixListener::bind(path).map_err(|e| format!("{e:?}"))
+    let listener = tokio::net::UnixListener::bind(path).map_err(|e| format!("{e:?}"))?;
+    // 0600: the API and control sockets steer the daemon.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{e:?}"))?;
+    Ok(listener)
 }
 
 /// Creates the API socket (late, or never, if scripted) and serves it; returns only on

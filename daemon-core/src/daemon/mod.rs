@@ -203,7 +203,9 @@ impl Daemon {
         let config_dir = layout.config_dir().join(&id);
         let log_dir = layout.log_dir().join(&id);
         for dir in [&socket_dir, &config_dir, &log_dir] {
-            std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io {
+            // 0700: the API socket controls the daemon, and configs may hold registry auth.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| DaemonError::Io {
                 id: id.clone(),
                 action: "create directory",
                 path: dir.clone(),
@@ -682,6 +684,9 @@ mod tests {
         assert_eq!(s.mountpoint, layout.shared_mountpoint());
         assert!(layout.config_dir().join("d1").is_dir());
         assert!(layout.log_dir().join("d1").is_dir());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(layout.socket_dir().join("d1")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "the socket directory is private");
         assert_eq!(s.log_level, "info");
         assert_eq!(d.state(), DaemonState::Unknown);
     }

@@ -187,6 +187,9 @@ pub enum ManagerError {
     /// Hot upgrade needs a supervisor.
     #[error("daemon {0} has no supervisor: hot upgrade needs the failover policy")]
     NoSupervisor(String),
+    /// A snapshot id that would make a path outside the root.
+    #[error("snapshot id {0:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)")]
+    InvalidSnapshot(String),
     /// The API socket name has no next one.
     #[error("cannot derive the next API socket from {0:?} (expected a name like api.sock or api3.sock)")]
     SocketName(String),
@@ -344,6 +347,10 @@ impl Manager {
     /// Go `AddRafsInstance`: stores the instance under the next sequence number and adds
     /// it to its daemon.
     pub fn add_rafs_instance(&self, daemon: &Daemon, mut rafs: Rafs) -> Result<Rafs, ManagerError> {
+        // The snapshot id becomes a path under the root (snapshot and config directories).
+        if !crate::daemon::id::is_valid_id(&rafs.snapshot_id) {
+            return Err(ManagerError::InvalidSnapshot(rafs.snapshot_id));
+        }
         rafs.daemon_id = daemon.id();
         self.inner.store.add_instance(&mut rafs)?;
         daemon.add_rafs_instance(rafs.clone());

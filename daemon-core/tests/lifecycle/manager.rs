@@ -81,6 +81,13 @@ async fn start() -> TestResult {
     wait_event(&mut events, |e| *e == ManagerEvent::Started { id: "d1".into(), pid }).await?;
     ensure(manager.store().daemons()?[0].process_id == pid, "pid recorded")?;
     ensure(manager.monitor().is_subscribed("d1"), "monitored")?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(daemon.api_socket())?.permissions().mode() & 0o777;
+    ensure(mode == 0o600, format!("api socket mode {mode:o}"))?;
+    let mut escaping = env.instance(&daemon, "snap1")?;
+    escaping.snapshot_id = "../../etc".into();
+    let refused = manager.add_rafs_instance(&daemon, escaping);
+    ensure(matches!(refused, Err(ManagerError::InvalidSnapshot(_))), format!("{refused:?}"))?;
     ensure(daemon.state() == DaemonState::Running, "RUNNING")
 }
 

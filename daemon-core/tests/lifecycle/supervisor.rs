@@ -117,6 +117,8 @@ async fn offer_deadline() -> TestResult {
     supervisor.save(b"state".to_vec(), tempfile::tempfile()?.into());
     let offer = supervisor.offer(Duration::from_millis(100)).await?;
     ensure(supervisor.socket().exists(), "listening while the offer stands")?;
+    let mode = std::fs::metadata(supervisor.socket())?.permissions().mode() & 0o777;
+    ensure(mode == 0o600, format!("supervisor socket mode {mode:o}"))?;
     let result = offer.finished().await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
     // As upstream's TestSupervisorTimeout: afterwards nobody can connect.

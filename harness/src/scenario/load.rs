@@ -132,6 +132,36 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             return Err(invalid(0, 0, format!("daemon id {id:?} is declared twice")));
         }
     }
+    for daemon in &scenario.daemons {
+        for instance in &daemon.instances {
+            if !daemon_core::daemon::id::is_valid_id(&instance.snapshot) {
+                return Err(invalid(
+                    0,
+                    0,
+                    format!(
+                        "snapshot id {:?} of daemon {} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
+                        instance.snapshot, daemon.id
+                    ),
+                ));
+            }
+        }
+    }
+    for step in &scenario.steps {
+        let host_path = match &step.value {
+            Step::ExpectMounted(s) => Some(&s.path),
+            Step::ReadFile(s) => Some(&s.path),
+            Step::ListDir(s) => Some(&s.path),
+            Step::StartReader(s) => Some(&s.path),
+            _ => None,
+        };
+        if let Some(p) = host_path.filter(|p| Path::new(p).is_absolute() || p.split('/').any(|c| c == "..")) {
+            return Err(invalid(
+                step.referenced.line(),
+                step.referenced.column(),
+                format!("path {p:?} must stay inside the scenario's root (relative, without `..`)"),
+            ));
+        }
+    }
     let origin = path.display().to_string();
     let script_error = |e: mock_nydusd::script::ScriptError| {
         let (line, column) = e.location.unwrap_or((0, 0));
@@ -288,6 +318,18 @@ mod tests {
         assert_eq!(ok.daemons[0].id, "d1");
         let e = err("version: 1\nname: x\nvars: { id: d1 }\ndaemons: [{ id: ${di} }]\nsteps: []\n");
         assert!(e.starts_with("s.yaml:4:17: unknown variable `di` (vars: id)"), "{e}");
+    }
+
+    #[test]
+    fn paths_and_ids_cannot_escape_the_root() {
+        let e = err(
+            "version: 1\nname: x\ndaemons: [{ id: d1, mode: shared, instances: [{snapshot: ../../etc}] }]\nsteps: []\n",
+        );
+        assert!(e.contains("snapshot id \"../../etc\" of daemon d1 is not usable in a path"), "{e}");
+        let e = err("version: 1\nname: x\nsteps:\n  - read_file: { path: ../../etc/shadow, contains: root }\n");
+        assert!(e.starts_with("s.yaml:4:5: path \"../../etc/shadow\" must stay inside"), "{e}");
+        let e = err("version: 1\nname: x\nsteps:\n  - list_dir: { path: /etc, contains: [] }\n");
+        assert!(e.contains("must stay inside the scenario's root"), "{e}");
     }
 
     #[test]

@@ -186,16 +186,7 @@ impl Store {
 
     /// Every daemon record, by id. A record that does not decode is an error naming it.
     pub fn daemons(&self) -> Result<Vec<ConfigState>, StoreError> {
-        let rows = self.rows("SELECT id, record FROM daemons ORDER BY id")?;
-        rows.into_iter()
-            .map(|(id, record)| {
-                serde_json::from_str(&record).map_err(|e| StoreError::BadRecord {
-                    kind: "daemon",
-                    key: id,
-                    message: e.to_string(),
-                })
-            })
-            .collect()
+        self.records("daemon", "SELECT id, record FROM daemons ORDER BY id")
     }
 
     /// Adds an instance, giving it the next sequence number (returned and set in `rafs`).
@@ -254,14 +245,15 @@ impl Store {
 
     /// Every instance, in sequence order.
     pub fn instances(&self) -> Result<Vec<Rafs>, StoreError> {
-        let rows = self.rows("SELECT snapshot_id, record FROM instances ORDER BY seq")?;
-        rows.into_iter()
-            .map(|(id, record)| {
-                serde_json::from_str(&record).map_err(|e| StoreError::BadRecord {
-                    kind: "instance",
-                    key: id,
-                    message: e.to_string(),
-                })
+        self.records("instance", "SELECT snapshot_id, record FROM instances ORDER BY seq")
+    }
+
+    /// Decodes the `(key, record)` rows of `sql`; a bad record is an error naming it.
+    fn records<T: serde::de::DeserializeOwned>(&self, kind: &'static str, sql: &str) -> Result<Vec<T>, StoreError> {
+        self.rows(sql)?
+            .into_iter()
+            .map(|(key, record)| {
+                serde_json::from_str(&record).map_err(|e| StoreError::BadRecord { kind, key, message: e.to_string() })
             })
             .collect()
     }

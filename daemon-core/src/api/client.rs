@@ -269,15 +269,7 @@ impl NydusdClient {
 
     /// `GET /api/v1/daemon`.
     pub async fn get_daemon_info(&self) -> Result<DaemonInfo, ClientError> {
-        let path = "/api/v1/daemon";
-        let body = self.call(Method::GET, path, None).await?;
-        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
-            method: Method::GET,
-            path: path.to_owned(),
-            status: 200,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            source,
-        })
+        self.get_json("/api/v1/daemon").await
     }
 
     /// `POST /api/v1/mount?mountpoint=<mountpoint>`.
@@ -311,15 +303,10 @@ impl NydusdClient {
         self.call(Method::PUT, "/api/v1/daemon/fuse/sendfd", None).await.map(drop)
     }
 
-    async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+    /// A GET whose 200 body decodes as `T`.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         let body = self.call(Method::GET, path, None).await?;
-        serde_json::from_slice(&body).map_err(|source| ClientError::Decode {
-            method: Method::GET,
-            path: path.to_owned(),
-            status: 200,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            source,
-        })
+        decode(path, &body)
     }
 
     /// `GET /api/v1/metrics[?id=<id>]`: FS counters (of the only instance without an id).
@@ -339,13 +326,7 @@ impl NydusdClient {
         if body.is_empty() {
             return Ok(None);
         }
-        serde_json::from_slice(&body).map(Some).map_err(|source| ClientError::Decode {
-            method: Method::GET,
-            path: path.to_owned(),
-            status: 200,
-            body: String::from_utf8_lossy(&body).into_owned(),
-            source,
-        })
+        decode(path, &body).map(Some)
     }
 
     /// `PUT /api/v1/config?id=<id>` with `{"registry_auth": <auth>}`.
@@ -371,6 +352,19 @@ impl NydusdClient {
         };
         self.call(Method::DELETE, &path, None).await.map(drop)
     }
+}
+
+/// Decodes a 200 reply of a GET, keeping the body for the error.
+// The async methods return this same error type unboxed; boxing it here alone would not help.
+#[allow(clippy::result_large_err)]
+fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(body).map_err(|source| ClientError::Decode {
+        method: Method::GET,
+        path: path.to_owned(),
+        status: 200,
+        body: String::from_utf8_lossy(body).into_owned(),
+        source,
+    })
 }
 
 fn with_id(path: &str, id: Option<&str>) -> String {

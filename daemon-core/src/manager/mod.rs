@@ -33,6 +33,7 @@ pub use startup::RecoveryReport;
 pub use upgrade::next_api_socket;
 
 /// What the manager does when a daemon dies (`snapshotter-lifecycle.md` §6.3).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RecoverPolicy {

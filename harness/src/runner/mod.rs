@@ -23,7 +23,7 @@ use mock_nydusd::journal::Journal;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::scenario::model::{DaemonSpec, InstanceSpec, Mode, Scenario, Target};
+use crate::scenario::model::{DaemonSpec, InstanceSpec, Scenario, Target};
 
 pub use outcome::Failure;
 
@@ -203,10 +203,7 @@ impl<'a> Run<'a> {
     }
 
     fn fs_driver(&self) -> daemon_core::daemon::FsDriver {
-        match self.scenario.manager.fs_driver {
-            crate::scenario::model::FsDriver::Fusedev => daemon_core::daemon::FsDriver::Fusedev,
-            crate::scenario::model::FsDriver::Fscache => daemon_core::daemon::FsDriver::Fscache,
-        }
+        self.scenario.manager.fs_driver
     }
 
     fn manager_config(&self) -> ManagerConfig {
@@ -236,7 +233,7 @@ impl<'a> Run<'a> {
             layout: self.root.clone(),
             nydusd: self.binary.clone(),
             fs_driver: self.fs_driver(),
-            recover_policy: self.scenario.manager.recover_policy.into(),
+            recover_policy: self.scenario.manager.recover_policy,
             timeouts: self.timeouts(),
             spawn: SpawnExtras {
                 args,
@@ -413,10 +410,7 @@ impl<'a> Run<'a> {
     }
 
     fn create_daemon(&mut self, spec: &DaemonSpec) -> Result<(), String> {
-        let mode = match spec.mode {
-            Mode::Dedicated => DaemonMode::Dedicated,
-            Mode::Shared => DaemonMode::Shared,
-        };
+        let mode = spec.mode;
         let options = DaemonOptions {
             id: Some(spec.id.clone()),
             mode,

@@ -1,5 +1,7 @@
 //! The scenario file format, version 1. Documented for users in `scenarios/README.md`.
 
+pub use daemon_core::daemon::{DaemonMode as Mode, FsDriver};
+pub use daemon_core::manager::RecoverPolicy;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -143,40 +145,6 @@ fn default_socket_ms() -> u64 {
     5_000
 }
 
-/// How instances reach the kernel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum FsDriver {
-    /// nydusd serves FUSE.
-    #[default]
-    Fusedev,
-    /// erofs over fscache; nydusd runs as `singleton`.
-    Fscache,
-}
-
-/// Recover policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum RecoverPolicy {
-    /// Leave a dead daemon dead.
-    #[default]
-    None,
-    /// Start a fresh daemon and mount its instances again.
-    Restart,
-    /// Hand state and fd to a new daemon through the supervisor.
-    Failover,
-}
-
-impl From<RecoverPolicy> for daemon_core::manager::RecoverPolicy {
-    fn from(p: RecoverPolicy) -> Self {
-        match p {
-            RecoverPolicy::None => Self::None,
-            RecoverPolicy::Restart => Self::Restart,
-            RecoverPolicy::Failover => Self::Failover,
-        }
-    }
-}
-
 /// A daemon of the topology.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -234,17 +202,6 @@ pub enum FileSpec {
         /// Length in bytes.
         size: u64,
     },
-}
-
-/// Daemon mode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// One instance per daemon.
-    #[default]
-    Dedicated,
-    /// Many instances over the API.
-    Shared,
 }
 
 /// A daemon state in a step.

@@ -139,6 +139,29 @@ pub fn umount_lazy(mountpoint: &Path) -> Result<(), MountError> {
     }
 }
 
+/// Aborts the kernel connections of the FUSE mounts at or under `root` (every FUSE
+/// connection when `root` is `/`), so nothing blocked on a dead daemon stays blocked.
+/// Mounts fusectl first if needed; best effort.
+pub fn abort_fuse_connections_under(root: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let minors: Vec<String> = info
+        .lines()
+        .filter(|l| l.contains(" - fuse"))
+        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| Path::new(mp).starts_with(root)))
+        .filter_map(|l| l.split(' ').nth(2).and_then(|dev| dev.split(':').nth(1)).map(str::to_owned))
+        .collect();
+    if minors.is_empty() {
+        return;
+    }
+    let connections = Path::new("/sys/fs/fuse/connections");
+    if std::fs::read_dir(connections).map(|mut d| d.next().is_none()).unwrap_or(true) {
+        let _ = nix::mount::mount(Some("fusectl"), connections, Some("fusectl"), MsFlags::empty(), None::<&str>);
+    }
+    for minor in minors {
+        let _ = std::fs::write(connections.join(minor).join("abort"), "1");
+    }
+}
+
 /// Waits until nothing is mounted at `mountpoint`, up to `within`.
 pub async fn wait_until_unmounted(mountpoint: &Path, timeouts: &Timeouts, within: Duration) -> Result<(), MountError> {
     let mut backoff = Backoff::new(timeouts, within);

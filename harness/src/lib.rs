@@ -30,10 +30,7 @@ pub const READER_ROLE: &str = "HARNESS_READER";
 /// Runs the reader workload if this process was started as one; prints its stats as JSON.
 pub fn run_reader_role() -> bool {
     let Ok(spec) = std::env::var(READER_ROLE) else { return false };
-    let mut parts = spec.lines();
-    let (file, size, stop) = (parts.next().unwrap_or(""), parts.next().unwrap_or("0"), parts.next().unwrap_or(""));
-    let stats = mock_nydusd::reader::run(Path::new(file), size.parse().unwrap_or(0), Path::new(stop));
-    println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+    println!("{}", mock_nydusd::reader::run_spec(&spec));
     true
 }
 

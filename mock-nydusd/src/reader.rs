@@ -53,3 +53,16 @@ pub fn run(file: &Path, size: u64, stop: &Path) -> ReaderStats {
     stats.longest_stall_us = longest.as_micros() as u64;
     stats
 }
+
+/// The one-string form a reader process is started with: `<file>\n<size>\n<stop file>`.
+pub fn spec(file: &Path, size: u64, stop: &Path) -> String {
+    format!("{}\n{size}\n{}", file.display(), stop.display())
+}
+
+/// Runs the reader described by [`spec`] and returns its stats as one JSON line.
+pub fn run_spec(spec: &str) -> String {
+    let mut parts = spec.lines();
+    let (file, size, stop) = (parts.next().unwrap_or(""), parts.next().unwrap_or("0"), parts.next().unwrap_or(""));
+    let stats = run(Path::new(file), size.parse().unwrap_or(0), Path::new(stop));
+    serde_json::to_string(&stats).expect("stats serialise")
+}

@@ -122,7 +122,7 @@ const READER_ROLE: &str = "PRIVILEGED_READER";
 /// A reader process on `file`; stops when `stop` is created, then prints its stats.
 fn start_reader(file: &Path, size: u64, stop: &Path) -> Result<std::process::Child, Failed> {
     Ok(std::process::Command::new(std::env::current_exe()?)
-        .env(READER_ROLE, format!("{}\n{size}\n{}", file.display(), stop.display()))
+        .env(READER_ROLE, mock_nydusd::reader::spec(file, size, stop))
         .stdout(std::process::Stdio::piped())
         .spawn()?)
 }
@@ -250,10 +250,7 @@ type Privileged = (&'static str, &'static [Requirement], fn() -> Result<(), Fail
 
 fn main() {
     if let Ok(spec) = std::env::var(READER_ROLE) {
-        let mut parts = spec.lines();
-        let (file, size, stop) = (parts.next().unwrap_or(""), parts.next().unwrap_or("0"), parts.next().unwrap_or(""));
-        let stats = mock_nydusd::reader::run(Path::new(file), size.parse().unwrap_or(0), Path::new(stop));
-        println!("{}", serde_json::to_string(&stats).unwrap_or_default());
+        println!("{}", mock_nydusd::reader::run_spec(&spec));
         return;
     }
     let args = Arguments::from_args();

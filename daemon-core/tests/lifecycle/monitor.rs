@@ -3,8 +3,9 @@
 use std::time::{Duration, Instant};
 
 use daemon_core::DaemonState;
-use daemon_core::monitor::LivenessMonitor;
+use daemon_core::monitor::{DeathEvent, LivenessMonitor};
 use libtest_mimic::Trial;
+use tokio::sync::mpsc::Receiver;
 
 use crate::support::{Env, TestResult, ensure, trial};
 
@@ -17,22 +18,27 @@ pub fn tests() -> Vec<Trial> {
 }
 
 /// Waits for the next death event, failing the test after 10 s (a safety net, not a goal).
-async fn next_death(
-    events: &mut tokio::sync::mpsc::Receiver<daemon_core::monitor::DeathEvent>,
-) -> Result<daemon_core::monitor::DeathEvent, String> {
+async fn next_death(events: &mut Receiver<DeathEvent>) -> Result<DeathEvent, String> {
     tokio::time::timeout(Duration::from_secs(10), events.recv())
         .await
         .map_err(|_| "no death event within 10 s".to_owned())?
         .ok_or_else(|| "monitor channel closed".to_owned())
 }
 
-async fn killed() -> TestResult {
+/// A running mock daemon `d1` and a monitor watching it (keep the env and monitor alive).
+async fn watched_daemon()
+-> Result<(Env, daemon_core::Daemon, LivenessMonitor, Receiver<DeathEvent>), libtest_mimic::Failed> {
     let env = Env::new()?;
     let daemon = env.shared_daemon("d1")?;
     env.spawn(&daemon, false).await?;
     daemon.wait_until_state(DaemonState::Running).await?;
-    let (monitor, mut events) = LivenessMonitor::new(Env::timeouts());
+    let (monitor, events) = LivenessMonitor::new(Env::timeouts());
     monitor.subscribe("d1", &daemon.api_socket()).await?;
+    Ok((env, daemon, monitor, events))
+}
+
+async fn killed() -> TestResult {
+    let (_env, daemon, _monitor, mut events) = watched_daemon().await?;
     let killed_at = Instant::now();
     daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
     let event = next_death(&mut events).await?;
@@ -41,12 +47,7 @@ async fn killed() -> TestResult {
 }
 
 async fn exited() -> TestResult {
-    let env = Env::new()?;
-    let daemon = env.shared_daemon("d1")?;
-    env.spawn(&daemon, false).await?;
-    daemon.wait_until_state(DaemonState::Running).await?;
-    let (monitor, mut events) = LivenessMonitor::new(Env::timeouts());
-    monitor.subscribe("d1", &daemon.api_socket()).await?;
+    let (_env, daemon, _monitor, mut events) = watched_daemon().await?;
     daemon.exit().await?;
     let event = next_death(&mut events).await?;
     ensure(event.daemon_id == "d1", format!("{event:?}"))?;
@@ -55,12 +56,7 @@ async fn exited() -> TestResult {
 }
 
 async fn busy() -> TestResult {
-    let env = Env::new()?;
-    let daemon = env.shared_daemon("d1")?;
-    env.spawn(&daemon, false).await?;
-    daemon.wait_until_state(DaemonState::Running).await?;
-    let (monitor, mut events) = LivenessMonitor::new(Env::timeouts());
-    monitor.subscribe("d1", &daemon.api_socket()).await?;
+    let (_env, daemon, _monitor, mut events) = watched_daemon().await?;
     // Many requests on other connections, some of them failing, must not disturb the watch.
     let client = daemon.client().await?;
     for _ in 0..50 {

@@ -479,6 +479,20 @@ impl<'a> Run<'a> {
     /// anything they forked goes too), reaps what is ours, and detaches every mount under
     /// the root, deepest first.
     async fn teardown(&mut self) {
+        self.kill_everything();
+        // Reaping is done by daemon-core's per-process reaper tasks; give them a moment so
+        // no zombie outlives the scenario, without waiting on anything that cannot end.
+        let root = self.root.root().to_string_lossy().into_owned();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !processes_naming(&root).is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        self.detach_mounts();
+    }
+
+    /// Drops the manager, stops readers, aborts FUSE connections under the root (nothing
+    /// stays blocked on a dead daemon) and SIGKILLs every process naming the root.
+    fn kill_everything(&mut self) {
         self.manager = None;
         self.events = None;
         for (_, (mut reader, stop)) in std::mem::take(&mut self.readers) {
@@ -486,69 +500,28 @@ impl<'a> Run<'a> {
             let _ = reader.kill();
             let _ = reader.wait();
         }
-        abort_fuse_under(self.root.root());
+        daemon_core::mount::abort_fuse_connections_under(self.root.root());
         let root = self.root.root().to_string_lossy().into_owned();
         for pid in processes_naming(&root) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
-        // Reaping is done by daemon-core's per-process reaper tasks; give them a moment so
-        // no zombie outlives the scenario, without waiting on anything that cannot end.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !processes_naming(&root).is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        mounts_under(self.root.root()).iter().rev().for_each(|m| {
-            let _ = daemon_core::mount::umount_lazy(m);
-        });
     }
-}
 
-impl Drop for Run<'_> {
-    /// The last line of defence when a scenario's future is dropped without teardown
-    /// (Ctrl-C aborts it): kill by process group and detach mounts, synchronously.
-    fn drop(&mut self) {
-        self.manager = None;
-        for (_, (reader, _)) in self.readers.iter_mut() {
-            let _ = reader.kill();
-        }
-        abort_fuse_under(self.root.root());
-        let root = self.root.root().to_string_lossy().into_owned();
-        for pid in processes_naming(&root) {
-            let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
+    fn detach_mounts(&self) {
         for mount in mounts_under(self.root.root()).iter().rev() {
             let _ = daemon_core::mount::umount_lazy(mount);
         }
     }
 }
 
-/// Aborts the FUSE connections of mounts under `root`, so that nothing blocked on a dead
-/// daemon (a reader, a stat) stays blocked after the scenario.
-fn abort_fuse_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let minors: Vec<String> = info
-        .lines()
-        .filter(|l| l.contains(" - fuse"))
-        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| Path::new(mp).starts_with(root)))
-        .filter_map(|l| l.split(' ').nth(2).and_then(|dev| dev.split(':').nth(1)).map(str::to_owned))
-        .collect();
-    if minors.is_empty() {
-        return;
-    }
-    let connections = Path::new("/sys/fs/fuse/connections");
-    if std::fs::read_dir(connections).map(|mut d| d.next().is_none()).unwrap_or(true) {
-        let _ = nix::mount::mount(
-            Some("fusectl"),
-            connections,
-            Some("fusectl"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
-    }
-    for minor in minors {
-        let _ = std::fs::write(connections.join(minor).join("abort"), "1");
+impl Drop for Run<'_> {
+    /// The last line of defence when a scenario's future is dropped without teardown
+    /// (Ctrl-C aborts it): the same clean-up, synchronously.
+    fn drop(&mut self) {
+        self.kill_everything();
+        self.detach_mounts();
     }
 }
 

@@ -484,7 +484,7 @@ impl Run<'_> {
                     std::env::current_exe().map_err(|e| e.to_string())?
                 };
                 let child = std::process::Command::new(exe)
-                    .env(crate::READER_ROLE, format!("{}\n{}\n{}", path.display(), s.size, stop.display()))
+                    .env(crate::READER_ROLE, mock_nydusd::reader::spec(&path, s.size, &stop))
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;

@@ -13,6 +13,7 @@
 //! * [`wait`]: deadlines and the short capped backoff used by every wait.
 
 pub mod api;
+pub mod crash_point;
 pub mod daemon;
 pub mod fdpass;
 pub mod host;

@@ -184,6 +184,23 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a daemon record and the given instance records in one transaction, so that
+    /// no crash leaves instances whose daemon record is gone (absent rows are fine).
+    pub fn delete_daemon_and_instances<'a>(
+        &self,
+        id: &str,
+        snapshot_ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+        tx.execute("DELETE FROM daemons WHERE id = ?1", params![id]).map_err(|e| self.sqlite(e))?;
+        for snapshot_id in snapshot_ids {
+            tx.execute("DELETE FROM instances WHERE snapshot_id = ?1", params![snapshot_id])
+                .map_err(|e| self.sqlite(e))?;
+        }
+        tx.commit().map_err(|e| self.sqlite(e))
+    }
+
     /// Every daemon record, by id. A record that does not decode is an error naming it.
     pub fn daemons(&self) -> Result<Vec<ConfigState>, StoreError> {
         self.records("daemon", "SELECT id, record FROM daemons ORDER BY id")

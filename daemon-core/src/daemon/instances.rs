@@ -118,6 +118,7 @@ impl Daemon {
             }
             self.shared_mount(&mut rafs).await?;
             self.instances.add(rafs);
+            crate::crash_point::reached("remount.instance");
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 
 use crate::DaemonState;
+use crate::crash_point;
 use crate::daemon::command::CommandInputs;
 use crate::daemon::{Daemon, DaemonError, FsDriver, SpawnExtras, error_chain};
 use crate::layout::Layout;
@@ -308,6 +309,7 @@ impl Manager {
         }
         self.attach_supervisor(&daemon);
         self.inner.store.save_daemon(&daemon.states())?;
+        crash_point::reached("add_daemon.stored");
         let daemon = Arc::new(daemon);
         self.cache().insert(id, daemon.clone());
         Ok(daemon)
@@ -376,11 +378,14 @@ impl Manager {
     /// shared daemons: add, then mount; the record is removed again if the mount fails).
     pub async fn mount_shared_instance(&self, daemon: &Daemon, rafs: Rafs) -> Result<Rafs, ManagerError> {
         let mut rafs = self.add_rafs_instance(daemon, rafs)?;
+        crash_point::reached("mount.recorded");
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
             let _ = self.remove_rafs_instance(daemon, &rafs.snapshot_id);
             return Err(e.into());
         }
+        crash_point::reached("mount.mounted");
         self.update_rafs_instance(daemon, &rafs)?;
+        crash_point::reached("mount.updated");
         Ok(rafs)
     }
 
@@ -388,7 +393,10 @@ impl Manager {
     pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
         let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
         daemon.shared_umount(&rafs).await?;
-        self.remove_rafs_instance(daemon, snapshot_id)
+        crash_point::reached("umount.unmounted");
+        self.remove_rafs_instance(daemon, snapshot_id)?;
+        crash_point::reached("umount.removed");
+        Ok(())
     }
 
     fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {
@@ -402,12 +410,21 @@ impl Manager {
     /// Spawns the daemon's nydusd and records the new pid (the first half of Go's
     /// `StartDaemon`), without waiting for it.
     pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
+        let pid = self.spawn_unrecorded(daemon, upgrade).await?;
+        // As upstream, a failed record update does not stop the start; the pid is in memory.
+        let _ = self.inner.store.update_daemon(&daemon.states());
+        crash_point::reached("spawn.recorded");
+        Ok(pid)
+    }
+
+    /// Spawns without touching the store: a process the store does not name yet is
+    /// killed by the next manager's recovery (see `startup::sweep_strays`).
+    async fn spawn_unrecorded(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
         let inputs = self.command_inputs(daemon, upgrade);
         let mut extras = self.inner.config.spawn.clone();
         extras.args.extend(self.inner.config.per_daemon_args.args(&daemon.id()));
         let pid = daemon.spawn(&self.nydusd(), &inputs, extras).await?;
-        // As upstream, a failed record update does not stop the start; the pid is in memory.
-        let _ = self.inner.store.update_daemon(&daemon.states());
+        crash_point::reached("spawn.spawned");
         Ok(pid)
     }
 
@@ -422,9 +439,11 @@ impl Manager {
             Err(e) => return Err(e.into()),
         }
         daemon.wait_until_state(DaemonState::Running).await?;
+        crash_point::reached("verify.running");
         // As upstream, a daemon that cannot send its state still counts as started: the
         // failure only means a later failover has nothing (new) to restore.
         let _ = daemon.send_states().await;
+        crash_point::reached("verify.states_sent");
         Ok(())
     }
 
@@ -451,20 +470,25 @@ impl Manager {
         Ok(pid)
     }
 
-    /// Go `DestroyDaemon`. The record goes first, so a failure below cannot leave a record
-    /// that would be restarted forever (66dad99). Unlike upstream, a shared daemon's
-    /// instances are unmounted through the API before their records go (upstream empties
+    /// Go `DestroyDaemon`. The records go first, so a failure below cannot leave a record
+    /// that would be restarted forever (66dad99); unlike upstream, the daemon's instance
+    /// records go in the same transaction, so a crash cannot leave instances without
+    /// their daemon (the process left running is a stray the next recovery kills). A
+    /// shared daemon's instances are then unmounted through the API (upstream empties
     /// the instance cache first, which makes its unmount loop a no-op).
     pub async fn destroy_daemon(&self, daemon: &Arc<Daemon>) -> Result<(), ManagerError> {
         let id = daemon.id();
-        self.delete_daemon(&id)?;
+        let instances = daemon.instances().list_by_seq();
+        self.inner.store.delete_daemon_and_instances(&id, instances.iter().map(|r| r.snapshot_id.as_str()))?;
+        self.cache().remove(&id);
+        crash_point::reached("destroy.deleted");
         let alive = daemon.is_alive();
-        for rafs in daemon.instances().list_by_seq() {
+        for rafs in instances {
             if alive && daemon.states().is_shared() {
                 let _ = daemon.umount_rafs_instance(&rafs).await;
             }
-            self.inner.store.delete_instance(&rafs.snapshot_id)?;
             daemon.remove_rafs_instance(&rafs.snapshot_id);
+            crash_point::reached("destroy.instance_unmounted");
         }
         let _ = self.inner.monitor.unsubscribe(&id);
         if let Some(set) = &self.inner.supervisors {
@@ -473,6 +497,7 @@ impl Manager {
         daemon.set_supervisor(None);
         daemon.terminate()?;
         let waited = daemon.wait_for_exit().await;
+        crash_point::reached("destroy.exited");
         let states = daemon.states();
         let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];
         if !states.is_shared() {

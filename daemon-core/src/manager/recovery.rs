@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy};
 use crate::DaemonState;
+use crate::crash_point;
 use crate::daemon::{Daemon, error_chain};
 use crate::monitor::DeathEvent;
 
@@ -45,10 +46,13 @@ pub(super) fn on_death(manager: Manager, death: DeathEvent) {
 pub(super) async fn restart(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
     let _ = daemon.wait_for_process_exit().await;
     let _ = manager.monitor().unsubscribe(&daemon.id());
+    crash_point::reached("restart.exited");
     daemon.clear_vestige().await?;
+    crash_point::reached("restart.cleared");
     let pid = manager.spawn(daemon, false).await?;
     manager.verify_started(daemon).await?;
     daemon.recover_rafs_instances().await?;
+    crash_point::reached("restart.remounted");
     Ok(pid)
 }
 
@@ -60,18 +64,24 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     let _ = daemon.wait_for_process_exit().await;
     let id = daemon.id();
     let _ = manager.monitor().unsubscribe(&id);
+    crash_point::reached("failover.exited");
     let supervisor = daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
     let offer = supervisor
         .offer(daemon.timeouts().supervisor)
         .await
         .map_err(|source| crate::daemon::DaemonError::Supervisor { id: id.clone(), source })?;
+    crash_point::reached("failover.offered");
     let pid = manager.spawn(daemon, true).await?;
     offer.allow(pid);
     daemon.wait_until_state(DaemonState::Init).await?;
+    crash_point::reached("failover.init");
     daemon.takeover().await?;
+    crash_point::reached("failover.taken_over");
     offer.finished().await.map_err(|source| crate::daemon::DaemonError::Supervisor { id: id.clone(), source })?;
     daemon.wait_until_state(DaemonState::Ready).await?;
+    crash_point::reached("failover.ready");
     daemon.start().await?;
+    crash_point::reached("failover.started");
     manager.verify_started(daemon).await?;
     Ok(pid)
 }

@@ -1,13 +1,18 @@
 //! Recovery when the manager itself starts again (`snapshotter-lifecycle.md` §8.8): the
 //! stored daemons are sorted into live ones (watched again) and dead ones (started
-//! fresh, instances mounted again); no record is deleted while recovering.
+//! fresh, instances mounted again); no record is deleted while recovering. The previous
+//! manager may have died at any step boundary (see `crash_point`), so recovery also
+//! finishes or undoes what it left half done.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
+
 use super::{Manager, ManagerError};
-use crate::DaemonState;
-use crate::daemon::{Daemon, error_chain};
+use crate::daemon::state::ConfigState;
+use crate::daemon::{Daemon, FsDriver, error_chain};
+use crate::{DaemonState, procfs};
 
 /// What recovery found and did, by daemon id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -16,12 +21,21 @@ pub struct RecoveryReport {
     pub live: Vec<String>,
     /// Dead, and started again.
     pub restarted: Vec<String>,
-    /// Alive but not RUNNING: left alone, as upstream does.
+    /// Alive but not RUNNING within the state deadline: left alone, as upstream does.
     pub not_running: Vec<(String, DaemonState)>,
     /// Live daemons moved to the configured binary because they ran another build.
     pub upgraded: Vec<String>,
     /// Recovery failed; the record stays for the next attempt.
     pub failed: Vec<(String, String)>,
+    /// Processes killed because no record names them (the previous manager died between
+    /// spawning them and recording them, or while destroying or upgrading their daemon),
+    /// as `(daemon id, pid)`.
+    pub strays_killed: Vec<(String, u32)>,
+    /// Instances a live daemon had lost track of (the previous manager died between
+    /// recording and mounting, or between unmounting and forgetting), mounted again.
+    pub remounted: Vec<String>,
+    /// Mounts a live daemon served that no record names, unmounted.
+    pub unmounted: Vec<String>,
 }
 
 /// `Git Commit:` from `<binary> --version`, as upstream's `GetDaemonGitCommit`.
@@ -32,13 +46,19 @@ pub fn binary_git_commit(binary: &Path) -> Option<String> {
 }
 
 impl Manager {
-    /// Recovers the daemons and instances of this manager's driver from the store.
+    /// Recovers the daemons and instances of this manager's driver from the store, after
+    /// the previous manager stopped at any point: processes no record names are killed,
+    /// a daemon caught between takeover and start is started (it holds the state) or, if
+    /// it is still waiting for a takeover nobody will drive, killed and started afresh,
+    /// and a live daemon's mounts are made to match its instance records.
     pub async fn recover(&self) -> Result<RecoveryReport, ManagerError> {
         let mut report = RecoveryReport::default();
         let driver = self.config().fs_driver;
+        let records = self.store().daemons()?;
+        report.strays_killed = self.sweep_strays(&records).await;
         let mut live = Vec::new();
         let mut dead = Vec::new();
-        for state in self.store().daemons()?.into_iter().filter(|s| s.fs_driver == driver) {
+        for state in records.into_iter().filter(|s| s.fs_driver == driver) {
             let daemon = Daemon::from_state(state, 0, self.config().timeouts);
             self.attach_supervisor(&daemon);
             let daemon = Arc::new(daemon);
@@ -49,10 +69,10 @@ impl Manager {
                 dead.push(daemon);
                 continue;
             }
-            match daemon.get_state().await {
-                Ok(DaemonState::Running) => live.push(daemon),
-                Ok(state) => report.not_running.push((daemon.id(), state)),
-                Err(_) => dead.push(daemon),
+            match self.settle(&daemon).await {
+                Ok(Settled::Running) => live.push(daemon),
+                Ok(Settled::Stuck(state)) => report.not_running.push((daemon.id(), state)),
+                Ok(Settled::Killed) | Err(_) => dead.push(daemon),
             }
         }
         for rafs in self.store().instances()?.into_iter().filter(|r| r.fs_driver == driver) {
@@ -62,6 +82,9 @@ impl Manager {
         }
         for daemon in &live {
             self.monitor().subscribe(&daemon.id(), &daemon.api_socket()).await?;
+            if let Err(e) = self.reconcile_mounts(daemon, &mut report).await {
+                report.failed.push((daemon.id(), error_chain(&e)));
+            }
             // The supervisor's copy died with the previous manager; fetch a fresh one.
             let _ = daemon.send_states().await;
             report.live.push(daemon.id());
@@ -96,4 +119,128 @@ impl Manager {
         }
         Ok(report)
     }
+
+    /// Brings a live recorded daemon to a state recovery can act on. A process started with `--upgrade`
+    /// belonged to a failover or upgrade the previous manager did not finish: READY means
+    /// it took the state over and only needs starting; earlier, it waits for a takeover
+    /// whose state died with that manager's supervisor, so it is killed.
+    async fn settle(&self, daemon: &Daemon) -> Result<Settled, ManagerError> {
+        let upgrading = procfs::process_cmdline(daemon.pid()).is_some_and(|args| args.iter().any(|a| a == "--upgrade"));
+        let state = daemon.get_state().await?;
+        if state == DaemonState::Running {
+            return Ok(Settled::Running);
+        }
+        if !upgrading {
+            // A daemon spawned just before the previous manager died may still be
+            // starting; one that stays short of RUNNING is left alone.
+            return Ok(match daemon.wait_until_state(DaemonState::Running).await {
+                Ok(()) => Settled::Running,
+                Err(_) => Settled::Stuck(daemon.state()),
+            });
+        }
+        if state == DaemonState::Ready {
+            daemon.start().await?;
+            daemon.wait_until_state(DaemonState::Running).await?;
+            return Ok(Settled::Running);
+        }
+        daemon.signal_any(Signal::SIGKILL)?;
+        daemon.wait_for_process_exit().await?;
+        Ok(Settled::Killed)
+    }
+
+    /// Kills nydusd processes under this root that no record names: their `--apisock` is
+    /// in a daemon's socket directory, and the daemon either has no record or a record of
+    /// this driver naming another process. Their sockets go too, unless the recorded
+    /// daemon lives on them.
+    async fn sweep_strays(&self, records: &[ConfigState]) -> Vec<(String, u32)> {
+        let socket_dir = self.config().layout.socket_dir();
+        let mut killed = Vec::new();
+        for (pid, socket) in processes_with_socket_under(&socket_dir) {
+            let Some(id) = socket.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()) else {
+                continue;
+            };
+            let record = records.iter().find(|r| r.id == id);
+            let recorded = match record {
+                Some(r) if r.fs_driver != self.config().fs_driver => continue,
+                Some(r) => {
+                    r.process_id == pid
+                        && r.process_start_time.is_none_or(|t| procfs::process_start_time(pid) == Some(t))
+                }
+                None => false,
+            };
+            if recorded {
+                continue;
+            }
+            let Ok(pidfd) = crate::pidfd::PidFd::open(pid) else { continue };
+            // Checked again through the pidfd: the pid may have been reused meanwhile.
+            if !process_has_socket(pid, &socket) || !matches!(pidfd.send_signal(Signal::SIGKILL), Ok(true)) {
+                continue;
+            }
+            let _ = tokio::time::timeout(self.config().timeouts.exit, pidfd.exited()).await;
+            if record.is_none_or(|r| r.api_socket != socket) {
+                let _ = std::fs::remove_file(&socket);
+            }
+            killed.push((id, pid));
+        }
+        killed
+    }
+
+    /// Mounts a live shared fusedev daemon's recorded instances that it does not serve,
+    /// and unmounts what it serves without a record. Other daemons report no mount list
+    /// (`backend_collection` is FUSE-only), so nothing is compared for them.
+    async fn reconcile_mounts(&self, daemon: &Daemon, report: &mut RecoveryReport) -> Result<(), ManagerError> {
+        let states = daemon.states();
+        if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
+            return Ok(());
+        }
+        let Some(served) = daemon.daemon_info().await?.backend_collection else { return Ok(()) };
+        let host = daemon.host_mountpoint();
+        let recorded = daemon.instances().list_by_seq();
+        for mut rafs in recorded.iter().filter(|r| r.mountpoint != host).cloned() {
+            if served.contains_key(&rafs.relative_mountpoint()) {
+                continue;
+            }
+            daemon.shared_mount(&mut rafs).await?;
+            daemon.instances().add(rafs.clone());
+            report.remounted.push(rafs.snapshot_id);
+        }
+        for mountpoint in served.keys() {
+            if recorded.iter().any(|r| &r.relative_mountpoint() == mountpoint) {
+                continue;
+            }
+            daemon.umount(mountpoint).await?;
+            report.unmounted.push(mountpoint.clone());
+        }
+        Ok(())
+    }
+}
+
+/// Where [`Manager::settle`] left a live recorded daemon.
+enum Settled {
+    Running,
+    /// Alive, short of RUNNING.
+    Stuck(DaemonState),
+    /// Killed, to be started afresh.
+    Killed,
+}
+
+/// `(pid, --apisock value)` of every process whose API socket is under `dir`.
+fn processes_with_socket_under(dir: &Path) -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter_map(|pid| Some((pid, api_socket_of(pid)?)))
+        .filter(|(_, socket)| socket.starts_with(dir))
+        .collect()
+}
+
+fn api_socket_of(pid: u32) -> Option<PathBuf> {
+    let args = procfs::process_cmdline(pid)?;
+    let at = args.iter().position(|a| a == "--apisock")?;
+    args.get(at + 1).map(PathBuf::from)
+}
+
+fn process_has_socket(pid: u32, socket: &Path) -> bool {
+    api_socket_of(pid).is_some_and(|s| s == socket)
 }

@@ -4,9 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::sys::signal::Signal;
+
 use super::{Manager, ManagerError, ManagerEvent};
 use crate::DaemonState;
+use crate::crash_point;
 use crate::daemon::{Daemon, DaemonError};
+use crate::supervisor::Supervisor;
 
 /// Go `buildNextAPISocket`: the first run of digits in the stem plus one (none: 1).
 pub fn next_api_socket(current: &Path) -> Result<PathBuf, ManagerError> {
@@ -34,38 +38,67 @@ impl Manager {
     /// The new daemon restores the instances from the state blob, so (unlike upstream)
     /// they are not mounted again through the API afterwards, which nydusd would answer
     /// with "already exists". Later starts use `binary` too.
+    ///
+    /// The store names the new daemon from the moment it holds the state (READY): before
+    /// that a failure, or a manager crash, leaves the old daemon in charge and the new
+    /// process is killed (here, or by the next manager's recovery); after it the upgrade
+    /// only goes forward.
     pub async fn upgrade_daemon(&self, old: &Arc<Daemon>, binary: &Path) -> Result<Arc<Daemon>, ManagerError> {
         let id = old.id();
         let supervisor = old.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
-        let supervisor_error = |source| DaemonError::Supervisor { id: id.clone(), source };
         // The state to hand over is the live one, taken now.
         old.send_states().await?;
+        crash_point::reached("upgrade.states_sent");
         let mut states = old.states();
         states.api_socket = next_api_socket(&states.api_socket)?;
         let new = Arc::new(Daemon::from_state(states, 0, *old.timeouts()));
         new.set_supervisor(Some(supervisor.clone()));
         new.clone_rafs_instances(old);
 
-        let offer = supervisor.offer(old.timeouts().supervisor).await.map_err(supervisor_error)?;
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
-        let pid = self.spawn(&new, true).await?;
-        offer.allow(pid);
-        new.wait_until_state(DaemonState::Init).await?;
-        new.takeover().await?;
-        offer.finished().await.map_err(supervisor_error)?;
-        new.wait_until_state(DaemonState::Ready).await?;
+        if let Err(e) = self.take_over_from(&new, &supervisor).await {
+            // The old daemon still serves; the half-started new one must not linger.
+            let _ = new.signal(Signal::SIGKILL);
+            let _ = new.wait_for_process_exit().await;
+            return Err(e);
+        }
 
         let _ = self.monitor().unsubscribe(&id);
-        old.exit().await?;
+        self.replace_daemon(new.clone())?;
+        crash_point::reached("upgrade.committed");
+        if old.exit().await.is_err() {
+            // The new daemon holds the state already; the old one only has to go.
+            let _ = old.signal_any(Signal::SIGKILL);
+        }
         // The old process must be gone before the new one starts serving; a failure to
         // observe that is reported but does not undo the upgrade.
         let old_gone = old.wait_for_process_exit().await;
+        crash_point::reached("upgrade.old_exited");
         new.start().await?;
+        crash_point::reached("upgrade.started");
         self.verify_started(&new).await?;
-        self.replace_daemon(new.clone())?;
-        self.emit(ManagerEvent::Upgraded { id, pid, socket: new.api_socket() });
+        self.emit(ManagerEvent::Upgraded { id, pid: new.pid(), socket: new.api_socket() });
         old_gone?;
         Ok(new)
+    }
+
+    /// Starts `new` in upgrade mode and has it take the state and fd from `supervisor`,
+    /// up to READY. The store is not told about the new process.
+    async fn take_over_from(&self, new: &Daemon, supervisor: &Arc<Supervisor>) -> Result<(), ManagerError> {
+        let id = new.id();
+        let supervisor_error = |source| DaemonError::Supervisor { id: id.clone(), source };
+        let offer = supervisor.offer(new.timeouts().supervisor).await.map_err(supervisor_error)?;
+        crash_point::reached("upgrade.offered");
+        let pid = self.spawn_unrecorded(new, true).await?;
+        offer.allow(pid);
+        new.wait_until_state(DaemonState::Init).await?;
+        crash_point::reached("upgrade.init");
+        new.takeover().await?;
+        crash_point::reached("upgrade.taken_over");
+        offer.finished().await.map_err(supervisor_error)?;
+        new.wait_until_state(DaemonState::Ready).await?;
+        crash_point::reached("upgrade.ready");
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@
 //! first. Tests that need more than an unprivileged host are listed as ignored, with the
 //! reason printed, when the host lacks it.
 
+mod crash_points;
 mod daemon_api;
 mod manager;
 mod monitor;
@@ -20,6 +21,9 @@ fn main() -> std::process::ExitCode {
     if support::invoked_as_mock() {
         return mock_nydusd::run(std::env::args_os());
     }
+    if let Ok(workflow) = std::env::var(crash_points::WORKFLOW_ROLE) {
+        return crash_points::workflow_role(&workflow);
+    }
     if let Some(root) = std::env::var_os(store::WRITER_ROLE) {
         return store::writer(std::path::Path::new(&root));
     }
@@ -31,5 +35,6 @@ fn main() -> std::process::ExitCode {
     trials.extend(monitor::tests());
     trials.extend(store::tests());
     trials.extend(mounts::tests());
+    trials.extend(crash_points::tests());
     libtest_mimic::run(&args, trials).exit_code()
 }

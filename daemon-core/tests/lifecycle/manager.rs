@@ -176,12 +176,7 @@ async fn hot_upgrade() -> TestResult {
     manager.mount_shared_instance(&daemon, env.instance(&daemon, "snap1")?).await?;
     let old_build = daemon.daemon_info().await?.version.git_commit;
     // The "new build" is the same mock reporting another commit.
-    let next = env.dir.path().join("bin/nydusd-next");
-    std::fs::write(
-        &next,
-        format!("#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n", env.nydusd.display(), "ab".repeat(20)),
-    )?;
-    std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let next = env.next_build("bin/nydusd-next")?;
 
     let old_pid = daemon.pid();
     let refs = daemon.get_ref();

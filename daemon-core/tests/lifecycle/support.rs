@@ -68,6 +68,20 @@ impl Env {
         Ok(Self { dir, layout, nydusd })
     }
 
+    /// A "new build" at `relative` under the root: the same mock, reporting another git
+    /// commit.
+    pub fn next_build(&self, relative: &str) -> Result<PathBuf, Failed> {
+        let next = self.dir.path().join(relative);
+        let script = format!(
+            "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
+            self.nydusd.display(),
+            "ab".repeat(20)
+        );
+        std::fs::write(&next, script)?;
+        std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+        Ok(next)
+    }
+
     /// Short deadlines so that a failing test fails fast.
     pub fn timeouts() -> Timeouts {
         Timeouts {
@@ -123,14 +137,20 @@ pub fn open_files_of(pid: u32) -> Result<Vec<(u64, u64)>, Failed> {
 
 /// A manager over this environment's root, running the mock.
 pub fn manager_config(env: &Env, policy: RecoverPolicy, kill_on_drop: bool) -> ManagerConfig {
+    manager_config_at(&env.layout, policy, kill_on_drop)
+}
+
+/// A manager over the root of `layout` (made by [`Env::new`]), running the mock.
+pub fn manager_config_at(layout: &Layout, policy: RecoverPolicy, kill_on_drop: bool) -> ManagerConfig {
+    let root = layout.root();
     ManagerConfig {
-        layout: env.layout.clone(),
-        nydusd: env.nydusd.clone(),
+        layout: layout.clone(),
+        nydusd: root.join("bin/nydusd"),
         fs_driver: FsDriver::Fusedev,
         recover_policy: policy,
         timeouts: Env::timeouts(),
         spawn: SpawnExtras {
-            args: vec!["--mock-journal".into(), env.dir.path().join("journal.jsonl").into(), "--mock-no-abort".into()],
+            args: vec!["--mock-journal".into(), root.join("journal.jsonl").into(), "--mock-no-abort".into()],
             kill_on_drop,
             ..SpawnExtras::default()
         },
@@ -139,26 +159,35 @@ pub fn manager_config(env: &Env, policy: RecoverPolicy, kill_on_drop: bool) -> M
     }
 }
 
+/// A shared fusedev daemon record under `layout` (no supervisor flag: the manager
+/// attaches one under the failover policy).
+pub fn shared_record_in(layout: &Layout, id: &str) -> Result<Daemon, Failed> {
+    let options = DaemonOptions { id: Some(id.to_owned()), mode: DaemonMode::Shared, ..DaemonOptions::default() };
+    Ok(Daemon::create(layout, options, Env::timeouts())?)
+}
+
+/// An instance of `daemon` under `layout` with a bootstrap file and a configuration file
+/// in place.
+pub fn instance_in(layout: &Layout, daemon: &Daemon, snapshot: &str) -> Result<Rafs, Failed> {
+    let rafs = Rafs::new(&layout.snapshots_dir(), snapshot, "registry.example/image:1", FsDriver::Fusedev);
+    std::fs::create_dir_all(rafs.snapshot_dir.join("fs/image"))?;
+    std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), b"bootstrap")?;
+    let config = daemon.states().config_file(Some(snapshot));
+    std::fs::create_dir_all(config.parent().ok_or("config dir")?)?;
+    std::fs::write(&config, r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#)?;
+    Ok(Rafs { mountpoint: layout.shared_mountpoint().join(snapshot), ..rafs })
+}
+
 impl Env {
     /// A shared fusedev daemon record (no supervisor flag: the manager attaches one under
     /// the failover policy).
     pub fn shared_record(&self, id: &str) -> Result<Daemon, Failed> {
-        let options = DaemonOptions { id: Some(id.to_owned()), mode: DaemonMode::Shared, ..DaemonOptions::default() };
-        Ok(Daemon::create(&self.layout, options, Self::timeouts())?)
+        shared_record_in(&self.layout, id)
     }
 
     /// An instance of `daemon` with a bootstrap file and a configuration file in place.
     pub fn instance(&self, daemon: &Daemon, snapshot: &str) -> Result<Rafs, Failed> {
-        let rafs = Rafs::new(&self.layout.snapshots_dir(), snapshot, "registry.example/image:1", FsDriver::Fusedev);
-        std::fs::create_dir_all(rafs.snapshot_dir.join("fs/image"))?;
-        std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), b"bootstrap")?;
-        let config = daemon.states().config_file(Some(snapshot));
-        std::fs::create_dir_all(config.parent().ok_or("config dir")?)?;
-        std::fs::write(
-            &config,
-            r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#,
-        )?;
-        Ok(Rafs { mountpoint: self.layout.shared_mountpoint().join(snapshot), ..rafs })
+        instance_in(&self.layout, daemon, snapshot)
     }
 
     /// The mock journal's entries (every daemon started by a test manager writes there).

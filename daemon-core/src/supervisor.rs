@@ -77,6 +77,15 @@ pub enum SupervisorError {
         /// Bytes received.
         bytes: usize,
     },
+    /// The daemon acknowledged the send but never connected: nydusd sends before it
+    /// replies, so nothing will come (nydusd before 2.3 only pretends to send).
+    #[error(
+        "supervisor {id}: the daemon acknowledged sendfd without connecting (nydusd before 2.3 does not send its state)"
+    )]
+    NotSent {
+        /// Supervisor id.
+        id: String,
+    },
     /// There is no saved state to offer.
     #[error("supervisor {id}: no saved state to offer")]
     NothingSaved {
@@ -151,6 +160,14 @@ impl Offer {
 fn peer_pid(stream: &std::os::unix::net::UnixStream) -> std::io::Result<u32> {
     let cred = nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials)?;
     Ok(cred.pid() as u32)
+}
+
+/// Whether a connection waits in `listener`'s accept queue (the socket polls readable).
+fn has_pending_connection(listener: &UnixListener) -> bool {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
 fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
@@ -233,18 +250,27 @@ impl Supervisor {
         let work = async {
             let _busy = self.busy.clone().lock_owned().await;
             let listener = bind_fresh(&self.id, &self.socket)?;
+            let accepted = std::sync::atomic::AtomicBool::new(false);
             let receive = async {
                 let (stream, _) = self
                     .accept_from(&listener, || pid)
                     .await
                     .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })?;
+                accepted.store(true, std::sync::atomic::Ordering::SeqCst);
                 tokio::task::spawn_blocking(move || fdpass::receive(&stream, CHUNK, MAX_STATE))
                     .await
                     .map_err(|e| SupervisorError::Transfer { id: self.id.clone(), source: std::io::Error::other(e) })?
                     .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })
             };
             let trigger = async {
-                trigger.await.map_err(|e| SupervisorError::Trigger { id: self.id.clone(), message: e.to_string() })
+                trigger.await.map_err(|e| SupervisorError::Trigger { id: self.id.clone(), message: e.to_string() })?;
+                // nydusd connects and sends before it answers, so by now its connection
+                // was accepted or waits in the backlog; without one, waiting is pointless.
+                // (Both futures run on this task, so `accepted` cannot change meanwhile.)
+                if !accepted.load(std::sync::atomic::Ordering::SeqCst) && !has_pending_connection(&listener) {
+                    return Err(SupervisorError::NotSent { id: self.id.clone() });
+                }
+                Ok(())
             };
             let result = tokio::try_join!(trigger, receive);
             drop(listener);

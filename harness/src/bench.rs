@@ -68,6 +68,7 @@ impl Bed {
             spawn: SpawnExtras { args: vec!["--mock-no-abort".into()], kill_on_drop: true, ..SpawnExtras::default() },
             fscache_dir: None,
             per_daemon_args: PerDaemonArgs::default(),
+            exchange_observer: None,
         };
         let manager = Manager::open(config)?;
         let events = manager.subscribe();

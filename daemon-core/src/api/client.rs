@@ -158,12 +158,48 @@ pub struct RawResponse {
     pub body: Bytes,
 }
 
+/// One request and what came of it, as an [`ExchangeObserver`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exchange {
+    /// The API socket.
+    pub socket: PathBuf,
+    /// Request method.
+    pub method: String,
+    /// Request path and query.
+    pub path: String,
+    /// Request body (UTF-8, lossy).
+    pub request: String,
+    /// HTTP status, when a reply came.
+    pub status: Option<u16>,
+    /// Reply body (UTF-8, lossy), or the client error when no reply came.
+    pub reply: String,
+}
+
+/// Sees every exchange of the clients it is given to: a test harness records the
+/// conversation with the daemon, to show it in timelines and compare daemons.
+#[derive(Clone)]
+pub struct ExchangeObserver(std::sync::Arc<dyn Fn(Exchange) + Send + Sync>);
+
+impl ExchangeObserver {
+    /// Wraps `f`; it runs on the requesting task, so it must be quick.
+    pub fn new(f: impl Fn(Exchange) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+}
+
+impl std::fmt::Debug for ExchangeObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExchangeObserver")
+    }
+}
+
 /// A client for one nydusd API socket. Cheap to clone; clones share the connection pool.
 #[derive(Debug, Clone)]
 pub struct NydusdClient {
     socket: PathBuf,
     http: Client<UnixConnector, Full<Bytes>>,
     timeout: Duration,
+    observer: Option<ExchangeObserver>,
 }
 
 impl NydusdClient {
@@ -173,7 +209,13 @@ impl NydusdClient {
             .pool_max_idle_per_host(10)
             .pool_idle_timeout(Duration::from_secs(10))
             .build(UnixConnector);
-        Self { socket: socket.into(), http, timeout: DEFAULT_REQUEST_TIMEOUT }
+        Self { socket: socket.into(), http, timeout: DEFAULT_REQUEST_TIMEOUT, observer: None }
+    }
+
+    /// The same client, reporting every exchange to `observer`.
+    pub fn with_observer(mut self, observer: Option<ExchangeObserver>) -> Self {
+        self.observer = observer;
+        self
     }
 
     /// The same client with another per-request timeout.
@@ -199,6 +241,31 @@ impl NydusdClient {
 
     /// [`NydusdClient::request`] with an explicit deadline for this call only.
     pub async fn request_with_timeout(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<RawResponse, ClientError> {
+        let Some(observer) = &self.observer else { return self.exchange(method, path, body, timeout).await };
+        let request = String::from_utf8_lossy(body.as_deref().unwrap_or_default()).into_owned();
+        let outcome = self.exchange(method.clone(), path, body, timeout).await;
+        let (status, reply) = match &outcome {
+            Ok(r) => (Some(r.status.as_u16()), String::from_utf8_lossy(&r.body).into_owned()),
+            Err(e) => (None, e.to_string()),
+        };
+        (observer.0)(Exchange {
+            socket: self.socket.clone(),
+            method: method.to_string(),
+            path: path.to_owned(),
+            request,
+            status,
+            reply,
+        });
+        outcome
+    }
+
+    async fn exchange(
         &self,
         method: Method,
         path: &str,

@@ -4,5 +4,5 @@ pub mod client;
 pub mod query;
 pub mod types;
 
-pub use client::{ClientError, ErrorKind, NydusdClient, RawResponse};
+pub use client::{ClientError, ErrorKind, Exchange, ExchangeObserver, NydusdClient, RawResponse};
 pub use types::{BuildTimeInfo, DaemonInfo, DaemonState, ErrorMessage, MountRequest};

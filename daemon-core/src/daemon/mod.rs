@@ -190,6 +190,7 @@ pub struct Daemon {
     timeouts: Timeouts,
     instances: crate::rafs::RafsCache,
     supervisor: Mutex<Option<std::sync::Arc<crate::supervisor::Supervisor>>>,
+    observer: Mutex<Option<crate::api::ExchangeObserver>>,
 }
 
 impl Daemon {
@@ -252,7 +253,18 @@ impl Daemon {
             timeouts,
             instances: crate::rafs::RafsCache::default(),
             supervisor: Mutex::new(None),
+            observer: Mutex::new(None),
         }
+    }
+
+    /// Reports every API exchange of this daemon's client from now on.
+    pub fn set_exchange_observer(&self, observer: Option<crate::api::ExchangeObserver>) {
+        *self.observer.lock().unwrap_or_else(|e| e.into_inner()) = observer;
+    }
+
+    /// The observer given to [`Daemon::set_exchange_observer`].
+    pub fn exchange_observer(&self) -> Option<crate::api::ExchangeObserver> {
+        self.observer.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The daemon id.
@@ -393,7 +405,8 @@ impl Daemon {
         }
         let socket = self.api_socket();
         self.wait_for_socket(&socket).await?;
-        let client = NydusdClient::new(socket).with_timeout(self.timeouts.request);
+        let client =
+            NydusdClient::new(socket).with_timeout(self.timeouts.request).with_observer(self.exchange_observer());
         *slot = Some(client.clone());
         Ok(client)
     }

@@ -67,6 +67,8 @@ pub struct ManagerConfig {
     pub fscache_dir: Option<PathBuf>,
     /// Arguments for one daemon's process only (a test harness gives each mock its script).
     pub per_daemon_args: PerDaemonArgs,
+    /// Sees every API exchange of every managed daemon (a test harness records them).
+    pub exchange_observer: Option<crate::api::ExchangeObserver>,
 }
 
 /// A function from a daemon id to extra arguments for its processes.
@@ -308,6 +310,9 @@ impl Manager {
             return Err(ManagerError::AlreadyExists(id));
         }
         self.attach_supervisor(&daemon);
+        if daemon.exchange_observer().is_none() {
+            daemon.set_exchange_observer(self.inner.config.exchange_observer.clone());
+        }
         self.inner.store.save_daemon(&daemon.states())?;
         crash_point::reached("add_daemon.stored");
         let daemon = Arc::new(daemon);

@@ -60,6 +60,7 @@ impl Manager {
         let mut dead = Vec::new();
         for state in records.into_iter().filter(|s| s.fs_driver == driver) {
             let daemon = Daemon::from_state(state, 0, self.config().timeouts);
+            daemon.set_exchange_observer(self.config().exchange_observer.clone());
             self.attach_supervisor(&daemon);
             let daemon = Arc::new(daemon);
             self.cache().insert(daemon.id(), daemon.clone());

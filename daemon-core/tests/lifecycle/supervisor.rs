@@ -17,6 +17,11 @@ pub fn tests() -> Vec<Trial> {
         trial("supervisor::fetch_and_offer_hand_a_mock_state_and_its_open_file_to_a_successor", &[], handoff),
         trial("supervisor::a_failed_trigger_ends_the_fetch_at_once_and_frees_the_supervisor", &[], failed_trigger),
         trial("supervisor::fetch_gives_up_at_its_deadline_when_nothing_arrives", &[], fetch_deadline),
+        trial(
+            "supervisor::a_sendfd_acknowledged_without_a_connection_ends_the_fetch_at_once",
+            &[],
+            acknowledged_without_sending,
+        ),
         trial("supervisor::connections_from_other_processes_are_refused", &[], foreign_peer),
         trial("supervisor::an_unclaimed_offer_ends_at_its_deadline_and_removes_the_socket", &[], offer_deadline),
         trial("supervisor::two_mib_of_state_round_trip_and_can_be_offered_twice", &[], large_state),
@@ -74,16 +79,30 @@ async fn failed_trigger() -> TestResult {
     ensure(started.elapsed() < Duration::from_secs(5), "returned at once, not at the deadline")?;
     ensure(!supervisor.socket().exists(), "socket removed")?;
     // The supervisor is free again: a second fetch gets as far as its own deadline.
-    let again = supervisor.fetch(std::process::id(), async { Ok::<(), String>(()) }, Duration::from_millis(100)).await;
+    let hung_trigger = std::future::pending::<Result<(), String>>();
+    let again = supervisor.fetch(std::process::id(), hung_trigger, Duration::from_millis(100)).await;
     ensure(matches!(again, Err(SupervisorError::Timeout { .. })), format!("{again:?}"))
 }
 
 async fn fetch_deadline() -> TestResult {
     let env = Env::new()?;
     let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
-    let result = supervisor.fetch(std::process::id(), async { Ok::<(), String>(()) }, Duration::from_millis(200)).await;
+    let hung_trigger = std::future::pending::<Result<(), String>>();
+    let result = supervisor.fetch(std::process::id(), hung_trigger, Duration::from_millis(200)).await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
     ensure(!supervisor.socket().exists(), "socket removed after the deadline")?;
+    ensure(supervisor.saved().is_none(), "nothing saved")
+}
+
+/// nydusd 2.2 answers sendfd with 204 and never connects; nydusd sends before it answers,
+/// so the fetch ends on the answer instead of waiting out its deadline.
+async fn acknowledged_without_sending() -> TestResult {
+    let env = Env::new()?;
+    let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
+    let stub = async { Ok::<(), String>(()) };
+    let result = supervisor.fetch(std::process::id(), stub, Duration::from_secs(30)).await;
+    ensure(matches!(result, Err(SupervisorError::NotSent { .. })), format!("{result:?}"))?;
+    ensure(!supervisor.socket().exists(), "socket removed")?;
     ensure(supervisor.saved().is_none(), "nothing saved")
 }
 
@@ -101,7 +120,8 @@ async fn foreign_peer() -> TestResult {
         };
         let file = tempfile::tempfile().map_err(|e| e.to_string())?;
         let _ = fdpass::send(&mut stream, b"planted", file.as_fd());
-        Ok::<(), String>(())
+        // Like a hung sendfd call: the fetch can only end at its deadline.
+        std::future::pending::<Result<(), String>>().await
     };
     let result = supervisor.fetch(1, intruder, Duration::from_millis(300)).await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;

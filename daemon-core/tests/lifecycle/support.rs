@@ -156,6 +156,7 @@ pub fn manager_config_at(layout: &Layout, policy: RecoverPolicy, kill_on_drop: b
         },
         fscache_dir: None,
         per_daemon_args: Default::default(),
+        exchange_observer: None,
     }
 }
 

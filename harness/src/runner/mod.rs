@@ -5,6 +5,7 @@
 //! the root and killed by process group, and every mount under the root is detached, on
 //! every exit path: pass, failure, deadline, panic of a step, or Ctrl-C.
 
+mod image;
 mod outcome;
 mod steps;
 pub mod timeline;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use daemon_core::api::{Exchange, ExchangeObserver};
 use daemon_core::daemon::{DaemonMode, SpawnExtras, error_chain};
 use daemon_core::manager::{Manager, ManagerConfig, ManagerEvent, PerDaemonArgs};
 use daemon_core::rafs::Rafs;
@@ -60,6 +62,8 @@ pub struct ScenarioResult {
     pub failure: Option<Failure>,
     /// Why it did not run.
     pub skipped: Option<String>,
+    /// Every API exchange daemon-core had with the daemons, in order.
+    pub exchanges: Vec<Exchange>,
 }
 
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
@@ -92,7 +96,9 @@ fn nydusd_version(binary: &Path) -> Option<String> {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let line = text.lines().find(|l| l.contains("Version:"))?;
     let v = line.split_once("Version:")?.1.trim().trim_start_matches('v');
-    Some(v.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?.to_owned())
+    let number = v.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
+    // nydus-rs from crates.io reports `Version: unknown`.
+    (!number.is_empty()).then(|| number.to_owned())
 }
 
 fn version_less(have: &str, min: &str) -> bool {
@@ -109,6 +115,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
         duration: Duration::ZERO,
         failure: None,
         skipped: skip_reason(scenario, config),
+        exchanges: Vec::new(),
     };
     if result.skipped.is_some() {
         return result;
@@ -131,6 +138,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
                 }
             }
             run.teardown().await;
+            result.exchanges = std::mem::take(&mut *run.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
             failure
         }
     };
@@ -155,6 +163,9 @@ pub(crate) struct Run<'a> {
     known: BTreeMap<String, Arc<Daemon>>,
     /// Running reader workloads: the process and its stop file.
     pub(crate) readers: BTreeMap<String, (std::process::Child, PathBuf)>,
+    /// Every API exchange daemon-core had with the daemons, in order.
+    exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    exchange_journal: Arc<Journal>,
 }
 
 impl<'a> Run<'a> {
@@ -175,7 +186,21 @@ impl<'a> Run<'a> {
             started_ns: mock_nydusd::journal::monotonic_ns(),
             known: BTreeMap::new(),
             readers: BTreeMap::new(),
+            exchanges: Arc::default(),
+            exchange_journal: Arc::new(
+                Journal::open_as(&logs.join("client.jsonl"), "client").unwrap_or_else(|_| Journal::default()),
+            ),
         }
+    }
+
+    /// Records each exchange in memory and in `logs/client.jsonl`.
+    fn exchange_observer(&self) -> ExchangeObserver {
+        let (all, journal) = (self.exchanges.clone(), self.exchange_journal.clone());
+        ExchangeObserver::new(move |exchange: Exchange| {
+            let fields = serde_json::to_value(&exchange).unwrap_or_default();
+            journal.record("exchange", fields);
+            all.lock().unwrap_or_else(|e| e.into_inner()).push(exchange);
+        })
     }
 
     fn mock_journal(&self) -> PathBuf {
@@ -244,6 +269,7 @@ impl<'a> Run<'a> {
             },
             fscache_dir: Some(self.root.root().join("cache")),
             per_daemon_args: per_daemon,
+            exchange_observer: Some(self.exchange_observer()),
         }
     }
 
@@ -348,6 +374,14 @@ impl<'a> Run<'a> {
         );
         let boot = rafs.snapshot_dir.join("fs/image/image.boot");
         std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
+        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
+        if !self.config.is_mock() && !fscache {
+            let images = image::ImageStore::under(self.root.root());
+            let source = self.root.root().join("trees").join(&spec.snapshot);
+            images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot)?;
+            let config = spec.config.clone().unwrap_or_else(|| images.config());
+            return self.write_instance_config(daemon, spec, rafs, config);
+        }
         // The mock serves the instance's files from this JSON stand-in for a RAFS bootstrap.
         let files: serde_json::Map<String, serde_json::Value> = spec
             .tree
@@ -361,8 +395,7 @@ impl<'a> Run<'a> {
             })
             .collect();
         std::fs::write(&boot, json!({ "mock_tree": files }).to_string()).map_err(|e| io(&boot, e))?;
-        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
-        let mut config = spec.config.clone().unwrap_or_else(|| {
+        let config = spec.config.clone().unwrap_or_else(|| {
             if fscache {
                 // The blob-cache entry the snapshotter binds for an fscache instance.
                 serde_json::json!({
@@ -377,6 +410,20 @@ impl<'a> Run<'a> {
                     .to_owned()
             }
         });
+        self.write_instance_config(daemon, spec, rafs, config)
+    }
+
+    /// Writes an instance's configuration (with the scenario's padding) where its daemon
+    /// reads it, and gives the instance its mountpoint.
+    fn write_instance_config(
+        &self,
+        daemon: &Daemon,
+        spec: &InstanceSpec,
+        rafs: Rafs,
+        mut config: String,
+    ) -> Result<Rafs, String> {
+        let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
         if spec.padding > 0
             && let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(&config)
         {
@@ -449,11 +496,13 @@ impl<'a> Run<'a> {
         std::fs::write(&file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))
     }
 
-    /// The merged timeline's last `lines` entries, formatted.
+    /// The merged timeline's last `lines` entries, formatted. A mock journals each request
+    /// itself; for a real nydusd the client's side of the conversation stands in.
     fn timeline(&self, lines: usize) -> Vec<String> {
         let harness = self.root.log_dir().join("harness.jsonl");
-        let mock = self.mock_journal();
-        let all = timeline::describe_all(&timeline::merge(&[&harness, &mock]), self.started_ns);
+        let daemons =
+            if self.config.is_mock() { self.mock_journal() } else { self.root.log_dir().join("client.jsonl") };
+        let all = timeline::describe_all(&timeline::merge(&[&harness, &daemons]), self.started_ns);
         all[all.len().saturating_sub(lines)..].to_vec()
     }
 

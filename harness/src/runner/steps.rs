@@ -65,7 +65,12 @@ impl Run<'_> {
 
     /// Mock journal entries, restricted to the processes of daemon `id` (known by the
     /// API socket in their command line) when given.
+    /// The journal entries of `id`'s daemons (all daemons: `None`). A real nydusd keeps no
+    /// journal, so its requests come from the client's side of each exchange instead.
     fn mock_entries(&self, id: Option<&str>) -> Vec<Value> {
+        if !self.config.is_mock() {
+            return self.client_entries(id);
+        }
         let all = super::timeline::merge(&[&self.mock_journal()]);
         let Some(id) = id else { return all };
         let socket_dir = self.root.socket_dir().join(id).to_string_lossy().into_owned();
@@ -80,6 +85,27 @@ impl Run<'_> {
             .map(|e| e["pid"].clone())
             .collect();
         all.into_iter().filter(|e| pids.contains(&e["pid"])).collect()
+    }
+
+    /// The client's exchanges with `id`'s daemons as journal `request` entries.
+    fn client_entries(&self, id: Option<&str>) -> Vec<Value> {
+        let socket_dir = id.map(|id| self.root.socket_dir().join(id));
+        super::timeline::merge(&[&self.root.log_dir().join("client.jsonl")])
+            .into_iter()
+            .filter(|e| {
+                socket_dir
+                    .as_ref()
+                    .is_none_or(|dir| e["socket"].as_str().is_some_and(|s| std::path::Path::new(s).starts_with(dir)))
+            })
+            .map(|mut e| {
+                let full = e["path"].as_str().unwrap_or_default().to_owned();
+                let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+                e["event"] = "request".into();
+                e["path"] = path.into();
+                e["query"] = query.into();
+                e
+            })
+            .collect()
     }
 
     pub(super) async fn step(&mut self, step: &Step) -> Result<(), StepError> {
@@ -614,7 +640,7 @@ impl Run<'_> {
                     .filter(|target| target.starts_with(self.root.root()))
                     .filter(|target| {
                         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                        !(name.starts_with("nydus.db") || name == "harness.jsonl")
+                        !(name.starts_with("nydus.db") || name == "harness.jsonl" || name == "client.jsonl")
                     })
                     .map(|t| t.display().to_string())
                     .collect()

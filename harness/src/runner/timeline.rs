@@ -57,7 +57,7 @@ fn parts(entry: &Value, start_ns: u64) -> (f64, String, String) {
     };
     let text = |k: &str| entry[k].as_str().map(str::to_owned).unwrap_or_else(|| entry[k].to_string());
     let what = match entry["event"].as_str().unwrap_or("?") {
-        "request" => format!("{} {} -> {}", text("method"), text("path"), entry["status"]),
+        "request" | "exchange" => format!("{} {} -> {}", text("method"), text("path"), entry["status"]),
         "state" => format!("state {} -> {}", text("from"), text("to")),
         "script" => format!("script rule {} fired on {} {}", entry["rule"], text("method"), text("path")),
         "step" => format!("step {} `{}` (line {})", entry["n"], text("keyword"), entry["line"]),

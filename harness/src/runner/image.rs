@@ -1,0 +1,89 @@
+//! Instance images for a real nydusd: the scenario's tree written out as files and turned
+//! into a RAFS v6 bootstrap plus data blob by `nydus-image`, read back through a localfs
+//! backend with a blob cache (nydusd refuses a v6 image without one).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::scenario::model::FileSpec;
+
+/// `nydus-image` beside the nydusd binary, else on PATH.
+pub fn nydus_image_for(nydusd: &Path) -> PathBuf {
+    let sibling = nydusd.with_file_name("nydus-image");
+    if sibling.is_file() { sibling } else { PathBuf::from("nydus-image") }
+}
+
+/// Where one run keeps blobs and the blob cache.
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    /// Data blobs (the localfs backend's directory).
+    pub blobs: PathBuf,
+    /// The blob cache's work directory.
+    pub cache: PathBuf,
+}
+
+impl ImageStore {
+    /// Under `root`.
+    pub fn under(root: &Path) -> Self {
+        Self { blobs: root.join("blobs"), cache: root.join("blobcache") }
+    }
+
+    /// The instance configuration real nydusd 2.2 accepts for these images (the legacy v1
+    /// shape; `mode` is required by its parser).
+    pub fn config(&self) -> String {
+        serde_json::json!({
+            "device": {
+                "backend": { "type": "localfs", "config": { "dir": self.blobs } },
+                "cache": { "type": "blobcache", "config": { "work_dir": self.cache } }
+            },
+            "mode": "direct",
+            "digest_validate": false,
+            "iostats_files": true,
+            "access_pattern": true,
+            "latest_read_files": true
+        })
+        .to_string()
+    }
+
+    /// Builds `bootstrap` from `tree`, with `source` as the scratch directory for its files.
+    pub fn build(
+        &self,
+        nydus_image: &Path,
+        tree: &std::collections::BTreeMap<String, FileSpec>,
+        source: &Path,
+        bootstrap: &Path,
+    ) -> Result<(), String> {
+        let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+        for dir in [source, &self.blobs, &self.cache] {
+            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        }
+        for (path, file) in tree {
+            let target = source.join(path.trim_start_matches('/'));
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+            }
+            let bytes: Vec<u8> = match file {
+                FileSpec::Text(text) => text.as_bytes().to_vec(),
+                FileSpec::Sized { size } => (0..*size).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
+            };
+            std::fs::write(&target, bytes).map_err(|e| io(&target, e))?;
+        }
+        let output = Command::new(nydus_image)
+            .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn", "--bootstrap"])
+            .arg(bootstrap)
+            .arg("--blob-dir")
+            .arg(&self.blobs)
+            .arg(source)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", nydus_image.display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} create failed ({}): {}",
+                nydus_image.display(),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+}

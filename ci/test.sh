@@ -17,6 +17,27 @@ if ! command -v mkfs.erofs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v a
     echo "could not install erofs-utils; erofs image tests will be skipped" >&2
 fi
 
+# A real nydusd for the `real::` tests (scenarios against nydusd 2.2 and the differential
+# run). Building it takes 13-30 minutes on 2 cores, so it is installed into ~/.cargo/bin
+# once and kept there; NYDUS_INSTALL=0 skips it (the `real::` tests then list as skipped,
+# with the reason). Best effort: a failed install only costs those tests.
+have_nydusd() {
+  [ -n "${NYDUSD:-}" ] || command -v nydusd >/dev/null 2>&1 || [ -x "${HOME:-/root}/.cargo/bin/nydusd" ]
+}
+if ! have_nydusd && [ "${NYDUS_INSTALL:-1}" != 0 ]; then
+  echo "nydusd is missing; installing nydus-rs 2.2 from crates.io (takes a while, once)" >&2
+  if ! command -v cmake >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    apt-get install -y cmake >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y cmake >/dev/null 2>&1; } || true
+  fi
+  started=$(date +%s)
+  if cargo install nydus-rs --locked >/tmp/nydus-rs-install.log 2>&1; then
+    echo "nydus-rs installed in $(( $(date +%s) - started )) s" >&2
+  else
+    echo "could not install nydus-rs (see /tmp/nydus-rs-install.log); real-nydusd tests will be skipped" >&2
+    tail -5 /tmp/nydus-rs-install.log >&2 || true
+  fi
+fi
+
 profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 

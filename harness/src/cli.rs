@@ -114,6 +114,30 @@ enum Command {
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
+    /// Run scenarios on the mock and on a real nydusd and report every difference in what
+    /// the client sent and got back (exit 1 on an unexplained one).
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    /// Scenario files or directories (default: scenarios).
+    paths: Vec<PathBuf>,
+    /// The real nydusd (default: `nydusd` on PATH).
+    #[arg(long)]
+    nydusd: Option<PathBuf>,
+    /// Extra argument for every real daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<OsString>,
+    /// Only scenarios whose path, name or tags contain this text.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Explained differences and volatile fields (default: the built-in docs/diff-explained.yaml).
+    #[arg(long)]
+    explained: Option<PathBuf>,
+    /// Write the differences as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 /// Entry point of the `harness` binary (after the multi-call check).
@@ -178,6 +202,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             print!("{}", doctor());
             ExitCode::from(exit_code::OK)
         }
+        Command::Diff(args) => diff(args),
         Command::Run(args) => {
             let config = match args.target {
                 TargetArg::Real => RunConfig {
@@ -203,6 +228,61 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             run(&args, RunConfig { bundles: Some(bundles), ..config })
         }
     }
+}
+
+fn diff(args: DiffArgs) -> ExitCode {
+    let explained = match &args.explained {
+        None => crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml"),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| crate::diff::Explained::parse(&text, &path.display().to_string())),
+    };
+    let explained = match explained {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let mock = match std::env::current_exe() {
+        Ok(exe) => RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None },
+        Err(e) => {
+            eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let real = RunConfig {
+        nydusd: args.nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
+        target: Target::Real,
+        extra_args: args.daemon_args,
+        bundles: None,
+    };
+    let scenarios = match load_selected(&default_paths(args.paths), args.filter.as_deref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let diffs: Vec<crate::diff::ScenarioDiff> = runtime.block_on(async {
+        let mut out = Vec::new();
+        for (path, scenario) in &scenarios {
+            out.push(crate::diff::diff_scenario(path, scenario, &mock, &real, &explained).await);
+        }
+        out
+    });
+    print!("{}", crate::diff::report(&diffs));
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&diffs).unwrap_or_default())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+    let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
+    ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
 }
 
 /// `harness doctor`: each requirement a scenario can name, and whether this host has it.
@@ -264,37 +344,44 @@ fn shuffle<T>(items: &mut [T], seed: u64) {
     }
 }
 
-fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
-    let paths = default_paths(args.paths.clone());
-    let files = match scenario::discover(&paths) {
-        Ok(files) => files,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::USAGE);
-        }
-    };
+/// Loads the scenarios under `paths` that `filter` selects (by path, name or tag); the
+/// error is the exit code, after the reason was printed.
+fn load_selected(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<(PathBuf, scenario::Scenario)>, ExitCode> {
+    let files = scenario::discover(paths).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(exit_code::USAGE)
+    })?;
     let mut loaded = Vec::new();
     for file in files {
-        match scenario::load(&file) {
-            Ok(s) => {
-                let selected = args.filter.as_deref().is_none_or(|f| {
-                    file.display().to_string().contains(f) || s.name.contains(f) || s.tags.iter().any(|t| t == f)
-                });
-                if selected {
-                    for _ in 0..args.repeat {
-                        loaded.push((file.clone(), s.clone()));
-                    }
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(exit_code::INVALID_SCENARIO);
-            }
+        let s = scenario::load(&file).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code::INVALID_SCENARIO)
+        })?;
+        let selected = filter.is_none_or(|f| {
+            file.display().to_string().contains(f) || s.name.contains(f) || s.tags.iter().any(|t| t == f)
+        });
+        if selected {
+            loaded.push((file, s));
         }
     }
     if loaded.is_empty() {
         eprintln!("error: no scenario selected");
-        return ExitCode::from(exit_code::NONE_RAN);
+        return Err(ExitCode::from(exit_code::NONE_RAN));
+    }
+    Ok(loaded)
+}
+
+fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
+    let paths = default_paths(args.paths.clone());
+    let selected = match load_selected(&paths, args.filter.as_deref()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut loaded = Vec::new();
+    for scenario in selected {
+        for _ in 0..args.repeat {
+            loaded.push(scenario.clone());
+        }
     }
     if let Some(seed) = args.seed {
         println!("order shuffled with --seed {seed}");

@@ -16,6 +16,7 @@
 
 pub mod bench;
 pub mod cli;
+pub mod diff;
 pub mod explain;
 pub mod report;
 pub mod runner;

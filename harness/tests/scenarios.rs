@@ -61,6 +61,20 @@ fn run_with(path: &Path, config: RunConfig) -> Result<(), Failed> {
     }
 }
 
+/// Runs `path` on the mock and on `real`; fails on any unexplained difference.
+fn diff_one(path: &Path, real: RunConfig) -> Result<(), Failed> {
+    use harness::diff::{DEFAULT_EXPLAINED, Explained, diff_scenario, report};
+    let scenario = scenario::load(path).map_err(|e| Failed::from(e.to_string()))?;
+    let explained = Explained::parse(DEFAULT_EXPLAINED, "docs/diff-explained.yaml")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failed::from(e.to_string()))?;
+    let diff = runtime.block_on(diff_scenario(path, &scenario, &config(), &real, &explained));
+    if diff.not_compared.is_some() || diff.unexplained() > 0 {
+        return Err(report(std::slice::from_ref(&diff)).into());
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let dir = scenarios_dir();
@@ -99,6 +113,28 @@ fn main() {
         let ignored = skip.is_some();
         let nydusd = real.clone().unwrap_or_default();
         trials.push(Trial::test(name, move || run_with(&path, real_config(nydusd))).with_ignored_flag(ignored));
+    }
+    // Scenarios for both targets are also compared call by call (`harness diff`).
+    for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
+        let Ok(loaded) = scenario::load(&path) else { continue };
+        if !(loaded.targets.contains(&Target::Real) && loaded.targets.contains(&Target::Mock)) {
+            continue;
+        }
+        let name = format!("real::diff::{}", test_name(&path));
+        let skip = match &real {
+            None => {
+                Some("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
+            }
+            Some(nydusd) => {
+                skip_reason(&loaded, &real_config(nydusd.clone())).or_else(|| skip_reason(&loaded, &config()))
+            }
+        };
+        if let Some(reason) = &skip {
+            eprintln!("skipping {name}: {reason}");
+        }
+        let ignored = skip.is_some();
+        let nydusd = real.clone().unwrap_or_default();
+        trials.push(Trial::test(name, move || diff_one(&path, real_config(nydusd))).with_ignored_flag(ignored));
     }
     trials.push(Trial::test("schema_json_is_in_sync", || {
         let committed = std::fs::read_to_string(scenarios_dir().join("schema.json")).unwrap_or_default();

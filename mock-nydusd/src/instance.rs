@@ -49,12 +49,17 @@ impl InstanceConfig {
         let cache_work_dir = text(&v, "/device/cache/config/work_dir")
             .or_else(|| text(&v, "/cache/filecache/work_dir"))
             .or_else(|| text(&v, "/cache/fscache/work_dir"));
+        let storage_id = text(&v, "/device/id")
+            .or_else(|| text(&v, "/id"))
+            // nydusd's ConfigV2 `id` defaults to "", and a blob cache registers its counters
+            // under it even then.
+            .or_else(|| cache_work_dir.as_ref().map(|_| String::new()));
         Self {
             backend_type: if kind == "s3" { "oss".to_owned() } else { kind.clone() },
             registry_auth: (kind == "registry").then(|| text(&settings, "/auth")).flatten(),
             proxy_url: text(&settings, "/proxy/url"),
             cache_work_dir,
-            storage_id: text(&v, "/device/id").or_else(|| text(&v, "/id")),
+            storage_id,
             files_account: flag(&v, "/iostats_files", "/rafs/iostats_files"),
             access_pattern: flag(&v, "/access_pattern", "/rafs/access_pattern"),
             latest_read_files: flag(&v, "/latest_read_files", "/rafs/latest_read_files"),

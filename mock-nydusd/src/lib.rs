@@ -15,6 +15,7 @@
 pub mod blob_cache;
 pub mod build_info;
 pub mod cli;
+pub mod config_v2;
 pub mod control;
 pub mod death;
 pub mod fsm;

@@ -332,7 +332,9 @@ impl Model {
                     let config: Value = if passthrough {
                         Value::Null
                     } else {
-                        serde_json::from_str(&m.cmd.config).unwrap_or(Value::Null)
+                        serde_json::from_str(&m.cmd.config)
+                            .map(|c| crate::config_v2::reported(&c))
+                            .unwrap_or(Value::Null)
                     };
                     let entry = BackendDescriptor {
                         backend_type: if passthrough { "PassthroughFs" } else { "Rafs" },

@@ -406,8 +406,8 @@ impl<'a> Run<'a> {
                 })
                 .to_string()
             } else {
-                r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/var/lib/blobs"}}},"mode":"direct"}"#
-                    .to_owned()
+                // What the real target uses too, so that differential runs compare like with like.
+                image::ImageStore::under(self.root.root()).config()
             }
         });
         self.write_instance_config(daemon, spec, rafs, config)

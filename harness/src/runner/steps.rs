@@ -201,6 +201,10 @@ impl Run<'_> {
                     ApiCall::Exit => daemon.exit().await,
                     ApiCall::Takeover => daemon.takeover().await,
                     ApiCall::Sendfd => daemon.send_fd().await,
+                    ApiCall::DaemonInfo => daemon.daemon_info().await.map(drop),
+                    ApiCall::FsMetrics => daemon.fs_metrics(None).await.map(drop),
+                    ApiCall::CacheMetrics => daemon.cache_metrics(None).await.map(drop),
+                    ApiCall::InflightMetrics => daemon.inflight_metrics().await.map(drop),
                 };
                 check(&format!("{:?} on {}", s.call, s.daemon.value).to_lowercase(), outcome, s.expect_error.as_ref())
             }
@@ -579,9 +583,11 @@ impl Run<'_> {
                 let daemon = self.daemon(id)?;
                 let manager = self.manager()?.clone();
                 let mut tasks = tokio::task::JoinSet::new();
+                // Written once: rewriting the instance's files while an earlier attempt
+                // reads them would race (its image and configuration would be torn).
+                let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
                 for _ in 0..s.count {
-                    let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
-                    let (manager, daemon) = (manager.clone(), daemon.clone());
+                    let (manager, daemon, rafs) = (manager.clone(), daemon.clone(), rafs.clone());
                     tasks.spawn(async move {
                         manager.mount_shared_instance(&daemon, rafs).await.map_err(|e| error_chain(&e))
                     });

@@ -712,6 +712,14 @@ pub enum ApiCall {
     Takeover,
     /// `PUT /api/v1/daemon/fuse/sendfd`.
     Sendfd,
+    /// `GET /api/v1/daemon`.
+    DaemonInfo,
+    /// `GET /api/v1/metrics` (every instance).
+    FsMetrics,
+    /// `GET /api/v1/metrics/blobcache`.
+    CacheMetrics,
+    /// `GET /api/v1/metrics/inflight`.
+    InflightMetrics,
 }
 
 /// `api`.

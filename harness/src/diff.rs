@@ -1,0 +1,404 @@
+//! Differential runs: the same scenario against mock-nydusd and a real nydusd, and every
+//! difference in what daemon-core's client sent and got back: status codes, reply bodies
+//! (without the volatile fields below) and so the state sequences the replies carry.
+//! Differences that are understood are listed, with the reason, in
+//! `docs/diff-explained.yaml`; any other one fails the run.
+
+use std::path::{Path, PathBuf};
+
+use daemon_core::api::Exchange;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::runner::{RunConfig, ScenarioResult, run_scenario};
+use crate::scenario::model::{Scenario, Target};
+
+/// The explained differences shipped with the harness.
+pub const DEFAULT_EXPLAINED: &str = include_str!("../../docs/diff-explained.yaml");
+
+/// What the comparison ignores and which differences it accepts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Explained {
+    /// JSON pointers (`*` matches any one key) removed from every reply body before
+    /// comparing: build information, times, counters that depend on timing.
+    #[serde(default)]
+    pub volatile: Vec<String>,
+    /// Differences that are understood.
+    #[serde(default)]
+    pub differences: Vec<ExplainedDifference>,
+}
+
+/// One understood difference.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExplainedDifference {
+    /// Scenario name (`*`: any).
+    #[serde(default = "any")]
+    pub scenario: String,
+    /// `METHOD /path` of the exchange (`*`: any).
+    #[serde(default = "any")]
+    pub request: String,
+    /// Why mock and real differ there.
+    pub why: String,
+}
+
+fn any() -> String {
+    "*".to_owned()
+}
+
+impl Explained {
+    /// Parses an explained-differences file.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
+        serde_saphyr::from_str(text).map_err(|e| format!("{origin}: {e}"))
+    }
+
+    fn why(&self, scenario: &str, difference: &Difference) -> Option<&str> {
+        self.differences
+            .iter()
+            .find(|e| {
+                (e.scenario == "*" || e.scenario == scenario) && (e.request == "*" || e.request == difference.request)
+            })
+            .map(|e| e.why.as_str())
+    }
+}
+
+/// One exchange as compared: who, what, and the normalised outcome.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Normalized {
+    /// `<daemon id>/<socket file>`.
+    pub daemon: String,
+    /// `METHOD /path` (query kept, root replaced).
+    pub request: String,
+    /// HTTP status (`None`: no reply).
+    pub status: Option<u16>,
+    /// The reply without volatile fields (JSON when it parsed, else text).
+    pub reply: Value,
+}
+
+/// One difference between the two runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    /// The daemon it concerns.
+    pub daemon: String,
+    /// `METHOD /path`.
+    pub request: String,
+    /// What the mock run showed (`None`: no such exchange).
+    pub mock: Option<String>,
+    /// What the real run showed (`None`: no such exchange).
+    pub real: Option<String>,
+    /// The reason, when the difference is explained.
+    pub explained: Option<String>,
+}
+
+/// The comparison of one scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioDiff {
+    /// The file.
+    pub path: PathBuf,
+    /// The scenario name.
+    pub name: String,
+    /// Why it was not compared (not for both targets, or it failed on one of them).
+    pub not_compared: Option<String>,
+    /// Exchanges compared (after folding repeats).
+    pub compared: usize,
+    /// Every difference.
+    pub differences: Vec<Difference>,
+}
+
+impl ScenarioDiff {
+    /// Differences nobody explained.
+    pub fn unexplained(&self) -> usize {
+        self.differences.iter().filter(|d| d.explained.is_none()).count()
+    }
+}
+
+/// Runs `scenario` on both targets and compares.
+pub async fn diff_scenario(
+    path: &Path,
+    scenario: &Scenario,
+    mock: &RunConfig,
+    real: &RunConfig,
+    explained: &Explained,
+) -> ScenarioDiff {
+    let mut out = ScenarioDiff {
+        path: path.to_owned(),
+        name: scenario.name.clone(),
+        not_compared: None,
+        compared: 0,
+        differences: Vec::new(),
+    };
+    if !(scenario.targets.contains(&Target::Mock) && scenario.targets.contains(&Target::Real)) {
+        out.not_compared = Some("does not apply to both targets".into());
+        return out;
+    }
+    for config in [mock, real] {
+        if let Some(reason) = crate::runner::skip_reason(scenario, config) {
+            out.not_compared = Some(format!("skipped on {:?}: {reason}", config.target).to_lowercase());
+            return out;
+        }
+    }
+    let on_mock = run_scenario(path, scenario, mock).await;
+    let on_real = run_scenario(path, scenario, real).await;
+    for (target, result) in [("mock", &on_mock), ("real nydusd", &on_real)] {
+        if let Some(failure) = &result.failure {
+            out.not_compared = Some(format!("failed on {target}: {}", failure.message));
+            return out;
+        }
+    }
+    let (a, b) = (normalize_all(&on_mock, explained), normalize_all(&on_real, explained));
+    out.compared = a.len().max(b.len());
+    out.differences = compare(&a, &b);
+    for difference in &mut out.differences {
+        difference.explained = explained.why(&scenario.name, difference).map(str::to_owned);
+    }
+    out
+}
+
+fn normalize_all(result: &ScenarioResult, explained: &Explained) -> Vec<Normalized> {
+    let mut out: Vec<Normalized> = Vec::new();
+    for exchange in &result.exchanges {
+        let n = normalize(exchange, &explained.volatile);
+        // Polls repeat until something changes; only the changes are compared.
+        if out.iter().rev().find(|o| o.daemon == n.daemon).is_some_and(|last| *last == n) {
+            continue;
+        }
+        out.push(n);
+    }
+    out
+}
+
+/// The run's root: the directory holding `socket/<id>/api.sock`.
+fn root_of(socket: &Path) -> Option<&Path> {
+    socket.parent()?.parent()?.parent()
+}
+
+/// Normalises one exchange: the temporary root becomes `<root>`, volatile fields go.
+pub fn normalize(exchange: &Exchange, volatile: &[String]) -> Normalized {
+    let root = root_of(&exchange.socket).map(|r| r.to_string_lossy().into_owned()).unwrap_or_default();
+    let unroot = |s: &str| if root.is_empty() { s.to_owned() } else { s.replace(&root, "<root>") };
+    let daemon = {
+        let id = exchange.socket.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned());
+        let file = exchange.socket.file_name().map(|n| n.to_string_lossy().into_owned());
+        format!("{}/{}", id.unwrap_or_default(), file.unwrap_or_default())
+    };
+    let reply = match serde_json::from_str::<Value>(&exchange.reply) {
+        Ok(mut json) if exchange.status.is_some() => {
+            for pointer in volatile {
+                remove_pointer(&mut json, pointer);
+            }
+            unroot_value(&mut json, &unroot);
+            json
+        }
+        _ if exchange.status.is_none() => Value::String("(no reply)".into()),
+        _ => Value::String(unroot(&exchange.reply)),
+    };
+    Normalized {
+        daemon,
+        request: format!("{} {}", exchange.method, unroot(&exchange.path)),
+        status: exchange.status,
+        reply,
+    }
+}
+
+fn unroot_value(value: &mut Value, unroot: &impl Fn(&str) -> String) {
+    match value {
+        Value::String(s) => *s = unroot(s),
+        Value::Array(items) => items.iter_mut().for_each(|v| unroot_value(v, unroot)),
+        Value::Object(map) => {
+            let entries: Vec<(String, Value)> = std::mem::take(map).into_iter().collect();
+            for (key, mut v) in entries {
+                unroot_value(&mut v, unroot);
+                map.insert(unroot(&key), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes what `pointer` names; a `*` segment matches every key or index.
+fn remove_pointer(value: &mut Value, pointer: &str) {
+    let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    remove_segments(value, &segments);
+}
+
+fn remove_segments(value: &mut Value, segments: &[&str]) {
+    let Some((first, rest)) = segments.split_first() else { return };
+    match value {
+        Value::Object(map) if rest.is_empty() => {
+            if *first == "*" {
+                map.clear();
+            } else {
+                map.remove(*first);
+            }
+        }
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                if *first == "*" || key == first {
+                    remove_segments(child, rest);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter_mut().enumerate() {
+                if *first == "*" || first.parse() == Ok(i) {
+                    remove_segments(child, rest);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Aligns the two runs' exchanges per daemon on their requests (longest common
+/// subsequence), then compares the aligned pairs and reports the unaligned ones.
+pub fn compare(mock: &[Normalized], real: &[Normalized]) -> Vec<Difference> {
+    let mut daemons: Vec<&str> = mock.iter().chain(real).map(|n| n.daemon.as_str()).collect();
+    daemons.sort_unstable();
+    daemons.dedup();
+    let mut out = Vec::new();
+    for daemon in daemons {
+        let a: Vec<&Normalized> = mock.iter().filter(|n| n.daemon == daemon).collect();
+        let b: Vec<&Normalized> = real.iter().filter(|n| n.daemon == daemon).collect();
+        for (x, y) in align(&a, &b) {
+            let describe = |n: &Normalized| {
+                format!("{} {}", n.status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()), n.reply)
+            };
+            let (request, differs) = match (x, y) {
+                (Some(x), Some(y)) => (x.request.clone(), x.status != y.status || x.reply != y.reply),
+                (Some(n), None) | (None, Some(n)) => (n.request.clone(), true),
+                (None, None) => continue,
+            };
+            if differs {
+                out.push(Difference {
+                    daemon: daemon.to_owned(),
+                    request,
+                    mock: x.map(describe),
+                    real: y.map(describe),
+                    explained: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+type Pair<'a> = (Option<&'a Normalized>, Option<&'a Normalized>);
+
+fn align<'a>(a: &[&'a Normalized], b: &[&'a Normalized]) -> Vec<Pair<'a>> {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0usize; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] =
+                if a[i].request == b[j].request { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while i < n || j < m {
+        if i < n && j < m && a[i].request == b[j].request {
+            out.push((Some(a[i]), Some(b[j])));
+            i += 1;
+            j += 1;
+        } else if j == m || (i < n && lcs[i + 1][j] >= lcs[i][j + 1]) {
+            out.push((Some(a[i]), None));
+            i += 1;
+        } else {
+            out.push((None, Some(b[j])));
+            j += 1;
+        }
+    }
+    out
+}
+
+/// The report: one block per scenario, then a summary line.
+pub fn report(diffs: &[ScenarioDiff]) -> String {
+    let mut out = String::new();
+    for d in diffs {
+        match &d.not_compared {
+            Some(why) => out.push_str(&format!("SKIP {} ({}): {why}\n", d.path.display(), d.name)),
+            None if d.differences.is_empty() => {
+                out.push_str(&format!("SAME {} ({}, {} exchanges)\n", d.path.display(), d.name, d.compared))
+            }
+            None => {
+                let verdict = if d.unexplained() == 0 { "EXPL" } else { "DIFF" };
+                out.push_str(&format!("{verdict} {} ({}, {} exchanges)\n", d.path.display(), d.name, d.compared));
+                for x in &d.differences {
+                    out.push_str(&format!("     {} {}\n", x.daemon, x.request));
+                    out.push_str(&format!("       mock: {}\n", x.mock.as_deref().unwrap_or("(no such exchange)")));
+                    out.push_str(&format!("       real: {}\n", x.real.as_deref().unwrap_or("(no such exchange)")));
+                    match &x.explained {
+                        Some(why) => out.push_str(&format!("       explained: {why}\n")),
+                        None => out.push_str("       UNEXPLAINED\n"),
+                    }
+                }
+            }
+        }
+    }
+    let compared: Vec<&ScenarioDiff> = diffs.iter().filter(|d| d.not_compared.is_none()).collect();
+    let same = compared.iter().filter(|d| d.differences.is_empty()).count();
+    let explained: usize = compared.iter().map(|d| d.differences.len() - d.unexplained()).sum();
+    let unexplained: usize = compared.iter().map(|d| d.unexplained()).sum();
+    let exchanges: usize = compared.iter().map(|d| d.compared).sum();
+    out.push_str(&format!(
+        "compared {} scenarios ({exchanges} exchanges): {same} identical; {explained} explained and {unexplained} unexplained differences; {} not compared\n",
+        compared.len(),
+        diffs.len() - compared.len()
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(path: &str, status: Option<u16>, reply: &str) -> Exchange {
+        Exchange {
+            socket: "/tmp/nydus-harness-abc/socket/d1/api.sock".into(),
+            method: "GET".into(),
+            path: path.into(),
+            request: String::new(),
+            status,
+            reply: reply.into(),
+        }
+    }
+
+    #[test]
+    fn normalising_drops_volatile_fields_and_the_root() {
+        let e = exchange(
+            "/api/v1/daemon",
+            Some(200),
+            r#"{"version":{"git_commit":"x"},"state":"RUNNING","backend_collection":{"/a":{"config":"/tmp/nydus-harness-abc/cfg"}}}"#,
+        );
+        let n = normalize(&e, &["/version".into()]);
+        assert_eq!(n.daemon, "d1/api.sock");
+        assert_eq!(n.reply, serde_json::json!({"state":"RUNNING","backend_collection":{"/a":{"config":"<root>/cfg"}}}));
+    }
+
+    #[test]
+    fn wildcards_remove_a_field_of_every_entry() {
+        let mut v = serde_json::json!({"m": {"/a": {"t": 1, "k": 2}, "/b": {"t": 3}}});
+        remove_pointer(&mut v, "/m/*/t");
+        assert_eq!(v, serde_json::json!({"m": {"/a": {"k": 2}, "/b": {}}}));
+    }
+
+    #[test]
+    fn alignment_reports_changed_missing_and_extra_exchanges() {
+        let n = |path: &str, status: u16| normalize(&exchange(path, Some(status), "{}"), &[]);
+        let mock = [n("/a", 200), n("/b", 204), n("/c", 204)];
+        let real = [n("/a", 200), n("/b", 500), n("/d", 204)];
+        let found: Vec<(String, bool, bool)> =
+            compare(&mock, &real).into_iter().map(|d| (d.request, d.mock.is_some(), d.real.is_some())).collect();
+        assert_eq!(
+            found,
+            [("GET /b".into(), true, true), ("GET /c".into(), true, false), ("GET /d".into(), false, true)]
+        );
+    }
+
+    #[test]
+    fn the_shipped_explanations_parse() {
+        let explained = Explained::parse(DEFAULT_EXPLAINED, "docs/diff-explained.yaml").unwrap();
+        assert!(explained.volatile.iter().any(|p| p == "/version"));
+        assert!(explained.differences.iter().all(|d| !d.why.trim().is_empty()));
+    }
+}

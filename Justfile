@@ -4,9 +4,9 @@
 run *ARGS:
     cargo run --release -p harness -- run scenarios {{ARGS}}
 
-# Run every test.
+# Run every test (as .ci/run does).
 test:
-    cargo nextest run --workspace
+    ci/test.sh
 
 # Validate scenario files without running them.
 validate:
@@ -16,6 +16,10 @@ validate:
 bench:
     cargo bench -p mock-nydusd --bench api_latency
     cargo run --release -p harness -- bench --json bench/results-$(date +%F).json
+
+# Fuzz every target for SECONDS each (CI runs 20).
+fuzz SECONDS="600":
+    ci/fuzz.sh {{SECONDS}}
 
 # Lints as CI would.
 lint:

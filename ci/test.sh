@@ -42,3 +42,6 @@ profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 
 cargo nextest run --workspace --profile "$profile"
+
+# The short fuzz run: every target for 20 s, after replaying its regressions.
+ci/fuzz.sh 20

@@ -326,12 +326,7 @@ impl NydusdClient {
     /// does (200 and 204 are success).
     pub async fn call(&self, method: Method, path: &str, body: Option<Vec<u8>>) -> Result<Bytes, ClientError> {
         let reply = self.request(method.clone(), path, body).await?;
-        if reply.status == StatusCode::OK || reply.status == StatusCode::NO_CONTENT {
-            return Ok(reply.body);
-        }
-        let raw_body = String::from_utf8_lossy(&reply.body).into_owned();
-        let error = serde_json::from_slice::<ErrorMessage>(&reply.body).unwrap_or_default();
-        Err(ClientError::Daemon { method, path: path.to_owned(), status: reply.status.as_u16(), error, raw_body })
+        interpret_reply(method, path, reply)
     }
 
     /// `GET /api/v1/daemon`.
@@ -421,10 +416,23 @@ impl NydusdClient {
     }
 }
 
+/// How a reply reads: 200 and 204 are success (the body), anything else is
+/// [`ClientError::Daemon`] with nydusd's `{code, message}` decoded when it has that shape.
+// The async methods return this same error type unboxed; boxing it here alone would not help.
+#[allow(clippy::result_large_err)]
+pub fn interpret_reply(method: Method, path: &str, reply: RawResponse) -> Result<Bytes, ClientError> {
+    if reply.status == StatusCode::OK || reply.status == StatusCode::NO_CONTENT {
+        return Ok(reply.body);
+    }
+    let raw_body = String::from_utf8_lossy(&reply.body).into_owned();
+    let error = serde_json::from_slice::<ErrorMessage>(&reply.body).unwrap_or_default();
+    Err(ClientError::Daemon { method, path: path.to_owned(), status: reply.status.as_u16(), error, raw_body })
+}
+
 /// Decodes a 200 reply of a GET, keeping the body for the error.
 // The async methods return this same error type unboxed; boxing it here alone would not help.
 #[allow(clippy::result_large_err)]
-fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
+pub fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|source| ClientError::Decode {
         method: Method::GET,
         path: path.to_owned(),

@@ -107,6 +107,10 @@ impl Manager {
                 Err(e) => report.failed.push((String::new(), e.to_string())),
             }
         }
+        // Recovery ends with every nydusd under the root named by a record: a process that
+        // escaped the first sweep (or a start that raced it) goes now.
+        let records = self.store().daemons()?;
+        report.strays_killed.extend(self.sweep_strays(&records).await);
         let Some(wanted) = binary_git_commit(&self.nydusd()) else { return Ok(report) };
         for daemon in live {
             let running = daemon.version().map(|v| v.git_commit);

@@ -117,6 +117,22 @@ enum Command {
     /// Run scenarios on the mock and on a real nydusd and report every difference in what
     /// the client sent and got back (exit 1 on an unexplained one).
     Diff(DiffArgs),
+    /// Run seeded random fault schedules on the mock; shrink and print the first failing one
+    /// as a scenario file (exit 1).
+    Chaos {
+        /// Seed of the first schedule (run i uses seed + i).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Schedules to run.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Operations per schedule.
+        #[arg(long, default_value_t = 12)]
+        ops: usize,
+        /// Write the shrunk scenario of a failure into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -203,6 +219,31 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(exit_code::OK)
         }
         Command::Diff(args) => diff(args),
+        Command::Chaos { seed, runs, ops, out } => {
+            let mock = match std::env::current_exe() {
+                Ok(exe) => exe,
+                Err(e) => {
+                    eprintln!("error: cannot locate the harness binary to run the mock: {e}");
+                    return ExitCode::from(exit_code::SETUP_ERROR);
+                }
+            };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(exit_code::SETUP_ERROR);
+                }
+            };
+            let options = crate::chaos::ChaosOptions { mock, seed, runs, ops: ops.max(1), out };
+            match runtime.block_on(crate::chaos::run(&options)) {
+                Ok(true) => ExitCode::from(exit_code::OK),
+                Ok(false) => ExitCode::from(exit_code::SCENARIO_FAILED),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit_code::SETUP_ERROR)
+                }
+            }
+        }
         Command::Run(args) => {
             let config = match args.target {
                 TargetArg::Real => RunConfig {

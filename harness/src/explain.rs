@@ -117,6 +117,9 @@ fn describe(step: &Step) -> (String, String, String) {
             format!("{} concurrent mounts of {} ({} may succeed)", s.count, s.snapshot.value, s.successes),
         ),
         Step::ExpectNoLeaks(_) => ("harness".into(), "harness".into(), "expect no leaked process or mount".into()),
+        Step::ExpectConsistent(s) => {
+            ("harness".into(), d(&s.daemon), "expect the daemon to serve exactly its recorded instances".into())
+        }
         Step::ForgetDaemon(s) => {
             ("harness".into(), "manager".into(), format!("delete the record of {} (monitor not told)", d(&s.daemon)))
         }

@@ -15,6 +15,7 @@
 //! `cargo run -p harness` needs no second binary to be built first.
 
 pub mod bench;
+pub mod chaos;
 pub mod cli;
 pub mod diff;
 pub mod explain;

@@ -132,6 +132,13 @@ impl ClientError {
         }
     }
 
+    /// Whether nydusd may have carried the request out although no reply arrived: the
+    /// request was sent (or partly sent) and then the deadline passed or the connection
+    /// broke. A failed connect is not ambiguous: nothing reached the daemon.
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Self::Transport { .. } | Self::Timeout { .. })
+    }
+
     /// The HTTP status nydusd answered with, if it answered.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -648,6 +648,14 @@ impl Daemon {
     }
 }
 
+impl DaemonError {
+    /// Whether the daemon may have carried out the call although it failed (see
+    /// [`ClientError::is_ambiguous`]).
+    pub fn is_ambiguous(&self) -> bool {
+        matches!(self, Self::Client { source, .. } if source.is_ambiguous())
+    }
+}
+
 /// Process options beyond the nydusd command line.
 #[derive(Debug, Clone, Default)]
 pub struct SpawnExtras {

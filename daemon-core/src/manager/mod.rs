@@ -385,6 +385,12 @@ impl Manager {
         let mut rafs = self.add_rafs_instance(daemon, rafs)?;
         crash_point::reached("mount.recorded");
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
+            // A lost reply says nothing about the mount: the daemon is asked instead, so
+            // that the record follows what it serves.
+            if e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(true) {
+                self.update_rafs_instance(daemon, &rafs)?;
+                return Ok(rafs);
+            }
             let _ = self.remove_rafs_instance(daemon, &rafs.snapshot_id);
             return Err(e.into());
         }
@@ -397,11 +403,61 @@ impl Manager {
     /// Unmounts an instance of a shared daemon and removes its record.
     pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
         let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
-        daemon.shared_umount(&rafs).await?;
+        if let Err(e) = daemon.shared_umount(&rafs).await {
+            // As for mounts: after a lost reply the daemon's own list decides.
+            if !(e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(false)) {
+                return Err(e.into());
+            }
+        }
         crash_point::reached("umount.unmounted");
         self.remove_rafs_instance(daemon, snapshot_id)?;
         crash_point::reached("umount.removed");
         Ok(())
+    }
+
+    /// Whether a shared fusedev daemon serves `rafs` now, by its `backend_collection`;
+    /// `None` when it cannot tell (no answer, or a driver without that list). nydusd
+    /// handles one API request at a time, so the answer comes after any request still
+    /// in progress.
+    async fn serves(&self, daemon: &Daemon, rafs: &Rafs) -> Option<bool> {
+        if daemon.states().fs_driver != FsDriver::Fusedev {
+            return None;
+        }
+        let served = daemon.daemon_info().await.ok()?.backend_collection?;
+        Some(served.contains_key(&rafs.relative_mountpoint()))
+    }
+
+    /// Mounts a shared fusedev daemon's recorded instances that it does not serve, and
+    /// unmounts what it serves without a record; returns the snapshots mounted and the
+    /// mountpoints unmounted. Used where the daemon's mounts may have drifted from the
+    /// records: after a manager restart, and after a takeover, whose state blob is as old
+    /// as the last successful sendfd. Other daemons report no mount list
+    /// (`backend_collection` is FUSE-only), so nothing is compared for them.
+    pub async fn reconcile_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+        let (mut remounted, mut unmounted) = (Vec::new(), Vec::new());
+        let states = daemon.states();
+        if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
+            return Ok((remounted, unmounted));
+        }
+        let Some(served) = daemon.daemon_info().await?.backend_collection else { return Ok((remounted, unmounted)) };
+        let host = daemon.host_mountpoint();
+        let recorded = daemon.instances().list_by_seq();
+        for mut rafs in recorded.iter().filter(|r| r.mountpoint != host).cloned() {
+            if served.contains_key(&rafs.relative_mountpoint()) {
+                continue;
+            }
+            daemon.shared_mount(&mut rafs).await?;
+            daemon.instances().add(rafs.clone());
+            remounted.push(rafs.snapshot_id);
+        }
+        for mountpoint in served.keys() {
+            if recorded.iter().any(|r| &r.relative_mountpoint() == mountpoint) {
+                continue;
+            }
+            daemon.umount(mountpoint).await?;
+            unmounted.push(mountpoint.clone());
+        }
+        Ok((remounted, unmounted))
     }
 
     fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {

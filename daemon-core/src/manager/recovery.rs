@@ -83,5 +83,8 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     daemon.start().await?;
     crash_point::reached("failover.started");
     manager.verify_started(daemon).await?;
+    // The state blob is as old as the last sendfd that worked; what changed since is in
+    // the records only.
+    manager.reconcile_mounts(daemon).await?;
     Ok(pid)
 }

@@ -11,7 +11,7 @@ use nix::sys::signal::Signal;
 
 use super::{Manager, ManagerError};
 use crate::daemon::state::ConfigState;
-use crate::daemon::{Daemon, FsDriver, error_chain};
+use crate::daemon::{Daemon, error_chain};
 use crate::{DaemonState, procfs};
 
 /// What recovery found and did, by daemon id.
@@ -83,8 +83,12 @@ impl Manager {
         }
         for daemon in &live {
             self.monitor().subscribe(&daemon.id(), &daemon.api_socket()).await?;
-            if let Err(e) = self.reconcile_mounts(daemon, &mut report).await {
-                report.failed.push((daemon.id(), error_chain(&e)));
+            match self.reconcile_mounts(daemon).await {
+                Ok((remounted, unmounted)) => {
+                    report.remounted.extend(remounted);
+                    report.unmounted.extend(unmounted);
+                }
+                Err(e) => report.failed.push((daemon.id(), error_chain(&e))),
             }
             // The supervisor's copy died with the previous manager; fetch a fresh one.
             let _ = daemon.send_states().await;
@@ -188,35 +192,6 @@ impl Manager {
             killed.push((id, pid));
         }
         killed
-    }
-
-    /// Mounts a live shared fusedev daemon's recorded instances that it does not serve,
-    /// and unmounts what it serves without a record. Other daemons report no mount list
-    /// (`backend_collection` is FUSE-only), so nothing is compared for them.
-    async fn reconcile_mounts(&self, daemon: &Daemon, report: &mut RecoveryReport) -> Result<(), ManagerError> {
-        let states = daemon.states();
-        if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
-            return Ok(());
-        }
-        let Some(served) = daemon.daemon_info().await?.backend_collection else { return Ok(()) };
-        let host = daemon.host_mountpoint();
-        let recorded = daemon.instances().list_by_seq();
-        for mut rafs in recorded.iter().filter(|r| r.mountpoint != host).cloned() {
-            if served.contains_key(&rafs.relative_mountpoint()) {
-                continue;
-            }
-            daemon.shared_mount(&mut rafs).await?;
-            daemon.instances().add(rafs.clone());
-            report.remounted.push(rafs.snapshot_id);
-        }
-        for mountpoint in served.keys() {
-            if recorded.iter().any(|r| &r.relative_mountpoint() == mountpoint) {
-                continue;
-            }
-            daemon.umount(mountpoint).await?;
-            report.unmounted.push(mountpoint.clone());
-        }
-        Ok(())
     }
 }
 

@@ -186,13 +186,13 @@ impl Run<'_> {
                 } else {
                     manager.add_rafs_instance(&daemon, rafs).map(drop)
                 };
-                check(&format!("mount_instance {} on {id}", s.snapshot.value), outcome, s.expect_error.as_ref())
+                self.check_or_tolerate(&format!("mount_instance {} on {id}", s.snapshot.value), outcome, s)
             }
             Step::UmountInstance(s) => {
                 let id = &s.daemon.value;
                 let daemon = self.daemon(id)?;
                 let outcome = self.manager()?.umount_shared_instance(&daemon, &s.snapshot.value).await;
-                check(&format!("umount_instance {} on {id}", s.snapshot.value), outcome, s.expect_error.as_ref())
+                self.check_or_tolerate(&format!("umount_instance {} on {id}", s.snapshot.value), outcome, s)
             }
             Step::Api(s) => {
                 let daemon = self.daemon(&s.daemon.value)?;
@@ -504,6 +504,7 @@ impl Run<'_> {
                 }
             }
             Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+            Step::ExpectConsistent(s) => self.expect_consistent(&s.daemon.value).await,
             Step::StartReader(s) => {
                 let path = self.path_in_root(&s.path);
                 let stop = self.root.root().join(format!("reader-{}.stop", s.name));
@@ -613,6 +614,49 @@ impl Run<'_> {
                 check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
             }
         }
+    }
+
+    /// [`check`], or with `may_fail` only a journal entry of the outcome.
+    fn check_or_tolerate<E: std::error::Error + 'static>(
+        &self,
+        what: &str,
+        outcome: Result<(), E>,
+        step: &crate::scenario::model::InstanceStep,
+    ) -> Result<(), StepError> {
+        if !step.may_fail {
+            return check(what, outcome, step.expect_error.as_ref());
+        }
+        let error = outcome.err().map(|e| error_chain(&e));
+        self.journal.record("tolerated", serde_json::json!({ "what": what, "error": error }));
+        Ok(())
+    }
+
+    /// The daemon is RUNNING and its mounts are exactly the instances recorded for it.
+    async fn expect_consistent(&self, id: &str) -> Result<(), StepError> {
+        let daemon = self.daemon(id)?;
+        let state = daemon.get_state().await?;
+        if state != daemon_core::DaemonState::Running {
+            return Err(StepError::mismatch(format!("daemon {id} is not running"), "RUNNING", state.to_string()));
+        }
+        let served: Vec<String> =
+            daemon.daemon_info().await?.backend_collection.unwrap_or_default().keys().cloned().collect();
+        let store = self.manager()?.store();
+        let recorded: Vec<String> = store
+            .instances()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| r.daemon_id == id)
+            .map(|r| r.relative_mountpoint())
+            .collect();
+        let (served, recorded) = (sorted(served), sorted(recorded));
+        if served != recorded {
+            return Err(StepError::mismatch(
+                format!("daemon {id} serves other instances than the store records"),
+                format!("recorded {recorded:?}"),
+                format!("served {served:?}"),
+            ));
+        }
+        Ok(())
     }
 
     /// Only the current processes of managed daemons run, and only their host mounts exist.

@@ -338,6 +338,8 @@ pub enum Step {
     MountConcurrently(MountConcurrentlyStep),
     /// No process, mount or socket of the scenario survives beyond what its manager manages.
     ExpectNoLeaks(Empty),
+    /// The daemon is RUNNING and serves exactly the instances the store records for it.
+    ExpectConsistent(DaemonRef),
     /// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
     /// (how a death event for an unknown daemon arises).
     ForgetDaemon(DaemonRef),
@@ -373,6 +375,10 @@ pub struct InstanceStep {
     /// The step must fail like this.
     #[serde(default)]
     pub expect_error: Option<ExpectedError>,
+    /// Success and failure both pass (random fault schedules, where later steps such as
+    /// `expect_consistent` judge the outcome); the outcome goes into the journal.
+    #[serde(default)]
+    pub may_fail: bool,
 }
 
 /// Manager events a scenario can wait for.
@@ -855,6 +861,7 @@ impl Step {
             Step::StopReader(_) => "stop_reader",
             Step::MountConcurrently(_) => "mount_concurrently",
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
+            Step::ExpectConsistent(_) => "expect_consistent",
             Step::ForgetDaemon(_) => "forget_daemon",
         }
     }
@@ -873,7 +880,9 @@ impl Step {
             Step::ExpectSocket(s) => Some(&s.daemon),
             Step::ExpectAlive(s) => Some(&s.daemon),
             Step::ExpectMounts(s) => Some(&s.daemon),
-            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) => Some(&s.daemon),
+            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) | Step::ExpectConsistent(s) => {
+                Some(&s.daemon)
+            }
             Step::MountInstance(s) | Step::UmountInstance(s) => Some(&s.daemon),
             Step::WaitEvent(s) | Step::ExpectNoEvent(s) => Some(&s.daemon),
             Step::Upgrade(s) => Some(&s.daemon),

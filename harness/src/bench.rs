@@ -26,6 +26,8 @@ pub struct BenchOptions {
     pub scales: Vec<usize>,
     /// Consecutive failovers of the leak check (0: skip it).
     pub leak_runs: usize,
+    /// A real nydusd, with its extra arguments, to measure beside the mock.
+    pub real: Option<(PathBuf, Vec<std::ffi::OsString>)>,
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
@@ -53,6 +55,17 @@ struct Bed {
 
 impl Bed {
     fn new(mock: &Path, policy: RecoverPolicy, timeouts: Timeouts) -> anyhow::Result<Self> {
+        Self::with(mock, vec!["--mock-no-abort".into()], policy, timeouts)
+    }
+
+    /// A bed running `binary` with `args` appended to every daemon's command line.
+    fn with(
+        binary: &Path,
+        args: Vec<std::ffi::OsString>,
+        policy: RecoverPolicy,
+        timeouts: Timeouts,
+    ) -> anyhow::Result<Self> {
+        let mock = binary;
         let dir = tempfile::Builder::new().prefix("nydus-bench-").tempdir()?;
         let layout = Layout::new(dir.path());
         std::fs::create_dir_all(dir.path().join("bin"))?;
@@ -65,7 +78,7 @@ impl Bed {
             fs_driver: daemon_core::daemon::FsDriver::Fusedev,
             recover_policy: policy,
             timeouts,
-            spawn: SpawnExtras { args: vec!["--mock-no-abort".into()], kill_on_drop: true, ..SpawnExtras::default() },
+            spawn: SpawnExtras { args, kill_on_drop: true, ..SpawnExtras::default() },
             fscache_dir: None,
             per_daemon_args: PerDaemonArgs::default(),
             exchange_observer: None,
@@ -124,6 +137,72 @@ async fn recovery(
         anyhow::ensure!(daemon.state() == DaemonState::Running, "not RUNNING after recovery");
     }
     Ok(samples)
+}
+
+/// How long `wait_until_state` takes to return after the daemon changed state: the mock
+/// holds INIT for 20 ms after start, and journals the change on the same clock
+/// (CLOCK_MONOTONIC) the return is read on.
+async fn state_reaction(mock: &Path, timeouts: Timeouts, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let dir = tempfile::Builder::new().prefix("nydus-bench-state-").tempdir()?;
+    let script = dir.path().join("hold.json");
+    std::fs::write(&script, r#"{"startup":{"hold":{"state":"INIT","ms":20}}}"#)?;
+    let journal = dir.path().join("journal.jsonl");
+    let args = vec![
+        "--mock-no-abort".into(),
+        "--mock-script".into(),
+        script.into_os_string(),
+        "--mock-journal".into(),
+        journal.clone().into_os_string(),
+    ];
+    let bed = Bed::with(mock, args, RecoverPolicy::None, timeouts)?;
+    let mut samples = Vec::with_capacity(runs);
+    for n in 0..runs {
+        let options = DaemonOptions { id: Some(format!("d{n}")), mode: DaemonMode::Shared, ..DaemonOptions::default() };
+        let daemon = bed.manager.add_daemon(Daemon::create(&bed.layout, options, timeouts)?)?;
+        bed.manager.spawn(&daemon, false).await?;
+        daemon.wait_until_state(DaemonState::Running).await?;
+        let returned = mock_nydusd::journal::monotonic_ns();
+        let pid = u64::from(daemon.pid());
+        let changed = std::fs::read_to_string(&journal)?
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["pid"].as_u64() == Some(pid) && e["event"] == "state" && e["to"] == "RUNNING")
+            .and_then(|e| e["t_ns"].as_u64())
+            .ok_or_else(|| anyhow::anyhow!("the mock journaled no change to RUNNING"))?;
+        samples.push(Duration::from_nanos(returned.saturating_sub(changed)));
+        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+    }
+    Ok(samples)
+}
+
+/// `GET /api/v1/daemon` on one keep-alive connection of daemon-core's client, `requests`
+/// times after a warm-up: the latency daemon-core sees, for the mock or a real nydusd.
+async fn api_latency(binary: &Path, args: Vec<std::ffi::OsString>, requests: usize) -> anyhow::Result<Value> {
+    let timeouts = Timeouts::default();
+    let bed = Bed::with(binary, args, RecoverPolicy::None, timeouts)?;
+    let daemon = bed.daemon("latency", timeouts).await?;
+    let client = daemon.client().await?;
+    for _ in 0..200 {
+        client.get_daemon_info().await?;
+    }
+    let mut samples = Vec::with_capacity(requests);
+    let all = Instant::now();
+    for _ in 0..requests {
+        let one = Instant::now();
+        client.get_daemon_info().await?;
+        samples.push(one.elapsed());
+    }
+    let per_second = requests as f64 / all.elapsed().as_secs_f64();
+    // A graceful stop: a real nydusd unmounts its FUSE mountpoint on SIGTERM.
+    daemon.terminate()?;
+    let _ = daemon.wait_for_exit().await;
+    let mut s = samples;
+    Ok(json!({
+        "requests": requests,
+        "p50_us": percentile(&mut s, 0.5) * 1e3,
+        "p99_us": percentile(&mut s, 0.99) * 1e3,
+        "requests_per_second": per_second,
+    }))
 }
 
 /// SIGKILL to the monitor's death event.
@@ -246,6 +325,13 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         scales.push(scale(mock, *n).await?);
     }
     let leaks = if options.leak_runs > 0 { Some(leak_check(mock, options.leak_runs).await?) } else { None };
+    let reaction = summary(state_reaction(mock, ours, options.runs).await?);
+    let reaction_upstream = summary(state_reaction(mock, upstream_timeouts(), options.runs.min(20)).await?);
+    let latency_mock = api_latency(mock, vec!["--mock-no-abort".into()], 2000).await?;
+    let latency_real = match &options.real {
+        Some((binary, args)) => Some(api_latency(binary, args.clone(), 2000).await?),
+        None => None,
+    };
     let f = summary(failover);
     let u = summary(failover_upstream);
     let ratio = u["p50_ms"].as_f64().unwrap_or(f64::NAN) / f["p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -257,6 +343,10 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         "death_detection": summary(detect),
         "scale": scales,
         "leak_check": leaks,
+        "state_wait_reaction": reaction,
+        "state_wait_reaction_upstream_timing": reaction_upstream,
+        "api_latency_mock": latency_mock,
+        "api_latency_real_nydusd": latency_real,
     }))
 }
 
@@ -280,6 +370,21 @@ pub fn table(results: &Value) -> String {
     ));
     out.push_str(&row("restart, SIGKILL to RUNNING", &results["restart_sigkill_to_running"]));
     out.push_str(&row("death detection (SIGKILL to event)", &results["death_detection"]));
+    out.push_str(&row("state wait reaction (change to return)", &results["state_wait_reaction"]));
+    out.push_str(&row("state wait reaction, upstream retry timing", &results["state_wait_reaction_upstream_timing"]));
+    for (name, key) in [("mock", "api_latency_mock"), ("real nydusd", "api_latency_real_nydusd")] {
+        let l = &results[key];
+        if l.is_null() {
+            continue;
+        }
+        out.push_str(&format!(
+            "{:<44} p50 {:>8.1} us   p99 {:>8.1} us   {:>8.0} requests/s\n",
+            format!("GET /api/v1/daemon via daemon-core, {name}"),
+            l["p50_us"].as_f64().unwrap_or(f64::NAN),
+            l["p99_us"].as_f64().unwrap_or(f64::NAN),
+            l["requests_per_second"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
     for s in results["scale"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:>4} daemons: start all {:>8.1} ms, fail all over {:>8.1} ms, manager RSS {:.1} MB, mock RSS {:.1} MB each\n",

@@ -111,6 +111,12 @@ enum Command {
         /// Consecutive failovers of the leak check (0 skips it).
         #[arg(long, default_value_t = 1000)]
         leak_runs: usize,
+        /// A real nydusd whose API latency is measured beside the mock's.
+        #[arg(long)]
+        nydusd: Option<PathBuf>,
+        /// Extra argument for the real nydusd (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+        daemon_args: Vec<OsString>,
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
@@ -181,7 +187,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("{}", scenario::schema_json());
             ExitCode::from(exit_code::OK)
         }
-        Command::Bench { runs, scale, json, leak_runs } => {
+        Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args } => {
             let mock = match std::env::current_exe() {
                 Ok(exe) => exe,
                 Err(e) => {
@@ -196,7 +202,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                     return ExitCode::from(exit_code::SETUP_ERROR);
                 }
             };
-            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs };
+            let real = nydusd.map(|path| (path, daemon_args));
+            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real };
             match runtime.block_on(crate::bench::run(&options)) {
                 Ok(results) => {
                     print!("{}", crate::bench::table(&results));

@@ -188,19 +188,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(exit_code::OK)
         }
         Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args } => {
-            let mock = match std::env::current_exe() {
-                Ok(exe) => exe,
-                Err(e) => {
-                    eprintln!("error: cannot locate the harness binary to run the mock: {e}");
-                    return ExitCode::from(exit_code::SETUP_ERROR);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(exit_code::SETUP_ERROR);
-                }
+            let (mock, runtime) = match mock_and_runtime() {
+                Ok(both) => both,
+                Err(code) => return code,
             };
             let real = nydusd.map(|path| (path, daemon_args));
             let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real };
@@ -227,19 +217,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
         Command::Diff(args) => diff(args),
         Command::Chaos { seed, runs, ops, out } => {
-            let mock = match std::env::current_exe() {
-                Ok(exe) => exe,
-                Err(e) => {
-                    eprintln!("error: cannot locate the harness binary to run the mock: {e}");
-                    return ExitCode::from(exit_code::SETUP_ERROR);
-                }
-            };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(exit_code::SETUP_ERROR);
-                }
+            let (mock, runtime) = match mock_and_runtime() {
+                Ok(both) => both,
+                Err(code) => return code,
             };
             let options = crate::chaos::ChaosOptions { mock, seed, runs, ops: ops.max(1), out };
             match runtime.block_on(crate::chaos::run(&options)) {
@@ -278,6 +258,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// The harness binary (which is also the mock) and a runtime for the async commands; the
+/// error is the exit code, after the reason was printed.
+fn mock_and_runtime() -> Result<(PathBuf, tokio::runtime::Runtime), ExitCode> {
+    let mock = std::env::current_exe().map_err(|e| {
+        eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
+        ExitCode::from(exit_code::SETUP_ERROR)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(exit_code::SETUP_ERROR)
+    })?;
+    Ok((mock, runtime))
+}
+
 fn diff(args: DiffArgs) -> ExitCode {
     let explained = match &args.explained {
         None => crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml"),
@@ -292,13 +286,11 @@ fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(exit_code::USAGE);
         }
     };
-    let mock = match std::env::current_exe() {
-        Ok(exe) => RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None },
-        Err(e) => {
-            eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
-            return ExitCode::from(exit_code::SETUP_ERROR);
-        }
+    let (exe, runtime) = match mock_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
     };
+    let mock = RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None };
     let real = RunConfig {
         nydusd: args.nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
         target: Target::Real,
@@ -308,13 +300,6 @@ fn diff(args: DiffArgs) -> ExitCode {
     let scenarios = match load_selected(&default_paths(args.paths), args.filter.as_deref()) {
         Ok(s) => s,
         Err(code) => return code,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(exit_code::SETUP_ERROR);
-        }
     };
     let diffs: Vec<crate::diff::ScenarioDiff> = runtime.block_on(async {
         let mut out = Vec::new();

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use super::upgrade::Handover;
 use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy};
-use crate::DaemonState;
 use crate::crash_point;
 use crate::daemon::{Daemon, error_chain};
 use crate::monitor::DeathEvent;
@@ -66,20 +66,7 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     let _ = manager.monitor().unsubscribe(&id);
     crash_point::reached("failover.exited");
     let supervisor = daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
-    let offer = supervisor
-        .offer(daemon.timeouts().supervisor)
-        .await
-        .map_err(|source| crate::daemon::DaemonError::Supervisor { id: id.clone(), source })?;
-    crash_point::reached("failover.offered");
-    let pid = manager.spawn(daemon, true).await?;
-    offer.allow(pid);
-    daemon.wait_until_state(DaemonState::Init).await?;
-    crash_point::reached("failover.init");
-    daemon.takeover().await?;
-    crash_point::reached("failover.taken_over");
-    offer.finished().await.map_err(|source| crate::daemon::DaemonError::Supervisor { id: id.clone(), source })?;
-    daemon.wait_until_state(DaemonState::Ready).await?;
-    crash_point::reached("failover.ready");
+    let pid = manager.take_over(daemon, &supervisor, Handover::Failover).await?;
     daemon.start().await?;
     crash_point::reached("failover.started");
     manager.verify_started(daemon).await?;

@@ -57,7 +57,7 @@ impl Manager {
         new.clone_rafs_instances(old);
 
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
-        if let Err(e) = self.take_over_from(&new, &supervisor).await {
+        if let Err(e) = self.take_over(&new, &supervisor, Handover::Upgrade).await {
             // The old daemon still serves; the half-started new one must not linger.
             let _ = new.signal(Signal::SIGKILL);
             let _ = new.wait_for_process_exit().await;
@@ -84,22 +84,51 @@ impl Manager {
     }
 
     /// Starts `new` in upgrade mode and has it take the state and fd from `supervisor`,
-    /// up to READY. The store is not told about the new process.
-    async fn take_over_from(&self, new: &Daemon, supervisor: &Arc<Supervisor>) -> Result<(), ManagerError> {
+    /// up to READY; returns its pid. A failover records the new pid at once (the old
+    /// process is dead); an upgrade does not, the old daemon stays in charge until then.
+    pub(super) async fn take_over(
+        &self,
+        new: &Daemon,
+        supervisor: &Arc<Supervisor>,
+        handover: Handover,
+    ) -> Result<u32, ManagerError> {
         let id = new.id();
         let supervisor_error = |source| DaemonError::Supervisor { id: id.clone(), source };
+        let [offered, init, taken_over, ready] = handover.boundaries();
         let offer = supervisor.offer(new.timeouts().supervisor).await.map_err(supervisor_error)?;
-        crash_point::reached("upgrade.offered");
-        let pid = self.spawn_unrecorded(new, true).await?;
+        crash_point::reached(offered);
+        let pid = match handover {
+            Handover::Failover => self.spawn(new, true).await?,
+            Handover::Upgrade => self.spawn_unrecorded(new, true).await?,
+        };
         offer.allow(pid);
         new.wait_until_state(DaemonState::Init).await?;
-        crash_point::reached("upgrade.init");
+        crash_point::reached(init);
         new.takeover().await?;
-        crash_point::reached("upgrade.taken_over");
+        crash_point::reached(taken_over);
         offer.finished().await.map_err(supervisor_error)?;
         new.wait_until_state(DaemonState::Ready).await?;
-        crash_point::reached("upgrade.ready");
-        Ok(())
+        crash_point::reached(ready);
+        Ok(pid)
+    }
+}
+
+/// Why a new daemon takes a supervisor's state over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Handover {
+    /// The old daemon died.
+    Failover,
+    /// The old daemon hands over to a new build.
+    Upgrade,
+}
+
+impl Handover {
+    /// The crash-point names of the steps: offered, INIT, taken over, READY.
+    fn boundaries(self) -> [&'static str; 4] {
+        match self {
+            Self::Failover => ["failover.offered", "failover.init", "failover.taken_over", "failover.ready"],
+            Self::Upgrade => ["upgrade.offered", "upgrade.init", "upgrade.taken_over", "upgrade.ready"],
+        }
     }
 }
 

@@ -13,6 +13,8 @@ use daemon_core::daemon::{DaemonMode, SpawnExtras};
 use daemon_core::manager::{Manager, ManagerConfig, ManagerEvent, PerDaemonArgs, RecoverPolicy};
 use daemon_core::{Daemon, DaemonOptions, DaemonState, Layout, Timeouts};
 use serde_json::{Value, json};
+
+use crate::runner::run_scenario;
 use tokio::sync::broadcast;
 
 /// Options of a bench run.
@@ -28,6 +30,8 @@ pub struct BenchOptions {
     pub leak_runs: usize,
     /// A real nydusd, with its extra arguments, to measure beside the mock.
     pub real: Option<(PathBuf, Vec<std::ffi::OsString>)>,
+    /// The scenario library: its wall time, and its live-reader failover for the read stall.
+    pub scenarios: Option<PathBuf>,
 }
 
 fn percentile(samples: &mut [Duration], p: f64) -> f64 {
@@ -205,6 +209,83 @@ async fn api_latency(binary: &Path, args: Vec<std::ffi::OsString>, requests: usi
     }))
 }
 
+fn mock_config(mock: &Path) -> crate::runner::RunConfig {
+    crate::runner::RunConfig {
+        nydusd: mock.to_owned(),
+        target: crate::scenario::model::Target::Mock,
+        extra_args: Vec::new(),
+        bundles: None,
+    }
+}
+
+/// The whole scenario library on the mock, as `harness run` runs it (one scenario per
+/// CPU at a time): wall time, and how many passed.
+async fn library(mock: &Path, dir: &Path) -> anyhow::Result<Value> {
+    let files = crate::scenario::discover(&[dir.to_owned()])?;
+    let mut scenarios = Vec::new();
+    for file in files.into_iter().filter(|f| !f.starts_with(dir.join("invalid"))) {
+        let scenario = crate::scenario::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+        scenarios.push((file, scenario));
+    }
+    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
+    let config = std::sync::Arc::new(mock_config(mock));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (file, scenario) in scenarios {
+        let (permits, config) = (permits.clone(), config.clone());
+        tasks.spawn(async move {
+            let _permit = permits.acquire_owned().await;
+            run_scenario(&file, &scenario, &config).await
+        });
+    }
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    while let Some(result) = tasks.join_next().await {
+        let result = result?;
+        match (&result.failure, &result.skipped) {
+            (Some(_), _) => failed += 1,
+            (None, Some(_)) => skipped += 1,
+            (None, None) => passed += 1,
+        }
+    }
+    Ok(json!({
+        "scenarios": passed + failed + skipped,
+        "passed": passed,
+        "failed": failed,
+        "skipped": skipped,
+        "wall_ms": started.elapsed().as_secs_f64() * 1e3,
+        "jobs": jobs,
+    }))
+}
+
+/// The longest gap a live reader sees between two reads while its daemon is SIGKILLed
+/// and failed over (the privileged `failover-live-reader` scenario, `runs` times).
+async fn read_stall(mock: &Path, dir: &Path, runs: usize) -> anyhow::Result<Value> {
+    let file = dir.join("privileged/failover-live-reader.yaml");
+    let scenario = crate::scenario::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = mock_config(mock);
+    if let Some(reason) = crate::runner::skip_reason(&scenario, &config) {
+        return Ok(json!({ "skipped": reason }));
+    }
+    let mut stalls = Vec::with_capacity(runs);
+    let (mut reads, mut failures) = (0, 0);
+    for _ in 0..runs {
+        let result = run_scenario(&file, &scenario, &config).await;
+        if let Some(failure) = result.failure {
+            anyhow::bail!("{}: {}", file.display(), failure.message);
+        }
+        for stats in &result.readers {
+            stalls.push(Duration::from_micros(stats.longest_stall_us));
+            reads += stats.reads;
+            failures += stats.failures;
+        }
+    }
+    let mut value = summary(stalls);
+    value["reads"] = json!(reads);
+    value["failed_reads"] = json!(failures);
+    Ok(value)
+}
+
 /// SIGKILL to the monitor's death event.
 async fn detection(mock: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
     let timeouts = Timeouts::default();
@@ -332,6 +413,10 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         Some((binary, args)) => Some(api_latency(binary, args.clone(), 2000).await?),
         None => None,
     };
+    let (library, stall) = match &options.scenarios {
+        Some(dir) => (Some(library(mock, dir).await?), Some(read_stall(mock, dir, options.runs.min(20)).await?)),
+        None => (None, None),
+    };
     let f = summary(failover);
     let u = summary(failover_upstream);
     let ratio = u["p50_ms"].as_f64().unwrap_or(f64::NAN) / f["p50_ms"].as_f64().unwrap_or(f64::NAN);
@@ -347,6 +432,8 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         "state_wait_reaction_upstream_timing": reaction_upstream,
         "api_latency_mock": latency_mock,
         "api_latency_real_nydusd": latency_real,
+        "read_stall_during_fuse_failover": stall,
+        "scenario_library": library,
     }))
 }
 
@@ -385,6 +472,20 @@ pub fn table(results: &Value) -> String {
             l["requests_per_second"].as_f64().unwrap_or(f64::NAN),
         ));
     }
+    let stall = &results["read_stall_during_fuse_failover"];
+    if let Some(reason) = stall["skipped"].as_str() {
+        out.push_str(&format!("{:<44} skipped: {reason}\n", "read stall during a FUSE failover"));
+    } else if !stall.is_null() {
+        out.push_str(&format!(
+            "{:<44} p50 {:>8.2} ms   max {:>8.2} ms   ({} failovers, {} reads, {} failed)\n",
+            "read stall during a FUSE failover",
+            stall["p50_ms"].as_f64().unwrap_or(f64::NAN),
+            stall["max_ms"].as_f64().unwrap_or(f64::NAN),
+            stall["runs"],
+            stall["reads"],
+            stall["failed_reads"],
+        ));
+    }
     for s in results["scale"].as_array().into_iter().flatten() {
         out.push_str(&format!(
             "{:>4} daemons: start all {:>8.1} ms, fail all over {:>8.1} ms, manager RSS {:.1} MB, mock RSS {:.1} MB each\n",
@@ -393,6 +494,18 @@ pub fn table(results: &Value) -> String {
             s["failover_all_ms"].as_f64().unwrap_or(f64::NAN),
             s["manager_rss_mb"].as_f64().unwrap_or(f64::NAN),
             s["mock_rss_mb_per_daemon"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    let library = &results["scenario_library"];
+    if !library.is_null() {
+        out.push_str(&format!(
+            "scenario library: {} scenarios in {:.2} s ({} at a time; {} passed, {} failed, {} skipped)\n",
+            library["scenarios"],
+            library["wall_ms"].as_f64().unwrap_or(f64::NAN) / 1e3,
+            library["jobs"],
+            library["passed"],
+            library["failed"],
+            library["skipped"],
         ));
     }
     if let Some(l) = results.get("leak_check").filter(|l| !l.is_null()) {

@@ -117,6 +117,9 @@ enum Command {
         /// Extra argument for the real nydusd (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
         #[arg(long = "daemon-arg", allow_hyphen_values = true)]
         daemon_args: Vec<OsString>,
+        /// The scenario library to time, and whose live-reader failover gives the read stall.
+        #[arg(long, default_value = "scenarios")]
+        scenarios: PathBuf,
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
@@ -187,13 +190,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             println!("{}", scenario::schema_json());
             ExitCode::from(exit_code::OK)
         }
-        Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args } => {
+        Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args, scenarios } => {
             let (mock, runtime) = match mock_and_runtime() {
                 Ok(both) => both,
                 Err(code) => return code,
             };
             let real = nydusd.map(|path| (path, daemon_args));
-            let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real };
+            let scenarios = scenarios.is_dir().then_some(scenarios);
+            let options =
+                crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real, scenarios };
             match runtime.block_on(crate::bench::run(&options)) {
                 Ok(results) => {
                     print!("{}", crate::bench::table(&results));

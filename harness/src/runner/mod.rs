@@ -64,6 +64,8 @@ pub struct ScenarioResult {
     pub skipped: Option<String>,
     /// Every API exchange daemon-core had with the daemons, in order.
     pub exchanges: Vec<Exchange>,
+    /// What each stopped reader workload saw, in order.
+    pub readers: Vec<mock_nydusd::reader::ReaderStats>,
 }
 
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
@@ -116,6 +118,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
         failure: None,
         skipped: skip_reason(scenario, config),
         exchanges: Vec::new(),
+        readers: Vec::new(),
     };
     if result.skipped.is_some() {
         return result;
@@ -139,6 +142,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
             }
             run.teardown().await;
             result.exchanges = std::mem::take(&mut *run.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
+            result.readers = std::mem::take(&mut run.reader_stats);
             failure
         }
     };
@@ -165,6 +169,8 @@ pub(crate) struct Run<'a> {
     pub(crate) readers: BTreeMap<String, (std::process::Child, PathBuf)>,
     /// Every API exchange daemon-core had with the daemons, in order.
     exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    /// What each stopped reader saw.
+    pub(crate) reader_stats: Vec<mock_nydusd::reader::ReaderStats>,
     exchange_journal: Arc<Journal>,
 }
 
@@ -187,6 +193,7 @@ impl<'a> Run<'a> {
             known: BTreeMap::new(),
             readers: BTreeMap::new(),
             exchanges: Arc::default(),
+            reader_stats: Vec::new(),
             exchange_journal: Arc::new(
                 Journal::open_as(&logs.join("client.jsonl"), "client").unwrap_or_else(|_| Journal::default()),
             ),

@@ -533,6 +533,7 @@ impl Run<'_> {
                 let stats: mock_nydusd::reader::ReaderStats = serde_json::from_slice(&output.stdout)
                     .map_err(|e| format!("reader {} reported nothing readable: {e}", s.name))?;
                 self.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
+                self.reader_stats.push(stats.clone());
                 let stall_ms = stats.longest_stall_us / 1000;
                 let ok = stats.failures <= s.max_failures
                     && stats.reads >= s.min_reads

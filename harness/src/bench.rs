@@ -366,7 +366,7 @@ fn child_processes() -> usize {
 
 /// `runs` failovers in a row: the manager's open files, child processes and memory before
 /// and after (growth means a leak).
-async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
+pub async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
     let timeouts = Timeouts::default();
     let mut bed = Bed::new(mock, RecoverPolicy::Failover, timeouts)?;
     let daemon = bed.daemon("d1", timeouts).await?;

@@ -69,13 +69,12 @@ impl Bed {
         policy: RecoverPolicy,
         timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
-        let mock = binary;
         let dir = tempfile::Builder::new().prefix("nydus-bench-").tempdir()?;
         let layout = Layout::new(dir.path());
         std::fs::create_dir_all(dir.path().join("bin"))?;
         std::fs::create_dir_all(layout.shared_mountpoint())?;
         let link = dir.path().join("bin/nydusd");
-        std::os::unix::fs::symlink(mock, &link)?;
+        std::os::unix::fs::symlink(binary, &link)?;
         let config = ManagerConfig {
             layout: layout.clone(),
             nydusd: link,

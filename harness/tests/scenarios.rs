@@ -75,6 +75,14 @@ fn diff_one(path: &Path, real: RunConfig) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A trial, listed as ignored (with the reason printed) when `skip` holds one.
+fn listed(name: String, skip: Option<String>, body: impl FnOnce() -> Result<(), Failed> + Send + 'static) -> Trial {
+    if let Some(reason) = &skip {
+        eprintln!("skipping {name}: {reason}");
+    }
+    Trial::test(name, body).with_ignored_flag(skip.is_some())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let dir = scenarios_dir();
@@ -87,54 +95,30 @@ fn main() {
         let skip = loaded.as_ref().and_then(|s| skip_reason(s, &config()));
         let privileged = loaded.as_ref().is_some_and(|s| !s.requires.is_empty());
         let name = if privileged { format!("privileged::{}", test_name(&path)) } else { test_name(&path) };
-        if let Some(reason) = &skip {
-            eprintln!("skipping {name}: {reason}");
-        }
-        let ignored = skip.is_some();
-        trials.push(Trial::test(name, move || run_one(&path)).with_ignored_flag(ignored));
+        trials.push(listed(name, skip, move || run_one(&path)));
     }
-    // The scenarios that apply to a real nydusd run against it too, as `real::…` tests.
+    // The scenarios that apply to a real nydusd run against it too, as `real::…` tests, and
+    // those for both targets are also compared call by call (`real::diff::…`).
     let real = real_nydusd();
     for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
         let Ok(loaded) = scenario::load(&path) else { continue };
         if !loaded.targets.contains(&Target::Real) {
             continue;
         }
-        let name = format!("real::{}", test_name(&path));
-        let skip = match &real {
+        let real_skip = match &real {
             None => {
                 Some("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
             }
             Some(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
         };
-        if let Some(reason) = &skip {
-            eprintln!("skipping {name}: {reason}");
-        }
-        let ignored = skip.is_some();
         let nydusd = real.clone().unwrap_or_default();
-        trials.push(Trial::test(name, move || run_with(&path, real_config(nydusd))).with_ignored_flag(ignored));
-    }
-    // Scenarios for both targets are also compared call by call (`harness diff`).
-    for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
-        let Ok(loaded) = scenario::load(&path) else { continue };
-        if !(loaded.targets.contains(&Target::Real) && loaded.targets.contains(&Target::Mock)) {
-            continue;
+        let (file, on_real) = (path.clone(), real_config(nydusd.clone()));
+        trials.push(listed(format!("real::{}", test_name(&path)), real_skip.clone(), move || run_with(&file, on_real)));
+        if loaded.targets.contains(&Target::Mock) {
+            let skip = real_skip.or_else(|| skip_reason(&loaded, &config()));
+            let name = format!("real::diff::{}", test_name(&path));
+            trials.push(listed(name, skip, move || diff_one(&path, real_config(nydusd))));
         }
-        let name = format!("real::diff::{}", test_name(&path));
-        let skip = match &real {
-            None => {
-                Some("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
-            }
-            Some(nydusd) => {
-                skip_reason(&loaded, &real_config(nydusd.clone())).or_else(|| skip_reason(&loaded, &config()))
-            }
-        };
-        if let Some(reason) = &skip {
-            eprintln!("skipping {name}: {reason}");
-        }
-        let ignored = skip.is_some();
-        let nydusd = real.clone().unwrap_or_default();
-        trials.push(Trial::test(name, move || diff_one(&path, real_config(nydusd))).with_ignored_flag(ignored));
     }
     trials.push(Trial::test("schema_json_is_in_sync", || {
         let committed = std::fs::read_to_string(scenarios_dir().join("schema.json")).unwrap_or_default();

@@ -2,9 +2,13 @@
 //! to its API socket. nydusd never closes a connection itself, so a hang-up means the
 //! process is gone, and the death event goes out as soon as the kernel reports it.
 //!
-//! Differences from upstream: subscribing an id again with a different socket closes the
-//! old connection (upstream leaks it and keeps watching it under a stale index); dialing
-//! uses the short capped backoff of [`crate::wait`] instead of 20 × 100 ms.
+//! Differences from upstream: a subscription belongs to one process (its pid), not to a
+//! socket path: the connection is accepted only when `SO_PEERCRED` names that pid, so a
+//! predecessor still listening on the same path is never watched in a successor's place,
+//! and its death event names its pid so that the manager can tell it from the successor's.
+//! Subscribing an id again closes the old connection (upstream leaks it and keeps watching
+//! it under a stale index); dialing uses the short capped backoff of [`crate::wait`]
+//! instead of 20 × 100 ms.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,12 +31,14 @@ pub struct DeathEvent {
     pub daemon_id: String,
     /// The socket the monitor was connected to.
     pub socket: PathBuf,
+    /// The process that hung up (0 when the subscription named none).
+    pub pid: u32,
 }
 
 /// Why a subscription request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MonitorError {
-    /// The id is already watched on that socket.
+    /// The id is already watched on that socket, for that process.
     #[error("daemon {0} is already monitored on that socket")]
     AlreadySubscribed(String),
     /// The id is not watched.
@@ -51,11 +57,25 @@ pub enum MonitorError {
         #[source]
         source: std::io::Error,
     },
+    /// The socket is served by another process than the one to watch (a predecessor that
+    /// still holds the path, for example).
+    #[error("daemon {id}: {} is served by pid {found}, not by pid {expected}", socket.display())]
+    WrongPeer {
+        /// The daemon.
+        id: String,
+        /// Its socket.
+        socket: PathBuf,
+        /// The pid to watch.
+        expected: u32,
+        /// The pid on the other end.
+        found: u32,
+    },
 }
 
 #[derive(Debug)]
 struct Watch {
     socket: PathBuf,
+    pid: u32,
     task: JoinHandle<()>,
 }
 
@@ -74,20 +94,21 @@ impl LivenessMonitor {
         (Self { watches: Arc::default(), events, timeouts }, receiver)
     }
 
-    /// Watches daemon `id` through its API socket, dialing until [`Timeouts::socket`].
-    pub async fn subscribe(&self, id: &str, socket: &Path) -> Result<(), MonitorError> {
-        if self.lock().get(id).is_some_and(|w| w.socket == socket && !w.task.is_finished()) {
+    /// Watches process `pid` of daemon `id` through its API socket, dialing until
+    /// [`Timeouts::socket`]; `pid` 0 accepts whichever process answers.
+    pub async fn subscribe(&self, id: &str, socket: &Path, pid: u32) -> Result<(), MonitorError> {
+        if self.lock().get(id).is_some_and(|w| w.socket == socket && w.pid == pid && !w.task.is_finished()) {
             return Err(MonitorError::AlreadySubscribed(id.to_owned()));
         }
-        let stream = self.dial(id, socket).await?;
-        let event = DeathEvent { daemon_id: id.to_owned(), socket: socket.to_owned() };
+        let stream = self.dial(id, socket, pid).await?;
+        let event = DeathEvent { daemon_id: id.to_owned(), socket: socket.to_owned(), pid };
         let events = self.events.clone();
         let task = tokio::spawn(async move {
             watch(stream).await;
             // A full channel waits, as upstream's blocking send; a dropped receiver ends it.
             let _ = events.send(event).await;
         });
-        let previous = self.lock().insert(id.to_owned(), Watch { socket: socket.to_owned(), task });
+        let previous = self.lock().insert(id.to_owned(), Watch { socket: socket.to_owned(), pid, task });
         if let Some(previous) = previous {
             previous.task.abort();
         }
@@ -113,11 +134,26 @@ impl LivenessMonitor {
         }
     }
 
-    async fn dial(&self, id: &str, socket: &Path) -> Result<UnixStream, MonitorError> {
+    async fn dial(&self, id: &str, socket: &Path, pid: u32) -> Result<UnixStream, MonitorError> {
         let mut backoff = Backoff::new(&self.timeouts, self.timeouts.socket);
         loop {
             match UnixStream::connect(socket).await {
-                Ok(stream) => return Ok(stream),
+                Ok(stream) => {
+                    let found = stream.peer_cred().ok().and_then(|c| c.pid()).map_or(0, |p| p as u32);
+                    if pid == 0 || found == pid {
+                        return Ok(stream);
+                    }
+                    // The successor may not have bound the path yet: try again until the
+                    // deadline, then say who answered instead.
+                    if !backoff.wait().await {
+                        return Err(MonitorError::WrongPeer {
+                            id: id.to_owned(),
+                            socket: socket.to_owned(),
+                            expected: pid,
+                            found,
+                        });
+                    }
+                }
                 Err(source) => {
                     if !backoff.wait().await {
                         return Err(MonitorError::Dial {
@@ -173,16 +209,16 @@ mod tests {
         let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
         let (la, lb) = (tokio::net::UnixListener::bind(&a).unwrap(), tokio::net::UnixListener::bind(&b).unwrap());
         let (monitor, mut events) = LivenessMonitor::new(timeouts());
-        monitor.subscribe("d1", &a).await.unwrap();
-        monitor.subscribe("d2", &b).await.unwrap();
-        assert!(matches!(monitor.subscribe("d1", &a).await, Err(MonitorError::AlreadySubscribed(_))));
+        monitor.subscribe("d1", &a, 0).await.unwrap();
+        monitor.subscribe("d2", &b, 0).await.unwrap();
+        assert!(matches!(monitor.subscribe("d1", &a, 0).await, Err(MonitorError::AlreadySubscribed(_))));
         let (conn_a, _) = la.accept().await.unwrap();
         let (conn_b, _) = lb.accept().await.unwrap();
         monitor.unsubscribe("d2").unwrap();
         drop(conn_b);
         drop(conn_a);
         let event = events.recv().await.unwrap();
-        assert_eq!(event, DeathEvent { daemon_id: "d1".into(), socket: a });
+        assert_eq!(event, DeathEvent { daemon_id: "d1".into(), socket: a, pid: 0 });
         assert!(events.try_recv().is_err(), "no event for the unsubscribed daemon");
         assert!(matches!(monitor.unsubscribe("d2"), Err(MonitorError::NotSubscribed(_))));
         monitor.destroy();
@@ -195,9 +231,9 @@ mod tests {
         let (a, b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
         let (la, _lb) = (tokio::net::UnixListener::bind(&a).unwrap(), tokio::net::UnixListener::bind(&b).unwrap());
         let (monitor, mut events) = LivenessMonitor::new(timeouts());
-        monitor.subscribe("d1", &a).await.unwrap();
+        monitor.subscribe("d1", &a, 0).await.unwrap();
         let (mut old, _) = la.accept().await.unwrap();
-        monitor.subscribe("d1", &b).await.unwrap();
+        monitor.subscribe("d1", &b, 0).await.unwrap();
         let mut buf = [0u8; 1];
         let n = tokio::io::AsyncReadExt::read(&mut old, &mut buf).await.unwrap();
         assert_eq!(n, 0, "the old connection was closed");
@@ -206,10 +242,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_socket_served_by_another_process_is_not_watched_in_its_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.sock");
+        let _listener = tokio::net::UnixListener::bind(&a).unwrap();
+        let (monitor, _events) = LivenessMonitor::new(timeouts());
+        // This process answers on the socket; the subscription is for pid 1.
+        let err = monitor.subscribe("d1", &a, 1).await.unwrap_err();
+        match err {
+            MonitorError::WrongPeer { expected, found, .. } => {
+                assert_eq!((expected, found), (1, std::process::id()));
+            }
+            other => panic!("expected WrongPeer, got {other}"),
+        }
+        assert!(!monitor.is_subscribed("d1"));
+        monitor.subscribe("d1", &a, std::process::id()).await.unwrap();
+        assert!(monitor.is_subscribed("d1"));
+    }
+
+    #[tokio::test]
     async fn a_socket_nobody_listens_on_fails_to_subscribe() {
         let dir = tempfile::tempdir().unwrap();
         let (monitor, _events) = LivenessMonitor::new(timeouts());
-        let err = monitor.subscribe("d1", &dir.path().join("none.sock")).await.unwrap_err();
+        let err = monitor.subscribe("d1", &dir.path().join("none.sock"), 0).await.unwrap_err();
         assert!(matches!(err, MonitorError::Dial { .. }), "{err}");
     }
 }

@@ -38,6 +38,33 @@ pub enum StoreError {
         /// Its version.
         found: u32,
     },
+    /// The file names a schema version this build does not know (not a positive integer,
+    /// or an older one without a migration).
+    #[error("store {} has schema version {found:?}; this build reads version {SCHEMA_VERSION} only", path.display())]
+    UnknownSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The stored text.
+        found: String,
+    },
+    /// The file exists and holds data, but not this store's tables: it was truncated,
+    /// damaged or is another database. Nothing in it is trusted or overwritten.
+    #[error("store {} is damaged: {what}", path.display())]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// The store cannot be written (a read-only or immutable file or directory), found
+    /// at open, before any daemon is touched.
+    #[error("store {} is not writable: {reason}", path.display())]
+    ReadOnly {
+        /// The database file.
+        path: PathBuf,
+        /// What refused the write.
+        reason: String,
+    },
     /// A record with that key exists.
     #[error("{kind} {key} already exists in the store")]
     AlreadyExists {
@@ -94,7 +121,11 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) `<root>/nydus.db`.
+    /// Opens (creating if needed) `<root>/nydus.db`. A file that exists with content must
+    /// be this store at [`SCHEMA_VERSION`] with all its tables: anything else is an error
+    /// and the file is left as it is (re-creating its tables would read as "no daemons",
+    /// and a manager would then kill every running one as a stray). A store that cannot be
+    /// written is refused here, not at its first write.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         let path = root.join(DB_FILE);
         let lock_path = root.join(format!("{DB_FILE}.lock"));
@@ -108,36 +139,39 @@ impl Store {
         };
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         let connection = Connection::open(&path).map_err(sqlite)?;
+        // No table at all: a new file, or one whose creation was interrupted (a kill
+        // after SQLite wrote the header): it holds no record either way.
+        let fresh = table_names(&connection).map_err(sqlite)?.is_empty();
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
                  PRAGMA synchronous = FULL;
                  PRAGMA foreign_keys = ON;
-                 PRAGMA busy_timeout = 4000;
-                 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, record TEXT NOT NULL);
-                 CREATE TABLE IF NOT EXISTS instances (
-                     snapshot_id TEXT PRIMARY KEY,
-                     seq INTEGER NOT NULL UNIQUE,
-                     record TEXT NOT NULL
-                 );",
+                 PRAGMA busy_timeout = 4000;",
             )
             .map_err(sqlite)?;
-        let version: Option<String> = connection
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
-            .optional()
-            .map_err(sqlite)?;
-        match version.and_then(|v| v.parse::<u32>().ok()) {
-            None => {
-                connection
-                    .execute(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?1)",
-                        params![SCHEMA_VERSION.to_string()],
-                    )
-                    .map_err(sqlite)?;
-            }
-            Some(found) if found > SCHEMA_VERSION => return Err(StoreError::NewerSchema { path, found }),
-            Some(_) => {}
+        if connection.is_readonly(rusqlite::MAIN_DB).map_err(sqlite)? {
+            return Err(StoreError::ReadOnly { path, reason: "SQLite opened it read-only".into() });
+        }
+        if fresh {
+            connection
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE;
+                     CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS daemons (id TEXT PRIMARY KEY, record TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS instances (
+                         snapshot_id TEXT PRIMARY KEY,
+                         seq INTEGER NOT NULL UNIQUE,
+                         record TEXT NOT NULL
+                     );
+                     INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+                     COMMIT;"
+                ))
+                .map_err(|source| write_refused(&path, source))?;
+        } else {
+            check_schema(&connection, &path)?;
+            // A write that changes nothing, so that an immutable file is found now.
+            connection.execute_batch("BEGIN IMMEDIATE; COMMIT;").map_err(|source| write_refused(&path, source))?;
         }
         Ok(Self { path, connection: Mutex::new(connection), _lock: lock })
     }
@@ -204,6 +238,20 @@ impl Store {
     /// Every daemon record, by id. A record that does not decode is an error naming it.
     pub fn daemons(&self) -> Result<Vec<ConfigState>, StoreError> {
         self.records("daemon", "SELECT id, record FROM daemons ORDER BY id")
+    }
+
+    /// Every daemon record that decodes, by id, and a [`StoreError::BadRecord`] for each
+    /// one that does not (recovery settles the others and reports these).
+    pub fn daemons_and_unreadable(&self) -> Result<(Vec<ConfigState>, Vec<StoreError>), StoreError> {
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for (key, record) in self.rows("SELECT id, record FROM daemons ORDER BY id")? {
+            match serde_json::from_str(&record) {
+                Ok(state) => good.push(state),
+                Err(e) => bad.push(StoreError::BadRecord { kind: "daemon", key, message: e.to_string() }),
+            }
+        }
+        Ok((good, bad))
     }
 
     /// Adds an instance, giving it the next sequence number (returned and set in `rafs`).
@@ -285,6 +333,68 @@ impl Store {
     }
 }
 
+/// Whether the store file exists with at least one byte, in itself or in its WAL.
+pub fn has_content(db: &Path) -> bool {
+    let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    len(db) > 0 || len(Path::new(&wal)) > 0
+}
+
+/// Whether `db` holds a store's tables, or something that is not known to be empty (a
+/// file SQLite cannot read is reported by [`Store::open`], not taken for no store). Read
+/// only: nothing is created.
+pub fn holds_a_store(db: &Path) -> bool {
+    if !has_content(db) {
+        return false;
+    }
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match Connection::open_with_flags(db, flags).and_then(|c| table_names(&c)) {
+        Ok(tables) => !tables.is_empty(),
+        Err(_) => true,
+    }
+}
+
+fn table_names(connection: &Connection) -> rusqlite::Result<Vec<String>> {
+    let mut statement = connection.prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?;
+    let names = statement.query_map([], |row| row.get::<_, String>(0))?;
+    names.collect()
+}
+
+fn write_refused(path: &Path, source: rusqlite::Error) -> StoreError {
+    match &source {
+        rusqlite::Error::SqliteFailure(e, _)
+            if matches!(e.code, rusqlite::ErrorCode::ReadOnly | rusqlite::ErrorCode::CannotOpen) =>
+        {
+            StoreError::ReadOnly { path: path.to_owned(), reason: source.to_string() }
+        }
+        _ => StoreError::Sqlite { path: path.to_owned(), source },
+    }
+}
+
+/// The existing file must carry this schema's version and tables.
+fn check_schema(connection: &Connection, path: &Path) -> Result<(), StoreError> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
+    let tables = table_names(connection).map_err(sqlite)?;
+    let missing: Vec<&str> =
+        ["meta", "daemons", "instances"].into_iter().filter(|t| !tables.iter().any(|n| n == t)).collect();
+    if !missing.is_empty() {
+        return Err(StoreError::Damaged { path: path.to_owned(), what: format!("no table {}", missing.join(", ")) });
+    }
+    let version: Option<String> = connection
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |row| row.get(0))
+        .optional()
+        .map_err(sqlite)?;
+    let Some(version) = version else {
+        return Err(StoreError::Damaged { path: path.to_owned(), what: "no schema_version in table meta".into() });
+    };
+    match version.parse::<u32>() {
+        Ok(found) if found == SCHEMA_VERSION => Ok(()),
+        Ok(found) if found > SCHEMA_VERSION => Err(StoreError::NewerSchema { path: path.to_owned(), found }),
+        _ => Err(StoreError::UnknownSchema { path: path.to_owned(), found: version }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,5 +467,60 @@ mod tests {
         }
         let err = Store::open(dir.path()).unwrap_err();
         assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err}");
+    }
+
+    fn set_version(dir: &Path, version: &str) {
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", params![version]).unwrap();
+    }
+
+    #[test]
+    fn schema_versions_that_are_not_this_one_are_refused_and_left_alone() {
+        for version in ["abc", "0", "-1", "1.0", ""] {
+            let dir = tempfile::tempdir().unwrap();
+            Store::open(dir.path()).unwrap().save_daemon(&daemon("d1", 1)).unwrap();
+            set_version(dir.path(), version);
+            let err = Store::open(dir.path()).unwrap_err();
+            assert!(matches!(&err, StoreError::UnknownSchema { found, .. } if found == version), "{version:?}: {err}");
+            // Before the fix "abc" was overwritten with 1 and the store read as valid.
+            set_version(dir.path(), "1");
+            assert_eq!(Store::open(dir.path()).unwrap().daemons().unwrap().len(), 1, "{version:?}: record kept");
+        }
+    }
+
+    #[test]
+    fn a_store_without_its_tables_is_damaged_not_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        Store::open(dir.path()).unwrap().save_daemon(&daemon("d1", 1)).unwrap();
+        Connection::open(dir.path().join(DB_FILE)).unwrap().execute_batch("DROP TABLE daemons").unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(&err, StoreError::Damaged { what, .. } if what == "no table daemons"), "{err}");
+        // Nothing was re-created behind the caller's back.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        let n: i64 =
+            conn.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'daemons'", [], |r| r.get(0)).unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![0x42u8; 5000]).unwrap();
+        let err = Store::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Sqlite { .. } | StoreError::Damaged { .. }), "{err}");
+        assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), vec![0x42u8; 5000], "left as it was");
+    }
+
+    #[test]
+    fn unreadable_records_are_reported_beside_the_readable_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save_daemon(&daemon("a", 1)).unwrap();
+        store.lock().execute("INSERT INTO daemons (id, record) VALUES ('b', '{\"ID\":')", []).unwrap();
+        store.save_daemon(&daemon("c", 3)).unwrap();
+        let (good, bad) = store.daemons_and_unreadable().unwrap();
+        assert_eq!(good.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(bad.len(), 1);
+        assert!(matches!(&bad[0], StoreError::BadRecord { key, .. } if key == "b"), "{}", bad[0]);
     }
 }

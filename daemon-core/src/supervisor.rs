@@ -134,11 +134,23 @@ impl AllowedPeer {
 }
 
 /// A pending offer: the listener is up and hands the saved state to the first allowed peer.
+/// Dropping it withdraws the offer at once (listener closed, socket removed), so a failed
+/// takeover does not hold the supervisor until the deadline and a retry can offer again.
 #[derive(Debug)]
 pub struct Offer {
     id: String,
+    socket: PathBuf,
     peer: AllowedPeer,
     task: tokio::task::JoinHandle<Result<u32, SupervisorError>>,
+}
+
+impl Drop for Offer {
+    fn drop(&mut self) {
+        if !self.task.is_finished() {
+            self.task.abort();
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
 }
 
 impl Offer {
@@ -148,10 +160,10 @@ impl Offer {
     }
 
     /// Waits for the transfer; returns the pid that took the state.
-    pub async fn finished(self) -> Result<u32, SupervisorError> {
-        match self.task.await {
+    pub async fn finished(mut self) -> Result<u32, SupervisorError> {
+        match (&mut self.task).await {
             Ok(result) => result,
-            Err(e) => Err(SupervisorError::Transfer { id: self.id, source: std::io::Error::other(e) }),
+            Err(e) => Err(SupervisorError::Transfer { id: self.id.clone(), source: std::io::Error::other(e) }),
         }
     }
 }
@@ -322,7 +334,7 @@ impl Supervisor {
             let _ = std::fs::remove_file(&this.socket);
             result.unwrap_or(Err(SupervisorError::Timeout { id, what: "successor to take the state", after: deadline }))
         });
-        Ok(Offer { id: self.id.clone(), peer, task })
+        Ok(Offer { id: self.id.clone(), socket: self.socket.clone(), peer, task })
     }
 
     /// Drops the saved state (closing its fd) and removes the socket.

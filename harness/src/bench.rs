@@ -85,6 +85,8 @@ impl Bed {
             fscache_dir: None,
             per_daemon_args: PerDaemonArgs::default(),
             exchange_observer: None,
+            recovery: Default::default(),
+            reply_limit: daemon_core::api::client::DEFAULT_REPLY_LIMIT,
         };
         let manager = Manager::open(config)?;
         let events = manager.subscribe();

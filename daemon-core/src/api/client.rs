@@ -96,6 +96,19 @@ pub enum ClientError {
         /// The raw body, kept for diagnostics when it did not decode.
         raw_body: String,
     },
+    /// The reply body is larger than the client's cap; reading stopped there, so a
+    /// runaway or hostile daemon cannot make the manager buffer without bound.
+    #[error("{method} {path}: reply body of {} exceeds the {limit}-byte cap", size.map(|n| format!("{n} bytes")).unwrap_or_else(|| "more bytes".into()))]
+    ReplyTooLarge {
+        /// Request method.
+        method: Method,
+        /// Request path and query.
+        path: String,
+        /// The announced `Content-Length`, when there was one.
+        size: Option<u64>,
+        /// The cap.
+        limit: usize,
+    },
     /// A success reply whose body is not what the endpoint promises.
     #[error("{method} {path}: cannot decode reply with status {status}: {body:?}")]
     Decode {
@@ -119,7 +132,7 @@ impl ClientError {
         match self {
             Self::Connect { .. } | Self::Transport { .. } => ErrorKind::Connection,
             Self::Timeout { .. } => ErrorKind::Timeout,
-            Self::Decode { .. } => ErrorKind::Decode,
+            Self::Decode { .. } | Self::ReplyTooLarge { .. } => ErrorKind::Decode,
             Self::Daemon { status, error, .. } => {
                 if error.message.contains("already exists") {
                     ErrorKind::AlreadyExists
@@ -206,7 +219,24 @@ pub struct NydusdClient {
     socket: PathBuf,
     http: Client<UnixConnector, Full<Bytes>>,
     timeout: Duration,
+    reply_limit: usize,
     observer: Option<ExchangeObserver>,
+}
+
+/// The default cap on a reply body. nydusd's largest replies (metrics of many files, a
+/// `backend_collection` of many mounts) are tens of KiB.
+pub const DEFAULT_REPLY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// How much of a body an error message or an exchange record quotes.
+pub const QUOTED_BODY_LIMIT: usize = 4096;
+
+/// `body` as text for an error or a report: at most [`QUOTED_BODY_LIMIT`] bytes of it,
+/// with the full size named when it was cut.
+pub fn quote_body(body: &[u8]) -> String {
+    if body.len() <= QUOTED_BODY_LIMIT {
+        return String::from_utf8_lossy(body).into_owned();
+    }
+    format!("{}… ({} bytes in all)", String::from_utf8_lossy(&body[..QUOTED_BODY_LIMIT]), body.len())
 }
 
 impl NydusdClient {
@@ -216,7 +246,19 @@ impl NydusdClient {
             .pool_max_idle_per_host(10)
             .pool_idle_timeout(Duration::from_secs(10))
             .build(UnixConnector);
-        Self { socket: socket.into(), http, timeout: DEFAULT_REQUEST_TIMEOUT, observer: None }
+        Self {
+            socket: socket.into(),
+            http,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            reply_limit: DEFAULT_REPLY_LIMIT,
+            observer: None,
+        }
+    }
+
+    /// The same client with another cap on reply bodies.
+    pub fn with_reply_limit(mut self, limit: usize) -> Self {
+        self.reply_limit = limit;
+        self
     }
 
     /// The same client, reporting every exchange to `observer`.
@@ -258,7 +300,7 @@ impl NydusdClient {
         let request = String::from_utf8_lossy(body.as_deref().unwrap_or_default()).into_owned();
         let outcome = self.exchange(method.clone(), path, body, timeout).await;
         let (status, reply) = match &outcome {
-            Ok(r) => (Some(r.status.as_u16()), String::from_utf8_lossy(&r.body).into_owned()),
+            Ok(r) => (Some(r.status.as_u16()), quote_body(&r.body)),
             Err(e) => (None, e.to_string()),
         };
         (observer.0)(Exchange {
@@ -313,11 +355,31 @@ impl NydusdClient {
                 }
             })?;
             let status = response.status();
-            let body = response.into_body().collect().await.map_err(|e| ClientError::Transport {
-                socket: self.socket.clone(),
+            let too_large = |size| ClientError::ReplyTooLarge {
                 method: method.clone(),
                 path: path.to_owned(),
-                source: Box::new(e),
+                size,
+                limit: self.reply_limit,
+            };
+            let announced = response
+                .headers()
+                .get(hyper::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+            if announced.is_some_and(|n| n > self.reply_limit as u64) {
+                return Err(too_large(announced));
+            }
+            let limited = http_body_util::Limited::new(response.into_body(), self.reply_limit);
+            let body = limited.collect().await.map_err(|e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    too_large(None)
+                } else {
+                    ClientError::Transport {
+                        socket: self.socket.clone(),
+                        method: method.clone(),
+                        path: path.to_owned(),
+                        source: e,
+                    }
+                }
             })?;
             Ok(RawResponse { status, body: body.to_bytes() })
         };
@@ -431,7 +493,7 @@ pub fn interpret_reply(method: Method, path: &str, reply: RawResponse) -> Result
     if reply.status == StatusCode::OK || reply.status == StatusCode::NO_CONTENT {
         return Ok(reply.body);
     }
-    let raw_body = String::from_utf8_lossy(&reply.body).into_owned();
+    let raw_body = quote_body(&reply.body);
     let error = serde_json::from_slice::<ErrorMessage>(&reply.body).unwrap_or_default();
     Err(ClientError::Daemon { method, path: path.to_owned(), status: reply.status.as_u16(), error, raw_body })
 }
@@ -444,7 +506,7 @@ pub fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result
         method: Method::GET,
         path: path.to_owned(),
         status: 200,
-        body: String::from_utf8_lossy(body).into_owned(),
+        body: quote_body(body),
         source,
     })
 }
@@ -519,5 +581,78 @@ mod tests {
         let err = client.start().await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
         drop(accept.await);
+    }
+
+    /// Serves one connection with `head` and then `body_len` bytes of `x`, written in
+    /// pieces, and returns how many body bytes the peer let it write.
+    async fn serve_large(sock: &Path, head: String, body_len: usize) -> tokio::task::JoinHandle<usize> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(sock).unwrap();
+        tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request).await;
+            if stream.write_all(head.as_bytes()).await.is_err() {
+                return 0;
+            }
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut written = 0;
+            while written < body_len {
+                match stream.write_all(&chunk).await {
+                    Ok(()) => written += chunk.len(),
+                    Err(_) => break,
+                }
+            }
+            written
+        })
+    }
+
+    #[tokio::test]
+    async fn a_reply_announced_larger_than_the_cap_is_refused_before_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("big.sock");
+        let len = 40 * 1024 * 1024;
+        let server = serve_large(&sock, format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n"), len).await;
+        let client = NydusdClient::new(&sock).with_reply_limit(1024 * 1024);
+        let err = client.get_daemon_info().await.unwrap_err();
+        match &err {
+            ClientError::ReplyTooLarge { size, limit, .. } => {
+                assert_eq!((*size, *limit), (Some(len as u64), 1024 * 1024))
+            }
+            other => panic!("expected ReplyTooLarge, got {other}"),
+        }
+        assert_eq!(err.kind(), ErrorKind::Decode);
+        assert!(err.to_string().contains("41943040 bytes exceeds the 1048576-byte cap"), "{err}");
+        drop(client);
+        // Before the fix all 40 MB were read (and buffered) before decoding.
+        assert!(server.await.unwrap() < len, "the body was not read to its end");
+    }
+
+    #[tokio::test]
+    async fn a_chunked_reply_past_the_cap_stops_at_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("chunked.sock");
+        // Close-delimited: no length announced, so only the cap ends the read.
+        let len = 8 * 1024 * 1024;
+        let _server = serve_large(&sock, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".into(), len).await;
+        let client = NydusdClient::new(&sock).with_reply_limit(256 * 1024);
+        let err = client.get_daemon_info().await.unwrap_err();
+        assert!(matches!(err, ClientError::ReplyTooLarge { size: None, limit: 262144, .. }), "{err}");
+    }
+
+    #[test]
+    fn errors_quote_a_bounded_prefix_of_a_body() {
+        let body = vec![b'y'; 1_000_000];
+        let err = interpret_reply(
+            Method::GET,
+            "/api/v1/daemon",
+            RawResponse { status: StatusCode::BAD_GATEWAY, body: body.into() },
+        )
+        .unwrap_err();
+        let ClientError::Daemon { raw_body, .. } = &err else { panic!("{err}") };
+        assert!(raw_body.len() < QUOTED_BODY_LIMIT + 100, "{} bytes quoted", raw_body.len());
+        assert!(raw_body.ends_with("(1000000 bytes in all)"), "{raw_body}");
+        let err = decode::<DaemonInfo>("/api/v1/daemon", &vec![b'z'; 1_000_000]).unwrap_err();
+        assert!(err.to_string().len() < QUOTED_BODY_LIMIT + 400, "{} bytes in the message", err.to_string().len());
     }
 }

@@ -82,6 +82,19 @@ pub enum DaemonError {
         #[source]
         source: ProcessError,
     },
+    /// The process did not exit within the deadline, even after SIGKILL when one was sent
+    /// (a process stuck in the kernel, for example in a dead FUSE mount).
+    #[error("daemon {id}: pid {pid} still running {after:?} after {signal}")]
+    ExitTimeout {
+        /// Daemon id.
+        id: String,
+        /// The process.
+        pid: u32,
+        /// The wait that ran out.
+        after: Duration,
+        /// The last signal sent, or "its death was reported" when none was sent.
+        signal: String,
+    },
     /// The daemon has no process to act on.
     #[error("daemon {id}: no nydusd process is running")]
     NoProcess {
@@ -191,6 +204,7 @@ pub struct Daemon {
     instances: crate::rafs::RafsCache,
     supervisor: Mutex<Option<std::sync::Arc<crate::supervisor::Supervisor>>>,
     observer: Mutex<Option<crate::api::ExchangeObserver>>,
+    reply_limit: std::sync::atomic::AtomicUsize,
 }
 
 impl Daemon {
@@ -254,7 +268,18 @@ impl Daemon {
             instances: crate::rafs::RafsCache::default(),
             supervisor: Mutex::new(None),
             observer: Mutex::new(None),
+            reply_limit: std::sync::atomic::AtomicUsize::new(crate::api::client::DEFAULT_REPLY_LIMIT),
         }
+    }
+
+    /// Caps the reply bodies of this daemon's client from its next connection on.
+    pub fn set_reply_limit(&self, limit: usize) {
+        self.reply_limit.store(limit, Ordering::SeqCst);
+    }
+
+    /// The cap given to [`Daemon::set_reply_limit`].
+    pub fn reply_limit(&self) -> usize {
+        self.reply_limit.load(Ordering::SeqCst)
     }
 
     /// Reports every API exchange of this daemon's client from now on.
@@ -405,8 +430,10 @@ impl Daemon {
         }
         let socket = self.api_socket();
         self.wait_for_socket(&socket).await?;
-        let client =
-            NydusdClient::new(socket).with_timeout(self.timeouts.request).with_observer(self.exchange_observer());
+        let client = NydusdClient::new(socket)
+            .with_timeout(self.timeouts.request)
+            .with_reply_limit(self.reply_limit())
+            .with_observer(self.exchange_observer());
         *slot = Some(client.clone());
         Ok(client)
     }
@@ -568,22 +595,49 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits for the daemon's process to end, without waiting for its mount to go: after a
-    /// crash the FUSE mount stays (failover keeps it on purpose; restart detaches it).
+    /// Waits for the daemon's process to end, for at most [`Timeouts::exit`], without
+    /// waiting for its mount to go: after a crash the FUSE mount stays (failover keeps it on
+    /// purpose; restart detaches it). Upstream waits for its own child without a deadline,
+    /// so a stopped or hung daemon blocks destroy, restart and failover for ever.
     pub async fn wait_for_process_exit(&self) -> Result<(), DaemonError> {
-        if self.current_process().is_some() {
-            self.wait().await;
-        } else if let Ok(Some(pidfd)) = self.recorded_process() {
-            let exited = tokio::time::timeout(self.timeouts.exit, pidfd.exited()).await;
-            if exited.is_err() {
-                return Err(DaemonError::NotOurProcess {
-                    id: self.id(),
-                    pid: pidfd.pid(),
-                    why: format!("still running after {:?}", self.timeouts.exit),
-                });
+        self.wait_for_process_exit_after("its death was reported").await
+    }
+
+    async fn wait_for_process_exit_after(&self, signal: &str) -> Result<(), DaemonError> {
+        let after = self.timeouts.exit;
+        let timed_out = |pid: u32| DaemonError::ExitTimeout { id: self.id(), pid, after, signal: signal.to_owned() };
+        if let Some(process) = self.current_process() {
+            if tokio::time::timeout(after, process.wait()).await.is_err() {
+                return Err(timed_out(process.pid()));
             }
+        } else if let Ok(Some(pidfd)) = self.recorded_process()
+            && tokio::time::timeout(after, pidfd.exited()).await.is_err()
+        {
+            return Err(timed_out(pidfd.pid()));
         }
         Ok(())
+    }
+
+    /// Ends the daemon's process and waits until it is gone (reaped when it is our child):
+    /// sends `first` (none: its death was already reported, so it is only waited for),
+    /// then SIGKILL when it is still there after [`Timeouts::exit`], as a stopped or hung
+    /// daemon ignores SIGTERM. An error only when even SIGKILL did not end it within
+    /// another [`Timeouts::exit`]. No process is a no-op.
+    pub async fn stop_process(&self, first: Option<Signal>) -> Result<(), DaemonError> {
+        let first_name = match first {
+            Some(signal) => {
+                self.signal_any(signal)?;
+                signal.as_str()
+            }
+            None => "its death was reported",
+        };
+        match self.wait_for_process_exit_after(first_name).await {
+            Err(DaemonError::ExitTimeout { .. }) if first != Some(Signal::SIGKILL) => {
+                self.signal_any(Signal::SIGKILL)?;
+                self.wait_for_process_exit_after(Signal::SIGKILL.as_str()).await
+            }
+            other => other,
+        }
     }
 
     /// Removes what a dead daemon leaves behind so that a fresh start is not mistaken for

@@ -69,6 +69,44 @@ pub struct ManagerConfig {
     pub per_daemon_args: PerDaemonArgs,
     /// Sees every API exchange of every managed daemon (a test harness records them).
     pub exchange_observer: Option<crate::api::ExchangeObserver>,
+    /// How often, and how far apart, a failed restart or failover is tried again.
+    pub recovery: RecoveryRetry,
+    /// The largest reply body accepted from a daemon
+    /// ([`crate::api::client::DEFAULT_REPLY_LIMIT`] is a sane value).
+    pub reply_limit: usize,
+}
+
+/// The retry budget of one recovery (restart or failover): a replacement that dies or fails
+/// at any step is stopped, and the policy is tried again after a backoff that doubles from
+/// `backoff` up to `backoff_cap`, `attempts` times in all; only then `RecoveryFailed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryRetry {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// Gap before the second attempt.
+    pub backoff: std::time::Duration,
+    /// Largest gap between attempts.
+    pub backoff_cap: std::time::Duration,
+}
+
+impl Default for RecoveryRetry {
+    fn default() -> Self {
+        // Three attempts cover a replacement that dies once or twice on its way up (a
+        // crash loop ends in RecoveryFailed within about a second of backoff).
+        Self {
+            attempts: 3,
+            backoff: std::time::Duration::from_millis(100),
+            backoff_cap: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl RecoveryRetry {
+    /// The gap after failed attempt `n` (1-based).
+    pub fn gap_after(&self, n: u32) -> std::time::Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.backoff_cap)
+    }
 }
 
 /// A function from a daemon id to extra arguments for its processes.
@@ -96,7 +134,7 @@ impl std::fmt::Debug for PerDaemonArgs {
 }
 
 /// Things that happened, for callers and tests that want to follow the manager.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum ManagerEvent {
     /// A daemon was started and reached RUNNING.
     Started {
@@ -109,8 +147,8 @@ pub enum ManagerEvent {
     StartFailed {
         /// Daemon id.
         id: String,
-        /// Why.
-        error: String,
+        /// Why (the process was stopped and reaped before this was sent).
+        error: Arc<ManagerError>,
     },
     /// The monitor reported a daemon dead.
     Died {
@@ -136,14 +174,14 @@ pub enum ManagerEvent {
         /// New pid.
         pid: u32,
     },
-    /// A restart or failover gave up.
+    /// A restart or failover gave up after its last attempt.
     RecoveryFailed {
         /// Daemon id.
         id: String,
         /// The policy that was tried.
         policy: RecoverPolicy,
-        /// Why.
-        error: String,
+        /// Why: [`ManagerError::RecoveryExhausted`], with the cause of every attempt.
+        error: Arc<ManagerError>,
     },
     /// Hot upgrade finished.
     Upgraded {
@@ -197,6 +235,49 @@ pub enum ManagerError {
     /// The API socket name has no next one.
     #[error("cannot derive the next API socket from {0:?} (expected a name like api.sock or api3.sock)")]
     SocketName(String),
+    /// The store is missing or empty, but daemons run under the root.
+    #[error("store {} is missing or empty, but daemons run under this root ({}); refusing to start with no records, which would kill them as strays", path.display(), found.join(", "))]
+    StoreLost {
+        /// The store file.
+        path: PathBuf,
+        /// What was found running.
+        found: Vec<String>,
+    },
+    /// An operation failed, and so did the clean-up after it; both are kept.
+    #[error("{error}; cleaning up after it failed too: {}", error_chain(cleanup))]
+    CleanupFailed {
+        /// What failed first.
+        #[source]
+        error: Box<ManagerError>,
+        /// What failed while undoing it.
+        cleanup: Box<ManagerError>,
+    },
+    /// Every attempt of a recovery failed.
+    #[error("daemon {id}: {policy:?} failed {} times: {}", causes.len(), numbered(causes))]
+    RecoveryExhausted {
+        /// Daemon id.
+        id: String,
+        /// The policy.
+        policy: RecoverPolicy,
+        /// Each attempt's cause, in order.
+        causes: Vec<ManagerError>,
+    },
+}
+
+fn numbered(causes: &[ManagerError]) -> String {
+    let items: Vec<String> =
+        causes.iter().enumerate().map(|(i, e)| format!("attempt {}: {}", i + 1, error_chain(e))).collect();
+    items.join("; ")
+}
+
+impl ManagerError {
+    /// `self`, with a failed clean-up kept beside it.
+    pub(crate) fn with_cleanup(self, cleanup: Result<(), impl Into<ManagerError>>) -> Self {
+        match cleanup {
+            Ok(()) => self,
+            Err(e) => Self::CleanupFailed { error: Box::new(self), cleanup: Box::new(e.into()) },
+        }
+    }
 }
 
 pub(crate) struct Inner {
@@ -207,6 +288,8 @@ pub(crate) struct Inner {
     monitor: LivenessMonitor,
     supervisors: Option<SupervisorSet>,
     events: broadcast::Sender<ManagerEvent>,
+    /// Daemons whose recovery is running, each with the pid of a death reported meanwhile.
+    recovering: Mutex<BTreeMap<String, Option<u32>>>,
 }
 
 /// The manager. Cloning shares it.
@@ -224,7 +307,18 @@ impl std::fmt::Debug for Manager {
 impl Manager {
     /// Opens the store under the root and starts the death-event loop. Must run inside a
     /// tokio runtime. Existing records are not touched until [`Manager::recover`].
+    ///
+    /// A root whose store file is missing, empty or without tables while daemons run under it is refused
+    /// with [`ManagerError::StoreLost`] and nothing is created or killed: to a new store
+    /// every one of them would be a stray.
     pub fn open(config: ManagerConfig) -> Result<Self, ManagerError> {
+        let db = config.layout.root().join(crate::store::DB_FILE);
+        if !crate::store::holds_a_store(&db) {
+            let found = startup::live_daemons_under(&config.layout.socket_dir());
+            if !found.is_empty() {
+                return Err(ManagerError::StoreLost { path: db, found });
+            }
+        }
         let store = Store::open(config.layout.root())?;
         let (monitor, mut deaths) = LivenessMonitor::new(config.timeouts);
         let supervisors = match config.recover_policy {
@@ -243,6 +337,7 @@ impl Manager {
             monitor,
             supervisors,
             events,
+            recovering: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -313,6 +408,7 @@ impl Manager {
         if daemon.exchange_observer().is_none() {
             daemon.set_exchange_observer(self.inner.config.exchange_observer.clone());
         }
+        daemon.set_reply_limit(self.inner.config.reply_limit);
         self.inner.store.save_daemon(&daemon.states())?;
         crash_point::reached("add_daemon.stored");
         let daemon = Arc::new(daemon);
@@ -491,14 +587,14 @@ impl Manager {
 
     /// The second half of Go's `StartDaemon`: socket, monitor, RUNNING, supervisor state.
     /// Unlike upstream, a daemon that fails here is not left running unobserved: the
-    /// error is returned (and reported by [`Manager::start_daemon`]).
+    /// error is returned (and the callers stop the process). The watch is for this
+    /// process: one left from a predecessor is dropped first, so it is never mistaken for
+    /// the new one (upstream's `AlreadySubscribed` is taken as success).
     pub async fn verify_started(&self, daemon: &Daemon) -> Result<(), ManagerError> {
         daemon.client().await?;
         let id = daemon.id();
-        match self.inner.monitor.subscribe(&id, &daemon.api_socket()).await {
-            Ok(()) | Err(MonitorError::AlreadySubscribed(_)) => {}
-            Err(e) => return Err(e.into()),
-        }
+        let _ = self.inner.monitor.unsubscribe(&id);
+        self.inner.monitor.subscribe(&id, &daemon.api_socket(), daemon.pid()).await?;
         daemon.wait_until_state(DaemonState::Running).await?;
         crash_point::reached("verify.running");
         // As upstream, a daemon that cannot send its state still counts as started: the
@@ -508,25 +604,50 @@ impl Manager {
         Ok(())
     }
 
+    /// Undoes a start that failed after its spawn: the process is stopped (SIGTERM, then
+    /// SIGKILL) and reaped, and its watch and client go, so that nothing outlives the
+    /// failure and a retried start talks to its own process only.
+    pub(crate) async fn abandon_process(
+        &self,
+        daemon: &Daemon,
+        first: nix::sys::signal::Signal,
+    ) -> Result<(), ManagerError> {
+        let _ = self.inner.monitor.unsubscribe(&daemon.id());
+        let stopped = daemon.stop_process(Some(first)).await;
+        daemon.reset_client().await;
+        daemon.reset_state();
+        stopped.map_err(Into::into)
+    }
+
+    /// [`Manager::verify_started`], stopping the process when it fails.
+    async fn verify_or_stop(&self, daemon: &Daemon) -> Result<(), ManagerError> {
+        match self.verify_started(daemon).await {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.with_cleanup(self.abandon_process(daemon, nix::sys::signal::Signal::SIGTERM).await)),
+        }
+    }
+
     /// Go `StartDaemon`: spawns nydusd, then verifies it in the background and reports
-    /// [`ManagerEvent::Started`] or [`ManagerEvent::StartFailed`]. Returns the pid.
+    /// [`ManagerEvent::Started`] or [`ManagerEvent::StartFailed`] (after stopping the
+    /// process). Returns the pid.
     pub async fn start_daemon(&self, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
         let pid = self.spawn(daemon, false).await?;
         let manager = self.clone();
         let daemon = daemon.clone();
         tokio::spawn(async move {
-            match manager.verify_started(&daemon).await {
+            match manager.verify_or_stop(&daemon).await {
                 Ok(()) => manager.emit(ManagerEvent::Started { id: daemon.id(), pid }),
-                Err(e) => manager.emit(ManagerEvent::StartFailed { id: daemon.id(), error: error_chain(&e) }),
+                Err(e) => manager.emit(ManagerEvent::StartFailed { id: daemon.id(), error: Arc::new(e) }),
             }
         });
         Ok(pid)
     }
 
-    /// Starts a daemon and waits until it is verified.
+    /// Starts a daemon and waits until it is verified; a daemon that fails verification
+    /// is stopped and reaped before the error returns.
     pub async fn start_daemon_and_wait(&self, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
         let pid = self.spawn(daemon, false).await?;
-        self.verify_started(daemon).await?;
+        self.verify_or_stop(daemon).await?;
         self.emit(ManagerEvent::Started { id: daemon.id(), pid });
         Ok(pid)
     }
@@ -556,8 +677,11 @@ impl Manager {
             let _ = set.destroy(&id);
         }
         daemon.set_supervisor(None);
-        daemon.terminate()?;
-        let waited = daemon.wait_for_exit().await;
+        // SIGTERM lets nydusd unmount; a stopped or hung one gets SIGKILL at the deadline.
+        let waited = match daemon.stop_process(Some(nix::sys::signal::Signal::SIGTERM)).await {
+            Ok(()) => daemon.wait_for_exit().await,
+            Err(e) => Err(e),
+        };
         crash_point::reached("destroy.exited");
         let states = daemon.states();
         let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];

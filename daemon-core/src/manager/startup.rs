@@ -54,13 +54,27 @@ impl Manager {
     pub async fn recover(&self) -> Result<RecoveryReport, ManagerError> {
         let mut report = RecoveryReport::default();
         let driver = self.config().fs_driver;
-        let records = self.store().daemons()?;
-        report.strays_killed = self.sweep_strays(&records).await;
+        let (records, unreadable) = self.store().daemons_and_unreadable()?;
+        // A record that does not decode still names its daemon: its process is not a stray.
+        let unreadable_ids: Vec<String> = unreadable
+            .iter()
+            .filter_map(|e| match e {
+                crate::store::StoreError::BadRecord { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect();
+        report.failed.extend(unreadable.iter().map(|e| (bad_record_key(e), error_chain(e))));
+        report.strays_killed = self.sweep_strays(&records, &unreadable_ids).await;
         let mut live = Vec::new();
         let mut dead = Vec::new();
+        // Settled concurrently: each live daemon may take a state deadline, and N stuck
+        // daemons one after another would cost N of them while nothing is served.
+        let limit = Arc::new(tokio::sync::Semaphore::new(SETTLE_PARALLELISM));
+        let mut settling = tokio::task::JoinSet::new();
         for state in records.into_iter().filter(|s| s.fs_driver == driver) {
             let daemon = Daemon::from_state(state, 0, self.config().timeouts);
             daemon.set_exchange_observer(self.config().exchange_observer.clone());
+            daemon.set_reply_limit(self.config().reply_limit);
             self.attach_supervisor(&daemon);
             let daemon = Arc::new(daemon);
             self.cache().insert(daemon.id(), daemon.clone());
@@ -70,7 +84,18 @@ impl Manager {
                 dead.push(daemon);
                 continue;
             }
-            match self.settle(&daemon).await {
+            let manager = self.clone();
+            let limit = limit.clone();
+            settling.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let settled = manager.settle(&daemon).await;
+                (daemon, settled)
+            });
+        }
+        let mut settled: Vec<_> = settling.join_all().await;
+        settled.sort_by_key(|(daemon, _)| daemon.id());
+        for (daemon, outcome) in settled {
+            match outcome {
                 Ok(Settled::Running) => live.push(daemon),
                 Ok(Settled::Stuck(state)) => report.not_running.push((daemon.id(), state)),
                 Ok(Settled::Killed) | Err(_) => dead.push(daemon),
@@ -82,7 +107,7 @@ impl Manager {
             }
         }
         for daemon in &live {
-            self.monitor().subscribe(&daemon.id(), &daemon.api_socket()).await?;
+            self.monitor().subscribe(&daemon.id(), &daemon.api_socket(), daemon.pid()).await?;
             match self.reconcile_mounts(daemon).await {
                 Ok((remounted, unmounted)) => {
                     report.remounted.extend(remounted);
@@ -113,8 +138,8 @@ impl Manager {
         }
         // Recovery ends with every nydusd under the root named by a record: a process that
         // escaped the first sweep (or a start that raced it) goes now.
-        let records = self.store().daemons()?;
-        report.strays_killed.extend(self.sweep_strays(&records).await);
+        let (records, _) = self.store().daemons_and_unreadable()?;
+        report.strays_killed.extend(self.sweep_strays(&records, &unreadable_ids).await);
         let Some(wanted) = binary_git_commit(&self.nydusd()) else { return Ok(report) };
         for daemon in live {
             let running = daemon.version().map(|v| v.git_commit);
@@ -160,14 +185,18 @@ impl Manager {
     /// Kills nydusd processes under this root that no record names: their `--apisock` is
     /// in a daemon's socket directory, and the daemon either has no record or a record of
     /// this driver naming another process. Their sockets go too, unless the recorded
-    /// daemon lives on them.
-    async fn sweep_strays(&self, records: &[ConfigState]) -> Vec<(String, u32)> {
+    /// daemon lives on them. A daemon whose record does not decode (`unreadable`) is not
+    /// known not to own its process, so nothing of it is touched.
+    async fn sweep_strays(&self, records: &[ConfigState], unreadable: &[String]) -> Vec<(String, u32)> {
         let socket_dir = self.config().layout.socket_dir();
         let mut killed = Vec::new();
         for (pid, socket) in processes_with_socket_under(&socket_dir) {
             let Some(id) = socket.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()) else {
                 continue;
             };
+            if unreadable.contains(&id) {
+                continue;
+            }
             let record = records.iter().find(|r| r.id == id);
             let recorded = match record {
                 Some(r) if r.fs_driver != self.config().fs_driver => continue,
@@ -193,6 +222,34 @@ impl Manager {
         }
         killed
     }
+}
+
+/// How many live daemons are settled at once at start-up.
+const SETTLE_PARALLELISM: usize = 32;
+
+fn bad_record_key(error: &crate::store::StoreError) -> String {
+    match error {
+        crate::store::StoreError::BadRecord { key, .. } => key.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Every sign of a running daemon under `socket_dir`: nydusd processes whose `--apisock`
+/// is there, and socket files there that accept a connection.
+pub(super) fn live_daemons_under(socket_dir: &Path) -> Vec<String> {
+    let mut found: Vec<String> = processes_with_socket_under(socket_dir)
+        .into_iter()
+        .map(|(pid, socket)| format!("pid {pid} serving {}", socket.display()))
+        .collect();
+    let dirs = std::fs::read_dir(socket_dir).into_iter().flatten().flatten();
+    for entry in dirs.flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten()) {
+        let path = entry.path();
+        let is_socket = entry.file_type().is_ok_and(|t| std::os::unix::fs::FileTypeExt::is_socket(&t));
+        if is_socket && std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            found.push(format!("a live API socket {}", path.display()));
+        }
+    }
+    found
 }
 
 /// Where [`Manager::settle`] left a live recorded daemon.

@@ -54,6 +54,7 @@ impl Manager {
         let new = Arc::new(Daemon::from_state(states, 0, *old.timeouts()));
         new.set_supervisor(Some(supervisor.clone()));
         new.set_exchange_observer(old.exchange_observer());
+        new.set_reply_limit(old.reply_limit());
         new.clone_rafs_instances(old);
 
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();

@@ -8,6 +8,7 @@
 
 mod crash_points;
 mod daemon_api;
+mod guarantees;
 mod manager;
 mod monitor;
 mod mounts;
@@ -31,6 +32,7 @@ fn main() -> std::process::ExitCode {
     let mut trials: Vec<Trial> = Vec::new();
     trials.extend(supervisor::tests());
     trials.extend(manager::tests());
+    trials.extend(guarantees::tests());
     trials.extend(daemon_api::tests());
     trials.extend(monitor::tests());
     trials.extend(store::tests());

@@ -78,7 +78,7 @@ async fn start() -> TestResult {
     let mut events = manager.subscribe();
     let daemon = manager.add_daemon(env.shared_record("d1")?)?;
     let pid = manager.start_daemon(&daemon).await?;
-    wait_event(&mut events, |e| *e == ManagerEvent::Started { id: "d1".into(), pid }).await?;
+    wait_event(&mut events, |e| matches!(e, ManagerEvent::Started { id, pid: p } if id == "d1" && *p == pid)).await?;
     ensure(manager.store().daemons()?[0].process_id == pid, "pid recorded")?;
     ensure(manager.monitor().is_subscribed("d1"), "monitored")?;
     use std::os::unix::fs::PermissionsExt;
@@ -145,7 +145,7 @@ async fn policy_none() -> TestResult {
     let daemon = started_shared(&env, &manager, "d1").await?;
     let pid = daemon.pid();
     daemon.signal_any(Signal::SIGKILL)?;
-    wait_event(&mut events, |e| *e == ManagerEvent::Died { id: "d1".into() }).await?;
+    wait_event(&mut events, |e| matches!(e, ManagerEvent::Died { id } if id == "d1")).await?;
     let next = tokio::time::timeout(std::time::Duration::from_millis(300), events.recv()).await;
     ensure(next.is_err(), format!("nothing follows a death under policy none: {next:?}"))?;
     ensure(daemon.state() == DaemonState::Unknown, "state reset")?;
@@ -160,10 +160,10 @@ async fn unknown_death() -> TestResult {
     let stranger = env.shared_daemon("ghost")?;
     env.spawn(&stranger, false).await?;
     stranger.wait_until_state(DaemonState::Running).await?;
-    manager.monitor().subscribe("ghost", &stranger.api_socket()).await?;
+    manager.monitor().subscribe("ghost", &stranger.api_socket(), 0).await?;
     let daemon = started_shared(&env, &manager, "d1").await?;
     stranger.signal(Signal::SIGKILL)?;
-    wait_event(&mut events, |e| *e == ManagerEvent::UnknownDied { id: "ghost".into() }).await?;
+    wait_event(&mut events, |e| matches!(e, ManagerEvent::UnknownDied { id } if id == "ghost")).await?;
     daemon.signal_any(Signal::SIGKILL)?;
     wait_event(&mut events, |e| matches!(e, ManagerEvent::Restarted { id, .. } if id == "d1")).await?;
     Ok(())
@@ -205,7 +205,7 @@ async fn destroy() -> TestResult {
     let pid = daemon.pid();
     let config_dir = daemon.states().config_dir;
     manager.destroy_daemon(&daemon).await?;
-    wait_event(&mut events, |e| *e == ManagerEvent::Destroyed { id: "d1".into() }).await?;
+    wait_event(&mut events, |e| matches!(e, ManagerEvent::Destroyed { id } if id == "d1")).await?;
     ensure(manager.store().daemons()?.is_empty() && manager.store().instances()?.is_empty(), "records gone")?;
     let umounts = env.journal().into_iter().filter(|e| e["pid"] == pid && e["method"] == "DELETE").count();
     ensure(umounts == 1, format!("the instance was unmounted through the API ({umounts})"))?;

@@ -33,7 +33,7 @@ async fn watched_daemon()
     env.spawn(&daemon, false).await?;
     daemon.wait_until_state(DaemonState::Running).await?;
     let (monitor, events) = LivenessMonitor::new(Env::timeouts());
-    monitor.subscribe("d1", &daemon.api_socket()).await?;
+    monitor.subscribe("d1", &daemon.api_socket(), daemon.pid()).await?;
     Ok((env, daemon, monitor, events))
 }
 

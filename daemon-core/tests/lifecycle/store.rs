@@ -34,12 +34,19 @@ pub fn writer(root: &Path) -> std::process::ExitCode {
     let mut out = std::io::stdout().lock();
     loop {
         let mut rafs = Rafs { snapshot_id: format!("snap-{next:06}"), image_id: "x".repeat(200), ..Rafs::default() };
-        if store.add_instance(&mut rafs).is_err() {
+        if let Err(e) = store.add_instance(&mut rafs) {
+            eprintln!("writer: {e}");
             return std::process::ExitCode::FAILURE;
         }
         let state = ConfigState { id: "d1".into(), process_id: next as u32, ..ConfigState::default() };
-        let saved = if next == 0 { store.save_daemon(&state) } else { store.update_daemon(&state) };
-        if saved.is_err() {
+        // A kill between the instance's commit and the first daemon record leaves instances
+        // without the record, so "first round" is whether the record exists.
+        let saved = match store.update_daemon(&state) {
+            Err(daemon_core::store::StoreError::NotFound { .. }) => store.save_daemon(&state),
+            other => other,
+        };
+        if let Err(e) = saved {
+            eprintln!("writer: {e}");
             return std::process::ExitCode::FAILURE;
         }
         let _ = writeln!(out, "{next}");

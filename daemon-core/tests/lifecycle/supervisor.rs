@@ -24,6 +24,7 @@ pub fn tests() -> Vec<Trial> {
         ),
         trial("supervisor::connections_from_other_processes_are_refused", &[], foreign_peer),
         trial("supervisor::an_unclaimed_offer_ends_at_its_deadline_and_removes_the_socket", &[], offer_deadline),
+        trial("supervisor::a_dropped_offer_is_withdrawn_at_once_and_can_be_made_again", &[], dropped_offer),
         trial("supervisor::two_mib_of_state_round_trip_and_can_be_offered_twice", &[], large_state),
         trial("supervisor::set_replaces_and_destroys_supervisors", &[], set_semantics),
     ]
@@ -143,6 +144,20 @@ async fn offer_deadline() -> TestResult {
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
     // As upstream's TestSupervisorTimeout: afterwards nobody can connect.
     ensure(UnixStream::connect(supervisor.socket()).is_err(), "the socket is gone")
+}
+
+async fn dropped_offer() -> TestResult {
+    let env = Env::new()?;
+    let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
+    supervisor.save(b"state".to_vec(), tempfile::tempfile()?.into());
+    let offer = supervisor.offer(Duration::from_secs(30)).await?;
+    drop(offer);
+    ensure(!supervisor.socket().exists(), "the socket of a withdrawn offer is gone")?;
+    // Before the fix the abandoned offer held the supervisor until its 30 s deadline.
+    let again = tokio::time::timeout(Duration::from_secs(5), supervisor.offer(Duration::from_millis(50))).await;
+    let again = again.map_err(|_| "a second offer waited for the withdrawn one")??;
+    let result = again.finished().await;
+    ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))
 }
 
 async fn large_state() -> TestResult {

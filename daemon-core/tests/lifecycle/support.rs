@@ -157,6 +157,8 @@ pub fn manager_config_at(layout: &Layout, policy: RecoverPolicy, kill_on_drop: b
         fscache_dir: None,
         per_daemon_args: Default::default(),
         exchange_observer: None,
+        recovery: Default::default(),
+        reply_limit: daemon_core::api::client::DEFAULT_REPLY_LIMIT,
     }
 }
 

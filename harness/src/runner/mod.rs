@@ -277,6 +277,8 @@ impl<'a> Run<'a> {
             fscache_dir: Some(self.root.root().join("cache")),
             per_daemon_args: per_daemon,
             exchange_observer: Some(self.exchange_observer()),
+            recovery: Default::default(),
+            reply_limit: daemon_core::api::client::DEFAULT_REPLY_LIMIT,
         }
     }
 

@@ -381,6 +381,12 @@ pub async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
         daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
         bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
     }
+    // A connection of the last failover may still be closing: a leak is what stays, so the
+    // counts get a moment to come back before they are read.
+    let settle = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    while (open_fds(), child_processes()) != (before.0, before.1) && tokio::time::Instant::now() < settle {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
     let after = (open_fds(), child_processes(), rss_kb(std::process::id()).unwrap_or(0));
     let mounts = std::fs::read_to_string("/proc/self/mountinfo")
         .map(|m| m.lines().filter(|l| l.contains(&*bed.layout.root().to_string_lossy())).count())

@@ -93,6 +93,10 @@ pub struct Cli {
     /// Mock: open connections served before new ones get dbs-uhttp's 503 (nydusd: 256).
     #[arg(long, global = true, default_value_t = 256)]
     pub mock_max_connections: usize,
+    /// Mock: which process of its daemon this is, counted from 1 (a harness gives each
+    /// spawn its number); script rules with `when.process` apply to that process only.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mock_process: u32,
 }
 
 /// nydusd's subcommands.

@@ -201,6 +201,8 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         shutdown,
         script: std::sync::Mutex::new(ScriptRunner::new(script)),
         started,
+        process: cli.mock_process,
+        hang_up: tokio::sync::watch::channel(0).0,
     });
     if let Some(death) = startup.die_after.clone() {
         tokio::spawn(die_later(shared.clone(), death));

@@ -192,6 +192,12 @@ pub struct When {
     /// Only before this many ms after start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub before_ms: Option<u64>,
+    /// Only in this process of the daemon, counted from 1 in the order they were started
+    /// (`--mock-process`): 1 is the first, 2 the first replacement after a restart or
+    /// failover, and so on. Every process when absent. Call counters are per process
+    /// either way: each new process starts counting from zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<u32>,
 }
 
 /// Methods nydusd's HTTP library accepts.
@@ -258,6 +264,9 @@ pub enum Action {
     Hang,
     /// Close the connection.
     Close,
+    /// Close every open API connection, the liveness monitor's idle one included, while
+    /// the process lives on and accepts new ones (a client sees a hang-up, not a death).
+    HangUpAll,
     /// Move to this state (the internal state machine follows).
     State(State),
     /// Exit at once with this code, leaving the socket behind.
@@ -275,6 +284,7 @@ impl Action {
             Self::Raw(_) => "raw",
             Self::Hang => "hang",
             Self::Close => "close",
+            Self::HangUpAll => "hang_up_all",
             Self::State(_) => "state",
             Self::Exit(_) => "exit",
             Self::Signal(_) => "signal",
@@ -284,7 +294,7 @@ impl Action {
     /// Whether nothing after this action can run.
     fn ends_exchange(&self) -> bool {
         match self {
-            Self::Hang | Self::Close | Self::Exit(_) => true,
+            Self::Hang | Self::Close | Self::HangUpAll | Self::Exit(_) => true,
             Self::Signal(s) => s.is_fatal(),
             _ => false,
         }
@@ -404,6 +414,9 @@ impl Script {
             if let Some(Call::Nth(0) | Call::Every(0)) = rule.when.call {
                 return Err(error("when.call: calls are counted from 1, so 0 never matches".into()));
             }
+            if rule.when.process == Some(0) {
+                return Err(error("when.process: processes are counted from 1, so 0 never matches".into()));
+            }
             if let Some(path) = &rule.when.path
                 && path != "*"
                 && !path.starts_with('/')
@@ -459,6 +472,8 @@ pub struct Incoming<'a> {
     pub state: DaemonState,
     /// Milliseconds since the daemon started.
     pub since_start_ms: u64,
+    /// Which process of its daemon this is (`--mock-process`).
+    pub process: u32,
 }
 
 /// A loaded script plus the per-rule call counters.
@@ -503,7 +518,8 @@ impl ScriptRunner {
                 && when.path.as_deref().is_none_or(|p| p == "*" || p == request.path)
                 && when.state.is_none_or(|s| DaemonState::from(s) == request.state)
                 && when.after_ms.is_none_or(|t| request.since_start_ms >= t)
-                && when.before_ms.is_none_or(|t| request.since_start_ms < t);
+                && when.before_ms.is_none_or(|t| request.since_start_ms < t)
+                && when.process.is_none_or(|p| p == request.process);
             if !matches {
                 continue;
             }
@@ -527,7 +543,7 @@ mod tests {
     use super::*;
 
     fn request(method: &'static str, path: &'static str) -> Incoming<'static> {
-        Incoming { method, path, state: DaemonState::Running, since_start_ms: 10 }
+        Incoming { method, path, state: DaemonState::Running, since_start_ms: 10, process: 1 }
     }
 
     #[test]
@@ -570,7 +586,7 @@ mod tests {
             Script::parse("rules: [{when: {state: INIT, after_ms: 5, before_ms: 20}, then: [reply]}]", "t").unwrap();
         let mut runner = ScriptRunner::new(script);
         assert!(runner.on_request(request("GET", "/")).is_none());
-        let init = |ms| Incoming { method: "GET", path: "/", state: DaemonState::Init, since_start_ms: ms };
+        let init = |ms| Incoming { method: "GET", path: "/", state: DaemonState::Init, since_start_ms: ms, process: 1 };
         assert!(runner.on_request(init(4)).is_none());
         assert!(runner.on_request(init(5)).is_some());
         assert!(runner.on_request(init(20)).is_none());

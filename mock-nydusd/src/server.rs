@@ -33,6 +33,10 @@ pub struct Shared {
     pub script: std::sync::Mutex<ScriptRunner>,
     /// When the process started (scripts' time conditions).
     pub started: Instant,
+    /// Which process of its daemon this is (scripts' `when.process`).
+    pub process: u32,
+    /// Bumped to make every open API connection hang up (`hang_up_all`).
+    pub hang_up: watch::Sender<u64>,
 }
 
 /// dbs-uhttp's reply to a connection beyond its limit, sent raw before closing it.
@@ -64,8 +68,10 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>, max_connections:
                 open.fetch_add(1, Ordering::SeqCst);
                 let guard = OpenConnection(open.clone());
                 let shared = shared.clone();
+                // Subscribed at accept, so a hang-up from here on reaches this connection.
+                let hang_up = shared.hang_up.subscribe();
                 tokio::spawn(async move {
-                    connection(stream, shared).await;
+                    connection(stream, shared, hang_up).await;
                     drop(guard);
                 });
             }
@@ -87,7 +93,14 @@ enum Flow {
     Hang,
 }
 
-async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
+async fn connection(stream: UnixStream, shared: Arc<Shared>, mut hang_up: watch::Receiver<u64>) {
+    tokio::select! {
+        () = serve_connection(stream, shared.clone()) => {}
+        _ = hang_up.changed() => {}
+    }
+}
+
+async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 8192];
     loop {
@@ -142,6 +155,7 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
         path: &request.path,
         state: model.state(),
         since_start_ms: shared.started.elapsed().as_millis() as u64,
+        process: shared.process,
     };
     let fired = shared.script.lock().unwrap_or_else(|e| e.into_inner()).on_request(incoming);
     let Some(fired) = fired else {
@@ -187,6 +201,12 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
             Action::Hang => return Flow::Hang,
             Action::Close => {
                 let _ = stream.shutdown().await;
+                return Flow::Close;
+            }
+            Action::HangUpAll => {
+                shared.journal.record("hang_up_all", json!({}));
+                let _ = stream.shutdown().await;
+                shared.hang_up.send_modify(|n| *n += 1);
                 return Flow::Close;
             }
             Action::State(state) => {

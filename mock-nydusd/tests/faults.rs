@@ -350,3 +350,33 @@ fn call_and_state_conditions_select_requests_on_the_wire() {
         .collect();
     assert_eq!(outcomes, [true, false, true, false]);
 }
+
+#[test]
+fn hang_up_all_closes_every_connection_but_the_process_lives_and_serves_new_ones() {
+    let mut mock =
+        MockProcess::start_scripted(&rule("{method: PUT, path: /api/v1/daemon/start}", "[hang_up_all]"), &[]);
+    mock.wait_for_socket();
+    // An idle connection, as the liveness monitor holds one (used once, so it is accepted).
+    let mut idle = mock.connect();
+    idle.write_all(GET_INFO).unwrap();
+    assert!(read_response(&mut idle).starts_with("HTTP/1.1 200 "));
+    let mut trigger = mock.connect();
+    trigger.write_all(b"PUT /api/v1/daemon/start HTTP/1.1\r\n\r\n").unwrap();
+    assert!(read_to_eof(&mut trigger).is_empty(), "the triggering request gets no reply");
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert!(read_to_eof(&mut idle).is_empty(), "the idle connection hung up too");
+    assert!(mock.child.try_wait().unwrap().is_none(), "the process lives");
+    assert!(exchange(&mock.sock, GET_INFO).starts_with("HTTP/1.1 200 "), "a new connection is served");
+    assert_eq!(events_named(&mock, "hang_up_all").len(), 1);
+}
+
+#[test]
+fn a_rule_scoped_to_another_process_does_not_fire_here() {
+    let script = rule("{path: /api/v1/daemon, process: 2}", r#"[{respond: {status: 500, body: "{}"}}]"#);
+    let first = MockProcess::start_scripted(&script, &[]);
+    first.wait_for_socket();
+    assert!(exchange(&first.sock, GET_INFO).starts_with("HTTP/1.1 200 "), "process 1 answers normally");
+    let second = MockProcess::start_scripted(&script, &["--mock-process", "2"]);
+    second.wait_for_socket();
+    assert!(exchange(&second.sock, GET_INFO).starts_with("HTTP/1.1 500 "), "process 2 obeys the rule");
+}

@@ -708,6 +708,14 @@ impl DaemonError {
     pub fn is_ambiguous(&self) -> bool {
         matches!(self, Self::Client { source, .. } if source.is_ambiguous())
     }
+
+    /// The kind of the API call's failure, when an API call failed.
+    pub fn client_kind(&self) -> Option<crate::api::ErrorKind> {
+        match self {
+            Self::Client { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
 }
 
 /// Process options beyond the nydusd command line.

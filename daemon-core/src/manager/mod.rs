@@ -483,9 +483,22 @@ impl Manager {
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
             // A lost reply says nothing about the mount: the daemon is asked instead, so
             // that the record follows what it serves.
-            if e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(true) {
-                self.update_rafs_instance(daemon, &rafs)?;
-                return Ok(rafs);
+            if e.is_ambiguous() {
+                match self.serves(daemon, &rafs).await {
+                    Some(true) => {
+                        self.update_rafs_instance(daemon, &rafs)?;
+                        return Ok(rafs);
+                    }
+                    Some(false) => {}
+                    // The daemon cannot say yet (still busy with the mount, or stopped).
+                    // nydusd handles API requests one at a time, in order, so an umount
+                    // sent now runs after the mount whatever became of it, and the daemon
+                    // ends up serving what the records say: nothing.
+                    None if daemon.states().fs_driver == FsDriver::Fusedev => {
+                        let _ = daemon.umount(&rafs.relative_mountpoint()).await;
+                    }
+                    None => {}
+                }
             }
             let _ = self.remove_rafs_instance(daemon, &rafs.snapshot_id);
             return Err(e.into());
@@ -500,8 +513,12 @@ impl Manager {
     pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
         let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
         if let Err(e) = daemon.shared_umount(&rafs).await {
-            // As for mounts: after a lost reply the daemon's own list decides.
-            if !(e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(false)) {
+            // The daemon does not serve it (an earlier umount whose reply was lost took
+            // effect): the umount is done. As for mounts, after a lost reply the
+            // daemon's own list decides.
+            let gone = e.client_kind() == Some(crate::api::ErrorKind::NotFound)
+                || (e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(false));
+            if !gone {
                 return Err(e.into());
             }
         }
@@ -589,13 +606,15 @@ impl Manager {
     /// Unlike upstream, a daemon that fails here is not left running unobserved: the
     /// error is returned (and the callers stop the process). The watch is for this
     /// process: one left from a predecessor is dropped first, so it is never mistaken for
-    /// the new one (upstream's `AlreadySubscribed` is taken as success).
+    /// the new one (upstream's `AlreadySubscribed` is taken as success). The watch starts
+    /// once the daemon is RUNNING: a hang-up before that is this start's failure, not a
+    /// death to recover from while the start is still being undone.
     pub async fn verify_started(&self, daemon: &Daemon) -> Result<(), ManagerError> {
         daemon.client().await?;
         let id = daemon.id();
         let _ = self.inner.monitor.unsubscribe(&id);
-        self.inner.monitor.subscribe(&id, &daemon.api_socket(), daemon.pid()).await?;
         daemon.wait_until_state(DaemonState::Running).await?;
+        self.inner.monitor.subscribe(&id, &daemon.api_socket(), daemon.pid()).await?;
         crash_point::reached("verify.running");
         // As upstream, a daemon that cannot send its state still counts as started: the
         // failure only means a later failover has nothing (new) to restore.

@@ -172,6 +172,8 @@ pub(crate) struct Run<'a> {
     /// What each stopped reader saw.
     pub(crate) reader_stats: Vec<mock_nydusd::reader::ReaderStats>,
     exchange_journal: Arc<Journal>,
+    /// How many processes each daemon has had, across managers (`--mock-process`).
+    spawned: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
 }
 
 impl<'a> Run<'a> {
@@ -197,6 +199,7 @@ impl<'a> Run<'a> {
             exchange_journal: Arc::new(
                 Journal::open_as(&logs.join("client.jsonl"), "client").unwrap_or_else(|_| Journal::default()),
             ),
+            spawned: Arc::default(),
         }
     }
 
@@ -230,6 +233,7 @@ impl<'a> Run<'a> {
             state: Duration::from_millis(m.state_timeout_ms),
             request: Duration::from_millis(m.request_timeout_ms),
             supervisor: Duration::from_millis(m.supervisor_timeout_ms),
+            exit: Duration::from_millis(m.exit_timeout_ms),
             ..Timeouts::default()
         }
     }
@@ -248,9 +252,20 @@ impl<'a> Run<'a> {
             let scripts = self.root.root().join("scripts");
             let controls = self.root.root().join("control");
             let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.clone()).collect();
+            let spawned = self.spawned.clone();
             per_daemon = PerDaemonArgs::new(move |id| {
-                let mut extra: Vec<OsString> =
-                    vec!["--mock-control".into(), controls.join(format!("{id}.sock")).into()];
+                let process = {
+                    let mut counts = spawned.lock().unwrap_or_else(|e| e.into_inner());
+                    let n = counts.entry(id.to_owned()).or_default();
+                    *n += 1;
+                    *n
+                };
+                let mut extra: Vec<OsString> = vec![
+                    "--mock-control".into(),
+                    controls.join(format!("{id}.sock")).into(),
+                    "--mock-process".into(),
+                    process.to_string().into(),
+                ];
                 if fuse.iter().any(|f| f == id) {
                     extra.push("--mock-fuse".into());
                 }
@@ -277,7 +292,11 @@ impl<'a> Run<'a> {
             fscache_dir: Some(self.root.root().join("cache")),
             per_daemon_args: per_daemon,
             exchange_observer: Some(self.exchange_observer()),
-            recovery: Default::default(),
+            recovery: daemon_core::manager::RecoveryRetry {
+                attempts: self.scenario.manager.recovery_attempts.get(),
+                backoff: Duration::from_millis(self.scenario.manager.recovery_backoff_ms),
+                ..Default::default()
+            },
             reply_limit: daemon_core::api::client::DEFAULT_REPLY_LIMIT,
         }
     }
@@ -334,7 +353,18 @@ impl<'a> Run<'a> {
             let n = index + 1;
             let line = step.referenced.line();
             self.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
-            let outcome = self.step(&step.value).await;
+            let began = std::time::Instant::now();
+            let mut outcome = self.step(&step.value).await;
+            if let (Ok(()), Some(within)) = (&outcome, step.value.expected_error().and_then(|e| e.within_ms)) {
+                let took = began.elapsed();
+                if took > Duration::from_millis(within) {
+                    outcome = Err(outcome::StepError::mismatch(
+                        format!("{} failed as expected, but too late", step.value.keyword()),
+                        format!("within {within} ms"),
+                        format!("after {} ms", took.as_millis()),
+                    ));
+                }
+            }
             self.drain_events();
             self.remember_daemons();
             if let Err(e) = outcome {

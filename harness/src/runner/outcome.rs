@@ -105,6 +105,9 @@ fn describe_expected(e: &ExpectedError) -> String {
     if let Some(text) = &e.message_contains {
         parts.push(format!("message containing {text:?}"));
     }
+    if let Some(ms) = e.within_ms {
+        parts.push(format!("within {ms} ms"));
+    }
     if parts.is_empty() { "an error".to_owned() } else { format!("an error with {}", parts.join(", ")) }
 }
 
@@ -126,6 +129,29 @@ fn client_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a daem
     None
 }
 
+/// The kind of a failure: its client error's, or `timeout` for a wait that ran out (a
+/// state, socket or exit deadline), which carries no client error of its own.
+fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<daemon_core::api::ErrorKind> {
+    if let Some(client) = client_error(e) {
+        return Some(client.kind());
+    }
+    let mut current = Some(e);
+    while let Some(err) = current {
+        let daemon = err.downcast_ref::<DaemonError>().or_else(|| match err.downcast_ref::<ManagerError>() {
+            Some(ManagerError::Daemon(d)) => Some(d),
+            _ => None,
+        });
+        if let Some(
+            DaemonError::StateTimeout { .. } | DaemonError::SocketTimeout { .. } | DaemonError::ExitTimeout { .. },
+        ) = daemon
+        {
+            return Some(daemon_core::api::ErrorKind::Timeout);
+        }
+        current = err.source();
+    }
+    None
+}
+
 /// Compares an outcome with what the step expected.
 pub(crate) fn check<E: std::error::Error + 'static>(
     what: &str,
@@ -138,7 +164,7 @@ pub(crate) fn check<E: std::error::Error + 'static>(
         (Ok(()), Some(exp)) => Err(StepError::mismatch(format!("{what} succeeded"), describe_expected(exp), "success")),
         (Err(e), Some(exp)) => {
             let client = client_error(&e);
-            let (status, kind) = (client.and_then(|c| c.status()), client.map(|c| c.kind()));
+            let (status, kind) = (client.and_then(|c| c.status()), error_kind(&e));
             let text = error_chain(&e);
             let ok = exp.status.is_none_or(|s| status == Some(s))
                 && exp.kind.is_none_or(|k| kind == Some(k))

@@ -126,6 +126,15 @@ pub struct ManagerSpec {
     /// How long a supervisor transfer may take (default 5000).
     #[serde(default = "default_socket_ms")]
     pub supervisor_timeout_ms: u64,
+    /// How long a process may take to exit before SIGKILL follows (default 10000).
+    #[serde(default = "default_exit_timeout_ms")]
+    pub exit_timeout_ms: u64,
+    /// How many times a restart or failover is tried before `recovery_failed` (default 3).
+    #[serde(default = "default_recovery_attempts")]
+    pub recovery_attempts: std::num::NonZeroU32,
+    /// The gap before a recovery's second attempt; it doubles after each (default 100).
+    #[serde(default = "default_recovery_backoff_ms")]
+    pub recovery_backoff_ms: u64,
 }
 
 impl Default for ManagerSpec {
@@ -137,12 +146,28 @@ impl Default for ManagerSpec {
             state_timeout_ms: default_socket_ms(),
             request_timeout_ms: default_socket_ms(),
             supervisor_timeout_ms: default_socket_ms(),
+            exit_timeout_ms: default_exit_timeout_ms(),
+            recovery_attempts: default_recovery_attempts(),
+            recovery_backoff_ms: default_recovery_backoff_ms(),
         }
     }
 }
 
 fn default_socket_ms() -> u64 {
     5_000
+}
+
+fn default_exit_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_recovery_attempts() -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(daemon_core::manager::RecoveryRetry::default().attempts)
+        .unwrap_or(std::num::NonZeroU32::MIN)
+}
+
+fn default_recovery_backoff_ms() -> u64 {
+    daemon_core::manager::RecoveryRetry::default().backoff.as_millis() as u64
 }
 
 /// A daemon of the topology.
@@ -663,6 +688,10 @@ pub struct ExpectedError {
     /// Text the error (message or chain) must contain.
     #[serde(default)]
     pub message_contains: Option<String>,
+    /// The step must have failed within this many milliseconds of its start.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub within_ms: Option<u64>,
 }
 
 /// `mount`.
@@ -863,6 +892,21 @@ impl Step {
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
             Step::ExpectConsistent(_) => "expect_consistent",
             Step::ForgetDaemon(_) => "forget_daemon",
+        }
+    }
+
+    /// How the step must fail, for the steps that can say so.
+    pub fn expected_error(&self) -> Option<&ExpectedError> {
+        match self {
+            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) | Step::ExpectConsistent(s) => {
+                s.expect_error.as_ref()
+            }
+            Step::MountInstance(s) | Step::UmountInstance(s) => s.expect_error.as_ref(),
+            Step::Mount(s) => s.expect_error.as_ref(),
+            Step::Umount(s) => s.expect_error.as_ref(),
+            Step::Api(s) => s.expect_error.as_ref(),
+            Step::Upgrade(s) => s.expect_error.as_ref(),
+            _ => None,
         }
     }
 

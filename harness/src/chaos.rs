@@ -1,8 +1,11 @@
 //! `harness chaos`: seeded random fault schedules against the mock. Each run is a scenario:
 //! a shared daemon under the failover policy takes random mounts and unmounts while its
 //! mock fails random API calls (error status, delay past the request deadline, dropped
-//! connection), and is killed now and then; at the end the faults stop and the daemon
-//! must serve exactly what the store records, with nothing leaked. A failing schedule is
+//! connection), hangs up every API connection while it lives, is stopped and continued,
+//! and is killed now and then, sometimes into a replacement that itself fails (dies during
+//! takeover, start or verification, stops, drops or hangs up), so that the failover must
+//! try again; at the end the faults stop and the daemon must serve exactly what the store
+//! records, with nothing leaked. A failing schedule is
 //! shrunk (operations removed while it still fails) and printed as a scenario file, ready
 //! to be committed as a regression scenario.
 
@@ -58,6 +61,54 @@ pub enum Op {
     Heal,
     /// SIGKILL the daemon (faults healed first) and wait for its failover.
     Kill,
+    /// As [`Op::Kill`], and the first replacement fails this way, so the failover retries.
+    KillIntoFaulty(ReplacementFault),
+    /// The live daemon closes every API connection, the monitor's too: a failover follows
+    /// (the process is killed once the exit deadline passes).
+    HangUp,
+    /// SIGSTOP, a mount that runs into the request deadline, SIGCONT.
+    Stop,
+}
+
+/// How a replacement fails on its way up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplacementFault {
+    /// SIGKILL on the takeover request.
+    DiesAtTakeover,
+    /// SIGKILL on the start request.
+    DiesAtStart,
+    /// SIGKILL on the first state query once RUNNING (the manager's verification).
+    DiesWhenVerified,
+    /// SIGSTOP on the takeover request.
+    StopsAtTakeover,
+    /// The takeover's connection closes without a reply.
+    DropsTakeover,
+    /// Every API connection hangs up on the start request.
+    HangsUpAtStart,
+}
+
+impl ReplacementFault {
+    const ALL: [Self; 6] = [
+        Self::DiesAtTakeover,
+        Self::DiesAtStart,
+        Self::DiesWhenVerified,
+        Self::StopsAtTakeover,
+        Self::DropsTakeover,
+        Self::HangsUpAtStart,
+    ];
+
+    /// The script rule making process `process` fail this way.
+    fn rule(self, process: u32) -> String {
+        let (when, then) = match self {
+            Self::DiesAtTakeover => ("path: /api/v1/daemon/fuse/takeover", "{ signal: SIGKILL }"),
+            Self::DiesAtStart => ("path: /api/v1/daemon/start", "{ signal: SIGKILL }"),
+            Self::DiesWhenVerified => ("method: GET, path: /api/v1/daemon, state: RUNNING", "{ signal: SIGKILL }"),
+            Self::StopsAtTakeover => ("path: /api/v1/daemon/fuse/takeover", "{ signal: SIGSTOP }"),
+            Self::DropsTakeover => ("path: /api/v1/daemon/fuse/takeover", "close"),
+            Self::HangsUpAtStart => ("path: /api/v1/daemon/start", "hang_up_all"),
+        };
+        format!("{{ when: {{ {when}, process: {process} }}, then: [{then}] }}")
+    }
 }
 
 /// xorshift64*: small, seeded, reproducible.
@@ -92,41 +143,49 @@ pub fn schedule(seed: u64, ops: usize) -> Vec<Op> {
                 Op::Break(rng.below(TARGETS.len() as u64) as usize, fault)
             }
             7..=8 => Op::Heal,
-            _ => Op::Kill,
+            _ => match rng.below(6) {
+                0..=1 => Op::Kill,
+                2..=3 => Op::KillIntoFaulty(ReplacementFault::ALL[rng.below(6) as usize]),
+                4 => Op::HangUp,
+                _ => Op::Stop,
+            },
         })
         .collect()
 }
 
 /// The scenario file of a schedule.
 pub fn scenario_text(seed: u64, ops: &[Op]) -> String {
-    let mut out = format!(
-        "version: 1
-name: chaos-{seed}
-targets: [mock]
-description: >
-  Found by `harness chaos --seed {seed}` and shrunk to {n} operations: random mounts,
-  unmounts, API faults and kills of a shared daemon under the failover policy; afterwards
-  the daemon must serve exactly what the store records, with nothing leaked.
-tags: [chaos]
-timeout_ms: 60000
-manager: {{ recover_policy: failover, request_timeout_ms: 300 }}
-daemons:
-  - id: d1
-    mode: shared
-    instances: [{{ snapshot: s0 }}, {{ snapshot: s1 }}, {{ snapshot: s2 }}, {{ snapshot: s3 }}]
-steps:
-  - start_daemon: {{ daemon: d1 }}
-",
-        n = ops.len()
-    );
-    let heal = "  - script: { daemon: d1, script: {} }\n";
+    // Processes of d1 are numbered as the harness numbers them (`when.process`): every
+    // failover spawns one, and one more for each replacement that fails.
+    let mut process = 1;
+    let mut replacement_rules = Vec::new();
+    for op in ops {
+        match op {
+            Op::Kill | Op::HangUp => process += 1,
+            Op::KillIntoFaulty(fault) => {
+                replacement_rules.push(fault.rule(process + 1));
+                process += 2;
+            }
+            _ => {}
+        }
+    }
+    // A `script` step replaces the script of later processes too, so each one carries the
+    // replacement rules (they name their process, and fire nowhere else).
+    let script_step = |rules: &[String]| {
+        let all: Vec<&str> = rules.iter().chain(&replacement_rules).map(String::as_str).collect();
+        format!("  - script: {{ daemon: d1, script: {{ rules: [{}] }} }}\n", all.join(", "))
+    };
+    let heal = script_step(&[]);
+    let mut process = 1;
+    let mut steps = String::new();
+    let failed_over = "  - wait_event: { daemon: d1, event: failed_over }\n";
     for op in ops {
         match op {
             Op::Mount(n) => {
-                out.push_str(&format!("  - mount_instance: {{ daemon: d1, snapshot: s{n}, may_fail: true }}\n"))
+                steps.push_str(&format!("  - mount_instance: {{ daemon: d1, snapshot: s{n}, may_fail: true }}\n"))
             }
             Op::Umount(n) => {
-                out.push_str(&format!("  - umount_instance: {{ daemon: d1, snapshot: s{n}, may_fail: true }}\n"))
+                steps.push_str(&format!("  - umount_instance: {{ daemon: d1, snapshot: s{n}, may_fail: true }}\n"))
             }
             Op::Break(target, fault) => {
                 let (method, path) = TARGETS[*target];
@@ -137,19 +196,62 @@ steps:
                     Fault::DelayMs(ms) => format!("{{ delay_ms: {ms} }}"),
                     Fault::Close => "close".to_owned(),
                 };
-                out.push_str(&format!(
-                    "  - script: {{ daemon: d1, script: {{ rules: [{{ when: {{ method: {method}, path: {path} }}, then: [{then}] }}] }} }}\n"
-                ));
+                steps.push_str(&script_step(&[format!(
+                    "{{ when: {{ method: {method}, path: {path} }}, then: [{then}] }}"
+                )]));
             }
-            Op::Heal => out.push_str(heal),
-            Op::Kill => {
-                out.push_str(heal);
-                out.push_str("  - signal: { daemon: d1, signal: SIGKILL }\n");
-                out.push_str("  - wait_event: { daemon: d1, event: failed_over }\n");
+            Op::Heal => steps.push_str(&heal),
+            Op::Kill | Op::KillIntoFaulty(_) => {
+                process += if matches!(op, Op::KillIntoFaulty(_)) { 2 } else { 1 };
+                steps.push_str(&heal);
+                steps.push_str("  - signal: { daemon: d1, signal: SIGKILL }\n");
+                steps.push_str(failed_over);
+            }
+            Op::HangUp => {
+                steps.push_str(&script_step(&[format!(
+                    "{{ when: {{ path: \"*\", process: {process} }}, then: [hang_up_all] }}"
+                )]));
+                process += 1;
+                // Any request triggers it; this one always reaches the daemon.
+                steps.push_str("  - api: { daemon: d1, call: sendfd, expect_error: { kind: connection } }\n");
+                steps.push_str(failed_over);
+            }
+            Op::Stop => {
+                steps.push_str("  - signal: { daemon: d1, signal: SIGSTOP }\n");
+                steps.push_str("  - mount_instance: { daemon: d1, snapshot: s1, may_fail: true }\n");
+                steps.push_str("  - signal: { daemon: d1, signal: SIGCONT }\n");
             }
         }
     }
-    out.push_str(heal);
+    let script = if replacement_rules.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "    script:\n      rules:\n{}",
+            replacement_rules.iter().map(|r| format!("        - {r}\n")).collect::<String>()
+        )
+    };
+    let mut out = format!(
+        "version: 1
+name: chaos-{seed}
+targets: [mock]
+description: >
+  Found by `harness chaos --seed {seed}` and shrunk to {n} operations: random mounts,
+  unmounts, API faults and kills of a shared daemon under the failover policy; afterwards
+  the daemon must serve exactly what the store records, with nothing leaked.
+tags: [chaos]
+timeout_ms: 60000
+manager: {{ recover_policy: failover, request_timeout_ms: 300, exit_timeout_ms: 500, recovery_backoff_ms: 10 }}
+daemons:
+  - id: d1
+    mode: shared
+    instances: [{{ snapshot: s0 }}, {{ snapshot: s1 }}, {{ snapshot: s2 }}, {{ snapshot: s3 }}]
+{script}steps:
+  - start_daemon: {{ daemon: d1 }}
+{steps}",
+        n = ops.len()
+    );
+    out.push_str(&heal);
     out.push_str("  - expect_consistent: { daemon: d1 }\n  - expect_no_leaks: {}\n");
     out
 }

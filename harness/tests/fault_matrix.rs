@@ -143,7 +143,7 @@ const DEAD_WITH_A: After =
     After { alive: false, instances: &["a"], died: None, consistent: false, settle: "", serves: None };
 
 /// The 1500 ms delay is over.
-const LATE_REPLY_LANDED: &str = "  - sleep: { ms: 1700 }\n";
+const LATE_REPLY_LANDED: &str = "  - sleep: { ms: 2500 }\n";
 
 /// The expected outcome of every cell, by call and fault.
 fn expected(call: &str, fault: &str) -> (End, After) {
@@ -164,9 +164,9 @@ fn expected(call: &str, fault: &str) -> (End, After) {
         ("mount", "hang") => (fails("timeout", 1500), serving(NONE, NONE)),
         ("mount", "sigstop") => (fails("timeout", 1500), after(true, NONE, Some(false))),
         ("mount", "dropped_connection") => (fails("connection", 1000), serving(NONE, NONE)),
-        // Neither the mount nor the question that follows is answered in time: the umount
-        // sent after them runs once the mount is done, so the daemon serves no mount that
-        // no record names (before, it served /a with no record).
+        // Neither the mount nor the question that follows is answered in time: the record
+        // goes, and once the daemon answers the manager unmounts what it then serves
+        // without a record (before, it served /a with no record for good).
         ("mount", "reply_after_deadline") => {
             (fails("timeout", 2000), After { settle: LATE_REPLY_LANDED, ..serving(NONE, NONE) })
         }
@@ -183,7 +183,7 @@ fn expected(call: &str, fault: &str) -> (End, After) {
         ("umount", "reply_after_deadline") => (
             fails("timeout", 2000),
             After {
-                settle: "  - sleep: { ms: 1700 }\n  - script: { daemon: d1, script: {} }\n  - umount_instance: { daemon: d1, snapshot: a }\n",
+                settle: "  - sleep: { ms: 2500 }\n  - script: { daemon: d1, script: {} }\n  - umount_instance: { daemon: d1, snapshot: a }\n",
                 ..serving(NONE, NONE)
             },
         ),

@@ -290,6 +290,9 @@ pub(crate) struct Inner {
     events: broadcast::Sender<ManagerEvent>,
     /// Daemons whose recovery is running, each with the pid of a death reported meanwhile.
     recovering: Mutex<BTreeMap<String, Option<u32>>>,
+    /// One instance operation (mount, umount, reconciliation) at a time per daemon, so a
+    /// reconciliation never sees another operation half done.
+    instance_ops: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// The manager. Cloning shares it.
@@ -338,6 +341,7 @@ impl Manager {
             supervisors,
             events,
             recovering: Mutex::default(),
+            instance_ops: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -478,6 +482,8 @@ impl Manager {
     /// Mounts an instance in a shared daemon and records it (the fs layer's `Mount` for
     /// shared daemons: add, then mount; the record is removed again if the mount fails).
     pub async fn mount_shared_instance(&self, daemon: &Daemon, rafs: Rafs) -> Result<Rafs, ManagerError> {
+        let ops = self.instance_ops(&daemon.id());
+        let _one_at_a_time = ops.lock().await;
         let mut rafs = self.add_rafs_instance(daemon, rafs)?;
         crash_point::reached("mount.recorded");
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
@@ -490,14 +496,9 @@ impl Manager {
                         return Ok(rafs);
                     }
                     Some(false) => {}
-                    // The daemon cannot say yet (still busy with the mount, or stopped).
-                    // nydusd handles API requests one at a time, in order, so an umount
-                    // sent now runs after the mount whatever became of it, and the daemon
-                    // ends up serving what the records say: nothing.
-                    None if daemon.states().fs_driver == FsDriver::Fusedev => {
-                        let _ = daemon.umount(&rafs.relative_mountpoint()).await;
-                    }
-                    None => {}
+                    // The daemon cannot say yet (still busy, or stopped): the record goes,
+                    // and the daemon is brought in line with the records once it answers.
+                    None => self.reconcile_in_background(daemon),
                 }
             }
             let _ = self.remove_rafs_instance(daemon, &rafs.snapshot_id);
@@ -511,13 +512,23 @@ impl Manager {
 
     /// Unmounts an instance of a shared daemon and removes its record.
     pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
+        let ops = self.instance_ops(&daemon.id());
+        let _one_at_a_time = ops.lock().await;
         let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
         if let Err(e) = daemon.shared_umount(&rafs).await {
             // The daemon does not serve it (an earlier umount whose reply was lost took
             // effect): the umount is done. As for mounts, after a lost reply the
-            // daemon's own list decides.
+            // daemon's own list decides; when it cannot tell yet, the record stays and
+            // the daemon is brought in line with it once it answers.
             let gone = e.client_kind() == Some(crate::api::ErrorKind::NotFound)
-                || (e.is_ambiguous() && self.serves(daemon, &rafs).await == Some(false));
+                || (e.is_ambiguous()
+                    && match self.serves(daemon, &rafs).await {
+                        Some(served) => !served,
+                        None => {
+                            self.reconcile_in_background(daemon);
+                            false
+                        }
+                    });
             if !gone {
                 return Err(e.into());
             }
@@ -547,6 +558,8 @@ impl Manager {
     /// as the last successful sendfd. Other daemons report no mount list
     /// (`backend_collection` is FUSE-only), so nothing is compared for them.
     pub async fn reconcile_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+        let ops = self.instance_ops(&daemon.id());
+        let _one_at_a_time = ops.lock().await;
         let (mut remounted, mut unmounted) = (Vec::new(), Vec::new());
         let states = daemon.states();
         if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
@@ -571,6 +584,39 @@ impl Manager {
             unmounted.push(mountpoint.clone());
         }
         Ok((remounted, unmounted))
+    }
+
+    fn instance_ops(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.instance_ops.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(id.to_owned()).or_default().clone()
+    }
+
+    /// After a mount or umount whose outcome nobody could tell (no reply, and no answer to
+    /// the question that followed), reconciles the daemon's mounts with its records as
+    /// soon as it answers again, with a doubling backoff, for at most ten request
+    /// deadlines. Stops when the daemon is gone or replaced (a failover reconciles by
+    /// itself). Requests on different connections of a stopped nydusd run in no set
+    /// order once it continues, so nothing short of asking again settles the doubt.
+    fn reconcile_in_background(&self, daemon: &Daemon) {
+        let manager = self.clone();
+        let id = daemon.id();
+        let pid = daemon.pid();
+        let timeouts = *daemon.timeouts();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + timeouts.request.saturating_mul(10);
+            let mut gap = std::time::Duration::from_millis(20);
+            while tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(gap).await;
+                gap = (gap * 2).min(std::time::Duration::from_secs(1));
+                let Some(daemon) = manager.get_daemon(&id) else { return };
+                if daemon.pid() != pid || !daemon.is_alive() {
+                    return;
+                }
+                if manager.reconcile_mounts(&daemon).await.is_ok() {
+                    return;
+                }
+            }
+        });
     }
 
     fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {

@@ -52,6 +52,9 @@ fn describe_pattern(pattern: &JournalPattern) -> String {
     format!("{{{}}}", parts.join(" "))
 }
 
+/// How long `expect_consistent` gives the manager to settle a doubtful mount.
+const CONSISTENT_WITHIN: Duration = Duration::from_secs(3);
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -617,6 +620,23 @@ impl Run<'_> {
         }
     }
 
+    /// Whether the last word on `id`'s recovery was `RecoveryFailed` (nothing started it
+    /// again since).
+    fn last_recovery_failed(&self, id: &str) -> bool {
+        self.seen.iter().rev().find_map(|e| match e {
+            ManagerEvent::RecoveryFailed { id: i, .. } if i == id => Some(true),
+            ManagerEvent::Started { id: i, .. }
+            | ManagerEvent::Restarted { id: i, .. }
+            | ManagerEvent::FailedOver { id: i, .. }
+            | ManagerEvent::Upgraded { id: i, .. }
+                if i == id =>
+            {
+                Some(false)
+            }
+            _ => None,
+        }) == Some(true)
+    }
+
     /// [`check`], or with `may_fail` only a journal entry of the outcome.
     fn check_or_tolerate<E: std::error::Error + 'static>(
         &self,
@@ -632,8 +652,22 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// The daemon is RUNNING and its mounts are exactly the instances recorded for it.
+    /// The daemon is RUNNING and its mounts are exactly the instances recorded for it,
+    /// now or within [`CONSISTENT_WITHIN`]: the manager settles a mount whose outcome it
+    /// could not tell in the background, once the daemon answers again.
     async fn expect_consistent(&self, id: &str) -> Result<(), StepError> {
+        let deadline = tokio::time::Instant::now() + CONSISTENT_WITHIN;
+        loop {
+            match self.check_consistent(id).await {
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn check_consistent(&self, id: &str) -> Result<(), StepError> {
         let daemon = self.daemon(id)?;
         let state = daemon.get_state().await?;
         if state != daemon_core::DaemonState::Running {
@@ -660,9 +694,30 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Only the current processes of managed daemons run, and only their host mounts exist.
+    /// Only the current processes of managed daemons run, and only their host mounts exist:
+    /// no zombie, and no live process of a daemon whose recovery the manager gave up on.
     fn expect_no_leaks(&self) -> Result<(), StepError> {
         let managed = self.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
+        let zombies: Vec<String> = managed
+            .iter()
+            .filter(|d| d.pid() > 0 && daemon_core::procfs::process_state(d.pid()) == Some('Z'))
+            .map(|d| format!("{} (pid {})", d.id(), d.pid()))
+            .collect();
+        if !zombies.is_empty() {
+            return Err(StepError::mismatch("daemon processes left unreaped", "none", zombies.join(", ")));
+        }
+        let given_up: Vec<String> = managed
+            .iter()
+            .filter(|d| d.is_alive() && self.last_recovery_failed(&d.id()))
+            .map(|d| format!("{} (pid {})", d.id(), d.pid()))
+            .collect();
+        if !given_up.is_empty() {
+            return Err(StepError::mismatch(
+                "processes run for daemons whose recovery failed",
+                "none",
+                given_up.join(", "),
+            ));
+        }
         let live: Vec<u32> = managed.iter().filter(|d| d.is_alive()).map(|d| d.pid()).collect();
         let root = self.root.root().to_string_lossy().into_owned();
         let strays: Vec<u32> = processes_naming(&root).into_iter().filter(|p| !live.contains(p)).collect();

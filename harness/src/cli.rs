@@ -199,8 +199,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             let scenarios = scenarios.is_dir().then_some(scenarios);
             let options =
                 crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real, scenarios };
-            match runtime.block_on(crate::bench::run(&options)) {
-                Ok(results) => {
+            match runtime.block_on(crate::termination::unless_signalled(crate::bench::run(&options))) {
+                Err(signal) => interrupted_by(signal),
+                Ok(Ok(results)) => {
                     print!("{}", crate::bench::table(&results));
                     if let Some(path) = json
                         && let Err(e) =
@@ -210,7 +211,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                     }
                     ExitCode::from(exit_code::OK)
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     eprintln!("error: {e:#}");
                     ExitCode::from(exit_code::SETUP_ERROR)
                 }
@@ -227,10 +228,11 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 Err(code) => return code,
             };
             let options = crate::chaos::ChaosOptions { mock, seed, runs, ops: ops.max(1), out };
-            match runtime.block_on(crate::chaos::run(&options)) {
-                Ok(true) => ExitCode::from(exit_code::OK),
-                Ok(false) => ExitCode::from(exit_code::SCENARIO_FAILED),
-                Err(e) => {
+            match runtime.block_on(crate::termination::unless_signalled(crate::chaos::run(&options))) {
+                Err(signal) => interrupted_by(signal),
+                Ok(Ok(true)) => ExitCode::from(exit_code::OK),
+                Ok(Ok(false)) => ExitCode::from(exit_code::SCENARIO_FAILED),
+                Ok(Err(e)) => {
                     eprintln!("error: {e}");
                     ExitCode::from(exit_code::SETUP_ERROR)
                 }
@@ -261,6 +263,15 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             run(&args, RunConfig { bundles: Some(bundles), ..config })
         }
     }
+}
+
+/// The end of a command stopped by `signal`, after its work was dropped and cleaned up.
+fn interrupted_by(signal: i32) -> ExitCode {
+    eprintln!(
+        "interrupted by {}: every process, mount and temporary root of the run was cleaned up",
+        crate::termination::name(signal)
+    );
+    ExitCode::from(crate::termination::exit_code(signal))
 }
 
 /// The harness binary (which is also the mock) and a runtime for the async commands; the
@@ -306,13 +317,17 @@ fn diff(args: DiffArgs) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let diffs: Vec<crate::diff::ScenarioDiff> = runtime.block_on(async {
+    let diffs = runtime.block_on(crate::termination::unless_signalled(async {
         let mut out = Vec::new();
         for (path, scenario) in &scenarios {
             out.push(crate::diff::diff_scenario(path, scenario, &mock, &real, &explained).await);
         }
         out
-    });
+    }));
+    let diffs: Vec<crate::diff::ScenarioDiff> = match diffs {
+        Ok(diffs) => diffs,
+        Err(signal) => return interrupted_by(signal),
+    };
     print!("{}", crate::diff::report(&diffs));
     if let Some(path) = &args.json
         && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&diffs).unwrap_or_default())
@@ -449,9 +464,8 @@ fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
     {
         eprintln!("error: cannot write {}: {e}", path.display());
     }
-    if interrupted {
-        eprintln!("interrupted: every process and mount of the running scenarios was cleaned up");
-        return ExitCode::from(130);
+    if let Some(signal) = interrupted {
+        return interrupted_by(signal);
     }
     let failed = results.iter().any(|r| r.failure.is_some());
     ExitCode::from(if failed { exit_code::SCENARIO_FAILED } else { exit_code::OK })
@@ -472,26 +486,32 @@ async fn run_all(
     jobs: usize,
     base: &Path,
     keep_going: bool,
-) -> (Vec<ScenarioResult>, bool) {
+) -> (Vec<ScenarioResult>, Option<i32>) {
     use std::io::IsTerminal;
     let total = scenarios.len();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(jobs));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let config = std::sync::Arc::new(config);
+    // Installed before any scenario starts a daemon.
+    let mut termination = crate::termination::Termination::install().ok();
     let mut set = tokio::task::JoinSet::new();
+    // Which scenario each task runs, so that a task that panics is still reported.
+    let mut tasks = std::collections::HashMap::new();
     for (index, (path, scenario)) in scenarios.into_iter().enumerate() {
         let (limit, config, stop) = (limit.clone(), config.clone(), stop.clone());
-        set.spawn(async move {
+        let named = (index, path.clone(), scenario.name.clone());
+        let handle = set.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closes");
             if stop.load(std::sync::atomic::Ordering::SeqCst) {
                 return (index, None);
             }
             (index, Some(run_scenario(&path, &scenario, &config).await))
         });
+        tasks.insert(handle.id(), named);
     }
     let progress = std::io::stderr().is_terminal();
     let mut results = Vec::new();
-    let mut interrupted = false;
+    let mut interrupted = None;
     loop {
         tokio::select! {
             joined = set.join_next() => {
@@ -512,11 +532,21 @@ async fn run_all(
                     }
                     Ok((_, None)) => {}
                     Err(e) if e.is_cancelled() => {}
-                    Err(e) => eprintln!("error: a scenario task panicked: {e}"),
+                    Err(e) => {
+                        // The scenario's own clean-up ran while the panic unwound; what
+                        // is left to do is to count it as the failure it is.
+                        let Some((index, path, name)) = tasks.remove(&e.id()) else { continue };
+                        let result = ScenarioResult::panicked(path, name, &e.into_panic());
+                        print!("{}", report::scenario_report(&result, base));
+                        if !keep_going {
+                            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        results.push((index, result));
+                    }
                 }
             }
-            _ = tokio::signal::ctrl_c(), if !interrupted => {
-                interrupted = true;
+            Some(signal) = async { match termination.as_mut() { Some(t) => Some(t.next().await), None => None } }, if interrupted.is_none() => {
+                interrupted = Some(signal);
                 // Dropping a scenario's future runs its cleanup (see runner::Run's Drop).
                 set.abort_all();
             }

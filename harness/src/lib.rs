@@ -22,6 +22,7 @@ pub mod explain;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod termination;
 
 use std::path::Path;
 

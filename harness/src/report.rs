@@ -138,3 +138,23 @@ pub fn to_junit(results: &[ScenarioResult], base: &Path) -> String {
     out.push_str("</testsuite></testsuites>\n");
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scenario_whose_task_panicked_is_a_failure_everywhere() {
+        let payload: Box<dyn std::any::Any + Send> = Box::new("capacity overflow");
+        let result = ScenarioResult::panicked("s.yaml".into(), "s".into(), payload.as_ref());
+        let results = [result];
+        // Before the fix the scenario vanished from the count, JUnit and JSON.
+        assert_eq!(summary(&results), "0 passed, 1 failed, 0 skipped");
+        let json = to_json(&results, Path::new(""));
+        assert_eq!(json["scenarios"][0]["status"], "fail", "{json}");
+        assert!(json.to_string().contains("the harness panicked: capacity overflow"), "{json}");
+        let junit = to_junit(&results, Path::new(""));
+        assert!(junit.contains("<failure") && junit.contains("capacity overflow"), "{junit}");
+        assert!(scenario_report(&results[0], Path::new("")).contains("the harness panicked: capacity overflow"));
+    }
+}

@@ -64,7 +64,7 @@ impl ImageStore {
             }
             let bytes: Vec<u8> = match file {
                 FileSpec::Text(text) => text.as_bytes().to_vec(),
-                FileSpec::Sized { size } => (0..*size).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
+                FileSpec::Sized { size } => (0..size.get()).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
             };
             std::fs::write(&target, bytes).map_err(|e| io(&target, e))?;
         }

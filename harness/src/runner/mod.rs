@@ -108,6 +108,29 @@ fn version_less(have: &str, min: &str) -> bool {
     parse(have) < parse(min)
 }
 
+impl ScenarioResult {
+    /// A scenario whose task panicked: a failure at set-up level carrying the message.
+    pub fn panicked(path: PathBuf, name: String, payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic without a message".to_owned());
+        Self {
+            path,
+            name,
+            duration: Duration::ZERO,
+            failure: Some(Failure {
+                keyword: "panic".into(),
+                ..Failure::setup(format!("the harness panicked: {message}"))
+            }),
+            skipped: None,
+            exchanges: Vec::new(),
+            readers: Vec::new(),
+        }
+    }
+}
+
 /// Runs `scenario` (loaded from `path`). Nothing it started survives this call.
 pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) -> ScenarioResult {
     let started = Instant::now();
@@ -428,7 +451,7 @@ impl<'a> Run<'a> {
             .map(|(path, file)| {
                 let value = match file {
                     crate::scenario::model::FileSpec::Text(t) => serde_json::Value::from(t.as_str()),
-                    crate::scenario::model::FileSpec::Sized { size } => json!({ "size": size }),
+                    crate::scenario::model::FileSpec::Sized { size } => json!({ "size": size.get() }),
                 };
                 (path.clone(), value)
             })
@@ -463,10 +486,10 @@ impl<'a> Run<'a> {
     ) -> Result<Rafs, String> {
         let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
         let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
-        if spec.padding > 0
+        if spec.padding.get() > 0
             && let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(&config)
         {
-            map.insert("padding".into(), serde_json::Value::String("x".repeat(spec.padding)));
+            map.insert("padding".into(), serde_json::Value::String("x".repeat(spec.padding.as_usize())));
             config = serde_json::Value::Object(map).to_string();
         }
         let file = daemon.states().config_file(Some(&spec.snapshot));
@@ -520,8 +543,12 @@ impl<'a> Run<'a> {
         if mode == DaemonMode::Dedicated && self.fs_driver() == daemon_core::daemon::FsDriver::Fusedev {
             // nydusd mounts a dedicated daemon's instance from its command line, so the
             // instance must be known before the first start; one is made up if none is given.
-            let default =
-                InstanceSpec { snapshot: spec.id.clone(), config: None, padding: 0, tree: Default::default() };
+            let default = InstanceSpec {
+                snapshot: spec.id.clone(),
+                config: None,
+                padding: Default::default(),
+                tree: Default::default(),
+            };
             let first = spec.instances.first().unwrap_or(&default);
             let rafs = self.write_instance_files(&daemon, first)?;
             manager.add_rafs_instance(&daemon, rafs).map_err(|e| error_chain(&e))?;

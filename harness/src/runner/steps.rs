@@ -591,7 +591,7 @@ impl Run<'_> {
                 // Written once: rewriting the instance's files while an earlier attempt
                 // reads them would race (its image and configuration would be torn).
                 let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
-                for _ in 0..s.count {
+                for _ in 0..s.count.get() {
                     let (manager, daemon, rafs) = (manager.clone(), daemon.clone(), rafs.clone());
                     tasks.spawn(async move {
                         manager.mount_shared_instance(&daemon, rafs).await.map_err(|e| error_chain(&e))

@@ -1,5 +1,6 @@
 //! Scenario files: the format and its loader.
 
+pub mod bounded;
 pub mod load;
 pub mod model;
 

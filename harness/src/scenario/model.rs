@@ -206,9 +206,9 @@ pub struct InstanceSpec {
     #[serde(default)]
     pub config: Option<String>,
     /// Bytes of filler added to the configuration, to make the daemon's saved state large
-    /// (for example beyond nydusd's 32 KiB first read on takeover).
+    /// (for example beyond nydusd's 32 KiB first read on takeover); at most 16 MiB.
     #[serde(default)]
-    pub padding: usize,
+    pub padding: super::bounded::AtMost<{ super::bounded::MAX_PADDING }>,
     /// Files the mock serves for this instance over FUSE: a path and its text, or
     /// `{size: N}` for N bytes of a fixed pattern.
     #[serde(default)]
@@ -224,8 +224,8 @@ pub enum FileSpec {
     Text(String),
     /// `size` bytes of the mock's pattern.
     Sized {
-        /// Length in bytes.
-        size: u64,
+        /// Length in bytes, at most 256 MiB.
+        size: super::bounded::AtMost<{ super::bounded::MAX_FILE_SIZE }>,
     },
 }
 
@@ -610,8 +610,8 @@ pub struct MountConcurrentlyStep {
     /// A snapshot declared in the daemon's `instances`.
     #[schemars(with = "String")]
     pub snapshot: Spanned<String>,
-    /// How many mounts race.
-    pub count: u32,
+    /// How many mounts race (at most 1024).
+    pub count: super::bounded::AtMost<{ super::bounded::MAX_CONCURRENT }>,
     /// How many must succeed (the rest must fail).
     #[serde(default = "one")]
     pub successes: u32,

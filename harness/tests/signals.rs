@@ -1,0 +1,131 @@
+//! SIGINT, SIGTERM and SIGHUP to a command that runs daemons: each ends it with 128 + the
+//! signal, and leaves no daemon process, no mount and no temporary root behind. `run` is
+//! tried on a scenario serving a real FUSE mount (root and /dev/fuse; listed as ignored,
+//! with the reason, elsewhere) and on a plain one, `chaos` on its own schedules.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use daemon_core::host::{Requirement, unmet};
+use libtest_mimic::{Arguments, Failed, Trial};
+use nix::sys::signal::Signal;
+
+const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
+
+/// A daemon: its pid, its command line, and its scenario root.
+type Daemon = (u32, Vec<String>, PathBuf);
+
+/// The daemons the harness `parent` started: its children with an API socket.
+fn daemons_of(parent: u32) -> Vec<Daemon> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(parent))
+        .filter_map(|pid| {
+            let args = daemon_core::procfs::process_cmdline(pid)?;
+            let socket = args.iter().skip_while(|a| *a != "--apisock").nth(1)?;
+            // <root>/socket/<id>/api.sock
+            let root = Path::new(socket).parent()?.parent()?.parent()?.to_owned();
+            Some((pid, args, root))
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether a process seen earlier still runs (the same pid with the same command line).
+fn still_runs((pid, args, _): &Daemon) -> bool {
+    daemon_core::procfs::process_cmdline(*pid).is_some_and(|now| &now == args)
+}
+
+fn mounts_under(root: &Path) -> Vec<String> {
+    let root = root.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&root))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Starts the harness with `args`, waits for a daemon (and, with `fuse`, its mount), sends
+/// `signal`, and checks the exit code and that nothing of the run is left.
+fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let harness = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let found = daemons_of(harness);
+        if found.first().is_some_and(|(_, _, root)| !fuse || !mounts_under(root).is_empty()) {
+            break found;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the scenario's daemon (and mount) never appeared".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness as i32), signal)?;
+    let status = child.wait()?;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().ok_or("stderr")?, &mut stderr)?;
+    // Before the fix, SIGTERM and SIGHUP killed the harness (status by signal) and left
+    // its daemons, mounts and root behind.
+    if status.code() != Some(128 + signal as i32) {
+        return Err(format!("{signal}: exit status {status}, not {}; stderr:\n{stderr}", 128 + signal as i32).into());
+    }
+    // Daemons started after the snapshot were cleaned up by the same path.
+    let left: Vec<&Daemon> = seen.iter().filter(|d| still_runs(d)).collect();
+    if !left.is_empty() {
+        return Err(format!("{signal}: daemons outlived the run: {left:?}").into());
+    }
+    for (_, _, root) in &seen {
+        let mounts = mounts_under(root);
+        if !mounts.is_empty() {
+            return Err(format!("{signal}: mounts left: {mounts:?}").into());
+        }
+        if root.exists() {
+            return Err(format!("{signal}: the scenario root {} is left", root.display()).into());
+        }
+    }
+    if !stderr.contains(&format!("interrupted by {signal}")) {
+        return Err(format!("{signal}: no word of the interruption; stderr:\n{stderr}").into());
+    }
+    Ok(())
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let fuse_unmet = unmet(&[Requirement::Root, Requirement::Fuse]);
+    let mut trials = Vec::new();
+    for signal in SIGNALS {
+        let name = signal.as_str().to_lowercase();
+        trials.push(Trial::test(format!("run::{name}"), move || {
+            interrupt(&["run", "harness/tests/fixtures/long-sleep.yaml"], signal, false)
+        }));
+        let reason = fuse_unmet.clone();
+        trials.push(
+            Trial::test(format!("privileged::run_with_a_fuse_mount::{name}"), move || match reason {
+                Some(reason) => Err(format!("skipped: {reason}").into()),
+                None => interrupt(&["run", "harness/tests/fixtures/long-sleep-fuse.yaml"], signal, true),
+            })
+            .with_ignored_flag(fuse_unmet.is_some()),
+        );
+        trials.push(Trial::test(format!("chaos::{name}"), move || {
+            interrupt(&["chaos", "--seed", "7", "--runs", "1000", "--ops", "30"], signal, false)
+        }));
+    }
+    if let Some(reason) = &fuse_unmet {
+        eprintln!("skipping privileged::run_with_a_fuse_mount::*: {reason}");
+    }
+    libtest_mimic::run(&args, trials).exit();
+}

@@ -265,8 +265,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// Writes `text` to standard output; `false` when it is closed (`harness run | head`),
+/// where `print!` would panic.
+fn say(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_ok()
+}
+
 /// The end of a command stopped by `signal`, after its work was dropped and cleaned up.
 fn interrupted_by(signal: i32) -> ExitCode {
+    if signal == nix::sys::signal::Signal::SIGPIPE as i32 {
+        // Quietly: nobody reads the output any more.
+        return ExitCode::from(crate::termination::exit_code(signal));
+    }
     eprintln!(
         "interrupted by {}: every process, mount and temporary root of the run was cleaned up",
         crate::termination::name(signal)
@@ -383,6 +395,11 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
         }
     }
     println!("{} valid, {bad} invalid", files.len() - bad);
+    if files.is_empty() {
+        // As `run` does: an empty selection is an error, not a success.
+        eprintln!("error: no scenario file found");
+        return ExitCode::from(exit_code::NONE_RAN);
+    }
     ExitCode::from(if bad > 0 { exit_code::INVALID_SCENARIO } else { exit_code::OK })
 }
 
@@ -424,7 +441,34 @@ fn load_selected(paths: &[PathBuf], filter: Option<&str>) -> Result<Vec<(PathBuf
     Ok(loaded)
 }
 
+/// Checks, before anything runs, that the report files can be written and that the
+/// repro-bundle directory can be made and written in: a report that cannot be written is
+/// a usage error now, not a silent loss after the run.
+fn check_outputs(args: &RunArgs, bundles: Option<&Path>) -> Result<(), String> {
+    for (flag, path) in [("--json", &args.json), ("--junit", &args.junit)] {
+        let Some(path) = path else { continue };
+        if path.is_dir() {
+            return Err(format!("{flag} {}: is a directory", path.display()));
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("{flag} {}: cannot be written: {e}", path.display()))?;
+    }
+    if let Some(dir) = bundles {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::tempfile_in(dir).map(drop))
+            .map_err(|e| format!("--bundles {}: cannot be written: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
+    if let Err(e) = check_outputs(args, config.bundles.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::USAGE);
+    }
     let paths = default_paths(args.paths.clone());
     let selected = match load_selected(&paths, args.filter.as_deref()) {
         Ok(s) => s,
@@ -437,7 +481,7 @@ fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
         }
     }
     if let Some(seed) = args.seed {
-        println!("order shuffled with --seed {seed}");
+        say(&format!("order shuffled with --seed {seed}\n"));
         shuffle(&mut loaded, seed);
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
@@ -452,20 +496,30 @@ fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
     let started = std::time::Instant::now();
     let outcome = runtime.block_on(run_all(loaded, config, jobs, &base, args.keep_going));
     let (results, interrupted) = outcome;
-    println!("ran {} scenarios in {:.2} s", results.len(), started.elapsed().as_secs_f64());
-    println!("{}", report::summary(&results));
+    say(&format!(
+        "ran {} scenarios in {:.2} s\n{}\n",
+        results.len(),
+        started.elapsed().as_secs_f64(),
+        report::summary(&results)
+    ));
+    let mut unwritten = false;
     if let Some(path) = &args.json
         && let Err(e) = std::fs::write(path, report::to_json(&results, &base).to_string())
     {
         eprintln!("error: cannot write {}: {e}", path.display());
+        unwritten = true;
     }
     if let Some(path) = &args.junit
         && let Err(e) = std::fs::write(path, report::to_junit(&results, &base))
     {
         eprintln!("error: cannot write {}: {e}", path.display());
+        unwritten = true;
     }
     if let Some(signal) = interrupted {
         return interrupted_by(signal);
+    }
+    if unwritten {
+        return ExitCode::from(exit_code::SETUP_ERROR);
     }
     let failed = results.iter().any(|r| r.failure.is_some());
     ExitCode::from(if failed { exit_code::SCENARIO_FAILED } else { exit_code::OK })
@@ -521,7 +575,11 @@ async fn run_all(
                         if progress {
                             eprint!("\r\x1b[K");
                         }
-                        print!("{}", report::scenario_report(&result, base));
+                        if !say(&report::scenario_report(&result, base)) && interrupted.is_none() {
+                            // Whoever read the output is gone: stop as if interrupted.
+                            interrupted = Some(nix::sys::signal::Signal::SIGPIPE as i32);
+                            set.abort_all();
+                        }
                         if result.failure.is_some() && !keep_going {
                             stop.store(true, std::sync::atomic::Ordering::SeqCst);
                         }
@@ -537,7 +595,7 @@ async fn run_all(
                         // is left to do is to count it as the failure it is.
                         let Some((index, path, name)) = tasks.remove(&e.id()) else { continue };
                         let result = ScenarioResult::panicked(path, name, &e.into_panic());
-                        print!("{}", report::scenario_report(&result, base));
+                        say(&report::scenario_report(&result, base));
                         if !keep_going {
                             stop.store(true, std::sync::atomic::Ordering::SeqCst);
                         }
@@ -556,7 +614,10 @@ async fn run_all(
         eprint!("\r\x1b[K");
     }
     if stop.load(std::sync::atomic::Ordering::SeqCst) && results.len() < total {
-        println!("stopped after the first failure; {} scenarios not run (use --keep-going)", total - results.len());
+        say(&format!(
+            "stopped after the first failure; {} scenarios not run (use --keep-going)\n",
+            total - results.len()
+        ));
     }
     results.sort_by_key(|(i, _)| *i);
     (results.into_iter().map(|(_, r)| r).collect(), interrupted)

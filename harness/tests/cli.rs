@@ -152,3 +152,80 @@ fn chaos_schedules_run_and_keep_the_invariants() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.matches("PASS seed").count(), 10, "{out}");
 }
+
+#[test]
+fn files_that_are_not_regular_are_refused_without_reading_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("x.yaml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    // Before the fix the FIFO blocked `validate` for ever and /dev/zero was read at a
+    // gigabyte a second; both end at once now.
+    let started = std::time::Instant::now();
+    let (code, text) = harness(&["validate", fifo.to_str().unwrap(), "/dev/zero"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("x.yaml: cannot read: a FIFO, not a regular file"), "{text}");
+    assert!(text.contains("/dev/zero: cannot read: a device, not a regular file"), "{text}");
+    let big = dir.path().join("big.yaml");
+    std::fs::write(&big, vec![b'#'; 2 * 1024 * 1024]).unwrap();
+    let (code, text) = harness(&["validate", big.to_str().unwrap()]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("big.yaml: cannot read: 2097152 bytes; the limit is 1048576"), "{text}");
+}
+
+#[test]
+fn discovery_lists_each_file_once_through_symlink_loops() {
+    let dir = tempfile::tempdir().unwrap();
+    let inner = dir.path().join("a/b");
+    std::fs::create_dir_all(&inner).unwrap();
+    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/long-sleep.yaml"), inner.join("one.yaml"))
+        .unwrap();
+    std::os::unix::fs::symlink(dir.path(), inner.join("loop")).unwrap();
+    std::os::unix::fs::symlink(inner.join("one.yaml"), dir.path().join("again.yaml")).unwrap();
+    let (code, text) = harness(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    // Before the fix the loop listed the scenario 41 times.
+    assert_eq!(text.matches("ok   ").count(), 1, "{text}");
+}
+
+#[test]
+fn validate_and_run_agree_that_an_empty_selection_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (validate, text) = harness(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(validate, 5, "{text}");
+    let (run, text) = harness(&["run", dir.path().to_str().unwrap()]);
+    assert_eq!(run, validate, "{text}");
+}
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly() {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "scenarios", "--jobs", "1"])
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    // The reader goes away, as `head -1` does.
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    // Before the fix: a panic in print! and exit status 101.
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(status.code(), Some(141), "{stderr}");
+}
+
+#[test]
+fn unwritable_report_paths_are_usage_errors_before_anything_runs() {
+    for flag in ["--junit", "--json", "--bundles"] {
+        let (code, text) =
+            harness(&["run", "harness/tests/fixtures/long-sleep.yaml", flag, "/proc/no-such-dir/report"]);
+        // Before the fix: a line on stderr after the run, and exit 0.
+        assert_eq!(code, 2, "{flag}: {text}");
+        assert!(text.contains(&format!("error: {flag} /proc/no-such-dir/report: cannot be written")), "{text}");
+        assert!(!text.contains("PASS"), "{flag}: nothing ran: {text}");
+    }
+}

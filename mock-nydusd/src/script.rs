@@ -371,9 +371,9 @@ struct RuleHeader {
 }
 
 impl Script {
-    /// Reads a script file.
+    /// Reads a script file (a regular file of at most [`MAX_SCRIPT_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, ScriptError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScriptError {
+        let text = read_bounded(path, MAX_SCRIPT_BYTES).map_err(|e| ScriptError {
             origin: path.display().to_string(),
             location: None,
             rule: None,
@@ -459,6 +459,44 @@ impl Script {
         }
         Ok(())
     }
+}
+
+/// The largest script file read.
+pub const MAX_SCRIPT_BYTES: u64 = 1024 * 1024;
+
+/// Reads `path` as text when it is a regular file of at most `limit` bytes: a FIFO, a
+/// device (`/dev/zero`) or a directory is refused before it is opened, so reading can
+/// neither block nor run on without end, and a file that grows past the limit while it is
+/// read is refused too.
+pub fn read_bounded(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let meta = std::fs::metadata(path)?;
+    let kind = meta.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
+            "a FIFO"
+        } else if std::os::unix::fs::FileTypeExt::is_char_device(&kind)
+            || std::os::unix::fs::FileTypeExt::is_block_device(&kind)
+        {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{what}, not a regular file")));
+    }
+    let too_large =
+        |size: u64| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{size} bytes; the limit is {limit}"));
+    if meta.len() > limit {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?.take(limit + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
 }
 
 /// A request as rules see it.

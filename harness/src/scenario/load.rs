@@ -30,9 +30,13 @@ pub enum LoadError {
     },
 }
 
+/// The largest scenario file read (the library's largest is a few KiB).
+pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
+
 /// Loads and validates one scenario file.
 pub fn load(path: &Path) -> Result<Scenario, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+    let text = mock_nydusd::script::read_bounded(path, MAX_SCENARIO_BYTES)
+        .map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
     parse(path, &text)
 }
 
@@ -227,6 +231,9 @@ fn list(ids: &[&str]) -> String {
 
 /// Expands files and directories into the `.yaml` files below them, sorted, skipping the
 /// `invalid/` fixtures directory unless it was named directly.
+/// The scenario files under `paths` (directories are searched, except `invalid/`), each
+/// once. Symbolic links to directories are not followed, so a link loop cannot make a
+/// file appear many times; a file reached by two names is listed under the first.
 pub fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
@@ -237,18 +244,22 @@ pub fn discover(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
         }
     }
     out.sort();
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|p| seen.insert(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())));
     Ok(out)
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        if path.is_dir() {
+        let entry = entry?;
+        let path = entry.path();
+        // The entry's own type: a symbolic link is not a directory here.
+        if entry.file_type()?.is_dir() {
             if path.file_name().is_some_and(|n| n == "invalid") {
                 continue;
             }
             walk(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") && !path.is_dir() {
             out.push(path);
         }
     }

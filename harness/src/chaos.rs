@@ -298,6 +298,11 @@ pub async fn run(options: &ChaosOptions) -> Result<bool, String> {
             continue;
         };
         println!("FAIL seed {seed}: {}", failure.message);
+        for (what, text) in [("expected", &failure.expected), ("observed", &failure.observed)] {
+            if let Some(text) = text {
+                println!("     {what}: {text}");
+            }
+        }
         println!("shrinking {} operations...", ops.len());
         let mut attempts = 0;
         let mut shrunk = ops.clone();

@@ -133,6 +133,9 @@ impl std::fmt::Debug for PerDaemonArgs {
     }
 }
 
+/// How long the manager keeps asking a daemon whose mounts are in doubt.
+const RECONCILE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Things that happened, for callers and tests that want to follow the manager.
 #[derive(Debug, Clone)]
 pub enum ManagerEvent {
@@ -293,6 +296,9 @@ pub(crate) struct Inner {
     /// One instance operation (mount, umount, reconciliation) at a time per daemon, so a
     /// reconciliation never sees another operation half done.
     instance_ops: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Daemons whose mounts may differ from their records (a mount or umount whose
+    /// outcome nobody could tell), until a reconciliation succeeds.
+    doubtful: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The manager. Cloning shares it.
@@ -342,6 +348,7 @@ impl Manager {
             events,
             recovering: Mutex::default(),
             instance_ops: Mutex::default(),
+            doubtful: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
         tokio::spawn(async move {
@@ -484,6 +491,7 @@ impl Manager {
     pub async fn mount_shared_instance(&self, daemon: &Daemon, rafs: Rafs) -> Result<Rafs, ManagerError> {
         let ops = self.instance_ops(&daemon.id());
         let _one_at_a_time = ops.lock().await;
+        self.settle_doubt(daemon).await;
         let mut rafs = self.add_rafs_instance(daemon, rafs)?;
         crash_point::reached("mount.recorded");
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
@@ -514,6 +522,7 @@ impl Manager {
     pub async fn umount_shared_instance(&self, daemon: &Daemon, snapshot_id: &str) -> Result<(), ManagerError> {
         let ops = self.instance_ops(&daemon.id());
         let _one_at_a_time = ops.lock().await;
+        self.settle_doubt(daemon).await;
         let rafs = daemon.instances().get(snapshot_id).ok_or_else(|| ManagerError::NotFound(snapshot_id.to_owned()))?;
         if let Err(e) = daemon.shared_umount(&rafs).await {
             // The daemon does not serve it (an earlier umount whose reply was lost took
@@ -560,6 +569,28 @@ impl Manager {
     pub async fn reconcile_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
         let ops = self.instance_ops(&daemon.id());
         let _one_at_a_time = ops.lock().await;
+        self.reconcile_mounts_locked(daemon).await
+    }
+
+    /// Before an instance operation on a daemon whose mounts are in doubt, brings them in
+    /// line with the records (best effort: the operation goes on either way).
+    async fn settle_doubt(&self, daemon: &Daemon) {
+        let doubtful = self.inner.doubtful.lock().unwrap_or_else(|e| e.into_inner()).contains(&daemon.id());
+        if doubtful {
+            let _ = self.reconcile_mounts_locked(daemon).await;
+        }
+    }
+
+    /// [`Manager::reconcile_mounts`], with the daemon's instance lock already held.
+    async fn reconcile_mounts_locked(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+        let outcome = self.compare_and_fix_mounts(daemon).await;
+        if outcome.is_ok() {
+            self.inner.doubtful.lock().unwrap_or_else(|e| e.into_inner()).remove(&daemon.id());
+        }
+        outcome
+    }
+
+    async fn compare_and_fix_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
         let (mut remounted, mut unmounted) = (Vec::new(), Vec::new());
         let states = daemon.states();
         if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
@@ -593,21 +624,27 @@ impl Manager {
 
     /// After a mount or umount whose outcome nobody could tell (no reply, and no answer to
     /// the question that followed), reconciles the daemon's mounts with its records as
-    /// soon as it answers again, with a doubling backoff, for at most ten request
-    /// deadlines. Stops when the daemon is gone or replaced (a failover reconciles by
-    /// itself). Requests on different connections of a stopped nydusd run in no set
-    /// order once it continues, so nothing short of asking again settles the doubt.
+    /// soon as it answers again, with a backoff doubling up to 1 s, for at most
+    /// [`RECONCILE_PATIENCE`] (or ten request deadlines, if longer); past that, the next
+    /// mount or umount of the daemon reconciles first.
+    /// Stops when the daemon is gone or replaced (a failover reconciles by itself).
+    /// Requests on different connections of a stopped nydusd run in no set order once it
+    /// continues, so nothing short of asking again settles the doubt.
     fn reconcile_in_background(&self, daemon: &Daemon) {
-        let manager = self.clone();
+        self.inner.doubtful.lock().unwrap_or_else(|e| e.into_inner()).insert(daemon.id());
+        // Weak: a manager dropped meanwhile is not kept alive by its own upkeep.
+        let weak = Arc::downgrade(&self.inner);
         let id = daemon.id();
         let pid = daemon.pid();
-        let timeouts = *daemon.timeouts();
+        let patience = daemon.timeouts().request.saturating_mul(10).max(RECONCILE_PATIENCE);
         tokio::spawn(async move {
-            let deadline = tokio::time::Instant::now() + timeouts.request.saturating_mul(10);
+            let deadline = tokio::time::Instant::now() + patience;
             let mut gap = std::time::Duration::from_millis(20);
             while tokio::time::Instant::now() < deadline {
                 tokio::time::sleep(gap).await;
                 gap = (gap * 2).min(std::time::Duration::from_secs(1));
+                let Some(inner) = weak.upgrade() else { return };
+                let manager = Manager { inner };
                 let Some(daemon) = manager.get_daemon(&id) else { return };
                 if daemon.pid() != pid || !daemon.is_alive() {
                     return;

@@ -154,6 +154,11 @@ impl Store {
             return Err(StoreError::ReadOnly { path, reason: "SQLite opened it read-only".into() });
         }
         if fresh {
+            // 0600: records hold configuration paths and pids; SQLite gives its WAL and
+            // shm files the database file's mode.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                .map_err(|source| StoreError::Io { path: path.clone(), source })?;
             connection
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE;
@@ -443,6 +448,18 @@ mod tests {
             store.instances().unwrap().into_iter().map(|r| (r.snapshot_id, r.seq)).collect();
         assert_eq!(order, [("a".to_owned(), 2), ("c".to_owned(), 3)]);
         assert_eq!(store.instances().unwrap()[0].mountpoint, PathBuf::from("/m"));
+    }
+
+    #[test]
+    fn the_store_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.save_daemon(&daemon("d1", 1)).unwrap();
+        for name in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+            let mode = std::fs::metadata(dir.path().join(&name)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{name}");
+        }
     }
 
     #[test]

@@ -42,6 +42,12 @@ fn still_runs((pid, args, _): &Daemon) -> bool {
     daemon_core::procfs::process_cmdline(*pid).is_some_and(|now| &now == args)
 }
 
+fn private(path: &Path, wanted: u32) -> Result<(), Failed> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode == wanted { Ok(()) } else { Err(format!("{} has mode {mode:o}, not {wanted:o}", path.display()).into()) }
+}
+
 fn mounts_under(root: &Path) -> Vec<String> {
     let root = root.to_string_lossy().into_owned();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -74,6 +80,17 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
         }
         std::thread::sleep(Duration::from_millis(10));
     };
+    // Least privilege while it runs: the root is its owner's only, and so are the store,
+    // the logs and the journals in it.
+    for (_, _, root) in &seen {
+        private(root, 0o700)?;
+        for file in ["nydus.db", "logs/daemons.log", "logs/mock.jsonl", "logs/harness.jsonl"] {
+            let path = root.join(file);
+            if path.exists() {
+                private(&path, 0o600)?;
+            }
+        }
+    }
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(harness as i32), signal)?;
     let status = child.wait()?;
     let mut stderr = String::new();

@@ -20,10 +20,20 @@ use crate::http::{Parsed, Request, Response, parse};
 use crate::script::{Script, ScriptRunner};
 use crate::server::Shared;
 
-/// Accepts control connections until the process ends.
+/// Accepts control connections until the process ends. An accept error (EMFILE when
+/// the process is out of fds) is journalled and the loop goes on after a pause; before,
+/// the first one closed the control socket for good.
 pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
-    while let Ok((stream, _)) = listener.accept().await {
-        tokio::spawn(connection(stream, shared.clone()));
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(connection(stream, shared.clone()));
+            }
+            Err(e) => {
+                shared.journal.record("control_accept_failed", json!({ "error": e.to_string() }));
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
     }
 }
 

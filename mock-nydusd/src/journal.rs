@@ -39,7 +39,11 @@ pub fn monotonic_ns() -> u64 {
 impl Journal {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        // 0600: the journal records requests, mount configurations included.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
+            .create(true)
+            .append(true)
+            .open(path)?;
         Ok(Self { file: Some(Mutex::new(file)), recent: Mutex::default(), source: "mock" })
     }
 

@@ -92,7 +92,13 @@ fn init_logging(cli: &Cli) {
         "error" => tracing::Level::ERROR,
         _ => tracing::Level::INFO,
     });
-    let file = cli.log_file.as_ref().and_then(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).ok());
+    let file = cli.log_file.as_ref().and_then(|p| {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
+            .create(true)
+            .append(true)
+            .open(p)
+            .ok()
+    });
     match file {
         Some(f) => {
             let _ = builder.with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init();

@@ -431,6 +431,15 @@ impl Script {
             if rule.then.is_empty() {
                 return Err(error("then: needs at least one action".into()));
             }
+            if let Some((at, code)) = rule.then.iter().enumerate().find_map(|(i, a)| match a {
+                Action::Exit(code) if !(0..=255).contains(code) => Some((i, *code)),
+                _ => None,
+            }) {
+                return Err(error(format!(
+                    "then[{}]: exit {code} is not an exit status (0-255; 256 would exit 0)",
+                    at + 1
+                )));
+            }
             if let Some(end) = rule.then.iter().position(Action::ends_exchange)
                 && let Some(next) = rule.then.get(end + 1)
             {
@@ -456,6 +465,13 @@ impl Script {
             && death.signal.is_some()
         {
             return Err(startup_error("startup.die_after: give `exit` or `signal`, not both"));
+        }
+        if let Some(code) = self.startup.die_after.as_ref().and_then(|d| d.exit)
+            && !(0..=255).contains(&code)
+        {
+            return Err(startup_error(&format!(
+                "startup.die_after.exit: {code} is not an exit status (0-255; 256 would exit 0)"
+            )));
         }
         Ok(())
     }
@@ -677,6 +693,19 @@ mod tests {
     #[case::startup_conflict(
         "startup: {no_socket: true, socket_delay_ms: 5}\n",
         "t: startup: `no_socket` and `socket_delay_ms` contradict each other"
+    )]
+    #[case::exit_past_255(
+        "rules:\n  - then: [{exit: 256}]\n",
+        "t:2:5: rule 1: then[1]: exit 256 is not an exit status"
+    )]
+    #[case::negative_exit("rules:\n  - then: [{exit: -1}]\n", "rule 1: then[1]: exit -1 is not an exit status")]
+    #[case::die_after_exit_past_255(
+        "startup: {die_after: {ms: 1, exit: 300}}\n",
+        "t: startup.die_after.exit: 300 is not an exit status"
+    )]
+    #[case::process_zero(
+        "rules:\n  - when: {process: 0}\n    then: [close]\n",
+        "when.process: processes are counted from 1"
     )]
     fn malformed_scripts_name_the_rule_and_the_field(#[case] text: &str, #[case] expected: &str) {
         let error = Script::parse(text, "t").unwrap_err().to_string();

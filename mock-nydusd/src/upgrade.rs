@@ -64,9 +64,15 @@ pub fn push(supervisor: &Path, blob: &[u8], fd: BorrowedFd<'_>) -> Result<(), Tr
     fdpass::send(&mut stream, blob, fd).map_err(TransferError::Io)
 }
 
-/// Pull leg: reads in 32 KiB `recvmsg` calls to EOF; the first fd is kept.
+/// How long the pull leg waits for the supervisor to send: a supervisor that accepts and
+/// never writes would otherwise hold the takeover, and the API lock with it, for ever.
+pub const PULL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Pull leg: reads in 32 KiB `recvmsg` calls to EOF; the first fd is kept. Each read
+/// waits at most [`PULL_DEADLINE`].
 pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
     let stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
+    stream.set_read_timeout(Some(PULL_DEADLINE)).map_err(TransferError::Io)?;
     let (data, mut fds) = fdpass::receive(&stream, FIRST_READ, MAX_STATE).map_err(TransferError::Io)?;
     if fds.is_empty() {
         return Err(TransferError::NoEnoughFds);

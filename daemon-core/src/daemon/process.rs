@@ -92,7 +92,8 @@ impl NydusdProcess {
         command.process_group(0);
         if let Some(path) = &spec.output {
             let open = || {
-                std::fs::OpenOptions::new()
+                // 0600: a daemon's output may quote its configuration, registry auth included.
+                std::os::unix::fs::OpenOptionsExt::mode(&mut std::fs::OpenOptions::new(), 0o600)
                     .create(true)
                     .append(true)
                     .open(path)

@@ -146,7 +146,12 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     if result.skipped.is_some() {
         return result;
     }
-    result.failure = match tempfile::Builder::new().prefix("nydus-harness-").tempdir_in(std::env::temp_dir()) {
+    result.failure = match tempfile::Builder::new()
+        .prefix("nydus-harness-")
+        // 0700: the root holds API and supervisor sockets, configurations and the store.
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir_in(std::env::temp_dir())
+    {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
         Ok(root) => {
             let mut run = Run::new(Layout::new(root.path()), config, scenario);

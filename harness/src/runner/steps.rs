@@ -399,13 +399,22 @@ impl Run<'_> {
             Step::Script(s) => {
                 let id = &s.daemon.value;
                 self.write_script(id, &s.script)?;
+                // Later processes read the file; a running one must be told, and a step
+                // that could not tell it did not do what it says.
+                let running = self.daemon(id).is_ok_and(|d| d.is_alive());
+                if !running {
+                    return Ok(());
+                }
                 let control = self.control_socket(id);
-                if std::os::unix::net::UnixStream::connect(&control).is_ok() {
-                    let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
-                    let reply = control_request(&control, "PUT", "/script", &body)?;
-                    if !reply.starts_with("HTTP/1.1 204") {
-                        return Err(StepError::new(format!("the mock refused the script: {reply}")));
-                    }
+                let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
+                let reply = control_request(&control, "PUT", "/script", &body).map_err(|e| {
+                    StepError::new(format!(
+                        "daemon {id} runs, but its control socket {} cannot be reached: {e}",
+                        control.display()
+                    ))
+                })?;
+                if !reply.starts_with("HTTP/1.1 204") {
+                    return Err(StepError::new(format!("the mock refused the script: {reply}")));
                 }
                 Ok(())
             }

@@ -495,6 +495,12 @@ impl Manager {
         let mut rafs = self.add_rafs_instance(daemon, rafs)?;
         crash_point::reached("mount.recorded");
         if let Err(e) = daemon.shared_mount(&mut rafs).await {
+            // The daemon serves it already (an earlier mount whose reply was lost took
+            // effect): the mount is done, and the record stays with it.
+            if e.client_kind() == Some(crate::api::ErrorKind::AlreadyExists) {
+                self.update_rafs_instance(daemon, &rafs)?;
+                return Ok(rafs);
+            }
             // A lost reply says nothing about the mount: the daemon is asked instead, so
             // that the record follows what it serves.
             if e.is_ambiguous() {

@@ -43,12 +43,13 @@ pub enum SupervisorError {
         source: std::io::Error,
     },
     /// The trigger (normally `PUT /api/v1/daemon/fuse/sendfd`) failed.
-    #[error("supervisor {id}: the daemon was asked to send its state and failed: {message}")]
+    #[error("supervisor {id}: the daemon was asked to send its state and failed")]
     Trigger {
         /// Supervisor id.
         id: String,
-        /// The trigger's error.
-        message: String,
+        /// The trigger's error, kept whole (for example the client error of the sendfd).
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// Nothing arrived, or nothing was collected, before the deadline.
     #[error("supervisor {id}: no {what} within {after:?}")]
@@ -252,7 +253,7 @@ impl Supervisor {
 
     /// Fetches the daemon's state: listens, runs `trigger` (which makes daemon `pid` connect
     /// and send), and saves what arrives, all within `deadline`.
-    pub async fn fetch<E: std::fmt::Display>(
+    pub async fn fetch<E: std::error::Error + Send + Sync + 'static>(
         &self,
         pid: u32,
         trigger: impl Future<Output = Result<(), E>>,
@@ -275,7 +276,7 @@ impl Supervisor {
                     .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })
             };
             let trigger = async {
-                trigger.await.map_err(|e| SupervisorError::Trigger { id: self.id.clone(), message: e.to_string() })?;
+                trigger.await.map_err(|e| SupervisorError::Trigger { id: self.id.clone(), source: Box::new(e) })?;
                 // nydusd connects and sends before it answers, so by now its connection
                 // was accepted or waits in the backlog; without one, waiting is pointless.
                 // (Both futures run on this task, so `accepted` cannot change meanwhile.)

@@ -72,15 +72,24 @@ async fn failed_trigger() -> TestResult {
     let supervisor = supervisors.create("d1");
     let started = Instant::now();
     let err = supervisor
-        .fetch(std::process::id(), async { Err::<(), _>("sendfd refused") }, Duration::from_secs(30))
+        .fetch(
+            std::process::id(),
+            async { Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionRefused)) },
+            Duration::from_secs(30),
+        )
         .await
         .err()
         .ok_or("a failed trigger must fail the fetch")?;
-    ensure(matches!(err, SupervisorError::Trigger { .. }), format!("{err}"))?;
+    // The trigger's own error is kept (it was flattened into a string before).
+    let cause = match &err {
+        SupervisorError::Trigger { source, .. } => source.downcast_ref::<std::io::Error>().map(|e| e.kind()),
+        _ => None,
+    };
+    ensure(cause == Some(std::io::ErrorKind::ConnectionRefused), format!("{err}: {err:?}"))?;
     ensure(started.elapsed() < Duration::from_secs(5), "returned at once, not at the deadline")?;
     ensure(!supervisor.socket().exists(), "socket removed")?;
     // The supervisor is free again: a second fetch gets as far as its own deadline.
-    let hung_trigger = std::future::pending::<Result<(), String>>();
+    let hung_trigger = std::future::pending::<Result<(), std::io::Error>>();
     let again = supervisor.fetch(std::process::id(), hung_trigger, Duration::from_millis(100)).await;
     ensure(matches!(again, Err(SupervisorError::Timeout { .. })), format!("{again:?}"))
 }
@@ -88,7 +97,7 @@ async fn failed_trigger() -> TestResult {
 async fn fetch_deadline() -> TestResult {
     let env = Env::new()?;
     let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
-    let hung_trigger = std::future::pending::<Result<(), String>>();
+    let hung_trigger = std::future::pending::<Result<(), std::io::Error>>();
     let result = supervisor.fetch(std::process::id(), hung_trigger, Duration::from_millis(200)).await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
     ensure(!supervisor.socket().exists(), "socket removed after the deadline")?;
@@ -100,7 +109,7 @@ async fn fetch_deadline() -> TestResult {
 async fn acknowledged_without_sending() -> TestResult {
     let env = Env::new()?;
     let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
-    let stub = async { Ok::<(), String>(()) };
+    let stub = async { Ok::<(), std::io::Error>(()) };
     let result = supervisor.fetch(std::process::id(), stub, Duration::from_secs(30)).await;
     ensure(matches!(result, Err(SupervisorError::NotSent { .. })), format!("{result:?}"))?;
     ensure(!supervisor.socket().exists(), "socket removed")?;
@@ -119,10 +128,10 @@ async fn foreign_peer() -> TestResult {
                 Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
             }
         };
-        let file = tempfile::tempfile().map_err(|e| e.to_string())?;
+        let file = tempfile::tempfile()?;
         let _ = fdpass::send(&mut stream, b"planted", file.as_fd());
         // Like a hung sendfd call: the fetch can only end at its deadline.
-        std::future::pending::<Result<(), String>>().await
+        std::future::pending::<Result<(), std::io::Error>>().await
     };
     let result = supervisor.fetch(1, intruder, Duration::from_millis(300)).await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
@@ -177,8 +186,7 @@ async fn large_state() -> TestResult {
         };
         tokio::task::spawn_blocking(move || fdpass::send(&mut stream, &payload, file.as_fd()))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(std::io::Error::other)?
     };
     supervisor.fetch(std::process::id(), sender, Duration::from_secs(5)).await?;
     for round in 0..2 {

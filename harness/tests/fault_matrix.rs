@@ -213,6 +213,14 @@ fn expected(call: &str, fault: &str) -> (End, After) {
     }
 }
 
+/// Steps between the set-up and the faulty call. A hang-up closes the connections the mock
+/// has accepted; one still in its accept queue (the monitor's, dialled as the start
+/// returned) is accepted later and lives, so the monitor's connection gets a moment to be
+/// accepted first.
+fn before_trigger(fault: &str) -> &'static str {
+    if fault == "hang_up_while_alive" { "  - sleep: { ms: 100 }\n" } else { "" }
+}
+
 fn trigger(call: &Call, end: &End) -> String {
     let expect = match end {
         End::Fails { kind, status, within_ms } => {
@@ -258,12 +266,13 @@ fn scenario_text(call: &Call, fault: &str, then: &str) -> String {
         "version: 1\nname: fault-{}-{fault}\ntargets: [mock]\ntimeout_ms: 15000\n\
          manager: {{ recover_policy: {}, request_timeout_ms: 400, state_timeout_ms: 800, socket_timeout_ms: 2000, supervisor_timeout_ms: 400, exit_timeout_ms: 500, recovery_backoff_ms: 10 }}\n\
          daemons:\n  - id: d1\n    mode: shared\n    instances: [{{ snapshot: a }}]\n    script:\n      rules:\n        - when: {{ method: {}, path: {}{process} }}\n          then: {then}\n\
-         steps:\n{}{}{}",
+         steps:\n{}{}{}{}",
         call.name,
         call.policy,
         call.method,
         call.path,
         call.setup,
+        before_trigger(fault),
         trigger(call, &end),
         afterwards(&after),
     )

@@ -266,6 +266,8 @@ pub enum Action {
     Close,
     /// Close every open API connection, the liveness monitor's idle one included, while
     /// the process lives on and accepts new ones (a client sees a hang-up, not a death).
+    /// Connections the process has accepted are closed; one still waiting in the accept
+    /// queue is accepted afterwards and lives.
     HangUpAll,
     /// Move to this state (the internal state machine follows).
     State(State),

@@ -50,6 +50,17 @@ fn processes_under(root: &Path) -> Vec<u32> {
         .collect()
 }
 
+/// A mock script whose process dies when asked to take over.
+const DIES_AT_TAKEOVER: &str =
+    "rules:\n  - when: { path: /api/v1/daemon/fuse/takeover }\n    then: [ { signal: SIGKILL } ]\n";
+
+/// The event that ends a recovery: `FailedOver` or `RecoveryFailed`.
+async fn recovery_end(
+    events: &mut tokio::sync::broadcast::Receiver<ManagerEvent>,
+) -> Result<ManagerEvent, libtest_mimic::Failed> {
+    wait_event(events, |e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::RecoveryFailed { .. })).await
+}
+
 /// A mock script file under the root.
 fn script(env: &Env, name: &str, yaml: &str) -> Result<PathBuf, libtest_mimic::Failed> {
     let path = env.dir.path().join(name);
@@ -152,11 +163,7 @@ async fn destroy_stopped() -> TestResult {
 
 async fn replacement_dies() -> TestResult {
     let env = Env::new()?;
-    let dies = script(
-        &env,
-        "dies-at-takeover.yaml",
-        "rules:\n  - when: { path: /api/v1/daemon/fuse/takeover }\n    then: [ { signal: SIGKILL } ]\n",
-    )?;
+    let dies = script(&env, "dies-at-takeover.yaml", DIES_AT_TAKEOVER)?;
     let mut config = quick(manager_config(&env, RecoverPolicy::Failover, true));
     let (args, spawned) = scripts_by_spawn(vec![None, Some(dies)]);
     config.per_daemon_args = args;
@@ -166,9 +173,7 @@ async fn replacement_dies() -> TestResult {
     let first = manager.start_daemon_and_wait(&daemon).await?;
     daemon.signal(Signal::SIGKILL)?;
     // Before the fix the replacement's death ended in RecoveryFailed and the daemon stayed dead.
-    let event =
-        wait_event(&mut events, |e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::RecoveryFailed { .. }))
-            .await?;
+    let event = recovery_end(&mut events).await?;
     let ManagerEvent::FailedOver { pid, .. } = event else { return Err(format!("{event:?}").into()) };
     ensure(spawned.load(Ordering::SeqCst) == 3, "the first replacement died; the second took over")?;
     ensure(pid != first && pid == daemon.pid() && daemon.is_alive(), "the daemon runs the second replacement")?;
@@ -177,19 +182,13 @@ async fn replacement_dies() -> TestResult {
     ensure(manager.monitor().is_subscribed("d1"), "the new process is watched")?;
     // And its own death is seen and recovered too.
     daemon.signal(Signal::SIGKILL)?;
-    let event =
-        wait_event(&mut events, |e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::RecoveryFailed { .. }))
-            .await?;
+    let event = recovery_end(&mut events).await?;
     ensure(matches!(event, ManagerEvent::FailedOver { pid: again, .. } if again != pid), format!("{event:?}"))
 }
 
 async fn crash_loop() -> TestResult {
     let env = Env::new()?;
-    let dies = script(
-        &env,
-        "dies-at-takeover.yaml",
-        "rules:\n  - when: { path: /api/v1/daemon/fuse/takeover }\n    then: [ { signal: SIGKILL } ]\n",
-    )?;
+    let dies = script(&env, "dies-at-takeover.yaml", DIES_AT_TAKEOVER)?;
     let mut config = quick(manager_config(&env, RecoverPolicy::Failover, true));
     let attempts = config.recovery.attempts;
     let (args, spawned) = scripts_by_spawn(vec![None, Some(dies.clone()), Some(dies.clone()), Some(dies)]);
@@ -199,9 +198,7 @@ async fn crash_loop() -> TestResult {
     let daemon = manager.add_daemon(quick_record(&env, "d1")?)?;
     manager.start_daemon_and_wait(&daemon).await?;
     daemon.signal(Signal::SIGKILL)?;
-    let event =
-        wait_event(&mut events, |e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::RecoveryFailed { .. }))
-            .await?;
+    let event = recovery_end(&mut events).await?;
     let ManagerEvent::RecoveryFailed { error, policy, .. } = event else { return Err(format!("{event:?}").into()) };
     ensure(policy == RecoverPolicy::Failover, "failover was tried")?;
     let ManagerError::RecoveryExhausted { causes, .. } = &*error else { return Err(format!("{error}").into()) };

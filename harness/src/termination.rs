@@ -31,15 +31,11 @@ impl Termination {
     /// Waits for the next of the signals; returns its number.
     pub async fn next(&mut self) -> i32 {
         tokio::select! {
-            _ = self.interrupt.recv() => libc_number(nix::sys::signal::Signal::SIGINT),
-            _ = self.terminate.recv() => libc_number(nix::sys::signal::Signal::SIGTERM),
-            _ = self.hang_up.recv() => libc_number(nix::sys::signal::Signal::SIGHUP),
+            _ = self.interrupt.recv() => nix::sys::signal::Signal::SIGINT as i32,
+            _ = self.terminate.recv() => nix::sys::signal::Signal::SIGTERM as i32,
+            _ = self.hang_up.recv() => nix::sys::signal::Signal::SIGHUP as i32,
         }
     }
-}
-
-fn libc_number(signal: nix::sys::signal::Signal) -> i32 {
-    signal as i32
 }
 
 /// Runs `work` to its end, or until one of the signals arrives: then `work` is dropped

@@ -56,13 +56,7 @@ impl Manager {
         let driver = self.config().fs_driver;
         let (records, unreadable) = self.store().daemons_and_unreadable()?;
         // A record that does not decode still names its daemon: its process is not a stray.
-        let unreadable_ids: Vec<String> = unreadable
-            .iter()
-            .filter_map(|e| match e {
-                crate::store::StoreError::BadRecord { key, .. } => Some(key.clone()),
-                _ => None,
-            })
-            .collect();
+        let unreadable_ids: Vec<String> = unreadable.iter().map(bad_record_key).collect();
         report.failed.extend(unreadable.iter().map(|e| (bad_record_key(e), error_chain(e))));
         report.strays_killed = self.sweep_strays(&records, &unreadable_ids).await;
         let mut live = Vec::new();

@@ -60,8 +60,7 @@ impl Manager {
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
         if let Err(e) = self.take_over(&new, &supervisor, Handover::Upgrade).await {
             // The old daemon still serves; the half-started new one must not linger.
-            let _ = new.signal(Signal::SIGKILL);
-            let _ = new.wait_for_process_exit().await;
+            let _ = new.stop_process(Some(Signal::SIGKILL)).await;
             return Err(e);
         }
 

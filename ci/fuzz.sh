@@ -18,13 +18,18 @@ export RUSTC_BOOTSTRAP=1
 fuzz=(cargo fuzz)
 
 # Seeds: every scenario file, and a few API requests as daemon-core sends them.
-mkdir -p corpus/scenario_parser corpus/mock_requests corpus/client_replies
+mkdir -p corpus/scenario_parser corpus/mock_requests corpus/client_replies corpus/framing corpus/control_requests
 for f in ../scenarios/*/*.yaml; do
   cp "$f" "corpus/scenario_parser/$(basename "$(dirname "$f")")-$(basename "$f")"
 done
 printf 'GET /api/v1/daemon HTTP/1.1\r\nHost: localhost\r\n\r\n' >corpus/mock_requests/get-daemon
 printf 'POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: 45\r\n\r\n{"source":"/b","fs_type":"rafs","config":"{}"}' >corpus/mock_requests/mount
 printf 'PUT /api/v1/daemon/start HTTP/1.1\r\nContent-Length: 0\r\n\r\nPUT /api/v1/daemon/exit HTTP/1.1\r\n\r\n' >corpus/mock_requests/start-exit
+# framing: a count of read sizes, the sizes, then the bytes.
+printf '\003\005\001\200GET /api/v1/daemon HTTP/1.1\r\nX-Long: aaaaaaaa\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}' >corpus/framing/pieces
+cp corpus/mock_requests/* corpus/framing/
+printf 'PUT /script HTTP/1.1\r\nContent-Length: 60\r\n\r\nrules:\n  - when: { path: /api/v1/daemon }\n    then: [reply]\n' >corpus/control_requests/put-script
+printf 'GET /journal HTTP/1.1\r\n\r\nGET /state HTTP/1.1\r\n\r\nDELETE /script HTTP/1.1\r\n\r\n' >corpus/control_requests/reads
 
 "${fuzz[@]}" build -s none
 for target in $("${fuzz[@]}" list); do

@@ -1,9 +1,10 @@
-//! Any bytes on the mock's API socket: parsed as pipelined HTTP requests and handled by
-//! the nydusd model in FUSE and singleton mode; replies encode, nothing panics.
+//! Any bytes on the mock's API socket, read in buffer-sized reads: framed as dbs-uhttp
+//! frames them and handled by the nydusd model in FUSE and singleton mode; replies
+//! encode, nothing panics.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mock_nydusd::http::{Parsed, parse};
+use mock_nydusd::framing::Framer;
 use mock_nydusd::model::{Mode, Model, ModelOptions};
 
 fuzz_target!(|data: &[u8]| {
@@ -18,16 +19,16 @@ fuzz_target!(|data: &[u8]| {
             fuse: None,
         };
         let mut model = Model::new(options, "info".into());
+        let mut framer = Framer::new();
         let mut rest = data;
         while !rest.is_empty() {
-            match parse(rest) {
-                Parsed::Request(request, used) => {
-                    let reply = model.handle(mock_nydusd::routes::route(&request));
-                    let _ = reply.response.encode();
-                    assert!(used > 0 && used <= rest.len());
-                    rest = &rest[used..];
-                }
-                Parsed::Incomplete | Parsed::Invalid(_) => break,
+            let space = framer.space();
+            let n = space.len().min(rest.len());
+            space[..n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            for request in framer.received(n).requests {
+                let reply = model.handle(mock_nydusd::routes::route(&request));
+                let _ = reply.response.encode();
             }
         }
     }

@@ -93,6 +93,10 @@ pub struct Cli {
     /// Mock: open connections served before new ones get dbs-uhttp's 503 (nydusd: 256).
     #[arg(long, global = true, default_value_t = 256)]
     pub mock_max_connections: usize,
+    /// Mock: wait for the rest of a request that arrives in pieces, instead of answering
+    /// each read that ends mid-request with nydusd's spurious 500 (`EAGAIN`) first.
+    #[arg(long, global = true)]
+    pub mock_no_partial_read_500: bool,
     /// Mock: which process of its daemon this is, counted from 1 (a harness gives each
     /// spawn its number); script rules with `when.process` apply to that process only.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]

@@ -16,7 +16,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::http::{Parsed, Request, Response, parse};
+use crate::framing::Framer;
+use crate::http::{Request, Response};
 use crate::script::{Script, ScriptRunner};
 use crate::server::Shared;
 
@@ -37,26 +38,28 @@ pub async fn serve(listener: UnixListener, shared: Arc<Shared>) {
     }
 }
 
+/// The control API is the mock's own, so it is a clean server: it waits for the rest of a
+/// request that arrives in pieces and closes the connection on a framing error.
 async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
+    let mut framer = Framer::new();
     loop {
-        match parse(&buf) {
-            Parsed::Request(request, used) => {
-                buf.drain(..used);
-                let response = handle(&shared, &request).await;
-                if stream.write_all(&response.encode()).await.is_err() {
-                    return;
-                }
-            }
-            Parsed::Invalid(reason) => {
-                let _ = stream.write_all(&Response::library_error(&reason).encode()).await;
+        let n = match stream.read(framer.space()).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let received = framer.received(n);
+        if !received.interim.is_empty() && stream.write_all(&received.interim).await.is_err() {
+            return;
+        }
+        if let Some(reason) = received.rejected {
+            let _ = stream.write_all(&Response::library_error(&reason).encode()).await;
+            return;
+        }
+        for request in received.requests {
+            let response = handle(&shared, &request).await;
+            if stream.write_all(&response.encode()).await.is_err() {
                 return;
             }
-            Parsed::Incomplete => match stream.read(&mut chunk).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            },
         }
     }
 }
@@ -65,7 +68,8 @@ fn error(status: u16, message: &str) -> Response {
     Response::json(status, json!({ "error": message }).to_string())
 }
 
-async fn handle(shared: &Shared, request: &Request) -> Response {
+/// The reply to one control request.
+pub async fn handle(shared: &Shared, request: &Request) -> Response {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/script") => {
             let runner = shared.script.lock().unwrap_or_else(|e| e.into_inner());

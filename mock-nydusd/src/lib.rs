@@ -4,8 +4,8 @@
 //! ```text
 //!   argv ─► cli ─► start-up decision (RUNNING / INIT on --upgrade or detected crash)
 //!                     │
-//!   UnixListener ─► server (one request at a time) ─► http::parse ─► routes::route
-//!                                                          │
+//!   UnixListener ─► server (one request at a time) ─► framing ─► routes::route
+//!                                                       │
 //!                        model::Model (fsm::Machine, mounts, held fd) ◄─┘
 //!                                 │ sendfd / takeover
 //!                                 ▼
@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config_v2;
 pub mod control;
 pub mod death;
+pub mod framing;
 pub mod fsm;
 pub mod fuse;
 pub mod http;
@@ -209,6 +210,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         started,
         process: cli.mock_process,
         hang_up: tokio::sync::watch::channel(0).0,
+        partial_read_grace: (!cli.mock_no_partial_read_500).then_some(server::PARTIAL_READ_GRACE),
     });
     if let Some(death) = startup.die_after.clone() {
         tokio::spawn(die_later(shared.clone(), death));

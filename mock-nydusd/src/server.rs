@@ -10,11 +10,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Mutex, watch};
 
-use crate::http::{Parsed, Request, Response, parse};
+use crate::framing::Framer;
+use crate::http::{Request, Response};
 use crate::journal::Journal;
 use crate::model::{After, Model};
 use crate::routes::route;
@@ -37,6 +38,9 @@ pub struct Shared {
     pub process: u32,
     /// Bumped to make every open API connection hang up (`hang_up_all`).
     pub hang_up: watch::Sender<u64>,
+    /// How long a partial request waits for its rest before nydusd's spurious 500
+    /// ([`PARTIAL_READ_GRACE`]); `None` waits as long as it takes.
+    pub partial_read_grace: Option<Duration>,
 }
 
 /// dbs-uhttp's reply to a connection beyond its limit, sent raw before closing it.
@@ -101,48 +105,107 @@ async fn connection(stream: UnixStream, shared: Arc<Shared>, mut hang_up: watch:
 }
 
 async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
-    let mut buf = Vec::with_capacity(4096);
-    let mut chunk = [0u8; 8192];
+    let mut framer = Framer::new();
     loop {
-        let n = match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
+        let (interim, end) = read_phase(&mut stream, &mut framer, shared.partial_read_grace).await;
+        if !interim.is_empty() && stream.write_all(&interim).await.is_err() {
+            return;
+        }
+        match end {
+            PhaseEnd::Closed => return,
+            PhaseEnd::Requests(batch) => {
+                for request in batch {
+                    match serve_request(&shared, &mut stream, &request).await {
+                        Flow::Continue => {}
+                        Flow::Close => return,
+                        Flow::Hang => {
+                            // Holding the stream keeps the connection open; nothing is read or written.
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            }
+            PhaseEnd::Rejected { reason, dropped } => {
+                shared
+                    .journal
+                    .record("library_error", json!({ "status": 400, "reason": reason, "dropped_requests": dropped }));
+                if stream.write_all(&Response::library_error(&reason).encode()).await.is_err() {
+                    return;
+                }
+            }
+            PhaseEnd::PartialRead => {
+                let reply = Response::partial_read();
+                let reason = String::from_utf8_lossy(&reply.body).into_owned();
+                shared
+                    .journal
+                    .record("library_error", json!({ "status": 500, "reason": reason, "buffered": framer.buffered() }));
+                if stream.write_all(&reply.encode()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// How nydusd waits for the rest of a request that arrived in pieces: dbs-uhttp retries a
+/// read that would block 32 times, 20 µs apart, and then answers the `EAGAIN` as a 500 (and
+/// the request's own reply follows once the rest arrives). Measured against nydusd 2.2
+/// here, a pause of 2 ms between pieces never drew the 500 and one of 15 ms always did.
+pub const PARTIAL_READ_GRACE: Duration = Duration::from_millis(3);
+
+/// How a read phase ended.
+enum PhaseEnd {
+    /// The peer hung up or shut down its side: the connection is closed unanswered.
+    Closed,
+    /// Requests to answer, in order.
+    Requests(Vec<crate::http::Request>),
+    /// The library rejected the bytes; `dropped` requests of the same read go unanswered.
+    Rejected { reason: String, dropped: usize },
+    /// The request is incomplete and no more bytes came within the grace.
+    PartialRead,
+}
+
+/// Reads as dbs-uhttp does on one readable event: until a read completes at least one
+/// request, the bytes are rejected, or (with a `grace`) a read would block for longer than
+/// it. Also returns the interim replies queued on the way.
+async fn read_phase(stream: &mut UnixStream, framer: &mut Framer, grace: Option<Duration>) -> (Vec<u8>, PhaseEnd) {
+    let mut interim = Vec::new();
+    let mut budget = grace;
+    let mut first = true;
+    loop {
+        let n = match stream.try_read(framer.space()) {
+            Ok(0) => return (interim, PhaseEnd::Closed),
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Waiting for a phase's first bytes costs nothing; later waits come out of
+                // the grace.
+                match (first, budget) {
+                    (false, Some(left)) => {
+                        let waited = Instant::now();
+                        if tokio::time::timeout(left, stream.readable()).await.is_err() {
+                            return (interim, PhaseEnd::PartialRead);
+                        }
+                        budget = Some(left.saturating_sub(waited.elapsed()));
+                    }
+                    _ => {
+                        if stream.readable().await.is_err() {
+                            return (interim, PhaseEnd::Closed);
+                        }
+                    }
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (interim, PhaseEnd::Closed),
         };
-        buf.extend_from_slice(&chunk[..n]);
-        // dbs-uhttp parses everything it has read before answering; a framing error drops
-        // the requests parsed before it ("All previous unanswered requests will be dropped").
-        let mut batch = Vec::new();
-        let mut invalid = None;
-        loop {
-            match parse(&buf) {
-                Parsed::Incomplete => break,
-                Parsed::Request(request, used) => {
-                    buf.drain(..used);
-                    batch.push(request);
-                }
-                Parsed::Invalid(reason) => {
-                    buf.clear();
-                    invalid = Some(reason);
-                    break;
-                }
-            }
+        first = false;
+        let received = framer.received(n);
+        interim.extend_from_slice(&received.interim);
+        if let Some(reason) = received.rejected {
+            return (interim, PhaseEnd::Rejected { reason, dropped: received.dropped });
         }
-        if let Some(reason) = invalid {
-            shared.journal.record("library_error", json!({ "reason": reason, "dropped_requests": batch.len() }));
-            if stream.write_all(&Response::library_error(&reason).encode()).await.is_err() {
-                return;
-            }
-            continue;
-        }
-        for request in batch {
-            match serve_request(&shared, &mut stream, &request).await {
-                Flow::Continue => {}
-                Flow::Close => return,
-                Flow::Hang => {
-                    // Holding the stream keeps the connection open; nothing is read or written.
-                    std::future::pending::<()>().await;
-                }
-            }
+        if !received.requests.is_empty() {
+            return (interim, PhaseEnd::Requests(received.requests));
         }
     }
 }

@@ -55,6 +55,9 @@ fn describe_pattern(pattern: &JournalPattern) -> String {
 /// How long `expect_consistent` gives the manager to settle a doubtful mount.
 const CONSISTENT_WITHIN: Duration = Duration::from_secs(3);
 
+/// How long `expect_no_leaks` gives a dead child's reaper task before calling it a zombie.
+const REAPED_WITHIN: Duration = Duration::from_secs(1);
+
 fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
@@ -515,7 +518,7 @@ impl Run<'_> {
                     ))
                 }
             }
-            Step::ExpectNoLeaks(_) => self.expect_no_leaks(),
+            Step::ExpectNoLeaks(_) => self.expect_no_leaks().await,
             Step::ExpectConsistent(s) => self.expect_consistent(&s.daemon.value).await,
             Step::StartReader(s) => {
                 let path = self.path_in_root(&s.path);
@@ -705,15 +708,24 @@ impl Run<'_> {
 
     /// Only the current processes of managed daemons run, and only their host mounts exist:
     /// no zombie, and no live process of a daemon whose recovery the manager gave up on.
-    fn expect_no_leaks(&self) -> Result<(), StepError> {
+    async fn expect_no_leaks(&self) -> Result<(), StepError> {
         let managed = self.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
-        let zombies: Vec<String> = managed
-            .iter()
-            .filter(|d| d.pid() > 0 && daemon_core::procfs::process_state(d.pid()) == Some('Z'))
-            .map(|d| format!("{} (pid {})", d.id(), d.pid()))
-            .collect();
-        if !zombies.is_empty() {
-            return Err(StepError::mismatch("daemon processes left unreaped", "none", zombies.join(", ")));
+        // A death can be reported (the monitor's connection hung up) a moment before the
+        // child's reaper task has run: a zombie is a leak only if it stays one.
+        let deadline = tokio::time::Instant::now() + REAPED_WITHIN;
+        loop {
+            let zombies: Vec<String> = managed
+                .iter()
+                .filter(|d| d.pid() > 0 && daemon_core::procfs::process_state(d.pid()) == Some('Z'))
+                .map(|d| format!("{} (pid {})", d.id(), d.pid()))
+                .collect();
+            if zombies.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::mismatch("daemon processes left unreaped", "none", zombies.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         let given_up: Vec<String> = managed
             .iter()

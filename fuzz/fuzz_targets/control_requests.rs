@@ -1,0 +1,59 @@
+//! Any bytes on the mock's control socket: framed, then handled (scripts parsed, replaced,
+//! removed; the journal and state read). Replies encode, nothing panics, and a script the
+//! socket accepted reads back as one that parses again.
+#![no_main]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use libfuzzer_sys::fuzz_target;
+use mock_nydusd::framing::Framer;
+use mock_nydusd::journal::Journal;
+use mock_nydusd::model::{Mode, Model, ModelOptions};
+use mock_nydusd::script::{Script, ScriptRunner};
+use mock_nydusd::server::Shared;
+
+fuzz_target!(|data: &[u8]| {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let options = ModelOptions {
+        id: Some("fuzz".into()),
+        supervisor: None,
+        mode: Mode::Fuse,
+        build: Default::default(),
+        abort_like_nydusd: false,
+        fscache_dir: None,
+        fuse: None,
+    };
+    let shared = Arc::new(Shared {
+        model: tokio::sync::Mutex::new(Model::new(options, "info".into())),
+        journal: Journal::default(),
+        shutdown: tokio::sync::watch::channel(false).0,
+        script: std::sync::Mutex::new(ScriptRunner::default()),
+        started: Instant::now(),
+        process: 1,
+        hang_up: tokio::sync::watch::channel(0).0,
+        partial_read_grace: None,
+    });
+    let mut framer = Framer::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let space = framer.space();
+        let n = space.len().min(rest.len());
+        space[..n].copy_from_slice(&rest[..n]);
+        rest = &rest[n..];
+        let received = framer.received(n);
+        if received.rejected.is_some() {
+            return;
+        }
+        for request in received.requests {
+            let reply = runtime.block_on(mock_nydusd::control::handle(&shared, &request));
+            let _ = reply.encode();
+            if request.method == "PUT" && request.path == "/script" && reply.status == 204 {
+                let text = serde_json::to_string(shared.script.lock().unwrap().script()).expect("scripts serialise");
+                if let Err(e) = Script::parse(&text, "read back") {
+                    panic!("an accepted script does not parse again: {e}\n{text}");
+                }
+            }
+        }
+    }
+});

@@ -55,7 +55,8 @@ fn describe_pattern(pattern: &JournalPattern) -> String {
 /// How long `expect_consistent` gives the manager to settle a doubtful mount.
 const CONSISTENT_WITHIN: Duration = Duration::from_secs(3);
 
-/// How long `expect_no_leaks` gives a dead child's reaper task before calling it a zombie.
+/// How long `expect_no_leaks` and `expect_alive: false` give a dead child's reaper task
+/// before calling the process a zombie, or alive.
 const REAPED_WITHIN: Duration = Duration::from_secs(1);
 
 fn sorted(mut v: Vec<String>) -> Vec<String> {
@@ -300,7 +301,14 @@ impl Run<'_> {
                 Ok(())
             }
             Step::ExpectAlive(s) => {
-                let alive = self.daemon(&s.daemon.value)?.is_alive();
+                let daemon = self.daemon(&s.daemon.value)?;
+                // A death is reported when the monitor's connection hangs up, which can be a
+                // moment before the child's reaper task has seen the exit.
+                let deadline = tokio::time::Instant::now() + REAPED_WITHIN;
+                while !s.alive && daemon.is_alive() && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                let alive = daemon.is_alive();
                 let word = |b: bool| if b { "alive" } else { "dead" };
                 if alive == s.alive {
                     Ok(())

@@ -832,7 +832,8 @@ pub struct ExpectAliveStep {
     /// Daemon id.
     #[schemars(with = "String")]
     pub daemon: Spanned<String>,
-    /// Whether the process must be alive.
+    /// Whether the process must be alive. `false` gives a process that has died 1 s to be
+    /// reaped: a death is reported as soon as the daemon's socket hangs up.
     pub alive: bool,
 }
 

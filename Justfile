@@ -15,6 +15,7 @@ validate:
 # Benchmarks (print numbers; no pass/fail).
 bench:
     cargo bench -p mock-nydusd --bench api_latency
+    cargo bench -p mock-nydusd --bench memory_bounds
     cargo run --release -p harness -- bench --scale 10,100,200 --json bench/results-$(date +%F).json
 
 # Fuzz every target for SECONDS each (CI runs 20).

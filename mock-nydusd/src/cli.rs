@@ -72,6 +72,11 @@ pub struct Cli {
     /// Mock: append a JSON-lines journal of requests and events to this file.
     #[arg(long, global = true)]
     pub mock_journal: Option<PathBuf>,
+    /// Mock: the journal file stops growing at this many bytes (what it held when opened
+    /// counts), ending with a `journal_truncated` record.
+    #[arg(long, global = true, default_value_t = crate::journal::DEFAULT_FILE_LIMIT,
+          value_parser = clap::value_parser!(u64).range(crate::journal::MIN_FILE_LIMIT..))]
+    pub mock_journal_limit: u64,
     /// Mock: report this git commit (stands for another nydusd build in upgrade tests).
     #[arg(long, global = true)]
     pub mock_git_commit: Option<String>,

@@ -56,8 +56,7 @@ async fn connection(mut stream: UnixStream, shared: Arc<Shared>) {
             return;
         }
         for request in received.requests {
-            let response = handle(&shared, &request).await;
-            if stream.write_all(&response.encode()).await.is_err() {
+            if handle(&shared, &request).await.write_to(&mut stream).await.is_err() {
                 return;
             }
         }
@@ -68,8 +67,67 @@ fn error(status: u16, message: &str) -> Response {
     Response::json(status, json!({ "error": message }).to_string())
 }
 
+/// A control reply: whole, or the journal, which is written entry by entry.
+#[derive(Debug)]
+pub enum Reply {
+    /// A reply built in memory.
+    Whole(Response),
+    /// The journal's entries in memory, as a JSON array.
+    Journal(Vec<Arc<str>>),
+}
+
+impl Reply {
+    /// The bytes on the wire, built in memory (tests and fuzzing).
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Self::Whole(response) => response.encode(),
+            Self::Journal(lines) => {
+                let mut out = journal_head(lines).into_bytes();
+                for (i, line) in lines.iter().enumerate() {
+                    out.extend_from_slice(if i == 0 { b"[" } else { b"," });
+                    out.extend_from_slice(line.as_bytes());
+                }
+                out.extend_from_slice(if lines.is_empty() { b"[]" } else { b"]" });
+                out
+            }
+        }
+    }
+
+    /// Writes the reply; the journal goes out in pieces through a small buffer, so serving
+    /// it costs no more memory than the entries already take.
+    pub async fn write_to(&self, stream: &mut UnixStream) -> std::io::Result<()> {
+        let Self::Journal(lines) = self else {
+            return stream.write_all(&self.encode()).await;
+        };
+        let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, stream);
+        out.write_all(journal_head(lines).as_bytes()).await?;
+        for (i, line) in lines.iter().enumerate() {
+            out.write_all(if i == 0 { b"[" } else { b"," }).await?;
+            out.write_all(line.as_bytes()).await?;
+        }
+        out.write_all(if lines.is_empty() { b"[]" } else { b"]" }).await?;
+        out.flush().await
+    }
+}
+
+/// The head of the journal reply: its length is the entries', one separator or bracket
+/// each, and the closing bracket.
+fn journal_head(lines: &[Arc<str>]) -> String {
+    let length = lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1 + usize::from(lines.is_empty());
+    format!(
+        "HTTP/1.1 200 \r\nServer: Nydus API\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
 /// The reply to one control request.
-pub async fn handle(shared: &Shared, request: &Request) -> Response {
+pub async fn handle(shared: &Shared, request: &Request) -> Reply {
+    if (request.method.as_str(), request.path.as_str()) == ("GET", "/journal") {
+        return Reply::Journal(shared.journal.recent_lines());
+    }
+    Reply::Whole(respond(shared, request).await)
+}
+
+async fn respond(shared: &Shared, request: &Request) -> Response {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/script") => {
             let runner = shared.script.lock().unwrap_or_else(|e| e.into_inner());
@@ -91,7 +149,6 @@ pub async fn handle(shared: &Shared, request: &Request) -> Response {
             *shared.script.lock().unwrap_or_else(|e| e.into_inner()) = ScriptRunner::default();
             Response::no_content()
         }
-        ("GET", "/journal") => Response::json(200, serde_json::to_string(&shared.journal.recent()).expect("json")),
         ("GET", "/state") => {
             let state = shared.model.lock().await.state();
             Response::json(

@@ -125,7 +125,8 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
         None => Script::default(),
     };
     let journal = match &cli.mock_journal {
-        Some(path) => Journal::open(path).map_err(|e| format!("cannot open journal {}: {e:?}", path.display()))?,
+        Some(path) => Journal::open_limited(path, cli.mock_journal_limit)
+            .map_err(|e| format!("cannot open journal {}: {e:?}", path.display()))?,
         None => Journal::default(),
     };
     let (mode, fscache_dir) = match &cli.command {

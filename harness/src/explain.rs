@@ -99,18 +99,22 @@ fn describe(step: &Step) -> (String, String, String) {
         Step::ExpectMounted(s) => (
             "harness".into(),
             "harness".into(),
-            format!("expect {} {}", s.path, if s.mounted { "mounted" } else { "not mounted" }),
+            format!("expect {} {}", s.path.value, if s.mounted { "mounted" } else { "not mounted" }),
         ),
         Step::ReadFile(s) => {
-            ("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path, s.contains))
+            ("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path.value, s.contains))
         }
-        Step::StartReader(s) => ("harness".into(), "harness".into(), format!("start reader {} on {}", s.name, s.path)),
+        Step::StartReader(s) => {
+            ("harness".into(), "harness".into(), format!("start reader {} on {}", s.name, s.path.value))
+        }
         Step::StopReader(s) => (
             "harness".into(),
             "harness".into(),
             format!("stop reader {} (≤ {} failures, ≥ {} reads)", s.name, s.max_failures, s.min_reads),
         ),
-        Step::ListDir(s) => ("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path, s.contains)),
+        Step::ListDir(s) => {
+            ("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path.value, s.contains))
+        }
         Step::MountConcurrently(s) => (
             "manager".into(),
             d(&s.daemon),
@@ -139,9 +143,9 @@ pub fn text(scenario: &Scenario) -> String {
     }
     let _ = writeln!(out, "  manager recover policy: {:?}", scenario.manager.recover_policy);
     for d in &scenario.daemons {
-        let instances: Vec<&str> = d.instances.iter().map(|i| i.snapshot.as_str()).collect();
+        let instances: Vec<&str> = d.instances.iter().map(|i| i.snapshot.value.as_str()).collect();
         let script = d.script.as_ref().map(|s| format!(", scripted ({} rules)", s.rules.len())).unwrap_or_default();
-        let _ = writeln!(out, "  daemon {} ({:?}, instances {instances:?}{script})", d.id, d.mode);
+        let _ = writeln!(out, "  daemon {} ({:?}, instances {instances:?}{script})", d.id.value, d.mode);
     }
     for (i, step) in scenario.steps.iter().enumerate() {
         let (from, to, what) = describe(&step.value);
@@ -155,7 +159,7 @@ pub fn text(scenario: &Scenario) -> String {
 pub fn mermaid(scenario: &Scenario) -> String {
     let mut out = String::from("sequenceDiagram\n    participant harness\n    participant manager\n");
     for d in &scenario.daemons {
-        let _ = writeln!(out, "    participant {}", d.id);
+        let _ = writeln!(out, "    participant {}", d.id.value);
     }
     let _ = writeln!(out, "    Note over harness: {}", scenario.name.replace(':', " "));
     for (i, step) in scenario.steps.iter().enumerate() {

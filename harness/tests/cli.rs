@@ -31,6 +31,13 @@ fn validate_reports_every_invalid_file_with_its_location() {
     assert!(text.contains("scenarios/invalid/unknown-key.yaml:6:26: unknown field `colour`"), "{text}");
     assert!(text.contains("scenarios/invalid/dangling-daemon.yaml:7:27: unknown daemon `d2`"), "{text}");
     assert!(text.contains("scenarios/invalid/wrong-type.yaml:6:18:"), "{text}");
+    // Paths that would leave the scenario's root, located at the offending key or value.
+    assert!(
+        text.contains("scenarios/invalid/tree-path-escapes-the-instance.yaml:12:11: file path \"../../../../tmp/x/escape\" of instance a has a `..` component"),
+        "{text}"
+    );
+    assert!(text.contains("scenarios/invalid/read-file-escapes-the-root.yaml:8:24: path \"mnt/../../../etc/shadow\" has a `..` component"), "{text}");
+    assert!(text.contains("scenarios/invalid/ids-not-usable-in-a-path.yaml:8:19: snapshot id \"../a\""), "{text}");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::scenario::model::FileSpec;
+use crate::scenario::model::{FileSpec, Tree};
+use crate::scenario::paths::join_inside;
 
 /// `nydus-image` beside the nydusd binary, else on PATH.
 pub fn nydus_image_for(nydusd: &Path) -> PathBuf {
@@ -46,19 +47,13 @@ impl ImageStore {
     }
 
     /// Builds `bootstrap` from `tree`, with `source` as the scratch directory for its files.
-    pub fn build(
-        &self,
-        nydus_image: &Path,
-        tree: &std::collections::BTreeMap<String, FileSpec>,
-        source: &Path,
-        bootstrap: &Path,
-    ) -> Result<(), String> {
+    pub fn build(&self, nydus_image: &Path, tree: &Tree, source: &Path, bootstrap: &Path) -> Result<(), String> {
         let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
         for dir in [source, &self.blobs, &self.cache] {
             std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
         }
-        for (path, file) in tree {
-            let target = source.join(path.trim_start_matches('/'));
+        for (path, file) in tree.files() {
+            let target = join_inside(source, path)?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
             }
@@ -85,5 +80,31 @@ impl ImageStore {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_saphyr::{Location, Spanned};
+
+    use super::*;
+
+    /// The builder refuses an escaping path even when load-time validation was bypassed
+    /// (a tree built in code), before writing anything.
+    #[test]
+    fn the_image_builder_refuses_a_path_outside_its_source_and_writes_nothing() {
+        let root = tempfile::tempdir().unwrap();
+        let source = root.path().join("trees/a");
+        let file = |path: &str| {
+            (Spanned::new(path.to_owned(), Location::UNKNOWN, Location::UNKNOWN), FileSpec::Text("x".into()))
+        };
+        let tree = Tree(vec![file("../../escape"), file("etc/os-release")]);
+        let store = ImageStore::under(root.path());
+        let err = store
+            .build(Path::new("/nonexistent/nydus-image"), &tree, &source, &root.path().join("a.boot"))
+            .unwrap_err();
+        assert!(err.contains("file path \"../../escape\" has a `..` component"), "{err}");
+        assert!(!root.path().join("escape").exists());
+        assert!(!source.join("etc/os-release").exists());
     }
 }

@@ -279,7 +279,8 @@ impl<'a> Run<'a> {
             args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
             let scripts = self.root.root().join("scripts");
             let controls = self.root.root().join("control");
-            let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.clone()).collect();
+            let fuse: Vec<String> =
+                self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
             let spawned = self.spawned.clone();
             per_daemon = PerDaemonArgs::new(move |id| {
                 let process = {
@@ -374,7 +375,7 @@ impl<'a> Run<'a> {
         }
         self.open_manager().map_err(setup)?;
         for spec in &self.scenario.daemons {
-            self.create_daemon(spec).map_err(|e| setup(format!("daemon {}: {e}", spec.id)))?;
+            self.create_daemon(spec).map_err(|e| setup(format!("daemon {}: {e}", spec.id.value)))?;
         }
         self.remember_daemons();
         for (index, step) in self.scenario.steps.iter().enumerate() {
@@ -435,7 +436,7 @@ impl<'a> Run<'a> {
         let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
         let rafs = Rafs::new(
             &self.root.snapshots_dir(),
-            &spec.snapshot,
+            &spec.snapshot.value,
             "registry.example/scenario:1",
             daemon.states().fs_driver,
         );
@@ -444,7 +445,7 @@ impl<'a> Run<'a> {
         let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
         if !self.config.is_mock() && !fscache {
             let images = image::ImageStore::under(self.root.root());
-            let source = self.root.root().join("trees").join(&spec.snapshot);
+            let source = self.root.root().join("trees").join(&spec.snapshot.value);
             images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot)?;
             let config = spec.config.clone().unwrap_or_else(|| images.config());
             return self.write_instance_config(daemon, spec, rafs, config);
@@ -452,13 +453,13 @@ impl<'a> Run<'a> {
         // The mock serves the instance's files from this JSON stand-in for a RAFS bootstrap.
         let files: serde_json::Map<String, serde_json::Value> = spec
             .tree
-            .iter()
+            .files()
             .map(|(path, file)| {
                 let value = match file {
                     crate::scenario::model::FileSpec::Text(t) => serde_json::Value::from(t.as_str()),
                     crate::scenario::model::FileSpec::Sized { size } => json!({ "size": size.get() }),
                 };
-                (path.clone(), value)
+                (path.to_owned(), value)
             })
             .collect();
         std::fs::write(&boot, json!({ "mock_tree": files }).to_string()).map_err(|e| io(&boot, e))?;
@@ -497,13 +498,13 @@ impl<'a> Run<'a> {
             map.insert("padding".into(), serde_json::Value::String("x".repeat(spec.padding.as_usize())));
             config = serde_json::Value::Object(map).to_string();
         }
-        let file = daemon.states().config_file(Some(&spec.snapshot));
+        let file = daemon.states().config_file(Some(&spec.snapshot.value));
         std::fs::create_dir_all(file.parent().expect("has a parent")).map_err(|e| io(&file, e))?;
         std::fs::write(&file, &config).map_err(|e| io(&file, e))?;
         let mountpoint = if fscache {
             rafs.snapshot_dir.join("mnt")
         } else if daemon.states().is_shared() {
-            daemon.host_mountpoint().join(&spec.snapshot)
+            daemon.host_mountpoint().join(&spec.snapshot.value)
         } else {
             // A dedicated daemon's instance is its host mount; it also gets the config.
             std::fs::write(daemon.states().config_file(None), &config).map_err(|e| io(&file, e))?;
@@ -517,8 +518,8 @@ impl<'a> Run<'a> {
             .scenario
             .daemons
             .iter()
-            .find(|d| d.id == spec_daemon)
-            .and_then(|d| d.instances.iter().find(|i| i.snapshot == snapshot))
+            .find(|d| d.id.value == spec_daemon)
+            .and_then(|d| d.instances.iter().find(|i| i.snapshot.value == snapshot))
             .ok_or_else(|| format!("daemon {spec_daemon} declares no instance {snapshot:?}"))?;
         self.write_instance_files(daemon, spec)
     }
@@ -526,7 +527,7 @@ impl<'a> Run<'a> {
     fn create_daemon(&mut self, spec: &DaemonSpec) -> Result<(), String> {
         let mode = spec.mode;
         let options = DaemonOptions {
-            id: Some(spec.id.clone()),
+            id: Some(spec.id.value.clone()),
             mode,
             fs_driver: self.fs_driver(),
             thread_num: spec.thread_num,
@@ -541,7 +542,7 @@ impl<'a> Run<'a> {
             std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
         if let Some(script) = &spec.script {
-            self.write_script(&spec.id, script)?;
+            self.write_script(&spec.id.value, script)?;
         }
         let manager = self.manager()?.clone();
         let daemon = manager.add_daemon(daemon).map_err(|e| error_chain(&e))?;

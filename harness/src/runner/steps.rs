@@ -492,7 +492,7 @@ impl Run<'_> {
                 Ok(())
             }
             Step::ExpectMounted(s) => {
-                let path = self.path_in_root(&s.path);
+                let path = self.path_in_root(&s.path.value);
                 let mounted = daemon_core::mount::is_mounted(&path).map_err(|e| e.to_string())?;
                 let word = |b: bool| if b { "mounted" } else { "not mounted" };
                 if mounted == s.mounted {
@@ -502,7 +502,7 @@ impl Run<'_> {
                 }
             }
             Step::ReadFile(s) => {
-                let path = self.path_in_root(&s.path);
+                let path = self.path_in_root(&s.path.value);
                 let text = tokio::task::spawn_blocking({
                     let path = path.clone();
                     move || std::fs::read_to_string(path)
@@ -529,7 +529,7 @@ impl Run<'_> {
             Step::ExpectNoLeaks(_) => self.expect_no_leaks().await,
             Step::ExpectConsistent(s) => self.expect_consistent(&s.daemon.value).await,
             Step::StartReader(s) => {
-                let path = self.path_in_root(&s.path);
+                let path = self.path_in_root(&s.path.value);
                 let stop = self.root.root().join(format!("reader-{}.stop", s.name));
                 // The harness binary is the reader (on the mock target it is also `nydusd`).
                 let exe = if self.config.is_mock() {
@@ -582,7 +582,7 @@ impl Run<'_> {
                 }
             }
             Step::ListDir(s) => {
-                let path = self.path_in_root(&s.path);
+                let path = self.path_in_root(&s.path.value);
                 let names = tokio::task::spawn_blocking({
                     let path = path.clone();
                     move || -> std::io::Result<Vec<String>> {

@@ -123,30 +123,44 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             format!("unsupported format version {} (this harness reads version {FORMAT_VERSION})", scenario.version),
         ));
     }
-    let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.as_str()).collect();
-    for (i, id) in ids.iter().enumerate() {
+    let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.value.as_str()).collect();
+    let at = |spanned: &serde_saphyr::Spanned<String>, message: String| {
+        invalid(spanned.referenced.line(), spanned.referenced.column(), message)
+    };
+    for (i, daemon) in scenario.daemons.iter().enumerate() {
+        let id = &daemon.id.value;
         if !daemon_core::daemon::id::is_valid_id(id) {
-            return Err(invalid(
-                0,
-                0,
-                format!("daemon id {id:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-])"),
+            return Err(at(
+                &daemon.id,
+                format!("daemon id {id:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)"),
             ));
         }
-        if ids[..i].contains(id) {
-            return Err(invalid(0, 0, format!("daemon id {id:?} is declared twice")));
+        if ids[..i].contains(&id.as_str()) {
+            return Err(at(&daemon.id, format!("daemon id {id:?} is declared twice")));
         }
     }
     for daemon in &scenario.daemons {
         for instance in &daemon.instances {
-            if !daemon_core::daemon::id::is_valid_id(&instance.snapshot) {
-                return Err(invalid(
-                    0,
-                    0,
+            let snapshot = &instance.snapshot.value;
+            if !daemon_core::daemon::id::is_valid_id(snapshot) {
+                return Err(at(
+                    &instance.snapshot,
                     format!(
-                        "snapshot id {:?} of daemon {} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
-                        instance.snapshot, daemon.id
+                        "snapshot id {snapshot:?} of daemon {} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
+                        daemon.id.value
                     ),
                 ));
+            }
+            for (file, _) in &instance.tree.0 {
+                if let Some(why) = super::paths::instance_path_error(&file.value) {
+                    return Err(at(
+                        file,
+                        format!(
+                            "file path {:?} of instance {snapshot} {why}: it must stay inside the instance",
+                            file.value
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -158,11 +172,12 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             Step::StartReader(s) => Some(&s.path),
             _ => None,
         };
-        if let Some(p) = host_path.filter(|p| Path::new(p).is_absolute() || p.split('/').any(|c| c == "..")) {
-            return Err(invalid(
-                step.referenced.line(),
-                step.referenced.column(),
-                format!("path {p:?} must stay inside the scenario's root (relative, without `..`)"),
+        if let Some(p) = host_path
+            && let Some(why) = super::paths::host_path_error(&p.value)
+        {
+            return Err(at(
+                p,
+                format!("path {:?} {why}: it must stay inside the scenario's root (relative, without `..`)", p.value),
             ));
         }
     }
@@ -194,8 +209,8 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             let declared: Vec<&str> = scenario
                 .daemons
                 .iter()
-                .filter(|d| d.id == daemon.value)
-                .flat_map(|d| d.instances.iter().map(|i| i.snapshot.as_str()))
+                .filter(|d| d.id.value == daemon.value)
+                .flat_map(|d| d.instances.iter().map(|i| i.snapshot.value.as_str()))
                 .collect();
             if !declared.contains(&snapshot.value.as_str()) {
                 return Err(invalid(
@@ -326,7 +341,7 @@ mod tests {
             "version: 1\nname: x\nvars: { id: d1 }\ndaemons: [{ id: ${id} }]\nsteps:\n  - start: { daemon: ${id} }\n",
         )
         .unwrap();
-        assert_eq!(ok.daemons[0].id, "d1");
+        assert_eq!(ok.daemons[0].id.value, "d1");
         let e = err("version: 1\nname: x\nvars: { id: d1 }\ndaemons: [{ id: ${di} }]\nsteps: []\n");
         assert!(e.starts_with("s.yaml:4:17: unknown variable `di` (vars: id)"), "{e}");
     }
@@ -336,11 +351,25 @@ mod tests {
         let e = err(
             "version: 1\nname: x\ndaemons: [{ id: d1, mode: shared, instances: [{snapshot: ../../etc}] }]\nsteps: []\n",
         );
-        assert!(e.contains("snapshot id \"../../etc\" of daemon d1 is not usable in a path"), "{e}");
+        assert!(e.starts_with("s.yaml:3:58: snapshot id \"../../etc\" of daemon d1 is not usable in a path"), "{e}");
+        let e = err("version: 1\nname: x\ndaemons: [{ id: ../d1 }]\nsteps: []\n");
+        assert!(e.starts_with("s.yaml:3:17: daemon id \"../d1\" is not usable in a path"), "{e}");
         let e = err("version: 1\nname: x\nsteps:\n  - read_file: { path: ../../etc/shadow, contains: root }\n");
-        assert!(e.starts_with("s.yaml:4:5: path \"../../etc/shadow\" must stay inside"), "{e}");
+        assert!(
+            e.starts_with("s.yaml:4:24: path \"../../etc/shadow\" has a `..` component: it must stay inside"),
+            "{e}"
+        );
         let e = err("version: 1\nname: x\nsteps:\n  - list_dir: { path: /etc, contains: [] }\n");
-        assert!(e.contains("must stay inside the scenario's root"), "{e}");
+        assert!(
+            e.starts_with("s.yaml:4:23: path \"/etc\" is absolute: it must stay inside the scenario's root"),
+            "{e}"
+        );
+        let e = err("version: 1\nname: x\nsteps:\n  - expect_mounted: { path: \"mnt\\0\", mounted: true }\n");
+        assert!(e.contains("contains a NUL byte"), "{e}");
+        let e = err(
+            "version: 1\nname: x\ndaemons:\n  - id: d1\n    instances:\n      - snapshot: a\n        tree: { \"a//b\": x }\nsteps: []\n",
+        );
+        assert!(e.starts_with("s.yaml:7:17: file path \"a//b\" of instance a has an empty component"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 pub mod bounded;
 pub mod load;
 pub mod model;
+pub mod paths;
 
 pub use load::{LoadError, discover, load};
 pub use model::Scenario;

@@ -174,8 +174,9 @@ fn default_recovery_backoff_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DaemonSpec {
-    /// Name used by steps; also the daemon id.
-    pub id: String,
+    /// Name used by steps; also the daemon id (1-64 of `[A-Za-z0-9_.-]`, not `.` or `..`).
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
     /// `dedicated` (one instance, mounted by nydusd from argv) or `shared`.
     #[serde(default)]
     pub mode: Mode,
@@ -200,8 +201,10 @@ pub struct DaemonSpec {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceSpec {
-    /// Snapshot id (the instance key; `/<snapshot>` inside a shared daemon).
-    pub snapshot: String,
+    /// Snapshot id (the instance key; `/<snapshot>` inside a shared daemon; 1-64 of
+    /// `[A-Za-z0-9_.-]`, not `.` or `..`).
+    #[schemars(with = "String")]
+    pub snapshot: Spanned<String>,
     /// Instance configuration (JSON text); a localfs backend by default.
     #[serde(default)]
     pub config: Option<String>,
@@ -209,11 +212,37 @@ pub struct InstanceSpec {
     /// (for example beyond nydusd's 32 KiB first read on takeover); at most 16 MiB.
     #[serde(default)]
     pub padding: super::bounded::AtMost<{ super::bounded::MAX_PADDING }>,
-    /// Files the mock serves for this instance over FUSE: a path and its text, or
-    /// `{size: N}` for N bytes of a fixed pattern.
+    /// Files the mock serves for this instance over FUSE: a path inside the instance (no
+    /// `..`, `.` or empty components, no NUL) and its text, or `{size: N}` for N bytes of a
+    /// fixed pattern.
     #[serde(default)]
     #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
-    pub tree: std::collections::BTreeMap<String, FileSpec>,
+    pub tree: Tree,
+}
+
+/// An instance's files, sorted by path, each path with where it was written.
+#[derive(Debug, Clone, Default)]
+pub struct Tree(pub Vec<(Spanned<String>, FileSpec)>);
+
+impl Tree {
+    /// The files, sorted by path.
+    pub fn files(&self) -> impl Iterator<Item = (&str, &FileSpec)> {
+        self.0.iter().map(|(path, file)| (path.value.as_str(), file))
+    }
+
+    /// Whether there are no files.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let files: std::collections::HashMap<Spanned<String>, FileSpec> = Deserialize::deserialize(deserializer)?;
+        let mut files: Vec<_> = files.into_iter().collect();
+        files.sort_by(|a, b| a.0.value.cmp(&b.0.value));
+        Ok(Self(files))
+    }
 }
 
 /// A file served over FUSE.
@@ -550,8 +579,9 @@ pub struct ExpectStoreStep {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectMountedStep {
-    /// A host path; relative paths are under the scenario's root.
-    pub path: String,
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
     /// Whether it must be a mountpoint.
     pub mounted: bool,
 }
@@ -562,8 +592,9 @@ pub struct ExpectMountedStep {
 pub struct StartReaderStep {
     /// Name used by `stop_reader`.
     pub name: String,
-    /// The file; relative paths are under the scenario's root.
-    pub path: String,
+    /// The file, relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
     /// Expected size (pattern files); 0 accepts any content.
     #[serde(default)]
     pub size: u64,
@@ -594,8 +625,9 @@ fn one_u64() -> u64 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListDirStep {
-    /// A host path; relative paths are under the scenario's root.
-    pub path: String,
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
     /// Names that must be among the entries.
     pub contains: Vec<String>,
 }
@@ -625,8 +657,9 @@ fn one() -> u32 {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadFileStep {
-    /// A host path; relative paths are under the scenario's root.
-    pub path: String,
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "String")]
+    pub path: Spanned<String>,
     /// Text the file must contain.
     pub contains: String,
 }

@@ -85,6 +85,11 @@ impl Tree {
                     Value::Object(o) => Content::Pattern(o.get("size").and_then(Value::as_u64).unwrap_or(0)),
                     _ => continue,
                 };
+                // A bootstrap names files inside its instance; `.` and `..` would make names
+                // the kernel resolves itself.
+                if rel.split('/').any(|c| c == "." || c == "..") {
+                    continue;
+                }
                 let path = format!("{}/{}", base.trim_end_matches('/'), rel.trim_start_matches('/'));
                 let (dir, name) = path.rsplit_once('/').unwrap_or(("", &path));
                 let parent = tree.ensure_dir(if dir.is_empty() { "/" } else { dir });

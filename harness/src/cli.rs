@@ -495,6 +495,9 @@ fn run(args: &RunArgs, config: RunConfig) -> ExitCode {
     let base = common_base(&paths);
     let started = std::time::Instant::now();
     let outcome = runtime.block_on(run_all(loaded, config, jobs, &base, args.keep_going));
+    // Blocking work abandoned at a scenario's deadline (an open that never returns) must
+    // not hold the exit; its root was removed already.
+    runtime.shutdown_background();
     let (results, interrupted) = outcome;
     say(&format!(
         "ran {} scenarios in {:.2} s\n{}\n",

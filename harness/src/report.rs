@@ -28,6 +28,8 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
     let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
     if f.step > 0 {
         let _ = writeln!(out, "     step {} `{}` at {path}:{}: {}", f.step, f.keyword, f.line, f.message);
+    } else if f.line > 0 {
+        let _ = writeln!(out, "     {} at {path}:{}: {}", f.keyword, f.line, f.message);
     } else {
         let _ = writeln!(out, "     {}: {}", f.keyword, f.message);
     }

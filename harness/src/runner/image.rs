@@ -3,7 +3,6 @@
 //! backend with a blob cache (nydusd refuses a v6 image without one).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::scenario::model::{FileSpec, Tree};
 use crate::scenario::paths::join_inside;
@@ -47,29 +46,28 @@ impl ImageStore {
     }
 
     /// Builds `bootstrap` from `tree`, with `source` as the scratch directory for its files.
-    pub fn build(&self, nydus_image: &Path, tree: &Tree, source: &Path, bootstrap: &Path) -> Result<(), String> {
-        let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
-        for dir in [source, &self.blobs, &self.cache] {
-            std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
-        }
-        for (path, file) in tree.files() {
-            let target = join_inside(source, path)?;
-            if let Some(parent) = target.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
-            }
-            let bytes: Vec<u8> = match file {
-                FileSpec::Text(text) => text.as_bytes().to_vec(),
-                FileSpec::Sized { size } => (0..size.get()).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
-            };
-            std::fs::write(&target, bytes).map_err(|e| io(&target, e))?;
-        }
-        let output = Command::new(nydus_image)
+    /// Every path is checked before anything is written. Cancelling the future (the
+    /// scenario's deadline) kills `nydus-image`.
+    pub async fn build(&self, nydus_image: &Path, tree: &Tree, source: &Path, bootstrap: &Path) -> Result<(), String> {
+        let files = tree
+            .files()
+            .map(|(path, file)| Ok((join_inside(source, path)?, file.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
+        let dirs = [source.to_owned(), self.blobs.clone(), self.cache.clone()];
+        // Off the async workers: files of up to 256 MiB take a while, and a strange
+        // filesystem can block, and the deadline must still fire meanwhile.
+        tokio::task::spawn_blocking(move || write_files(&dirs, &files))
+            .await
+            .map_err(|e| format!("writing the image's files: {e}"))??;
+        let output = tokio::process::Command::new(nydus_image)
             .args(["create", "-t", "dir-rafs", "-v", "6", "--log-level", "warn", "--bootstrap"])
             .arg(bootstrap)
             .arg("--blob-dir")
             .arg(&self.blobs)
             .arg(source)
+            .kill_on_drop(true)
             .output()
+            .await
             .map_err(|e| format!("cannot run {}: {e}", nydus_image.display()))?;
         if !output.status.success() {
             return Err(format!(
@@ -83,6 +81,24 @@ impl ImageStore {
     }
 }
 
+fn write_files(dirs: &[PathBuf], files: &[(PathBuf, FileSpec)]) -> Result<(), String> {
+    let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
+    for dir in dirs {
+        std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+    }
+    for (target, file) in files {
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+        }
+        let bytes: Vec<u8> = match file {
+            FileSpec::Text(text) => text.as_bytes().to_vec(),
+            FileSpec::Sized { size } => (0..size.get()).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
+        };
+        std::fs::write(target, bytes).map_err(|e| io(target, e))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_saphyr::{Location, Spanned};
@@ -91,17 +107,18 @@ mod tests {
 
     /// The builder refuses an escaping path even when load-time validation was bypassed
     /// (a tree built in code), before writing anything.
-    #[test]
-    fn the_image_builder_refuses_a_path_outside_its_source_and_writes_nothing() {
+    #[tokio::test]
+    async fn the_image_builder_refuses_a_path_outside_its_source_and_writes_nothing() {
         let root = tempfile::tempdir().unwrap();
         let source = root.path().join("trees/a");
         let file = |path: &str| {
             (Spanned::new(path.to_owned(), Location::UNKNOWN, Location::UNKNOWN), FileSpec::Text("x".into()))
         };
-        let tree = Tree(vec![file("../../escape"), file("etc/os-release")]);
+        let tree = Tree(vec![file("etc/os-release"), file("../../escape")]);
         let store = ImageStore::under(root.path());
         let err = store
             .build(Path::new("/nonexistent/nydus-image"), &tree, &source, &root.path().join("a.boot"))
+            .await
             .unwrap_err();
         assert!(err.contains("file path \"../../escape\" has a `..` component"), "{err}");
         assert!(!root.path().join("escape").exists());

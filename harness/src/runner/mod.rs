@@ -159,7 +159,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
             let outcome = tokio::time::timeout(deadline, run.execute()).await;
             let mut failure = match outcome {
                 Ok(outcome) => outcome.err(),
-                Err(_) => Some(Failure::setup(format!("scenario deadline of {} ms passed", scenario.timeout_ms))),
+                Err(_) => Some(run.activity.deadline_passed(scenario.timeout_ms)),
             };
             if let Some(f) = failure.as_mut() {
                 run.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
@@ -202,6 +202,32 @@ pub(crate) struct Run<'a> {
     exchange_journal: Arc<Journal>,
     /// How many processes each daemon has had, across managers (`--mock-process`).
     spawned: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
+    /// What the run is doing, for the report when the deadline passes.
+    activity: Activity,
+}
+
+/// What a run is doing: a part of set-up, or a step.
+#[derive(Debug, Clone)]
+enum Activity {
+    /// Set-up: `what`, for the declaration at `line` (0: none in particular).
+    SetUp { what: String, line: u64 },
+    /// Step `n` (1-based) at `line`.
+    Step { n: usize, line: u64, keyword: &'static str },
+}
+
+impl Activity {
+    /// The failure of a run whose deadline passed while it did this.
+    fn deadline_passed(&self, timeout_ms: u64) -> Failure {
+        let passed = format!("scenario deadline of {timeout_ms} ms passed");
+        match self {
+            Self::SetUp { what, line } => {
+                Failure { line: *line, ..Failure::setup(format!("{passed} during set-up: {what}")) }
+            }
+            Self::Step { n, line, keyword } => {
+                Failure::at_step(*n, *line, keyword, outcome::StepError::new(format!("{passed} while this step ran")))
+            }
+        }
+    }
 }
 
 impl<'a> Run<'a> {
@@ -228,6 +254,7 @@ impl<'a> Run<'a> {
                 Journal::open_as(&logs.join("client.jsonl"), "client").unwrap_or_else(|_| Journal::default()),
             ),
             spawned: Arc::default(),
+            activity: Activity::SetUp { what: "preparing the root".into(), line: 0 },
         }
     }
 
@@ -330,8 +357,14 @@ impl<'a> Run<'a> {
         }
     }
 
-    pub(crate) fn open_manager(&mut self) -> Result<(), String> {
-        let manager = Manager::open(self.manager_config()).map_err(|e| error_chain(&e))?;
+    /// Opens the manager on the root's store, off the async workers: opening a store can
+    /// block (a FIFO where the database should be), and the deadline must still fire.
+    pub(crate) async fn open_manager(&mut self) -> Result<(), String> {
+        let config = self.manager_config();
+        let manager = tokio::task::spawn_blocking(move || Manager::open(config))
+            .await
+            .map_err(|e| format!("opening the manager: {e}"))?
+            .map_err(|e| error_chain(&e))?;
         self.events = Some(manager.subscribe());
         self.manager = Some(manager);
         Ok(())
@@ -373,14 +406,20 @@ impl<'a> Run<'a> {
             made.map_err(|e| setup(format!("cannot link the mock at {}: {e}", link.display())))?;
             self.binary = link;
         }
-        self.open_manager().map_err(setup)?;
+        self.activity = Activity::SetUp { what: "opening the manager's store".into(), line: 0 };
+        self.open_manager().await.map_err(setup)?;
         for spec in &self.scenario.daemons {
-            self.create_daemon(spec).map_err(|e| setup(format!("daemon {}: {e}", spec.id.value)))?;
+            let (id, line) = (&spec.id.value, spec.id.referenced.line());
+            self.activity = Activity::SetUp { what: format!("creating daemon {id}"), line };
+            // Between daemons the deadline gets its chance even when every creation is quick.
+            tokio::task::yield_now().await;
+            self.create_daemon(spec).await.map_err(|e| Failure { line, ..setup(format!("daemon {id}: {e}")) })?;
         }
         self.remember_daemons();
         for (index, step) in self.scenario.steps.iter().enumerate() {
             let n = index + 1;
             let line = step.referenced.line();
+            self.activity = Activity::Step { n, line, keyword: step.value.keyword() };
             self.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
             let began = std::time::Instant::now();
             let mut outcome = self.step(&step.value).await;
@@ -432,7 +471,7 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn write_instance_files(&self, daemon: &Daemon, spec: &InstanceSpec) -> Result<Rafs, String> {
+    async fn write_instance_files(&self, daemon: &Daemon, spec: &InstanceSpec) -> Result<Rafs, String> {
         let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
         let rafs = Rafs::new(
             &self.root.snapshots_dir(),
@@ -446,7 +485,7 @@ impl<'a> Run<'a> {
         if !self.config.is_mock() && !fscache {
             let images = image::ImageStore::under(self.root.root());
             let source = self.root.root().join("trees").join(&spec.snapshot.value);
-            images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot)?;
+            images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot).await?;
             let config = spec.config.clone().unwrap_or_else(|| images.config());
             return self.write_instance_config(daemon, spec, rafs, config);
         }
@@ -513,7 +552,7 @@ impl<'a> Run<'a> {
         Ok(Rafs { mountpoint, ..rafs })
     }
 
-    pub(crate) fn instance(&self, daemon: &Daemon, spec_daemon: &str, snapshot: &str) -> Result<Rafs, String> {
+    pub(crate) async fn instance(&self, daemon: &Daemon, spec_daemon: &str, snapshot: &str) -> Result<Rafs, String> {
         let spec = self
             .scenario
             .daemons
@@ -521,10 +560,10 @@ impl<'a> Run<'a> {
             .find(|d| d.id.value == spec_daemon)
             .and_then(|d| d.instances.iter().find(|i| i.snapshot.value == snapshot))
             .ok_or_else(|| format!("daemon {spec_daemon} declares no instance {snapshot:?}"))?;
-        self.write_instance_files(daemon, spec)
+        self.write_instance_files(daemon, spec).await
     }
 
-    fn create_daemon(&mut self, spec: &DaemonSpec) -> Result<(), String> {
+    async fn create_daemon(&mut self, spec: &DaemonSpec) -> Result<(), String> {
         let mode = spec.mode;
         let options = DaemonOptions {
             id: Some(spec.id.value.clone()),
@@ -556,7 +595,7 @@ impl<'a> Run<'a> {
                 tree: Default::default(),
             };
             let first = spec.instances.first().unwrap_or(&default);
-            let rafs = self.write_instance_files(&daemon, first)?;
+            let rafs = self.write_instance_files(&daemon, first).await?;
             manager.add_rafs_instance(&daemon, rafs).map_err(|e| error_chain(&e))?;
         }
         Ok(())

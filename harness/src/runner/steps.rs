@@ -186,7 +186,7 @@ impl Run<'_> {
             Step::MountInstance(s) => {
                 let id = &s.daemon.value;
                 let daemon = self.daemon(id)?;
-                let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
+                let rafs = self.instance(&daemon, id, &s.snapshot.value).await?;
                 let manager = self.manager()?.clone();
                 let outcome = if daemon.states().is_shared() {
                     manager.mount_shared_instance(&daemon, rafs).await.map(drop)
@@ -378,7 +378,7 @@ impl Run<'_> {
                 if self.manager.is_some() {
                     return Err(StepError::new("the manager is still running; kill_manager first"));
                 }
-                self.open_manager()?;
+                self.open_manager().await?;
                 let report = self.manager()?.recover().await?;
                 check_report(s, &report)
             }
@@ -610,7 +610,7 @@ impl Run<'_> {
                 let mut tasks = tokio::task::JoinSet::new();
                 // Written once: rewriting the instance's files while an earlier attempt
                 // reads them would race (its image and configuration would be torn).
-                let rafs = self.instance(&daemon, id, &s.snapshot.value)?;
+                let rafs = self.instance(&daemon, id, &s.snapshot.value).await?;
                 for _ in 0..s.count.get() {
                     let (manager, daemon, rafs) = (manager.clone(), daemon.clone(), rafs.clone());
                     tasks.spawn(async move {

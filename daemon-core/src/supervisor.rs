@@ -107,6 +107,43 @@ pub struct SavedState {
     pub fd: OwnedFd,
 }
 
+/// A connection a supervisor closed unanswered because it came from another process than
+/// the daemon it expected: someone tried to plant or take a FUSE fd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPeer {
+    /// The daemon whose supervisor refused it.
+    pub id: String,
+    /// The connecting process (`SO_PEERCRED`).
+    pub pid: u32,
+    /// Its user.
+    pub uid: u32,
+    /// The pid that was expected (0: none allowed yet).
+    pub expected: u32,
+}
+
+/// Told of every refused peer (the manager turns it into an event).
+#[derive(Clone, Default)]
+pub struct OnRefused(Option<Arc<dyn Fn(RefusedPeer) + Send + Sync>>);
+
+impl OnRefused {
+    /// Calls `f` for each refused peer.
+    pub fn new(f: impl Fn(RefusedPeer) + Send + Sync + 'static) -> Self {
+        Self(Some(Arc::new(f)))
+    }
+
+    fn tell(&self, peer: RefusedPeer) {
+        if let Some(f) = &self.0 {
+            f(peer);
+        }
+    }
+}
+
+impl std::fmt::Debug for OnRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "OnRefused(set)" } else { "OnRefused(none)" })
+    }
+}
+
 /// One daemon's supervisor.
 #[derive(Debug)]
 pub struct Supervisor {
@@ -117,6 +154,7 @@ pub struct Supervisor {
     busy: Arc<tokio::sync::Mutex<()>>,
     /// Connections closed because they came from a process other than the expected one.
     refused: AtomicU32,
+    on_refused: OnRefused,
 }
 
 /// Who may connect to a listening supervisor: only this pid (0 = nobody yet).
@@ -169,10 +207,10 @@ impl Offer {
     }
 }
 
-/// The peer's pid from `SO_PEERCRED`.
-fn peer_pid(stream: &std::os::unix::net::UnixStream) -> std::io::Result<u32> {
+/// The peer's pid and uid from `SO_PEERCRED`.
+fn peer_credentials(stream: &std::os::unix::net::UnixStream) -> std::io::Result<(u32, u32)> {
     let cred = nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials)?;
-    Ok(cred.pid() as u32)
+    Ok((cred.pid() as u32, cred.uid()))
 }
 
 /// Whether a connection waits in `listener`'s accept queue (the socket polls readable).
@@ -198,13 +236,14 @@ fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
 }
 
 impl Supervisor {
-    fn new(id: String, socket: PathBuf) -> Self {
+    fn new(id: String, socket: PathBuf, on_refused: OnRefused) -> Self {
         Self {
             id,
             socket,
             saved: Mutex::new(None),
             busy: Arc::new(tokio::sync::Mutex::new(())),
             refused: AtomicU32::new(0),
+            on_refused,
         }
     }
 
@@ -222,12 +261,14 @@ impl Supervisor {
         loop {
             let (stream, _) = listener.accept().await?;
             let stream = stream.into_std()?;
-            let pid = peer_pid(&stream)?;
-            if pid != 0 && pid == allowed() {
+            let (pid, uid) = peer_credentials(&stream)?;
+            let expected = allowed();
+            if pid != 0 && pid == expected {
                 stream.set_nonblocking(false)?;
                 return Ok((stream, pid));
             }
             self.refused.fetch_add(1, Ordering::SeqCst);
+            self.on_refused.tell(RefusedPeer { id: self.id.clone(), pid, uid, expected });
         }
     }
 
@@ -350,6 +391,7 @@ impl Supervisor {
 pub struct SupervisorSet {
     dir: PathBuf,
     supervisors: Mutex<HashMap<String, Arc<Supervisor>>>,
+    on_refused: OnRefused,
 }
 
 impl SupervisorSet {
@@ -358,13 +400,19 @@ impl SupervisorSet {
         use std::os::unix::fs::DirBuilderExt;
         let dir = dir.into();
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        Ok(Self { dir, supervisors: Mutex::new(HashMap::new()) })
+        Ok(Self { dir, supervisors: Mutex::new(HashMap::new()), on_refused: OnRefused::default() })
+    }
+
+    /// Tells `on_refused` of every peer a supervisor of this set refuses.
+    pub fn with_on_refused(self, on_refused: OnRefused) -> Self {
+        Self { on_refused, ..self }
     }
 
     /// Creates the supervisor of daemon `id` at `<dir>/<id>.sock`, replacing (and
     /// destroying) any previous one.
     pub fn create(&self, id: &str) -> Arc<Supervisor> {
-        let supervisor = Arc::new(Supervisor::new(id.to_owned(), self.dir.join(format!("{id}.sock"))));
+        let socket = self.dir.join(format!("{id}.sock"));
+        let supervisor = Arc::new(Supervisor::new(id.to_owned(), socket, self.on_refused.clone()));
         let previous = self.lock().insert(id.to_owned(), supervisor.clone());
         if let Some(previous) = previous {
             previous.destroy();

@@ -72,6 +72,7 @@ fn describe(step: &Step) -> (String, String, String) {
                     EventKind::RecoveryFailed => "RecoveryFailed",
                     EventKind::Upgraded => "Upgraded",
                     EventKind::Destroyed => "Destroyed",
+                    EventKind::SupervisorPeerRefused => "SupervisorPeerRefused",
                 },
                 d(&s.daemon),
                 s.timeout_ms
@@ -127,6 +128,11 @@ fn describe(step: &Step) -> (String, String, String) {
         Step::ForgetDaemon(s) => {
             ("harness".into(), "manager".into(), format!("delete the record of {} (monitor not told)", d(&s.daemon)))
         }
+        Step::IntrudeSupervisor(s) => (
+            "harness".into(),
+            "manager".into(),
+            format!("connect to the supervisor of {} as an intruder", d(&s.daemon)),
+        ),
     };
     (from, to, what)
 }

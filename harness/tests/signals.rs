@@ -61,10 +61,12 @@ fn mounts_under(root: &Path) -> Vec<String> {
 /// Starts the harness with `args`, waits for a daemon (and, with `fuse`, its mount), sends
 /// `signal`, and checks the exit code and that nothing of the run is left.
 fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
+    // Stdout goes to a file (a pipe nobody reads could fill), shown when the test fails.
+    let stdout = tempfile::NamedTempFile::new()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
-        .stdout(Stdio::null())
+        .stdout(stdout.reopen()?)
         .stderr(Stdio::piped())
         .spawn()?;
     let harness = child.id();
@@ -98,7 +100,14 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     // Before the fix, SIGTERM and SIGHUP killed the harness (status by signal) and left
     // its daemons, mounts and root behind.
     if status.code() != Some(128 + signal as i32) {
-        return Err(format!("{signal}: exit status {status}, not {}; stderr:\n{stderr}", 128 + signal as i32).into());
+        let out = std::fs::read_to_string(stdout.path()).unwrap_or_default();
+        let tail: Vec<&str> = out.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        return Err(format!(
+            "{signal}: exit status {status}, not {}; stderr:\n{stderr}\nstdout (last lines):\n{}",
+            128 + signal as i32,
+            tail.join("\n")
+        )
+        .into());
     }
     // Daemons started after the snapshot were cleaned up by the same path.
     let left: Vec<&Daemon> = seen.iter().filter(|d| still_runs(d)).collect();

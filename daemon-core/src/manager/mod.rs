@@ -27,7 +27,7 @@ use crate::layout::Layout;
 use crate::monitor::{LivenessMonitor, MonitorError};
 use crate::rafs::Rafs;
 use crate::store::{Store, StoreError};
-use crate::supervisor::SupervisorSet;
+use crate::supervisor::{OnRefused, RefusedPeer, SupervisorSet};
 use crate::wait::Timeouts;
 
 pub use startup::RecoveryReport;
@@ -200,6 +200,18 @@ pub enum ManagerEvent {
         /// Daemon id.
         id: String,
     },
+    /// A daemon's supervisor closed a connection from another process than the daemon it
+    /// expected, unanswered (someone tried to plant or take the FUSE fd).
+    SupervisorPeerRefused {
+        /// Daemon id.
+        id: String,
+        /// The connecting process.
+        pid: u32,
+        /// Its user.
+        uid: u32,
+        /// The pid the supervisor expected (0: none allowed yet).
+        expected: u32,
+    },
 }
 
 /// Why a manager operation failed.
@@ -330,14 +342,21 @@ impl Manager {
         }
         let store = Store::open(config.layout.root())?;
         let (monitor, mut deaths) = LivenessMonitor::new(config.timeouts);
+        let (events, _) = broadcast::channel(256);
         let supervisors = match config.recover_policy {
             RecoverPolicy::Failover => {
                 let dir = config.layout.supervisor_dir();
-                Some(SupervisorSet::new(&dir).map_err(|source| ManagerError::SupervisorDir { path: dir, source })?)
+                let set =
+                    SupervisorSet::new(&dir).map_err(|source| ManagerError::SupervisorDir { path: dir, source })?;
+                let sender: broadcast::Sender<ManagerEvent> = events.clone();
+                let on_refused = OnRefused::new(move |peer: RefusedPeer| {
+                    let RefusedPeer { id, pid, uid, expected } = peer;
+                    let _ = sender.send(ManagerEvent::SupervisorPeerRefused { id, pid, uid, expected });
+                });
+                Some(set.with_on_refused(on_refused))
             }
             _ => None,
         };
-        let (events, _) = broadcast::channel(256);
         let inner = Arc::new(Inner {
             nydusd: Mutex::new(config.nydusd.clone()),
             config,

@@ -3,11 +3,12 @@
 use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use daemon_core::DaemonState;
 use daemon_core::fdpass;
-use daemon_core::supervisor::{SupervisorError, SupervisorSet};
+use daemon_core::supervisor::{OnRefused, RefusedPeer, SupervisorError, SupervisorSet};
 use libtest_mimic::Trial;
 
 use crate::support::{Env, TestResult, ensure, file_identity, open_files_of, trial};
@@ -118,7 +119,10 @@ async fn acknowledged_without_sending() -> TestResult {
 
 async fn foreign_peer() -> TestResult {
     let env = Env::new()?;
-    let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
+    let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = told.clone();
+    let on_refused = OnRefused::new(move |peer| record.lock().unwrap().push(peer));
+    let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.with_on_refused(on_refused).create("d1");
     let socket = supervisor.socket().to_owned();
     // The expected sender is pid 1; this test process connects and offers a planted fd.
     let intruder = async move {
@@ -136,6 +140,10 @@ async fn foreign_peer() -> TestResult {
     let result = supervisor.fetch(1, intruder, Duration::from_millis(300)).await;
     ensure(matches!(result, Err(SupervisorError::Timeout { .. })), format!("{result:?}"))?;
     ensure(supervisor.refused_peers() == 1, format!("refused {}", supervisor.refused_peers()))?;
+    let expected =
+        RefusedPeer { id: "d1".into(), pid: std::process::id(), uid: nix::unistd::getuid().as_raw(), expected: 1 };
+    let told = told.lock().unwrap().clone();
+    ensure(told == [expected], format!("told {told:?}"))?;
     ensure(supervisor.saved().is_none(), "the planted state was not saved")
 }
 

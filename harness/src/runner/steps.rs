@@ -24,7 +24,8 @@ fn event_matches(event: &ManagerEvent, kind: EventKind, id: &str) -> bool {
         | (ManagerEvent::FailedOver { id: i, .. }, EventKind::FailedOver)
         | (ManagerEvent::RecoveryFailed { id: i, .. }, EventKind::RecoveryFailed)
         | (ManagerEvent::Upgraded { id: i, .. }, EventKind::Upgraded)
-        | (ManagerEvent::Destroyed { id: i }, EventKind::Destroyed) => i == id,
+        | (ManagerEvent::Destroyed { id: i }, EventKind::Destroyed)
+        | (ManagerEvent::SupervisorPeerRefused { id: i, .. }, EventKind::SupervisorPeerRefused) => i == id,
         _ => false,
     }
 }
@@ -637,7 +638,30 @@ impl Run<'_> {
                 let outcome = self.manager()?.delete_daemon(&s.daemon.value);
                 check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
             }
+            Step::IntrudeSupervisor(s) => self.intrude_supervisor(&s.daemon.value).await,
         }
+    }
+
+    async fn intrude_supervisor(&self, id: &str) -> Result<(), StepError> {
+        use tokio::io::AsyncReadExt;
+        let socket = self.root.supervisor_dir().join(format!("{id}.sock"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut stream = loop {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(stream) => break stream,
+                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(e) => {
+                    return Err(StepError::new(format!(
+                        "the supervisor of {id} never listened at {} within 3 s: {e}",
+                        socket.display()
+                    )));
+                }
+            }
+        };
+        // A refused peer is closed unanswered; whatever happens, the intrusion is over.
+        let mut byte = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await;
+        Ok(())
     }
 
     /// Whether the last word on `id`'s recovery was `RecoveryFailed` (nothing started it

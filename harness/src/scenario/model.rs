@@ -397,6 +397,10 @@ pub enum Step {
     /// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
     /// (how a death event for an unknown daemon arises).
     ForgetDaemon(DaemonRef),
+    /// The harness, a process other than the daemon, connects to the daemon's supervisor
+    /// socket (retrying for up to 3 s until one listens), as an intruder planting or taking
+    /// a FUSE fd would, and waits up to 1 s for the supervisor to close the connection.
+    IntrudeSupervisor(DaemonRef),
 }
 
 /// A step with no fields: `- kill_manager: {}`.
@@ -457,6 +461,8 @@ pub enum EventKind {
     Upgraded,
     /// Destroyed.
     Destroyed,
+    /// Its supervisor refused a connection from another process than the daemon.
+    SupervisorPeerRefused,
 }
 
 /// `wait_event`.
@@ -926,15 +932,18 @@ impl Step {
             Step::ExpectNoLeaks(_) => "expect_no_leaks",
             Step::ExpectConsistent(_) => "expect_consistent",
             Step::ForgetDaemon(_) => "forget_daemon",
+            Step::IntrudeSupervisor(_) => "intrude_supervisor",
         }
     }
 
     /// How the step must fail, for the steps that can say so.
     pub fn expected_error(&self) -> Option<&ExpectedError> {
         match self {
-            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) | Step::ExpectConsistent(s) => {
-                s.expect_error.as_ref()
-            }
+            Step::StartDaemon(s)
+            | Step::Destroy(s)
+            | Step::ForgetDaemon(s)
+            | Step::ExpectConsistent(s)
+            | Step::IntrudeSupervisor(s) => s.expect_error.as_ref(),
             Step::MountInstance(s) | Step::UmountInstance(s) => s.expect_error.as_ref(),
             Step::Mount(s) => s.expect_error.as_ref(),
             Step::Umount(s) => s.expect_error.as_ref(),
@@ -958,9 +967,11 @@ impl Step {
             Step::ExpectSocket(s) => Some(&s.daemon),
             Step::ExpectAlive(s) => Some(&s.daemon),
             Step::ExpectMounts(s) => Some(&s.daemon),
-            Step::StartDaemon(s) | Step::Destroy(s) | Step::ForgetDaemon(s) | Step::ExpectConsistent(s) => {
-                Some(&s.daemon)
-            }
+            Step::StartDaemon(s)
+            | Step::Destroy(s)
+            | Step::ForgetDaemon(s)
+            | Step::ExpectConsistent(s)
+            | Step::IntrudeSupervisor(s) => Some(&s.daemon),
             Step::MountInstance(s) | Step::UmountInstance(s) => Some(&s.daemon),
             Step::WaitEvent(s) | Step::ExpectNoEvent(s) => Some(&s.daemon),
             Step::Upgrade(s) => Some(&s.daemon),

@@ -18,6 +18,28 @@ use crate::rafs::Rafs;
 
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
+
+/// Daemons with a process being started or a record being destroyed: the only ids whose
+/// unrecorded processes start-up recovery may kill.
+const INTENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS intents (daemon_id TEXT PRIMARY KEY, what TEXT NOT NULL);";
+
+/// What a manager was doing to a daemon when it wrote an intent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent {
+    /// About to spawn a process for it.
+    Spawn,
+    /// Its records are gone and its process is being stopped.
+    Destroy,
+}
+
+impl Intent {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Spawn => "spawn",
+            Self::Destroy => "destroy",
+        }
+    }
+}
 /// The database file under the root.
 pub const DB_FILE: &str = "nydus.db";
 
@@ -64,6 +86,15 @@ pub enum StoreError {
         path: PathBuf,
         /// What refused the write.
         reason: String,
+    },
+    /// Something other than a regular file is where the database should be. SQLite would
+    /// block for ever reading a FIFO, and a device is not ours to write.
+    #[error("store {} is {what}, not a regular file", path.display())]
+    NotAFile {
+        /// The database path.
+        path: PathBuf,
+        /// What is there instead ("a FIFO", "a directory", ...).
+        what: &'static str,
     },
     /// A record with that key exists.
     #[error("{kind} {key} already exists in the store")]
@@ -137,6 +168,9 @@ impl Store {
             Err((_, nix::Error::EWOULDBLOCK)) => return Err(StoreError::InUse { path }),
             Err((_, e)) => return Err(io(e.into())),
         };
+        if let Some(what) = not_a_regular_file(&path) {
+            return Err(StoreError::NotAFile { path, what });
+        }
         let sqlite = |source| StoreError::Sqlite { path: path.clone(), source };
         let connection = Connection::open(&path).map_err(sqlite)?;
         // No table at all: a new file, or one whose creation was interrupted (a kill
@@ -170,13 +204,17 @@ impl Store {
                          record TEXT NOT NULL
                      );
                      INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', '{SCHEMA_VERSION}');
+                     {INTENTS_TABLE}
                      COMMIT;"
                 ))
                 .map_err(|source| write_refused(&path, source))?;
         } else {
             check_schema(&connection, &path)?;
-            // A write that changes nothing, so that an immutable file is found now.
-            connection.execute_batch("BEGIN IMMEDIATE; COMMIT;").map_err(|source| write_refused(&path, source))?;
+            // Added to version 1 without changing it (older builds ignore the table). A
+            // write either way, so that an immutable file is found now.
+            connection
+                .execute_batch(&format!("BEGIN IMMEDIATE; {INTENTS_TABLE} COMMIT;"))
+                .map_err(|source| write_refused(&path, source))?;
         }
         Ok(Self { path, connection: Mutex::new(connection), _lock: lock })
     }
@@ -237,7 +275,39 @@ impl Store {
             tx.execute("DELETE FROM instances WHERE snapshot_id = ?1", params![snapshot_id])
                 .map_err(|e| self.sqlite(e))?;
         }
+        // In the same transaction: a crash before the process is gone leaves it licensed
+        // for the next recovery's sweep, though no record names it any more.
+        tx.execute(
+            "INSERT OR REPLACE INTO intents (daemon_id, what) VALUES (?1, ?2)",
+            params![id, Intent::Destroy.as_str()],
+        )
+        .map_err(|e| self.sqlite(e))?;
         tx.commit().map_err(|e| self.sqlite(e))
+    }
+
+    /// Records that the manager is about to `what` daemon `id`.
+    pub fn record_intent(&self, id: &str, what: Intent) -> Result<(), StoreError> {
+        self.lock()
+            .execute("INSERT OR REPLACE INTO intents (daemon_id, what) VALUES (?1, ?2)", params![id, what.as_str()])
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Clears the intent recorded for `id`, if any.
+    pub fn clear_intent(&self, id: &str) -> Result<(), StoreError> {
+        self.lock()
+            .execute("DELETE FROM intents WHERE daemon_id = ?1", params![id])
+            .map(drop)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// The ids with an intent, sorted.
+    pub fn intents(&self) -> Result<Vec<String>, StoreError> {
+        let conn = self.lock();
+        let mut statement =
+            conn.prepare("SELECT daemon_id FROM intents ORDER BY daemon_id").map_err(|e| self.sqlite(e))?;
+        let ids = statement.query_map([], |row| row.get::<_, String>(0)).map_err(|e| self.sqlite(e))?;
+        ids.collect::<Result<_, _>>().map_err(|e| self.sqlite(e))
     }
 
     /// Every daemon record, by id. A record that does not decode is an error naming it.
@@ -346,6 +416,20 @@ pub fn has_content(db: &Path) -> bool {
     len(db) > 0 || len(Path::new(&wal)) > 0
 }
 
+/// What is at `path` when it exists and (following symbolic links) is not a regular file.
+fn not_a_regular_file(path: &Path) -> Option<&'static str> {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = std::fs::metadata(path).ok()?.file_type();
+    Some(match () {
+        () if kind.is_file() => return None,
+        () if kind.is_dir() => "a directory",
+        () if kind.is_fifo() => "a FIFO",
+        () if kind.is_socket() => "a socket",
+        () if kind.is_block_device() || kind.is_char_device() => "a device",
+        () => "not a regular file",
+    })
+}
+
 /// Whether `db` holds a store's tables, or something that is not known to be empty (a
 /// file SQLite cannot read is reported by [`Store::open`], not taken for no store). Read
 /// only: nothing is created.
@@ -403,6 +487,26 @@ fn check_schema(connection: &Connection, path: &Path) -> Result<(), StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Before, SQLite opened the FIFO and blocked for ever reading its header, and with it
+    /// the manager's start-up (and a harness run, past its deadline and Ctrl-C).
+    #[test]
+    fn a_fifo_where_the_database_should_be_is_refused_at_once_and_left_alone() {
+        let root = tempfile::tempdir().unwrap();
+        let db = root.path().join(DB_FILE);
+        nix::unistd::mkfifo(&db, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path = root.path().to_owned();
+        std::thread::spawn(move || tx.send(Store::open(&path).map(|_| ())));
+        let result = rx.recv_timeout(std::time::Duration::from_secs(10)).expect("Store::open returned");
+        match result {
+            Err(StoreError::NotAFile { path, what }) => assert_eq!((path, what), (db.clone(), "a FIFO")),
+            other => panic!("{other:?}"),
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::symlink_metadata(&db).unwrap().file_type().is_fifo());
+        assert!(!holds_a_store(&db));
+    }
 
     fn daemon(id: &str, pid: u32) -> ConfigState {
         ConfigState { id: id.into(), process_id: pid, ..ConfigState::default() }

@@ -380,3 +380,35 @@ fn a_rule_scoped_to_another_process_does_not_fire_here() {
     second.wait_for_socket();
     assert!(exchange(&second.sock, GET_INFO).starts_with("HTTP/1.1 500 "), "process 2 obeys the rule");
 }
+
+/// Out of fds, the control socket's accept fails (EMFILE); once fds are free again it
+/// serves. Before, the first accept error ended its accept loop for good.
+#[test]
+fn the_control_socket_serves_again_after_running_out_of_fds() {
+    let mock = MockProcess::start(&[]);
+    let pid = mock.child.id() as i32;
+    let set_soft_limit = |soft: Option<u64>| {
+        let mut old = nix::libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: reads the current limits into `old`; a null new-limit pointer changes nothing.
+        let rc = unsafe { nix::libc::prlimit(pid, nix::libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+        // Only the soft limit moves: raising a hard limit needs CAP_SYS_RESOURCE.
+        let new = nix::libc::rlimit { rlim_cur: soft.unwrap_or(old.rlim_max), rlim_max: old.rlim_max };
+        // SAFETY: reads `new`; a null old-limit pointer writes nothing.
+        let rc = unsafe { nix::libc::prlimit(pid, nix::libc::RLIMIT_NOFILE, &new, std::ptr::null_mut()) };
+        assert_eq!(rc, 0, "prlimit: {}", std::io::Error::last_os_error());
+    };
+    let open_now = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count() as u64;
+    set_soft_limit(Some(open_now + 4));
+    // Connections queue in the backlog whether or not the mock can accept them.
+    let held: Vec<_> = (0..20).map(|_| std::os::unix::net::UnixStream::connect(&mock.control).unwrap()).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !mock.events().iter().any(|e| e["event"] == "control_accept_failed") {
+        assert!(Instant::now() < deadline, "the mock never ran out of fds");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(held);
+    set_soft_limit(None);
+    let state = mock.control("GET", "/state", "");
+    assert!(state.starts_with("HTTP/1.1 200 ") && state.contains(r#""state":"RUNNING""#), "{state}");
+}

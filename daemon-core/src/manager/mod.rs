@@ -693,15 +693,20 @@ impl Manager {
     /// `StartDaemon`), without waiting for it.
     pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
         let pid = self.spawn_unrecorded(daemon, upgrade).await?;
-        // As upstream, a failed record update does not stop the start; the pid is in memory.
-        let _ = self.inner.store.update_daemon(&daemon.states());
-        crash_point::reached("spawn.recorded");
+        // As upstream, a failed record update does not stop the start; the pid is in memory
+        // (and the intent stays, so the next recovery may sweep the unrecorded process).
+        if self.inner.store.update_daemon(&daemon.states()).is_ok() {
+            crash_point::reached("spawn.recorded");
+            let _ = self.inner.store.clear_intent(&daemon.id());
+        }
         Ok(pid)
     }
 
-    /// Spawns without touching the store: a process the store does not name yet is
-    /// killed by the next manager's recovery (see `startup::sweep_strays`).
+    /// Spawns without recording the pid, after recording the intent: a process the store
+    /// does not name yet is killed by the next manager's recovery (see
+    /// `startup::sweep_strays`), and only because the intent says it was being started.
     async fn spawn_unrecorded(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
+        self.inner.store.record_intent(&daemon.id(), crate::store::Intent::Spawn)?;
         let inputs = self.command_inputs(daemon, upgrade);
         let mut extras = self.inner.config.spawn.clone();
         extras.args.extend(self.inner.config.per_daemon_args.args(&daemon.id()));
@@ -810,6 +815,9 @@ impl Manager {
             Err(e) => Err(e),
         };
         crash_point::reached("destroy.exited");
+        if waited.is_ok() {
+            let _ = self.inner.store.clear_intent(&id);
+        }
         let states = daemon.states();
         let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];
         if !states.is_shared() {

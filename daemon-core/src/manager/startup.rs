@@ -31,6 +31,10 @@ pub struct RecoveryReport {
     /// spawning them and recording them, or while destroying or upgrading their daemon),
     /// as `(daemon id, pid)`.
     pub strays_killed: Vec<(String, u32)>,
+    /// Processes under the root for daemons that neither a record nor an intent names,
+    /// as `(daemon id, pid)`: left running, since nothing says this manager started them
+    /// (records lost from a valid store, or a process someone else started there).
+    pub unrecorded_left: Vec<(String, u32)>,
     /// Instances a live daemon had lost track of (the previous manager died between
     /// recording and mounting, or between unmounting and forgetting), mounted again.
     pub remounted: Vec<String>,
@@ -58,7 +62,9 @@ impl Manager {
         // A record that does not decode still names its daemon: its process is not a stray.
         let unreadable_ids: Vec<String> = unreadable.iter().map(bad_record_key).collect();
         report.failed.extend(unreadable.iter().map(|e| (bad_record_key(e), error_chain(e))));
-        report.strays_killed = self.sweep_strays(&records, &unreadable_ids).await;
+        let intents = self.store().intents()?;
+        let swept = self.sweep_strays(&records, &unreadable_ids, &intents).await;
+        (report.strays_killed, report.unrecorded_left) = swept;
         let mut live = Vec::new();
         let mut dead = Vec::new();
         // Settled concurrently: each live daemon may take a state deadline, and N stuck
@@ -133,7 +139,12 @@ impl Manager {
         // Recovery ends with every nydusd under the root named by a record: a process that
         // escaped the first sweep (or a start that raced it) goes now.
         let (records, _) = self.store().daemons_and_unreadable()?;
-        report.strays_killed.extend(self.sweep_strays(&records, &unreadable_ids).await);
+        let (killed, _) = self.sweep_strays(&records, &unreadable_ids, &intents).await;
+        report.strays_killed.extend(killed);
+        // Every process an intent licensed is now recorded or gone.
+        for id in &intents {
+            let _ = self.store().clear_intent(id);
+        }
         let Some(wanted) = binary_git_commit(&self.nydusd()) else { return Ok(report) };
         for daemon in live {
             let running = daemon.version().map(|v| v.git_commit);
@@ -177,13 +188,22 @@ impl Manager {
     }
 
     /// Kills nydusd processes under this root that no record names: their `--apisock` is
-    /// in a daemon's socket directory, and the daemon either has no record or a record of
-    /// this driver naming another process. Their sockets go too, unless the recorded
-    /// daemon lives on them. A daemon whose record does not decode (`unreadable`) is not
-    /// known not to own its process, so nothing of it is touched.
-    async fn sweep_strays(&self, records: &[ConfigState], unreadable: &[String]) -> Vec<(String, u32)> {
+    /// in a daemon's socket directory, and the daemon has a record of this driver naming
+    /// another process, or no record but an intent (the previous manager died while
+    /// spawning it or destroying it). Their sockets go too, unless the recorded daemon
+    /// lives on them. A process of a daemon with neither record nor intent is left
+    /// running and returned second: the store does not say it is ours to kill. A daemon
+    /// whose record does not decode (`unreadable`) is not known not to own its process,
+    /// so nothing of it is touched.
+    async fn sweep_strays(
+        &self,
+        records: &[ConfigState],
+        unreadable: &[String],
+        intents: &[String],
+    ) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
         let socket_dir = self.config().layout.socket_dir();
         let mut killed = Vec::new();
+        let mut left = Vec::new();
         for (pid, socket) in processes_with_socket_under(&socket_dir) {
             let Some(id) = socket.parent().and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned()) else {
                 continue;
@@ -198,7 +218,11 @@ impl Manager {
                     r.process_id == pid
                         && r.process_start_time.is_none_or(|t| procfs::process_start_time(pid) == Some(t))
                 }
-                None => false,
+                None if intents.contains(&id) => false,
+                None => {
+                    left.push((id, pid));
+                    continue;
+                }
             };
             if recorded {
                 continue;
@@ -214,7 +238,7 @@ impl Manager {
             }
             killed.push((id, pid));
         }
-        killed
+        (killed, left)
     }
 }
 

@@ -31,6 +31,11 @@ pub fn tests() -> Vec<Trial> {
         trial("guarantees::a_crash_looping_replacement_ends_in_recovery_failed_with_every_cause", &[], crash_loop),
         trial("guarantees::start_up_recovery_settles_stuck_daemons_concurrently", &[], concurrent_settle),
         trial("guarantees::an_unreadable_record_does_not_stop_start_up_recovery", &[], unreadable_record),
+        trial(
+            "guarantees::a_process_no_record_or_intent_names_is_left_running_and_reported",
+            &[],
+            lost_record_without_intent,
+        ),
         trial("guarantees::a_missing_or_empty_store_with_running_daemons_kills_nothing", &[], store_lost),
         trial("guarantees::a_damaged_store_is_an_error_and_kills_nothing", &[], store_damaged),
         trial("guarantees::an_immutable_store_is_refused_at_open", &[Requirement::Root], store_immutable),
@@ -265,6 +270,39 @@ async fn unreadable_record() -> TestResult {
     ensure(report.strays_killed.is_empty(), format!("killed {:?}", report.strays_killed))?;
     let alive = processes_under(env.dir.path());
     ensure(pids.0.iter().all(|p| alive.contains(p)), "the daemon of the unreadable record still runs")
+}
+
+/// A valid store that lost one daemon's record (deleted by hand here) does not license
+/// killing that daemon's process: before, recovery SIGKILLed it as a stray. With the
+/// intent a crashed spawn or destroy leaves, the same process is swept.
+async fn lost_record_without_intent() -> TestResult {
+    let env = Env::new()?;
+    let mut pids = KillOnDrop::default();
+    {
+        let first = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
+        for id in ["a", "b"] {
+            let daemon = first.add_daemon(env.shared_record(id)?)?;
+            pids.0.push(first.start_daemon_and_wait(&daemon).await?);
+        }
+    }
+    let (pid_a, pid_b) = (pids.0[0], pids.0[1]);
+    let db = env.dir.path().join(daemon_core::store::DB_FILE);
+    rusqlite::Connection::open(&db)?.execute("DELETE FROM daemons WHERE id = 'b'", [])?;
+    {
+        let second = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
+        let report = second.recover().await?;
+        ensure(report.live == ["a"], format!("live {:?}", report.live))?;
+        ensure(report.strays_killed.is_empty(), format!("killed {:?}", report.strays_killed))?;
+        ensure(report.unrecorded_left == [("b".to_owned(), pid_b)], format!("left {:?}", report.unrecorded_left))?;
+        let alive = processes_under(env.dir.path());
+        ensure(alive.contains(&pid_a) && alive.contains(&pid_b), format!("alive {alive:?}"))?;
+    }
+    rusqlite::Connection::open(&db)?.execute("INSERT INTO intents (daemon_id, what) VALUES ('b', 'destroy')", [])?;
+    let third = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
+    let report = third.recover().await?;
+    ensure(report.strays_killed == [("b".to_owned(), pid_b)], format!("killed {:?}", report.strays_killed))?;
+    ensure(!processes_under(env.dir.path()).contains(&pid_b), "the licensed stray is gone")?;
+    ensure(third.store().intents()?.is_empty(), format!("intents left {:?}", third.store().intents()))
 }
 
 /// A daemon started by a manager that is then dropped, left running: `(env, pid)`.

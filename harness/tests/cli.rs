@@ -24,6 +24,18 @@ fn a_wrong_expectation_names_file_step_expected_and_observed() {
     assert!(text.lines().any(|l| l == "0 passed, 1 failed, 0 skipped"), "{text}");
 }
 
+/// Before d1d4772 the step wrote the file for later processes, ignored the running one it
+/// could not reach, and passed.
+#[test]
+fn a_script_step_that_cannot_reach_the_running_mock_fails() {
+    let (code, text) = harness(&["run", "harness/tests/fixtures/script-to-a-stopped-mock.yaml"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("step 3 `script` at harness/tests/fixtures/script-to-a-stopped-mock.yaml:13: daemon d1 runs, but its control socket"),
+        "{text}"
+    );
+}
+
 #[test]
 fn validate_reports_every_invalid_file_with_its_location() {
     let (code, text) = harness(&["validate", "scenarios/invalid"]);
@@ -38,6 +50,11 @@ fn validate_reports_every_invalid_file_with_its_location() {
     );
     assert!(text.contains("scenarios/invalid/read-file-escapes-the-root.yaml:8:24: path \"mnt/../../../etc/shadow\" has a `..` component"), "{text}");
     assert!(text.contains("scenarios/invalid/ids-not-usable-in-a-path.yaml:8:19: snapshot id \"../a\""), "{text}");
+    // The bound is named (before: "data did not match any variant of untagged enum FileSpec").
+    assert!(
+        text.contains("scenarios/invalid/file-size-past-its-bound.yaml:9:30: invalid value: integer `1099511627776`, expected at most 268435456"),
+        "{text}"
+    );
 }
 
 #[test]

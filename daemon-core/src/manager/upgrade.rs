@@ -42,7 +42,8 @@ impl Manager {
     /// The store names the new daemon from the moment it holds the state (READY): before
     /// that a failure, or a manager crash, leaves the old daemon in charge and the new
     /// process is killed (here, or by the next manager's recovery); after it the upgrade
-    /// only goes forward.
+    /// only goes forward, and a new daemon that then fails to start is recovered under the
+    /// configured policy, as after a death.
     pub async fn upgrade_daemon(&self, old: &Arc<Daemon>, binary: &Path) -> Result<Arc<Daemon>, ManagerError> {
         let id = old.id();
         let supervisor = old.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
@@ -75,9 +76,21 @@ impl Manager {
         // observe that is reported but does not undo the upgrade.
         let old_gone = old.wait_for_process_exit().await;
         crash_point::reached("upgrade.old_exited");
-        new.start().await?;
-        crash_point::reached("upgrade.started");
-        self.verify_started(&new).await?;
+        let started = async {
+            new.start().await?;
+            crash_point::reached("upgrade.started");
+            self.verify_started(&new).await
+        };
+        if let Err(e) = started.await {
+            // Past the commit the new daemon is the daemon and the old one is gone, so a
+            // failure to start it is a death like any other: recovered under the policy
+            // (before, it was only returned, and the daemon stayed dead and unwatched).
+            // SIGKILL, not SIGTERM: nydusd unmounts on SIGTERM, and failover keeps the mount.
+            let pid = new.pid();
+            let _ = self.abandon_process(&new, Signal::SIGKILL).await;
+            super::recovery::recover_in_background(self.clone(), new.clone(), pid);
+            return Err(e);
+        }
         self.emit(ManagerEvent::Upgraded { id, pid: new.pid(), socket: new.api_socket() });
         old_gone?;
         Ok(new)

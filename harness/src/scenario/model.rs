@@ -246,7 +246,7 @@ impl<'de> Deserialize<'de> for Tree {
 }
 
 /// A file served over FUSE.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum FileSpec {
     /// Text content.
@@ -256,6 +256,38 @@ pub enum FileSpec {
         /// Length in bytes, at most 256 MiB.
         size: super::bounded::AtMost<{ super::bounded::MAX_FILE_SIZE }>,
     },
+}
+
+/// By hand rather than `untagged`: serde's untagged enums replace the inner error (a size
+/// past its bound) with "data did not match any variant", which names nothing.
+impl<'de> Deserialize<'de> for FileSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FileSpec;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("the file's text, or `{ size: N }`")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<FileSpec, E> {
+                Ok(FileSpec::Text(text.to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FileSpec, A::Error> {
+                let mut size = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "size" if size.is_none() => size = Some(map.next_value()?),
+                        "size" => return Err(serde::de::Error::duplicate_field("size")),
+                        other => return Err(serde::de::Error::unknown_field(other, &["size"])),
+                    }
+                }
+                size.map(|size| FileSpec::Sized { size }).ok_or_else(|| serde::de::Error::missing_field("size"))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// A daemon state in a step.

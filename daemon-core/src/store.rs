@@ -255,6 +255,22 @@ impl Store {
         if changed == 0 { Err(StoreError::NotFound { kind: "daemon", key: state.id.clone() }) } else { Ok(()) }
     }
 
+    /// Updates a daemon record that now names its spawned process, and clears the daemon's
+    /// spawn intent, in one transaction (one sync instead of two on every start).
+    pub fn record_spawned(&self, state: &ConfigState) -> Result<(), StoreError> {
+        let record = serde_json::to_string(state).expect("ConfigState serialises");
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
+        let changed = tx
+            .execute("UPDATE daemons SET record = ?2 WHERE id = ?1", params![state.id, record])
+            .map_err(|e| self.sqlite(e))?;
+        if changed == 0 {
+            return Err(StoreError::NotFound { kind: "daemon", key: state.id.clone() });
+        }
+        tx.execute("DELETE FROM intents WHERE daemon_id = ?1", params![state.id]).map_err(|e| self.sqlite(e))?;
+        tx.commit().map_err(|e| self.sqlite(e))
+    }
+
     /// Deletes a daemon record (absent is fine).
     pub fn delete_daemon(&self, id: &str) -> Result<(), StoreError> {
         self.lock().execute("DELETE FROM daemons WHERE id = ?1", params![id]).map_err(|e| self.sqlite(e))?;

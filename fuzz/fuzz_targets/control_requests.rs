@@ -34,14 +34,7 @@ fuzz_target!(|data: &[u8]| {
         hang_up: tokio::sync::watch::channel(0).0,
         partial_read_grace: None,
     });
-    let mut framer = Framer::new();
-    let mut rest = data;
-    while !rest.is_empty() {
-        let space = framer.space();
-        let n = space.len().min(rest.len());
-        space[..n].copy_from_slice(&rest[..n]);
-        rest = &rest[n..];
-        let received = framer.received(n);
+    for received in Framer::new().feed(data) {
         if received.rejected.is_some() {
             return;
         }

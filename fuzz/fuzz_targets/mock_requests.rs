@@ -19,14 +19,8 @@ fuzz_target!(|data: &[u8]| {
             fuse: None,
         };
         let mut model = Model::new(options, "info".into());
-        let mut framer = Framer::new();
-        let mut rest = data;
-        while !rest.is_empty() {
-            let space = framer.space();
-            let n = space.len().min(rest.len());
-            space[..n].copy_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            for request in framer.received(n).requests {
+        for received in Framer::new().feed(data) {
+            for request in received.requests {
                 let reply = model.handle(mock_nydusd::routes::route(&request));
                 let _ = reply.response.encode();
             }

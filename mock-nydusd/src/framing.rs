@@ -119,6 +119,21 @@ impl Framer {
         out
     }
 
+    /// Parses `bytes` as a reader draining a socket would deliver them: reads cut to the
+    /// space offered each time. Returns what each read produced (tests and fuzzing).
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Received> {
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        while !rest.is_empty() {
+            let space = self.space();
+            let n = space.len().min(rest.len());
+            space[..n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            out.push(self.received(n));
+        }
+        out
+    }
+
     /// Bytes parsed but not yet part of a complete request (for tests and the journal).
     pub fn buffered(&self) -> usize {
         self.read_cursor + self.body.len()
@@ -299,19 +314,8 @@ fn header_line(pending: &mut Pending, line: &[u8]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    /// Feeds `pieces` as separate reads, each cut to the space the framer offers, the way a
-    /// reader draining a socket would; returns what each read produced.
     fn feed(framer: &mut Framer, bytes: &[u8]) -> Vec<Received> {
-        let mut out = Vec::new();
-        let mut rest = bytes;
-        while !rest.is_empty() {
-            let space = framer.space();
-            let n = space.len().min(rest.len());
-            space[..n].copy_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            out.push(framer.received(n));
-        }
-        out
+        framer.feed(bytes)
     }
 
     fn one(bytes: &[u8]) -> Received {

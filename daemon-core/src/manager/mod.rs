@@ -730,9 +730,8 @@ impl Manager {
         let pid = self.spawn_unrecorded(daemon, upgrade).await?;
         // As upstream, a failed record update does not stop the start; the pid is in memory
         // (and the intent stays, so the next recovery may sweep the unrecorded process).
-        if self.inner.store.update_daemon(&daemon.states()).is_ok() {
+        if self.inner.store.record_spawned(&daemon.states()).is_ok() {
             crash_point::reached("spawn.recorded");
-            let _ = self.inner.store.clear_intent(&daemon.id());
         }
         Ok(pid)
     }

@@ -19,15 +19,13 @@ use crate::rafs::Rafs;
 /// The schema this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Daemons with a process being started or a record being destroyed: the only ids whose
-/// unrecorded processes start-up recovery may kill.
+/// Daemons whose records were deleted while their process was being stopped: besides
+/// daemons with a record, the only ids whose unrecorded processes recovery may kill.
 const INTENTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS intents (daemon_id TEXT PRIMARY KEY, what TEXT NOT NULL);";
 
 /// What a manager was doing to a daemon when it wrote an intent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Intent {
-    /// About to spawn a process for it.
-    Spawn,
     /// Its records are gone and its process is being stopped.
     Destroy,
 }
@@ -35,7 +33,6 @@ pub enum Intent {
 impl Intent {
     fn as_str(self) -> &'static str {
         match self {
-            Self::Spawn => "spawn",
             Self::Destroy => "destroy",
         }
     }
@@ -253,22 +250,6 @@ impl Store {
             .execute("UPDATE daemons SET record = ?2 WHERE id = ?1", params![state.id, record])
             .map_err(|e| self.sqlite(e))?;
         if changed == 0 { Err(StoreError::NotFound { kind: "daemon", key: state.id.clone() }) } else { Ok(()) }
-    }
-
-    /// Updates a daemon record that now names its spawned process, and clears the daemon's
-    /// spawn intent, in one transaction (one sync instead of two on every start).
-    pub fn record_spawned(&self, state: &ConfigState) -> Result<(), StoreError> {
-        let record = serde_json::to_string(state).expect("ConfigState serialises");
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.sqlite(e))?;
-        let changed = tx
-            .execute("UPDATE daemons SET record = ?2 WHERE id = ?1", params![state.id, record])
-            .map_err(|e| self.sqlite(e))?;
-        if changed == 0 {
-            return Err(StoreError::NotFound { kind: "daemon", key: state.id.clone() });
-        }
-        tx.execute("DELETE FROM intents WHERE daemon_id = ?1", params![state.id]).map_err(|e| self.sqlite(e))?;
-        tx.commit().map_err(|e| self.sqlite(e))
     }
 
     /// Deletes a daemon record (absent is fine).

@@ -728,19 +728,18 @@ impl Manager {
     /// `StartDaemon`), without waiting for it.
     pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
         let pid = self.spawn_unrecorded(daemon, upgrade).await?;
-        // As upstream, a failed record update does not stop the start; the pid is in memory
-        // (and the intent stays, so the next recovery may sweep the unrecorded process).
-        if self.inner.store.record_spawned(&daemon.states()).is_ok() {
+        // As upstream, a failed record update does not stop the start; the pid is in memory.
+        if self.inner.store.update_daemon(&daemon.states()).is_ok() {
             crash_point::reached("spawn.recorded");
         }
         Ok(pid)
     }
 
-    /// Spawns without recording the pid, after recording the intent: a process the store
-    /// does not name yet is killed by the next manager's recovery (see
-    /// `startup::sweep_strays`), and only because the intent says it was being started.
+    /// Spawns without recording the pid: a process the store does not name yet is killed
+    /// by the next manager's recovery (see `startup::sweep_strays`), licensed by the
+    /// daemon's record, which exists before any of its spawns (`add_daemon`) and names
+    /// another process. No separate intent is written: it would cost a sync per start.
     async fn spawn_unrecorded(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
-        self.inner.store.record_intent(&daemon.id(), crate::store::Intent::Spawn)?;
         let inputs = self.command_inputs(daemon, upgrade);
         let mut extras = self.inner.config.spawn.clone();
         extras.args.extend(self.inner.config.per_daemon_args.args(&daemon.id()));

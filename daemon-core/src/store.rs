@@ -282,14 +282,6 @@ impl Store {
         tx.commit().map_err(|e| self.sqlite(e))
     }
 
-    /// Records that the manager is about to `what` daemon `id`.
-    pub fn record_intent(&self, id: &str, what: Intent) -> Result<(), StoreError> {
-        self.lock()
-            .execute("INSERT OR REPLACE INTO intents (daemon_id, what) VALUES (?1, ?2)", params![id, what.as_str()])
-            .map(drop)
-            .map_err(|e| self.sqlite(e))
-    }
-
     /// Clears the intent recorded for `id`, if any.
     pub fn clear_intent(&self, id: &str) -> Result<(), StoreError> {
         self.lock()

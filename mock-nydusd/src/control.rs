@@ -82,12 +82,8 @@ impl Reply {
         match self {
             Self::Whole(response) => response.encode(),
             Self::Journal(lines) => {
-                let mut out = journal_head(lines).into_bytes();
-                for (i, line) in lines.iter().enumerate() {
-                    out.extend_from_slice(if i == 0 { b"[" } else { b"," });
-                    out.extend_from_slice(line.as_bytes());
-                }
-                out.extend_from_slice(if lines.is_empty() { b"[]" } else { b"]" });
+                let (mut out, body) = journal_reply(lines);
+                body.for_each(|piece| out.extend_from_slice(piece));
                 out
             }
         }
@@ -99,24 +95,29 @@ impl Reply {
         let Self::Journal(lines) = self else {
             return stream.write_all(&self.encode()).await;
         };
+        let (head, body) = journal_reply(lines);
         let mut out = tokio::io::BufWriter::with_capacity(64 * 1024, stream);
-        out.write_all(journal_head(lines).as_bytes()).await?;
-        for (i, line) in lines.iter().enumerate() {
-            out.write_all(if i == 0 { b"[" } else { b"," }).await?;
-            out.write_all(line.as_bytes()).await?;
+        out.write_all(&head).await?;
+        for piece in body {
+            out.write_all(piece).await?;
         }
-        out.write_all(if lines.is_empty() { b"[]" } else { b"]" }).await?;
         out.flush().await
     }
 }
 
-/// The head of the journal reply: its length is the entries', one separator or bracket
-/// each, and the closing bracket.
-fn journal_head(lines: &[Arc<str>]) -> String {
+/// The journal reply: its head (the length is the entries', one separator or bracket
+/// each, and the closing bracket), and the body in pieces, so that it can be streamed.
+fn journal_reply(lines: &[Arc<str>]) -> (Vec<u8>, impl Iterator<Item = &[u8]>) {
     let length = lines.iter().map(|l| l.len() + 1).sum::<usize>() + 1 + usize::from(lines.is_empty());
-    format!(
+    let head = format!(
         "HTTP/1.1 200 \r\nServer: Nydus API\r\nConnection: keep-alive\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    )
+    );
+    let entries = lines
+        .iter()
+        .enumerate()
+        .flat_map(|(i, line)| [if i == 0 { b"[".as_slice() } else { b",".as_slice() }, line.as_bytes()]);
+    let end: &[u8] = if lines.is_empty() { b"[]" } else { b"]" };
+    (head.into_bytes(), entries.chain(std::iter::once(end)))
 }
 
 /// The reply to one control request.

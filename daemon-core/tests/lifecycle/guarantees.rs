@@ -247,16 +247,20 @@ async fn concurrent_settle() -> TestResult {
     ensure(pids.0.iter().all(|p| processes_under(env.dir.path()).contains(p)), "stuck daemons are left alone")
 }
 
+/// Shared daemons `ids`, started by a manager that is then dropped, left running.
+async fn started_by_a_dropped_manager(env: &Env, ids: &[&str]) -> Result<KillOnDrop, libtest_mimic::Failed> {
+    let mut pids = KillOnDrop::default();
+    let first = Manager::open(manager_config(env, RecoverPolicy::None, false))?;
+    for id in ids {
+        let daemon = first.add_daemon(env.shared_record(id)?)?;
+        pids.0.push(first.start_daemon_and_wait(&daemon).await?);
+    }
+    Ok(pids)
+}
+
 async fn unreadable_record() -> TestResult {
     let env = Env::new()?;
-    let mut pids = KillOnDrop::default();
-    {
-        let first = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
-        for id in ["a", "b"] {
-            let daemon = first.add_daemon(env.shared_record(id)?)?;
-            pids.0.push(first.start_daemon_and_wait(&daemon).await?);
-        }
-    }
+    let pids = started_by_a_dropped_manager(&env, &["a", "b"]).await?;
     let db = env.dir.path().join(daemon_core::store::DB_FILE);
     rusqlite::Connection::open(&db)?.execute("UPDATE daemons SET record = '{\"ID\":' WHERE id = 'b'", [])?;
     let second = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
@@ -274,17 +278,10 @@ async fn unreadable_record() -> TestResult {
 
 /// A valid store that lost one daemon's record (deleted by hand here) does not license
 /// killing that daemon's process: before, recovery SIGKILLed it as a stray. With the
-/// intent a crashed spawn or destroy leaves, the same process is swept.
+/// intent a crashed destroy leaves, the same process is swept.
 async fn lost_record_without_intent() -> TestResult {
     let env = Env::new()?;
-    let mut pids = KillOnDrop::default();
-    {
-        let first = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
-        for id in ["a", "b"] {
-            let daemon = first.add_daemon(env.shared_record(id)?)?;
-            pids.0.push(first.start_daemon_and_wait(&daemon).await?);
-        }
-    }
+    let pids = started_by_a_dropped_manager(&env, &["a", "b"]).await?;
     let (pid_a, pid_b) = (pids.0[0], pids.0[1]);
     let db = env.dir.path().join(daemon_core::store::DB_FILE);
     rusqlite::Connection::open(&db)?.execute("DELETE FROM daemons WHERE id = 'b'", [])?;

@@ -12,9 +12,8 @@ use std::time::Duration;
 use nix::mount::{MntFlags, MsFlags};
 use sha2::Digest;
 
-use crate::host::Requirement;
-use crate::procfs;
 use crate::wait::{Backoff, Timeouts};
+use host_facts::Requirement;
 
 /// Why a mount operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +79,7 @@ pub fn fscache_mount_options(domain_id: &str, fscache_id: &str) -> String {
 
 /// Whether `path` (absolute, as mounted) appears in `/proc/self/mountinfo`.
 pub fn is_mounted(path: &Path) -> Result<bool, MountError> {
-    procfs::is_mounted(path).map_err(MountError::MountInfo)
+    host_facts::mountinfo::is_mounted(path).map_err(MountError::MountInfo)
 }
 
 /// Mounts erofs over fscache (`fsid`, optional `domain_id`). A host without on-demand
@@ -143,13 +142,8 @@ pub fn umount_lazy(mountpoint: &Path) -> Result<(), MountError> {
 /// connection when `root` is `/`), so nothing blocked on a dead daemon stays blocked.
 /// Mounts fusectl first if needed; best effort.
 pub fn abort_fuse_connections_under(root: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let minors: Vec<String> = info
-        .lines()
-        .filter(|l| l.contains(" - fuse"))
-        .filter(|l| l.split(' ').nth(4).is_some_and(|mp| Path::new(mp).starts_with(root)))
-        .filter_map(|l| l.split(' ').nth(2).and_then(|dev| dev.split(':').nth(1)).map(str::to_owned))
-        .collect();
+    let minors: Vec<u32> =
+        host_facts::mountinfo::under(root).into_iter().filter(|m| m.is_fuse()).map(|m| m.minor).collect();
     if minors.is_empty() {
         return;
     }
@@ -158,7 +152,7 @@ pub fn abort_fuse_connections_under(root: &Path) {
         let _ = nix::mount::mount(Some("fusectl"), connections, Some("fusectl"), MsFlags::empty(), None::<&str>);
     }
     for minor in minors {
-        let _ = std::fs::write(connections.join(minor).join("abort"), "1");
+        let _ = std::fs::write(connections.join(minor.to_string()).join("abort"), "1");
     }
 }
 

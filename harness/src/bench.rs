@@ -388,9 +388,7 @@ pub async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let after = (open_fds(), child_processes(), rss_kb(std::process::id()).unwrap_or(0));
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo")
-        .map(|m| m.lines().filter(|l| l.contains(&*bed.layout.root().to_string_lossy())).count())
-        .unwrap_or(0);
+    let mounts = host_facts::mountinfo::under(bed.layout.root()).len();
     Ok(json!({
         "failovers": runs,
         "fds": [before.0, after.0],

@@ -352,7 +352,7 @@ fn diff(args: DiffArgs) -> ExitCode {
 
 /// `harness doctor`: each requirement a scenario can name, and whether this host has it.
 pub fn doctor() -> String {
-    use daemon_core::host::Requirement;
+    use host_facts::Requirement;
     let mut out = String::from("host capabilities for scenarios with `requires`:\n");
     for (name, requirement) in [
         ("root", Requirement::Root),

@@ -97,8 +97,8 @@ fn a_blocked_image_build_is_killed_at_the_deadline() {
         std::fs::read_dir("/proc")
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| daemon_core::procfs::process_state(*pid).is_some_and(|s| s != 'Z'))
-            .filter(|pid| daemon_core::procfs::process_cmdline(*pid).is_some_and(|c| c == ["sleep", marker.as_str()]))
+            .filter(|pid| host_facts::process::state(*pid).is_some_and(|s| s != 'Z'))
+            .filter(|pid| host_facts::process::cmdline(*pid).is_some_and(|c| c == ["sleep", marker.as_str()]))
             .count()
     };
     assert_eq!(sleeping(), 0, "the blocked nydus-image outlived the run");

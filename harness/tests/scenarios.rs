@@ -33,7 +33,7 @@ fn real_nydusd() -> Option<PathBuf> {
     if let Some(path) = std::env::var_os("NYDUSD") {
         return Some(PathBuf::from(path));
     }
-    if daemon_core::host::on_path("nydusd") {
+    if host_facts::on_path("nydusd") {
         return Some(PathBuf::from("nydusd"));
     }
     let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/nydusd"))?;

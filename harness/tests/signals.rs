@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_core::host::{Requirement, unmet};
+use host_facts::{Requirement, unmet};
 use libtest_mimic::{Arguments, Failed, Trial};
 use nix::sys::signal::Signal;
 
@@ -23,7 +23,7 @@ fn daemons_of(parent: u32) -> Vec<Daemon> {
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| parent_of(*pid) == Some(parent))
         .filter_map(|pid| {
-            let args = daemon_core::procfs::process_cmdline(pid)?;
+            let args = host_facts::process::cmdline(pid)?;
             let socket = args.iter().skip_while(|a| *a != "--apisock").nth(1)?;
             // <root>/socket/<id>/api.sock
             let root = Path::new(socket).parent()?.parent()?.parent()?.to_owned();
@@ -39,7 +39,7 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 /// Whether a process seen earlier still runs (the same pid with the same command line).
 fn still_runs((pid, args, _): &Daemon) -> bool {
-    daemon_core::procfs::process_cmdline(*pid).is_some_and(|now| &now == args)
+    host_facts::process::cmdline(*pid).is_some_and(|now| &now == args)
 }
 
 fn private(path: &Path, wanted: u32) -> Result<(), Failed> {
@@ -48,14 +48,8 @@ fn private(path: &Path, wanted: u32) -> Result<(), Failed> {
     if mode == wanted { Ok(()) } else { Err(format!("{} has mode {mode:o}, not {wanted:o}", path.display()).into()) }
 }
 
-fn mounts_under(root: &Path) -> Vec<String> {
-    let root = root.to_string_lossy().into_owned();
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(&root))
-        .map(str::to_owned)
-        .collect()
+fn mounts_under(root: &Path) -> Vec<PathBuf> {
+    host_facts::mountinfo::under(root).into_iter().map(|m| m.mount_point).collect()
 }
 
 /// Starts the harness with `args`, waits for a daemon (and, with `fuse`, its mount), sends

@@ -2,7 +2,7 @@
 //! The two must agree: the snapshotter hot-upgrades every daemon whose reported
 //! `git_commit` differs from `nydusd --version`'s `Git Commit:` line.
 
-use daemon_core::api::BuildTimeInfo;
+use nydusd_api::BuildTimeInfo;
 
 /// The nydusd release whose behaviour this mock models (real sendfd/takeover, v2.3+).
 pub const MODELLED_NYDUSD: &str = "v2.4.4";

@@ -3,7 +3,7 @@
 //! only when the action succeeds. A failed takeover therefore leaves FSM `Ready` while
 //! the daemon still reports `INIT`.
 
-use daemon_core::DaemonState;
+use nydusd_api::State;
 
 /// The internal state machine's states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,17 +61,17 @@ pub enum FireError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Machine {
     fsm: Option<Fsm>,
-    reported: DaemonState,
+    reported: State,
 }
 
 impl Machine {
     /// A machine in INIT, as every nydusd begins.
     pub fn new() -> Self {
-        Self { fsm: Some(Fsm::Init), reported: DaemonState::Init }
+        Self { fsm: Some(Fsm::Init), reported: State::Init }
     }
 
     /// The state `GET /api/v1/daemon` reports.
-    pub fn reported(&self) -> DaemonState {
+    pub fn reported(&self) -> State {
         self.reported
     }
 
@@ -85,11 +85,11 @@ impl Machine {
         let from = self.fsm.ok_or(FireError::Closed)?;
         let (to, reported_on_success) = match (from, event) {
             (Fsm::Init, Event::Mount) => (Fsm::Ready, None),
-            (Fsm::Init, Event::Takeover) => (Fsm::Ready, Some(DaemonState::Ready)),
-            (Fsm::Init, Event::Stop) => (Fsm::Die, Some(DaemonState::Stopped)),
-            (Fsm::Ready, Event::Start) => (Fsm::Running, Some(DaemonState::Running)),
-            (Fsm::Ready, Event::Stop) | (Fsm::Ready, Event::Exit) => (Fsm::Die, Some(DaemonState::Stopped)),
-            (Fsm::Running, Event::Stop) => (Fsm::Ready, Some(DaemonState::Ready)),
+            (Fsm::Init, Event::Takeover) => (Fsm::Ready, Some(State::Ready)),
+            (Fsm::Init, Event::Stop) => (Fsm::Die, Some(State::Stopped)),
+            (Fsm::Ready, Event::Start) => (Fsm::Running, Some(State::Running)),
+            (Fsm::Ready, Event::Stop) | (Fsm::Ready, Event::Exit) => (Fsm::Die, Some(State::Stopped)),
+            (Fsm::Running, Event::Stop) => (Fsm::Ready, Some(State::Ready)),
             _ => return Err(FireError::Unexpected(event)),
         };
         // The FSM moves first and stays moved even if the action fails (rust-fsm's consume).
@@ -99,19 +99,19 @@ impl Machine {
             self.reported = state;
         }
         // nydusd's state-machine thread exits after an event that leaves it STOPPED.
-        if self.reported == DaemonState::Stopped {
+        if self.reported == State::Stopped {
             self.fsm = None;
         }
         outcome.map_err(FireError::Action)
     }
 
     /// Puts the machine where a daemon reporting `state` would be (scripted transitions).
-    pub fn force(&mut self, state: DaemonState) {
+    pub fn force(&mut self, state: State) {
         self.reported = state;
         self.fsm = match state {
-            DaemonState::Init => Some(Fsm::Init),
-            DaemonState::Ready => Some(Fsm::Ready),
-            DaemonState::Running => Some(Fsm::Running),
+            State::Init => Some(Fsm::Init),
+            State::Ready => Some(Fsm::Ready),
+            State::Running => Some(Fsm::Running),
             _ => None,
         };
     }
@@ -119,9 +119,9 @@ impl Machine {
     /// The events `PUT /daemon/exit` sends, decided from the reported state.
     pub fn exit_events(&self) -> &'static [Event] {
         match self.reported {
-            DaemonState::Stopped => &[],
-            DaemonState::Init => &[Event::Stop],
-            DaemonState::Running => &[Event::Stop, Event::Exit],
+            State::Stopped => &[],
+            State::Init => &[Event::Stop],
+            State::Running => &[Event::Stop, Event::Exit],
             _ => &[Event::Exit],
         }
     }
@@ -129,8 +129,8 @@ impl Machine {
     /// The events SIGTERM/SIGINT send, decided from the reported state.
     pub fn stop_events(&self) -> &'static [Event] {
         match self.reported {
-            DaemonState::Stopped => &[],
-            DaemonState::Running => &[Event::Stop, Event::Stop],
+            State::Stopped => &[],
+            State::Running => &[Event::Stop, Event::Stop],
             _ => &[Event::Stop],
         }
     }
@@ -154,9 +154,9 @@ mod tests {
     fn normal_start_is_mount_then_start() {
         let mut m = Machine::new();
         m.fire(Event::Mount, ok).unwrap();
-        assert_eq!(m.reported(), DaemonState::Init);
+        assert_eq!(m.reported(), State::Init);
         m.fire(Event::Start, ok).unwrap();
-        assert_eq!(m.reported(), DaemonState::Running);
+        assert_eq!(m.reported(), State::Running);
         assert_eq!(m.fire(Event::Start, ok), Err(FireError::Unexpected(Event::Start)));
     }
 
@@ -165,7 +165,7 @@ mod tests {
         let mut m = Machine::new();
         let err = m.fire(Event::Takeover, || Err("NoEnoughFds".into())).unwrap_err();
         assert_eq!(err, FireError::Action("NoEnoughFds".into()));
-        assert_eq!(m.reported(), DaemonState::Init);
+        assert_eq!(m.reported(), State::Init);
         assert_eq!(m.fsm(), Some(Fsm::Ready));
         assert_eq!(m.fire(Event::Takeover, ok), Err(FireError::Unexpected(Event::Takeover)));
     }
@@ -178,7 +178,7 @@ mod tests {
         for e in m.exit_events() {
             m.fire(*e, ok).unwrap();
         }
-        assert_eq!(m.reported(), DaemonState::Stopped);
+        assert_eq!(m.reported(), State::Stopped);
         assert_eq!(m.fsm(), None);
         assert_eq!(m.fire(Event::Start, ok), Err(FireError::Closed));
         assert!(m.exit_events().is_empty());
@@ -187,10 +187,10 @@ mod tests {
     #[test]
     fn forcing_a_state_lets_its_events_follow() {
         let mut m = Machine::new();
-        m.force(DaemonState::Ready);
+        m.force(State::Ready);
         m.fire(Event::Start, ok).unwrap();
-        assert_eq!(m.reported(), DaemonState::Running);
-        m.force(DaemonState::Stopped);
+        assert_eq!(m.reported(), State::Running);
+        m.force(State::Stopped);
         assert_eq!(m.fire(Event::Start, ok), Err(FireError::Closed));
     }
 
@@ -199,6 +199,6 @@ mod tests {
         let mut m = Machine::new();
         assert_eq!(m.stop_events(), &[Event::Stop]);
         m.fire(Event::Stop, ok).unwrap();
-        assert_eq!(m.reported(), DaemonState::Stopped);
+        assert_eq!(m.reported(), State::Stopped);
     }
 }

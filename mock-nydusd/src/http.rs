@@ -23,7 +23,7 @@ pub struct Request {
 impl Request {
     /// The decoded value of query parameter `key` (first occurrence wins).
     pub fn query_param(&self, key: &str) -> Option<String> {
-        daemon_core::api::query::lookup(&self.query, key)
+        crate::query::first_value(&self.query, key)
     }
 }
 
@@ -68,7 +68,7 @@ impl Response {
 
     /// nydusd's application error: `{"code":"UNDEFINED","message":...}`.
     pub fn error(status: u16, message: &str) -> Self {
-        let body = serde_json::to_vec(&daemon_core::api::ErrorMessage::undefined(message)).expect("strings serialise");
+        let body = serde_json::to_vec(&nydusd_api::ErrorMessage::undefined(message)).expect("strings serialise");
         Self::json(status, body)
     }
 

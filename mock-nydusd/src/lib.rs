@@ -26,6 +26,7 @@ pub mod instance;
 pub mod journal;
 pub mod metrics;
 pub mod model;
+pub mod query;
 pub mod reader;
 pub mod routes;
 pub mod runtime_config;
@@ -43,7 +44,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use daemon_core::{DaemonState, MountRequest};
+use nydusd_api::MountRequest;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -113,11 +114,11 @@ fn init_logging(cli: &Cli) {
 /// nydusd's crash test (§3.4): the mountpoint is still mounted and a socket file exists at
 /// `--apisock` that refuses connections.
 fn predecessor_crashed(mountpoint: &Path, apisock: &Path) -> bool {
-    let mounted = daemon_core::procfs::is_mounted(mountpoint).unwrap_or(false);
+    let mounted = host_facts::mountinfo::is_mounted(mountpoint).unwrap_or(false);
     mounted && apisock.exists() && std::os::unix::net::UnixStream::connect(apisock).is_err()
 }
 
-async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<(), String> {
+async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), String> {
     let started = Instant::now();
     let mut signals = Signals::new()?;
     let script = match &cli.mock_script {
@@ -165,7 +166,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
             // Not canonicalize: stat on a crashed predecessor's FUSE mount blocks forever. A
             // path that is mounted exists; only an unmounted one is checked on disk.
             let absolute = std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?;
-            if !daemon_core::procfs::is_mounted(&absolute).unwrap_or(false) {
+            if !host_facts::mountinfo::is_mounted(&absolute).unwrap_or(false) {
                 std::fs::metadata(&absolute).map_err(|e| format!("{e:?}"))?;
             }
             apisock.is_some() && (cli.upgrade || apisock.as_deref().is_some_and(|s| predecessor_crashed(&absolute, s)))
@@ -197,7 +198,7 @@ async fn run_daemon(cli: Cli, build: daemon_core::api::BuildTimeInfo) -> Result<
     let startup = script.startup.clone();
     let hold = startup.hold.as_ref().map(|hold| {
         let saved = model.machine().clone();
-        model.force_state(hold.state.into());
+        model.force_state(hold.state);
         (hold.clone(), saved)
     });
     journal.record("start", json!({ "state": model.state().as_str(), "argv": std::env::args().collect::<Vec<_>>() }));
@@ -297,7 +298,7 @@ async fn serve_api(
         tokio::time::sleep(Duration::from_millis(hold.ms)).await;
         let mut model = shared.model.lock().await;
         // Only if nothing (a request, a script) moved the state during the hold.
-        if model.state() == DaemonState::from(hold.state) {
+        if model.state() == hold.state {
             let before = model.state();
             model.restore_machine(saved);
             shared

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
-use daemon_core::DaemonState;
-use daemon_core::api::{BuildTimeInfo, DaemonInfo, MountRequest};
+use nydusd_api::State;
+use nydusd_api::{BuildTimeInfo, DaemonInfo, MountRequest};
 use serde_json::{Value, json};
 
 use crate::blob_cache::{BlobCache, BlobCacheEntry};
@@ -122,12 +122,12 @@ impl Model {
     }
 
     /// The reported state.
-    pub fn state(&self) -> DaemonState {
+    pub fn state(&self) -> State {
         self.machine.reported()
     }
 
     /// Moves to `state` as a script demands; the internal state machine follows.
-    pub fn force_state(&mut self, state: DaemonState) {
+    pub fn force_state(&mut self, state: State) {
         self.machine.force(state);
     }
 
@@ -158,7 +158,7 @@ impl Model {
     /// SIGTERM/SIGINT: the stop events for the current state. Returns whether the FUSE
     /// mount would be unmounted (RUNNING or READY), which the caller reports.
     pub fn stop(&mut self) -> bool {
-        let unmounts = matches!(self.state(), DaemonState::Running | DaemonState::Ready);
+        let unmounts = matches!(self.state(), State::Running | State::Ready);
         for event in self.machine.stop_events() {
             let _ = self.machine.fire(*event, || Ok(()));
         }
@@ -641,7 +641,7 @@ mod tests {
             body(&r),
             r#"{"code":"UNDEFINED","message":"Upgrade(DaemonAbnormal(UpgradeManager(\"MissingSupervisorPath\")))"}"#
         );
-        assert_eq!(m.state(), DaemonState::Init);
+        assert_eq!(m.state(), State::Init);
         assert_eq!(m.handle(Route::Takeover).response.status, 400);
     }
 

@@ -23,7 +23,6 @@
 use std::fmt;
 use std::path::Path;
 
-use daemon_core::DaemonState;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
@@ -88,30 +87,7 @@ pub struct Death {
     pub signal: Option<SignalName>,
 }
 
-/// A states nydusd reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum State {
-    /// INIT.
-    Init,
-    /// READY.
-    Ready,
-    /// RUNNING.
-    Running,
-    /// STOPPED.
-    Stopped,
-}
-
-impl From<State> for DaemonState {
-    fn from(s: State) -> Self {
-        match s {
-            State::Init => DaemonState::Init,
-            State::Ready => DaemonState::Ready,
-            State::Running => DaemonState::Running,
-            State::Stopped => DaemonState::Stopped,
-        }
-    }
-}
+pub use nydusd_api::State;
 
 /// Signals a script may raise on the daemon itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -525,7 +501,7 @@ pub struct Incoming<'a> {
     /// Path without query.
     pub path: &'a str,
     /// Reported state.
-    pub state: DaemonState,
+    pub state: State,
     /// Milliseconds since the daemon started.
     pub since_start_ms: u64,
     /// Which process of its daemon this is (`--mock-process`).
@@ -572,7 +548,7 @@ impl ScriptRunner {
             let when = &spanned.value.when;
             let matches = when.method.is_none_or(|m| m.as_str() == request.method)
                 && when.path.as_deref().is_none_or(|p| p == "*" || p == request.path)
-                && when.state.is_none_or(|s| DaemonState::from(s) == request.state)
+                && when.state.is_none_or(|s| s == request.state)
                 && when.after_ms.is_none_or(|t| request.since_start_ms >= t)
                 && when.before_ms.is_none_or(|t| request.since_start_ms < t)
                 && when.process.is_none_or(|p| p == request.process);
@@ -599,7 +575,7 @@ mod tests {
     use super::*;
 
     fn request(method: &'static str, path: &'static str) -> Incoming<'static> {
-        Incoming { method, path, state: DaemonState::Running, since_start_ms: 10, process: 1 }
+        Incoming { method, path, state: State::Running, since_start_ms: 10, process: 1 }
     }
 
     #[test]
@@ -642,7 +618,7 @@ mod tests {
             Script::parse("rules: [{when: {state: INIT, after_ms: 5, before_ms: 20}, then: [reply]}]", "t").unwrap();
         let mut runner = ScriptRunner::new(script);
         assert!(runner.on_request(request("GET", "/")).is_none());
-        let init = |ms| Incoming { method: "GET", path: "/", state: DaemonState::Init, since_start_ms: ms, process: 1 };
+        let init = |ms| Incoming { method: "GET", path: "/", state: State::Init, since_start_ms: ms, process: 1 };
         assert!(runner.on_request(init(4)).is_none());
         assert!(runner.on_request(init(5)).is_some());
         assert!(runner.on_request(init(20)).is_none());

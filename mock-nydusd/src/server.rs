@@ -274,7 +274,7 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
             }
             Action::State(state) => {
                 let before = model.state();
-                model.force_state((*state).into());
+                model.force_state(*state);
                 shared.journal.record(
                     "state",
                     json!({ "from": before.as_str(), "to": model.state().as_str(), "scripted": true }),

@@ -1,15 +1,23 @@
-//! The supervisor legs of failover and hot upgrade (`nydusd-api.md` §4.2–§4.3): nydusd
-//! never listens on `--supervisor`; it connects once per transfer.
+//! The supervisor legs of failover and hot upgrade (`nydusd-api.md` §4.2–§4.3), written
+//! as nydusd's upgrade backend does them and apart from daemon-core's supervisor, which is
+//! tested against this side: nydusd never listens on `--supervisor`; it connects once per
+//! transfer. Pushing is one `sendmsg` with the whole blob and exactly one fd, then plain
+//! writes of what the kernel did not take, then close. Pulling is one 32 KiB `recvmsg`
+//! with room for 16 fds, then plain reads to EOF (fds arriving after the first message are
+//! not looked for, as in nydusd).
 
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use daemon_core::fdpass;
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 
 /// nydusd's first read on takeover: 32 KiB.
 const FIRST_READ: usize = 32 * 1024;
+/// fd slots in that first read.
+const FIRST_READ_FDS: usize = 16;
 /// Largest state the mock accepts from a supervisor.
 const MAX_STATE: usize = 64 * 1024 * 1024;
 
@@ -31,7 +39,7 @@ pub struct SavedMount {
     /// In-FUSE path.
     pub mountpoint: String,
     /// The mount command that created it.
-    pub cmd: daemon_core::MountRequest,
+    pub cmd: nydusd_api::MountRequest,
 }
 
 /// Why a transfer failed; `Display` is the text nydusd puts inside `UpgradeManager("...")`.
@@ -58,22 +66,68 @@ impl std::fmt::Display for TransferError {
     }
 }
 
-/// Push leg: one `sendmsg` with the blob and exactly one fd, the rest by plain writes, close.
+/// Push leg: connect, one `sendmsg` with the blob and `fd`, the rest by plain writes, close.
 pub fn push(supervisor: &Path, blob: &[u8], fd: BorrowedFd<'_>) -> Result<(), TransferError> {
     let mut stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
-    fdpass::send(&mut stream, blob, fd).map_err(TransferError::Io)
+    let fds = [fd.as_raw_fd()];
+    let sent = loop {
+        match sendmsg::<()>(
+            stream.as_raw_fd(),
+            &[IoSlice::new(blob)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            None,
+        ) {
+            Err(nix::Error::EINTR) => continue,
+            other => break other.map_err(|e| TransferError::Io(e.into()))?,
+        }
+    };
+    stream.write_all(&blob[sent..]).map_err(TransferError::Io)
 }
 
 /// How long the pull leg waits for the supervisor to send: a supervisor that accepts and
 /// never writes would otherwise hold the takeover, and the API lock with it, for ever.
 pub const PULL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Pull leg: reads in 32 KiB `recvmsg` calls to EOF; the first fd is kept. Each read
-/// waits at most [`PULL_DEADLINE`].
+/// Pull leg: the first 32 KiB `recvmsg` must bring the fd; the rest is read to EOF. Each
+/// read waits at most [`PULL_DEADLINE`], and more than the largest state is refused.
 pub fn pull(supervisor: &Path) -> Result<(Vec<u8>, OwnedFd), TransferError> {
     let stream = UnixStream::connect(supervisor).map_err(TransferError::Connect)?;
     stream.set_read_timeout(Some(PULL_DEADLINE)).map_err(TransferError::Io)?;
-    let (data, mut fds) = fdpass::receive(&stream, FIRST_READ, MAX_STATE).map_err(TransferError::Io)?;
+    receive(&stream)
+}
+
+fn receive(stream: &UnixStream) -> Result<(Vec<u8>, OwnedFd), TransferError> {
+    let mut data = vec![0u8; FIRST_READ];
+    let mut space = nix::cmsg_space!([RawFd; FIRST_READ_FDS]);
+    let (first, mut fds) = loop {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        match recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(TransferError::Io(e.into())),
+            Ok(msg) => {
+                let mut fds = Vec::new();
+                for cmsg in msg.cmsgs().map_err(|e| TransferError::Io(e.into()))? {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: SCM_RIGHTS installed these fds in our table; nothing else owns them.
+                        fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                    }
+                }
+                break (msg.bytes, fds);
+            }
+        }
+    };
+    data.truncate(first);
+    if first > 0 {
+        let limit = (MAX_STATE - first) as u64 + 1;
+        stream.take(limit).read_to_end(&mut data).map_err(TransferError::Io)?;
+        if data.len() > MAX_STATE {
+            return Err(TransferError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("the supervisor sent more than {MAX_STATE} bytes of state"),
+            )));
+        }
+    }
     if fds.is_empty() {
         return Err(TransferError::NoEnoughFds);
     }
@@ -111,12 +165,11 @@ mod tests {
             std::thread::spawn(move || push(&sock, &blob, std::os::fd::AsFd::as_fd(&fd)).unwrap())
         };
         let (conn, _) = listener.accept().unwrap();
-        let (data, fds) = fdpass::receive(&conn, 256 * 1024, MAX_STATE).unwrap();
-        assert_eq!(fds.len(), 1);
-        assert_eq!(data, blob);
+        let (data, fd) = receive(&conn).unwrap();
+        assert_eq!(data, blob, "a blob larger than the first read arrives whole");
         sender.join().unwrap();
         // Same open file description: a write through one fd moves the other's offset.
-        let received = std::fs::File::from(fds.into_iter().next().unwrap());
+        let received = std::fs::File::from(fd);
         (&file).write_all(b"hello").unwrap();
         use std::io::Seek;
         assert_eq!((&received).stream_position().unwrap(), 5);

@@ -1,5 +1,5 @@
-//! The mock as daemon code meets it: daemon-core's client, idle connections, pipelining,
-//! signals, and start-up states.
+//! The mock as daemon code meets it: idle connections, pipelining, signals, and start-up
+//! states. daemon-core's client meets it in daemon-core's lifecycle tests (`client::`).
 
 mod common;
 
@@ -7,27 +7,11 @@ use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-use common::{MockProcess, read_response};
-use daemon_core::{DaemonState, MountRequest, NydusdClient};
-
-#[tokio::test]
-async fn daemon_core_client_drives_the_mock() {
-    let mock = MockProcess::start(&[]);
-    let client = NydusdClient::new(&mock.sock);
-    let info = client.get_daemon_info().await.unwrap();
-    assert_eq!(info.state, DaemonState::Running);
-    client.mount("/a", &MountRequest::rafs("/boot", "{}")).await.unwrap();
-    let err = client.mount("/a", &MountRequest::rafs("/boot", "{}")).await.unwrap_err();
-    assert_eq!(err.kind(), daemon_core::api::ErrorKind::AlreadyExists);
-    assert_eq!(err.status(), Some(500));
-    client.umount("/a").await.unwrap();
-    let err = client.start().await.unwrap_err();
-    assert_eq!(err.daemon_message(), Some(r#"Configure(DaemonAbnormal(UnexpectedEvent("Start")))"#));
-}
+use testkit::{MockProcess, read_response};
 
 #[test]
 fn idle_connections_stay_open_and_pipelined_requests_are_answered_in_order() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let idle = mock.connect();
     let mut s = mock.connect();
     s.write_all(b"GET /nope HTTP/1.1\r\n\r\nGET /api/v1/daemon/events HTTP/1.1\r\n\r\n").unwrap();
@@ -43,25 +27,25 @@ fn idle_connections_stay_open_and_pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn sigkill_leaves_the_socket_and_sigterm_removes_it() {
-    let mut killed = MockProcess::start(&[]);
+    let mut killed = MockProcess::start(common::mock(), &[]);
     killed.child.kill().unwrap();
     assert_eq!(killed.child.wait().unwrap().signal(), Some(9));
     assert!(killed.sock.exists());
     assert!(std::os::unix::net::UnixStream::connect(&killed.sock).is_err());
 
-    let mut termed = MockProcess::start(&[]);
+    let mut termed = MockProcess::start(common::mock(), &[]);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(termed.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
         .unwrap();
     assert_eq!(termed.child.wait().unwrap().code(), Some(0));
     assert!(!termed.sock.exists());
 }
 
-#[tokio::test]
-async fn upgrade_start_waits_in_init() {
-    let mock = MockProcess::start(&["--upgrade"]);
-    let info = NydusdClient::new(&mock.sock).get_daemon_info().await.unwrap();
-    assert_eq!(info.state, DaemonState::Init);
-    assert_eq!(info.backend_collection.unwrap().len(), 0);
+#[test]
+fn upgrade_start_waits_in_init() {
+    let mock = MockProcess::start(common::mock(), &["--upgrade"]);
+    assert_eq!(testkit::reported_state(&mock.sock), nydusd_api::State::Init);
+    let reply = testkit::exchange(&mock.sock, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n");
+    assert!(reply.ends_with(r#""state":"INIT","backend_collection":{}}"#), "{reply}");
 }
 
 #[test]
@@ -96,7 +80,7 @@ fn missing_mountpoint_is_a_start_up_error_with_exit_1() {
 
 #[test]
 fn the_journal_survives_sigkill() {
-    let mut mock = MockProcess::start(&[]);
+    let mut mock = MockProcess::start(common::mock(), &[]);
     let mut s = mock.connect();
     s.write_all(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").unwrap();
     read_response(&mut s);
@@ -112,7 +96,7 @@ fn the_journal_survives_sigkill() {
 
 #[test]
 fn the_257th_open_connection_gets_the_raw_503_and_is_closed() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let open: Vec<_> = (0..256).map(|_| mock.connect()).collect();
     // A request on the last admitted connection proves all 256 were accepted first.
     let mut last = open[255].try_clone().unwrap();
@@ -150,7 +134,7 @@ fn the_257th_open_connection_gets_the_raw_503_and_is_closed() {
 
 #[test]
 fn the_journal_file_stops_at_its_limit_with_a_truncation_record_and_the_mock_serves_on() {
-    let mock = MockProcess::start(&["--mock-journal-limit", "4096"]);
+    let mock = MockProcess::start(common::mock(), &["--mock-journal-limit", "4096"]);
     let mut s = mock.connect();
     for _ in 0..100 {
         s.write_all(b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\n").unwrap();
@@ -188,7 +172,7 @@ fn a_journal_limit_below_4096_bytes_is_a_usage_error() {
 /// `cargo bench -p mock-nydusd --bench memory_bounds`.
 #[test]
 fn a_100_mb_header_section_keeps_the_mock_under_64_mb() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let mut s = mock.connect();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let line = format!("X-Filler: {}\r\n", "a".repeat(88));

@@ -1,5 +1,6 @@
-//! Every scripted fault, observed from outside the process: on the API socket, through
-//! daemon-core's client, by exit status, and in the journal.
+//! Every scripted fault, observed from outside the process: on the API socket, by exit
+//! status, and in the journal. What daemon-core's client makes of them is daemon-core's
+//! lifecycle test `client::`.
 
 mod common;
 
@@ -7,9 +8,8 @@ use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
-use common::{MockProcess, exchange, read_response};
-use daemon_core::api::ClientError;
-use daemon_core::{DaemonState, NydusdClient};
+use nydusd_api::State;
+use testkit::{MockProcess, exchange, read_response};
 
 const GET_INFO: &[u8] = b"GET /api/v1/daemon HTTP/1.1\r\n\r\n";
 const GET_EVENTS: &[u8] = b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\n";
@@ -32,7 +32,7 @@ fn read_to_eof(stream: &mut std::os::unix::net::UnixStream) -> Vec<u8> {
 
 #[test]
 fn delay_holds_the_request_lock_so_other_connections_wait_too() {
-    let mock = MockProcess::start_scripted(&rule("{path: /api/v1/daemon}", "[{delay_ms: 300}]"), &[]);
+    let mock = MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon}", "[{delay_ms: 300}]"), &[]);
     mock.wait_for_socket();
     let mut slow = mock.connect();
     let mut other = mock.connect();
@@ -52,6 +52,7 @@ fn delay_holds_the_request_lock_so_other_connections_wait_too() {
 #[test]
 fn respond_replaces_the_reply_with_nydusd_framing() {
     let mock = MockProcess::start_scripted(
+        common::mock(),
         &rule(
             "{method: PUT, path: /api/v1/daemon/start}",
             r#"[{respond: {status: 503, body: '{"code":"UNDEFINED","message":"Busy"}'}}]"#,
@@ -68,20 +69,10 @@ fn respond_replaces_the_reply_with_nydusd_framing() {
     assert!(events_named(&mock, "request").is_empty());
 }
 
-#[tokio::test]
-async fn invalid_json_reaches_the_client_as_a_decode_error() {
+#[test]
+fn a_truncated_body_then_close_ends_mid_body() {
     let mock = MockProcess::start_scripted(
-        &rule("{path: /api/v1/daemon}", "[{respond: {status: 200, body: '{\"state\": RUN'}}]"),
-        &[],
-    );
-    mock.wait_for_socket();
-    let err = NydusdClient::new(&mock.sock).get_daemon_info().await.unwrap_err();
-    assert!(matches!(err, ClientError::Decode { .. }), "{err:?}");
-}
-
-#[tokio::test]
-async fn a_truncated_body_then_close_is_a_transport_error() {
-    let mock = MockProcess::start_scripted(
+        common::mock(),
         &rule("{path: /api/v1/daemon}", "[{respond: {status: 200, body: '{\"state\":', content_length: 200}}, close]"),
         &[],
     );
@@ -90,13 +81,12 @@ async fn a_truncated_body_then_close_is_a_transport_error() {
     raw.write_all(GET_INFO).unwrap();
     let bytes = read_to_eof(&mut raw);
     assert!(String::from_utf8_lossy(&bytes).ends_with("Content-Length: 200\r\n\r\n{\"state\":"));
-    let err = NydusdClient::new(&mock.sock).get_daemon_info().await.unwrap_err();
-    assert!(matches!(err, ClientError::Transport { .. }), "{err:?}");
 }
 
 #[test]
 fn a_short_content_length_leaves_garbage_before_the_next_reply() {
     let mock = MockProcess::start_scripted(
+        common::mock(),
         &rule("{path: /api/v1/daemon, call: {nth: 1}}", "[{respond: {status: 200, body: '{}XYZ', content_length: 2}}]"),
         &[],
     );
@@ -112,7 +102,11 @@ fn a_short_content_length_leaves_garbage_before_the_next_reply() {
 
 #[test]
 fn raw_bytes_are_written_verbatim() {
-    let mock = MockProcess::start_scripted(&rule("{}", r#"[{raw: "HTTP/1.0 418 I'm a teapot\r\n\r\n"}]"#), &[]);
+    let mock = MockProcess::start_scripted(
+        common::mock(),
+        &rule("{}", r#"[{raw: "HTTP/1.0 418 I'm a teapot\r\n\r\n"}]"#),
+        &[],
+    );
     mock.wait_for_socket();
     let mut s = mock.connect();
     s.write_all(GET_INFO).unwrap();
@@ -123,7 +117,7 @@ fn raw_bytes_are_written_verbatim() {
 
 #[test]
 fn hang_never_answers_that_connection_but_serves_the_others() {
-    let mock = MockProcess::start_scripted(&rule("{path: /api/v1/daemon}", "[hang]"), &[]);
+    let mock = MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon}", "[hang]"), &[]);
     mock.wait_for_socket();
     let mut hung = mock.connect();
     hung.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
@@ -136,30 +130,31 @@ fn hang_never_answers_that_connection_but_serves_the_others() {
 
 #[test]
 fn close_drops_the_connection_without_a_reply() {
-    let mock = MockProcess::start_scripted(&rule("{path: /api/v1/daemon}", "[close]"), &[]);
+    let mock = MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon}", "[close]"), &[]);
     mock.wait_for_socket();
     let mut s = mock.connect();
     s.write_all(GET_INFO).unwrap();
     assert!(read_to_eof(&mut s).is_empty());
 }
 
-#[tokio::test]
-async fn a_scripted_state_moves_the_state_machine_too() {
+#[test]
+fn a_scripted_state_moves_the_state_machine_too() {
     let mock = MockProcess::start_scripted(
+        common::mock(),
         &rule("{method: GET, path: /api/v1/daemon, call: {nth: 1}}", "[{state: READY}]"),
         &[],
     );
     mock.wait_for_socket();
-    let client = NydusdClient::new(&mock.sock);
     // The state changes before the daemon answers the same request.
-    assert_eq!(client.get_daemon_info().await.unwrap().state, DaemonState::Ready);
-    client.start().await.unwrap();
-    assert_eq!(client.get_daemon_info().await.unwrap().state, DaemonState::Running);
+    assert_eq!(testkit::reported_state(&mock.sock), State::Ready);
+    assert!(exchange(&mock.sock, b"PUT /api/v1/daemon/start HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 204 "));
+    assert_eq!(testkit::reported_state(&mock.sock), State::Running);
 }
 
 #[test]
 fn exit_ends_the_process_with_the_code_and_leaves_the_socket() {
-    let mut mock = MockProcess::start_scripted(&rule("{path: /api/v1/daemon/start}", "[{exit: 7}]"), &[]);
+    let mut mock =
+        MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon/start}", "[{exit: 7}]"), &[]);
     mock.wait_for_socket();
     let mut s = mock.connect();
     s.write_all(b"PUT /api/v1/daemon/start HTTP/1.1\r\n\r\n").unwrap();
@@ -170,7 +165,11 @@ fn exit_ends_the_process_with_the_code_and_leaves_the_socket() {
 
 #[test]
 fn sigkill_before_acting_gives_no_reply() {
-    let mut mock = MockProcess::start_scripted(&rule("{path: /api/v1/daemon/fuse/sendfd}", "[{signal: SIGKILL}]"), &[]);
+    let mut mock = MockProcess::start_scripted(
+        common::mock(),
+        &rule("{path: /api/v1/daemon/fuse/sendfd}", "[{signal: SIGKILL}]"),
+        &[],
+    );
     mock.wait_for_socket();
     let mut s = mock.connect();
     s.write_all(b"PUT /api/v1/daemon/fuse/sendfd HTTP/1.1\r\n\r\n").unwrap();
@@ -182,7 +181,8 @@ fn sigkill_before_acting_gives_no_reply() {
 
 #[test]
 fn sigkill_after_acting_delivers_the_reply_first() {
-    let mut mock = MockProcess::start_scripted(&rule("{path: /api/v1/mount}", "[reply, {signal: SIGKILL}]"), &[]);
+    let mut mock =
+        MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/mount}", "[reply, {signal: SIGKILL}]"), &[]);
     mock.wait_for_socket();
     let mut s = mock.connect();
     let body = r#"{"source":"/b","fs_type":"rafs","config":"{}"}"#;
@@ -194,7 +194,7 @@ fn sigkill_after_acting_delivers_the_reply_first() {
 
 #[test]
 fn abort_dies_by_sigabrt_like_a_nydusd_panic() {
-    let mut mock = MockProcess::start_scripted(&rule("{}", "[{signal: SIGABRT}]"), &[]);
+    let mut mock = MockProcess::start_scripted(common::mock(), &rule("{}", "[{signal: SIGABRT}]"), &[]);
     mock.wait_for_socket();
     let mut s = mock.connect();
     s.write_all(GET_INFO).unwrap();
@@ -204,8 +204,11 @@ fn abort_dies_by_sigabrt_like_a_nydusd_panic() {
 
 #[test]
 fn sigterm_from_a_rule_is_a_graceful_stop_after_the_reply() {
-    let mut mock =
-        MockProcess::start_scripted(&rule("{path: /api/v1/daemon/events}", "[reply, {signal: SIGTERM}]"), &[]);
+    let mut mock = MockProcess::start_scripted(
+        common::mock(),
+        &rule("{path: /api/v1/daemon/events}", "[reply, {signal: SIGTERM}]"),
+        &[],
+    );
     mock.wait_for_socket();
     assert!(exchange(&mock.sock, GET_EVENTS).starts_with("HTTP/1.1 200 "));
     assert_eq!(mock.child.wait().unwrap().code(), Some(0));
@@ -214,7 +217,7 @@ fn sigterm_from_a_rule_is_a_graceful_stop_after_the_reply() {
 
 #[test]
 fn a_withheld_socket_never_appears_but_the_control_socket_answers() {
-    let mock = MockProcess::start_scripted("startup: {no_socket: true}\n", &[]);
+    let mock = MockProcess::start_scripted(common::mock(), "startup: {no_socket: true}\n", &[]);
     std::thread::sleep(Duration::from_millis(200));
     assert!(!mock.sock.exists());
     let state = mock.control("GET", "/state", "");
@@ -225,7 +228,7 @@ fn a_withheld_socket_never_appears_but_the_control_socket_answers() {
 #[test]
 fn a_late_socket_appears_after_the_delay() {
     let started = Instant::now();
-    let mock = MockProcess::start_scripted("startup: {socket_delay_ms: 400}\n", &[]);
+    let mock = MockProcess::start_scripted(common::mock(), "startup: {socket_delay_ms: 400}\n", &[]);
     assert!(!mock.sock.exists(), "the control socket is up before the API socket");
     mock.wait_for_socket();
     assert!(started.elapsed() >= Duration::from_millis(400));
@@ -241,16 +244,15 @@ fn a_late_socket_appears_after_the_delay() {
     assert_eq!(names, ["start", "socket_delayed", "socket_created"]);
 }
 
-#[tokio::test]
-async fn a_startup_hold_reports_the_held_state_then_the_real_one() {
-    let mock = MockProcess::start_scripted("startup: {hold: {state: INIT, ms: 300}}\n", &[]);
+#[test]
+fn a_startup_hold_reports_the_held_state_then_the_real_one() {
+    let mock = MockProcess::start_scripted(common::mock(), "startup: {hold: {state: INIT, ms: 300}}\n", &[]);
     mock.wait_for_socket();
-    let client = NydusdClient::new(&mock.sock);
-    assert_eq!(client.get_daemon_info().await.unwrap().state, DaemonState::Init);
+    assert_eq!(testkit::reported_state(&mock.sock), State::Init);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while client.get_daemon_info().await.unwrap().state != DaemonState::Running {
+    while testkit::reported_state(&mock.sock) != State::Running {
         assert!(Instant::now() < deadline, "the hold never ended");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        std::thread::sleep(Duration::from_millis(10));
     }
     let ended: Vec<_> = events_named(&mock, "state").into_iter().filter(|e| e["hold_ended"] == true).collect();
     assert_eq!(ended.len(), 1);
@@ -258,15 +260,15 @@ async fn a_startup_hold_reports_the_held_state_then_the_real_one() {
 
 #[test]
 fn die_after_kills_the_daemon_on_schedule() {
-    let mut killed = MockProcess::start_scripted("startup: {die_after: {ms: 200}}\n", &[]);
+    let mut killed = MockProcess::start_scripted(common::mock(), "startup: {die_after: {ms: 200}}\n", &[]);
     assert_eq!(killed.child.wait().unwrap().signal(), Some(9), "SIGKILL unless told otherwise");
-    let mut exited = MockProcess::start_scripted("startup: {die_after: {ms: 100, exit: 3}}\n", &[]);
+    let mut exited = MockProcess::start_scripted(common::mock(), "startup: {die_after: {ms: 100, exit: 3}}\n", &[]);
     assert_eq!(exited.child.wait().unwrap().code(), Some(3));
 }
 
 #[test]
 fn the_control_socket_replaces_the_script_and_serves_the_journal() {
-    let mock = MockProcess::start_scripted("rules: []\n", &[]);
+    let mock = MockProcess::start_scripted(common::mock(), "rules: []\n", &[]);
     mock.wait_for_socket();
     assert!(exchange(&mock.sock, GET_EVENTS).starts_with("HTTP/1.1 200 "));
 
@@ -335,6 +337,7 @@ fn a_malformed_script_file_is_a_start_up_error_naming_the_rule_and_field() {
 #[test]
 fn call_and_state_conditions_select_requests_on_the_wire() {
     let mock = MockProcess::start_scripted(
+        common::mock(),
         "rules:\n  - when: {path: /api/v1/daemon/events, call: {every: 2}}\n    then: [close]\n  - when: {state: INIT}\n    then: [close]\n",
         &[],
     );
@@ -353,8 +356,11 @@ fn call_and_state_conditions_select_requests_on_the_wire() {
 
 #[test]
 fn hang_up_all_closes_every_connection_but_the_process_lives_and_serves_new_ones() {
-    let mut mock =
-        MockProcess::start_scripted(&rule("{method: PUT, path: /api/v1/daemon/start}", "[hang_up_all]"), &[]);
+    let mut mock = MockProcess::start_scripted(
+        common::mock(),
+        &rule("{method: PUT, path: /api/v1/daemon/start}", "[hang_up_all]"),
+        &[],
+    );
     mock.wait_for_socket();
     // An idle connection, as the liveness monitor holds one (used once, so it is accepted).
     let mut idle = mock.connect();
@@ -373,10 +379,10 @@ fn hang_up_all_closes_every_connection_but_the_process_lives_and_serves_new_ones
 #[test]
 fn a_rule_scoped_to_another_process_does_not_fire_here() {
     let script = rule("{path: /api/v1/daemon, process: 2}", r#"[{respond: {status: 500, body: "{}"}}]"#);
-    let first = MockProcess::start_scripted(&script, &[]);
+    let first = MockProcess::start_scripted(common::mock(), &script, &[]);
     first.wait_for_socket();
     assert!(exchange(&first.sock, GET_INFO).starts_with("HTTP/1.1 200 "), "process 1 answers normally");
-    let second = MockProcess::start_scripted(&script, &["--mock-process", "2"]);
+    let second = MockProcess::start_scripted(common::mock(), &script, &["--mock-process", "2"]);
     second.wait_for_socket();
     assert!(exchange(&second.sock, GET_INFO).starts_with("HTTP/1.1 500 "), "process 2 obeys the rule");
 }
@@ -385,7 +391,7 @@ fn a_rule_scoped_to_another_process_does_not_fire_here() {
 /// serves. Before, the first accept error ended its accept loop for good.
 #[test]
 fn the_control_socket_serves_again_after_running_out_of_fds() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let pid = mock.child.id() as i32;
     let set_soft_limit = |soft: Option<u64>| {
         let mut old = nix::libc::rlimit { rlim_cur: 0, rlim_max: 0 };

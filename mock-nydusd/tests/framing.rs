@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::MockProcess;
-use daemon_core::host::{Requirement, unmet};
+use host_facts::{Requirement, unmet};
 use libtest_mimic::{Arguments, Failed, Trial};
+use testkit::MockProcess;
 
 /// The reply nydusd's HTTP library gives a read that ends mid-request (verbatim from
 /// `real-nydusd-framing.md`, both builds).
@@ -292,7 +292,7 @@ fn run_case_on(mut stream: UnixStream, case: &Case) -> Result<(), Failed> {
 /// `--mock-no-partial-read-500`: pieces 50 ms apart, as in the reference, draw only the
 /// request's own reply.
 fn without_the_partial_read_500_pieces_draw_one_reply() -> Result<(), Failed> {
-    let mock = MockProcess::start(&["--mock-no-partial-read-500"]);
+    let mock = MockProcess::start(common::mock(), &["--mock-no-partial-read-500"]);
     let mut stream = UnixStream::connect(&mock.sock)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     for piece in pieces(&x_long(100), 3) {
@@ -344,7 +344,7 @@ impl Drop for RealNydusd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = daemon_core::mount::umount_lazy(&self.dir.path().join("mnt"));
+        let _ = nix::mount::umount2(&self.dir.path().join("mnt"), nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -352,7 +352,7 @@ impl Drop for RealNydusd {
 fn real_nydusd() -> Result<PathBuf, String> {
     let found = if let Some(path) = std::env::var_os("NYDUSD") {
         Some(PathBuf::from(path))
-    } else if daemon_core::host::on_path("nydusd") {
+    } else if host_facts::on_path("nydusd") {
         Some(PathBuf::from("nydusd"))
     } else {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/nydusd")).filter(|p| p.is_file())
@@ -374,7 +374,7 @@ fn main() {
     for case in cases() {
         let name = case.name;
         trials.push(Trial::test(format!("mock::{name}"), move || {
-            let mock = MockProcess::start(&[]);
+            let mock = MockProcess::start(common::mock(), &[]);
             run_case(&mock.sock, &case)
         }));
     }

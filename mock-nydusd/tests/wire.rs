@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
 
-use common::{MockProcess, exchange, redact};
+use testkit::{MockProcess, exchange};
 
 fn body_req(method: &str, target: &str, body: &str) -> Vec<u8> {
     format!("{method} {target} HTTP/1.1\r\nHost: unix\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
@@ -19,7 +19,7 @@ fn bare_req(method: &str, target: &str) -> Vec<u8> {
 
 #[test]
 fn wire_replies_of_every_endpoint() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let mount = r#"{"source":"/boot","fs_type":"rafs","config":"{\"device\":{}}"}"#;
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("get_daemon_v1", bare_req("GET", "/api/v1/daemon")),
@@ -53,7 +53,7 @@ fn wire_replies_of_every_endpoint() {
 
 #[test]
 fn exit_replies_then_removes_the_socket_and_exits_zero() {
-    let mut mock = MockProcess::start(&[]);
+    let mut mock = MockProcess::start(common::mock(), &[]);
     let reply = exchange(&mock.sock, &bare_req("PUT", "/api/v1/daemon/exit"));
     assert_eq!(reply, "HTTP/1.1 204 \r\nServer: Nydus API\r\nConnection: keep-alive\r\n\r\n");
     let status = mock.child.wait().unwrap();
@@ -67,7 +67,7 @@ const REGISTRY_CONFIG: &str = r#"{\"device\":{\"id\":\"/snap1\",\"backend\":{\"t
 
 #[test]
 fn wire_replies_of_metrics_config_and_backend_in_fuse_mode() {
-    let mock = MockProcess::start(&[]);
+    let mock = MockProcess::start(common::mock(), &[]);
     let mount = format!(r#"{{"source":"/boot","fs_type":"rafs","config":"{REGISTRY_CONFIG}"}}"#);
     let passthrough = r#"{"source":"/srv","fs_type":"passthrough_fs","config":""}"#;
     let blob = r#"{"type":"bootstrap","id":"b1","domain_id":"d1","config":{"id":"c","backend_type":"registry","backend_config":{"host":"h","repo":"r"},"cache_type":"fscache","cache_config":{"work_dir":"/w"},"metadata_path":"/m"}}"#;
@@ -112,7 +112,7 @@ fn wire_replies_of_metrics_config_and_backend_in_fuse_mode() {
 
 #[test]
 fn wire_replies_of_the_singleton_daemon() {
-    let mock = MockProcess::start_singleton(&["--fscache", "/tmp"]);
+    let mock = MockProcess::start_singleton(common::mock(), &["--fscache", "/tmp"]);
     let meta = mock.path("image.boot");
     std::fs::write(&meta, b"rafs v6 stand-in").unwrap();
     // A fixed work directory keeps the reply lengths in the snapshot stable.
@@ -147,7 +147,7 @@ fn wire_replies_of_the_singleton_daemon() {
 
 #[test]
 fn singleton_without_fscache_refuses_to_cull_blob_files() {
-    let mock = MockProcess::start_singleton(&[]);
+    let mock = MockProcess::start_singleton(common::mock(), &[]);
     let reply = exchange(&mock.sock, &bare_req("DELETE", "/api/v2/blobs?blob_id=b1"));
     assert!(reply.starts_with("HTTP/1.1 501 "), "{reply}");
     assert!(reply.ends_with(r#""message":"DeleteBlobFile(DaemonAbnormal(Unsupported))"}"#), "{reply}");
@@ -155,7 +155,7 @@ fn singleton_without_fscache_refuses_to_cull_blob_files() {
 
 #[test]
 fn get_blobs_with_a_domain_aborts_like_nydusd_or_answers_500_when_told_not_to() {
-    let mut aborting = MockProcess::start(&[]);
+    let mut aborting = MockProcess::start(common::mock(), &[]);
     let mut s = aborting.connect();
     s.write_all(&bare_req("GET", "/api/v2/blobs?domain_id=d1")).unwrap();
     let mut rest = Vec::new();
@@ -165,7 +165,7 @@ fn get_blobs_with_a_domain_aborts_like_nydusd_or_answers_500_when_told_not_to() 
     assert_eq!(status.signal(), Some(nix::libc::SIGABRT));
     assert!(aborting.sock.exists(), "an aborted daemon leaves its socket behind");
 
-    let polite = MockProcess::start(&["--mock-no-abort"]);
+    let polite = MockProcess::start(common::mock(), &["--mock-no-abort"]);
     let reply = exchange(&polite.sock, &bare_req("GET", "/api/v2/blobs?domain_id=d1"));
     assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
     assert!(reply.ends_with(r#""message":"GetBlobObjects(ResponseRecv(RecvError))"}"#), "{reply}");
@@ -182,15 +182,29 @@ fn transcript(mock: &MockProcess, cases: Vec<(&str, Vec<u8>)>) -> String {
 
 #[test]
 fn fuse_sendfd_without_a_supervisor_aborts_like_nydusd_or_answers_500_when_told_not_to() {
-    let mut aborting = MockProcess::start(&[]);
+    let mut aborting = MockProcess::start(common::mock(), &[]);
     let mut s = aborting.connect();
     s.write_all(&bare_req("PUT", "/api/v1/daemon/fuse/sendfd")).unwrap();
     let mut rest = Vec::new();
     assert_eq!(s.read_to_end(&mut rest).unwrap(), 0);
     assert_eq!(aborting.child.wait().unwrap().signal(), Some(nix::libc::SIGABRT));
 
-    let polite = MockProcess::start(&["--mock-no-abort"]);
+    let polite = MockProcess::start(common::mock(), &["--mock-no-abort"]);
     let reply = exchange(&polite.sock, &bare_req("PUT", "/api/v1/daemon/fuse/sendfd"));
     assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
     assert!(reply.contains("MissingSupervisorPath"), "{reply}");
+}
+/// Replaces the volatile `mounted_time` values.
+pub fn redact(reply: &str) -> String {
+    let mut out = String::new();
+    let mut rest = reply;
+    while let Some(i) = rest.find("\"mounted_time\":\"") {
+        let start = i + "\"mounted_time\":\"".len();
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find('"').unwrap();
+        out.push_str("[time]");
+        rest = &rest[start + end..];
+    }
+    out.push_str(rest);
+    out.replace(&format!("-mock-nydusd.{}", env!("CARGO_PKG_VERSION")), "-mock-nydusd.[version]")
 }

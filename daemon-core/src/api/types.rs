@@ -1,7 +1,5 @@
-//! Wire types of nydusd's management API, as nydus-snapshotter's Go client sees them.
-//!
-//! Field order matters: mock-nydusd serialises these same types, and nydusd emits its
-//! objects in declaration order, so the order here is the order on the wire.
+//! nydusd's wire types (crate `nydusd-api`) as nydus-snapshotter's Go client sees them:
+//! the reported state widened by the client's own labels.
 
 use std::fmt;
 
@@ -28,9 +26,6 @@ pub enum DaemonState {
 }
 
 impl DaemonState {
-    /// Every state nydusd itself can report (`nydusd-api.md` §3.1).
-    pub const REPORTED: [DaemonState; 4] = [Self::Init, Self::Ready, Self::Running, Self::Stopped];
-
     /// The wire string.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -95,86 +90,22 @@ impl<'de> Deserialize<'de> for DaemonState {
     }
 }
 
-/// Build information of a nydusd binary (`version` in DaemonInfo, and `nydusd --version`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct BuildTimeInfo {
-    /// `git describe --tags` of the build.
-    pub package_ver: String,
-    /// Full commit hash; the snapshotter compares it with `--version` to decide a hot upgrade.
-    pub git_commit: String,
-    /// ISO-8601 build time.
-    pub build_time: String,
-    /// `release` or `debug`.
-    pub profile: String,
-    /// Compiler version line.
-    pub rustc: String,
-}
-
-/// `GET /api/v1/daemon` reply. nydusd emits `version, id, supervisor, state,
-/// backend_collection` in that order; the Go client reads only id, version and state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DaemonInfo {
-    /// Build information.
-    #[serde(default)]
-    pub version: BuildTimeInfo,
-    /// `--id`, or null.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// `--supervisor`, or null.
-    #[serde(default)]
-    pub supervisor: Option<String>,
-    /// Current state.
-    pub state: DaemonState,
-    /// Mounted instances keyed by in-FUSE path (v1, FUSE mode), or null.
-    #[serde(default)]
-    pub backend_collection: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-/// The error body nydusd sends with every non-2xx status it generates itself.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ErrorMessage {
-    /// Always `UNDEFINED` in real nydusd.
-    #[serde(default)]
-    pub code: String,
-    /// Rust `Debug` text of nydusd's internal error, e.g.
-    /// `Configure(DaemonAbnormal(UnexpectedEvent("Start")))`.
-    #[serde(default)]
-    pub message: String,
-}
-
-impl ErrorMessage {
-    /// The only code nydusd ever sends.
-    pub const UNDEFINED: &'static str = "UNDEFINED";
-
-    /// An error body with nydusd's code.
-    pub fn undefined(message: impl Into<String>) -> Self {
-        Self { code: Self::UNDEFINED.to_owned(), message: message.into() }
+impl From<nydusd_api::State> for DaemonState {
+    fn from(state: nydusd_api::State) -> Self {
+        match state {
+            nydusd_api::State::Init => Self::Init,
+            nydusd_api::State::Ready => Self::Ready,
+            nydusd_api::State::Running => Self::Running,
+            nydusd_api::State::Stopped => Self::Stopped,
+        }
     }
 }
 
-/// The body of `POST`/`PUT /api/v1/mount`. Shape and field order are nydusd's `ApiMountCmd`,
-/// so that serde_json's parse errors in the mock read exactly like nydusd's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MountRequest {
-    /// Bootstrap (RAFS metadata) path.
-    pub source: String,
-    /// `rafs` or a passthrough spelling; nydusd defaults it to empty and then rejects that.
-    #[serde(default)]
-    pub fs_type: String,
-    /// The instance's RAFS configuration, as a JSON *string*.
-    pub config: String,
-    /// Absolute paths to prefetch.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefetch_files: Option<Vec<String>>,
-}
+/// `GET /api/v1/daemon` as the client reads it: any state string is accepted, an unknown
+/// one as [`DaemonState::Unknown`], as the Go client compares plain strings.
+pub type DaemonInfo = nydusd_api::DaemonInfo<DaemonState>;
 
-impl MountRequest {
-    /// A RAFS mount request, as the snapshotter's `NewMountRequest` builds it.
-    pub fn rafs(source: impl Into<String>, config: impl Into<String>) -> Self {
-        Self { source: source.into(), fs_type: "rafs".to_owned(), config: config.into(), prefetch_files: None }
-    }
-}
+pub use nydusd_api::{BuildTimeInfo, ErrorMessage, MountRequest};
 
 #[cfg(test)]
 mod tests {
@@ -207,11 +138,5 @@ mod tests {
         assert_eq!(info.id.as_deref(), Some("d1"));
         assert_eq!(info.version.git_commit, "abc");
         assert_eq!(info.state, DaemonState::Init);
-    }
-
-    #[test]
-    fn mount_request_missing_source_is_reported_like_nydusd() {
-        let err = serde_json::from_str::<MountRequest>(r#"{"config":"{}"}"#).unwrap_err();
-        assert_eq!(err.to_string(), "missing field `source` at line 1 column 15");
     }
 }

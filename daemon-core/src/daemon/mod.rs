@@ -17,7 +17,6 @@ use nix::sys::signal::Signal;
 
 use crate::api::{BuildTimeInfo, ClientError, DaemonState, MountRequest, NydusdClient};
 use crate::layout::Layout;
-use crate::procfs;
 use crate::wait::{Backoff, Timeouts};
 use command::{CommandError, CommandInputs, NydusdCommand};
 use process::{NydusdProcess, ProcessError, SpawnSpec};
@@ -492,7 +491,7 @@ impl Daemon {
             NydusdProcess::spawn(&spec).map_err(|source| DaemonError::Process { id: states.id.clone(), source })?;
         let pid = process.pid();
         *self.process.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(process));
-        let start_time = procfs::process_start_time(pid);
+        let start_time = host_facts::process::start_time(pid);
         self.update_states(|s| {
             s.process_id = pid;
             s.process_start_time = start_time;
@@ -548,14 +547,14 @@ impl Daemon {
         };
         let not_ours = |why: String| DaemonError::NotOurProcess { id: states.id.clone(), pid, why };
         match states.process_start_time {
-            Some(recorded) => match procfs::process_start_time(pid) {
+            Some(recorded) => match host_facts::process::start_time(pid) {
                 Some(now) if now == recorded => Ok(Some(pidfd)),
                 Some(now) => Err(not_ours(format!("started at tick {now}, ours at {recorded}"))),
                 None => Ok(None),
             },
             None => {
                 let socket = states.api_socket.to_string_lossy().into_owned();
-                match procfs::process_cmdline(pid) {
+                match host_facts::process::cmdline(pid) {
                     Some(args) if args.iter().any(|a| a == &socket) => Ok(Some(pidfd)),
                     Some(_) => Err(not_ours(format!("its command line does not name {socket}"))),
                     None => Ok(None),
@@ -817,7 +816,7 @@ mod tests {
         let pid = sleeper.id();
         let mut state = Daemon::create(&layout, DaemonOptions::default(), Timeouts::default()).unwrap().states();
         state.process_id = pid;
-        state.process_start_time = procfs::process_start_time(pid);
+        state.process_start_time = host_facts::process::start_time(pid);
         sleeper.kill().unwrap();
         sleeper.wait().unwrap();
         let timeouts = Timeouts { socket: Duration::from_secs(2), ..Default::default() };

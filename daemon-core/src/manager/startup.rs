@@ -10,9 +10,9 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 
 use super::{Manager, ManagerError};
+use crate::DaemonState;
 use crate::daemon::state::ConfigState;
 use crate::daemon::{Daemon, error_chain};
-use crate::{DaemonState, procfs};
 
 /// What recovery found and did, by daemon id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -164,7 +164,8 @@ impl Manager {
     /// it took the state over and only needs starting; earlier, it waits for a takeover
     /// whose state died with that manager's supervisor, so it is killed.
     async fn settle(&self, daemon: &Daemon) -> Result<Settled, ManagerError> {
-        let upgrading = procfs::process_cmdline(daemon.pid()).is_some_and(|args| args.iter().any(|a| a == "--upgrade"));
+        let upgrading =
+            host_facts::process::cmdline(daemon.pid()).is_some_and(|args| args.iter().any(|a| a == "--upgrade"));
         let state = daemon.get_state().await?;
         if state == DaemonState::Running {
             return Ok(Settled::Running);
@@ -216,7 +217,7 @@ impl Manager {
                 Some(r) if r.fs_driver != self.config().fs_driver => continue,
                 Some(r) => {
                     r.process_id == pid
-                        && r.process_start_time.is_none_or(|t| procfs::process_start_time(pid) == Some(t))
+                        && r.process_start_time.is_none_or(|t| host_facts::process::start_time(pid) == Some(t))
                 }
                 None if intents.contains(&id) => false,
                 None => {
@@ -291,7 +292,7 @@ fn processes_with_socket_under(dir: &Path) -> Vec<(u32, PathBuf)> {
 }
 
 fn api_socket_of(pid: u32) -> Option<PathBuf> {
-    let args = procfs::process_cmdline(pid)?;
+    let args = host_facts::process::cmdline(pid)?;
     let at = args.iter().position(|a| a == "--apisock")?;
     args.get(at + 1).map(PathBuf::from)
 }

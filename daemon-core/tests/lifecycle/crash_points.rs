@@ -212,8 +212,8 @@ fn processes_naming(root: &Path) -> BTreeSet<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            daemon_core::procfs::process_state(*pid).is_some_and(|s| s != 'Z')
-                && daemon_core::procfs::process_cmdline(*pid)
+            host_facts::process::state(*pid).is_some_and(|s| s != 'Z')
+                && host_facts::process::cmdline(*pid)
                     .is_some_and(|args| args.iter().any(|a| a.starts_with(root.as_ref())))
         })
         .collect()
@@ -349,9 +349,7 @@ async fn check_recovered(manager: &Manager, layout: &Layout, acks: &[String]) ->
     if sockets != expected_sockets {
         return Err(format!("sockets {sockets:?}, but the recorded daemons use {expected_sockets:?}").into());
     }
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    let mounts: Vec<String> =
-        daemon_core::procfs::mount_points(&info).filter(|m| Path::new(m).starts_with(layout.root())).collect();
+    let mounts: Vec<PathBuf> = host_facts::mountinfo::under(layout.root()).into_iter().map(|m| m.mount_point).collect();
     if !mounts.is_empty() {
         return Err(format!("mounts left under the root: {mounts:?}").into());
     }

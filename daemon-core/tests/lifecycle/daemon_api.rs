@@ -3,11 +3,11 @@
 //! on-demand fscache.
 
 use daemon_core::daemon::{DaemonMode, FsDriver, SpawnExtras};
-use daemon_core::host::Requirement;
 use daemon_core::manager::{Manager, RecoverPolicy};
 use daemon_core::mount::MountError;
 use daemon_core::rafs::{ANNOTATION_FSCACHE_ID, Rafs};
 use daemon_core::{DaemonError, DaemonOptions, DaemonState};
+use host_facts::Requirement;
 use libtest_mimic::Trial;
 
 use crate::support::{Env, TestResult, ensure, manager_config, trial};
@@ -58,10 +58,10 @@ async fn auth() -> TestResult {
 
 async fn fscache_boundary() -> TestResult {
     let env = Env::new()?;
-    let cache = env.dir.path().join("cache");
+    let cache = env.root.path().join("cache");
     std::fs::create_dir_all(&cache)?;
     // The mock singleton probes this file instead of /dev/cachefiles to decide start-up.
-    let device = env.dir.path().join("cachefiles");
+    let device = env.root.path().join("cachefiles");
     std::fs::write(&device, b"")?;
     let mut config = manager_config(&env, RecoverPolicy::None, true);
     config.fs_driver = FsDriver::Fscache;

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use daemon_core::DaemonState;
 use daemon_core::daemon::DaemonError;
-use daemon_core::host::Requirement;
 use daemon_core::manager::{Manager, ManagerConfig, ManagerError, ManagerEvent, PerDaemonArgs, RecoverPolicy};
 use daemon_core::store::StoreError;
+use host_facts::Requirement;
 use libtest_mimic::Trial;
 use nix::sys::signal::Signal;
 
@@ -49,9 +49,7 @@ fn processes_under(root: &Path) -> Vec<u32> {
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != std::process::id())
-        .filter(|pid| {
-            daemon_core::procfs::process_cmdline(*pid).is_some_and(|args| args.iter().any(|a| a.contains(&root)))
-        })
+        .filter(|pid| host_facts::process::cmdline(*pid).is_some_and(|args| args.iter().any(|a| a.contains(&root))))
         .collect()
 }
 
@@ -68,7 +66,7 @@ async fn recovery_end(
 
 /// A mock script file under the root.
 fn script(env: &Env, name: &str, yaml: &str) -> Result<PathBuf, libtest_mimic::Failed> {
-    let path = env.dir.path().join(name);
+    let path = env.root.path().join(name);
     std::fs::write(&path, yaml)?;
     Ok(path)
 }
@@ -131,13 +129,13 @@ async fn failed_starts() -> TestResult {
             format!("attempt {attempt}: {err}"),
         )?;
         // Before the fix each failed start left its nydusd running: three after three.
-        let left = processes_under(env.dir.path());
+        let left = processes_under(env.root.path());
         ensure(left.is_empty(), format!("attempt {attempt}: processes left {left:?}"))?;
         ensure(!daemon.is_alive(), format!("attempt {attempt}: the failed process is reaped"))?;
     }
     ensure(manager.store().daemons()?.len() == 1, "the record stays for a later start")?;
     let pid = manager.start_daemon_and_wait(&daemon).await?;
-    ensure(processes_under(env.dir.path()) == [pid], "only the verified process runs")?;
+    ensure(processes_under(env.root.path()) == [pid], "only the verified process runs")?;
     // The watch is on this process: its death is seen (before the fix the watch stayed on
     // the first, orphaned process and this death went unnoticed).
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL)?;
@@ -162,7 +160,7 @@ async fn destroy_stopped() -> TestResult {
     // SIGTERM is ignored while stopped; SIGKILL follows at the exit deadline.
     ensure(elapsed >= exit, format!("destroy took {elapsed:?}, before the {exit:?} SIGTERM grace"))?;
     ensure(elapsed < exit * 2 + Duration::from_secs(2), format!("destroy took {elapsed:?}"))?;
-    ensure(!daemon.is_alive() && processes_under(env.dir.path()).is_empty(), format!("pid {pid} is gone"))?;
+    ensure(!daemon.is_alive() && processes_under(env.root.path()).is_empty(), format!("pid {pid} is gone"))?;
     ensure(manager.store().daemons()?.is_empty() && manager.get_daemon("d1").is_none(), "the record is gone")
 }
 
@@ -183,7 +181,7 @@ async fn replacement_dies() -> TestResult {
     ensure(spawned.load(Ordering::SeqCst) == 3, "the first replacement died; the second took over")?;
     ensure(pid != first && pid == daemon.pid() && daemon.is_alive(), "the daemon runs the second replacement")?;
     ensure(daemon.get_state().await? == DaemonState::Running, "RUNNING")?;
-    ensure(processes_under(env.dir.path()) == [pid], "no other process is left")?;
+    ensure(processes_under(env.root.path()) == [pid], "no other process is left")?;
     ensure(manager.monitor().is_subscribed("d1"), "the new process is watched")?;
     // And its own death is seen and recovered too.
     daemon.signal(Signal::SIGKILL)?;
@@ -209,7 +207,7 @@ async fn crash_loop() -> TestResult {
     let ManagerError::RecoveryExhausted { causes, .. } = &*error else { return Err(format!("{error}").into()) };
     ensure(causes.len() == attempts as usize, format!("{} causes for {attempts} attempts: {error}", causes.len()))?;
     ensure(spawned.load(Ordering::SeqCst) == 1 + attempts as usize, "one replacement per attempt")?;
-    ensure(processes_under(env.dir.path()).is_empty(), "no replacement is left running")?;
+    ensure(processes_under(env.root.path()).is_empty(), "no replacement is left running")?;
     ensure(manager.store().daemons()?.len() == 1, "the record stays")?;
     // Nothing more happens: the deaths of the failed replacements start no recovery.
     let more = tokio::time::timeout(Duration::from_millis(500), events.recv()).await;
@@ -244,7 +242,7 @@ async fn concurrent_settle() -> TestResult {
     ensure(report.not_running.iter().all(|(_, s)| *s == DaemonState::Init), format!("{:?}", report.not_running))?;
     // Before the fix: one state deadline per daemon, one after another (5 s here).
     ensure(elapsed < state_deadline * 3, format!("recovery took {elapsed:?} for 5 stuck daemons"))?;
-    ensure(pids.0.iter().all(|p| processes_under(env.dir.path()).contains(p)), "stuck daemons are left alone")
+    ensure(pids.0.iter().all(|p| processes_under(env.root.path()).contains(p)), "stuck daemons are left alone")
 }
 
 /// Shared daemons `ids`, started by a manager that is then dropped, left running.
@@ -261,7 +259,7 @@ async fn started_by_a_dropped_manager(env: &Env, ids: &[&str]) -> Result<KillOnD
 async fn unreadable_record() -> TestResult {
     let env = Env::new()?;
     let pids = started_by_a_dropped_manager(&env, &["a", "b"]).await?;
-    let db = env.dir.path().join(daemon_core::store::DB_FILE);
+    let db = env.root.path().join(daemon_core::store::DB_FILE);
     rusqlite::Connection::open(&db)?.execute("UPDATE daemons SET record = '{\"ID\":' WHERE id = 'b'", [])?;
     let second = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
     // Before the fix the bad record made recover() fail as a whole.
@@ -272,7 +270,7 @@ async fn unreadable_record() -> TestResult {
         format!("failed {:?}", report.failed),
     )?;
     ensure(report.strays_killed.is_empty(), format!("killed {:?}", report.strays_killed))?;
-    let alive = processes_under(env.dir.path());
+    let alive = processes_under(env.root.path());
     ensure(pids.0.iter().all(|p| alive.contains(p)), "the daemon of the unreadable record still runs")
 }
 
@@ -283,7 +281,7 @@ async fn lost_record_without_intent() -> TestResult {
     let env = Env::new()?;
     let pids = started_by_a_dropped_manager(&env, &["a", "b"]).await?;
     let (pid_a, pid_b) = (pids.0[0], pids.0[1]);
-    let db = env.dir.path().join(daemon_core::store::DB_FILE);
+    let db = env.root.path().join(daemon_core::store::DB_FILE);
     rusqlite::Connection::open(&db)?.execute("DELETE FROM daemons WHERE id = 'b'", [])?;
     {
         let second = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
@@ -291,14 +289,14 @@ async fn lost_record_without_intent() -> TestResult {
         ensure(report.live == ["a"], format!("live {:?}", report.live))?;
         ensure(report.strays_killed.is_empty(), format!("killed {:?}", report.strays_killed))?;
         ensure(report.unrecorded_left == [("b".to_owned(), pid_b)], format!("left {:?}", report.unrecorded_left))?;
-        let alive = processes_under(env.dir.path());
+        let alive = processes_under(env.root.path());
         ensure(alive.contains(&pid_a) && alive.contains(&pid_b), format!("alive {alive:?}"))?;
     }
     rusqlite::Connection::open(&db)?.execute("INSERT INTO intents (daemon_id, what) VALUES ('b', 'destroy')", [])?;
     let third = Manager::open(manager_config(&env, RecoverPolicy::None, false))?;
     let report = third.recover().await?;
     ensure(report.strays_killed == [("b".to_owned(), pid_b)], format!("killed {:?}", report.strays_killed))?;
-    ensure(!processes_under(env.dir.path()).contains(&pid_b), "the licensed stray is gone")?;
+    ensure(!processes_under(env.root.path()).contains(&pid_b), "the licensed stray is gone")?;
     ensure(third.store().intents()?.is_empty(), format!("intents left {:?}", third.store().intents()))
 }
 
@@ -325,9 +323,9 @@ fn remove_store(root: &Path) -> std::io::Result<()> {
 async fn store_lost() -> TestResult {
     for variant in ["deleted", "emptied"] {
         let (env, pid) = orphaned_daemon().await?;
-        let db = env.dir.path().join(daemon_core::store::DB_FILE);
+        let db = env.root.path().join(daemon_core::store::DB_FILE);
         match variant {
-            "deleted" => remove_store(env.dir.path())?,
+            "deleted" => remove_store(env.root.path())?,
             _ => std::fs::File::create(&db).map(drop)?,
         }
         let opened = Manager::open(manager_config(&env, RecoverPolicy::None, false));
@@ -338,7 +336,7 @@ async fn store_lost() -> TestResult {
             format!("{variant}: {err}"),
         )?;
         ensure(err.to_string().contains(&format!("pid {}", pid.0[0])), format!("{variant}: names the pid: {err}"))?;
-        ensure(processes_under(env.dir.path()) == pid.0, format!("{variant}: the daemon still runs"))?;
+        ensure(processes_under(env.root.path()) == pid.0, format!("{variant}: the daemon still runs"))?;
         ensure(!daemon_core::store::has_content(&db), format!("{variant}: no store was made in its place"))?;
     }
     Ok(())
@@ -346,17 +344,17 @@ async fn store_lost() -> TestResult {
 
 async fn store_damaged() -> TestResult {
     let (env, pid) = orphaned_daemon().await?;
-    let db = env.dir.path().join(daemon_core::store::DB_FILE);
+    let db = env.root.path().join(daemon_core::store::DB_FILE);
     rusqlite::Connection::open(&db)?.execute_batch("DROP TABLE daemons")?;
     let opened = Manager::open(manager_config(&env, RecoverPolicy::None, false));
     let Err(err) = opened else { return Err("the manager opened a store without its daemons table".into()) };
     ensure(matches!(&err, ManagerError::Store(StoreError::Damaged { .. })), format!("{err}"))?;
-    ensure(processes_under(env.dir.path()) == pid.0, "the daemon still runs")
+    ensure(processes_under(env.root.path()) == pid.0, "the daemon still runs")
 }
 
 async fn store_immutable() -> TestResult {
     let (env, pid) = orphaned_daemon().await?;
-    let db = env.dir.path().join(daemon_core::store::DB_FILE);
+    let db = env.root.path().join(daemon_core::store::DB_FILE);
     let chattr = |flag: &str| std::process::Command::new("chattr").arg(flag).arg(&db).status();
     if !chattr("+i")?.success() {
         return Err("chattr +i failed (this filesystem has no immutable flag)".into());
@@ -367,5 +365,5 @@ async fn store_immutable() -> TestResult {
     // call had already changed the daemon.
     let Err(err) = opened else { return Err("the manager opened an immutable store".into()) };
     ensure(matches!(&err, ManagerError::Store(StoreError::ReadOnly { .. })), format!("{err}"))?;
-    ensure(processes_under(env.dir.path()) == pid.0, "the daemon still runs")
+    ensure(processes_under(env.root.path()) == pid.0, "the daemon still runs")
 }

@@ -6,6 +6,7 @@
 //! first. Tests that need more than an unprivileged host are listed as ignored, with the
 //! reason printed, when the host lacks it.
 
+mod client;
 mod crash_points;
 mod daemon_api;
 mod guarantees;
@@ -19,7 +20,7 @@ mod support;
 use libtest_mimic::{Arguments, Trial};
 
 fn main() -> std::process::ExitCode {
-    if support::invoked_as_mock() {
+    if testkit::invoked_as_mock(&std::env::args_os().next().unwrap_or_default()) {
         return mock_nydusd::run(std::env::args_os());
     }
     if let Ok(workflow) = std::env::var(crash_points::WORKFLOW_ROLE) {
@@ -30,6 +31,7 @@ fn main() -> std::process::ExitCode {
     }
     let args = Arguments::from_args();
     let mut trials: Vec<Trial> = Vec::new();
+    trials.extend(client::tests());
     trials.extend(supervisor::tests());
     trials.extend(manager::tests());
     trials.extend(guarantees::tests());

@@ -284,7 +284,7 @@ async fn dedicated() -> TestResult {
     std::fs::copy(daemon.states().config_file(Some("snap9")), daemon.states().config_file(None))?;
     manager.add_rafs_instance(&daemon, rafs)?;
     manager.start_daemon_and_wait(&daemon).await?;
-    let argv = daemon_core::procfs::process_cmdline(daemon.pid()).ok_or("no cmdline")?;
+    let argv = host_facts::process::cmdline(daemon.pid()).ok_or("no cmdline")?;
     let flag = |name: &str| argv.iter().position(|a| a == name).and_then(|i| argv.get(i + 1)).cloned();
     ensure(flag("--bootstrap").is_some_and(|b| b.ends_with("snap9/fs/image/image.boot")), format!("{argv:?}"))?;
     ensure(flag("--mountpoint") == Some(mountpoint.display().to_string()), format!("{argv:?}"))?;

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use daemon_core::host::Requirement;
 use daemon_core::mount::{self, MountError};
+use host_facts::Requirement;
 use libtest_mimic::Trial;
 
 use crate::support::{Env, TestResult, ensure, trial};
@@ -37,14 +37,14 @@ impl Drop for MountGuard<'_> {
 
 async fn erofs_image() -> TestResult {
     let env = Env::new()?;
-    let tree = env.dir.path().join("tree");
+    let tree = env.root.path().join("tree");
     std::fs::create_dir_all(tree.join("etc"))?;
     std::fs::write(tree.join("etc/os-release"), "NAME=erofs-test\n")?;
-    let image = env.dir.path().join("image.erofs");
+    let image = env.root.path().join("image.erofs");
     let built = Command::new("mkfs.erofs").arg(&image).arg(&tree).output()?;
     ensure(built.status.success(), format!("mkfs.erofs failed: {}", String::from_utf8_lossy(&built.stderr)))?;
 
-    let mnt = env.dir.path().join("mnt");
+    let mnt = env.root.path().join("mnt");
     std::fs::create_dir_all(&mnt)?;
     mount::mount_erofs_image(&image, &mnt)?;
     let guard = MountGuard(&mnt);
@@ -64,7 +64,7 @@ async fn erofs_image() -> TestResult {
 /// /dev/cachefiles (this CI's kernel) it is listed as ignored with that reason.
 async fn erofs_fscache() -> TestResult {
     let env = Env::new()?;
-    let mnt = env.dir.path().join("mnt");
+    let mnt = env.root.path().join("mnt");
     std::fs::create_dir_all(&mnt)?;
     let result = mount::mount_erofs_fscache("", &mount::fscache_id("snap-1"), &mnt);
     let _guard = MountGuard(&mnt);

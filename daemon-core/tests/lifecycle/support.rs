@@ -2,23 +2,17 @@
 //! daemons that are killed when the test ends, and trials that run async bodies.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use daemon_core::daemon::command::CommandInputs;
 use daemon_core::daemon::{DaemonMode, FsDriver, SpawnExtras};
-use daemon_core::host::{Requirement, unmet};
 use daemon_core::manager::{ManagerConfig, ManagerEvent, RecoverPolicy};
 use daemon_core::rafs::Rafs;
 use daemon_core::{Daemon, DaemonOptions, Layout, Timeouts};
+use host_facts::{Requirement, unmet};
 use libtest_mimic::{Failed, Trial};
 use tokio::sync::broadcast;
-
-/// Whether this process was started as the mock.
-pub fn invoked_as_mock() -> bool {
-    let argv0 = std::env::args_os().next().unwrap_or_default();
-    Path::new(&argv0).file_name().is_some_and(|n| n == "nydusd" || n == "mock-nydusd")
-}
 
 /// A test's result; `?` works on any error.
 pub type TestResult = Result<(), Failed>;
@@ -50,36 +44,26 @@ pub fn ensure(condition: bool, message: impl Into<String>) -> TestResult {
     if condition { Ok(()) } else { Err(message.into().into()) }
 }
 
-/// A temporary snapshotter root with the mock linked in as `<root>/bin/nydusd`.
+/// A temporary snapshotter root with this binary linked in as `<root>/bin/nydusd`.
 pub struct Env {
-    pub dir: tempfile::TempDir,
+    pub root: testkit::MockRoot,
     pub layout: Layout,
     pub nydusd: PathBuf,
 }
 
 impl Env {
     pub fn new() -> Result<Self, Failed> {
-        let dir = tempfile::tempdir()?;
-        let layout = Layout::new(dir.path());
-        std::fs::create_dir_all(dir.path().join("bin"))?;
+        let root = testkit::MockRoot::new("lifecycle-", &std::env::current_exe()?)?;
+        let layout = Layout::new(root.path());
         std::fs::create_dir_all(layout.shared_mountpoint())?;
-        let nydusd = dir.path().join("bin/nydusd");
-        std::os::unix::fs::symlink(std::env::current_exe()?, &nydusd)?;
-        Ok(Self { dir, layout, nydusd })
+        let nydusd = root.nydusd().to_owned();
+        Ok(Self { root, layout, nydusd })
     }
 
     /// A "new build" at `relative` under the root: the same mock, reporting another git
     /// commit.
     pub fn next_build(&self, relative: &str) -> Result<PathBuf, Failed> {
-        let next = self.dir.path().join(relative);
-        let script = format!(
-            "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
-            self.nydusd.display(),
-            "ab".repeat(20)
-        );
-        std::fs::write(&next, script)?;
-        std::fs::set_permissions(&next, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-        Ok(next)
+        Ok(self.root.next_build(relative, &"ab".repeat(20))?)
     }
 
     /// Short deadlines so that a failing test fails fast.
@@ -107,7 +91,7 @@ impl Env {
     /// Starts `daemon`'s process (killed when its handle drops), with a journal per pid.
     pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, Failed> {
         let inputs = CommandInputs { upgrade, ..CommandInputs::default() };
-        let journal = self.dir.path().join(format!("{}-{}.jsonl", daemon.id(), std::process::id()));
+        let journal = self.root.path().join(format!("{}-{}.jsonl", daemon.id(), std::process::id()));
         let extras = SpawnExtras {
             args: vec!["--mock-journal".into(), journal.into(), "--mock-no-abort".into()],
             kill_on_drop: true,
@@ -195,7 +179,7 @@ impl Env {
 
     /// The mock journal's entries (every daemon started by a test manager writes there).
     pub fn journal(&self) -> Vec<serde_json::Value> {
-        let text = std::fs::read_to_string(self.dir.path().join("journal.jsonl")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.root.path().join("journal.jsonl")).unwrap_or_default();
         text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 }

@@ -74,8 +74,8 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
         let names: Vec<String> = scenario.targets.iter().map(|t| format!("{t:?}").to_lowercase()).collect();
         return Some(format!("applies to {} only", names.join(", ")));
     }
-    let requirements: Vec<daemon_core::host::Requirement> = scenario.requires.iter().map(|r| (*r).into()).collect();
-    if let Some(reason) = daemon_core::host::unmet(&requirements) {
+    let requirements: Vec<host_facts::Requirement> = scenario.requires.iter().map(|r| (*r).into()).collect();
+    if let Some(reason) = host_facts::unmet(&requirements) {
         return Some(reason);
     }
     if let (Target::Real, Some(min)) = (config.target, &scenario.min_nydusd) {
@@ -708,15 +708,12 @@ pub(crate) fn processes_naming(text: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| *pid != me)
-        .filter(|pid| daemon_core::procfs::process_state(*pid).is_some_and(|s| s != 'Z'))
-        .filter(|pid| {
-            daemon_core::procfs::process_cmdline(*pid).is_some_and(|args| args.iter().any(|a| a.contains(text)))
-        })
+        .filter(|pid| host_facts::process::state(*pid).is_some_and(|s| s != 'Z'))
+        .filter(|pid| host_facts::process::cmdline(*pid).is_some_and(|args| args.iter().any(|a| a.contains(text))))
         .collect()
 }
 
 /// Mountpoints at or under `root`, in mountinfo order.
 pub(crate) fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    daemon_core::procfs::mount_points(&info).map(PathBuf::from).filter(|m| m.starts_with(root)).collect()
+    host_facts::mountinfo::under(root).into_iter().map(|m| m.mount_point).collect()
 }

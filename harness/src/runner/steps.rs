@@ -226,7 +226,7 @@ impl Run<'_> {
                     let pid = daemon.pid();
                     let deadline = std::time::Instant::now() + Duration::from_secs(5);
                     let want_stopped = signal == Signal::SIGSTOP;
-                    while daemon_core::procfs::process_state(pid).is_some_and(|st| (st == 'T') != want_stopped) {
+                    while host_facts::process::state(pid).is_some_and(|st| (st == 'T') != want_stopped) {
                         if std::time::Instant::now() > deadline {
                             return Err(StepError::new(format!(
                                 "{signal} did not take effect on pid {pid} within 5 s"
@@ -748,7 +748,7 @@ impl Run<'_> {
         loop {
             let zombies: Vec<String> = managed
                 .iter()
-                .filter(|d| d.pid() > 0 && daemon_core::procfs::process_state(d.pid()) == Some('Z'))
+                .filter(|d| d.pid() > 0 && host_facts::process::state(d.pid()) == Some('Z'))
                 .map(|d| format!("{} (pid {})", d.id(), d.pid()))
                 .collect();
             if zombies.is_empty() {
@@ -777,7 +777,7 @@ impl Run<'_> {
         if !strays.is_empty() {
             let described: Vec<String> = strays
                 .iter()
-                .map(|p| format!("{p} ({})", daemon_core::procfs::process_cmdline(*p).unwrap_or_default().join(" ")))
+                .map(|p| format!("{p} ({})", host_facts::process::cmdline(*p).unwrap_or_default().join(" ")))
                 .collect();
             return Err(StepError::mismatch("processes outlived their daemons", "none", described.join("; ")));
         }

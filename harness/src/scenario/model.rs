@@ -81,9 +81,9 @@ pub enum Requirement {
     Fscache,
 }
 
-impl From<Requirement> for daemon_core::host::Requirement {
+impl From<Requirement> for host_facts::Requirement {
     fn from(r: Requirement) -> Self {
-        use daemon_core::host::Requirement as H;
+        use host_facts::Requirement as H;
         match r {
             Requirement::Root => H::Root,
             Requirement::Fuse => H::Fuse,

@@ -1,0 +1,72 @@
+//! The workspace's shape, checked where it is easy to break by accident: which crate may
+//! depend on which.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+
+fn cargo(args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap_or_else(|e| panic!("cargo {args:?}: {e}"));
+    assert!(output.status.success(), "cargo {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The mock must be testable against daemon-core without sharing its code, and must not
+/// carry the client's HTTP stack or the store's database, even in its tests.
+#[test]
+fn the_mock_depends_on_neither_daemon_core_nor_its_http_client_nor_its_store() {
+    let tree = cargo(&["tree", "-p", "mock-nydusd", "-e", "normal,build,dev", "--prefix", "none"]);
+    let names: BTreeSet<&str> = tree.lines().filter_map(|l| l.split(' ').next()).collect();
+    for forbidden in ["daemon-core", "hyper", "hyperlocal", "rusqlite", "harness"] {
+        assert!(!names.contains(forbidden), "mock-nydusd depends on {forbidden}:\n{tree}");
+    }
+    assert!(names.contains("nydusd-api"), "the wire crate is the mock's contract");
+}
+
+/// No cycle among workspace crates, dev-dependencies included: each crate can be tested
+/// against the ones below it only.
+#[test]
+fn workspace_crates_depend_on_each_other_without_a_cycle() {
+    let metadata: serde_json::Value =
+        serde_json::from_str(&cargo(&["metadata", "--format-version", "1", "--no-deps"])).unwrap();
+    let members: BTreeSet<String> =
+        metadata["packages"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_owned()).collect();
+    let edges: BTreeMap<String, Vec<String>> = metadata["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let deps = p["dependencies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["name"].as_str().unwrap().to_owned())
+                .filter(|d| members.contains(d) && Some(d.as_str()) != p["name"].as_str())
+                .collect();
+            (p["name"].as_str().unwrap().to_owned(), deps)
+        })
+        .collect();
+    // Depth-first search; a crate met again while still on the path closes a cycle.
+    fn visit(node: &str, edges: &BTreeMap<String, Vec<String>>, path: &mut Vec<String>, done: &mut BTreeSet<String>) {
+        if let Some(at) = path.iter().position(|n| n == node) {
+            panic!("dependency cycle: {} -> {node}", path[at..].join(" -> "));
+        }
+        if !done.insert(node.to_owned()) {
+            return;
+        }
+        path.push(node.to_owned());
+        for next in &edges[node] {
+            visit(next, edges, path, done);
+        }
+        path.pop();
+    }
+    let mut done = BTreeSet::new();
+    for member in &members {
+        visit(member, &edges, &mut Vec::new(), &mut done);
+    }
+    assert!(members.len() >= 6, "{members:?}");
+}

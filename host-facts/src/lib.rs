@@ -1,0 +1,17 @@
+//! What a Linux host has and shows, read the one way every crate here reads it.
+//!
+//! * [`mountinfo`]: the mounts in `/proc/self/mountinfo`, with the kernel's octal escapes
+//!   undone, so a path with a space matches.
+//! * [`process`]: a process's state, start time and arguments from `/proc/<pid>`.
+//! * [`requirement`]: the capabilities privileged tests and scenarios are gated on, each
+//!   check answering with the reason it fails.
+//!
+//! The daemon library, the mock and the harness all depend on this crate, and on nothing
+//! of each other's for these facts: the mock can then be tested against the library
+//! without sharing its code.
+
+pub mod mountinfo;
+pub mod process;
+pub mod requirement;
+
+pub use requirement::{Requirement, on_path, unmet};

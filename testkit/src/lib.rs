@@ -1,0 +1,39 @@
+//! The scaffolding every driver of the mock needs, written once: the lifecycle tests, the
+//! mock's own tests, the harness's runner and its bench.
+//!
+//! * [`MockRoot`]: a temporary snapshotter root, private to its owner, with the mock
+//!   linked in as `<root>/bin/nydusd`, and "new builds" of it for hot-upgrade tests.
+//! * [`MockProcess`]: one mock started directly (not through daemon-core), with its
+//!   journal and control socket, killed and its mount detached on drop.
+//! * [`invoked_as_mock`]: whether this process was started under the mock's names, for
+//!   binaries that are the mock too (the harness, the lifecycle test binary).
+//!
+//! It depends on neither daemon-core nor mock-nydusd, so that both can use it.
+
+mod process;
+mod root;
+
+pub use process::{MockProcess, exchange, read_response, reported_state, wait_for};
+pub use root::MockRoot;
+
+use std::ffi::OsStr;
+use std::path::Path;
+
+/// Whether `argv0` names the mock: the link [`MockRoot`] makes is `nydusd`, and the mock's
+/// own binary is `mock-nydusd`.
+pub fn invoked_as_mock(argv0: &OsStr) -> bool {
+    Path::new(argv0).file_name().is_some_and(|n| n == "nydusd" || n == "mock-nydusd")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mock_is_known_by_its_two_names_only() {
+        assert!(invoked_as_mock(OsStr::new("/r/bin/nydusd")));
+        assert!(invoked_as_mock(OsStr::new("mock-nydusd")));
+        assert!(!invoked_as_mock(OsStr::new("/usr/bin/harness")));
+        assert!(!invoked_as_mock(OsStr::new("nydusd-2.4")));
+    }
+}

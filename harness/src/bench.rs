@@ -51,7 +51,7 @@ fn summary(mut samples: Vec<Duration>) -> Value {
 
 /// A temporary root with the mock linked in, and a manager over it.
 struct Bed {
-    _dir: tempfile::TempDir,
+    _root: testkit::MockRoot,
     layout: Layout,
     manager: Manager,
     events: broadcast::Receiver<ManagerEvent>,
@@ -69,15 +69,12 @@ impl Bed {
         policy: RecoverPolicy,
         timeouts: Timeouts,
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("nydus-bench-").tempdir()?;
-        let layout = Layout::new(dir.path());
-        std::fs::create_dir_all(dir.path().join("bin"))?;
+        let root = testkit::MockRoot::new("nydus-bench-", binary)?;
+        let layout = Layout::new(root.path());
         std::fs::create_dir_all(layout.shared_mountpoint())?;
-        let link = dir.path().join("bin/nydusd");
-        std::os::unix::fs::symlink(binary, &link)?;
         let config = ManagerConfig {
             layout: layout.clone(),
-            nydusd: link,
+            nydusd: root.nydusd().to_owned(),
             fs_driver: daemon_core::daemon::FsDriver::Fusedev,
             recover_policy: policy,
             timeouts,
@@ -90,7 +87,7 @@ impl Bed {
         };
         let manager = Manager::open(config)?;
         let events = manager.subscribe();
-        Ok(Self { _dir: dir, layout, manager, events })
+        Ok(Self { _root: root, layout, manager, events })
     }
 
     async fn daemon(&self, id: &str, timeouts: Timeouts) -> anyhow::Result<std::sync::Arc<Daemon>> {

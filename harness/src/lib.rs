@@ -24,8 +24,6 @@ pub mod runner;
 pub mod scenario;
 pub mod termination;
 
-use std::path::Path;
-
 /// Environment variable that makes the harness binary a reader workload (see
 /// `mock_nydusd::reader`): `<file>\n<size>\n<stop file>`.
 pub const READER_ROLE: &str = "HARNESS_READER";
@@ -35,9 +33,4 @@ pub fn run_reader_role() -> bool {
     let Ok(spec) = std::env::var(READER_ROLE) else { return false };
     println!("{}", mock_nydusd::reader::run_spec(&spec));
     true
-}
-
-/// Whether this process was started under a mock-nydusd name (multi-call binary).
-pub fn invoked_as_mock(argv0: &std::ffi::OsStr) -> bool {
-    Path::new(argv0).file_name().is_some_and(|name| name == "nydusd" || name == "mock-nydusd")
 }

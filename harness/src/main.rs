@@ -2,7 +2,7 @@
 
 fn main() -> std::process::ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    if harness::invoked_as_mock(&argv0) {
+    if testkit::invoked_as_mock(&argv0) {
         return mock_nydusd::run(std::env::args_os());
     }
     if harness::run_reader_role() {

@@ -253,3 +253,25 @@ fn unwritable_report_paths_are_usage_errors_before_anything_runs() {
         assert!(!text.contains("PASS"), "{flag}: nothing ran: {text}");
     }
 }
+
+/// Roots live in the temporary directory, and mountinfo writes a space in a path as
+/// `\040`: a reader that matched the raw text never saw such a root's mounts. The FUSE
+/// scenarios mount under the root and check it (`expect_mounted`, the leak check after
+/// each scenario), so they pass only when every reader unescapes.
+#[test]
+fn a_temporary_directory_with_a_space_in_its_path_is_served_and_left_empty() {
+    let tmp = tempfile::Builder::new().prefix("harness tmp ").tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run", "scenarios/privileged", "scenarios/lifecycle"])
+        .env("TMPDIR", tmp.path())
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    // The bundle directory is made before the run, to refuse an unwritable one early.
+    let bundles = tmp.path().join("harness-failures");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(left, std::slice::from_ref(&bundles), "left in the temporary directory");
+    assert_eq!(std::fs::read_dir(&bundles).unwrap().count(), 0, "no repro bundle: nothing failed");
+}

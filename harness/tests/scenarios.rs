@@ -27,19 +27,6 @@ fn config() -> RunConfig {
     }
 }
 
-/// A real nydusd: `$NYDUSD`, else `nydusd` on PATH, else `~/.cargo/bin/nydusd` (where
-/// `cargo install nydus-rs --locked` puts it).
-fn real_nydusd() -> Option<PathBuf> {
-    if let Some(path) = std::env::var_os("NYDUSD") {
-        return Some(PathBuf::from(path));
-    }
-    if host_facts::on_path("nydusd") {
-        return Some(PathBuf::from("nydusd"));
-    }
-    let home = std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/nydusd"))?;
-    home.is_file().then_some(home)
-}
-
 fn real_config(nydusd: PathBuf) -> RunConfig {
     // Root here lacks CAP_SYS_RESOURCE, so real nydusd must not raise its fd limit.
     RunConfig { nydusd, target: Target::Real, extra_args: vec!["--rlimit-nofile".into(), "0".into()], bundles: None }
@@ -99,17 +86,15 @@ fn main() {
     }
     // The scenarios that apply to a real nydusd run against it too, as `real::…` tests, and
     // those for both targets are also compared call by call (`real::diff::…`).
-    let real = real_nydusd();
+    let real = host_facts::installed_nydusd();
     for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
         let Ok(loaded) = scenario::load(&path) else { continue };
         if !loaded.targets.contains(&Target::Real) {
             continue;
         }
         let real_skip = match &real {
-            None => {
-                Some("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
-            }
-            Some(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
+            Err(reason) => Some(reason.clone()),
+            Ok(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
         };
         let nydusd = real.clone().unwrap_or_default();
         let (file, on_real) = (path.clone(), real_config(nydusd.clone()));

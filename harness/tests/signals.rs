@@ -96,9 +96,12 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     if status.code() != Some(128 + signal as i32) {
         let out = std::fs::read_to_string(stdout.path()).unwrap_or_default();
         let tail: Vec<&str> = out.lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect();
+        // A chaos failure is named on its FAIL line and the two after it, long before the tail.
+        let failure: Vec<&str> = out.lines().skip_while(|l| !l.starts_with("FAIL ")).take(3).collect();
         return Err(format!(
-            "{signal}: exit status {status}, not {}; stderr:\n{stderr}\nstdout (last lines):\n{}",
+            "{signal}: exit status {status}, not {}; stderr:\n{stderr}\nstdout (failure):\n{}\nstdout (last lines):\n{}",
             128 + signal as i32,
+            failure.join("\n"),
             tail.join("\n")
         )
         .into());

@@ -14,4 +14,4 @@ pub mod mountinfo;
 pub mod process;
 pub mod requirement;
 
-pub use requirement::{Requirement, on_path, unmet};
+pub use requirement::{Requirement, installed_nydusd, on_path, unmet};

@@ -1,7 +1,7 @@
 //! What this host can do: the facts privileged tests and scenarios are gated on. Each check
 //! answers with the reason it fails, so a skipped test can say exactly why.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A capability a test or scenario needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -100,6 +100,22 @@ pub fn on_path(name: &str) -> bool {
             std::fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     })
+}
+
+/// A real nydusd for the tests that compare against one: `$NYDUSD`, else `nydusd` on
+/// PATH, else `~/.cargo/bin/nydusd` (where `cargo install nydus-rs --locked` puts it);
+/// otherwise why there is none.
+pub fn installed_nydusd() -> Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os("NYDUSD") {
+        return Ok(PathBuf::from(path));
+    }
+    if on_path("nydusd") {
+        return Ok(PathBuf::from("nydusd"));
+    }
+    std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(".cargo/bin/nydusd"))
+        .filter(|p| p.is_file())
+        .ok_or_else(|| "needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
 }
 
 #[cfg(test)]

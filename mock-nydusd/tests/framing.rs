@@ -348,16 +348,9 @@ impl Drop for RealNydusd {
     }
 }
 
-/// A real nydusd: `$NYDUSD`, else `nydusd` on PATH, else `~/.cargo/bin/nydusd`.
+/// A real nydusd (see [`host_facts::installed_nydusd`]) and the privileges it needs here.
 fn real_nydusd() -> Result<PathBuf, String> {
-    let found = if let Some(path) = std::env::var_os("NYDUSD") {
-        Some(PathBuf::from(path))
-    } else if host_facts::on_path("nydusd") {
-        Some(PathBuf::from("nydusd"))
-    } else {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin/nydusd")).filter(|p| p.is_file())
-    };
-    let binary = found.ok_or("needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)")?;
+    let binary = host_facts::installed_nydusd()?;
     match unmet(&[Requirement::Root, Requirement::Fuse]) {
         Some(reason) => Err(reason),
         None => Ok(binary),

@@ -3,8 +3,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-/// A temporary directory (mode 0700: it holds API and supervisor sockets, configurations
-/// and the store) with `bin/nydusd` linked to a mock binary. Removed on drop.
+/// A private temporary directory ([`private_tempdir`]) with the mock linked in
+/// ([`link_mock`]). Removed on drop.
 #[derive(Debug)]
 pub struct MockRoot {
     dir: tempfile::TempDir,
@@ -14,19 +14,8 @@ pub struct MockRoot {
 impl MockRoot {
     /// A root named `<prefix>…` in the temporary directory, with `bin/nydusd` → `mock`.
     pub fn new(prefix: &str, mock: &Path) -> std::io::Result<Self> {
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .permissions(std::fs::Permissions::from_mode(0o700))
-            .tempdir_in(std::env::temp_dir())?;
-        Self::link(dir, mock)
-    }
-
-    /// Links the mock into an existing directory, which the root then owns.
-    pub fn link(dir: tempfile::TempDir, mock: &Path) -> std::io::Result<Self> {
-        let nydusd = dir.path().join("bin/nydusd");
-        std::fs::create_dir_all(dir.path().join("bin"))?;
-        std::os::unix::fs::symlink(mock, &nydusd)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("cannot link the mock at {}: {e}", nydusd.display())))?;
+        let dir = private_tempdir(prefix)?;
+        let nydusd = link_mock(dir.path(), mock)?;
         Ok(Self { dir, nydusd })
     }
 
@@ -44,12 +33,32 @@ impl MockRoot {
     /// as a hot upgrade needs a binary whose `--version` differs.
     pub fn next_build(&self, relative: &str, git_commit: &str) -> std::io::Result<PathBuf> {
         let next = self.path().join(relative);
-        let script =
-            format!("#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {git_commit}\n", self.nydusd.display());
+        // Single-quoted, so that a root whose path has a space (or a quote) still works.
+        let quoted = self.nydusd.display().to_string().replace('\'', r"'\''");
+        let script = format!("#!/bin/bash\nexec -a nydusd '{quoted}' \"$@\" --mock-git-commit '{git_commit}'\n");
         std::fs::write(&next, script)?;
         std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755))?;
         Ok(next)
     }
+}
+
+/// A temporary directory named `<prefix>…`, readable by its owner only: a snapshotter
+/// root holds API and supervisor sockets, configurations and the store.
+pub fn private_tempdir(prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(prefix)
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(std::env::temp_dir())
+}
+
+/// Links `mock` in as `<root>/bin/nydusd`: a binary that is the mock when started under
+/// that name (see [`crate::invoked_as_mock`]) then runs it.
+pub fn link_mock(root: &Path, mock: &Path) -> std::io::Result<PathBuf> {
+    let nydusd = root.join("bin/nydusd");
+    std::fs::create_dir_all(root.join("bin"))
+        .and_then(|()| std::os::unix::fs::symlink(mock, &nydusd))
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot link the mock at {}: {e}", nydusd.display())))?;
+    Ok(nydusd)
 }
 
 #[cfg(test)]
@@ -58,12 +67,13 @@ mod tests {
 
     #[test]
     fn the_root_is_private_and_links_the_mock() {
-        let root = MockRoot::new("testkit-", Path::new("/bin/true")).unwrap();
+        let root = MockRoot::new("testkit it's ", Path::new("/bin/true")).unwrap();
         let mode = std::fs::metadata(root.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
         assert_eq!(std::fs::read_link(root.nydusd()).unwrap(), Path::new("/bin/true"));
         let next = root.next_build("next-nydusd", "ab").unwrap();
-        assert!(std::fs::read_to_string(next).unwrap().contains("--mock-git-commit ab"));
+        let status = std::process::Command::new(&next).status().unwrap();
+        assert!(status.success(), "the build runs from a root with a space and a quote: {status}");
         let path = root.path().to_owned();
         drop(root);
         assert!(!path.exists(), "removed on drop");

@@ -1,5 +1,5 @@
-//! Real erofs mounts: a file-backed image built with mkfs.erofs, and the fscache path up
-//! to the kernel boundary.
+//! Real mounts: a file-backed erofs image built with mkfs.erofs, the fscache path up to
+//! the kernel boundary, and aborting the FUSE connection of a stopped daemon.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,6 +17,11 @@ pub fn tests() -> Vec<Trial> {
             "mounts::a_file_backed_erofs_image_mounts_reads_and_unmounts",
             &[Requirement::Root, Requirement::Erofs, Requirement::MkfsErofs],
             erofs_image,
+        ),
+        trial(
+            "mounts::fuse_connections_under_a_root_with_a_space_are_aborted",
+            &[Requirement::Root, Requirement::Fuse],
+            abort_under_a_root_with_a_space,
         ),
         trial(
             "mounts::erofs_over_fscache_mounts_an_instance",
@@ -70,4 +75,39 @@ async fn erofs_fscache() -> TestResult {
     let _guard = MountGuard(&mnt);
     // No nydusd serves this fsid: the kernel itself must refuse, not our capability check.
     ensure(!matches!(result, Err(MountError::FscacheUnsupported { .. })), format!("{result:?}"))
+}
+
+/// A read blocked on a stopped FUSE daemon is released by aborting the connections under
+/// the root. The root's path has a space, which mountinfo writes as `\040`: before the
+/// mountinfo parser was shared, this reader compared the raw text, found no mount under
+/// the root, and left the read blocked.
+async fn abort_under_a_root_with_a_space() -> TestResult {
+    let env = Env::new()?;
+    let dir = tempfile::Builder::new().prefix("fuse root ").tempdir_in(env.root.path())?;
+    let root = dir.path().to_owned();
+    std::fs::write(root.join("image.boot"), r#"{"mock_tree":{"seen":"x","unseen":"y"}}"#)?;
+    std::fs::write(root.join("config.json"), "{}")?;
+    let (boot, config) = (root.join("image.boot"), root.join("config.json"));
+    let args = ["--mock-fuse", "--bootstrap", boot.to_str().ok_or("path")?, "--config", config.to_str().ok_or("path")?];
+    let mut mock = testkit::MockProcess::start_in(&env.nydusd, dir, &args);
+    ensure(std::fs::read_to_string(root.join("mnt/seen"))? == "x", "the mount serves")?;
+
+    let pid = nix::unistd::Pid::from_raw(mock.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+    let (done, read) = std::sync::mpsc::channel();
+    let unseen = root.join("mnt/unseen");
+    std::thread::spawn(move || done.send(std::fs::read(unseen).map_err(|e| e.raw_os_error())));
+    std::thread::sleep(Duration::from_millis(100));
+    ensure(read.try_recv().is_err(), "the read waits on the stopped daemon")?;
+
+    mount::abort_fuse_connections_under(&root);
+    let outcome = read.recv_timeout(Duration::from_secs(5));
+    // Whatever happened, release the daemon so nothing stays blocked.
+    let _ = mock.child.kill();
+    let _ = mock.child.wait();
+    match outcome {
+        Ok(Err(Some(errno))) if errno == nix::libc::ECONNABORTED || errno == nix::libc::ENOTCONN => Ok(()),
+        Ok(other) => Err(format!("the read ended with {other:?}, not a connection abort").into()),
+        Err(_) => Err("the read is still blocked 5 s after the abort".into()),
+    }
 }

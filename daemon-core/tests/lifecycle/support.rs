@@ -53,7 +53,7 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Result<Self, Failed> {
-        let root = testkit::MockRoot::new("lifecycle-", &std::env::current_exe()?)?;
+        let root = testkit::MockRoot::new("lifecycle root ", &std::env::current_exe()?)?;
         let layout = Layout::new(root.path());
         std::fs::create_dir_all(layout.shared_mountpoint())?;
         let nydusd = root.nydusd().to_owned();

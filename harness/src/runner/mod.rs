@@ -146,12 +146,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     if result.skipped.is_some() {
         return result;
     }
-    result.failure = match tempfile::Builder::new()
-        .prefix("nydus-harness-")
-        // 0700: the root holds API and supervisor sockets, configurations and the store.
-        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-        .tempdir_in(std::env::temp_dir())
-    {
+    result.failure = match testkit::private_tempdir("nydus-harness-") {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
         Ok(root) => {
             let mut run = Run::new(Layout::new(root.path()), config, scenario);
@@ -400,11 +395,8 @@ impl<'a> Run<'a> {
         std::fs::write(self.root.root().join("cachefiles"), b"").map_err(|e| setup(e.to_string()))?;
         if self.config.is_mock() {
             // The harness binary runs the mock when started under the name `nydusd`.
-            let link = self.root.root().join("bin/nydusd");
-            let made = std::fs::create_dir_all(self.root.root().join("bin"))
-                .and_then(|()| std::os::unix::fs::symlink(&self.config.nydusd, &link));
-            made.map_err(|e| setup(format!("cannot link the mock at {}: {e}", link.display())))?;
-            self.binary = link;
+            self.binary =
+                testkit::link_mock(self.root.root(), &self.config.nydusd).map_err(|e| setup(e.to_string()))?;
         }
         self.activity = Activity::SetUp { what: "opening the manager's store".into(), line: 0 };
         self.open_manager().await.map_err(setup)?;

@@ -19,6 +19,7 @@ pub mod chaos;
 pub mod cli;
 pub mod diff;
 pub mod explain;
+pub mod reader;
 pub mod report;
 pub mod runner;
 pub mod scenario;
@@ -31,6 +32,6 @@ pub const READER_ROLE: &str = "HARNESS_READER";
 /// Runs the reader workload if this process was started as one; prints its stats as JSON.
 pub fn run_reader_role() -> bool {
     let Ok(spec) = std::env::var(READER_ROLE) else { return false };
-    println!("{}", mock_nydusd::reader::run_spec(&spec));
+    println!("{}", crate::reader::run_spec(&spec));
     true
 }

@@ -121,6 +121,7 @@ impl Framer {
 
     /// Parses `bytes` as a reader draining a socket would deliver them: reads cut to the
     /// space offered each time. Returns what each read produced (tests and fuzzing).
+    #[cfg(any(test, feature = "internals"))]
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<Received> {
         let mut out = Vec::new();
         let mut rest = bytes;

@@ -76,6 +76,7 @@ impl Machine {
     }
 
     /// The FSM state, `None` once terminated.
+    #[cfg(test)]
     pub fn fsm(&self) -> Option<Fsm> {
         self.fsm
     }

@@ -7,6 +7,24 @@
 //! naming its event and size; memory holds the newest entries up to [`MEMORY_BYTES`], as
 //! serialized lines (a `serde_json::Value` per entry cost about 3.4 KB); the file stops at
 //! its limit with one last `journal_truncated` record, so a long run cannot fill the disk.
+//!
+//! # Format
+//!
+//! The journal is read by other processes (the harness merges the journals of every
+//! daemon of a scenario, and of itself, into one timeline), so its lines are a format:
+//! one JSON object per line, UTF-8, `\n`-terminated, never rewritten. Every object has
+//!
+//! | key      | value                                                              |
+//! |----------|--------------------------------------------------------------------|
+//! | `t_ns`   | CLOCK_MONOTONIC nanoseconds when the entry was made                |
+//! | `pid`    | the writing process                                                |
+//! | `source` | who wrote it: `mock` for the mock, or the name a writer gave       |
+//! | `event`  | what happened: `start`, `request`, `state`, `socket_created`, ... |
+//!
+//! and then the event's own fields. An entry over [`MAX_ENTRY_BYTES`] keeps only the four
+//! and adds `elided_bytes` (the size of the entry it stands for); the last line of a full
+//! file is a `journal_truncated` event with `limit_bytes` and `written_bytes`. Readers ignore events and
+//! fields they do not know, so adding one is compatible.
 
 use std::collections::VecDeque;
 use std::fs::File;

@@ -12,29 +12,49 @@
 //!                         upgrade (SCM_RIGHTS to/from --supervisor)
 //! ```
 
-pub mod blob_cache;
-pub mod build_info;
-pub mod cli;
-pub mod config_v2;
-pub mod control;
-pub mod death;
-pub mod framing;
-pub mod fsm;
-pub mod fuse;
-pub mod http;
-pub mod instance;
+// The public surface: `run`, the script format, the journal format, and the content of
+// sized files. Everything else is the mock's own; the fuzz targets and this crate's
+// integration tests reach it through the `internals` feature, which promises nothing.
 pub mod journal;
-pub mod metrics;
-pub mod model;
-pub mod query;
-pub mod reader;
-pub mod routes;
-pub mod runtime_config;
 pub mod script;
-pub mod server;
-pub mod time;
-pub mod upgrade;
-pub mod yaml;
+
+pub use fuse::tree::pattern_byte;
+
+/// Declares modules that are public only with the `internals` feature.
+macro_rules! internal {
+    ($($(#[$meta:meta])* $name:ident;)*) => {$(
+        $(#[$meta])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal! {
+    blob_cache;
+    build_info;
+    cli;
+    config_v2;
+    control;
+    death;
+    framing;
+    fsm;
+    fuse;
+    http;
+    instance;
+    metrics;
+    model;
+    query;
+    routes;
+    runtime_config;
+    server;
+    startup;
+    time;
+    upgrade;
+    yaml;
+}
 
 use std::ffi::OsString;
 use std::path::Path;
@@ -111,13 +131,6 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-/// nydusd's crash test (§3.4): the mountpoint is still mounted and a socket file exists at
-/// `--apisock` that refuses connections.
-fn predecessor_crashed(mountpoint: &Path, apisock: &Path) -> bool {
-    let mounted = host_facts::mountinfo::is_mounted(mountpoint).unwrap_or(false);
-    mounted && apisock.exists() && std::os::unix::net::UnixStream::connect(apisock).is_err()
-}
-
 async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), String> {
     let started = Instant::now();
     let mut signals = Signals::new()?;
@@ -160,27 +173,32 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
     let mut model = Model::new(options, cli.log_level.clone());
     let apisock = cli.apisock.clone();
 
-    let wait_for_takeover = match mode {
+    let mountpoint_mounted = match mode {
         Mode::Fuse => {
             let mountpoint = cli.mountpoint.as_ref().ok_or("Invalid argument: mountpoint is required in FUSE mode")?;
             // Not canonicalize: stat on a crashed predecessor's FUSE mount blocks forever. A
             // path that is mounted exists; only an unmounted one is checked on disk.
             let absolute = std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?;
-            if !host_facts::mountinfo::is_mounted(&absolute).unwrap_or(false) {
+            let mounted = host_facts::mountinfo::is_mounted(&absolute).unwrap_or(false);
+            if !mounted {
                 std::fs::metadata(&absolute).map_err(|e| format!("{e:?}"))?;
             }
-            apisock.is_some() && (cli.upgrade || apisock.as_deref().is_some_and(|s| predecessor_crashed(&absolute, s)))
+            mounted
         }
-        Mode::Singleton => {
-            let device_ok = std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok();
-            let stale =
-                apisock.as_deref().is_some_and(|s| s.exists() && std::os::unix::net::UnixStream::connect(s).is_err());
-            if apisock.is_some() && !cli.upgrade && !device_ok && !stale {
-                // nydusd flattens "fscache unsupported" into a bare EINVAL at start-up.
-                return Err(r#"Os { code: 22, kind: InvalidInput, message: "Invalid argument" }"#.to_owned());
-            }
-            apisock.is_some() && (cli.upgrade || (!device_ok && stale))
-        }
+        Mode::Singleton => false,
+    };
+    let observed = startup::Observed {
+        mode,
+        api_socket: apisock.as_deref().map(startup::ApiSocket::observe),
+        upgrade: cli.upgrade,
+        mountpoint_mounted,
+        cachefiles_opens: mode == Mode::Singleton
+            && std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok(),
+    };
+    let wait_for_takeover = match startup::decide(&observed) {
+        startup::Decision::Serve => false,
+        startup::Decision::AwaitTakeover => true,
+        startup::Decision::Refuse(message) => return Err(message.to_owned()),
     };
     if !wait_for_takeover {
         let bootstrap = match (&cli.bootstrap, mode) {

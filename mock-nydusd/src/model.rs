@@ -183,7 +183,7 @@ impl Model {
     pub fn handle(&mut self, route: Route) -> Reply {
         let wrapper = error_wrapper(&route);
         match route {
-            Route::NoRoute => Response::error(404, "NoRoute").into(),
+            Route::UnknownPath => Response::error(404, "NoRoute").into(),
             Route::BadRequest => Response::error(400, "BadRequest").into(),
             Route::MissingMountpoint => {
                 Response::error(400, r#"QueryString("'mountpoint' should be specified in query string")"#).into()

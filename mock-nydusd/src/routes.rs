@@ -93,7 +93,7 @@ pub enum Route {
     /// A known path with a method/body combination it does not handle.
     BadRequest,
     /// An unknown path.
-    NoRoute,
+    UnknownPath,
 }
 
 /// The metrics endpoints sharing the counter-set lookup rule (§2.2).
@@ -140,7 +140,7 @@ pub fn error_wrapper(route: &Route) -> &'static str {
         Route::CreateBlob(_) => "CreateBlobObject",
         Route::DeleteBlobObject { .. } => "DeleteBlobObject",
         Route::DeleteBlobFile { .. } => "DeleteBlobFile",
-        Route::BadRequest | Route::NoRoute => "",
+        Route::BadRequest | Route::UnknownPath => "",
     }
 }
 
@@ -194,7 +194,7 @@ pub fn route(request: &Request) -> Route {
         (path, _, _) if is_known_path(path) => Route::BadRequest,
         // An empty path (target neither `/...` nor `http://...`) is a parse failure: BadRequest.
         ("", _, _) => Route::BadRequest,
-        _ => Route::NoRoute,
+        _ => Route::UnknownPath,
     }
 }
 
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn exact_paths_only() {
         assert_eq!(route(&req("GET", "/api/v1/daemon", None)), Route::DaemonInfo { v1: true });
-        assert_eq!(route(&req("GET", "/api/v1/daemon/", None)), Route::NoRoute);
+        assert_eq!(route(&req("GET", "/api/v1/daemon/", None)), Route::UnknownPath);
         assert_eq!(route(&req("GET", "/api/v1/daemon?x=1", None)), Route::DaemonInfo { v1: true });
     }
 

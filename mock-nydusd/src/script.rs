@@ -89,6 +89,11 @@ pub struct Death {
 
 pub use nydusd_api::State;
 
+/// A YAML parse error as `(line, column, message)`, 1-based (0 when unknown), the message
+/// without serde-saphyr's source snippet: how script errors are located, and how the
+/// harness locates errors in scenario files, which embed scripts.
+pub use crate::yaml::describe as describe_yaml_error;
+
 /// Signals a script may raise on the daemon itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum SignalName {

@@ -77,7 +77,7 @@ fn fuse_session_serves_files_and_sigterm_unmounts() -> Result<(), Failed> {
         return Err(format!("read {text:?}").into());
     }
     let blob = std::fs::read(mnt.join("data/blob")).map_err(|e| format!("reading data/blob: {e}"))?;
-    let expected: Vec<u8> = (0..300_000u64).map(mock_nydusd::fuse::tree::pattern_byte).collect();
+    let expected: Vec<u8> = (0..300_000u64).map(mock_nydusd::pattern_byte).collect();
     if blob != expected {
         return Err("the 300 000-byte file came back different".into());
     }

@@ -92,7 +92,7 @@ fn write_files(dirs: &[PathBuf], files: &[(PathBuf, FileSpec)]) -> Result<(), St
         }
         let bytes: Vec<u8> = match file {
             FileSpec::Text(text) => text.as_bytes().to_vec(),
-            FileSpec::Sized { size } => (0..size.get()).map(mock_nydusd::fuse::tree::pattern_byte).collect(),
+            FileSpec::Sized { size } => (0..size.get()).map(mock_nydusd::pattern_byte).collect(),
         };
         std::fs::write(target, bytes).map_err(|e| io(target, e))?;
     }

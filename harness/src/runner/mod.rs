@@ -65,7 +65,7 @@ pub struct ScenarioResult {
     /// Every API exchange daemon-core had with the daemons, in order.
     pub exchanges: Vec<Exchange>,
     /// What each stopped reader workload saw, in order.
-    pub readers: Vec<mock_nydusd::reader::ReaderStats>,
+    pub readers: Vec<crate::reader::ReaderStats>,
 }
 
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
@@ -193,7 +193,7 @@ pub(crate) struct Run<'a> {
     /// Every API exchange daemon-core had with the daemons, in order.
     exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
     /// What each stopped reader saw.
-    pub(crate) reader_stats: Vec<mock_nydusd::reader::ReaderStats>,
+    pub(crate) reader_stats: Vec<crate::reader::ReaderStats>,
     exchange_journal: Arc<Journal>,
     /// How many processes each daemon has had, across managers (`--mock-process`).
     spawned: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,

@@ -539,7 +539,7 @@ impl Run<'_> {
                     std::env::current_exe().map_err(|e| e.to_string())?
                 };
                 let child = std::process::Command::new(exe)
-                    .env(crate::READER_ROLE, mock_nydusd::reader::spec(&path, s.size, &stop))
+                    .env(crate::READER_ROLE, crate::reader::spec(&path, s.size, &stop))
                     .stdout(std::process::Stdio::piped())
                     .spawn()
                     .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;
@@ -554,7 +554,7 @@ impl Run<'_> {
                     .await
                     .map_err(|e| e.to_string())?
                     .map_err(|e| e.to_string())?;
-                let stats: mock_nydusd::reader::ReaderStats = serde_json::from_slice(&output.stdout)
+                let stats: crate::reader::ReaderStats = serde_json::from_slice(&output.stdout)
                     .map_err(|e| format!("reader {} reported nothing readable: {e}", s.name))?;
                 self.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
                 self.reader_stats.push(stats.clone());

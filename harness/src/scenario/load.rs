@@ -107,7 +107,7 @@ fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
     let text = &substitute(path, text)?;
     let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column, message) = mock_nydusd::yaml::describe(&e, text);
+        let (line, column, message) = mock_nydusd::script::describe_yaml_error(&e, text);
         LoadError::Invalid { path: path.to_owned(), line, column, message }
     })?;
     validate(path, &scenario)?;

@@ -13,7 +13,7 @@ pub mod abi;
 pub mod tree;
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use nix::mount::{MntFlags, MsFlags};
@@ -109,11 +109,6 @@ impl FuseSession {
     pub fn unmount(&self) {
         let _ = nix::mount::umount2(&self.mountpoint, MntFlags::MNT_DETACH);
     }
-
-    /// The mountpoint.
-    pub fn mountpoint(&self) -> &Path {
-        &self.mountpoint
-    }
 }
 
 /// Reads and answers requests until the connection ends.
@@ -186,7 +181,7 @@ fn answer(h: &abi::InHeader, body: &[u8], tree: &Tree) -> Option<Vec<u8>> {
                 None => abi::error(unique, nix::libc::ENOTDIR),
             }
         }
-        op::STATFS => abi::reply(unique, 0, &abi::statfs_out(tree.len() as u64)),
+        op::STATFS => abi::reply(unique, 0, &abi::statfs_out(tree.node_count() as u64)),
         op::RELEASE | op::RELEASEDIR | op::FLUSH | op::ACCESS | op::DESTROY => abi::reply(unique, 0, &[]),
         // No reply is expected for these.
         op::FORGET | op::BATCH_FORGET | op::INTERRUPT => return None,

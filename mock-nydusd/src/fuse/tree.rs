@@ -167,13 +167,8 @@ impl Tree {
     }
 
     /// Number of nodes (for statfs).
-    pub fn len(&self) -> usize {
+    pub fn node_count(&self) -> usize {
         self.nodes.len()
-    }
-
-    /// Whether only the root exists.
-    pub fn is_empty(&self) -> bool {
-        self.nodes.len() <= 1
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fuse::tree::pattern_byte;
+use mock_nydusd::pattern_byte;
 
 /// What the reader saw.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -221,18 +221,12 @@ fn has_pending_connection(listener: &UnixListener) -> bool {
     matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
 }
 
+/// Private (whoever connects may plant or take a FUSE fd; the peer check is the second line).
 fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
     let listen_error = |source| SupervisorError::Listen { id: id.to_owned(), path: path.to_owned(), source };
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(listen_error(e)),
-    }
-    let listener = UnixListener::bind(path).map_err(listen_error)?;
-    // 0600: whoever connects may plant or take a FUSE fd (the peer check is the second line).
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(listen_error)?;
-    Ok(listener)
+    let listener = host_facts::unix_socket::bind_private(path).map_err(listen_error)?;
+    listener.set_nonblocking(true).map_err(listen_error)?;
+    UnixListener::from_std(listener).map_err(listen_error)
 }
 
 impl Supervisor {

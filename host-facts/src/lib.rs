@@ -5,6 +5,7 @@
 //! * [`process`]: a process's state, start time and arguments from `/proc/<pid>`.
 //! * [`requirement`]: the capabilities privileged tests and scenarios are gated on, each
 //!   check answering with the reason it fails.
+//! * [`unix_socket`]: a private socket bound where a dead owner's may still lie.
 //!
 //! The daemon library, the mock and the harness all depend on this crate, and on nothing
 //! of each other's for these facts: the mock can then be tested against the library
@@ -13,5 +14,6 @@
 pub mod mountinfo;
 pub mod process;
 pub mod requirement;
+pub mod unix_socket;
 
 pub use requirement::{Requirement, installed_nydusd, on_path, unmet};

@@ -274,16 +274,9 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
 
 /// Binds a Unix socket at `path`, replacing a stale file as nydusd does.
 fn bind_fresh(path: &Path) -> Result<tokio::net::UnixListener, String> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{e:?}")),
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(|e| format!("{e:?}"))?;
-    // 0600: the API and control sockets steer the daemon.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| format!("{e:?}"))?;
-    Ok(listener)
+    let listener = host_facts::unix_socket::bind_private(path).map_err(|e| format!("{e:?}"))?;
+    listener.set_nonblocking(true).map_err(|e| format!("{e:?}"))?;
+    tokio::net::UnixListener::from_std(listener).map_err(|e| format!("{e:?}"))
 }
 
 /// Creates the API socket (late, or never, if scripted) and serves it; returns only on

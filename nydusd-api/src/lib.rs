@@ -11,12 +11,14 @@
 //! fields here is the order on the wire.
 
 mod state;
+pub mod version_output;
 
 pub use state::{State, UnknownState};
 
 use serde::{Deserialize, Serialize};
 
-/// Build information of a nydusd binary (`version` in [`DaemonInfo`], and `nydusd --version`).
+/// Build information of a nydusd binary (`version` in [`DaemonInfo`], and `nydusd
+/// --version`, read by [`version_output::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BuildTimeInfo {

@@ -99,3 +99,14 @@ fn states_are_nydusd_upper_case_names_and_nothing_else() {
     let err = serde_json::from_str::<State>("\"UNKNOWN\"").unwrap_err();
     assert!(err.to_string().starts_with("unknown variant `UNKNOWN`, expected one of `INIT`"), "{err}");
 }
+
+#[test]
+fn the_version_text_nydusd_2_2_prints() {
+    let path = format!("{}/tests/golden/version-2.2.txt", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(path).unwrap();
+    assert_eq!(text.len(), 0o233, "the bytes of `od -c` in the transcript");
+    let info = nydusd_api::version_output::parse(&text);
+    assert_eq!((info.package_ver.as_str(), info.git_commit.as_str()), ("unknown", "unknown"));
+    assert_eq!(info.build_time, "2026-11-29T04:17:14.071448572Z");
+    assert_eq!((info.profile.as_str(), info.rustc.as_str()), ("release", "rustc 1.95.0 (59807616e 2026-04-14)"));
+}

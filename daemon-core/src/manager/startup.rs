@@ -45,8 +45,8 @@ pub struct RecoveryReport {
 /// `Git Commit:` from `<binary> --version`, as upstream's `GetDaemonGitCommit`.
 pub fn binary_git_commit(binary: &Path) -> Option<String> {
     let output = std::process::Command::new(binary).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines().find_map(|l| l.split_once("Git Commit:").map(|(_, c)| c.trim().to_owned()))
+    let commit = nydusd_api::version_output::parse(&String::from_utf8_lossy(&output.stdout)).git_commit;
+    (!commit.is_empty()).then_some(commit)
 }
 
 impl Manager {

@@ -95,9 +95,8 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
 /// `Version:` from `nydusd --version` (e.g. `v2.2.5` → `2.2.5`).
 fn nydusd_version(binary: &Path) -> Option<String> {
     let out = std::process::Command::new(binary).arg("--version").output().ok()?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let line = text.lines().find(|l| l.contains("Version:"))?;
-    let v = line.split_once("Version:")?.1.trim().trim_start_matches('v');
+    let version = nydusd_api::version_output::parse(&String::from_utf8_lossy(&out.stdout)).package_ver;
+    let v = version.trim_start_matches('v');
     let number = v.split(|c: char| !(c.is_ascii_digit() || c == '.')).next()?;
     // nydus-rs from crates.io reports `Version: unknown`.
     (!number.is_empty()).then(|| number.to_owned())

@@ -33,13 +33,23 @@ impl MockRoot {
     /// as a hot upgrade needs a binary whose `--version` differs.
     pub fn next_build(&self, relative: &str, git_commit: &str) -> std::io::Result<PathBuf> {
         let next = self.path().join(relative);
-        // Single-quoted, so that a root whose path has a space (or a quote) still works.
-        let quoted = self.nydusd.display().to_string().replace('\'', r"'\''");
-        let script = format!("#!/bin/bash\nexec -a nydusd '{quoted}' \"$@\" --mock-git-commit '{git_commit}'\n");
-        std::fs::write(&next, script)?;
-        std::fs::set_permissions(&next, std::fs::Permissions::from_mode(0o755))?;
+        write_next_build(&next, &self.nydusd, git_commit)?;
         Ok(next)
     }
+}
+
+/// Writes at `path` a "new build" of `mock` that reports `git_commit`: a script running
+/// it under the name `nydusd` with `--mock-git-commit`.
+pub fn write_next_build(path: &Path, mock: &Path, git_commit: &str) -> std::io::Result<()> {
+    // Single-quoted, so that a path with a space (or a quote) still works.
+    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+    let script = format!(
+        "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
+        quote(&mock.display().to_string()),
+        quote(git_commit)
+    );
+    std::fs::write(path, script)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 
 /// A temporary directory named `<prefix>…`, readable by its owner only: a snapshotter

@@ -28,6 +28,7 @@ use tokio::sync::broadcast;
 use crate::scenario::model::{DaemonSpec, InstanceSpec, Scenario, Target};
 
 pub use outcome::Failure;
+pub use steps::Explained;
 
 /// What to run scenarios against.
 #[derive(Debug, Clone)]

@@ -1,0 +1,369 @@
+//! Steps that only look: at the journals, the store, the host's mounts, processes and
+//! open files, and at whether a daemon serves what its records say.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use super::{Explained, StepKind, name};
+use super::{REAPED_WITHIN, sorted};
+use crate::runner::Run;
+use crate::runner::outcome::StepError;
+use crate::runner::{mounts_under, processes_naming};
+use crate::scenario::model::*;
+
+fn pattern_matches(pattern: &JournalPattern, entry: &Value) -> bool {
+    let text = |k: &str, want: &Option<String>| want.as_ref().is_none_or(|w| entry[k].as_str() == Some(w.as_str()));
+    text("event", &pattern.event)
+        && text("method", &pattern.method)
+        && text("path", &pattern.path)
+        && text("to", &pattern.to)
+        && pattern.status.is_none_or(|s| entry["status"].as_u64() == Some(u64::from(s)))
+}
+
+fn describe_pattern(pattern: &JournalPattern) -> String {
+    let mut parts = Vec::new();
+    for (k, v) in [("event", &pattern.event), ("method", &pattern.method), ("path", &pattern.path), ("to", &pattern.to)]
+    {
+        if let Some(v) = v {
+            parts.push(format!("{k}={v}"));
+        }
+    }
+    if let Some(s) = pattern.status {
+        parts.push(format!("status={s}"));
+    }
+    format!("{{{}}}", parts.join(" "))
+}
+
+/// How long `expect_consistent` gives the manager to settle a doubtful mount.
+const CONSISTENT_WITHIN: Duration = Duration::from_secs(3);
+
+/// The mock journal contains these requests/events, in this order (other entries may
+/// come between them).
+pub(crate) struct ExpectJournal;
+
+impl StepKind for ExpectJournal {
+    type Args = ExpectJournalStep;
+    const KEYWORD: &'static str = "expect_journal";
+
+    fn daemon(s: &ExpectJournalStep) -> Option<&Spanned<String>> {
+        s.daemon.as_ref()
+    }
+
+    fn explain(s: &ExpectJournalStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            s.daemon.as_ref().map(name).unwrap_or_else(|| "harness".into()),
+            format!("expect journal sequence of {} entries", s.sequence.len()),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectJournalStep) -> Result<(), StepError> {
+        let id = s.daemon.as_ref().map(|d| d.value.as_str());
+        let entries = run.mock_entries(id);
+        let mut next = 0;
+        for (i, pattern) in s.sequence.iter().enumerate() {
+            match entries[next..].iter().position(|e| pattern_matches(pattern, e)) {
+                Some(offset) => next += offset + 1,
+                None => {
+                    let expected: Vec<String> = s.sequence.iter().map(describe_pattern).collect();
+                    return Err(StepError::mismatch(
+                        format!(
+                            "journal{} lacks entry {} of the sequence after the ones before it",
+                            id.map(|d| format!(" of {d}")).unwrap_or_default(),
+                            i + 1
+                        ),
+                        expected.join(" … "),
+                        format!("{} entries; missing {}", entries.len(), describe_pattern(pattern)),
+                    ));
+                }
+            }
+        }
+        if let Some(found) = s.absent.iter().find_map(|p| entries.iter().find(|e| pattern_matches(p, e))) {
+            return Err(StepError::mismatch(
+                "journal has an entry it must not have",
+                "no such entry",
+                found.to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The store holds exactly these daemons and instances.
+pub(crate) struct ExpectStore;
+
+impl StepKind for ExpectStore {
+    type Args = ExpectStoreStep;
+    const KEYWORD: &'static str = "expect_store";
+
+    fn explain(_: &ExpectStoreStep) -> Explained {
+        Explained::new("harness".into(), "manager".into(), "expect store contents".into())
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectStoreStep) -> Result<(), StepError> {
+        let store_holder;
+        let store = match &run.manager {
+            Some(m) => m.store(),
+            None => {
+                store_holder = daemon_core::store::Store::open(run.root.root()).map_err(|e| e.to_string())?;
+                &store_holder
+            }
+        };
+        if let Some(wanted) = &s.daemons {
+            let have = sorted(store.daemons().map_err(|e| e.to_string())?.into_iter().map(|d| d.id).collect());
+            if have != sorted(wanted.clone()) {
+                return Err(StepError::mismatch(
+                    "daemons in the store",
+                    format!("{:?}", sorted(wanted.clone())),
+                    format!("{have:?}"),
+                ));
+            }
+        }
+        if let Some(wanted) = &s.instances {
+            let have: Vec<String> =
+                store.instances().map_err(|e| e.to_string())?.into_iter().map(|r| r.snapshot_id).collect();
+            if &have != wanted {
+                return Err(StepError::mismatch(
+                    "instances in the store (sequence order)",
+                    format!("{wanted:?}"),
+                    format!("{have:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A host path is (or is not) a mountpoint.
+pub(crate) struct ExpectMounted;
+
+impl StepKind for ExpectMounted {
+    type Args = ExpectMountedStep;
+    const KEYWORD: &'static str = "expect_mounted";
+
+    fn explain(s: &ExpectMountedStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "harness".into(),
+            format!("expect {} {}", s.path.value, if s.mounted { "mounted" } else { "not mounted" }),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectMountedStep) -> Result<(), StepError> {
+        let path = run.path_in_root(&s.path.value);
+        let mounted = daemon_core::mount::is_mounted(&path).map_err(|e| e.to_string())?;
+        let word = |b: bool| if b { "mounted" } else { "not mounted" };
+        if mounted == s.mounted {
+            Ok(())
+        } else {
+            Err(StepError::mismatch(format!("{}", path.display()), word(s.mounted), word(mounted)))
+        }
+    }
+}
+
+/// No process, mount or socket of the scenario survives beyond what its manager manages.
+pub(crate) struct ExpectNoLeaks;
+
+impl StepKind for ExpectNoLeaks {
+    type Args = Empty;
+    const KEYWORD: &'static str = "expect_no_leaks";
+
+    fn explain(_: &Empty) -> Explained {
+        Explained::new("harness".into(), "harness".into(), "expect no leaked process or mount".into())
+    }
+
+    async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
+        run.expect_no_leaks().await
+    }
+}
+
+/// The daemon is RUNNING and serves exactly the instances the store records for it.
+pub(crate) struct ExpectConsistent;
+
+impl StepKind for ExpectConsistent {
+    type Args = DaemonRef;
+    const KEYWORD: &'static str = "expect_consistent";
+
+    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &DaemonRef) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            "expect the daemon to serve exactly its recorded instances".into(),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+        run.expect_consistent(&s.daemon.value).await
+    }
+}
+
+impl Run<'_> {
+    /// The journal entries of `id`'s daemons (all daemons: `None`). A real nydusd keeps no
+    /// journal, so its requests come from the client's side of each exchange instead.
+    fn mock_entries(&self, id: Option<&str>) -> Vec<Value> {
+        if !self.config.is_mock() {
+            return self.client_entries(id);
+        }
+        let all = crate::runner::timeline::merge(&[&self.mock_journal()]);
+        let Some(id) = id else { return all };
+        let socket_dir = self.root.socket_dir().join(id).to_string_lossy().into_owned();
+        let pids: Vec<Value> = all
+            .iter()
+            .filter(|e| e["event"] == "start")
+            .filter(|e| {
+                e["argv"].as_array().is_some_and(|argv| {
+                    argv.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(&format!("{socket_dir}/"))))
+                })
+            })
+            .map(|e| e["pid"].clone())
+            .collect();
+        all.into_iter().filter(|e| pids.contains(&e["pid"])).collect()
+    }
+
+    /// The client's exchanges with `id`'s daemons as journal `request` entries.
+    fn client_entries(&self, id: Option<&str>) -> Vec<Value> {
+        let socket_dir = id.map(|id| self.root.socket_dir().join(id));
+        crate::runner::timeline::merge(&[&self.root.log_dir().join("client.jsonl")])
+            .into_iter()
+            .filter(|e| {
+                socket_dir
+                    .as_ref()
+                    .is_none_or(|dir| e["socket"].as_str().is_some_and(|s| std::path::Path::new(s).starts_with(dir)))
+            })
+            .map(|mut e| {
+                let full = e["path"].as_str().unwrap_or_default().to_owned();
+                let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+                e["event"] = "request".into();
+                e["path"] = path.into();
+                e["query"] = query.into();
+                e
+            })
+            .collect()
+    }
+
+    /// The daemon is RUNNING and its mounts are exactly the instances recorded for it,
+    /// now or within [`CONSISTENT_WITHIN`]: the manager settles a mount whose outcome it
+    /// could not tell in the background, once the daemon answers again.
+    async fn expect_consistent(&self, id: &str) -> Result<(), StepError> {
+        let deadline = tokio::time::Instant::now() + CONSISTENT_WITHIN;
+        loop {
+            match self.check_consistent(id).await {
+                Err(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn check_consistent(&self, id: &str) -> Result<(), StepError> {
+        let daemon = self.daemon(id)?;
+        let state = daemon.get_state().await?;
+        if state != daemon_core::DaemonState::Running {
+            return Err(StepError::mismatch(format!("daemon {id} is not running"), "RUNNING", state.to_string()));
+        }
+        let served: Vec<String> =
+            daemon.daemon_info().await?.backend_collection.unwrap_or_default().keys().cloned().collect();
+        let store = self.manager()?.store();
+        let recorded: Vec<String> = store
+            .instances()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|r| r.daemon_id == id)
+            .map(|r| r.relative_mountpoint())
+            .collect();
+        let (served, recorded) = (sorted(served), sorted(recorded));
+        if served != recorded {
+            return Err(StepError::mismatch(
+                format!("daemon {id} serves other instances than the store records"),
+                format!("recorded {recorded:?}"),
+                format!("served {served:?}"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Only the current processes of managed daemons run, and only their host mounts exist:
+    /// no zombie, and no live process of a daemon whose recovery the manager gave up on.
+    async fn expect_no_leaks(&self) -> Result<(), StepError> {
+        let managed = self.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
+        // A death can be reported (the monitor's connection hung up) a moment before the
+        // child's reaper task has run: a zombie is a leak only if it stays one.
+        let deadline = tokio::time::Instant::now() + REAPED_WITHIN;
+        loop {
+            let zombies: Vec<String> = managed
+                .iter()
+                .filter(|d| d.pid() > 0 && host_facts::process::state(d.pid()) == Some('Z'))
+                .map(|d| format!("{} (pid {})", d.id(), d.pid()))
+                .collect();
+            if zombies.is_empty() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StepError::mismatch("daemon processes left unreaped", "none", zombies.join(", ")));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let given_up: Vec<String> = managed
+            .iter()
+            .filter(|d| d.is_alive() && self.last_recovery_failed(&d.id()))
+            .map(|d| format!("{} (pid {})", d.id(), d.pid()))
+            .collect();
+        if !given_up.is_empty() {
+            return Err(StepError::mismatch(
+                "processes run for daemons whose recovery failed",
+                "none",
+                given_up.join(", "),
+            ));
+        }
+        let live: Vec<u32> = managed.iter().filter(|d| d.is_alive()).map(|d| d.pid()).collect();
+        let root = self.root.root().to_string_lossy().into_owned();
+        let strays: Vec<u32> = processes_naming(&root).into_iter().filter(|p| !live.contains(p)).collect();
+        if !strays.is_empty() {
+            let described: Vec<String> = strays
+                .iter()
+                .map(|p| format!("{p} ({})", host_facts::process::cmdline(*p).unwrap_or_default().join(" ")))
+                .collect();
+            return Err(StepError::mismatch("processes outlived their daemons", "none", described.join("; ")));
+        }
+        let expected_mounts: Vec<PathBuf> =
+            managed.iter().filter(|d| d.is_alive()).map(|d| d.host_mountpoint()).collect();
+        let stray_mounts: Vec<String> = mounts_under(self.root.root())
+            .into_iter()
+            .filter(|m| !expected_mounts.contains(m))
+            .map(|m| m.display().to_string())
+            .collect();
+        if !stray_mounts.is_empty() {
+            return Err(StepError::mismatch("mounts left behind", "none", stray_mounts.join(", ")));
+        }
+        // Files under the root still open in the harness, other than the manager's store
+        // and the harness's own journal.
+        let open_files: Vec<String> = std::fs::read_dir("/proc/self/fd")
+            .map(|dir| {
+                dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                    .filter(|target| target.starts_with(self.root.root()))
+                    .filter(|target| {
+                        let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                        !(name.starts_with("nydus.db") || name == "harness.jsonl" || name == "client.jsonl")
+                    })
+                    .map(|t| t.display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !open_files.is_empty() {
+            return Err(StepError::mismatch("file descriptors left open", "none", open_files.join(", ")));
+        }
+        Ok(())
+    }
+}

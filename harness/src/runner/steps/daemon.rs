@@ -1,0 +1,554 @@
+//! Steps on one daemon's process and API, through daemon-core's `Daemon`, and on the
+//! mock's control and supervisor sockets.
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use daemon_core::daemon::error_chain;
+use daemon_core::{DaemonError, DaemonState, MountRequest};
+use nix::sys::signal::Signal as NixSignal;
+use serde_saphyr::Spanned;
+
+use super::{Explained, REAPED_WITHIN, StepKind, name, sorted};
+use crate::runner::Run;
+use crate::runner::outcome::{StepError, check};
+use crate::scenario::model::*;
+
+/// Spawn the daemon's process with the command line built from its state.
+pub(crate) struct Start;
+
+impl StepKind for Start {
+    type Args = StartStep;
+    const KEYWORD: &'static str = "start";
+
+    fn daemon(s: &StartStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &StartStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("spawn nydusd{}", if s.upgrade { " --upgrade" } else { "" }),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &StartStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        if s.clear_vestige {
+            daemon.clear_vestige().await?;
+        }
+        run.manager()?.spawn(&daemon, s.upgrade).await?;
+        Ok(())
+    }
+}
+
+/// The manager's StartDaemon: spawn, then socket, monitor, RUNNING, supervisor state.
+pub(crate) struct StartDaemon;
+
+impl StepKind for StartDaemon {
+    type Args = DaemonRef;
+    const KEYWORD: &'static str = "start_daemon";
+
+    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &DaemonRef) -> Explained {
+        Explained::new("manager".into(), name(&s.daemon), "StartDaemon: spawn, wait socket, monitor, RUNNING".into())
+    }
+
+    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let outcome = run.manager()?.start_daemon_and_wait(&daemon).await.map(drop);
+        check(&format!("start_daemon {}", s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// Wait until the daemon reports a state.
+pub(crate) struct WaitState;
+
+impl StepKind for WaitState {
+    type Args = WaitStateStep;
+    const KEYWORD: &'static str = "wait_state";
+
+    fn daemon(s: &WaitStateStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &WaitStateStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("wait until {:?} (≤ {} ms)", s.state, s.timeout_ms))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &WaitStateStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let wanted = DaemonState::from(s.state);
+        match daemon.wait_until_state_within(wanted, Duration::from_millis(s.timeout_ms)).await {
+            Ok(()) => Ok(()),
+            Err(DaemonError::StateTimeout { last_observed, last_error, .. }) => Err(StepError::mismatch(
+                format!("daemon {} did not reach {wanted} within {} ms", s.daemon.value, s.timeout_ms),
+                wanted.as_str(),
+                match last_error {
+                    Some(e) => format!("{last_observed} ({e})"),
+                    None => last_observed.to_string(),
+                },
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Ask once and compare.
+pub(crate) struct ExpectState;
+
+impl StepKind for ExpectState {
+    type Args = ExpectStateStep;
+    const KEYWORD: &'static str = "expect_state";
+
+    fn daemon(s: &ExpectStateStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &ExpectStateStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("expect state {:?}", s.state))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectStateStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let wanted = DaemonState::from(s.state);
+        let (state, error) = match daemon.get_state().await {
+            Ok(state) => (state, None),
+            Err(e) => (DaemonState::Unknown, Some(error_chain(&e))),
+        };
+        if state == wanted {
+            return Ok(());
+        }
+        let observed = error.map(|e| format!("{state} ({e})")).unwrap_or_else(|| state.to_string());
+        Err(StepError::mismatch(format!("daemon {} is not {wanted}", s.daemon.value), wanted.as_str(), observed))
+    }
+}
+
+/// `POST /api/v1/mount`.
+pub(crate) struct Mount;
+
+impl StepKind for Mount {
+    type Args = MountStep;
+    const KEYWORD: &'static str = "mount";
+
+    fn daemon(s: &MountStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &MountStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &MountStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("POST /api/v1/mount?mountpoint={}", s.mountpoint))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &MountStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let source = s.source.clone().unwrap_or_else(|| {
+            let snapshot = s.mountpoint.trim_start_matches('/');
+            run.root.snapshots_dir().join(snapshot).join("fs/image/image.boot").display().to_string()
+        });
+        let request = MountRequest {
+            source,
+            fs_type: s.fs_type.clone(),
+            config: s.config.clone().unwrap_or_else(|| "{}".to_owned()),
+            prefetch_files: None,
+        };
+        let outcome = daemon.mount(&s.mountpoint, &request).await;
+        check(&format!("mount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// `DELETE /api/v1/mount`.
+pub(crate) struct Umount;
+
+impl StepKind for Umount {
+    type Args = UmountStep;
+    const KEYWORD: &'static str = "umount";
+
+    fn daemon(s: &UmountStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &UmountStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &UmountStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("DELETE /api/v1/mount?mountpoint={}", s.mountpoint))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &UmountStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let outcome = daemon.umount(&s.mountpoint).await;
+        check(&format!("umount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// A lifecycle API call.
+pub(crate) struct Api;
+
+impl StepKind for Api {
+    type Args = ApiStep;
+    const KEYWORD: &'static str = "api";
+
+    fn daemon(s: &ApiStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &ApiStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &ApiStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            match s.call {
+                ApiCall::Start => "PUT /api/v1/daemon/start".into(),
+                ApiCall::Exit => "PUT /api/v1/daemon/exit".into(),
+                ApiCall::Takeover => "PUT /api/v1/daemon/fuse/takeover".into(),
+                ApiCall::Sendfd => "PUT /api/v1/daemon/fuse/sendfd".into(),
+                ApiCall::DaemonInfo => "GET /api/v1/daemon".into(),
+                ApiCall::FsMetrics => "GET /api/v1/metrics".into(),
+                ApiCall::CacheMetrics => "GET /api/v1/metrics/blobcache".into(),
+                ApiCall::InflightMetrics => "GET /api/v1/metrics/inflight".into(),
+            },
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ApiStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let outcome = match s.call {
+            ApiCall::Start => daemon.start().await,
+            ApiCall::Exit => daemon.exit().await,
+            ApiCall::Takeover => daemon.takeover().await,
+            ApiCall::Sendfd => daemon.send_fd().await,
+            ApiCall::DaemonInfo => daemon.daemon_info().await.map(drop),
+            ApiCall::FsMetrics => daemon.fs_metrics(None).await.map(drop),
+            ApiCall::CacheMetrics => daemon.cache_metrics(None).await.map(drop),
+            ApiCall::InflightMetrics => daemon.inflight_metrics().await.map(drop),
+        };
+        check(&format!("{:?} on {}", s.call, s.daemon.value).to_lowercase(), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// Send a signal to the daemon process.
+pub(crate) struct Signal;
+
+impl StepKind for Signal {
+    type Args = SignalStep;
+    const KEYWORD: &'static str = "signal";
+
+    fn daemon(s: &SignalStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &SignalStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("{:?}", nix::sys::signal::Signal::from(s.signal)))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &SignalStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let signal: NixSignal = s.signal.into();
+        daemon.signal_any(signal)?;
+        // Delivery is asynchronous; a stop or continue is waited for, so the next
+        // step sees a frozen (or running) daemon and not a race.
+        if matches!(signal, NixSignal::SIGSTOP | NixSignal::SIGCONT) {
+            let pid = daemon.pid();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let want_stopped = signal == NixSignal::SIGSTOP;
+            while host_facts::process::state(pid).is_some_and(|st| (st == 'T') != want_stopped) {
+                if std::time::Instant::now() > deadline {
+                    return Err(StepError::new(format!("{signal} did not take effect on pid {pid} within 5 s")));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Wait for the process to exit, optionally checking how.
+pub(crate) struct WaitExit;
+
+impl StepKind for WaitExit {
+    type Args = WaitExitStep;
+    const KEYWORD: &'static str = "wait_exit";
+
+    fn daemon(s: &WaitExitStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &WaitExitStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), "wait for the process to exit".into())
+    }
+
+    async fn run(run: &mut Run<'_>, s: &WaitExitStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let wait = async {
+            match daemon.wait().await {
+                Some(status) => Ok(Some(status)),
+                None => daemon.wait_for_exit().await.map(|()| None),
+            }
+        };
+        let status = tokio::time::timeout(Duration::from_millis(s.timeout_ms), wait).await.map_err(|_| {
+            StepError::mismatch(
+                format!("daemon {} did not exit within {} ms", s.daemon.value, s.timeout_ms),
+                "exited",
+                "still running",
+            )
+        })??;
+        let (Some(wanted), Some(status)) = (&s.status, status) else { return Ok(()) };
+        let (matches, want_text) = match wanted {
+            ExitExpectation::Code(code) => (status.code() == Some(*code), format!("exit code {code}")),
+            ExitExpectation::Signal(sig) => {
+                let sig: NixSignal = (*sig).into();
+                (status.signal() == Some(sig as i32), format!("killed by {sig}"))
+            }
+        };
+        if matches {
+            Ok(())
+        } else {
+            let observed = match (status.code(), status.signal()) {
+                (Some(code), _) => format!("exit code {code}"),
+                (_, Some(sig)) => NixSignal::try_from(sig)
+                    .map(|s| format!("killed by {s}"))
+                    .unwrap_or_else(|_| format!("signal {sig}")),
+                _ => status.to_string(),
+            };
+            Err(StepError::mismatch(format!("daemon {} ended differently", s.daemon.value), want_text, observed))
+        }
+    }
+}
+
+/// Check whether the API socket file exists.
+pub(crate) struct ExpectSocket;
+
+impl StepKind for ExpectSocket {
+    type Args = ExpectSocketStep;
+    const KEYWORD: &'static str = "expect_socket";
+
+    fn daemon(s: &ExpectSocketStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &ExpectSocketStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("expect api socket {}", if s.present { "present" } else { "absent" }),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectSocketStep) -> Result<(), StepError> {
+        let socket = run.daemon(&s.daemon.value)?.api_socket();
+        let present = socket.exists();
+        if present != s.present {
+            return Err(StepError::mismatch(
+                format!("api socket of {}", s.daemon.value),
+                if s.present { "present" } else { "absent" },
+                format!("{} ({})", if present { "present" } else { "absent" }, socket.display()),
+            ));
+        }
+        if let (true, Some(wanted)) = (present, s.connectable) {
+            let connectable = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+            if connectable != wanted {
+                let word = |b: bool| if b { "accepts connections" } else { "refuses connections (stale)" };
+                return Err(StepError::mismatch(
+                    format!("api socket of {}", s.daemon.value),
+                    word(wanted),
+                    word(connectable),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Check whether the process is alive.
+pub(crate) struct ExpectAlive;
+
+impl StepKind for ExpectAlive {
+    type Args = ExpectAliveStep;
+    const KEYWORD: &'static str = "expect_alive";
+
+    fn daemon(s: &ExpectAliveStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &ExpectAliveStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("expect process {}", if s.alive { "alive" } else { "dead" }),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectAliveStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        // A death is reported when the monitor's connection hangs up, which can be a
+        // moment before the child's reaper task has seen the exit.
+        let deadline = tokio::time::Instant::now() + REAPED_WITHIN;
+        while !s.alive && daemon.is_alive() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let alive = daemon.is_alive();
+        let word = |b: bool| if b { "alive" } else { "dead" };
+        if alive == s.alive {
+            Ok(())
+        } else {
+            Err(StepError::mismatch(format!("process of {}", s.daemon.value), word(s.alive), word(alive)))
+        }
+    }
+}
+
+/// Check the set of mounted instances nydusd reports.
+pub(crate) struct ExpectMounts;
+
+impl StepKind for ExpectMounts {
+    type Args = ExpectMountsStep;
+    const KEYWORD: &'static str = "expect_mounts";
+
+    fn daemon(s: &ExpectMountsStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &ExpectMountsStep) -> Explained {
+        Explained::new("harness".into(), name(&s.daemon), format!("expect instances {:?}", s.mountpoints))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ExpectMountsStep) -> Result<(), StepError> {
+        let info = run.daemon(&s.daemon.value)?.daemon_info().await?;
+        let observed = sorted(info.backend_collection.unwrap_or_default().keys().cloned().collect());
+        let wanted = sorted(s.mountpoints.clone());
+        if observed == wanted {
+            Ok(())
+        } else {
+            Err(StepError::mismatch(
+                format!("instances mounted in {}", s.daemon.value),
+                format!("{wanted:?}"),
+                format!("{observed:?}"),
+            ))
+        }
+    }
+}
+
+/// Replace the daemon's mock script: on the running process (control socket) and for
+/// processes started later.
+pub(crate) struct Script;
+
+impl StepKind for Script {
+    type Args = ScriptStep;
+    const KEYWORD: &'static str = "script";
+
+    fn daemon(s: &ScriptStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &ScriptStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("replace the mock script ({} rules)", s.script.rules.len()),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ScriptStep) -> Result<(), StepError> {
+        let id = &s.daemon.value;
+        run.write_script(id, &s.script)?;
+        // Later processes read the file; a running one must be told, and a step
+        // that could not tell it did not do what it says.
+        let running = run.daemon(id).is_ok_and(|d| d.is_alive());
+        if !running {
+            return Ok(());
+        }
+        let control = run.control_socket(id);
+        let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
+        let reply = control_request(&control, "PUT", "/script", &body).map_err(|e| {
+            StepError::new(format!(
+                "daemon {id} runs, but its control socket {} cannot be reached: {e}",
+                control.display()
+            ))
+        })?;
+        if !reply.starts_with("HTTP/1.1 204") {
+            return Err(StepError::new(format!("the mock refused the script: {reply}")));
+        }
+        Ok(())
+    }
+}
+
+/// The harness, a process other than the daemon, connects to the daemon's supervisor
+/// socket (retrying for up to 3 s until one listens), as an intruder planting or taking
+/// a FUSE fd would, and waits up to 1 s for the supervisor to close the connection.
+pub(crate) struct IntrudeSupervisor;
+
+impl StepKind for IntrudeSupervisor {
+    type Args = DaemonRef;
+    const KEYWORD: &'static str = "intrude_supervisor";
+
+    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &DaemonRef) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "manager".into(),
+            format!("connect to the supervisor of {} as an intruder", name(&s.daemon)),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+        run.intrude_supervisor(&s.daemon.value).await
+    }
+}
+
+impl Run<'_> {
+    async fn intrude_supervisor(&self, id: &str) -> Result<(), StepError> {
+        use tokio::io::AsyncReadExt;
+        let socket = self.root.supervisor_dir().join(format!("{id}.sock"));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        let mut stream = loop {
+            match tokio::net::UnixStream::connect(&socket).await {
+                Ok(stream) => break stream,
+                Err(_) if tokio::time::Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(2)).await,
+                Err(e) => {
+                    return Err(StepError::new(format!(
+                        "the supervisor of {id} never listened at {} within 3 s: {e}",
+                        socket.display()
+                    )));
+                }
+            }
+        };
+        // A refused peer is closed unanswered; whatever happens, the intrusion is over.
+        let mut byte = [0u8; 1];
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.read(&mut byte)).await;
+        Ok(())
+    }
+}
+
+/// One HTTP exchange on a mock's control socket; returns the raw reply.
+fn control_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .map_err(|e| e.to_string())?;
+    let mut reply = vec![0u8; 64 * 1024];
+    let n = stream.read(&mut reply).map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+}

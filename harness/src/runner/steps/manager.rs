@@ -1,0 +1,419 @@
+//! Steps through daemon-core's `Manager`: instances, events, recovery, upgrade, destroy.
+
+use std::time::Duration;
+
+use daemon_core::daemon::error_chain;
+use daemon_core::manager::{Manager, ManagerEvent};
+use serde_saphyr::Spanned;
+
+use super::sorted;
+use super::{Explained, StepKind, name};
+use crate::runner::Run;
+use crate::runner::outcome::{StepError, check};
+use crate::scenario::model::*;
+
+fn event_matches(event: &ManagerEvent, kind: EventKind, id: &str) -> bool {
+    match (event, kind) {
+        (ManagerEvent::Started { id: i, .. }, EventKind::Started)
+        | (ManagerEvent::StartFailed { id: i, .. }, EventKind::StartFailed)
+        | (ManagerEvent::Died { id: i }, EventKind::Died)
+        | (ManagerEvent::UnknownDied { id: i }, EventKind::UnknownDied)
+        | (ManagerEvent::Restarted { id: i, .. }, EventKind::Restarted)
+        | (ManagerEvent::FailedOver { id: i, .. }, EventKind::FailedOver)
+        | (ManagerEvent::RecoveryFailed { id: i, .. }, EventKind::RecoveryFailed)
+        | (ManagerEvent::Upgraded { id: i, .. }, EventKind::Upgraded)
+        | (ManagerEvent::Destroyed { id: i }, EventKind::Destroyed)
+        | (ManagerEvent::SupervisorPeerRefused { id: i, .. }, EventKind::SupervisorPeerRefused) => i == id,
+        _ => false,
+    }
+}
+
+/// Mount a declared instance: shared daemons through the API; a dedicated daemon's
+/// instance is recorded (its process mounts it from the command line).
+pub(crate) struct MountInstance;
+
+impl StepKind for MountInstance {
+    type Args = InstanceStep;
+    const KEYWORD: &'static str = "mount_instance";
+
+    fn daemon(s: &InstanceStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &InstanceStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &InstanceStep) -> Explained {
+        Explained::new("manager".into(), name(&s.daemon), format!("mount instance {}", s.snapshot.value))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
+        let id = &s.daemon.value;
+        let daemon = run.daemon(id)?;
+        let rafs = run.instance(&daemon, id, &s.snapshot.value).await?;
+        let manager = run.manager()?.clone();
+        let outcome = if daemon.states().is_shared() {
+            manager.mount_shared_instance(&daemon, rafs).await.map(drop)
+        } else {
+            manager.add_rafs_instance(&daemon, rafs).map(drop)
+        };
+        run.check_or_tolerate(&format!("mount_instance {} on {id}", s.snapshot.value), outcome, s)
+    }
+}
+
+/// Unmount a shared daemon's instance and drop its record.
+pub(crate) struct UmountInstance;
+
+impl StepKind for UmountInstance {
+    type Args = InstanceStep;
+    const KEYWORD: &'static str = "umount_instance";
+
+    fn daemon(s: &InstanceStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &InstanceStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &InstanceStep) -> Explained {
+        Explained::new("manager".into(), name(&s.daemon), format!("umount instance {}", s.snapshot.value))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
+        let id = &s.daemon.value;
+        let daemon = run.daemon(id)?;
+        let outcome = run.manager()?.umount_shared_instance(&daemon, &s.snapshot.value).await;
+        run.check_or_tolerate(&format!("umount_instance {} on {id}", s.snapshot.value), outcome, s)
+    }
+}
+
+/// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
+pub(crate) struct MountConcurrently;
+
+impl StepKind for MountConcurrently {
+    type Args = MountConcurrentlyStep;
+    const KEYWORD: &'static str = "mount_concurrently";
+
+    fn daemon(s: &MountConcurrentlyStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &MountConcurrentlyStep) -> Explained {
+        Explained::new(
+            "manager".into(),
+            name(&s.daemon),
+            format!("{} concurrent mounts of {} ({} may succeed)", s.count, s.snapshot.value, s.successes),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &MountConcurrentlyStep) -> Result<(), StepError> {
+        let id = &s.daemon.value;
+        let daemon = run.daemon(id)?;
+        let manager = run.manager()?.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        // Written once: rewriting the instance's files while an earlier attempt
+        // reads them would race (its image and configuration would be torn).
+        let rafs = run.instance(&daemon, id, &s.snapshot.value).await?;
+        for _ in 0..s.count.get() {
+            let (manager, daemon, rafs) = (manager.clone(), daemon.clone(), rafs.clone());
+            tasks.spawn(async move { manager.mount_shared_instance(&daemon, rafs).await.map_err(|e| error_chain(&e)) });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(joined) = tasks.join_next().await {
+            outcomes.push(joined.map_err(|e| e.to_string())?);
+        }
+        let succeeded = outcomes.iter().filter(|o| o.is_ok()).count() as u32;
+        if succeeded == s.successes {
+            Ok(())
+        } else {
+            let errors: Vec<String> = outcomes.into_iter().filter_map(Result::err).collect();
+            Err(StepError::mismatch(
+                format!("{} concurrent mounts of {}", s.count, s.snapshot.value),
+                format!("{} succeeding", s.successes),
+                format!("{succeeded} succeeded; errors: {errors:?}"),
+            ))
+        }
+    }
+}
+
+/// Wait for a manager event about a daemon.
+pub(crate) struct WaitEvent;
+
+impl StepKind for WaitEvent {
+    type Args = WaitEventStep;
+    const KEYWORD: &'static str = "wait_event";
+
+    fn daemon(s: &WaitEventStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &WaitEventStep) -> Explained {
+        Explained::new(
+            "manager".into(),
+            "harness".into(),
+            format!(
+                "{} of {} (≤ {} ms)",
+                match s.event {
+                    EventKind::Started => "Started",
+                    EventKind::StartFailed => "StartFailed",
+                    EventKind::Died => "Died",
+                    EventKind::UnknownDied => "UnknownDied",
+                    EventKind::Restarted => "Restarted",
+                    EventKind::FailedOver => "FailedOver",
+                    EventKind::RecoveryFailed => "RecoveryFailed",
+                    EventKind::Upgraded => "Upgraded",
+                    EventKind::Destroyed => "Destroyed",
+                    EventKind::SupervisorPeerRefused => "SupervisorPeerRefused",
+                },
+                name(&s.daemon),
+                s.timeout_ms
+            ),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
+        let id = s.daemon.value.clone();
+        let key = format!("{:?}/{id}", s.event);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
+        loop {
+            let from = run.consumed.get(&key).copied().unwrap_or(0);
+            if let Some(offset) = run.seen[from..].iter().position(|e| event_matches(e, s.event, &id)) {
+                run.consumed.insert(key, from + offset + 1);
+                return Ok(());
+            }
+            if !run.next_event(deadline).await {
+                let seen: Vec<String> = run.seen.iter().map(|e| format!("{e:?}")).collect();
+                return Err(StepError::mismatch(
+                    format!("no {:?} event for {id} within {} ms", s.event, s.timeout_ms),
+                    format!("{:?} for {id}", s.event),
+                    if seen.is_empty() { "no manager events".to_owned() } else { seen.join("; ") },
+                ));
+            }
+        }
+    }
+}
+
+/// No such manager event arrives for the daemon within `timeout_ms`.
+pub(crate) struct ExpectNoEvent;
+
+impl StepKind for ExpectNoEvent {
+    type Args = WaitEventStep;
+    const KEYWORD: &'static str = "expect_no_event";
+
+    fn daemon(s: &WaitEventStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn explain(s: &WaitEventStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "manager".into(),
+            format!("expect no {:?} event for {} within {} ms", s.event, name(&s.daemon), s.timeout_ms),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
+        let id = s.daemon.value.clone();
+        let from = run.seen.len();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
+        while run.next_event(deadline).await {}
+        match run.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
+            None => Ok(()),
+            Some(e) => Err(StepError::mismatch(
+                format!("an unexpected {:?} event for {id}", s.event),
+                format!("no {:?} event within {} ms", s.event, s.timeout_ms),
+                format!("{e:?}"),
+            )),
+        }
+    }
+}
+
+/// Kill the manager (daemons keep running, as when the snapshotter crashes).
+pub(crate) struct KillManager;
+
+impl StepKind for KillManager {
+    type Args = Empty;
+    const KEYWORD: &'static str = "kill_manager";
+
+    fn explain(_: &Empty) -> Explained {
+        Explained::new("harness".into(), "manager".into(), "kill the manager (daemons keep running)".into())
+    }
+
+    async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
+        run.drain_events();
+        run.manager = None;
+        run.events = None;
+        Ok(())
+    }
+}
+
+/// Start a new manager on the same root and recover from the store.
+pub(crate) struct RestartManager;
+
+impl StepKind for RestartManager {
+    type Args = RestartManagerStep;
+    const KEYWORD: &'static str = "restart_manager";
+
+    fn explain(_: &RestartManagerStep) -> Explained {
+        Explained::new("harness".into(), "manager".into(), "start a new manager and recover from the store".into())
+    }
+
+    async fn run(run: &mut Run<'_>, s: &RestartManagerStep) -> Result<(), StepError> {
+        if run.manager.is_some() {
+            return Err(StepError::new("the manager is still running; kill_manager first"));
+        }
+        run.open_manager().await?;
+        let report = run.manager()?.recover().await?;
+        check_report(s, &report)
+    }
+}
+
+/// Hot upgrade to a build reporting another git commit.
+pub(crate) struct Upgrade;
+
+impl StepKind for Upgrade {
+    type Args = UpgradeStep;
+    const KEYWORD: &'static str = "upgrade";
+
+    fn daemon(s: &UpgradeStep) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &UpgradeStep) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &UpgradeStep) -> Explained {
+        Explained::new(
+            "manager".into(),
+            name(&s.daemon),
+            format!("hot upgrade to build {}", &s.git_commit[..s.git_commit.len().min(8)]),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &UpgradeStep) -> Result<(), StepError> {
+        if run.config.target != Target::Mock {
+            return Err(StepError::new("upgrade steps build the next version from the mock; use the mock target"));
+        }
+        let next = run.root.root().join(format!("bin/nydusd-{}", &s.git_commit[..s.git_commit.len().min(8)]));
+        testkit::write_next_build(&next, &run.binary, &s.git_commit)
+            .map_err(|e| format!("cannot write {}: {e}", next.display()))?;
+        let daemon = run.daemon(&s.daemon.value)?;
+        let manager: Manager = run.manager()?.clone();
+        let outcome = manager.upgrade_daemon(&daemon, &next).await.map(drop);
+        check(&format!("upgrade of {}", s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// The manager's DestroyDaemon.
+pub(crate) struct Destroy;
+
+impl StepKind for Destroy {
+    type Args = DaemonRef;
+    const KEYWORD: &'static str = "destroy";
+
+    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &DaemonRef) -> Explained {
+        Explained::new("manager".into(), name(&s.daemon), "DestroyDaemon".into())
+    }
+
+    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let outcome = run.manager()?.destroy_daemon(&daemon).await;
+        check(&format!("destroy {}", s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+/// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
+/// (how a death event for an unknown daemon arises).
+pub(crate) struct ForgetDaemon;
+
+impl StepKind for ForgetDaemon {
+    type Args = DaemonRef;
+    const KEYWORD: &'static str = "forget_daemon";
+
+    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
+        Some(&s.daemon)
+    }
+
+    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
+        s.expect_error.as_ref()
+    }
+
+    fn explain(s: &DaemonRef) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "manager".into(),
+            format!("delete the record of {} (monitor not told)", name(&s.daemon)),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+        let outcome = run.manager()?.delete_daemon(&s.daemon.value);
+        check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
+    }
+}
+
+impl Run<'_> {
+    /// Whether the last word on `id`'s recovery was `RecoveryFailed` (nothing started it
+    /// again since).
+    pub(super) fn last_recovery_failed(&self, id: &str) -> bool {
+        self.seen.iter().rev().find_map(|e| match e {
+            ManagerEvent::RecoveryFailed { id: i, .. } if i == id => Some(true),
+            ManagerEvent::Started { id: i, .. }
+            | ManagerEvent::Restarted { id: i, .. }
+            | ManagerEvent::FailedOver { id: i, .. }
+            | ManagerEvent::Upgraded { id: i, .. }
+                if i == id =>
+            {
+                Some(false)
+            }
+            _ => None,
+        }) == Some(true)
+    }
+
+    /// [`check`], or with `may_fail` only a journal entry of the outcome.
+    fn check_or_tolerate<E: std::error::Error + 'static>(
+        &self,
+        what: &str,
+        outcome: Result<(), E>,
+        step: &crate::scenario::model::InstanceStep,
+    ) -> Result<(), StepError> {
+        if !step.may_fail {
+            return check(what, outcome, step.expect_error.as_ref());
+        }
+        let error = outcome.err().map(|e| error_chain(&e));
+        self.journal.record("tolerated", serde_json::json!({ "what": what, "error": error }));
+        Ok(())
+    }
+}
+
+fn check_report(s: &RestartManagerStep, report: &daemon_core::manager::RecoveryReport) -> Result<(), StepError> {
+    let checks = [
+        ("live", &s.live, report.live.clone()),
+        ("restarted", &s.restarted, report.restarted.clone()),
+        ("not_running", &s.not_running, report.not_running.iter().map(|(id, _)| id.clone()).collect()),
+        ("failed", &s.failed, report.failed.iter().map(|(id, _)| id.clone()).collect()),
+    ];
+    for (name, wanted, have) in checks {
+        if let Some(wanted) = wanted
+            && sorted(wanted.clone()) != sorted(have.clone())
+        {
+            return Err(StepError::mismatch(
+                format!("recovery sorted daemons differently ({name})"),
+                format!("{name}: {:?}", sorted(wanted.clone())),
+                format!("{report:?}"),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! What each step does. A step is a type implementing [`StepKind`] in the module of its
+//! family: its keyword, the daemon it names, how it must fail, how `explain` shows it,
+//! and what it does are written side by side. The one list below dispatches to them;
+//! adding a step means its model struct, its `Step` variant, its `StepKind` and a name
+//! in the list.
+//!
+//! * [`daemon`]: one daemon's process and API, and the mock's sockets.
+//! * [`manager`]: the manager's operations and events.
+//! * [`assertions`]: steps that only look.
+//! * [`workloads`]: what a container would do: read, list, run a reader.
+
+mod assertions;
+mod daemon;
+mod manager;
+mod workloads;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_saphyr::Spanned;
+
+use super::Run;
+use super::outcome::StepError;
+use crate::scenario::model::{ExpectedError, Step};
+
+/// Who acts, on whom, and what: one line of `harness explain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explained {
+    /// The actor: `harness`, `manager`, or a daemon id.
+    pub from: String,
+    /// Who the action is for; the actor itself for a note.
+    pub to: String,
+    /// The action.
+    pub what: String,
+}
+
+impl Explained {
+    fn new(from: String, to: String, what: String) -> Self {
+        Self { from, to, what }
+    }
+}
+
+/// One kind of step.
+pub(crate) trait StepKind {
+    /// The step's fields in the scenario file.
+    type Args;
+    /// Its keyword in scenario files.
+    const KEYWORD: &'static str;
+
+    /// The daemon the step names, if any.
+    fn daemon(_: &Self::Args) -> Option<&Spanned<String>> {
+        None
+    }
+
+    /// How the step must fail, for the steps that can say so.
+    fn expected_error(_: &Self::Args) -> Option<&ExpectedError> {
+        None
+    }
+
+    /// How `harness explain` shows it.
+    fn explain(args: &Self::Args) -> Explained;
+
+    /// Runs it.
+    async fn run(run: &mut Run<'_>, args: &Self::Args) -> Result<(), StepError>;
+}
+
+/// A daemon id as `explain` shows it.
+fn name(id: &Spanned<String>) -> String {
+    id.value.clone()
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+/// How long `expect_no_leaks` and `expect_alive: false` give a dead child's reaper task
+/// before calling the process a zombie, or alive.
+const REAPED_WITHIN: Duration = Duration::from_secs(1);
+
+impl Run<'_> {
+    /// `path` relative to the scenario's root, or as given when absolute.
+    fn path_in_root(&self, path: &str) -> PathBuf {
+        let p = PathBuf::from(path);
+        if p.is_absolute() { p } else { self.root.root().join(p) }
+    }
+}
+
+/// Dispatches each `Step` variant to the step type of the same name.
+macro_rules! steps {
+    ($($family:ident: [$($name:ident),* $(,)?]),* $(,)?) => {
+        /// Every keyword, in the order of the list.
+        #[cfg(test)]
+        const KEYWORDS: &[&str] = &[$($(<$family::$name as StepKind>::KEYWORD,)*)*];
+
+        impl Step {
+            /// The step's keyword.
+            pub fn keyword(&self) -> &'static str {
+                match self { $($(Step::$name(_) => <$family::$name as StepKind>::KEYWORD,)*)* }
+            }
+
+            /// The daemon the step names, if any.
+            pub fn daemon(&self) -> Option<&Spanned<String>> {
+                match self { $($(Step::$name(s) => <$family::$name as StepKind>::daemon(s),)*)* }
+            }
+
+            /// How the step must fail, for the steps that can say so.
+            pub fn expected_error(&self) -> Option<&ExpectedError> {
+                match self { $($(Step::$name(s) => <$family::$name as StepKind>::expected_error(s),)*)* }
+            }
+
+            /// How `harness explain` shows it.
+            pub fn explain(&self) -> Explained {
+                match self { $($(Step::$name(s) => <$family::$name as StepKind>::explain(s),)*)* }
+            }
+        }
+
+        impl Run<'_> {
+            pub(super) async fn step(&mut self, step: &Step) -> Result<(), StepError> {
+                match step { $($(Step::$name(s) => <$family::$name as StepKind>::run(self, s).await,)*)* }
+            }
+        }
+    };
+}
+
+steps! {
+    daemon: [
+        Start, StartDaemon, WaitState, ExpectState, Mount, Umount, Api, Signal, WaitExit, ExpectSocket,
+        ExpectAlive, ExpectMounts, Script, IntrudeSupervisor,
+    ],
+    manager: [
+        MountInstance, UmountInstance, MountConcurrently, WaitEvent, ExpectNoEvent, KillManager, RestartManager,
+        Upgrade, Destroy, ForgetDaemon,
+    ],
+    assertions: [ExpectJournal, ExpectStore, ExpectMounted, ExpectNoLeaks, ExpectConsistent],
+    workloads: [Sleep, ReadFile, ListDir, StartReader, StopReader],
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KEYWORDS;
+
+    /// A keyword is what serde reads: the schema's name for the variant.
+    #[test]
+    fn every_keyword_is_the_name_scenario_files_use() {
+        let schema = serde_json::to_value(schemars::schema_for!(crate::scenario::model::Step)).unwrap();
+        let mut names: Vec<String> = schema["oneOf"]
+            .as_array()
+            .expect("Step is a oneOf")
+            .iter()
+            .filter_map(|v| v["required"][0].as_str().map(str::to_owned))
+            .collect();
+        let mut keywords: Vec<String> = KEYWORDS.iter().map(|k| (*k).to_owned()).collect();
+        names.sort();
+        keywords.sort();
+        assert_eq!(keywords, names);
+    }
+}

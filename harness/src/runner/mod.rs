@@ -8,6 +8,7 @@
 mod image;
 mod outcome;
 mod steps;
+mod target;
 pub mod timeline;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,8 @@ use mock_nydusd::journal::Journal;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use crate::scenario::model::{DaemonSpec, InstanceSpec, Scenario, Target};
+use crate::scenario::model::{DaemonSpec, InstanceSpec, Scenario, Target as TargetName};
+use target::Target;
 
 pub use outcome::Failure;
 pub use steps::Explained;
@@ -36,18 +38,11 @@ pub struct RunConfig {
     /// The binary started for each daemon.
     pub nydusd: PathBuf,
     /// Mock or real.
-    pub target: Target,
+    pub target: TargetName,
     /// Arguments appended to every daemon's command line.
     pub extra_args: Vec<OsString>,
     /// Where failing scenarios leave a repro bundle (`None`: nowhere).
     pub bundles: Option<PathBuf>,
-}
-
-impl RunConfig {
-    /// Whether daemons are mock-nydusd (journals, scripts, control sockets).
-    pub fn is_mock(&self) -> bool {
-        self.target == Target::Mock
-    }
 }
 
 /// How one scenario ended.
@@ -79,7 +74,7 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
     if let Some(reason) = host_facts::unmet(&requirements) {
         return Some(reason);
     }
-    if let (Target::Real, Some(min)) = (config.target, &scenario.min_nydusd) {
+    if let (TargetName::Real, Some(min)) = (config.target, &scenario.min_nydusd) {
         let version = nydusd_version(&config.nydusd);
         let too_old = version.as_ref().is_none_or(|v| version_less(v, min));
         if too_old {
@@ -264,7 +259,15 @@ impl<'a> Run<'a> {
     }
 
     fn mock_journal(&self) -> PathBuf {
-        self.root.log_dir().join("mock.jsonl")
+        target::Mock.daemon_journal(&self.root)
+    }
+
+    /// What differs on this run's target.
+    fn target(&self) -> &'static dyn Target {
+        match self.config.target {
+            TargetName::Mock => &target::Mock,
+            TargetName::Real => &target::Real,
+        }
     }
 
     fn script_file(&self, id: &str) -> PathBuf {
@@ -292,41 +295,47 @@ impl<'a> Run<'a> {
         self.scenario.manager.fs_driver
     }
 
+    /// The mock's flags: one journal, no deliberate aborts, a stand-in for
+    /// `/dev/cachefiles`; per daemon, its control socket, its process count, FUSE when the
+    /// scenario asks, and its script.
+    fn mock_args(&self) -> (Vec<OsString>, PerDaemonArgs) {
+        let mut args: Vec<OsString> = vec![];
+        args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
+        // A singleton mock probes this file instead of /dev/cachefiles at start-up.
+        args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
+        let scripts = self.root.root().join("scripts");
+        let controls = self.root.root().join("control");
+        let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
+        let spawned = self.spawned.clone();
+        let per_daemon = PerDaemonArgs::new(move |id| {
+            let process = {
+                let mut counts = spawned.lock().unwrap_or_else(|e| e.into_inner());
+                let n = counts.entry(id.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            let mut extra: Vec<OsString> = vec![
+                "--mock-control".into(),
+                controls.join(format!("{id}.sock")).into(),
+                "--mock-process".into(),
+                process.to_string().into(),
+            ];
+            if fuse.iter().any(|f| f == id) {
+                extra.push("--mock-fuse".into());
+            }
+            let script = scripts.join(format!("{id}.json"));
+            if script.exists() {
+                extra.extend(["--mock-script".into(), script.into()]);
+            }
+            extra
+        });
+        (args, per_daemon)
+    }
+
     fn manager_config(&self) -> ManagerConfig {
+        let (target_args, per_daemon) = self.target().daemon_args(self);
         let mut args = self.config.extra_args.clone();
-        let mut per_daemon = PerDaemonArgs::default();
-        if self.config.is_mock() {
-            args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
-            // A singleton mock probes this file instead of /dev/cachefiles at start-up.
-            args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
-            let scripts = self.root.root().join("scripts");
-            let controls = self.root.root().join("control");
-            let fuse: Vec<String> =
-                self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
-            let spawned = self.spawned.clone();
-            per_daemon = PerDaemonArgs::new(move |id| {
-                let process = {
-                    let mut counts = spawned.lock().unwrap_or_else(|e| e.into_inner());
-                    let n = counts.entry(id.to_owned()).or_default();
-                    *n += 1;
-                    *n
-                };
-                let mut extra: Vec<OsString> = vec![
-                    "--mock-control".into(),
-                    controls.join(format!("{id}.sock")).into(),
-                    "--mock-process".into(),
-                    process.to_string().into(),
-                ];
-                if fuse.iter().any(|f| f == id) {
-                    extra.push("--mock-fuse".into());
-                }
-                let script = scripts.join(format!("{id}.json"));
-                if script.exists() {
-                    extra.extend(["--mock-script".into(), script.into()]);
-                }
-                extra
-            });
-        }
+        args.extend(target_args);
         ManagerConfig {
             layout: self.root.clone(),
             nydusd: self.binary.clone(),
@@ -393,11 +402,7 @@ impl<'a> Run<'a> {
         std::fs::create_dir_all(self.root.root().join("control")).map_err(|e| setup(e.to_string()))?;
         std::fs::create_dir_all(self.root.root().join("cache")).map_err(|e| setup(e.to_string()))?;
         std::fs::write(self.root.root().join("cachefiles"), b"").map_err(|e| setup(e.to_string()))?;
-        if self.config.is_mock() {
-            // The harness binary runs the mock when started under the name `nydusd`.
-            self.binary =
-                testkit::link_mock(self.root.root(), &self.config.nydusd).map_err(|e| setup(e.to_string()))?;
-        }
+        self.binary = self.target().daemon_binary(&self.root, &self.config.nydusd).map_err(|e| setup(e.to_string()))?;
         self.activity = Activity::SetUp { what: "opening the manager's store".into(), line: 0 };
         self.open_manager().await.map_err(setup)?;
         for spec in &self.scenario.daemons {
@@ -474,7 +479,7 @@ impl<'a> Run<'a> {
         let boot = rafs.snapshot_dir.join("fs/image/image.boot");
         std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
         let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
-        if !self.config.is_mock() && !fscache {
+        if self.target().builds_images() && !fscache {
             let images = image::ImageStore::under(self.root.root());
             let source = self.root.root().join("trees").join(&spec.snapshot.value);
             images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot).await?;
@@ -603,8 +608,7 @@ impl<'a> Run<'a> {
     /// itself; for a real nydusd the client's side of the conversation stands in.
     fn timeline(&self, lines: usize) -> Vec<String> {
         let harness = self.root.log_dir().join("harness.jsonl");
-        let daemons =
-            if self.config.is_mock() { self.mock_journal() } else { self.root.log_dir().join("client.jsonl") };
+        let daemons = self.target().daemon_journal(&self.root);
         let all = timeline::describe_all(&timeline::merge(&[&harness, &daemons]), self.started_ns);
         all[all.len().saturating_sub(lines)..].to_vec()
     }

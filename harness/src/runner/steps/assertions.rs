@@ -62,7 +62,7 @@ impl StepKind for ExpectJournal {
 
     async fn run(run: &mut Run<'_>, s: &ExpectJournalStep) -> Result<(), StepError> {
         let id = s.daemon.as_ref().map(|d| d.value.as_str());
-        let entries = run.mock_entries(id);
+        let entries = run.target().daemon_entries(run, id);
         let mut next = 0;
         for (i, pattern) in s.sequence.iter().enumerate() {
             match entries[next..].iter().position(|e| pattern_matches(pattern, e)) {
@@ -209,49 +209,6 @@ impl StepKind for ExpectConsistent {
 }
 
 impl Run<'_> {
-    /// The journal entries of `id`'s daemons (all daemons: `None`). A real nydusd keeps no
-    /// journal, so its requests come from the client's side of each exchange instead.
-    fn mock_entries(&self, id: Option<&str>) -> Vec<Value> {
-        if !self.config.is_mock() {
-            return self.client_entries(id);
-        }
-        let all = crate::runner::timeline::merge(&[&self.mock_journal()]);
-        let Some(id) = id else { return all };
-        let socket_dir = self.root.socket_dir().join(id).to_string_lossy().into_owned();
-        let pids: Vec<Value> = all
-            .iter()
-            .filter(|e| e["event"] == "start")
-            .filter(|e| {
-                e["argv"].as_array().is_some_and(|argv| {
-                    argv.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(&format!("{socket_dir}/"))))
-                })
-            })
-            .map(|e| e["pid"].clone())
-            .collect();
-        all.into_iter().filter(|e| pids.contains(&e["pid"])).collect()
-    }
-
-    /// The client's exchanges with `id`'s daemons as journal `request` entries.
-    fn client_entries(&self, id: Option<&str>) -> Vec<Value> {
-        let socket_dir = id.map(|id| self.root.socket_dir().join(id));
-        crate::runner::timeline::merge(&[&self.root.log_dir().join("client.jsonl")])
-            .into_iter()
-            .filter(|e| {
-                socket_dir
-                    .as_ref()
-                    .is_none_or(|dir| e["socket"].as_str().is_some_and(|s| std::path::Path::new(s).starts_with(dir)))
-            })
-            .map(|mut e| {
-                let full = e["path"].as_str().unwrap_or_default().to_owned();
-                let (path, query) = full.split_once('?').unwrap_or((&full, ""));
-                e["event"] = "request".into();
-                e["path"] = path.into();
-                e["query"] = query.into();
-                e
-            })
-            .collect()
-    }
-
     /// The daemon is RUNNING and its mounts are exactly the instances recorded for it,
     /// now or within [`CONSISTENT_WITHIN`]: the manager settles a mount whose outcome it
     /// could not tell in the background, once the daemon answers again.

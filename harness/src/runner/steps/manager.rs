@@ -294,7 +294,7 @@ impl StepKind for Upgrade {
     }
 
     async fn run(run: &mut Run<'_>, s: &UpgradeStep) -> Result<(), StepError> {
-        if run.config.target != Target::Mock {
+        if !run.target().builds_next_versions() {
             return Err(StepError::new("upgrade steps build the next version from the mock; use the mock target"));
         }
         let next = run.root.root().join(format!("bin/nydusd-{}", &s.git_commit[..s.git_commit.len().min(8)]));

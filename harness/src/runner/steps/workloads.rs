@@ -114,11 +114,7 @@ impl StepKind for StartReader {
         let path = run.path_in_root(&s.path.value);
         let stop = run.root.root().join(format!("reader-{}.stop", s.name));
         // The harness binary is the reader (on the mock target it is also `nydusd`).
-        let exe = if run.config.is_mock() {
-            run.config.nydusd.clone()
-        } else {
-            std::env::current_exe().map_err(|e| e.to_string())?
-        };
+        let exe = run.target().reader_program(&run.config.nydusd).map_err(|e| e.to_string())?;
         let child = std::process::Command::new(exe)
             .env(crate::READER_ROLE, crate::reader::spec(&path, s.size, &stop))
             .stdout(std::process::Stdio::piped())

@@ -1,0 +1,138 @@
+//! What differs between running a scenario's daemons as the mock and as a real nydusd,
+//! in one place: the runner and the steps ask the target, never which one it is.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use daemon_core::Layout;
+use daemon_core::manager::PerDaemonArgs;
+use serde_json::Value;
+
+use super::Run;
+
+/// A kind of daemon the harness can drive.
+pub(crate) trait Target: Sync {
+    /// The binary each daemon runs, given the one configured for the run.
+    fn daemon_binary(&self, root: &Layout, configured: &Path) -> std::io::Result<PathBuf>;
+
+    /// What every daemon's command line gets beyond the manager's, and what each daemon
+    /// (by id) gets.
+    fn daemon_args(&self, run: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs);
+
+    /// Where the daemons' side of the exchanges is journaled.
+    fn daemon_journal(&self, root: &Layout) -> PathBuf;
+
+    /// The daemons' journal entries, of `id`'s processes only when given.
+    fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value>;
+
+    /// Whether instance trees become RAFS images (nydus-image) rather than the mock's
+    /// JSON stand-in for a bootstrap.
+    fn builds_images(&self) -> bool;
+
+    /// The program to start as the reader workload: the harness binary under a name that
+    /// is not the mock's.
+    fn reader_program(&self, configured: &Path) -> std::io::Result<PathBuf>;
+
+    /// Whether `upgrade` steps can make a next build (they wrap the mock).
+    fn builds_next_versions(&self) -> bool;
+}
+
+/// mock-nydusd, which is the harness binary started as `nydusd`.
+pub(crate) struct Mock;
+
+/// A real nydusd binary.
+pub(crate) struct Real;
+
+impl Target for Mock {
+    fn daemon_binary(&self, root: &Layout, configured: &Path) -> std::io::Result<PathBuf> {
+        testkit::link_mock(root.root(), configured)
+    }
+
+    fn daemon_args(&self, run: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs) {
+        run.mock_args()
+    }
+
+    fn daemon_journal(&self, root: &Layout) -> PathBuf {
+        root.log_dir().join("mock.jsonl")
+    }
+
+    /// Each mock journals its requests; a daemon's processes are those whose command line
+    /// names a socket in its directory.
+    fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value> {
+        let all = super::timeline::merge(&[&run.mock_journal()]);
+        let Some(id) = id else { return all };
+        let socket_dir = run.root.socket_dir().join(id).to_string_lossy().into_owned();
+        let pids: Vec<Value> = all
+            .iter()
+            .filter(|e| e["event"] == "start")
+            .filter(|e| {
+                e["argv"].as_array().is_some_and(|argv| {
+                    argv.iter().any(|a| a.as_str().is_some_and(|a| a.starts_with(&format!("{socket_dir}/"))))
+                })
+            })
+            .map(|e| e["pid"].clone())
+            .collect();
+        all.into_iter().filter(|e| pids.contains(&e["pid"])).collect()
+    }
+
+    fn builds_images(&self) -> bool {
+        false
+    }
+
+    /// The configured binary is the harness itself.
+    fn reader_program(&self, configured: &Path) -> std::io::Result<PathBuf> {
+        Ok(configured.to_owned())
+    }
+
+    fn builds_next_versions(&self) -> bool {
+        true
+    }
+}
+
+impl Target for Real {
+    fn daemon_binary(&self, _: &Layout, configured: &Path) -> std::io::Result<PathBuf> {
+        Ok(configured.to_owned())
+    }
+
+    fn daemon_args(&self, _: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs) {
+        (Vec::new(), PerDaemonArgs::default())
+    }
+
+    /// A real nydusd keeps no journal: the client's record of each exchange stands in.
+    fn daemon_journal(&self, root: &Layout) -> PathBuf {
+        root.log_dir().join("client.jsonl")
+    }
+
+    /// The client's exchanges with `id`'s daemons, as journal `request` entries.
+    fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value> {
+        let socket_dir = id.map(|id| run.root.socket_dir().join(id));
+        super::timeline::merge(&[&run.root.log_dir().join("client.jsonl")])
+            .into_iter()
+            .filter(|e| {
+                socket_dir
+                    .as_ref()
+                    .is_none_or(|dir| e["socket"].as_str().is_some_and(|s| std::path::Path::new(s).starts_with(dir)))
+            })
+            .map(|mut e| {
+                let full = e["path"].as_str().unwrap_or_default().to_owned();
+                let (path, query) = full.split_once('?').unwrap_or((&full, ""));
+                e["event"] = "request".into();
+                e["path"] = path.into();
+                e["query"] = query.into();
+                e
+            })
+            .collect()
+    }
+
+    fn builds_images(&self) -> bool {
+        true
+    }
+
+    fn reader_program(&self, _: &Path) -> std::io::Result<PathBuf> {
+        std::env::current_exe()
+    }
+
+    fn builds_next_versions(&self) -> bool {
+        false
+    }
+}

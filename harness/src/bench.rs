@@ -133,10 +133,10 @@ async fn recovery(
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
         let killed = Instant::now();
-        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
         bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::Restarted { .. })).await?;
         samples.push(killed.elapsed());
-        anyhow::ensure!(daemon.state() == DaemonState::Running, "not RUNNING after recovery");
+        anyhow::ensure!(daemon.last_observed_state() == DaemonState::Running, "not RUNNING after recovery");
     }
     Ok(samples)
 }
@@ -172,7 +172,7 @@ async fn state_reaction(mock: &Path, timeouts: Timeouts, runs: usize) -> anyhow:
             .and_then(|e| e["t_ns"].as_u64())
             .ok_or_else(|| anyhow::anyhow!("the mock journaled no change to RUNNING"))?;
         samples.push(Duration::from_nanos(returned.saturating_sub(changed)));
-        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
     }
     Ok(samples)
 }
@@ -197,7 +197,7 @@ async fn api_latency(binary: &Path, args: Vec<std::ffi::OsString>, requests: usi
     let per_second = requests as f64 / all.elapsed().as_secs_f64();
     // A graceful stop: a real nydusd unmounts its FUSE mountpoint on SIGTERM.
     daemon.terminate()?;
-    let _ = daemon.wait_for_exit().await;
+    let _ = daemon.wait_for_exit_and_unmount().await;
     let mut s = samples;
     Ok(json!({
         "requests": requests,
@@ -292,7 +292,7 @@ async fn detection(mock: &Path, runs: usize) -> anyhow::Result<Vec<Duration>> {
     for n in 0..runs {
         let daemon = bed.daemon(&format!("d{n}"), timeouts).await?;
         let killed = Instant::now();
-        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
         bed.next(|e| matches!(e, ManagerEvent::Died { .. })).await?;
         samples.push(killed.elapsed());
     }
@@ -321,7 +321,7 @@ async fn scale(mock: &Path, n: usize) -> anyhow::Result<Value> {
     let mock_rss: Vec<u64> = daemons.iter().filter_map(|d| rss_kb(d.pid())).collect();
     let killed = Instant::now();
     for d in &daemons {
-        d.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        d.signal(nix::sys::signal::Signal::SIGKILL)?;
     }
     let mut done = 0;
     while done < n {
@@ -370,12 +370,12 @@ pub async fn leak_check(mock: &Path, runs: usize) -> anyhow::Result<Value> {
     let daemon = bed.daemon("d1", timeouts).await?;
     // Warm up, so that pools and caches reach their steady size before the first sample.
     for _ in 0..20 {
-        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
         bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
     }
     let before = (open_fds(), child_processes(), rss_kb(std::process::id()).unwrap_or(0));
     for _ in 0..runs {
-        daemon.signal_any(nix::sys::signal::Signal::SIGKILL)?;
+        daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
         bed.next(|e| matches!(e, ManagerEvent::FailedOver { .. })).await?;
     }
     // A connection of the last failover may still be closing: a leak is what stays, so the

@@ -69,7 +69,7 @@ impl Daemon {
     /// Mounts an instance in a shared daemon, then refreshes the supervisor's state
     /// (also when the mount failed, as upstream).
     pub async fn shared_mount(&self, rafs: &mut Rafs) -> Result<(), DaemonError> {
-        let result = match self.states().fs_driver {
+        let result = match self.record().fs_driver {
             FsDriver::Fusedev => self.shared_fusedev_mount(rafs).await,
             FsDriver::Fscache => self.shared_erofs_mount(rafs).await,
         };
@@ -79,7 +79,7 @@ impl Daemon {
 
     /// Unmounts an instance from a shared daemon, then refreshes the supervisor's state.
     pub async fn shared_umount(&self, rafs: &Rafs) -> Result<(), DaemonError> {
-        let result = match self.states().fs_driver {
+        let result = match self.record().fs_driver {
             FsDriver::Fusedev => self.umount(&rafs.relative_mountpoint()).await,
             FsDriver::Fscache => self.shared_erofs_umount(rafs).await,
         };
@@ -90,35 +90,17 @@ impl Daemon {
     /// Go `UmountRafsInstance`: shared daemons unmount through the API; a dedicated
     /// daemon's only instance goes away with its process.
     pub async fn umount_rafs_instance(&self, rafs: &Rafs) -> Result<(), DaemonError> {
-        if self.states().is_shared() { self.shared_umount(rafs).await } else { Ok(()) }
+        if self.record().is_shared() { self.shared_umount(rafs).await } else { Ok(()) }
     }
 
     /// Go `UmountRafsInstances`: every instance of a shared daemon, stopping at the first
     /// error.
     pub async fn umount_rafs_instances(&self) -> Result<(), DaemonError> {
-        if !self.states().is_shared() {
+        if !self.record().is_shared() {
             return Ok(());
         }
         for rafs in self.instances.list_by_seq() {
             self.shared_umount(&rafs).await?;
-        }
-        Ok(())
-    }
-
-    /// Go `RecoverRafsInstances`: re-mounts a shared daemon's instances in sequence order
-    /// (the order they were first mounted in), skipping one mounted at the host mountpoint.
-    pub async fn recover_rafs_instances(&self) -> Result<(), DaemonError> {
-        if !self.states().is_shared() {
-            return Ok(());
-        }
-        let host = self.host_mountpoint();
-        for mut rafs in self.instances.list_by_seq() {
-            if rafs.mountpoint == host {
-                continue;
-            }
-            self.shared_mount(&mut rafs).await?;
-            self.instances.add(rafs);
-            crate::crash_point::reached("remount.instance");
         }
         Ok(())
     }
@@ -135,7 +117,7 @@ impl Daemon {
     }
 
     fn instance_config(&self, rafs: &Rafs) -> Result<String, DaemonError> {
-        let path = self.states().config_file(Some(&rafs.snapshot_id));
+        let path = self.record().config_file(Some(&rafs.snapshot_id));
         std::fs::read_to_string(&path).map_err(|source| DaemonError::Io {
             id: self.id(),
             action: "read instance configuration",
@@ -226,7 +208,7 @@ impl Daemon {
     /// (dedicated) configuration file with the new registry auth, atomically, then tells
     /// nydusd through `PUT /api/v1/config` (`id=/<snapshot>` or `id=/`).
     pub async fn update_registry_auth(&self, snapshot_id: &str, auth: &str) -> Result<(), DaemonError> {
-        let states = self.states();
+        let states = self.record();
         let (path, api_id) = if states.is_shared() {
             (states.config_file(Some(snapshot_id)), format!("/{snapshot_id}"))
         } else {

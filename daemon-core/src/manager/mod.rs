@@ -9,8 +9,9 @@
 //!                                            │ failover (offer state, start --upgrade, takeover, start)
 //! ```
 
-mod recovery;
+mod deaths;
 mod startup;
+mod takeover;
 mod upgrade;
 
 use std::collections::BTreeMap;
@@ -137,6 +138,15 @@ impl std::fmt::Debug for PerDaemonArgs {
 const RECONCILE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A daemon whose mounts are in doubt: since when reconciliations have found nothing to fix.
+/// What a daemon serves when its mounts are brought in line with its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// A fresh process serves nothing yet: every recorded instance is mounted.
+    Nothing,
+    /// Ask the daemon (`backend_collection`).
+    AsReported,
+}
+
 #[derive(Debug, Default)]
 struct Doubt {
     quiet_since: Option<tokio::time::Instant>,
@@ -385,7 +395,7 @@ impl Manager {
         tokio::spawn(async move {
             while let Some(death) = deaths.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
-                recovery::on_death(Manager { inner }, death);
+                deaths::on_death(Manager { inner }, death);
             }
         });
         Ok(Self { inner })
@@ -451,7 +461,7 @@ impl Manager {
             daemon.set_exchange_observer(self.inner.config.exchange_observer.clone());
         }
         daemon.set_reply_limit(self.inner.config.reply_limit);
-        self.inner.store.save_daemon(&daemon.states())?;
+        self.inner.store.save_daemon(&daemon.record())?;
         crash_point::reached("add_daemon.stored");
         let daemon = Arc::new(daemon);
         self.cache().insert(id, daemon.clone());
@@ -461,7 +471,7 @@ impl Manager {
     fn attach_supervisor(&self, daemon: &Daemon) {
         if let Some(set) = &self.inner.supervisors {
             let supervisor = set.get(&daemon.id()).unwrap_or_else(|| set.create(&daemon.id()));
-            daemon.update_states(|s| s.supervisor_path = supervisor.socket().to_owned());
+            daemon.update_record(|s| s.supervisor_path = supervisor.socket().to_owned());
             daemon.set_supervisor(Some(supervisor));
         }
     }
@@ -472,13 +482,13 @@ impl Manager {
         if !self.cache().contains_key(&id) {
             return Err(ManagerError::NotFound(id));
         }
-        self.inner.store.update_daemon(&daemon.states())?;
+        self.inner.store.update_daemon(&daemon.record())?;
         Ok(())
     }
 
     /// Replaces the cached object for an id (hot upgrade) and stores its state.
     fn replace_daemon(&self, daemon: Arc<Daemon>) -> Result<(), ManagerError> {
-        self.inner.store.update_daemon(&daemon.states())?;
+        self.inner.store.update_daemon(&daemon.record())?;
         self.cache().insert(daemon.id(), daemon);
         Ok(())
     }
@@ -590,37 +600,49 @@ impl Manager {
     /// handles one API request at a time, so the answer comes after any request still
     /// in progress.
     async fn serves(&self, daemon: &Daemon, rafs: &Rafs) -> Option<bool> {
-        if daemon.states().fs_driver != FsDriver::Fusedev {
+        if daemon.record().fs_driver != FsDriver::Fusedev {
             return None;
         }
         let served = daemon.daemon_info().await.ok()?.backend_collection?;
         Some(served.contains_key(&rafs.relative_mountpoint()))
     }
 
-    /// Mounts a shared fusedev daemon's recorded instances that it does not serve, and
-    /// unmounts what it serves without a record; returns the snapshots mounted and the
-    /// mountpoints unmounted. Used where the daemon's mounts may have drifted from the
-    /// records: after a manager restart, and after a takeover, whose state blob is as old
-    /// as the last successful sendfd. Other daemons report no mount list
-    /// (`backend_collection` is FUSE-only), so nothing is compared for them.
-    pub async fn reconcile_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+    /// Brings a shared daemon's mounts in line with its instance records, the one re-mount
+    /// algorithm of restart, failover and start-up recovery: mounts each recorded instance
+    /// it does not serve, in sequence order (the order they were first mounted in; the
+    /// instance at the host mountpoint is the daemon's own), and unmounts what it serves
+    /// without a record; returns the snapshots mounted and the mountpoints unmounted.
+    /// What it serves is [`Serves::Nothing`] for a fresh process (restart), or asked
+    /// ([`Serves::AsReported`]) where mounts may have drifted from the records: after a
+    /// manager restart, and after a takeover, whose state blob is as old as the last
+    /// successful sendfd. Only FUSE daemons report a mount list (`backend_collection`),
+    /// so a live fscache daemon is left as it is.
+    pub async fn reconcile_mounts(
+        &self,
+        daemon: &Daemon,
+        serves: Serves,
+    ) -> Result<(Vec<String>, Vec<String>), ManagerError> {
         let ops = self.instance_ops(&daemon.id());
         let _one_at_a_time = ops.lock().await;
-        self.reconcile_mounts_locked(daemon).await
+        self.reconcile_mounts_locked(daemon, serves).await
     }
 
     /// Before an instance operation on a daemon whose mounts are in doubt, brings them in
     /// line with the records (best effort: the operation goes on either way).
     async fn settle_doubt(&self, daemon: &Daemon) {
         if self.is_doubtful(&daemon.id()) {
-            let _ = self.reconcile_mounts_locked(daemon).await;
+            let _ = self.reconcile_mounts_locked(daemon, Serves::AsReported).await;
         }
     }
 
     /// [`Manager::reconcile_mounts`], with the daemon's instance lock already held.
-    async fn reconcile_mounts_locked(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+    async fn reconcile_mounts_locked(
+        &self,
+        daemon: &Daemon,
+        serves: Serves,
+    ) -> Result<(Vec<String>, Vec<String>), ManagerError> {
         let started = tokio::time::Instant::now();
-        let outcome = self.compare_and_fix_mounts(daemon).await;
+        let outcome = self.compare_and_fix_mounts(daemon, serves).await;
         if let Ok((remounted, unmounted)) = &outcome {
             let quiet = remounted.is_empty() && unmounted.is_empty();
             self.note_reconciled(&daemon.id(), quiet, started, doubt_settle(daemon));
@@ -650,13 +672,24 @@ impl Manager {
         }
     }
 
-    async fn compare_and_fix_mounts(&self, daemon: &Daemon) -> Result<(Vec<String>, Vec<String>), ManagerError> {
+    async fn compare_and_fix_mounts(
+        &self,
+        daemon: &Daemon,
+        serves: Serves,
+    ) -> Result<(Vec<String>, Vec<String>), ManagerError> {
         let (mut remounted, mut unmounted) = (Vec::new(), Vec::new());
-        let states = daemon.states();
-        if !states.is_shared() || states.fs_driver != FsDriver::Fusedev {
+        let record = daemon.record();
+        if !record.is_shared() {
             return Ok((remounted, unmounted));
         }
-        let Some(served) = daemon.daemon_info().await?.backend_collection else { return Ok((remounted, unmounted)) };
+        let served = match serves {
+            Serves::Nothing => serde_json::Map::new(),
+            Serves::AsReported if record.fs_driver != FsDriver::Fusedev => return Ok((remounted, unmounted)),
+            Serves::AsReported => match daemon.daemon_info().await?.backend_collection {
+                Some(served) => served,
+                None => return Ok((remounted, unmounted)),
+            },
+        };
         let host = daemon.host_mountpoint();
         let recorded = daemon.instances().list_by_seq();
         for mut rafs in recorded.iter().filter(|r| r.mountpoint != host).cloned() {
@@ -666,6 +699,7 @@ impl Manager {
             daemon.shared_mount(&mut rafs).await?;
             daemon.instances().add(rafs.clone());
             remounted.push(rafs.snapshot_id);
+            crate::crash_point::reached("remount.instance");
         }
         for mountpoint in served.keys() {
             if recorded.iter().any(|r| &r.relative_mountpoint() == mountpoint) {
@@ -709,7 +743,7 @@ impl Manager {
                 if daemon.pid() != pid || !daemon.is_alive() {
                     return;
                 }
-                if manager.reconcile_mounts(&daemon).await.is_ok() && !manager.is_doubtful(&id) {
+                if manager.reconcile_mounts(&daemon, Serves::AsReported).await.is_ok() && !manager.is_doubtful(&id) {
                     return;
                 }
             }
@@ -717,7 +751,7 @@ impl Manager {
     }
 
     fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {
-        let states = daemon.states();
+        let states = daemon.record();
         let bootstrap = (!states.is_shared() && states.fs_driver == FsDriver::Fusedev)
             .then(|| daemon.instances().head().and_then(|r| r.bootstrap_file()))
             .flatten();
@@ -729,7 +763,7 @@ impl Manager {
     pub async fn spawn(&self, daemon: &Daemon, upgrade: bool) -> Result<u32, ManagerError> {
         let pid = self.spawn_unrecorded(daemon, upgrade).await?;
         // As upstream, a failed record update does not stop the start; the pid is in memory.
-        if self.inner.store.update_daemon(&daemon.states()).is_ok() {
+        if self.inner.store.update_daemon(&daemon.record()).is_ok() {
             crash_point::reached("spawn.recorded");
         }
         Ok(pid)
@@ -831,7 +865,7 @@ impl Manager {
         crash_point::reached("destroy.deleted");
         let alive = daemon.is_alive();
         for rafs in instances {
-            if alive && daemon.states().is_shared() {
+            if alive && daemon.record().is_shared() {
                 let _ = daemon.umount_rafs_instance(&rafs).await;
             }
             daemon.remove_rafs_instance(&rafs.snapshot_id);
@@ -844,14 +878,14 @@ impl Manager {
         daemon.set_supervisor(None);
         // SIGTERM lets nydusd unmount; a stopped or hung one gets SIGKILL at the deadline.
         let waited = match daemon.stop_process(Some(nix::sys::signal::Signal::SIGTERM)).await {
-            Ok(()) => daemon.wait_for_exit().await,
+            Ok(()) => daemon.wait_for_exit_and_unmount().await,
             Err(e) => Err(e),
         };
         crash_point::reached("destroy.exited");
         if waited.is_ok() {
             let _ = self.inner.store.clear_intent(&id);
         }
-        let states = daemon.states();
+        let states = daemon.record();
         let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];
         if !states.is_shared() {
             if let Some(socket_dir) = states.api_socket.parent() {

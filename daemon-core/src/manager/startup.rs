@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
-use super::{Manager, ManagerError};
+use super::{Manager, ManagerError, Serves};
 use crate::DaemonState;
 use crate::daemon::state::ConfigState;
 use crate::daemon::{Daemon, error_chain};
@@ -108,7 +108,7 @@ impl Manager {
         }
         for daemon in &live {
             self.monitor().subscribe(&daemon.id(), &daemon.api_socket(), daemon.pid()).await?;
-            match self.reconcile_mounts(daemon).await {
+            match self.reconcile_mounts(daemon, Serves::AsReported).await {
                 Ok((remounted, unmounted)) => {
                     report.remounted.extend(remounted);
                     report.unmounted.extend(unmounted);
@@ -124,7 +124,7 @@ impl Manager {
             .map(|daemon| {
                 let manager = self.clone();
                 tokio::spawn(async move {
-                    let outcome = super::recovery::restart(&manager, &daemon).await;
+                    let outcome = super::deaths::restart(&manager, &daemon).await;
                     (daemon.id(), outcome.map_err(|e| error_chain(&e)))
                 })
             })
@@ -175,7 +175,7 @@ impl Manager {
             // starting; one that stays short of RUNNING is left alone.
             return Ok(match daemon.wait_until_state(DaemonState::Running).await {
                 Ok(()) => Settled::Running,
-                Err(_) => Settled::Stuck(daemon.state()),
+                Err(_) => Settled::Stuck(daemon.last_observed_state()),
             });
         }
         if state == DaemonState::Ready {
@@ -183,7 +183,7 @@ impl Manager {
             daemon.wait_until_state(DaemonState::Running).await?;
             return Ok(Settled::Running);
         }
-        daemon.signal_any(Signal::SIGKILL)?;
+        daemon.signal(Signal::SIGKILL)?;
         daemon.wait_for_process_exit().await?;
         Ok(Settled::Killed)
     }

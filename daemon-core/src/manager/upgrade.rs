@@ -6,11 +6,10 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
+use super::takeover::Handover;
 use super::{Manager, ManagerError, ManagerEvent};
-use crate::DaemonState;
 use crate::crash_point;
-use crate::daemon::{Daemon, DaemonError};
-use crate::supervisor::Supervisor;
+use crate::daemon::Daemon;
 
 /// Go `buildNextAPISocket`: the first run of digits in the stem plus one (none: 1).
 pub fn next_api_socket(current: &Path) -> Result<PathBuf, ManagerError> {
@@ -50,7 +49,7 @@ impl Manager {
         // The state to hand over is the live one, taken now.
         old.send_states().await?;
         crash_point::reached("upgrade.states_sent");
-        let mut states = old.states();
+        let mut states = old.record();
         states.api_socket = next_api_socket(&states.api_socket)?;
         let new = Arc::new(Daemon::from_state(states, 0, *old.timeouts()));
         new.set_supervisor(Some(supervisor.clone()));
@@ -70,7 +69,7 @@ impl Manager {
         crash_point::reached("upgrade.committed");
         if old.exit().await.is_err() {
             // The new daemon holds the state already; the old one only has to go.
-            let _ = old.signal_any(Signal::SIGKILL);
+            let _ = old.signal(Signal::SIGKILL);
         }
         // The old process must be gone before the new one starts serving; a failure to
         // observe that is reported but does not undo the upgrade.
@@ -88,60 +87,12 @@ impl Manager {
             // SIGKILL, not SIGTERM: nydusd unmounts on SIGTERM, and failover keeps the mount.
             let pid = new.pid();
             let _ = self.abandon_process(&new, Signal::SIGKILL).await;
-            super::recovery::recover_in_background(self.clone(), new.clone(), pid);
+            super::deaths::recover_in_background(self.clone(), new.clone(), pid);
             return Err(e);
         }
         self.emit(ManagerEvent::Upgraded { id, pid: new.pid(), socket: new.api_socket() });
         old_gone?;
         Ok(new)
-    }
-
-    /// Starts `new` in upgrade mode and has it take the state and fd from `supervisor`,
-    /// up to READY; returns its pid. A failover records the new pid at once (the old
-    /// process is dead); an upgrade does not, the old daemon stays in charge until then.
-    pub(super) async fn take_over(
-        &self,
-        new: &Daemon,
-        supervisor: &Arc<Supervisor>,
-        handover: Handover,
-    ) -> Result<u32, ManagerError> {
-        let id = new.id();
-        let supervisor_error = |source| DaemonError::Supervisor { id: id.clone(), source };
-        let [offered, init, taken_over, ready] = handover.boundaries();
-        let offer = supervisor.offer(new.timeouts().supervisor).await.map_err(supervisor_error)?;
-        crash_point::reached(offered);
-        let pid = match handover {
-            Handover::Failover => self.spawn(new, true).await?,
-            Handover::Upgrade => self.spawn_unrecorded(new, true).await?,
-        };
-        offer.allow(pid);
-        new.wait_until_state(DaemonState::Init).await?;
-        crash_point::reached(init);
-        new.takeover().await?;
-        crash_point::reached(taken_over);
-        offer.finished().await.map_err(supervisor_error)?;
-        new.wait_until_state(DaemonState::Ready).await?;
-        crash_point::reached(ready);
-        Ok(pid)
-    }
-}
-
-/// Why a new daemon takes a supervisor's state over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Handover {
-    /// The old daemon died.
-    Failover,
-    /// The old daemon hands over to a new build.
-    Upgrade,
-}
-
-impl Handover {
-    /// The crash-point names of the steps: offered, INIT, taken over, READY.
-    fn boundaries(self) -> [&'static str; 4] {
-        match self {
-            Self::Failover => ["failover.offered", "failover.init", "failover.taken_over", "failover.ready"],
-            Self::Upgrade => ["upgrade.offered", "upgrade.init", "upgrade.taken_over", "upgrade.ready"],
-        }
     }
 }
 

@@ -43,13 +43,13 @@ async fn auth() -> TestResult {
     manager.start_daemon_and_wait(&daemon).await?;
     let rafs = env.instance(&daemon, "snap1")?;
     std::fs::write(
-        daemon.states().config_file(Some("snap1")),
+        daemon.record().config_file(Some("snap1")),
         r#"{"device":{"backend":{"type":"registry","config":{"host":"r.io","repo":"a","auth":"old"}}}}"#,
     )?;
     manager.mount_shared_instance(&daemon, rafs).await?;
     daemon.update_registry_auth("snap1", "bmV3OnBhc3M=").await?;
     let file: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(daemon.states().config_file(Some("snap1")))?)?;
+        serde_json::from_str(&std::fs::read_to_string(daemon.record().config_file(Some("snap1")))?)?;
     ensure(file["device"]["backend"]["config"]["auth"] == "bmV3OnBhc3M=", format!("{file}"))?;
     let reply = daemon.client().await?.call(hyper::Method::GET, "/api/v1/config?id=/snap1", None).await?;
     let config: serde_json::Value = serde_json::from_slice(&reply)?;
@@ -90,7 +90,7 @@ async fn fscache_boundary() -> TestResult {
         "config": {"id": "snap1", "backend_type": "registry", "backend_config": {"host": "r.io", "repo": "a"},
                    "cache_type": "fscache", "cache_config": {"work_dir": cache}, "metadata_path": bootstrap}
     });
-    let config_file = daemon.states().config_file(Some("snap1"));
+    let config_file = daemon.record().config_file(Some("snap1"));
     std::fs::create_dir_all(config_file.parent().ok_or("dir")?)?;
     std::fs::write(&config_file, entry.to_string())?;
 

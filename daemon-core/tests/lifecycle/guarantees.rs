@@ -150,7 +150,7 @@ async fn destroy_stopped() -> TestResult {
     let manager = Manager::open(config)?;
     let daemon = manager.add_daemon(quick_record(&env, "d1")?)?;
     let pid = manager.start_daemon_and_wait(&daemon).await?;
-    daemon.signal(Signal::SIGSTOP)?;
+    daemon.signal_child(Signal::SIGSTOP)?;
     let started = Instant::now();
     // Before the fix this never returned: the exit wait on our own child had no deadline.
     let destroyed = tokio::time::timeout(Duration::from_secs(20), manager.destroy_daemon(&daemon)).await;
@@ -174,7 +174,7 @@ async fn replacement_dies() -> TestResult {
     let mut events = manager.subscribe();
     let daemon = manager.add_daemon(quick_record(&env, "d1")?)?;
     let first = manager.start_daemon_and_wait(&daemon).await?;
-    daemon.signal(Signal::SIGKILL)?;
+    daemon.signal_child(Signal::SIGKILL)?;
     // Before the fix the replacement's death ended in RecoveryFailed and the daemon stayed dead.
     let event = recovery_end(&mut events).await?;
     let ManagerEvent::FailedOver { pid, .. } = event else { return Err(format!("{event:?}").into()) };
@@ -184,7 +184,7 @@ async fn replacement_dies() -> TestResult {
     ensure(processes_under(env.root.path()) == [pid], "no other process is left")?;
     ensure(manager.monitor().is_subscribed("d1"), "the new process is watched")?;
     // And its own death is seen and recovered too.
-    daemon.signal(Signal::SIGKILL)?;
+    daemon.signal_child(Signal::SIGKILL)?;
     let event = recovery_end(&mut events).await?;
     ensure(matches!(event, ManagerEvent::FailedOver { pid: again, .. } if again != pid), format!("{event:?}"))
 }
@@ -200,7 +200,7 @@ async fn crash_loop() -> TestResult {
     let mut events = manager.subscribe();
     let daemon = manager.add_daemon(quick_record(&env, "d1")?)?;
     manager.start_daemon_and_wait(&daemon).await?;
-    daemon.signal(Signal::SIGKILL)?;
+    daemon.signal_child(Signal::SIGKILL)?;
     let event = recovery_end(&mut events).await?;
     let ManagerEvent::RecoveryFailed { error, policy, .. } = event else { return Err(format!("{event:?}").into()) };
     ensure(policy == RecoverPolicy::Failover, "failover was tried")?;

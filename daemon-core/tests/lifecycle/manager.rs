@@ -55,7 +55,7 @@ async fn records() -> TestResult {
     let daemon = manager.add_daemon(env.shared_record("d1")?)?;
     let again = manager.add_daemon(env.shared_record("d1")?);
     ensure(matches!(again, Err(ManagerError::AlreadyExists(_))), "second add is AlreadyExists")?;
-    daemon.update_states(|s| s.thread_num = 4);
+    daemon.update_record(|s| s.thread_num = 4);
     manager.update_daemon(&daemon)?;
     ensure(manager.store().daemons()?[0].thread_num == 4, "update reached the store")?;
     let stranger = env.shared_record("d2")?;
@@ -88,7 +88,7 @@ async fn start() -> TestResult {
     escaping.snapshot_id = "../../etc".into();
     let refused = manager.add_rafs_instance(&daemon, escaping);
     ensure(matches!(refused, Err(ManagerError::InvalidSnapshot(_))), format!("{refused:?}"))?;
-    ensure(daemon.state() == DaemonState::Running, "RUNNING")
+    ensure(daemon.last_observed_state() == DaemonState::Running, "RUNNING")
 }
 
 async fn restart() -> TestResult {
@@ -101,7 +101,7 @@ async fn restart() -> TestResult {
         manager.mount_shared_instance(&daemon, env.instance(&daemon, snapshot)?).await?;
     }
     let old_pid = daemon.pid();
-    daemon.signal_any(Signal::SIGKILL)?;
+    daemon.signal(Signal::SIGKILL)?;
     let event =
         wait_event(&mut events, |e| matches!(e, ManagerEvent::Restarted { .. } | ManagerEvent::RecoveryFailed { .. }))
             .await?;
@@ -124,7 +124,7 @@ async fn failover() -> TestResult {
     let supervisor = daemon.supervisor().ok_or("no supervisor under failover")?;
     let held = file_identity(supervisor.saved().ok_or("no state saved after the mount")?.fd.as_fd())?;
     let old_pid = daemon.pid();
-    daemon.signal_any(Signal::SIGKILL)?;
+    daemon.signal(Signal::SIGKILL)?;
     let event =
         wait_event(&mut events, |e| matches!(e, ManagerEvent::FailedOver { .. } | ManagerEvent::RecoveryFailed { .. }))
             .await?;
@@ -144,11 +144,11 @@ async fn policy_none() -> TestResult {
     let mut events = manager.subscribe();
     let daemon = started_shared(&env, &manager, "d1").await?;
     let pid = daemon.pid();
-    daemon.signal_any(Signal::SIGKILL)?;
+    daemon.signal(Signal::SIGKILL)?;
     wait_event(&mut events, |e| matches!(e, ManagerEvent::Died { id } if id == "d1")).await?;
     let next = tokio::time::timeout(std::time::Duration::from_millis(300), events.recv()).await;
     ensure(next.is_err(), format!("nothing follows a death under policy none: {next:?}"))?;
-    ensure(daemon.state() == DaemonState::Unknown, "state reset")?;
+    ensure(daemon.last_observed_state() == DaemonState::Unknown, "state reset")?;
     ensure(manager.store().daemons()?[0].process_id == pid, "record untouched")
 }
 
@@ -162,9 +162,9 @@ async fn unknown_death() -> TestResult {
     stranger.wait_until_state(DaemonState::Running).await?;
     manager.monitor().subscribe("ghost", &stranger.api_socket(), 0).await?;
     let daemon = started_shared(&env, &manager, "d1").await?;
-    stranger.signal(Signal::SIGKILL)?;
+    stranger.signal_child(Signal::SIGKILL)?;
     wait_event(&mut events, |e| matches!(e, ManagerEvent::UnknownDied { id } if id == "ghost")).await?;
-    daemon.signal_any(Signal::SIGKILL)?;
+    daemon.signal(Signal::SIGKILL)?;
     wait_event(&mut events, |e| matches!(e, ManagerEvent::Restarted { id, .. } if id == "d1")).await?;
     Ok(())
 }
@@ -203,7 +203,7 @@ async fn destroy() -> TestResult {
     let daemon = started_shared(&env, &manager, "d1").await?;
     manager.mount_shared_instance(&daemon, env.instance(&daemon, "snap1")?).await?;
     let pid = daemon.pid();
-    let config_dir = daemon.states().config_dir;
+    let config_dir = daemon.record().config_dir;
     manager.destroy_daemon(&daemon).await?;
     wait_event(&mut events, |e| matches!(e, ManagerEvent::Destroyed { id } if id == "d1")).await?;
     ensure(manager.store().daemons()?.is_empty() && manager.store().instances()?.is_empty(), "records gone")?;
@@ -258,7 +258,7 @@ async fn recycled_pid() -> TestResult {
     let mut bystander = std::process::Command::new("sleep").arg("30").spawn()?;
     let _guard = KillOnDrop(vec![bystander.id()]);
     let record = env.shared_record("d1")?;
-    let mut states = record.states();
+    let mut states = record.record();
     states.process_id = bystander.id();
     let recorded = daemon_core::Daemon::from_state(states.clone(), 0, Env::timeouts());
     let err = recorded.terminate().err().ok_or("a stranger's pid was signalled")?;
@@ -281,7 +281,7 @@ async fn dedicated() -> TestResult {
     let daemon = manager.add_daemon(record)?;
     let mut rafs = env.instance(&daemon, "snap9")?;
     rafs.mountpoint = mountpoint.clone();
-    std::fs::copy(daemon.states().config_file(Some("snap9")), daemon.states().config_file(None))?;
+    std::fs::copy(daemon.record().config_file(Some("snap9")), daemon.record().config_file(None))?;
     manager.add_rafs_instance(&daemon, rafs)?;
     manager.start_daemon_and_wait(&daemon).await?;
     let argv = host_facts::process::cmdline(daemon.pid()).ok_or("no cmdline")?;
@@ -291,7 +291,7 @@ async fn dedicated() -> TestResult {
     let info = daemon.daemon_info().await?;
     ensure(info.backend_collection.is_some_and(|m| m.contains_key("/")), "the instance is mounted at / from argv")?;
     // A restart mounts nothing through the API: the command line does it again.
-    daemon.signal_any(Signal::SIGKILL)?;
+    daemon.signal(Signal::SIGKILL)?;
     let event =
         wait_event(&mut events, |e| matches!(e, ManagerEvent::Restarted { .. } | ManagerEvent::RecoveryFailed { .. }))
             .await?;

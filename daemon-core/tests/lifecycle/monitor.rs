@@ -40,7 +40,7 @@ async fn watched_daemon()
 async fn killed() -> TestResult {
     let (_env, daemon, _monitor, mut events) = watched_daemon().await?;
     let killed_at = Instant::now();
-    daemon.signal(nix::sys::signal::Signal::SIGKILL)?;
+    daemon.signal_child(nix::sys::signal::Signal::SIGKILL)?;
     let event = next_death(&mut events).await?;
     eprintln!("death event {:?} after SIGKILL", killed_at.elapsed());
     ensure(event.daemon_id == "d1" && event.socket == daemon.api_socket(), format!("{event:?}"))
@@ -51,7 +51,7 @@ async fn exited() -> TestResult {
     daemon.exit().await?;
     let event = next_death(&mut events).await?;
     ensure(event.daemon_id == "d1", format!("{event:?}"))?;
-    let status = daemon.wait().await.ok_or("no process")?;
+    let status = daemon.wait_child().await.ok_or("no process")?;
     ensure(status.success(), format!("exit API ends with status 0, got {status}"))
 }
 

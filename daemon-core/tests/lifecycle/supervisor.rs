@@ -36,7 +36,7 @@ async fn handoff() -> TestResult {
     let supervisors = SupervisorSet::new(env.layout.supervisor_dir())?;
     let old = env.shared_daemon("d1")?;
     let supervisor = supervisors.create("d1");
-    ensure(old.states().supervisor_path == supervisor.socket(), "daemon and supervisor agree on the socket")?;
+    ensure(old.record().supervisor_path == supervisor.socket(), "daemon and supervisor agree on the socket")?;
     env.spawn(&old, false).await?;
     old.wait_until_state(DaemonState::Running).await?;
     old.mount("/snap1", &daemon_core::MountRequest::rafs("/boot", "{}")).await?;
@@ -48,10 +48,10 @@ async fn handoff() -> TestResult {
     let held = file_identity(saved.fd.as_fd())?;
     ensure(open_files_of(old.pid())?.contains(&held), "the fd saved is one the old daemon holds")?;
 
-    old.signal(nix::sys::signal::Signal::SIGKILL)?;
-    old.wait().await;
+    old.signal_child(nix::sys::signal::Signal::SIGKILL)?;
+    old.wait_child().await;
 
-    let new = daemon_core::Daemon::from_state(old.states(), 0, Env::timeouts());
+    let new = daemon_core::Daemon::from_state(old.record(), 0, Env::timeouts());
     let offer = supervisor.offer(Duration::from_secs(5)).await?;
     let pid = env.spawn(&new, true).await?;
     offer.allow(pid);

@@ -159,7 +159,7 @@ pub fn instance_in(layout: &Layout, daemon: &Daemon, snapshot: &str) -> Result<R
     let rafs = Rafs::new(&layout.snapshots_dir(), snapshot, "registry.example/image:1", FsDriver::Fusedev);
     std::fs::create_dir_all(rafs.snapshot_dir.join("fs/image"))?;
     std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), b"bootstrap")?;
-    let config = daemon.states().config_file(Some(snapshot));
+    let config = daemon.record().config_file(Some(snapshot));
     std::fs::create_dir_all(config.parent().ok_or("config dir")?)?;
     std::fs::write(&config, r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#)?;
     Ok(Rafs { mountpoint: layout.shared_mountpoint().join(snapshot), ..rafs })

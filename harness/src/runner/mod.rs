@@ -474,11 +474,11 @@ impl<'a> Run<'a> {
             &self.root.snapshots_dir(),
             &spec.snapshot.value,
             "registry.example/scenario:1",
-            daemon.states().fs_driver,
+            daemon.record().fs_driver,
         );
         let boot = rafs.snapshot_dir.join("fs/image/image.boot");
         std::fs::create_dir_all(boot.parent().expect("has a parent")).map_err(|e| io(&boot, e))?;
-        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
+        let fscache = daemon.record().fs_driver == daemon_core::daemon::FsDriver::Fscache;
         if self.target().builds_images() && !fscache {
             let images = image::ImageStore::under(self.root.root());
             let source = self.root.root().join("trees").join(&spec.snapshot.value);
@@ -527,23 +527,23 @@ impl<'a> Run<'a> {
         mut config: String,
     ) -> Result<Rafs, String> {
         let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
-        let fscache = daemon.states().fs_driver == daemon_core::daemon::FsDriver::Fscache;
+        let fscache = daemon.record().fs_driver == daemon_core::daemon::FsDriver::Fscache;
         if spec.padding.get() > 0
             && let Ok(serde_json::Value::Object(mut map)) = serde_json::from_str::<serde_json::Value>(&config)
         {
             map.insert("padding".into(), serde_json::Value::String("x".repeat(spec.padding.as_usize())));
             config = serde_json::Value::Object(map).to_string();
         }
-        let file = daemon.states().config_file(Some(&spec.snapshot.value));
+        let file = daemon.record().config_file(Some(&spec.snapshot.value));
         std::fs::create_dir_all(file.parent().expect("has a parent")).map_err(|e| io(&file, e))?;
         std::fs::write(&file, &config).map_err(|e| io(&file, e))?;
         let mountpoint = if fscache {
             rafs.snapshot_dir.join("mnt")
-        } else if daemon.states().is_shared() {
+        } else if daemon.record().is_shared() {
             daemon.host_mountpoint().join(&spec.snapshot.value)
         } else {
             // A dedicated daemon's instance is its host mount; it also gets the config.
-            std::fs::write(daemon.states().config_file(None), &config).map_err(|e| io(&file, e))?;
+            std::fs::write(daemon.record().config_file(None), &config).map_err(|e| io(&file, e))?;
             daemon.host_mountpoint()
         };
         Ok(Rafs { mountpoint, ..rafs })

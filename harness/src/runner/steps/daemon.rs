@@ -260,7 +260,7 @@ impl StepKind for Signal {
     async fn run(run: &mut Run<'_>, s: &SignalStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let signal: NixSignal = s.signal.into();
-        daemon.signal_any(signal)?;
+        daemon.signal(signal)?;
         // Delivery is asynchronous; a stop or continue is waited for, so the next
         // step sees a frozen (or running) daemon and not a race.
         if matches!(signal, NixSignal::SIGSTOP | NixSignal::SIGCONT) {
@@ -296,9 +296,9 @@ impl StepKind for WaitExit {
     async fn run(run: &mut Run<'_>, s: &WaitExitStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let wait = async {
-            match daemon.wait().await {
+            match daemon.wait_child().await {
                 Some(status) => Ok(Some(status)),
-                None => daemon.wait_for_exit().await.map(|()| None),
+                None => daemon.wait_for_exit_and_unmount().await.map(|()| None),
             }
         };
         let status = tokio::time::timeout(Duration::from_millis(s.timeout_ms), wait).await.map_err(|_| {

@@ -53,7 +53,7 @@ impl StepKind for MountInstance {
         let daemon = run.daemon(id)?;
         let rafs = run.instance(&daemon, id, &s.snapshot.value).await?;
         let manager = run.manager()?.clone();
-        let outcome = if daemon.states().is_shared() {
+        let outcome = if daemon.record().is_shared() {
             manager.mount_shared_instance(&daemon, rafs).await.map(drop)
         } else {
             manager.add_rafs_instance(&daemon, rafs).map(drop)

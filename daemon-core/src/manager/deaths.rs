@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
-use super::upgrade::Handover;
-use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy};
+use super::takeover::Handover;
+use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy, Serves};
 use crate::crash_point;
 use crate::daemon::Daemon;
 use crate::monitor::DeathEvent;
@@ -116,7 +116,7 @@ pub(super) async fn restart(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u
     crash_point::reached("restart.cleared");
     let pid = manager.spawn(daemon, false).await?;
     manager.verify_started(daemon).await?;
-    daemon.recover_rafs_instances().await?;
+    manager.reconcile_mounts(daemon, Serves::Nothing).await?;
     crash_point::reached("restart.remounted");
     Ok(pid)
 }
@@ -138,6 +138,6 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     manager.verify_started(daemon).await?;
     // The state blob is as old as the last sendfd that worked; what changed since is in
     // the records only.
-    manager.reconcile_mounts(daemon).await?;
+    manager.reconcile_mounts(daemon, Serves::AsReported).await?;
     Ok(pid)
 }

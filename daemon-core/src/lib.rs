@@ -8,9 +8,17 @@
 //!   mount / umount / takeover / start / exit over the API ──► terminate / wait
 //! ```
 //!
-//! * [`api`]: wire types and the HTTP client for nydusd's Unix socket.
-//! * [`daemon`]: one daemon's state, command line, process and API calls.
-//! * [`wait`]: deadlines and the short capped backoff used by every wait.
+//! * [`api`]: the client's view of nydusd's wire types and the HTTP client for its socket.
+//! * [`daemon`]: one daemon's record, command line, process, waits and API calls.
+//! * [`manager`]: many daemons: records in the [`store`], start and verify, the death loop
+//!   (restart, failover), hot upgrade, and recovery when the manager itself restarts.
+//! * [`supervisor`] and [`fdpass`]: the Go supervisor's side of the state and fd handoff.
+//! * [`monitor`]: death detection, one idle connection per daemon.
+//! * [`store`]: the durable records (SQLite).
+//! * [`mount`]: host mounts (FUSE waits and aborts, erofs over fscache, file-backed erofs).
+//! * [`rafs`]: instance records; [`layout`]: the directories under a root.
+//! * [`pidfd`]: the raw syscalls; [`wait`]: deadlines and the capped backoff of every wait.
+//! * [`crash_point`]: named step boundaries where crash tests kill the manager.
 
 pub mod api;
 pub mod crash_point;

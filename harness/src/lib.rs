@@ -10,6 +10,11 @@
 //!   report (PASS/FAIL lines, expected vs observed, journal tails, `N passed, N failed`)
 //! ```
 //!
+//! * [`scenario`]: the file format and its loader; [`runner`]: one scenario's run, its
+//!   steps and targets; [`report`]: the reports; [`explain`]: scenarios as text or diagrams.
+//! * [`bench`](mod@bench), [`chaos`], [`diff`]: the commands beyond `run`; [`cli`]: all of them.
+//! * [`reader`]: the read workload; [`termination`]: the signals that end a command.
+//!
 //! The harness binary is also mock-nydusd: started under the name `nydusd` or
 //! `mock-nydusd` (a symlink in each scenario's root), it runs the mock. That way
 //! `cargo run -p harness` needs no second binary to be built first.
@@ -26,7 +31,7 @@ pub mod scenario;
 pub mod termination;
 
 /// Environment variable that makes the harness binary a reader workload (see
-/// `mock_nydusd::reader`): `<file>\n<size>\n<stop file>`.
+/// [`reader`]): `<file>\n<size>\n<stop file>`.
 pub const READER_ROLE: &str = "HARNESS_READER";
 
 /// Runs the reader workload if this process was started as one; prints its stats as JSON.

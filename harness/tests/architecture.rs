@@ -70,3 +70,46 @@ fn workspace_crates_depend_on_each_other_without_a_cycle() {
     }
     assert!(members.len() >= 6, "{members:?}");
 }
+
+/// Every `.rs` file of the workspace crates and the fuzz targets, relative to the root.
+fn source_files(root: &std::path::Path) -> BTreeSet<String> {
+    fn walk(dir: &std::path::Path, root: &std::path::Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, root, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.insert(path.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    let mut files = BTreeSet::new();
+    for entry in std::fs::read_dir(root).unwrap().flatten() {
+        if entry.path().join("Cargo.toml").is_file() {
+            for part in ["src", "tests", "benches", "fuzz_targets"] {
+                walk(&entry.path().join(part), root, &mut files);
+            }
+        }
+    }
+    files
+}
+
+/// docs/ARCHITECTURE.md gives every source file one line, starting with its path; a new
+/// file without one, or a line for a file that is gone, fails here.
+#[test]
+fn the_architecture_document_lists_every_source_file_and_only_those() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
+    let listed: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|word| word.ends_with(".rs") && word.contains('/'))
+        .map(str::to_owned)
+        .collect();
+    let files = source_files(root);
+    let missing: Vec<&String> = files.difference(&listed).collect();
+    let stale: Vec<&String> = listed.difference(&files).collect();
+    assert!(missing.is_empty(), "source files without a line in docs/ARCHITECTURE.md: {missing:?}");
+    assert!(stale.is_empty(), "docs/ARCHITECTURE.md lists files that do not exist: {stale:?}");
+    assert!(files.len() > 100, "found only {} files", files.len());
+}

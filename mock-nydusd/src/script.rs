@@ -184,7 +184,6 @@ pub struct When {
 /// Methods nydusd's HTTP library accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
-#[allow(missing_docs)]
 pub enum Method {
     Get,
     Put,

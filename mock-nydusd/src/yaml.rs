@@ -43,14 +43,14 @@ mod tests {
     use super::*;
 
     #[derive(Debug, serde::Deserialize)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only deserialised, to provoke parse errors")]
     struct Doc {
         items: Vec<Item>,
     }
 
     #[derive(Debug, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only deserialised, to provoke parse errors")]
     struct Item {
         delay_ms: u64,
     }

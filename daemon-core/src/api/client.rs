@@ -487,8 +487,7 @@ impl NydusdClient {
 
 /// How a reply reads: 200 and 204 are success (the body), anything else is
 /// [`ClientError::Daemon`] with nydusd's `{code, message}` decoded when it has that shape.
-// The async methods return this same error type unboxed; boxing it here alone would not help.
-#[allow(clippy::result_large_err)]
+#[expect(clippy::result_large_err, reason = "the async methods return this error unboxed too")]
 pub fn interpret_reply(method: Method, path: &str, reply: RawResponse) -> Result<Bytes, ClientError> {
     if reply.status == StatusCode::OK || reply.status == StatusCode::NO_CONTENT {
         return Ok(reply.body);
@@ -499,8 +498,7 @@ pub fn interpret_reply(method: Method, path: &str, reply: RawResponse) -> Result
 }
 
 /// Decodes a 200 reply of a GET, keeping the body for the error.
-// The async methods return this same error type unboxed; boxing it here alone would not help.
-#[allow(clippy::result_large_err)]
+#[expect(clippy::result_large_err, reason = "the async methods return this error unboxed too")]
 pub fn decode<T: serde::de::DeserializeOwned>(path: &str, body: &[u8]) -> Result<T, ClientError> {
     serde_json::from_slice(body).map_err(|source| ClientError::Decode {
         method: Method::GET,

@@ -81,9 +81,9 @@ impl Daemon {
 
     /// Ends the daemon's process and waits until it is gone (reaped when it is our child):
     /// sends `first` (none: its death was already reported, so it is only waited for),
-    /// then SIGKILL when it is still there after [`Timeouts::exit`], as a stopped or hung
+    /// then SIGKILL when it is still there after [`Timeouts::exit`](crate::wait::Timeouts::exit), as a stopped or hung
     /// daemon ignores SIGTERM. An error only when even SIGKILL did not end it within
-    /// another [`Timeouts::exit`]. No process is a no-op.
+    /// another [`Timeouts::exit`](crate::wait::Timeouts::exit). No process is a no-op.
     pub async fn stop_process(&self, first: Option<Signal>) -> Result<(), DaemonError> {
         let first_name = match first {
             Some(signal) => {

@@ -24,7 +24,7 @@ impl Daemon {
         }
     }
 
-    /// Waits until nydusd reports `expected`, for at most [`Timeouts::state`] plus the socket wait.
+    /// Waits until nydusd reports `expected`, for at most [`Timeouts::state`](crate::wait::Timeouts::state) plus the socket wait.
     pub async fn wait_until_state(&self, expected: DaemonState) -> Result<(), DaemonError> {
         self.wait_until_state_within(expected, self.timeouts.state).await
     }
@@ -123,7 +123,7 @@ impl Daemon {
 
     /// Go `Wait`: waits for the daemon's process to end (reaping it when it is our child,
     /// otherwise watching its pidfd), then, for fusedev, until the host mountpoint is
-    /// unmounted, within [`Timeouts::exit`]. Unlike upstream, no lock is held meanwhile,
+    /// unmounted, within [`Timeouts::exit`](crate::wait::Timeouts::exit). Unlike upstream, no lock is held meanwhile,
     /// so state queries on the daemon are not blocked.
     pub async fn wait_for_exit_and_unmount(&self) -> Result<(), DaemonError> {
         self.wait_for_process_exit().await?;
@@ -136,7 +136,7 @@ impl Daemon {
         Ok(())
     }
 
-    /// Waits for the daemon's process to end, for at most [`Timeouts::exit`], without
+    /// Waits for the daemon's process to end, for at most [`Timeouts::exit`](crate::wait::Timeouts::exit), without
     /// waiting for its mount to go: after a crash the FUSE mount stays (failover keeps it on
     /// purpose; restart detaches it). Upstream waits for its own child without a deadline,
     /// so a stopped or hung daemon blocks destroy, restart and failover for ever.

@@ -8,7 +8,6 @@ pub const IN_HEADER: usize = 40;
 pub const OUT_HEADER: usize = 16;
 
 /// Opcodes handled (others get ENOSYS).
-#[allow(missing_docs)]
 pub mod op {
     pub const LOOKUP: u32 = 1;
     pub const FORGET: u32 = 2;

@@ -132,7 +132,7 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     daemon.stop_process(None).await?;
     crash_point::reached("failover.exited");
     let supervisor = daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
-    let pid = manager.take_over(daemon, &supervisor, Handover::Failover).await?;
+    let pid = manager.take_over_from_supervisor(daemon, &supervisor, Handover::Failover).await?;
     daemon.start().await?;
     crash_point::reached("failover.started");
     manager.verify_started(daemon).await?;

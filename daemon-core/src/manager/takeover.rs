@@ -14,7 +14,7 @@ impl Manager {
     /// Starts `new` in upgrade mode and has it take the state and fd from `supervisor`,
     /// up to READY; returns its pid. A failover records the new pid at once (the old
     /// process is dead); an upgrade does not, the old daemon stays in charge until then.
-    pub(super) async fn take_over(
+    pub(super) async fn take_over_from_supervisor(
         &self,
         new: &Daemon,
         supervisor: &Arc<Supervisor>,

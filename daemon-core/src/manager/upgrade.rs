@@ -58,7 +58,7 @@ impl Manager {
         new.clone_rafs_instances(old);
 
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
-        if let Err(e) = self.take_over(&new, &supervisor, Handover::Upgrade).await {
+        if let Err(e) = self.take_over_from_supervisor(&new, &supervisor, Handover::Upgrade).await {
             // The old daemon still serves; the half-started new one must not linger.
             let _ = new.stop_process(Some(Signal::SIGKILL)).await;
             return Err(e);

@@ -638,9 +638,10 @@ impl<'a> Run<'a> {
         self.kill_everything();
         // Reaping is done by daemon-core's per-process reaper tasks; give them a moment so
         // no zombie outlives the scenario, without waiting on anything that cannot end.
-        let root = self.root.root().to_string_lossy().into_owned();
+        // Whatever appears meanwhile is killed too: a restart or failover task of the
+        // dropped manager runs until the runtime stops, and may spawn one more daemon.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while !processes_naming(&root).is_empty() && Instant::now() < deadline {
+        while self.kill_naming_root() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.detach_mounts();
@@ -657,12 +658,20 @@ impl<'a> Run<'a> {
             let _ = reader.wait();
         }
         daemon_core::mount::abort_fuse_connections_under(self.root.root());
+        self.kill_naming_root();
+    }
+
+    /// SIGKILLs every live process whose command line names the root, with its process
+    /// group; returns how many there were.
+    fn kill_naming_root(&self) -> usize {
         let root = self.root.root().to_string_lossy().into_owned();
-        for pid in processes_naming(&root) {
-            let pid = nix::unistd::Pid::from_raw(pid as i32);
+        let pids = processes_naming(&root);
+        for pid in &pids {
+            let pid = nix::unistd::Pid::from_raw(*pid as i32);
             let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
         }
+        pids.len()
     }
 
     fn detach_mounts(&self) {
@@ -677,6 +686,18 @@ impl Drop for Run<'_> {
     /// (Ctrl-C aborts it): the same clean-up, synchronously.
     fn drop(&mut self) {
         self.kill_everything();
+        // The dropped manager's tasks run on other worker threads until the runtime stops
+        // (seen once: Ctrl-C during chaos left a daemon a failover spawned just after the
+        // sweep). Sweep until the root has been quiet for QUIET, for at most DROP_SWEEP.
+        const QUIET: Duration = Duration::from_millis(20);
+        const DROP_SWEEP: Duration = Duration::from_millis(300);
+        let (started, mut quiet_since) = (Instant::now(), Instant::now());
+        while started.elapsed() < DROP_SWEEP && quiet_since.elapsed() < QUIET {
+            std::thread::sleep(Duration::from_millis(5));
+            if self.kill_naming_root() > 0 {
+                quiet_since = Instant::now();
+            }
+        }
         self.detach_mounts();
     }
 }

@@ -840,6 +840,11 @@ pub struct ApiStep {
     /// The call must fail like this.
     #[serde(default)]
     pub expect_error: Option<ExpectedError>,
+    /// Success and failure both pass, as for `mount_instance`: for a call made only to
+    /// trigger a scripted fault, whose effect later steps check (a request may wait behind
+    /// one an earlier rule delays, and time out before it fires).
+    #[serde(default)]
+    pub may_fail: bool,
 }
 
 /// `signal`.

@@ -79,6 +79,22 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 const REAPED_WITHIN: Duration = Duration::from_secs(1);
 
 impl Run<'_> {
+    /// [`check`](super::outcome::check), or with `may_fail` only a journal entry of the outcome.
+    fn check_or_tolerate<E: std::error::Error + 'static>(
+        &self,
+        what: &str,
+        outcome: Result<(), E>,
+        expected: Option<&ExpectedError>,
+        may_fail: bool,
+    ) -> Result<(), StepError> {
+        if !may_fail {
+            return super::outcome::check(what, outcome, expected);
+        }
+        let error = outcome.err().map(|e| daemon_core::daemon::error_chain(&e));
+        self.journal.record("tolerated", serde_json::json!({ "what": what, "error": error }));
+        Ok(())
+    }
+
     /// `path` relative to the scenario's root, or as given when absolute.
     fn path_in_root(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);

@@ -144,7 +144,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     result.failure = match testkit::private_tempdir("nydus-harness-") {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
         Ok(root) => {
-            let mut run = Run::new(Layout::new(root.path()), config, scenario);
+            let mut run = Run::new(Arc::new(root), config, scenario);
             let deadline = Duration::from_millis(scenario.timeout_ms);
             let outcome = tokio::time::timeout(deadline, run.execute()).await;
             let mut failure = match outcome {
@@ -171,6 +171,10 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
 /// Everything one scenario run holds.
 pub(crate) struct Run<'a> {
     root: Layout,
+    /// The root's directory, removed when the last holder lets go: the run, or a manager
+    /// open still under way on a blocking thread after the run was dropped (which would
+    /// otherwise make the root again, `Store::open` creating what it opens in).
+    root_dir: Arc<tempfile::TempDir>,
     config: &'a RunConfig,
     scenario: &'a Scenario,
     binary: PathBuf,
@@ -221,13 +225,15 @@ impl Activity {
 }
 
 impl<'a> Run<'a> {
-    fn new(root: Layout, config: &'a RunConfig, scenario: &'a Scenario) -> Self {
+    fn new(root_dir: Arc<tempfile::TempDir>, config: &'a RunConfig, scenario: &'a Scenario) -> Self {
+        let root = Layout::new(root_dir.path());
         let logs = root.log_dir();
         let _ = std::fs::create_dir_all(&logs);
         let journal = Journal::open_as(&logs.join("harness.jsonl"), "harness").unwrap_or_default();
         Self {
             binary: config.nydusd.clone(),
             root,
+            root_dir,
             config,
             scenario,
             manager: None,
@@ -365,10 +371,13 @@ impl<'a> Run<'a> {
     /// block (a FIFO where the database should be), and the deadline must still fire.
     pub(crate) async fn open_manager(&mut self) -> Result<(), String> {
         let config = self.manager_config();
-        let manager = tokio::task::spawn_blocking(move || Manager::open(config))
+        let root_dir = self.root_dir.clone();
+        // The root goes with the result: after the manager (the store's files) when this
+        // wait is abandoned and the result dropped unread.
+        let (manager, _root_dir) = tokio::task::spawn_blocking(move || (Manager::open(config), root_dir))
             .await
-            .map_err(|e| format!("opening the manager: {e}"))?
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| format!("opening the manager: {e}"))?;
+        let manager = manager.map_err(|e| error_chain(&e))?;
         self.events = Some(manager.subscribe());
         self.manager = Some(manager);
         Ok(())

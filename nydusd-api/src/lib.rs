@@ -13,7 +13,7 @@
 mod state;
 pub mod version_output;
 
-pub use state::{State, UnknownState};
+pub use state::State;
 
 use serde::{Deserialize, Serialize};
 

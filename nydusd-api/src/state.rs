@@ -40,23 +40,3 @@ impl fmt::Display for State {
         f.write_str(self.as_str())
     }
 }
-
-/// A state string nydusd never sends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownState(pub String);
-
-impl fmt::Display for UnknownState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not a state nydusd reports (INIT, READY, RUNNING, STOPPED)", self.0)
-    }
-}
-
-impl std::error::Error for UnknownState {}
-
-impl std::str::FromStr for State {
-    type Err = UnknownState;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|state| state.as_str() == s).ok_or_else(|| UnknownState(s.to_owned()))
-    }
-}

@@ -111,6 +111,15 @@ pub use nydusd_api::{BuildTimeInfo, ErrorMessage, MountRequest};
 mod tests {
     use super::*;
 
+    /// The client reads each state nydusd sends as the state of the same name.
+    #[test]
+    fn every_state_nydusd_reports_reads_as_its_client_state() {
+        for state in nydusd_api::State::ALL {
+            let wire = serde_json::to_string(&state).unwrap();
+            assert_eq!(serde_json::from_str::<DaemonState>(&wire).unwrap(), DaemonState::from(state), "{wire}");
+        }
+    }
+
     #[test]
     fn unknown_wire_state_decodes_as_unknown_but_strict_parse_rejects_it() {
         let info: DaemonInfo = serde_json::from_str(r#"{"state":"UPGRADING","id":null}"#).unwrap();

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
-use serde_saphyr::Spanned;
 
 use super::{Explained, StepKind, name};
 use super::{REAPED_WITHIN, sorted};
@@ -47,10 +46,6 @@ pub(crate) struct ExpectJournal;
 impl StepKind for ExpectJournal {
     type Args = ExpectJournalStep;
     const KEYWORD: &'static str = "expect_journal";
-
-    fn daemon(s: &ExpectJournalStep) -> Option<&Spanned<String>> {
-        s.daemon.as_ref()
-    }
 
     fn explain(s: &ExpectJournalStep) -> Explained {
         Explained::new(
@@ -186,14 +181,6 @@ pub(crate) struct ExpectConsistent;
 impl StepKind for ExpectConsistent {
     type Args = DaemonRef;
     const KEYWORD: &'static str = "expect_consistent";
-
-    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(

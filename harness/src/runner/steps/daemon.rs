@@ -7,7 +7,6 @@ use std::time::Duration;
 use daemon_core::daemon::error_chain;
 use daemon_core::{DaemonError, DaemonState, MountRequest};
 use nix::sys::signal::Signal as NixSignal;
-use serde_saphyr::Spanned;
 
 use super::{Explained, REAPED_WITHIN, StepKind, name, sorted};
 use crate::runner::Run;
@@ -20,10 +19,6 @@ pub(crate) struct Start;
 impl StepKind for Start {
     type Args = StartStep;
     const KEYWORD: &'static str = "start";
-
-    fn daemon(s: &StartStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &StartStep) -> Explained {
         Explained::new(
@@ -50,14 +45,6 @@ impl StepKind for StartDaemon {
     type Args = DaemonRef;
     const KEYWORD: &'static str = "start_daemon";
 
-    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), "StartDaemon: spawn, wait socket, monitor, RUNNING".into())
     }
@@ -75,10 +62,6 @@ pub(crate) struct WaitState;
 impl StepKind for WaitState {
     type Args = WaitStateStep;
     const KEYWORD: &'static str = "wait_state";
-
-    fn daemon(s: &WaitStateStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &WaitStateStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("wait until {:?} (≤ {} ms)", s.state, s.timeout_ms))
@@ -109,10 +92,6 @@ impl StepKind for ExpectState {
     type Args = ExpectStateStep;
     const KEYWORD: &'static str = "expect_state";
 
-    fn daemon(s: &ExpectStateStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
     fn explain(s: &ExpectStateStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("expect state {:?}", s.state))
     }
@@ -138,14 +117,6 @@ pub(crate) struct Mount;
 impl StepKind for Mount {
     type Args = MountStep;
     const KEYWORD: &'static str = "mount";
-
-    fn daemon(s: &MountStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &MountStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
 
     fn explain(s: &MountStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("POST /api/v1/mount?mountpoint={}", s.mountpoint))
@@ -175,14 +146,6 @@ impl StepKind for Umount {
     type Args = UmountStep;
     const KEYWORD: &'static str = "umount";
 
-    fn daemon(s: &UmountStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &UmountStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &UmountStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("DELETE /api/v1/mount?mountpoint={}", s.mountpoint))
     }
@@ -200,14 +163,6 @@ pub(crate) struct Api;
 impl StepKind for Api {
     type Args = ApiStep;
     const KEYWORD: &'static str = "api";
-
-    fn daemon(s: &ApiStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &ApiStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
 
     fn explain(s: &ApiStep) -> Explained {
         Explained::new(
@@ -250,10 +205,6 @@ impl StepKind for Signal {
     type Args = SignalStep;
     const KEYWORD: &'static str = "signal";
 
-    fn daemon(s: &SignalStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
     fn explain(s: &SignalStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("{:?}", nix::sys::signal::Signal::from(s.signal)))
     }
@@ -285,10 +236,6 @@ pub(crate) struct WaitExit;
 impl StepKind for WaitExit {
     type Args = WaitExitStep;
     const KEYWORD: &'static str = "wait_exit";
-
-    fn daemon(s: &WaitExitStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &WaitExitStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), "wait for the process to exit".into())
@@ -339,10 +286,6 @@ impl StepKind for ExpectSocket {
     type Args = ExpectSocketStep;
     const KEYWORD: &'static str = "expect_socket";
 
-    fn daemon(s: &ExpectSocketStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
     fn explain(s: &ExpectSocketStep) -> Explained {
         Explained::new(
             "harness".into(),
@@ -383,10 +326,6 @@ impl StepKind for ExpectAlive {
     type Args = ExpectAliveStep;
     const KEYWORD: &'static str = "expect_alive";
 
-    fn daemon(s: &ExpectAliveStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
     fn explain(s: &ExpectAliveStep) -> Explained {
         Explained::new(
             "harness".into(),
@@ -420,10 +359,6 @@ impl StepKind for ExpectMounts {
     type Args = ExpectMountsStep;
     const KEYWORD: &'static str = "expect_mounts";
 
-    fn daemon(s: &ExpectMountsStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
     fn explain(s: &ExpectMountsStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("expect instances {:?}", s.mountpoints))
     }
@@ -451,10 +386,6 @@ pub(crate) struct Script;
 impl StepKind for Script {
     type Args = ScriptStep;
     const KEYWORD: &'static str = "script";
-
-    fn daemon(s: &ScriptStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &ScriptStep) -> Explained {
         Explained::new(
@@ -496,14 +427,6 @@ pub(crate) struct IntrudeSupervisor;
 impl StepKind for IntrudeSupervisor {
     type Args = DaemonRef;
     const KEYWORD: &'static str = "intrude_supervisor";
-
-    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(

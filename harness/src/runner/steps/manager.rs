@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use daemon_core::daemon::error_chain;
 use daemon_core::manager::{Manager, ManagerEvent};
-use serde_saphyr::Spanned;
 
 use super::sorted;
 use super::{Explained, StepKind, name};
@@ -36,14 +35,6 @@ impl StepKind for MountInstance {
     type Args = InstanceStep;
     const KEYWORD: &'static str = "mount_instance";
 
-    fn daemon(s: &InstanceStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &InstanceStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &InstanceStep) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), format!("mount instance {}", s.snapshot.value))
     }
@@ -74,14 +65,6 @@ impl StepKind for UmountInstance {
     type Args = InstanceStep;
     const KEYWORD: &'static str = "umount_instance";
 
-    fn daemon(s: &InstanceStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &InstanceStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &InstanceStep) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), format!("umount instance {}", s.snapshot.value))
     }
@@ -105,10 +88,6 @@ pub(crate) struct MountConcurrently;
 impl StepKind for MountConcurrently {
     type Args = MountConcurrentlyStep;
     const KEYWORD: &'static str = "mount_concurrently";
-
-    fn daemon(s: &MountConcurrentlyStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &MountConcurrentlyStep) -> Explained {
         Explained::new(
@@ -154,10 +133,6 @@ pub(crate) struct WaitEvent;
 impl StepKind for WaitEvent {
     type Args = WaitEventStep;
     const KEYWORD: &'static str = "wait_event";
-
-    fn daemon(s: &WaitEventStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &WaitEventStep) -> Explained {
         Explained::new(
@@ -211,10 +186,6 @@ pub(crate) struct ExpectNoEvent;
 impl StepKind for ExpectNoEvent {
     type Args = WaitEventStep;
     const KEYWORD: &'static str = "expect_no_event";
-
-    fn daemon(s: &WaitEventStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
 
     fn explain(s: &WaitEventStep) -> Explained {
         Explained::new(
@@ -287,14 +258,6 @@ impl StepKind for Upgrade {
     type Args = UpgradeStep;
     const KEYWORD: &'static str = "upgrade";
 
-    fn daemon(s: &UpgradeStep) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &UpgradeStep) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &UpgradeStep) -> Explained {
         Explained::new(
             "manager".into(),
@@ -324,14 +287,6 @@ impl StepKind for Destroy {
     type Args = DaemonRef;
     const KEYWORD: &'static str = "destroy";
 
-    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
-
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), "DestroyDaemon".into())
     }
@@ -350,14 +305,6 @@ pub(crate) struct ForgetDaemon;
 impl StepKind for ForgetDaemon {
     type Args = DaemonRef;
     const KEYWORD: &'static str = "forget_daemon";
-
-    fn daemon(s: &DaemonRef) -> Option<&Spanned<String>> {
-        Some(&s.daemon)
-    }
-
-    fn expected_error(s: &DaemonRef) -> Option<&ExpectedError> {
-        s.expect_error.as_ref()
-    }
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(

@@ -21,7 +21,7 @@ use serde_saphyr::Spanned;
 
 use super::Run;
 use super::outcome::StepError;
-use crate::scenario::model::{ExpectedError, Step};
+use crate::scenario::model::*;
 
 /// Who acts, on whom, and what: one line of `harness explain`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,25 +43,67 @@ impl Explained {
 /// One kind of step.
 pub(crate) trait StepKind {
     /// The step's fields in the scenario file.
-    type Args;
+    type Args: StepArgs;
     /// Its keyword in scenario files.
     const KEYWORD: &'static str;
-
-    /// The daemon the step names, if any.
-    fn daemon(_: &Self::Args) -> Option<&Spanned<String>> {
-        None
-    }
-
-    /// How the step must fail, for the steps that can say so.
-    fn expected_error(_: &Self::Args) -> Option<&ExpectedError> {
-        None
-    }
 
     /// How `harness explain` shows it.
     fn explain(args: &Self::Args) -> Explained;
 
     /// Runs it.
     async fn run(run: &mut Run<'_>, args: &Self::Args) -> Result<(), StepError>;
+}
+
+/// What a step's fields say about it, whichever step they belong to (`DaemonRef`, for
+/// one, is the fields of five).
+pub(crate) trait StepArgs {
+    /// The daemon the step names, if any.
+    fn daemon(&self) -> Option<&Spanned<String>> {
+        None
+    }
+
+    /// How the step must fail, for the steps that can say so.
+    fn expected_error(&self) -> Option<&ExpectedError> {
+        None
+    }
+}
+
+/// Implements [`StepArgs`] for fields with a `daemon`, and an `expect_error` where listed.
+macro_rules! step_args {
+    (names_daemon: [$($daemon:ty),*], names_daemon_and_expected_error: [$($both:ty),*], neither: [$($none:ty),*]) => {
+        $(impl StepArgs for $daemon {
+            fn daemon(&self) -> Option<&Spanned<String>> {
+                Some(&self.daemon)
+            }
+        })*
+        $(impl StepArgs for $both {
+            fn daemon(&self) -> Option<&Spanned<String>> {
+                Some(&self.daemon)
+            }
+
+            fn expected_error(&self) -> Option<&ExpectedError> {
+                self.expect_error.as_ref()
+            }
+        })*
+        $(impl StepArgs for $none {})*
+    };
+}
+
+step_args! {
+    names_daemon: [
+        StartStep, WaitStateStep, ExpectStateStep, SignalStep, WaitExitStep, ExpectSocketStep, ExpectAliveStep,
+        ExpectMountsStep, ScriptStep, MountConcurrentlyStep, WaitEventStep
+    ],
+    names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, ApiStep, InstanceStep, UpgradeStep],
+    neither: [Empty, ExpectMountedStep, ExpectStoreStep, ListDirStep, ReadFileStep, RestartManagerStep, SleepStep,
+        StartReaderStep, StopReaderStep]
+}
+
+/// The journal step names a daemon only when it is about one.
+impl StepArgs for ExpectJournalStep {
+    fn daemon(&self) -> Option<&Spanned<String>> {
+        self.daemon.as_ref()
+    }
 }
 
 /// A daemon id as `explain` shows it.
@@ -117,12 +159,12 @@ macro_rules! steps {
 
             /// The daemon the step names, if any.
             pub fn daemon(&self) -> Option<&Spanned<String>> {
-                match self { $($(Step::$name(s) => <$family::$name as StepKind>::daemon(s),)*)* }
+                match self { $($(Step::$name(s) => s.daemon(),)*)* }
             }
 
             /// How the step must fail, for the steps that can say so.
             pub fn expected_error(&self) -> Option<&ExpectedError> {
-                match self { $($(Step::$name(s) => <$family::$name as StepKind>::expected_error(s),)*)* }
+                match self { $($(Step::$name(s) => s.expected_error(),)*)* }
             }
 
             /// How `harness explain` shows it.

@@ -87,30 +87,6 @@ fn explain_renders_text_and_mermaid() {
 }
 
 #[test]
-fn json_and_junit_reports_are_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
-    let (code, text) = harness(&[
-        "run",
-        "harness/tests/fixtures/wrong-state.yaml",
-        "scenarios/lifecycle/start-running.yaml",
-        "--keep-going",
-        "--json",
-        json.to_str().unwrap(),
-        "--junit",
-        junit.to_str().unwrap(),
-    ]);
-    assert_eq!(code, 1, "{text}");
-    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(report["summary"], "1 passed, 1 failed, 0 skipped");
-    assert_eq!(report["scenarios"][0]["status"], "fail");
-    assert_eq!(report["scenarios"][0]["failure"]["expected"], "READY");
-    let xml = std::fs::read_to_string(&junit).unwrap();
-    assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
-    assert!(xml.contains("<failure message=\"step 3 `wait_state`"), "{xml}");
-}
-
-#[test]
 fn a_failure_leaves_a_repro_bundle() {
     let dir = tempfile::tempdir().unwrap();
     let (_, text) =

@@ -9,14 +9,15 @@ use daemon_core::manager::ManagerError;
 
 use crate::scenario::model::ExpectedError;
 
-/// Why a scenario failed.
-#[derive(Debug, Clone)]
+/// Why a scenario failed (also as it appears in the JSON report).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Failure {
-    /// 1-based step number, 0 for set-up or the scenario deadline.
+    /// 1-based step number; 0 for set-up, the scenario deadline or a panic.
     pub step: usize,
     /// The step's line in the file.
     pub line: u64,
-    /// The step's keyword.
+    /// The step's keyword, or `setup`, `deadline`, `panic`.
     pub keyword: String,
     /// One-line summary.
     pub message: String,

@@ -14,3 +14,13 @@ pub fn schema_json() -> String {
     let schema = generator.into_root_schema_for::<Scenario>();
     serde_json::to_string_pretty(&schema).expect("schemas serialise")
 }
+
+/// How a value is spelled in scenario files (`failed_over`, `mkfs-erofs`, `real`), for
+/// messages that should read as the YAML does rather than as Rust's `Debug`.
+pub fn spelled<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
+}

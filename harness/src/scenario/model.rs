@@ -3,7 +3,7 @@
 pub use daemon_core::daemon::{DaemonMode as Mode, FsDriver};
 pub use daemon_core::manager::RecoverPolicy;
 use schemars::JsonSchema;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 
 /// The only format version this harness reads.
@@ -66,7 +66,7 @@ fn all_targets() -> Vec<Target> {
 }
 
 /// Host capabilities a scenario may require.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Requirement {
     /// Running as root.
@@ -95,7 +95,7 @@ impl From<Requirement> for host_facts::Requirement {
 }
 
 /// What daemons run as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Target {
     /// mock-nydusd (the harness binary itself).

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Checks what the harness writes with tools that share no code with it: every JUnit
+# report against Jenkins' JUnit schema (ci/schemas/junit-10.xsd) with xmllint (libxml2),
+# and every JSON report against the published docs/report.schema.json with
+# check-jsonschema. The reports come from the scenario library, a hostile name, a run
+# stopped by its first failure and a repeated run. Installs the tools when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v xmllint >/dev/null 2>&1; then
+  echo "xmllint is missing; installing libxml2-utils from Debian" >&2
+  apt-get install -y libxml2-utils >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && apt-get install -y libxml2-utils >/dev/null 2>&1; }
+fi
+venv=target/ci-tools
+if [ ! -x "$venv/bin/check-jsonschema" ]; then
+  echo "check-jsonschema is missing; installing it from PyPI into $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.29.*'
+fi
+
+cargo build -q -p harness
+harness=target/debug/harness
+out=$(mktemp -d /tmp/harness-reports.XXXXXX)
+trap 'rm -rf "$out"' EXIT
+
+# Each run's exit code is what it must be: the reports are checked, not the verdicts.
+expect() {
+  local want=$1 name=$2
+  shift 2
+  local code=0
+  "$harness" run "$@" --bundles "$out/bundles" --junit "$out/$name.xml" --json "$out/$name.json" >"$out/$name.log" 2>&1 || code=$?
+  if [ "$code" != "$want" ]; then
+    echo "harness run $* exited $code, expected $want:" >&2
+    cat "$out/$name.log" >&2
+    exit 1
+  fi
+}
+expect 0 library scenarios
+expect 1 hostile harness/tests/fixtures/hostile-names.yaml scenarios/lifecycle/start-running.yaml --keep-going
+expect 1 fail-fast harness/tests/fixtures/wrong-state.yaml scenarios/lifecycle/destroy.yaml --jobs 1
+expect 0 repeated scenarios/lifecycle/start-running.yaml --repeat 3
+
+xmllint --noout --schema ci/schemas/junit-10.xsd "$out"/*.xml
+"$venv/bin/check-jsonschema" --schemafile docs/report.schema.json "$out"/*.json
+echo "reports: $(ls "$out"/*.xml | wc -l) JUnit and $(ls "$out"/*.json | wc -l) JSON reports match their schemas"

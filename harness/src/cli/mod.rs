@@ -1,0 +1,401 @@
+//! The `harness` command line.
+
+mod list;
+mod progress;
+mod run;
+mod selection;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::runner::RunConfig;
+use crate::scenario;
+use crate::scenario::model::Target;
+use selection::Selection;
+
+/// Exit codes.
+pub mod exit_code {
+    /// Every scenario passed.
+    pub const OK: u8 = 0;
+    /// At least one scenario failed.
+    pub const SCENARIO_FAILED: u8 = 1;
+    /// Usage error.
+    pub const USAGE: u8 = 2;
+    /// A scenario file is invalid.
+    pub const INVALID_SCENARIO: u8 = 3;
+    /// The harness itself could not set up (temp dirs, mock binary).
+    pub const SETUP_ERROR: u8 = 4;
+    /// No scenario was selected.
+    pub const NONE_RAN: u8 = 5;
+}
+
+/// Shown under `--help`: what the exit status of every command means.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success: every selected scenario passed or was skipped (run), no unexplained
+       difference (diff), every schedule kept the invariants (chaos)
+  1    a scenario failed or did not run after a failure (run), an unexplained difference
+       (diff), a schedule broke an invariant (chaos)
+  2    usage error (bad flag, unwritable report path)
+  3    a scenario file is invalid (its file:line:column is printed)
+  4    the harness could not set up (temporary root, runtime, mock binary, report write)
+  5    no scenario was selected
+  129  interrupted by SIGHUP, after cleaning up every process, mount and temporary root
+  130  interrupted by SIGINT (Ctrl-C), likewise
+  141  standard output was closed (SIGPIPE, `harness run | head`), likewise
+  143  interrupted by SIGTERM, likewise";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "harness",
+    version,
+    about = "Runs nydusd lifecycle scenarios against mock-nydusd or a real nydusd",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    /// Colour the PASS, FAIL, SKIP and SLOW words: `auto` on a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, global = true, default_value = "auto")]
+    color: progress::ColorChoice,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum TargetArg {
+    Mock,
+    Real,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run scenarios (files or directories).
+    Run(run::RunArgs),
+    /// List the scenarios a run would select: name, path, tags, targets, requirements, and
+    /// why each would be skipped on this host.
+    List(list::ListArgs),
+    /// Print a shell completion script (e.g. `harness completions bash > /etc/bash_completion.d/harness`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `harness man | man -l -`.
+    Man,
+    /// Check scenario files without running them.
+    Validate {
+        /// Scenario files or directories (default: scenarios).
+        paths: Vec<PathBuf>,
+    },
+    /// Show a scenario as a readable sequence (text, or a Mermaid sequence diagram).
+    Explain {
+        /// The scenario file.
+        path: PathBuf,
+        /// Print a Mermaid sequence diagram instead of text.
+        #[arg(long)]
+        mermaid: bool,
+    },
+    /// Print the JSON Schema (draft-07) of scenario files, or of the JSON report.
+    Schema {
+        /// The schema of `harness run --json` reports instead.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Measure failover, restart, death detection and scale on the mock (prints a table).
+    Bench {
+        /// Runs per latency measurement.
+        #[arg(long, default_value_t = 50)]
+        runs: usize,
+        /// Daemon counts for the scale measurement, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "10,100")]
+        scale: Vec<usize>,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Consecutive failovers of the leak check (0 skips it).
+        #[arg(long, default_value_t = 1000)]
+        leak_runs: usize,
+        /// A real nydusd whose API latency is measured beside the mock's.
+        #[arg(long)]
+        nydusd: Option<PathBuf>,
+        /// Extra argument for the real nydusd (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+        daemon_args: Vec<OsString>,
+        /// The scenario library to time, and whose live-reader failover gives the read stall.
+        #[arg(long, default_value = "scenarios")]
+        scenarios: PathBuf,
+    },
+    /// Show what this host offers to privileged scenarios, and why not where it does not.
+    Doctor,
+    /// Run scenarios on the mock and on a real nydusd and report every difference in what
+    /// the client sent and got back (exit 1 on an unexplained one).
+    Diff(DiffArgs),
+    /// Run seeded random fault schedules on the mock; shrink and print the first failing one
+    /// as a scenario file (exit 1).
+    Chaos {
+        /// Seed of the first schedule (run i uses seed + i).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Schedules to run.
+        #[arg(long, default_value_t = 20)]
+        runs: u32,
+        /// Operations per schedule.
+        #[arg(long, default_value_t = 12)]
+        ops: usize,
+        /// Write the shrunk scenario of a failure into this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct DiffArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// The real nydusd (default: `nydusd` on PATH).
+    #[arg(long)]
+    nydusd: Option<PathBuf>,
+    /// Extra argument for every real daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<OsString>,
+    /// Explained differences and volatile fields (default: the built-in docs/diff-explained.yaml).
+    #[arg(long)]
+    explained: Option<PathBuf>,
+    /// Write the differences as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// Entry point of the `harness` binary (after the multi-call check).
+pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { exit_code::USAGE } else { exit_code::OK });
+        }
+    };
+    match cli.command {
+        Command::Validate { paths } => validate(&default_paths(paths)),
+        Command::Explain { path, mermaid } => match scenario::load(&path) {
+            Ok(s) => {
+                print!("{}", if mermaid { crate::explain::mermaid(&s) } else { crate::explain::text(&s) });
+                ExitCode::from(exit_code::OK)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(exit_code::INVALID_SCENARIO)
+            }
+        },
+        Command::Schema { report } => {
+            say(&format!("{}\n", if report { crate::report::json_schema() } else { scenario::schema_json() }));
+            ExitCode::from(exit_code::OK)
+        }
+        Command::List(args) => list::list(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
+            ExitCode::from(exit_code::OK)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => {
+                    say(&String::from_utf8_lossy(&page));
+                    ExitCode::from(exit_code::OK)
+                }
+                Err(e) => {
+                    eprintln!("error: cannot render the man page: {e}");
+                    ExitCode::from(exit_code::SETUP_ERROR)
+                }
+            }
+        }
+        Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args, scenarios } => {
+            let (mock, runtime) = match mock_and_runtime() {
+                Ok(both) => both,
+                Err(code) => return code,
+            };
+            let real = nydusd.map(|path| (path, daemon_args));
+            let scenarios = scenarios.is_dir().then_some(scenarios);
+            let options =
+                crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real, scenarios };
+            match runtime.block_on(crate::termination::unless_signalled(crate::bench::run(&options))) {
+                Err(signal) => interrupted_by(signal),
+                Ok(Ok(results)) => {
+                    print!("{}", crate::bench::table(&results));
+                    if let Some(path) = json
+                        && let Err(e) =
+                            std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap_or_default())
+                    {
+                        eprintln!("error: cannot write {}: {e}", path.display());
+                    }
+                    ExitCode::from(exit_code::OK)
+                }
+                Ok(Err(e)) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::from(exit_code::SETUP_ERROR)
+                }
+            }
+        }
+        Command::Doctor => {
+            print!("{}", doctor());
+            ExitCode::from(exit_code::OK)
+        }
+        Command::Diff(args) => diff(args),
+        Command::Chaos { seed, runs, ops, out } => {
+            let (mock, runtime) = match mock_and_runtime() {
+                Ok(both) => both,
+                Err(code) => return code,
+            };
+            let options = crate::chaos::ChaosOptions { mock, seed, runs, ops: ops.max(1), out };
+            match runtime.block_on(crate::termination::unless_signalled(crate::chaos::run(&options))) {
+                Err(signal) => interrupted_by(signal),
+                Ok(Ok(true)) => ExitCode::from(exit_code::OK),
+                Ok(Ok(false)) => ExitCode::from(exit_code::SCENARIO_FAILED),
+                Ok(Err(e)) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(exit_code::SETUP_ERROR)
+                }
+            }
+        }
+        Command::Run(args) => run::run(&args, progress::Painter::new(cli.color)),
+    }
+}
+
+/// Writes `text` to standard output; `false` when it is closed (`harness run | head`),
+/// where `print!` would panic.
+fn say(text: &str) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_ok()
+}
+
+/// The end of a command stopped by `signal`, after its work was dropped and cleaned up.
+fn interrupted_by(signal: i32) -> ExitCode {
+    if signal == nix::sys::signal::Signal::SIGPIPE as i32 {
+        // Quietly: nobody reads the output any more.
+        return ExitCode::from(crate::termination::exit_code(signal));
+    }
+    eprintln!(
+        "interrupted by {}: every process, mount and temporary root of the run was cleaned up",
+        crate::termination::name(signal)
+    );
+    ExitCode::from(crate::termination::exit_code(signal))
+}
+
+/// The harness binary (which is also the mock) and a runtime for the async commands; the
+/// error is the exit code, after the reason was printed.
+fn mock_and_runtime() -> Result<(PathBuf, tokio::runtime::Runtime), ExitCode> {
+    let mock = std::env::current_exe().map_err(|e| {
+        eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
+        ExitCode::from(exit_code::SETUP_ERROR)
+    })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        ExitCode::from(exit_code::SETUP_ERROR)
+    })?;
+    Ok((mock, runtime))
+}
+
+fn diff(args: DiffArgs) -> ExitCode {
+    let explained = match &args.explained {
+        None => crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml"),
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+            .and_then(|text| crate::diff::Explained::parse(&text, &path.display().to_string())),
+    };
+    let explained = match explained {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let (exe, runtime) = match mock_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let mock = RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None };
+    let real = RunConfig {
+        nydusd: args.nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
+        target: Target::Real,
+        extra_args: args.daemon_args,
+        bundles: None,
+    };
+    let scenarios = match args.selection.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let diffs = runtime.block_on(crate::termination::unless_signalled(async {
+        let mut out = Vec::new();
+        for (path, scenario) in &scenarios {
+            out.push(crate::diff::diff_scenario(path, scenario, &mock, &real, &explained).await);
+        }
+        out
+    }));
+    let diffs: Vec<crate::diff::ScenarioDiff> = match diffs {
+        Ok(diffs) => diffs,
+        Err(signal) => return interrupted_by(signal),
+    };
+    print!("{}", crate::diff::report(&diffs));
+    if let Some(path) = &args.json
+        && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&diffs).unwrap_or_default())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+    }
+    let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
+    ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+}
+
+/// `harness doctor`: each requirement a scenario can name, and whether this host has it.
+pub fn doctor() -> String {
+    use host_facts::Requirement;
+    let mut out = String::from("host capabilities for scenarios with `requires`:\n");
+    for (name, requirement) in [
+        ("root", Requirement::Root),
+        ("fuse", Requirement::Fuse),
+        ("erofs", Requirement::Erofs),
+        ("mkfs-erofs", Requirement::MkfsErofs),
+        ("fscache", Requirement::Cachefiles),
+    ] {
+        match requirement.check() {
+            Ok(()) => out.push_str(&format!("  {name:<11} yes\n")),
+            Err(reason) => out.push_str(&format!("  {name:<11} no: {reason}\n")),
+        }
+    }
+    out.push_str(
+        "scenarios and tests needing a missing capability are skipped (listed as ignored), with that reason\n",
+    );
+    out
+}
+
+fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    if paths.is_empty() { vec![PathBuf::from("scenarios")] } else { paths }
+}
+
+fn validate(paths: &[PathBuf]) -> ExitCode {
+    let files = match scenario::discover(paths) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let mut bad = 0;
+    for file in &files {
+        match scenario::load(file) {
+            Ok(_) => println!("ok   {}", file.display()),
+            Err(e) => {
+                bad += 1;
+                println!("bad  {e}");
+            }
+        }
+    }
+    println!("{} valid, {bad} invalid", files.len() - bad);
+    if files.is_empty() {
+        // As `run` does: an empty selection is an error, not a success.
+        eprintln!("error: no scenario file found");
+        return ExitCode::from(exit_code::NONE_RAN);
+    }
+    ExitCode::from(if bad > 0 { exit_code::INVALID_SCENARIO } else { exit_code::OK })
+}

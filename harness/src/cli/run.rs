@@ -1,0 +1,357 @@
+//! `harness run`: runs the selected scenarios a few at a time, prints each as it ends,
+//! and writes the reports, in which every selected scenario appears.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::progress::{Painter, Running};
+use super::selection::Selection;
+use super::{TargetArg, exit_code, interrupted_by, say};
+use crate::report::{self, Entry, NotRun, RunReport};
+use crate::runner::{RunConfig, ScenarioResult, run_scenario};
+use crate::scenario::Scenario;
+use crate::scenario::model::Target;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    #[command(flatten)]
+    pub daemons: Daemons,
+    /// Extra argument for every daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    pub daemon_args: Vec<OsString>,
+    /// Scenarios run at once (default: number of CPUs).
+    #[arg(long)]
+    pub jobs: Option<usize>,
+    /// Run every scenario even after a failure (default: stop starting new ones; those not
+    /// started are reported as not run).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Run each selected scenario N times (hunting flakes); each run is its own test case.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: u32,
+    /// Shuffle the order with this seed (printed, so a run can be repeated exactly).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Print a SLOW line for a scenario still running after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub slow_after: f64,
+    /// Write a JUnit XML report here.
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
+    /// Write a JSON report here (its schema: `harness schema --report`).
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Directory for repro bundles of failing scenarios (default: <tmp>/harness-failures).
+    #[arg(long)]
+    pub bundles: Option<PathBuf>,
+}
+
+fn lock(running: &std::sync::Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
+    running.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What a scenario's daemons run as.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Daemons {
+    /// What daemons run as.
+    #[arg(long, value_enum, default_value = "mock")]
+    pub target: TargetArg,
+    /// nydusd binary for `--target real` (default: `nydusd` on PATH).
+    #[arg(long)]
+    pub nydusd: Option<PathBuf>,
+}
+
+impl Daemons {
+    /// The run configuration; the error is the exit code, after the reason was printed.
+    pub fn config(&self, extra_args: Vec<OsString>) -> Result<RunConfig, ExitCode> {
+        config_for(self.target, self.nydusd.clone(), extra_args)
+    }
+}
+
+/// How often, off a terminal, the run says what is still running.
+const HEARTBEAT: Duration = Duration::from_secs(30);
+
+/// The daemons' binary and target for `args`; the error is the exit code, after the
+/// reason was printed.
+fn config_for(target: TargetArg, nydusd: Option<PathBuf>, extra_args: Vec<OsString>) -> Result<RunConfig, ExitCode> {
+    match target {
+        TargetArg::Real => Ok(RunConfig {
+            nydusd: nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
+            target: Target::Real,
+            extra_args,
+            bundles: None,
+        }),
+        TargetArg::Mock => match nydusd.map(Ok).unwrap_or_else(std::env::current_exe) {
+            Ok(path) => Ok(RunConfig { nydusd: path, target: Target::Mock, extra_args, bundles: None }),
+            Err(e) => {
+                eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
+                Err(ExitCode::from(exit_code::SETUP_ERROR))
+            }
+        },
+    }
+}
+
+/// Checks, before anything runs, that the report files can be written and that the
+/// repro-bundle directory can be made and written in: a report that cannot be written is
+/// a usage error now, not a silent loss after the run.
+fn check_outputs(args: &RunArgs, bundles: Option<&Path>) -> Result<(), String> {
+    for (flag, path) in [("--json", &args.json), ("--junit", &args.junit)] {
+        let Some(path) = path else { continue };
+        if path.is_dir() {
+            return Err(format!("{flag} {}: is a directory", path.display()));
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(|e| format!("{flag} {}: cannot be written: {e}", path.display()))?;
+    }
+    if let Some(dir) = bundles {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| tempfile::tempfile_in(dir).map(drop))
+            .map_err(|e| format!("--bundles {}: cannot be written: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// A small deterministic shuffle (xorshift), so `--seed` reproduces an order.
+fn shuffle<T>(items: &mut [T], seed: u64) {
+    let mut state = seed | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+}
+
+/// One scenario to run, and which repetition of it.
+#[derive(Debug, Clone)]
+struct Planned {
+    path: PathBuf,
+    scenario: Scenario,
+    repetition: u32,
+}
+
+pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
+    let config = match args.daemons.config(args.daemon_args.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let bundles = args.bundles.clone().unwrap_or_else(|| std::env::temp_dir().join("harness-failures"));
+    let config = RunConfig { bundles: Some(bundles), ..config };
+    if let Err(e) = check_outputs(args, config.bundles.as_deref()) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::USAGE);
+    }
+    let selected = match args.selection.load() {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let mut planned = Vec::new();
+    for (path, scenario) in selected {
+        for repetition in 1..=args.repeat {
+            planned.push(Planned { path: path.clone(), scenario: scenario.clone(), repetition });
+        }
+    }
+    if let Some(seed) = args.seed {
+        say(&format!("order shuffled with --seed {seed}\n"));
+        shuffle(&mut planned, seed);
+    }
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let base = args.selection.base();
+    let target = format!("{:?}", config.target).to_lowercase();
+    let (started_at, started) = (SystemTime::now(), Instant::now());
+    let options = Options {
+        jobs,
+        keep_going: args.keep_going,
+        painter,
+        slow_after: Duration::from_secs_f64(args.slow_after.max(0.0)),
+    };
+    let (entries, interrupted) = runtime.block_on(run_all(planned, config, &base, options));
+    // Blocking work abandoned at a scenario's deadline (an open that never returns) must
+    // not hold the exit; its root was removed already.
+    runtime.shutdown_background();
+    let report = RunReport {
+        entries,
+        started_at,
+        wall: started.elapsed(),
+        repeat: args.repeat,
+        target,
+        seed: args.seed,
+        interrupted: interrupted.map(crate::termination::name),
+        base,
+    };
+    say(&painter.paint(&format!(
+        "ran {} scenarios in {:.2} s\n{}\n{}",
+        report.entries.len(),
+        report.wall.as_secs_f64(),
+        report::summary(&report),
+        report::recap(&report)
+    )));
+    let mut unwritten = false;
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report::to_json(&report)).unwrap_or_default();
+        if let Err(e) = std::fs::write(path, json) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            unwritten = true;
+        }
+    }
+    if let Some(path) = &args.junit {
+        let written = report::to_junit(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            unwritten = true;
+        }
+    }
+    if let Some(signal) = interrupted {
+        return interrupted_by(signal);
+    }
+    if unwritten {
+        return ExitCode::from(exit_code::SETUP_ERROR);
+    }
+    ExitCode::from(if report.is_green() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Options {
+    jobs: usize,
+    keep_going: bool,
+    painter: Painter,
+    slow_after: Duration,
+}
+
+/// Runs scenarios `jobs` at a time; stops starting new ones after a failure unless
+/// `keep_going`; on a signal aborts the running ones, whose drop cleans them up. Every
+/// planned scenario comes back, in plan order, with its result or why it has none.
+async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options: Options) -> (Vec<Entry>, Option<i32>) {
+    use std::io::IsTerminal;
+    let total = planned.len();
+    let limit = Arc::new(tokio::sync::Semaphore::new(options.jobs));
+    let stop = Arc::new(AtomicBool::new(false));
+    let config = Arc::new(config);
+    let running = Arc::new(std::sync::Mutex::new(Running::new(options.slow_after, HEARTBEAT)));
+    // Installed before any scenario starts a daemon.
+    let mut termination = crate::termination::Termination::install().ok();
+    let mut set = tokio::task::JoinSet::new();
+    // Which scenario each task runs, so that a task that panics is still reported.
+    let mut tasks = std::collections::HashMap::new();
+    let keep_going = options.keep_going;
+    for (index, plan) in planned.iter().enumerate() {
+        let (limit, config, stop, running) = (limit.clone(), config.clone(), stop.clone(), running.clone());
+        let (path, scenario) = (plan.path.clone(), plan.scenario.clone());
+        let label = format!("{} ({})", path.strip_prefix(base).unwrap_or(&path).display(), scenario.name);
+        let handle = set.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closes");
+            if stop.load(Ordering::SeqCst) {
+                return (index, None);
+            }
+            lock(&running).start(index, label);
+            let result = run_scenario(&path, &scenario, &config).await;
+            // Here, before the permit is released: set by the loop below, the flag came
+            // too late for the scenario waiting on this permit, which then ran anyway.
+            if result.failure.is_some() && !keep_going {
+                stop.store(true, Ordering::SeqCst);
+            }
+            (index, Some(result))
+        });
+        tasks.insert(handle.id(), index);
+    }
+    let on_tty = std::io::stderr().is_terminal();
+    let mut results: Vec<Option<ScenarioResult>> = vec![None; total];
+    let mut done = 0;
+    let mut interrupted = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let (index, result) = match joined {
+                    Ok((index, Some(result))) => (index, result),
+                    Ok((_, None)) => continue,
+                    Err(e) if e.is_cancelled() => continue,
+                    Err(e) => {
+                        // The scenario's own clean-up ran while the panic unwound; what
+                        // is left to do is to count it as the failure it is.
+                        let Some(&index) = tasks.get(&e.id()) else { continue };
+                        let plan = &planned[index];
+                        let payload = e.into_panic();
+                        (index, ScenarioResult::panicked(plan.path.clone(), plan.scenario.name.clone(), payload.as_ref()))
+                    }
+                };
+                lock(&running).finish(index);
+                if on_tty {
+                    eprint!("\r\x1b[K");
+                }
+                if !say(&options.painter.paint(&report::scenario_report(&result, base))) && interrupted.is_none() {
+                    // Whoever read the output is gone: stop as if interrupted.
+                    interrupted = Some(nix::sys::signal::Signal::SIGPIPE as i32);
+                    set.abort_all();
+                }
+                if result.failure.is_some() && !options.keep_going {
+                    stop.store(true, Ordering::SeqCst);
+                }
+                results[index] = Some(result);
+                done += 1;
+            }
+            _ = tick.tick() => {
+                let mut running = lock(&running);
+                let slow = running.slow_lines();
+                if on_tty {
+                    eprint!("\r\x1b[K");
+                }
+                if !slow.is_empty() {
+                    say(&options.painter.paint(&slow));
+                }
+                if on_tty {
+                    eprint!("[{done}/{total}] {}", running.names());
+                } else if let Some(beat) = running.heartbeat(done, total) {
+                    say(&beat);
+                }
+            }
+            Some(signal) = async { match termination.as_mut() { Some(t) => Some(t.next().await), None => None } }, if interrupted.is_none() => {
+                interrupted = Some(signal);
+                // Dropping a scenario's future runs its cleanup (see runner::Run's Drop).
+                set.abort_all();
+            }
+        }
+    }
+    if on_tty {
+        eprint!("\r\x1b[K");
+    }
+    let signal_name = interrupted.map(crate::termination::name);
+    let not_run = results.iter().filter(|r| r.is_none()).count();
+    if not_run > 0 && interrupted.is_none() {
+        say(&format!("stopped after the first failure; {not_run} scenarios not run (use --keep-going)\n"));
+    }
+    let entries = planned
+        .into_iter()
+        .zip(results)
+        .map(|(plan, result)| Entry {
+            path: plan.path,
+            name: plan.scenario.name,
+            repetition: plan.repetition,
+            outcome: match (result, &signal_name) {
+                (Some(r), _) => Ok(r),
+                (None, Some(signal)) => Err(NotRun::Interrupted(signal.clone())),
+                (None, None) => Err(NotRun::AfterFailure),
+            },
+        })
+        .collect();
+    (entries, interrupted)
+}

@@ -1,0 +1,112 @@
+//! Which scenarios a command works on: the files and directories given, narrowed by
+//! `--filter` (repeatable: a scenario is selected when any filter matches its name, its
+//! path or one of its tags; a substring, or the whole text with `--exact`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::exit_code;
+use crate::scenario::{self, Scenario};
+
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct Selection {
+    /// Scenario files or directories (default: scenarios).
+    pub paths: Vec<PathBuf>,
+    /// Only scenarios whose name, path or a tag contains TEXT; repeat it to select what any
+    /// of them matches.
+    #[arg(long = "filter", value_name = "TEXT")]
+    pub filters: Vec<String>,
+    /// `--filter` must equal a whole name, path or tag instead of being part of one.
+    #[arg(long, requires = "filters")]
+    pub exact: bool,
+}
+
+impl Selection {
+    /// The paths given, or `scenarios`.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        if self.paths.is_empty() { vec![PathBuf::from("scenarios")] } else { self.paths.clone() }
+    }
+
+    /// The directory paths are shown relative to: the one directory given, if that is all.
+    pub fn base(&self) -> PathBuf {
+        match self.paths().as_slice() {
+            [single] if single.is_dir() => single.clone(),
+            _ => PathBuf::new(),
+        }
+    }
+
+    /// Whether `scenario`, loaded from `file`, is selected.
+    pub fn selects(&self, file: &Path, scenario: &Scenario) -> bool {
+        if self.filters.is_empty() {
+            return true;
+        }
+        let full = file.display().to_string();
+        let shown = file.strip_prefix(self.base()).unwrap_or(file).display().to_string();
+        let texts = [full.as_str(), shown.as_str(), scenario.name.as_str()];
+        let candidates = texts.into_iter().chain(scenario.tags.iter().map(String::as_str));
+        let candidates: Vec<&str> = candidates.collect();
+        self.filters
+            .iter()
+            .any(|filter| candidates.iter().any(|c| if self.exact { c == filter } else { c.contains(filter.as_str()) }))
+    }
+
+    /// Loads every scenario under the paths (an invalid one stops everything) and keeps
+    /// the selected ones; the error is the exit code, after the reason was printed.
+    pub fn load(&self) -> Result<Vec<(PathBuf, Scenario)>, ExitCode> {
+        let files = scenario::discover(&self.paths()).map_err(|e| {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code::USAGE)
+        })?;
+        let mut loaded = Vec::new();
+        for file in files {
+            let s = scenario::load(&file).map_err(|e| {
+                eprintln!("error: {e}");
+                ExitCode::from(exit_code::INVALID_SCENARIO)
+            })?;
+            if self.selects(&file, &s) {
+                loaded.push((file, s));
+            }
+        }
+        if loaded.is_empty() {
+            let filters = if self.filters.is_empty() {
+                String::new()
+            } else {
+                format!(" by --filter {}{}", self.filters.join(", --filter "), if self.exact { " --exact" } else { "" })
+            };
+            eprintln!("error: no scenario selected{filters}");
+            return Err(ExitCode::from(exit_code::NONE_RAN));
+        }
+        Ok(loaded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(name: &str, tags: &[&str]) -> Scenario {
+        let tags = tags.iter().map(|t| format!("\"{t}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!("version: 1\nname: {name}\ntags: [{tags}]\ndaemons: []\nsteps: []\n");
+        scenario::load::parse(Path::new("x.yaml"), &text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn selection(filters: &[&str], exact: bool) -> Selection {
+        Selection { paths: vec![], filters: filters.iter().map(|f| (*f).to_owned()).collect(), exact }
+    }
+
+    #[test]
+    fn filters_match_parts_of_names_paths_and_tags_and_any_of_them_selects() {
+        let s = scenario("failover-twice", &["recovery", "fuse-failover"]);
+        let file = Path::new("scenarios/recovery/failover-twice.yaml");
+        assert!(selection(&[], false).selects(file, &s));
+        // Before, a tag had to be given whole though the help said "contain".
+        assert!(selection(&["failover"], false).selects(file, &s));
+        assert!(selection(&["fuse-fail"], false).selects(file, &s));
+        assert!(selection(&["nothing", "twice"], false).selects(file, &s));
+        assert!(!selection(&["nothing", "else"], false).selects(file, &s));
+        assert!(!selection(&["fuse-fail"], true).selects(file, &s));
+        assert!(selection(&["fuse-failover"], true).selects(file, &s));
+        assert!(selection(&["failover-twice"], true).selects(file, &s));
+        assert!(selection(&["scenarios/recovery/failover-twice.yaml"], true).selects(file, &s));
+    }
+}

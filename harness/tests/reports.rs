@@ -1,0 +1,279 @@
+//! The reports and the command line as other tools read them: JUnit parsed by an XML
+//! parser that is not the writer (roxmltree), the JSON report checked against its
+//! published schema by a validator that is not the generator (jsonschema), and the
+//! commands a user reaches for first (`list`, `completions`, `man`, `--help`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn harness(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(args)
+        .current_dir(repo())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("harness runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs `harness run` with both reports; returns the exit code, the output, the JUnit text
+/// and the JSON report.
+fn run_with_reports(args: &[&str]) -> (i32, String, String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let mut all = vec!["run"];
+    all.extend_from_slice(args);
+    all.extend(["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
+    let (code, text) = harness(&all);
+    let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("no JUnit report ({e}):\n{text}"));
+    let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_json_against_its_schema(&report);
+    (code, text, xml, report)
+}
+
+fn check_json_against_its_schema(report: &serde_json::Value) {
+    let committed = std::fs::read_to_string(repo().join("docs/report.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the report schema is a valid schema");
+    let errors: Vec<String> = validator.iter_errors(report).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "the JSON report breaks its schema: {errors:?}\n{report:#}");
+}
+
+/// The attributes the common JUnit schemas require or CI servers read, on every element.
+fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
+    let root = doc.root_element();
+    assert!(root.has_tag_name("testsuites"), "{xml}");
+    // What junit-10.xsd (ci/schemas) allows on the root; ci/reports.sh runs the XSD itself.
+    for attribute in root.attributes() {
+        let allowed = ["name", "time", "tests", "failures", "disabled", "errors"];
+        assert!(allowed.contains(&attribute.name()), "`{}` on <testsuites>:\n{xml}", attribute.name());
+    }
+    for suite in root.children().filter(|n| n.has_tag_name("testsuite")) {
+        for attribute in ["name", "tests", "failures", "errors", "skipped", "time", "timestamp", "hostname"] {
+            assert!(suite.attribute(attribute).is_some(), "testsuite without `{attribute}`:\n{xml}");
+        }
+        let cases: Vec<_> = suite.children().filter(|n| n.has_tag_name("testcase")).collect();
+        assert_eq!(suite.attribute("tests"), Some(cases.len().to_string().as_str()), "{xml}");
+        for case in cases {
+            for attribute in ["name", "classname", "time"] {
+                assert!(case.attribute(attribute).is_some(), "testcase without `{attribute}`:\n{xml}");
+            }
+            for outcome in case.children().filter(|n| n.is_element()) {
+                assert!(outcome.attribute("type").is_some(), "<{}> without a type:\n{xml}", outcome.tag_name().name());
+                assert!(
+                    outcome.attribute("message").is_some(),
+                    "<{}> without a message:\n{xml}",
+                    outcome.tag_name().name()
+                );
+            }
+        }
+    }
+    doc
+}
+
+fn cases<'a>(doc: &'a roxmltree::Document<'a>) -> Vec<(String, Option<(String, String)>)> {
+    doc.descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .map(|case| {
+            let name = case.attribute("name").unwrap().to_owned();
+            let outcome = case
+                .children()
+                .find(|n| n.is_element())
+                .map(|n| (n.tag_name().name().to_owned(), n.attribute("type").unwrap_or_default().to_owned()));
+            (name, outcome)
+        })
+        .collect()
+}
+
+#[test]
+fn hostile_names_keep_both_reports_valid_and_counts_are_numbers() {
+    let (code, text, xml, report) = run_with_reports(&[
+        "harness/tests/fixtures/hostile-names.yaml",
+        "scenarios/lifecycle/start-running.yaml",
+        "--keep-going",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let doc = check_junit_shape(&xml);
+    let cases = cases(&doc);
+    // Before: `&#1;` in the name, and the document was no longer XML.
+    assert_eq!(cases[0].0, "hostile \\u{1} <name> & \"quotes\" ]]> \\u{1b}[31m", "{xml}");
+    assert_eq!(cases[0].1, Some(("failure".into(), "wait_state".into())), "{xml}");
+    assert_eq!(cases[1], ("start-reaches-running".into(), None), "{xml}");
+    // Before: `"summary": "1 passed, 1 failed, 0 skipped"`, a string.
+    assert_eq!(
+        report["summary"],
+        serde_json::json!({ "total": 2, "passed": 1, "failed": 1, "skipped": 0, "not_run": 0, "interrupted": 0 })
+    );
+    assert_eq!(report["scenarios"][0]["failure"]["expected"], "READY");
+    assert!(report["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{report}");
+    // The recap repeats the failure after the summary.
+    let recap = text.split("1 passed, 1 failed, 0 skipped\n").nth(1).unwrap_or_default();
+    assert!(recap.starts_with("failures:\n  FAIL harness/tests/fixtures/hostile-names.yaml"), "{text}");
+}
+
+#[test]
+fn a_run_stopped_by_its_first_failure_lists_what_it_did_not_run() {
+    let (code, text, xml, report) = run_with_reports(&[
+        "harness/tests/fixtures/wrong-state.yaml",
+        "scenarios/lifecycle/start-running.yaml",
+        "scenarios/lifecycle/destroy.yaml",
+        "--jobs",
+        "1",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let doc = check_junit_shape(&xml);
+    let cases = cases(&doc);
+    // Before: only the failure was in the report, and the other two were absent.
+    assert_eq!(cases.len(), 3, "{xml}");
+    assert_eq!(cases[1].1, Some(("skipped".into(), "not-run".into())), "{xml}");
+    assert_eq!(cases[2].1, Some(("skipped".into(), "not-run".into())), "{xml}");
+    assert_eq!(report["summary"]["not_run"], 2, "{report}");
+    assert_eq!(report["scenarios"][1]["status"], "not_run", "{report}");
+    assert!(text.contains("0 passed, 1 failed, 0 skipped, 2 not run"), "{text}");
+}
+
+#[test]
+fn repeats_are_distinct_test_cases() {
+    let (code, text, xml, report) = run_with_reports(&["scenarios/lifecycle/start-running.yaml", "--repeat", "3"]);
+    assert_eq!(code, 0, "{text}");
+    let doc = check_junit_shape(&xml);
+    let names: Vec<String> = cases(&doc).into_iter().map(|(n, _)| n).collect();
+    // Before: three test cases with one id, which CI servers merge into one.
+    assert_eq!(
+        names,
+        ["start-reaches-running (run 1/3)", "start-reaches-running (run 2/3)", "start-reaches-running (run 3/3)"]
+    );
+    let ids: Vec<&str> = report["scenarios"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "scenarios/lifecycle/start-running.yaml#1",
+            "scenarios/lifecycle/start-running.yaml#2",
+            "scenarios/lifecycle/start-running.yaml#3"
+        ]
+    );
+}
+
+#[test]
+fn an_interrupted_run_reports_every_scenario_and_is_not_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args([
+            "run",
+            "harness/tests/fixtures/long-sleep.yaml",
+            "scenarios/lifecycle/start-running.yaml",
+            "--jobs",
+            "1",
+        ])
+        .args(["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The long scenario is running once its root exists; then Ctrl-C.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let pid = child.id().to_string();
+    let started = || {
+        std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()).any(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .is_ok_and(|s| s.split_whitespace().nth(3) == Some(pid.as_str()))
+        })
+    };
+    while !started() {
+        assert!(std::time::Instant::now() < deadline, "the scenario's daemon never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = check_junit_shape(&xml);
+    let cases = cases(&doc);
+    // Before: nothing had finished, so the report held no test case and read as green.
+    assert_eq!(cases.len(), 2, "{xml}");
+    assert!(cases.iter().all(|(_, o)| o == &Some(("error".into(), "interrupted".into()))), "{xml}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_json_against_its_schema(&report);
+    assert_eq!(report["interrupted"], "SIGINT");
+    assert_eq!(report["summary"]["interrupted"], 2, "{report}");
+}
+
+#[test]
+fn the_published_report_schema_is_the_generated_one() {
+    let (code, generated) = harness(&["schema", "--report"]);
+    assert_eq!(code, 0);
+    let committed = std::fs::read_to_string(repo().join("docs/report.schema.json")).unwrap();
+    assert_eq!(
+        committed.trim(),
+        generated.trim(),
+        "docs/report.schema.json is out of date: run `cargo run -p harness -- schema --report > docs/report.schema.json`"
+    );
+}
+
+#[test]
+fn list_shows_what_a_run_selects_and_why_a_scenario_would_skip() {
+    let (code, text) = harness(&["list", "scenarios", "--filter", "start-running", "--filter", "fscache"]);
+    assert_eq!(code, 0, "{text}");
+    let header = text.lines().next().unwrap();
+    for column in ["PATH", "NAME", "TAGS", "TARGETS", "REQUIRES", "HERE (mock)"] {
+        assert!(header.contains(column), "{text}");
+    }
+    let line = text.lines().find(|l| l.starts_with("lifecycle/start-running.yaml ")).expect("the filtered scenario");
+    assert!(
+        line.contains("start-reaches-running") && line.contains("lifecycle,dedicated") && line.ends_with("runs"),
+        "{line}"
+    );
+    // The second filter selected the fscache scenarios too; none can run without /dev/cachefiles.
+    let fscache: Vec<&str> = text.lines().filter(|l| l.starts_with("fscache/")).collect();
+    assert!(!fscache.is_empty(), "{text}");
+    if !Path::new("/dev/cachefiles").exists() {
+        let needing: Vec<&&str> = fscache.iter().filter(|l| l.contains("fscache ") || l.contains(",fscache")).collect();
+        assert!(needing.iter().all(|l| l.contains("skip: needs /dev/cachefiles")), "{text}");
+    }
+    let (code, json) = harness(&["list", "scenarios/lifecycle/start-running.yaml", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let listed: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(listed["targets"], serde_json::json!(["mock", "real"]));
+    assert_eq!(listed["skip"], serde_json::Value::Null);
+    let (code, text) = harness(&["list", "scenarios", "--filter", "start-running", "--exact"]);
+    assert_eq!(code, 5, "an exact filter matches no part of a name: {text}");
+    assert!(text.contains("no scenario selected by --filter start-running --exact"), "{text}");
+}
+
+#[test]
+fn completions_man_page_and_exit_codes_come_from_the_one_definition() {
+    let (code, bash) = harness(&["completions", "bash"]);
+    assert_eq!(code, 0, "{bash}");
+    assert!(bash.contains("_harness()") && bash.contains("--keep-going") && bash.contains("list"), "{bash}");
+    let (code, zsh) = harness(&["completions", "zsh"]);
+    assert_eq!(code, 0);
+    assert!(zsh.starts_with("#compdef harness"), "{zsh}");
+    let (code, man) = harness(&["man"]);
+    assert_eq!(code, 0);
+    assert!(man.contains(".TH harness 1") && man.contains("Exit codes"), "{man}");
+    let (code, help) = harness(&["--help"]);
+    assert_eq!(code, 0);
+    for line in ["130  interrupted by SIGINT", "5    no scenario was selected", "3    a scenario file is invalid"] {
+        assert!(help.contains(line), "{help}");
+    }
+    let (code, help) = harness(&["run", "--help"]);
+    assert_eq!(code, 0);
+    assert!(help.contains("--color <COLOR>") && help.contains("--filter <TEXT>") && help.contains("--exact"), "{help}");
+}
+
+#[test]
+fn colour_follows_the_flag_and_never_reaches_a_pipe_by_default() {
+    let (_, plain) = harness(&["run", "scenarios/lifecycle/start-running.yaml"]);
+    assert!(plain.contains("PASS lifecycle") || plain.contains("PASS scenarios/lifecycle"), "{plain}");
+    assert!(!plain.contains('\u{1b}'), "{plain:?}");
+    let (_, coloured) = harness(&["run", "scenarios/lifecycle/start-running.yaml", "--color", "always"]);
+    assert!(coloured.contains("\u{1b}[32mPASS\u{1b}[0m"), "{coloured:?}");
+}

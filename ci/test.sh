@@ -44,7 +44,7 @@ if [ "${CI:-}" = "true" ]; then profile=ci; fi
 cargo nextest run --workspace --profile "$profile"
 
 # The reports and scenario files, checked by tools that share no code with the harness.
-ci/reports.sh
+ci/conformance.sh
 
 # The short fuzz run: every target for 20 s, after replaying its regressions.
 ci/fuzz.sh 20

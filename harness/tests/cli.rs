@@ -43,6 +43,11 @@ fn validate_reports_every_invalid_file_with_its_location() {
     assert!(text.contains("scenarios/invalid/unknown-key.yaml:6:26: unknown field `colour`"), "{text}");
     assert!(text.contains("scenarios/invalid/dangling-daemon.yaml:7:27: unknown daemon `d2`"), "{text}");
     assert!(text.contains("scenarios/invalid/wrong-type.yaml:6:18:"), "{text}");
+    // serde alone read "100" as 100; the schema, and so the loader, do not.
+    assert!(
+        text.contains("scenarios/invalid/number-in-quotes.yaml:9:18: steps[0].sleep.ms: \"100\" is not of type \"integer\" (scenarios/schema.json)"),
+        "{text}"
+    );
     // Paths that would leave the scenario's root, located at the offending key or value.
     assert!(
         text.contains("scenarios/invalid/tree-path-escapes-the-instance.yaml:12:11: file path \"../../../../tmp/x/escape\" of instance a has a `..` component"),

@@ -49,7 +49,7 @@ fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
     let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("not XML: {e}\n{xml}"));
     let root = doc.root_element();
     assert!(root.has_tag_name("testsuites"), "{xml}");
-    // What junit-10.xsd (ci/schemas) allows on the root; ci/reports.sh runs the XSD itself.
+    // What junit-10.xsd (ci/schemas) allows on the root; ci/conformance.sh runs the XSD itself.
     for attribute in root.attributes() {
         let allowed = ["name", "time", "tests", "failures", "disabled", "errors"];
         assert!(allowed.contains(&attribute.name()), "`{}` on <testsuites>:\n{xml}", attribute.name());

@@ -42,6 +42,7 @@ pub struct Script {
 /// Start-up directives.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("not" = { "required": ["no_socket", "socket_delay_ms"], "properties": { "no_socket": { "const": true } } }))]
 pub struct Startup {
     /// Create the API socket this long after the start-up state is reached.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,11 +77,13 @@ pub struct Hold {
 /// `startup.die_after`: after `ms`, exit with `exit` or die by `signal` (SIGKILL if neither).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("not" = { "required": ["exit", "signal"] }))]
 pub struct Death {
     /// Delay from start.
     pub ms: u64,
     /// Exit code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 255))]
     pub exit: Option<i32>,
     /// Signal to raise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +151,7 @@ pub struct Rule {
     #[serde(default)]
     pub when: When,
     /// What to do.
+    #[schemars(length(min = 1))]
     pub then: Vec<Action>,
 }
 
@@ -160,6 +164,7 @@ pub struct When {
     pub method: Option<Method>,
     /// Exact path (without query); any when absent or `*`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^(?:\*|/.*)$"))]
     pub path: Option<String>,
     /// Reported state at the time of the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +183,7 @@ pub struct When {
     /// failover, and so on. Every process when absent. Call counters are per process
     /// either way: each new process starts counting from zero.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub process: Option<u32>,
 }
 
@@ -211,9 +217,9 @@ impl Method {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Call {
     /// Exactly the n-th.
-    Nth(u64),
+    Nth(#[schemars(range(min = 1))] u64),
     /// Every n-th (n, 2n, ...).
-    Every(u64),
+    Every(#[schemars(range(min = 1))] u64),
     /// Every one after the first n.
     After(u64),
 }
@@ -252,7 +258,7 @@ pub enum Action {
     /// Move to this state (the internal state machine follows).
     State(State),
     /// Exit at once with this code, leaving the socket behind.
-    Exit(i32),
+    Exit(#[schemars(range(min = 0, max = 255))] i32),
     /// Raise this signal on the daemon.
     Signal(SignalName),
 }

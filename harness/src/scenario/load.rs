@@ -111,6 +111,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
         LoadError::Invalid { path: path.to_owned(), line, column, message }
     })?;
     validate(path, &scenario)?;
+    super::conformance::check(path, text)?;
     Ok(scenario)
 }
 

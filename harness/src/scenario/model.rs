@@ -14,6 +14,7 @@ pub const FORMAT_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 pub struct Scenario {
     /// Format version; must be 1.
+    #[schemars(extend("const" = 1))]
     pub version: u32,
     /// Short name, shown in reports.
     pub name: String,
@@ -36,8 +37,11 @@ pub struct Scenario {
     /// are no-ops in 2.2); on an older real nydusd it is skipped with that reason.
     #[serde(default)]
     pub min_nydusd: Option<String>,
-    /// One-line values substituted for `${name}` anywhere in the file before it is read.
+    /// One-line values substituted for `${name}` anywhere in the file before it is read,
+    /// e.g. `vars: { daemon: d1 }` and then `daemon: "${daemon}"` (quote it inside `{ }`, where
+    /// `{` would otherwise start a mapping); `$${` is a literal `${`.
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, OneLine>")]
     pub vars: std::collections::BTreeMap<String, String>,
     /// YAML anchors to reuse (`x-anchors: { boot: &boot {...} }`); ignored otherwise.
     #[serde(default, rename = "x-anchors")]
@@ -55,6 +59,60 @@ pub struct Scenario {
     /// Steps, run in order; the first failure ends the scenario.
     #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
+}
+
+/// Schema of ids used in paths (daemon ids, snapshot ids); the loader checks the same
+/// with `daemon_core::daemon::id::is_valid_id`. A `${var}` placeholder is allowed as
+/// written, for editors; its value is checked after substitution.
+struct Id;
+
+impl JsonSchema for Id {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Id".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "1-64 of [A-Za-z0-9_.-], not `.` or `..` (used in paths)",
+            "type": "string",
+            "pattern": "^(?:[A-Za-z0-9_.-]{1,64}|.*\\$\\{[^}]+\\}.*)$",
+            "not": { "enum": [".", ".."] }
+        })
+    }
+}
+
+/// A path inside an instance (a `tree` key): `/` or relative, components of 1-255 bytes
+/// that are not `.` or `..`, no NUL (as `paths::instance_path_error`).
+const INSTANCE_PATH_PATTERN: &str = r"^/?(?:(?!\.{1,2}(?:/|$))[^/\x00]{1,255}/)*(?!\.{1,2}$)[^/\x00]{1,255}$";
+
+/// Schema of host paths relative to the scenario's root (`paths::host_path_error`).
+struct HostPath;
+
+impl JsonSchema for HostPath {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "HostPath".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "relative to the scenario's root: not absolute, no `..` component, no NUL",
+            "type": "string",
+            "pattern": "^(?!/)(?!(?:.*/)?\\.\\.(?:/|$))[^\\x00]*$"
+        })
+    }
+}
+
+/// Schema of a one-line text (`vars` values).
+struct OneLine;
+
+impl JsonSchema for OneLine {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "OneLine".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "description": "one line of text", "type": "string", "pattern": "^[^\\r\\n]*$" })
+    }
 }
 
 fn default_scenario_timeout() -> u64 {
@@ -175,7 +233,7 @@ fn default_recovery_backoff_ms() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct DaemonSpec {
     /// Name used by steps; also the daemon id (1-64 of `[A-Za-z0-9_.-]`, not `.` or `..`).
-    #[schemars(with = "String")]
+    #[schemars(with = "Id")]
     pub id: Spanned<String>,
     /// `dedicated` (one instance, mounted by nydusd from argv) or `shared`.
     #[serde(default)]
@@ -203,7 +261,7 @@ pub struct DaemonSpec {
 pub struct InstanceSpec {
     /// Snapshot id (the instance key; `/<snapshot>` inside a shared daemon; 1-64 of
     /// `[A-Za-z0-9_.-]`, not `.` or `..`).
-    #[schemars(with = "String")]
+    #[schemars(with = "Id")]
     pub snapshot: Spanned<String>,
     /// Instance configuration (JSON text); a localfs backend by default.
     #[serde(default)]
@@ -216,7 +274,8 @@ pub struct InstanceSpec {
     /// `..`, `.` or empty components, no NUL) and its text, or `{size: N}` for N bytes of a
     /// fixed pattern.
     #[serde(default)]
-    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
+    #[schemars(with = "std::collections::BTreeMap<String, FileSpec>")]
+    #[schemars(extend("propertyNames" = { "pattern": INSTANCE_PATH_PATTERN }))]
     pub tree: Tree,
 }
 
@@ -247,7 +306,7 @@ impl<'de> Deserialize<'de> for Tree {
 
 /// A file served over FUSE.
 #[derive(Debug, Clone, JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum FileSpec {
     /// Text content.
     Text(String),
@@ -360,78 +419,146 @@ impl From<SignalName> for nix::sys::signal::Signal {
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Step {
     /// Spawn the daemon's process with the command line built from its state.
+    ///
+    /// Example: `- start: { daemon: d1 }`
     Start(StartStep),
     /// Wait until the daemon reports a state.
+    ///
+    /// Example: `- wait_state: { daemon: d1, state: RUNNING, timeout_ms: 2000 }`
     WaitState(WaitStateStep),
     /// Ask once and compare.
+    ///
+    /// Example: `- expect_state: { daemon: d1, state: RUNNING }`
     ExpectState(ExpectStateStep),
     /// `POST /api/v1/mount`.
+    ///
+    /// Example: `- mount: { daemon: d1, mountpoint: /a }`
     Mount(MountStep),
     /// `DELETE /api/v1/mount`.
+    ///
+    /// Example: `- umount: { daemon: d1, mountpoint: /a }`
     Umount(UmountStep),
     /// A lifecycle API call.
+    ///
+    /// Example: `- api: { daemon: d1, call: start, expect_error: { status: 400 } }`
     Api(ApiStep),
     /// Send a signal to the daemon process.
+    ///
+    /// Example: `- signal: { daemon: d1, signal: SIGKILL }`
     Signal(SignalStep),
     /// Wait for the process to exit, optionally checking how.
+    ///
+    /// Example: `- wait_exit: { daemon: d1, status: { signal: SIGKILL } }`
     WaitExit(WaitExitStep),
     /// Check whether the API socket file exists.
+    ///
+    /// Example: `- expect_socket: { daemon: d1, present: true }`
     ExpectSocket(ExpectSocketStep),
     /// Check whether the process is alive.
+    ///
+    /// Example: `- expect_alive: { daemon: d1, alive: false }`
     ExpectAlive(ExpectAliveStep),
     /// Check the set of mounted instances nydusd reports.
+    ///
+    /// Example: `- expect_mounts: { daemon: d1, mountpoints: [/a] }`
     ExpectMounts(ExpectMountsStep),
     /// Pause.
+    ///
+    /// Example: `- sleep: { ms: 50 }`
     Sleep(SleepStep),
     /// The manager's StartDaemon: spawn, then socket, monitor, RUNNING, supervisor state.
+    ///
+    /// Example: `- start_daemon: { daemon: d1 }`
     StartDaemon(DaemonRef),
     /// Mount a declared instance: shared daemons through the API; a dedicated daemon's
     /// instance is recorded (its process mounts it from the command line).
+    ///
+    /// Example: `- mount_instance: { daemon: d1, snapshot: a }`
     MountInstance(InstanceStep),
     /// Unmount a shared daemon's instance and drop its record.
+    ///
+    /// Example: `- umount_instance: { daemon: d1, snapshot: a }`
     UmountInstance(InstanceStep),
     /// Wait for a manager event about a daemon.
+    ///
+    /// Example: `- wait_event: { daemon: d1, event: failed_over, timeout_ms: 5000 }`
     WaitEvent(WaitEventStep),
     /// No such manager event arrives for the daemon within `timeout_ms`.
+    ///
+    /// Example: `- expect_no_event: { daemon: d1, event: died, timeout_ms: 200 }`
     ExpectNoEvent(WaitEventStep),
     /// Kill the manager (daemons keep running, as when the snapshotter crashes).
+    ///
+    /// Example: `- kill_manager: {}`
     KillManager(Empty),
     /// Start a new manager on the same root and recover from the store.
+    ///
+    /// Example: `- restart_manager: { live: [d1] }`
     RestartManager(RestartManagerStep),
     /// Hot upgrade to a build reporting another git commit.
+    ///
+    /// Example: `- upgrade: { daemon: d1 }`
     Upgrade(UpgradeStep),
     /// The manager's DestroyDaemon.
+    ///
+    /// Example: `- destroy: { daemon: d1 }`
     Destroy(DaemonRef),
     /// Replace the daemon's mock script: on the running process (control socket) and for
     /// processes started later.
+    ///
+    /// Example: `- script: { daemon: d1, script: { rules: [{ when: { path: /api/v1/daemon }, then: [hang] }] } }`
     Script(ScriptStep),
     /// The mock journal contains these requests/events, in this order (other entries may
     /// come between them).
+    ///
+    /// Example: `- expect_journal: { daemon: d1, sequence: [{ method: POST, path: /api/v1/mount }] }`
     ExpectJournal(ExpectJournalStep),
     /// The store holds exactly these daemons and instances.
+    ///
+    /// Example: `- expect_store: { daemons: [d1], instances: [a] }`
     ExpectStore(ExpectStoreStep),
     /// A host path is (or is not) a mountpoint.
+    ///
+    /// Example: `- expect_mounted: { path: mnt/d1, mounted: true }`
     ExpectMounted(ExpectMountedStep),
     /// A file's content (through a mountpoint, for example).
+    ///
+    /// Example: `- read_file: { path: mnt/d1/a/f.txt, contains: hello }`
     ReadFile(ReadFileStep),
     /// A directory's entries.
+    ///
+    /// Example: `- list_dir: { path: mnt/d1/a, contains: [f.txt] }`
     ListDir(ListDirStep),
     /// Start a process that reads a file over and over (a workload during faults).
+    ///
+    /// Example: `- start_reader: { name: r, path: mnt/d1/a/f.txt }`
     StartReader(StartReaderStep),
     /// Stop a reader and check what it saw.
+    ///
+    /// Example: `- stop_reader: { name: r, max_failures: 0 }`
     StopReader(StopReaderStep),
     /// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
+    ///
+    /// Example: `- mount_concurrently: { daemon: d1, snapshot: a, count: 8, successes: 1 }`
     MountConcurrently(MountConcurrentlyStep),
     /// No process, mount or socket of the scenario survives beyond what its manager manages.
+    ///
+    /// Example: `- expect_no_leaks: {}`
     ExpectNoLeaks(Empty),
     /// The daemon is RUNNING and serves exactly the instances the store records for it.
+    ///
+    /// Example: `- expect_consistent: { daemon: d1 }`
     ExpectConsistent(DaemonRef),
     /// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
     /// (how a death event for an unknown daemon arises).
+    ///
+    /// Example: `- forget_daemon: { daemon: d1 }`
     ForgetDaemon(DaemonRef),
     /// The harness, a process other than the daemon, connects to the daemon's supervisor
     /// socket (retrying for up to 3 s until one listens), as an intruder planting or taking
     /// a FUSE fd would, and waits up to 1 s for the supervisor to close the connection.
+    ///
+    /// Example: `- intrude_supervisor: { daemon: d1 }`
     IntrudeSupervisor(DaemonRef),
 }
 
@@ -542,6 +669,7 @@ pub struct UpgradeStep {
     pub daemon: Spanned<String>,
     /// The git commit the new build reports (40 hex digits; mock target).
     #[serde(default = "default_next_build")]
+    #[schemars(regex(pattern = r"^[0-9A-Fa-f]{40}$"))]
     pub git_commit: String,
     /// The step must fail like this.
     #[serde(default)]
@@ -618,7 +746,7 @@ pub struct ExpectStoreStep {
 #[serde(deny_unknown_fields)]
 pub struct ExpectMountedStep {
     /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
-    #[schemars(with = "String")]
+    #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Whether it must be a mountpoint.
     pub mounted: bool,
@@ -631,7 +759,7 @@ pub struct StartReaderStep {
     /// Name used by `stop_reader`.
     pub name: String,
     /// The file, relative to the scenario's root (not absolute, no `..`, no NUL).
-    #[schemars(with = "String")]
+    #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Expected size (pattern files); 0 accepts any content.
     #[serde(default)]
@@ -664,7 +792,7 @@ fn one_u64() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct ListDirStep {
     /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
-    #[schemars(with = "String")]
+    #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Names that must be among the entries.
     pub contains: Vec<String>,
@@ -696,7 +824,7 @@ fn one() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct ReadFileStep {
     /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
-    #[schemars(with = "String")]
+    #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Text the file must contain.
     pub contains: String,

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Checks what the harness writes with tools that share no code with it: every JUnit
-# report against Jenkins' JUnit schema (ci/schemas/junit-10.xsd) with xmllint (libxml2),
-# and every JSON report against the published docs/report.schema.json with
-# check-jsonschema. The reports come from the scenario library, a hostile name, a run
+# Checks what the harness writes and reads with tools that share no code with it: every
+# JUnit report against Jenkins' JUnit schema (ci/schemas/junit-10.xsd) with xmllint
+# (libxml2), every JSON report against the published docs/report.schema.json, and every
+# library scenario against scenarios/schema.json, with check-jsonschema (Python, its own
+# YAML parser); and yaml-language-server (the YAML support of VS Code and Neovim), driven
+# over its protocol by ci/editor/completion.mjs, must offer every step keyword at `- `
+# and describe each on hover. The reports come from the scenario library, a hostile name, a run
 # stopped by its first failure and a repeated run. Installs the tools when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +20,13 @@ if [ ! -x "$venv/bin/check-jsonschema" ]; then
   echo "check-jsonschema is missing; installing it from PyPI into $venv" >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.29.*'
+fi
+
+node_tools=target/ci-tools/node
+if [ ! -x "$node_tools/node_modules/.bin/yaml-language-server" ]; then
+  echo "yaml-language-server is missing; installing it from npm into $node_tools" >&2
+  mkdir -p "$node_tools"
+  npm install --prefix "$node_tools" --silent --no-audit --no-fund 'yaml-language-server@1' >/dev/null
 fi
 
 cargo build -q -p harness
@@ -43,4 +53,10 @@ expect 0 repeated scenarios/lifecycle/start-running.yaml --repeat 3
 
 xmllint --noout --schema ci/schemas/junit-10.xsd "$out"/*.xml
 "$venv/bin/check-jsonschema" --schemafile docs/report.schema.json "$out"/*.json
-echo "reports: $(ls "$out"/*.xml | wc -l) JUnit and $(ls "$out"/*.json | wc -l) JSON reports match their schemas"
+mapfile -t scenario_files < <(find scenarios -name '*.yaml' -not -path 'scenarios/invalid/*' | sort)
+"$venv/bin/check-jsonschema" --schemafile scenarios/schema.json "${scenario_files[@]}"
+steps=$(mktemp /tmp/harness-steps.XXXXXX)
+trap 'rm -rf "$out" "$steps"' EXIT
+python3 -c 'import json, sys; print("\n".join(b["required"][0] for b in json.load(open(sys.argv[1]))["definitions"]["Step"]["oneOf"]))' scenarios/schema.json >"$steps"
+node ci/editor/completion.mjs "$node_tools/node_modules/yaml-language-server/bin/yaml-language-server" scenarios/schema.json "$steps"
+echo "conformance: $(ls "$out"/*.xml | wc -l) JUnit and $(ls "$out"/*.json | wc -l) JSON reports and ${#scenario_files[@]} scenarios match their schemas"

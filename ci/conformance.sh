@@ -5,7 +5,8 @@
 # library scenario against scenarios/schema.json, with check-jsonschema (Python, its own
 # YAML parser); and yaml-language-server (the YAML support of VS Code and Neovim), driven
 # over its protocol by ci/editor/completion.mjs, must offer every step keyword at `- `
-# and describe each on hover. The reports come from the scenario library, a hostile name, a run
+# and describe each on hover; and `harness explain --mermaid` of every library scenario
+# and of a hostile fixture must parse with Mermaid's own parser (ci/editor/mermaid.mjs). The reports come from the scenario library, a hostile name, a run
 # stopped by its first failure and a repeated run. Installs the tools when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,10 +24,10 @@ if [ ! -x "$venv/bin/check-jsonschema" ]; then
 fi
 
 node_tools=target/ci-tools/node
-if [ ! -x "$node_tools/node_modules/.bin/yaml-language-server" ]; then
-  echo "yaml-language-server is missing; installing it from npm into $node_tools" >&2
+if [ ! -x "$node_tools/node_modules/.bin/yaml-language-server" ] || [ ! -d "$node_tools/node_modules/mermaid" ]; then
+  echo "yaml-language-server or mermaid is missing; installing them from npm into $node_tools" >&2
   mkdir -p "$node_tools"
-  npm install --prefix "$node_tools" --silent --no-audit --no-fund 'yaml-language-server@1' >/dev/null
+  npm install --prefix "$node_tools" --silent --no-audit --no-fund 'yaml-language-server@1' 'mermaid@11' >/dev/null
 fi
 
 cargo build -q -p harness
@@ -59,4 +60,9 @@ steps=$(mktemp /tmp/harness-steps.XXXXXX)
 trap 'rm -rf "$out" "$steps"' EXIT
 python3 -c 'import json, sys; print("\n".join(b["required"][0] for b in json.load(open(sys.argv[1]))["definitions"]["Step"]["oneOf"]))' scenarios/schema.json >"$steps"
 node ci/editor/completion.mjs "$node_tools/node_modules/yaml-language-server/bin/yaml-language-server" scenarios/schema.json "$steps"
+mkdir -p "$out/diagrams"
+for file in "${scenario_files[@]}" harness/tests/fixtures/hostile-diagram.yaml; do
+  "$harness" explain --mermaid "$file" >"$out/diagrams/$(echo "$file" | tr / _).mmd"
+done
+node ci/editor/mermaid.mjs "$node_tools/node_modules/mermaid" "$out/diagrams"/*.mmd
 echo "conformance: $(ls "$out"/*.xml | wc -l) JUnit and $(ls "$out"/*.json | wc -l) JSON reports and ${#scenario_files[@]} scenarios match their schemas"

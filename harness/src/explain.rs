@@ -1,11 +1,30 @@
-//! `harness explain`: a scenario as a readable sequence, in text or as a Mermaid sequence
-//! diagram, so a reviewer can follow a failover reproduction without reading YAML.
+//! `harness explain`: a scenario as numbered text, or as a Mermaid sequence diagram.
+//!
+//! Each step says who acts on whom and what, and whether it must fail (`expect_error`) or
+//! may (`may_fail`), so a step meant to fail never reads as a plain one. The diagram is
+//! valid whatever the names: participants get ids of their own (`D1`, …) and show the
+//! daemon's id as their label, so ids such as `end`, `alt` or `harness` neither clash with
+//! Mermaid's keywords nor merge with the harness, and text is written with Mermaid's
+//! entity codes where a character would end or change a statement.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::scenario::Scenario;
+use crate::scenario::model::{Scenario, Step};
+use crate::scenario::spelled;
 
-/// The scenario as numbered lines.
+/// What a step promises about failing, as `explain` shows it: ` — must fail with …`.
+fn outcome_note(step: &Step) -> String {
+    if let Some(expected) = step.expected_error() {
+        format!(" — must fail: {}", crate::runner::describe_expected(expected))
+    } else if step.may_fail() {
+        " — may fail (either outcome passes; later steps judge it)".to_owned()
+    } else {
+        String::new()
+    }
+}
+
+/// The scenario as a numbered list of steps.
 pub fn text(scenario: &Scenario) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{}", scenario.name);
@@ -15,35 +34,112 @@ pub fn text(scenario: &Scenario) -> String {
     if let Some(upstream) = &scenario.upstream {
         let _ = writeln!(out, "  guards against: {upstream}");
     }
-    let _ = writeln!(out, "  manager recover policy: {:?}", scenario.manager.recover_policy);
+    let _ = writeln!(out, "  manager recover policy: {}", spelled(&scenario.manager.recover_policy));
     for d in &scenario.daemons {
         let instances: Vec<&str> = d.instances.iter().map(|i| i.snapshot.value.as_str()).collect();
         let script = d.script.as_ref().map(|s| format!(", scripted ({} rules)", s.rules.len())).unwrap_or_default();
-        let _ = writeln!(out, "  daemon {} ({:?}, instances {instances:?}{script})", d.id.value, d.mode);
+        let _ = writeln!(out, "  daemon {} ({}, instances {instances:?}{script})", d.id.value, spelled(&d.mode));
     }
     for (i, step) in scenario.steps.iter().enumerate() {
         let crate::runner::Explained { from, to, what } = step.value.explain();
         let arrow = if from == to { from } else { format!("{from} → {to}") };
-        let _ = writeln!(out, "  {:>2}. {arrow}: {what}", i + 1);
+        let _ = writeln!(out, "  {:>2}. {arrow}: {what}{}", i + 1, outcome_note(&step.value));
+    }
+    out
+}
+
+/// `text` as Mermaid can hold it on one line of a sequence diagram: line breaks become
+/// spaces, and the characters that end a statement (`;`), start a comment or an entity
+/// (`%`, `#`) or open markup (`<`, `>`) become entity codes (`#59;`).
+fn mermaid_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            ';' | '#' | '%' | '<' | '>' | '{' | '}' | '"' => {
+                let _ = write!(out, "#{};", c as u32);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
     }
     out
 }
 
 /// The scenario as a Mermaid sequence diagram.
 pub fn mermaid(scenario: &Scenario) -> String {
-    let mut out = String::from("sequenceDiagram\n    participant harness\n    participant manager\n");
-    for d in &scenario.daemons {
-        let _ = writeln!(out, "    participant {}", d.id.value);
+    // Mermaid ids of our own; the names are only labels.
+    let mut ids = BTreeMap::new();
+    ids.insert("harness".to_owned(), "H".to_owned());
+    ids.insert("manager".to_owned(), "M".to_owned());
+    let mut out = String::from("sequenceDiagram\n    participant H as harness\n    participant M as manager\n");
+    let mut daemons = BTreeMap::new();
+    for (i, d) in scenario.daemons.iter().enumerate() {
+        let id = format!("D{}", i + 1);
+        let _ = writeln!(out, "    participant {id} as {}", mermaid_text(&format!("daemon {}", d.id.value)));
+        daemons.insert(d.id.value.clone(), id);
     }
-    let _ = writeln!(out, "    Note over harness: {}", scenario.name.replace(':', " "));
+    // A step names "harness", "manager" or a daemon id; a daemon called `harness` is the
+    // daemon only where the step says it is about a daemon.
+    let participant = |name: &str, is_daemon: bool| -> String {
+        let known = if is_daemon { daemons.get(name) } else { ids.get(name).or_else(|| daemons.get(name)) };
+        known.cloned().unwrap_or_else(|| "H".to_owned())
+    };
+    let _ = writeln!(out, "    Note over H: {}", mermaid_text(&scenario.name));
     for (i, step) in scenario.steps.iter().enumerate() {
         let crate::runner::Explained { from, to, what } = step.value.explain();
-        let what = what.replace(';', ",").replace('#', "");
+        let about = step.value.daemon().map(|d| d.value.as_str());
+        let from = participant(&from, about == Some(from.as_str()) && from != "harness" && from != "manager");
+        let to = participant(&to, about == Some(to.as_str()));
+        let what = mermaid_text(&format!("{}. {what}{}", i + 1, outcome_note(&step.value)));
         if from == to {
-            let _ = writeln!(out, "    Note over {from}: {}. {what}", i + 1);
+            let _ = writeln!(out, "    Note over {from}: {what}");
         } else {
-            let _ = writeln!(out, "    {from}->>{to}: {}. {what}", i + 1);
+            let _ = writeln!(out, "    {from}->>{to}: {what}");
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Scenario {
+        crate::scenario::load::parse(std::path::Path::new("x.yaml"), text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_step_that_must_fail_says_so() {
+        let s = load(
+            "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - start: { daemon: d1 }\n  - api: { daemon: d1, call: start, expect_error: { status: 400 } }\n  - api: { daemon: d1, call: exit, may_fail: true }\n",
+        );
+        let text = text(&s);
+        // Before, step 2 read as a plain call.
+        assert!(
+            text.contains(" 2. harness → d1: PUT /api/v1/daemon/start — must fail: an error with status 400"),
+            "{text}"
+        );
+        assert!(text.contains(" 3. harness → d1: PUT /api/v1/daemon/exit — may fail"), "{text}");
+        assert!(text.contains("manager recover policy: none"), "{text}");
+    }
+
+    #[test]
+    fn hostile_names_cannot_break_the_diagram() {
+        let s = load(
+            "version: 1\nname: \"a; b # c %% d <e>\"\ndaemons: [{ id: end }, { id: harness }, { id: alt }]\nsteps:\n  - start: { daemon: end }\n  - signal: { daemon: harness, signal: SIGKILL }\n  - start_daemon: { daemon: alt }\n",
+        );
+        let diagram = mermaid(&s);
+        assert!(diagram.contains("    participant D1 as daemon end\n"), "{diagram}");
+        assert!(diagram.contains("    Note over H: a#59; b #35; c #37;#37; d #60;e#62;\n"), "{diagram}");
+        // The daemon named `harness` is its own participant, not the harness.
+        assert!(diagram.contains("    H->>D2: 2. SIGKILL"), "{diagram}");
+        assert!(diagram.contains("    M->>D3: 3."), "{diagram}");
+        for line in diagram.lines().skip(1) {
+            let statement = line.trim_start();
+            assert!(
+                !statement.contains(';') || statement.matches(';').count() == statement.matches('#').count(),
+                "{line}"
+            );
+        }
+    }
 }

@@ -88,7 +88,7 @@ fn explain_renders_text_and_mermaid() {
     let (code, text) = harness(&["explain", "--mermaid", "scenarios/recovery/failover-after-sigkill.yaml"]);
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("sequenceDiagram\n"), "{text}");
-    assert!(text.contains("manager->>harness: 6. FailedOver of d1"), "{text}");
+    assert!(text.contains("M->>H: 6. failed_over of d1"), "{text}");
 }
 
 #[test]
@@ -255,4 +255,18 @@ fn a_temporary_directory_with_a_space_in_its_path_is_served_and_left_empty() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(left, std::slice::from_ref(&bundles), "left in the temporary directory");
     assert_eq!(std::fs::read_dir(&bundles).unwrap().count(), 0, "no repro bundle: nothing failed");
+}
+
+#[test]
+fn a_wait_for_one_recovery_ends_when_another_one_came() {
+    let started = std::time::Instant::now();
+    let (code, text) = harness(&["run", "harness/tests/fixtures/wait-for-the-wrong-recovery.yaml"]);
+    // Before, the step waited its whole 30 s timeout although `restarted` had come.
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}:\n{text}", started.elapsed());
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("step 3 `wait_event` at harness/tests/fixtures/wait-for-the-wrong-recovery.yaml:14: waited for failed_over of d1, but restarted came instead"),
+        "{text}"
+    );
+    assert!(text.contains("       expected: failed_over of d1\n       observed: restarted of d1 (pid "), "{text}");
 }

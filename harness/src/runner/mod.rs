@@ -30,6 +30,7 @@ use crate::scenario::model::{DaemonSpec, InstanceSpec, Scenario, Target as Targe
 use target::Target;
 
 pub use outcome::Failure;
+pub(crate) use outcome::describe_expected;
 pub use steps::Explained;
 
 /// What to run scenarios against.
@@ -183,6 +184,9 @@ pub(crate) struct Run<'a> {
     /// Every manager event received, in order, and how far `wait_event` has consumed it.
     seen: Vec<ManagerEvent>,
     consumed: BTreeMap<String, usize>,
+    /// The events a `wait_event` has matched, by position in `seen`: an outcome some wait
+    /// already accounted for cannot end a later one.
+    claimed: std::collections::BTreeSet<usize>,
     journal: Journal,
     started_ns: u64,
     /// Every daemon object the scenario has had, by id (also after the manager forgot it).
@@ -240,6 +244,7 @@ impl<'a> Run<'a> {
             events: None,
             seen: Vec::new(),
             consumed: BTreeMap::new(),
+            claimed: Default::default(),
             journal,
             started_ns: mock_nydusd::journal::monotonic_ns(),
             known: BTreeMap::new(),
@@ -454,7 +459,7 @@ impl<'a> Run<'a> {
         loop {
             match events.try_recv() {
                 Ok(event) => {
-                    self.journal.record("manager", json!({ "what": format!("{event:?}") }));
+                    self.journal.record("manager", json!({ "what": steps::describe_event(&event) }));
                     self.seen.push(event);
                 }
                 Err(broadcast::error::TryRecvError::Lagged(_)) => {}
@@ -468,7 +473,7 @@ impl<'a> Run<'a> {
         let Some(events) = self.events.as_mut() else { return false };
         match tokio::time::timeout_at(deadline, events.recv()).await {
             Ok(Ok(event)) => {
-                self.journal.record("manager", json!({ "what": format!("{event:?}") }));
+                self.journal.record("manager", json!({ "what": steps::describe_event(&event) }));
                 self.seen.push(event);
                 true
             }

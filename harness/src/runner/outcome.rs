@@ -95,13 +95,14 @@ impl From<ManagerError> for StepError {
     }
 }
 
-fn describe_expected(e: &ExpectedError) -> String {
+/// `an error with status 400, kind daemon`: what a step's `expect_error` asks for.
+pub(crate) fn describe_expected(e: &ExpectedError) -> String {
     let mut parts = Vec::new();
     if let Some(status) = e.status {
         parts.push(format!("status {status}"));
     }
     if let Some(kind) = e.kind {
-        parts.push(format!("kind {kind:?}"));
+        parts.push(format!("kind {}", crate::scenario::spelled(&kind)));
     }
     if let Some(text) = &e.message_contains {
         parts.push(format!("message containing {text:?}"));
@@ -176,7 +177,7 @@ pub(crate) fn check<E: std::error::Error + 'static>(
                 let observed = format!(
                     "status {}, kind {}: {text}",
                     status.map(|s| s.to_string()).unwrap_or_else(|| "none".into()),
-                    kind.map(|k| format!("{k:?}")).unwrap_or_else(|| "none".into())
+                    kind.map(|k| crate::scenario::spelled(&k)).unwrap_or_else(|| "none".into())
                 );
                 Err(StepError::mismatch(format!("{what} failed differently"), describe_expected(exp), observed))
             }

@@ -350,7 +350,7 @@ impl<'de> Deserialize<'de> for FileSpec {
 }
 
 /// A daemon state in a step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum State {
     /// INIT.
     #[serde(rename = "INIT")]
@@ -599,7 +599,7 @@ pub struct InstanceStep {
 }
 
 /// Manager events a scenario can wait for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// Started and verified.
@@ -935,7 +935,7 @@ pub struct UmountStep {
 }
 
 /// Lifecycle calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ApiCall {
     /// `PUT /api/v1/daemon/start`.

@@ -12,6 +12,7 @@ use super::{Explained, REAPED_WITHIN, StepKind, name, sorted};
 use crate::runner::Run;
 use crate::runner::outcome::{StepError, check};
 use crate::scenario::model::*;
+use crate::scenario::spelled;
 
 /// Spawn the daemon's process with the command line built from its state.
 pub(crate) struct Start;
@@ -64,7 +65,11 @@ impl StepKind for WaitState {
     const KEYWORD: &'static str = "wait_state";
 
     fn explain(s: &WaitStateStep) -> Explained {
-        Explained::new("harness".into(), name(&s.daemon), format!("wait until {:?} (≤ {} ms)", s.state, s.timeout_ms))
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("wait until {} (≤ {} ms)", spelled(&s.state), s.timeout_ms),
+        )
     }
 
     async fn run(run: &mut Run<'_>, s: &WaitStateStep) -> Result<(), StepError> {
@@ -93,7 +98,7 @@ impl StepKind for ExpectState {
     const KEYWORD: &'static str = "expect_state";
 
     fn explain(s: &ExpectStateStep) -> Explained {
-        Explained::new("harness".into(), name(&s.daemon), format!("expect state {:?}", s.state))
+        Explained::new("harness".into(), name(&s.daemon), format!("expect state {}", spelled(&s.state)))
     }
 
     async fn run(run: &mut Run<'_>, s: &ExpectStateStep) -> Result<(), StepError> {
@@ -193,7 +198,7 @@ impl StepKind for Api {
             ApiCall::CacheMetrics => daemon.cache_metrics(None).await.map(drop),
             ApiCall::InflightMetrics => daemon.inflight_metrics().await.map(drop),
         };
-        let what = format!("{:?} on {}", s.call, s.daemon.value).to_lowercase();
+        let what = format!("{} on {}", spelled(&s.call), s.daemon.value);
         run.check_or_tolerate(&what, outcome, s.expect_error.as_ref(), s.may_fail)
     }
 }

@@ -10,20 +10,61 @@ use super::{Explained, StepKind, name};
 use crate::runner::Run;
 use crate::runner::outcome::{StepError, check};
 use crate::scenario::model::*;
+use crate::scenario::spelled;
+
+/// The kind of `event` and the daemon it is about.
+fn event_kind(event: &ManagerEvent) -> (EventKind, &str) {
+    match event {
+        ManagerEvent::Started { id, .. } => (EventKind::Started, id),
+        ManagerEvent::StartFailed { id, .. } => (EventKind::StartFailed, id),
+        ManagerEvent::Died { id } => (EventKind::Died, id),
+        ManagerEvent::UnknownDied { id } => (EventKind::UnknownDied, id),
+        ManagerEvent::Restarted { id, .. } => (EventKind::Restarted, id),
+        ManagerEvent::FailedOver { id, .. } => (EventKind::FailedOver, id),
+        ManagerEvent::RecoveryFailed { id, .. } => (EventKind::RecoveryFailed, id),
+        ManagerEvent::Upgraded { id, .. } => (EventKind::Upgraded, id),
+        ManagerEvent::Destroyed { id } => (EventKind::Destroyed, id),
+        ManagerEvent::SupervisorPeerRefused { id, .. } => (EventKind::SupervisorPeerRefused, id),
+    }
+}
 
 fn event_matches(event: &ManagerEvent, kind: EventKind, id: &str) -> bool {
-    match (event, kind) {
-        (ManagerEvent::Started { id: i, .. }, EventKind::Started)
-        | (ManagerEvent::StartFailed { id: i, .. }, EventKind::StartFailed)
-        | (ManagerEvent::Died { id: i }, EventKind::Died)
-        | (ManagerEvent::UnknownDied { id: i }, EventKind::UnknownDied)
-        | (ManagerEvent::Restarted { id: i, .. }, EventKind::Restarted)
-        | (ManagerEvent::FailedOver { id: i, .. }, EventKind::FailedOver)
-        | (ManagerEvent::RecoveryFailed { id: i, .. }, EventKind::RecoveryFailed)
-        | (ManagerEvent::Upgraded { id: i, .. }, EventKind::Upgraded)
-        | (ManagerEvent::Destroyed { id: i }, EventKind::Destroyed)
-        | (ManagerEvent::SupervisorPeerRefused { id: i, .. }, EventKind::SupervisorPeerRefused) => i == id,
-        _ => false,
+    event_kind(event) == (kind, id)
+}
+
+/// An event as scenario files spell it: `failed_over of d1 (pid 812)`.
+pub(crate) fn describe_event(event: &ManagerEvent) -> String {
+    let (kind, id) = event_kind(event);
+    let kind = spelled(&kind);
+    match event {
+        ManagerEvent::Started { pid, .. }
+        | ManagerEvent::Restarted { pid, .. }
+        | ManagerEvent::FailedOver { pid, .. }
+        | ManagerEvent::Upgraded { pid, .. } => format!("{kind} of {id} (pid {pid})"),
+        ManagerEvent::StartFailed { error, .. } => format!("{kind} of {id}: {}", error_chain(error.as_ref())),
+        ManagerEvent::RecoveryFailed { policy, error, .. } => {
+            format!("{kind} of {id} ({} policy): {}", spelled(policy), error_chain(error.as_ref()))
+        }
+        ManagerEvent::SupervisorPeerRefused { pid, uid, expected, .. } => {
+            format!("{kind} of {id} (pid {pid}, uid {uid}; expected pid {expected})")
+        }
+        ManagerEvent::Died { .. } | ManagerEvent::UnknownDied { .. } | ManagerEvent::Destroyed { .. } => {
+            format!("{kind} of {id}")
+        }
+    }
+}
+
+/// The events that end a wait for `kind` otherwise: once one of them comes for the
+/// daemon, the awaited one will not (a recovery ends once: restarted, failed over, or
+/// given up; a start is verified or fails; a destroyed daemon recovers from nothing).
+fn ends_wait_for(kind: EventKind) -> &'static [EventKind] {
+    use EventKind::*;
+    match kind {
+        Restarted | FailedOver => &[Restarted, FailedOver, RecoveryFailed, Destroyed],
+        RecoveryFailed => &[Restarted, FailedOver, Destroyed],
+        Started => &[StartFailed, Destroyed],
+        StartFailed => &[Started, Destroyed],
+        Died | UnknownDied | Upgraded | Destroyed | SupervisorPeerRefused => &[],
     }
 }
 
@@ -138,41 +179,41 @@ impl StepKind for WaitEvent {
         Explained::new(
             "manager".into(),
             "harness".into(),
-            format!(
-                "{} of {} (≤ {} ms)",
-                match s.event {
-                    EventKind::Started => "Started",
-                    EventKind::StartFailed => "StartFailed",
-                    EventKind::Died => "Died",
-                    EventKind::UnknownDied => "UnknownDied",
-                    EventKind::Restarted => "Restarted",
-                    EventKind::FailedOver => "FailedOver",
-                    EventKind::RecoveryFailed => "RecoveryFailed",
-                    EventKind::Upgraded => "Upgraded",
-                    EventKind::Destroyed => "Destroyed",
-                    EventKind::SupervisorPeerRefused => "SupervisorPeerRefused",
-                },
-                name(&s.daemon),
-                s.timeout_ms
-            ),
+            format!("{} of {} (≤ {} ms)", spelled(&s.event), name(&s.daemon), s.timeout_ms),
         )
     }
 
     async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
         let id = s.daemon.value.clone();
-        let key = format!("{:?}/{id}", s.event);
+        let wanted = format!("{} of {id}", spelled(&s.event));
+        let key = wanted.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
+        let mut scanned = run.consumed.get(&key).copied().unwrap_or(0);
         loop {
-            let from = run.consumed.get(&key).copied().unwrap_or(0);
-            if let Some(offset) = run.seen[from..].iter().position(|e| event_matches(e, s.event, &id)) {
-                run.consumed.insert(key, from + offset + 1);
-                return Ok(());
+            while scanned < run.seen.len() {
+                let (index, event) = (scanned, &run.seen[scanned]);
+                scanned += 1;
+                if event_matches(event, s.event, &id) {
+                    run.consumed.insert(key, scanned);
+                    run.claimed.insert(index);
+                    return Ok(());
+                }
+                let (kind, about) = event_kind(event);
+                if about == id && !run.claimed.contains(&index) && ends_wait_for(s.event).contains(&kind) {
+                    // Before, the wait ran to its deadline though the outcome was known.
+                    run.claimed.insert(index);
+                    return Err(StepError::mismatch(
+                        format!("waited for {wanted}, but {} came instead", spelled(&kind)),
+                        wanted,
+                        describe_event(event),
+                    ));
+                }
             }
             if !run.next_event(deadline).await {
-                let seen: Vec<String> = run.seen.iter().map(|e| format!("{e:?}")).collect();
+                let seen: Vec<String> = run.seen.iter().map(describe_event).collect();
                 return Err(StepError::mismatch(
-                    format!("no {:?} event for {id} within {} ms", s.event, s.timeout_ms),
-                    format!("{:?} for {id}", s.event),
+                    format!("no {wanted} within {} ms", s.timeout_ms),
+                    wanted,
                     if seen.is_empty() { "no manager events".to_owned() } else { seen.join("; ") },
                 ));
             }
@@ -191,7 +232,7 @@ impl StepKind for ExpectNoEvent {
         Explained::new(
             "harness".into(),
             "manager".into(),
-            format!("expect no {:?} event for {} within {} ms", s.event, name(&s.daemon), s.timeout_ms),
+            format!("expect no {} of {} within {} ms", spelled(&s.event), name(&s.daemon), s.timeout_ms),
         )
     }
 
@@ -203,9 +244,9 @@ impl StepKind for ExpectNoEvent {
         match run.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
             None => Ok(()),
             Some(e) => Err(StepError::mismatch(
-                format!("an unexpected {:?} event for {id}", s.event),
-                format!("no {:?} event within {} ms", s.event, s.timeout_ms),
-                format!("{e:?}"),
+                format!("an unexpected {} of {id}", spelled(&s.event)),
+                format!("no {} within {} ms", spelled(&s.event), s.timeout_ms),
+                describe_event(e),
             )),
         }
     }

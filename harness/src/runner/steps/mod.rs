@@ -14,6 +14,8 @@ mod daemon;
 mod manager;
 mod workloads;
 
+pub(crate) use manager::describe_event;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -66,11 +68,18 @@ pub(crate) trait StepArgs {
     fn expected_error(&self) -> Option<&ExpectedError> {
         None
     }
+
+    /// Whether success and failure both pass (`may_fail: true`).
+    fn may_fail(&self) -> bool {
+        false
+    }
 }
 
-/// Implements [`StepArgs`] for fields with a `daemon`, and an `expect_error` where listed.
+/// Implements [`StepArgs`] for fields with a `daemon`, and an `expect_error` and
+/// `may_fail` where listed.
 macro_rules! step_args {
-    (names_daemon: [$($daemon:ty),*], names_daemon_and_expected_error: [$($both:ty),*], neither: [$($none:ty),*]) => {
+    (names_daemon: [$($daemon:ty),*], names_daemon_and_expected_error: [$($both:ty),*],
+     names_daemon_and_expected_error_and_may_fail: [$($all:ty),*], neither: [$($none:ty),*]) => {
         $(impl StepArgs for $daemon {
             fn daemon(&self) -> Option<&Spanned<String>> {
                 Some(&self.daemon)
@@ -85,6 +94,19 @@ macro_rules! step_args {
                 self.expect_error.as_ref()
             }
         })*
+        $(impl StepArgs for $all {
+            fn daemon(&self) -> Option<&Spanned<String>> {
+                Some(&self.daemon)
+            }
+
+            fn expected_error(&self) -> Option<&ExpectedError> {
+                self.expect_error.as_ref()
+            }
+
+            fn may_fail(&self) -> bool {
+                self.may_fail
+            }
+        })*
         $(impl StepArgs for $none {})*
     };
 }
@@ -94,7 +116,8 @@ step_args! {
         StartStep, WaitStateStep, ExpectStateStep, SignalStep, WaitExitStep, ExpectSocketStep, ExpectAliveStep,
         ExpectMountsStep, ScriptStep, MountConcurrentlyStep, WaitEventStep
     ],
-    names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, ApiStep, InstanceStep, UpgradeStep],
+    names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, UpgradeStep],
+    names_daemon_and_expected_error_and_may_fail: [ApiStep, InstanceStep],
     neither: [Empty, ExpectMountedStep, ExpectStoreStep, ListDirStep, ReadFileStep, RestartManagerStep, SleepStep,
         StartReaderStep, StopReaderStep]
 }
@@ -165,6 +188,11 @@ macro_rules! steps {
             /// How the step must fail, for the steps that can say so.
             pub fn expected_error(&self) -> Option<&ExpectedError> {
                 match self { $($(Step::$name(s) => s.expected_error(),)*)* }
+            }
+
+            /// Whether success and failure both pass.
+            pub fn may_fail(&self) -> bool {
+                match self { $($(Step::$name(s) => s.may_fail(),)*)* }
             }
 
             /// How `harness explain` shows it.

@@ -41,6 +41,9 @@ fi
 profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 
+# Every report the tests write is kept here for ci/conformance.sh to check.
+export HARNESS_REPORT_COPIES="$PWD/target/report-copies"
+rm -rf "$HARNESS_REPORT_COPIES"
 cargo nextest run --workspace --profile "$profile"
 
 # The reports and scenario files, checked by tools that share no code with the harness.

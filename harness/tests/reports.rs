@@ -30,10 +30,26 @@ fn run_with_reports(args: &[&str]) -> (i32, String, String, serde_json::Value) {
     all.extend_from_slice(args);
     all.extend(["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()]);
     let (code, text) = harness(&all);
+    keep_copies(&json, &junit);
     let xml = std::fs::read_to_string(&junit).unwrap_or_else(|e| panic!("no JUnit report ({e}):\n{text}"));
     let report = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     check_json_against_its_schema(&report);
     (code, text, xml, report)
+}
+
+/// With `HARNESS_REPORT_COPIES` set (ci/test.sh sets it), every report a test wrote is
+/// kept there, so that ci/conformance.sh checks each against the JUnit XSD and the JSON
+/// schema with tools independent of the harness.
+fn keep_copies(json: &Path, junit: &Path) {
+    let Some(dir) = std::env::var_os("HARNESS_REPORT_COPIES") else { return };
+    let dir = PathBuf::from(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let unique = format!("{}-{:?}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "");
+    for (from, ext) in [(json, "json"), (junit, "xml")] {
+        if from.exists() {
+            std::fs::copy(from, dir.join(format!("{unique}.{ext}"))).unwrap();
+        }
+    }
 }
 
 fn check_json_against_its_schema(report: &serde_json::Value) {
@@ -194,6 +210,7 @@ fn an_interrupted_run_reports_every_scenario_and_is_not_green() {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
+    keep_copies(&json, &junit);
     let xml = std::fs::read_to_string(&junit).unwrap();
     let doc = check_junit_shape(&xml);
     let cases = cases(&doc);
@@ -276,4 +293,17 @@ fn colour_follows_the_flag_and_never_reaches_a_pipe_by_default() {
     assert!(!plain.contains('\u{1b}'), "{plain:?}");
     let (_, coloured) = harness(&["run", "scenarios/lifecycle/start-running.yaml", "--color", "always"]);
     assert!(coloured.contains("\u{1b}[32mPASS\u{1b}[0m"), "{coloured:?}");
+}
+
+#[test]
+fn a_slow_scenario_is_named_while_it_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("slow.yaml");
+    std::fs::write(&file, "version: 1\nname: slow\nsteps:\n  - sleep: { ms: 1500 }\n").unwrap();
+    // Off a terminal (the output is a pipe here), as in CI.
+    let (code, text) = harness(&["run", file.to_str().unwrap(), "--slow-after", "0.3"]);
+    assert_eq!(code, 0, "{text}");
+    let slow = text.lines().position(|l| l.starts_with("SLOW [> 0.3 s] ") && l.ends_with("slow.yaml (slow)"));
+    let pass = text.lines().position(|l| l.starts_with("PASS "));
+    assert!(slow.is_some() && slow < pass, "{text}");
 }

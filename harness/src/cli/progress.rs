@@ -93,7 +93,7 @@ impl Running {
         for (label, since, said) in self.started.values_mut() {
             if !*said && since.elapsed() >= self.slow_after {
                 *said = true;
-                out.push_str(&format!("SLOW [> {:.0} s] {label}\n", self.slow_after.as_secs_f64()));
+                out.push_str(&format!("SLOW [> {} s] {label}\n", self.slow_after.as_secs_f64()));
             }
         }
         out

@@ -292,7 +292,14 @@ async fn run_schedule(dir: &Path, mock: &RunConfig, seed: u64, ops: &[Op]) -> Re
 /// Runs the schedules; on the first failure shrinks it, prints it, and returns `false`.
 pub async fn run(options: &ChaosOptions) -> Result<bool, String> {
     let dir = tempfile::Builder::new().prefix("harness-chaos-").tempdir().map_err(|e| e.to_string())?;
-    let mock = RunConfig { nydusd: options.mock.clone(), target: Target::Mock, extra_args: Vec::new(), bundles: None };
+    // Maps in a random order, as nydusd's hash map may list them: a client that depends on
+    // the order breaks an invariant here.
+    let mock = RunConfig {
+        nydusd: options.mock.clone(),
+        target: Target::Mock,
+        extra_args: vec!["--mock-shuffle-maps".into()],
+        bundles: None,
+    };
     for i in 0..u64::from(options.runs) {
         let seed = options.seed.wrapping_add(i);
         let ops = schedule(seed, options.ops);

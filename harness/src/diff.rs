@@ -83,10 +83,10 @@ pub struct Difference {
     pub daemon: String,
     /// `METHOD /path`.
     pub request: String,
-    /// What the mock run showed (`None`: no such exchange).
-    pub mock: Option<String>,
-    /// What the real run showed (`None`: no such exchange).
-    pub real: Option<String>,
+    /// What the first run (the mock, or the first `--nydusd`) showed (`None`: no such exchange).
+    pub left: Option<String>,
+    /// What the second run (the real nydusd, or the second `--nydusd`) showed.
+    pub right: Option<String>,
     /// The reason, when the difference is explained.
     pub explained: Option<String>,
 }
@@ -94,6 +94,8 @@ pub struct Difference {
 /// The comparison of one scenario.
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioDiff {
+    /// What the two runs are called in the report: `mock` and `real`, or the two builds.
+    pub labels: [String; 2],
     /// The file.
     pub path: PathBuf,
     /// The scenario name.
@@ -113,7 +115,8 @@ impl ScenarioDiff {
     }
 }
 
-/// Runs `scenario` on both targets and compares.
+/// Runs `scenario` on the mock and on a real nydusd and compares; the mock behaves as the
+/// release of that nydusd (2.2 or 2.4) unless the scenario pins one.
 pub async fn diff_scenario(
     path: &Path,
     scenario: &Scenario,
@@ -121,32 +124,78 @@ pub async fn diff_scenario(
     real: &RunConfig,
     explained: &Explained,
 ) -> ScenarioDiff {
-    let mut out = ScenarioDiff {
-        path: path.to_owned(),
-        name: scenario.name.clone(),
-        not_compared: None,
-        compared: 0,
-        differences: Vec::new(),
-    };
     if !(scenario.targets.contains(&Target::Mock) && scenario.targets.contains(&Target::Real)) {
-        out.not_compared = Some("does not apply to both targets".into());
-        return out;
+        return ScenarioDiff::not_compared(["mock", "real"], path, scenario, "does not apply to both targets".into());
     }
-    for config in [mock, real] {
+    let mut mock = mock.clone();
+    let version = crate::runner::mock_version_for(&real.nydusd);
+    mock.extra_args.extend(["--mock-nydusd-version".into(), version.as_str().into()]);
+    compare_runs(path, scenario, [("mock", &mock), ("real", real)], explained).await
+}
+
+/// Runs `scenario` on two real nydusd builds and compares: what changed in nydusd's API
+/// between them. Only the volatile fields of `explained` apply (its explanations are
+/// about the mock).
+pub async fn diff_builds(
+    path: &Path,
+    scenario: &Scenario,
+    a: &RunConfig,
+    b: &RunConfig,
+    explained: &Explained,
+) -> ScenarioDiff {
+    let (label_a, label_b) = (a.nydusd.display().to_string(), b.nydusd.display().to_string());
+    if !scenario.targets.contains(&Target::Real) {
+        return ScenarioDiff::not_compared(
+            [&label_a, &label_b],
+            path,
+            scenario,
+            "does not apply to a real nydusd".into(),
+        );
+    }
+    let volatile = Explained { volatile: explained.volatile.clone(), differences: Vec::new() };
+    compare_runs(path, scenario, [(&label_a, a), (&label_b, b)], &volatile).await
+}
+
+impl ScenarioDiff {
+    fn not_compared(labels: [&str; 2], path: &Path, scenario: &Scenario, why: String) -> Self {
+        Self {
+            labels: labels.map(str::to_owned),
+            path: path.to_owned(),
+            name: scenario.name.clone(),
+            not_compared: Some(why),
+            compared: 0,
+            differences: Vec::new(),
+        }
+    }
+}
+
+async fn compare_runs(
+    path: &Path,
+    scenario: &Scenario,
+    sides: [(&str, &RunConfig); 2],
+    explained: &Explained,
+) -> ScenarioDiff {
+    let labels = sides.map(|(label, _)| label);
+    for (label, config) in sides {
         if let Some(reason) = crate::runner::skip_reason(scenario, config) {
-            out.not_compared = Some(format!("skipped on {:?}: {reason}", config.target).to_lowercase());
-            return out;
+            return ScenarioDiff::not_compared(labels, path, scenario, format!("skipped on {label}: {reason}"));
         }
     }
-    let on_mock = run_scenario(path, scenario, mock).await;
-    let on_real = run_scenario(path, scenario, real).await;
-    for (target, result) in [("mock", &on_mock), ("real nydusd", &on_real)] {
+    let first = run_scenario(path, scenario, sides[0].1).await;
+    let second = run_scenario(path, scenario, sides[1].1).await;
+    for (label, result) in [(labels[0], &first), (labels[1], &second)] {
         if let Some(failure) = &result.failure {
-            out.not_compared = Some(format!("failed on {target}: {}", failure.message));
-            return out;
+            return ScenarioDiff::not_compared(
+                labels,
+                path,
+                scenario,
+                format!("failed on {label}: {}", failure.message),
+            );
         }
     }
-    let (a, b) = (normalize_all(&on_mock, explained), normalize_all(&on_real, explained));
+    let (a, b) = (normalize_all(&first, explained), normalize_all(&second, explained));
+    let mut out = ScenarioDiff::not_compared(labels, path, scenario, String::new());
+    out.not_compared = None;
     out.compared = a.len().max(b.len());
     out.differences = compare(&a, &b);
     for difference in &mut out.differences {
@@ -273,8 +322,8 @@ pub fn compare(mock: &[Normalized], real: &[Normalized]) -> Vec<Difference> {
                 out.push(Difference {
                     daemon: daemon.to_owned(),
                     request,
-                    mock: x.map(describe),
-                    real: y.map(describe),
+                    left: x.map(describe),
+                    right: y.map(describe),
                     explained: None,
                 });
             }
@@ -323,10 +372,11 @@ pub fn report(diffs: &[ScenarioDiff]) -> String {
             None => {
                 let verdict = if d.unexplained() == 0 { "EXPL" } else { "DIFF" };
                 out.push_str(&format!("{verdict} {} ({}, {} exchanges)\n", d.path.display(), d.name, d.compared));
+                let [left, right] = &d.labels;
                 for x in &d.differences {
                     out.push_str(&format!("     {} {}\n", x.daemon, x.request));
-                    out.push_str(&format!("       mock: {}\n", x.mock.as_deref().unwrap_or("(no such exchange)")));
-                    out.push_str(&format!("       real: {}\n", x.real.as_deref().unwrap_or("(no such exchange)")));
+                    out.push_str(&format!("       {left}: {}\n", x.left.as_deref().unwrap_or("(no such exchange)")));
+                    out.push_str(&format!("       {right}: {}\n", x.right.as_deref().unwrap_or("(no such exchange)")));
                     match &x.explained {
                         Some(why) => out.push_str(&format!("       explained: {why}\n")),
                         None => out.push_str("       UNEXPLAINED\n"),
@@ -388,11 +438,27 @@ mod tests {
         let mock = [n("/a", 200), n("/b", 204), n("/c", 204)];
         let real = [n("/a", 200), n("/b", 500), n("/d", 204)];
         let found: Vec<(String, bool, bool)> =
-            compare(&mock, &real).into_iter().map(|d| (d.request, d.mock.is_some(), d.real.is_some())).collect();
+            compare(&mock, &real).into_iter().map(|d| (d.request, d.left.is_some(), d.right.is_some())).collect();
         assert_eq!(
             found,
             [("GET /b".into(), true, true), ("GET /c".into(), true, false), ("GET /d".into(), false, true)]
         );
+    }
+
+    #[test]
+    fn the_order_of_keys_is_not_a_difference() {
+        // nydusd fills `backend_collection` from a hash map: mounts made as s1, s2, s3
+        // come back as /s2, /s1, /s3. The order is not part of its contract.
+        let mock = exchange("/api/v1/daemon", Some(200), r#"{"backend_collection":{"/s1":{"a":1,"b":2},"/s2":{}}}"#);
+        let real = exchange("/api/v1/daemon", Some(200), r#"{"backend_collection":{"/s2":{},"/s1":{"b":2,"a":1}}}"#);
+        let (mock, real) = (normalize(&mock, &[]), normalize(&real, &[]));
+        assert!(compare(std::slice::from_ref(&mock), &[real]).is_empty());
+        // A value that differs still does.
+        let other = normalize(
+            &exchange("/api/v1/daemon", Some(200), r#"{"backend_collection":{"/s2":{},"/s1":{"a":1,"b":3}}}"#),
+            &[],
+        );
+        assert_eq!(compare(&[mock], &[other]).len(), 1);
     }
 
     #[test]

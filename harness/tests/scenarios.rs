@@ -84,25 +84,29 @@ fn main() {
         let name = if privileged { format!("privileged::{}", test_name(&path)) } else { test_name(&path) };
         trials.push(listed(name, skip, move || run_one(&path)));
     }
-    // The scenarios that apply to a real nydusd run against it too, as `real::…` tests, and
-    // those for both targets are also compared call by call (`real::diff::…`).
-    let real = host_facts::installed_nydusd();
-    for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
-        let Ok(loaded) = scenario::load(&path) else { continue };
-        if !loaded.targets.contains(&Target::Real) {
-            continue;
-        }
-        let real_skip = match &real {
-            Err(reason) => Some(reason.clone()),
-            Ok(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
-        };
-        let nydusd = real.clone().unwrap_or_default();
-        let (file, on_real) = (path.clone(), real_config(nydusd.clone()));
-        trials.push(listed(format!("real::{}", test_name(&path)), real_skip.clone(), move || run_with(&file, on_real)));
-        if loaded.targets.contains(&Target::Mock) {
-            let skip = real_skip.or_else(|| skip_reason(&loaded, &config()));
-            let name = format!("real::diff::{}", test_name(&path));
-            trials.push(listed(name, skip, move || diff_one(&path, real_config(nydusd))));
+    // The scenarios that apply to a real nydusd run against it too, as `real::…` tests (the
+    // installed one, crates.io's 2.2) and `real24::…` (a 2.4 build named by $NYDUSD_2_4),
+    // and those for both targets are also compared call by call (`real::diff::…`).
+    for (prefix, real) in [("real", host_facts::installed_nydusd()), ("real24", host_facts::nydusd_2_4())] {
+        for path in scenario::discover(std::slice::from_ref(&dir)).expect("scenarios/ is readable") {
+            let Ok(loaded) = scenario::load(&path) else { continue };
+            if !loaded.targets.contains(&Target::Real) {
+                continue;
+            }
+            let real_skip = match &real {
+                Err(reason) => Some(reason.clone()),
+                Ok(nydusd) => skip_reason(&loaded, &real_config(nydusd.clone())),
+            };
+            let nydusd = real.clone().unwrap_or_default();
+            let (file, on_real) = (path.clone(), real_config(nydusd.clone()));
+            trials.push(listed(format!("{prefix}::{}", test_name(&path)), real_skip.clone(), move || {
+                run_with(&file, on_real)
+            }));
+            if loaded.targets.contains(&Target::Mock) {
+                let skip = real_skip.or_else(|| skip_reason(&loaded, &config()));
+                let name = format!("{prefix}::diff::{}", test_name(&path));
+                trials.push(listed(name, skip, move || diff_one(&path, real_config(nydusd))));
+            }
         }
     }
     trials.push(Trial::test("schema_json_is_in_sync", || {

@@ -14,6 +14,23 @@ pub fn state(pid: u32) -> Option<char> {
     stat_fields(pid)?.first()?.chars().next()
 }
 
+/// Whether every thread of `pid` is stopped (`T`): `state` shows the main thread only, and
+/// a SIGSTOP reaches the threads one by one, so a FUSE worker may still take a request
+/// after the main thread stopped. `None` when the process does not exist.
+pub fn all_threads_stopped(pid: u32) -> Option<bool> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut any = false;
+    for task in tasks.flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()?;
+        if state != 'T' && state != 't' {
+            return Some(false);
+        }
+        any = true;
+    }
+    Some(any)
+}
+
 /// The start time of `pid` in clock ticks since boot (stat field 22): with the pid it
 /// names one process, where a pid alone may have been recycled.
 pub fn start_time(pid: u32) -> Option<u64> {
@@ -43,5 +60,21 @@ mod tests {
         assert_eq!(start_time(me), Some(t), "stable for one process");
         assert!(cmdline(me).unwrap()[0].contains("host_facts"));
         assert_eq!(start_time(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_process_is_stopped_once_every_thread_is() {
+        assert_eq!(all_threads_stopped(std::process::id()), Some(false), "this test runs");
+        assert_eq!(all_threads_stopped(u32::MAX), None);
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while all_threads_stopped(child.id()) != Some(true) {
+            assert!(std::time::Instant::now() < deadline, "never seen stopped");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -118,6 +118,22 @@ pub fn installed_nydusd() -> Result<PathBuf, String> {
         .ok_or_else(|| "needs a real nydusd: set NYDUSD, or `cargo install nydus-rs --locked` (needs cmake)".to_owned())
 }
 
+/// The environment variable naming a nydusd 2.4 built from upstream's source, the second
+/// real peer of the `real24::` tests (crates.io has only 2.2, whose sendfd and takeover
+/// are stubs).
+pub const NYDUSD_2_4: &str = "NYDUSD_2_4";
+
+/// The nydusd 2.4 named by `$NYDUSD_2_4`, or why there is none.
+pub fn nydusd_2_4() -> Result<PathBuf, String> {
+    match std::env::var_os(NYDUSD_2_4) {
+        Some(path) if Path::new(&path).is_file() => Ok(PathBuf::from(path)),
+        Some(path) => Err(format!("{NYDUSD_2_4}={} is not a file", Path::new(&path).display())),
+        None => Err(format!(
+            "needs a nydusd 2.4 built from upstream's source: set {NYDUSD_2_4} to it (README, \"A second real nydusd\")"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,6 +28,15 @@ pub struct BlobCacheEntry {
     pub domain_id: String,
 }
 
+impl BlobCacheEntry {
+    /// The strings nydusd's fscache state record keeps for the entry: its
+    /// `<domain_id>/<blob_id>` key and the entry re-serialised as JSON (`nydusd-api.md` §4.4).
+    pub fn state_strings(&self) -> [usize; 2] {
+        let json = serde_json::to_string(self).map(|j| j.len()).unwrap_or(0);
+        [self.domain_id.len() + 1 + self.blob_id.len(), json]
+    }
+}
+
 /// The parts of an entry's configuration nydusd validates before doing anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlobConfig {

@@ -4,13 +4,14 @@
 
 use nydusd_api::BuildTimeInfo;
 
-/// The nydusd release whose behaviour this mock models (real sendfd/takeover, v2.3+).
-pub const MODELLED_NYDUSD: &str = "v2.4.4";
+use crate::version::NydusdVersion;
 
-/// The default build info; `git_commit` can be overridden to stand for another binary.
-pub fn build_info(git_commit: Option<&str>) -> BuildTimeInfo {
+/// The build info of the mock standing for `version`; `git_commit` can be overridden to
+/// stand for another binary. 2.2 from crates.io knows no git metadata: `unknown`.
+pub fn build_info(version: NydusdVersion, git_commit: Option<&str>) -> BuildTimeInfo {
+    let default_commit = || if version == NydusdVersion::V2_2 { "unknown".to_owned() } else { default_commit() };
     BuildTimeInfo {
-        package_ver: format!("{MODELLED_NYDUSD}-mock-nydusd.{}", env!("CARGO_PKG_VERSION")),
+        package_ver: version.package_ver(),
         git_commit: git_commit.map(str::to_owned).unwrap_or_else(default_commit),
         build_time: "1970-01-01T00:00:00.000000000Z".to_owned(),
         profile: if cfg!(debug_assertions) { "debug" } else { "release" }.to_owned(),
@@ -47,11 +48,14 @@ mod tests {
 
     #[test]
     fn version_text_carries_the_same_commit_as_the_api() {
-        let info = build_info(None);
+        let info = build_info(NydusdVersion::V2_4, None);
         assert_eq!(info.git_commit.len(), 40);
         let text = version_text(&info);
         assert!(text.starts_with("nydusd \rVersion: \tv2.4.4"));
         // Read back by the parser clients use, the text says what the API says.
         assert_eq!(nydusd_api::version_output::parse(&text), info);
+        let old = build_info(NydusdVersion::V2_2, None);
+        assert_eq!((old.package_ver.as_str(), old.git_commit.as_str()), ("unknown", "unknown"));
+        assert!(version_text(&old).starts_with("nydusd \rVersion: \tunknown\nGit Commit: \tunknown\n"));
     }
 }

@@ -106,6 +106,13 @@ pub struct Cli {
     /// spawn its number); script rules with `when.process` apply to that process only.
     #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub mock_process: u32,
+    /// Mock: the nydusd release to behave as (see `version.rs`); the last one given counts.
+    #[arg(long, global = true, value_enum, default_value = "2.4", overrides_with = "mock_nydusd_version")]
+    pub mock_nydusd_version: crate::version::NydusdVersion,
+    /// Mock: list `backend_collection` in a random order each time, as nydusd's hash map
+    /// may; clients must not depend on the order.
+    #[arg(long, global = true)]
+    pub mock_shuffle_maps: bool,
 }
 
 /// nydusd's subcommands.

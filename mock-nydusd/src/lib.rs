@@ -17,6 +17,7 @@
 // integration tests reach it through the `internals` feature, which promises nothing.
 pub mod journal;
 pub mod script;
+pub mod version;
 
 pub use fuse::tree::pattern_byte;
 
@@ -84,7 +85,17 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    let build = build_info::build_info(cli.mock_git_commit.as_deref());
+    let version = cli.mock_nydusd_version;
+    if cli.failover_policy.as_deref() == Some("none") && !version.accepts_failover_policy_none() {
+        // nydusd 2.2's clap knows only `resend` and `flush`.
+        let e = clap::Error::raw(
+            clap::error::ErrorKind::InvalidValue,
+            "invalid value 'none' for '--failover-policy <failover-policy>'\n  [possible values: resend, flush]\n",
+        );
+        let _ = e.print();
+        return ExitCode::from(2);
+    }
+    let build = build_info::build_info(version, cli.mock_git_commit.as_deref());
     if cli.version {
         print!("{}", build_info::version_text(&build));
         return ExitCode::SUCCESS;
@@ -162,6 +173,8 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         _ => None,
     };
     let options = ModelOptions {
+        version: cli.mock_nydusd_version,
+        shuffle_maps: cli.mock_shuffle_maps,
         id: cli.id.clone(),
         supervisor: cli.supervisor.clone(),
         mode,

@@ -30,6 +30,10 @@ pub enum Mode {
 /// Fixed facts from the command line.
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
+    /// The nydusd release the mock behaves as.
+    pub version: crate::version::NydusdVersion,
+    /// Report `backend_collection` in a random order (`--mock-shuffle-maps`).
+    pub shuffle_maps: bool,
     /// `--id`.
     pub id: Option<String>,
     /// `--supervisor`.
@@ -96,11 +100,26 @@ pub struct Model {
     /// The fd nydusd would hand to its successor: the FUSE session fd (a memfd stands in
     /// while the mock has no real FUSE session) or one received by takeover.
     session_fd: Option<OwnedFd>,
+    /// A 2.2 takeover happened: READY with no FUSE session to start.
+    stub_taken_over: bool,
     log_level: String,
     counters: CounterSets,
     runtime_config: RuntimeConfig,
     blobs: BlobCache,
     fuse: Option<crate::fuse::FuseSession>,
+}
+
+/// A different order each time (a hash map's), from the clock and the pid: clients must
+/// cope with any order, so any source of variation will do.
+fn shuffle<T>(items: &mut [T]) {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let mut state = (u64::from(nanos) << 20 ^ u64::from(std::process::id())) | 1;
+    for i in (1..items.len()).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        items.swap(i, (state % (i as u64 + 1)) as usize);
+    }
 }
 
 const CLOSED_CHANNEL: &str = "failed to send message to channel, sending on a closed channel";
@@ -113,6 +132,7 @@ impl Model {
             machine: Machine::new(),
             mounts: BTreeMap::new(),
             session_fd: None,
+            stub_taken_over: false,
             log_level,
             counters: CounterSets::default(),
             runtime_config: RuntimeConfig::default(),
@@ -197,6 +217,11 @@ impl Model {
                 json!({"max_errors":500,"total_errors":0,"max_size":51200,"total_size":0,"errors":[]}).to_string(),
             )
             .into(),
+            Route::Start if self.stub_taken_over && self.state() == State::Ready => Response::error(
+                500,
+                r#"Configure(DaemonAbnormal(Other("failed to start service, failed to create FUSE server, ")))"#,
+            )
+            .into(),
             Route::Start => self.fire_simple(Event::Start, wrapper).into(),
             Route::Takeover => self.takeover().into(),
             Route::SendFd => self.send_fd(),
@@ -222,6 +247,9 @@ impl Model {
                 Mode::Fuse => Response::no_content().into(),
                 Mode::Singleton => unsupported(wrapper).into(),
             },
+            Route::GetConfig { .. } | Route::PutConfig { .. } if !self.options.version.has_config_route() => {
+                Response::error(404, "NoRoute").into()
+            }
             Route::GetConfig { id } => Response::json(200, self.runtime_config.get(id.as_deref()).to_string()).into(),
             Route::PutConfig { id, body } => match self.runtime_config.update(id.as_deref(), &body) {
                 Ok(()) => Response::no_content().into(),
@@ -344,7 +372,13 @@ impl Model {
                     };
                     (mp.clone(), serde_json::to_value(entry).expect("serialisable"))
                 })
-                .collect()
+                .collect::<Vec<_>>()
+        });
+        let backend_collection = backend_collection.map(|mut entries| {
+            if self.options.shuffle_maps {
+                shuffle(&mut entries);
+            }
+            entries.into_iter().collect()
         });
         DaemonInfo {
             version: self.options.build.clone(),
@@ -382,6 +416,18 @@ impl Model {
     }
 
     fn takeover(&mut self) -> Response {
+        if !self.options.version.hands_over() {
+            // 2.2: READY without restoring anything or receiving an fd; the start that
+            // follows cannot create a FUSE server.
+            let outcome = self.machine.fire(Event::Takeover, || Ok(()));
+            return match outcome {
+                Ok(()) => {
+                    self.stub_taken_over = true;
+                    Response::no_content()
+                }
+                Err(e) => fire_error("Upgrade", e),
+            };
+        }
         let supervisor = self.options.supervisor.clone();
         let mut restored = None;
         let outcome = self.machine.fire(Event::Takeover, || {
@@ -414,6 +460,13 @@ impl Model {
     }
 
     fn send_fd(&mut self) -> Reply {
+        if !self.options.version.hands_over() {
+            // 2.2 saves nothing and never connects to the supervisor.
+            return match self.options.mode {
+                Mode::Fuse => Response::no_content().into(),
+                Mode::Singleton => Response::error(501, "Upgrade(DaemonAbnormal(Unsupported))").into(),
+            };
+        }
         if self.options.mode == Mode::Fuse && self.session_fd.is_none() && self.fuse.is_none() {
             return Response::error(503, "Upgrade(DaemonAbnormal(NotReady))").into();
         }
@@ -435,7 +488,11 @@ impl Model {
             )
             .into();
         };
-        let blob = upgrade::encode(&self.saved_state());
+        let state = self.saved_state();
+        if let Some(message) = crate::version::state_too_large(state.strings()) {
+            return Response::error(500, &message).into();
+        }
+        let blob = upgrade::encode(&state);
         match upgrade::push(&supervisor, &blob, fd) {
             Ok(()) => Response::no_content().into(),
             Err(e) => {
@@ -566,10 +623,12 @@ mod tests {
 
     fn model(mode: Mode) -> Model {
         let options = ModelOptions {
+            version: crate::version::NydusdVersion::V2_4,
+            shuffle_maps: false,
             id: Some("d1".into()),
             supervisor: None,
             mode,
-            build: crate::build_info::build_info(None),
+            build: crate::build_info::build_info(crate::version::NydusdVersion::V2_4, None),
             abort_like_nydusd: false,
             fscache_dir: None,
             fuse: None,

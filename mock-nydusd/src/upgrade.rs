@@ -33,6 +33,22 @@ pub struct SavedState {
     pub blobs: Vec<crate::blob_cache::BlobCacheEntry>,
 }
 
+impl SavedState {
+    /// The lengths of the strings nydusd's state record holds, in the order it serialises
+    /// them (`nydusd-api.md` §4.4), for versionize's bounds.
+    pub fn strings(&self) -> Vec<usize> {
+        let mut out = Vec::new();
+        for m in &self.mounts {
+            out.extend([m.mountpoint.len(), m.cmd.source.len(), m.cmd.config.len(), m.mountpoint.len()]);
+            out.extend(m.cmd.prefetch_files.iter().flatten().map(String::len));
+        }
+        for b in &self.blobs {
+            out.extend(b.state_strings());
+        }
+        out
+    }
+}
+
 /// One mounted instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedMount {

@@ -94,6 +94,13 @@ async fn abort_under_a_root_with_a_space() -> TestResult {
 
     let pid = nix::unistd::Pid::from_raw(mock.child.id() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP)?;
+    // The stop reaches the threads one by one; until the last FUSE worker stopped, it
+    // could still answer the read below (seen once under a loaded machine).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while host_facts::process::all_threads_stopped(mock.child.id()) == Some(false) {
+        ensure(std::time::Instant::now() < deadline, "SIGSTOP took effect on every thread within 5 s")?;
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let (done, read) = std::sync::mpsc::channel();
     let unseen = root.join("mnt/unseen");
     std::thread::spawn(move || done.send(std::fs::read(unseen).map_err(|e| e.raw_os_error())));

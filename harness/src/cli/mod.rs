@@ -128,8 +128,8 @@ enum Command {
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
-    /// Run scenarios on the mock and on a real nydusd and report every difference in what
-    /// the client sent and got back (exit 1 on an unexplained one).
+    /// Run scenarios on the mock and on a real nydusd (or on two real builds) and report
+    /// every difference in what the client sent and got back (exit 1 on an unexplained one).
     Diff(DiffArgs),
     /// Run seeded random fault schedules on the mock; shrink and print the first failing one
     /// as a scenario file (exit 1).
@@ -153,9 +153,11 @@ enum Command {
 struct DiffArgs {
     #[command(flatten)]
     selection: Selection,
-    /// The real nydusd (default: `nydusd` on PATH).
+    /// The real nydusd (default: `nydusd` on PATH). Given twice, the two builds are
+    /// compared with each other instead of with the mock: what changed in nydusd's API
+    /// between them (exit 1 when anything did).
     #[arg(long)]
-    nydusd: Option<PathBuf>,
+    nydusd: Vec<PathBuf>,
     /// Extra argument for every real daemon (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<OsString>,
@@ -315,12 +317,23 @@ fn diff(args: DiffArgs) -> ExitCode {
         Ok(both) => both,
         Err(code) => return code,
     };
-    let mock = RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None };
-    let real = RunConfig {
-        nydusd: args.nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
+    let real = |nydusd: PathBuf| RunConfig {
+        nydusd,
         target: Target::Real,
-        extra_args: args.daemon_args,
+        extra_args: args.daemon_args.clone(),
         bundles: None,
+    };
+    let mock = RunConfig { nydusd: exe, target: Target::Mock, extra_args: Vec::new(), bundles: None };
+    let (first, second, builds) = match args.nydusd.as_slice() {
+        [] => (mock, real(PathBuf::from("nydusd")), false),
+        [one] => (mock, real(one.clone()), false),
+        [a, b] => (real(a.clone()), real(b.clone()), true),
+        _ => {
+            eprintln!(
+                "error: --nydusd: give one real nydusd (compared with the mock) or two (compared with each other)"
+            );
+            return ExitCode::from(exit_code::USAGE);
+        }
     };
     let scenarios = match args.selection.load() {
         Ok(s) => s,
@@ -329,7 +342,11 @@ fn diff(args: DiffArgs) -> ExitCode {
     let diffs = runtime.block_on(crate::termination::unless_signalled(async {
         let mut out = Vec::new();
         for (path, scenario) in &scenarios {
-            out.push(crate::diff::diff_scenario(path, scenario, &mock, &real, &explained).await);
+            out.push(if builds {
+                crate::diff::diff_builds(path, scenario, &first, &second, &explained).await
+            } else {
+                crate::diff::diff_scenario(path, scenario, &first, &second, &explained).await
+            });
         }
         out
     }));

@@ -89,6 +89,17 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
     None
 }
 
+/// The release the mock should behave as to stand beside the real nydusd `binary`: 2.2
+/// for crates.io's build (which reports `unknown`) and any 2.2.x, else 2.4.
+pub fn mock_version_for(binary: &Path) -> mock_nydusd::version::NydusdVersion {
+    use mock_nydusd::version::NydusdVersion;
+    match nydusd_version(binary) {
+        None => NydusdVersion::V2_2,
+        Some(v) if version_less(&v, "2.3") => NydusdVersion::V2_2,
+        Some(_) => NydusdVersion::V2_4,
+    }
+}
+
 /// `Version:` from `nydusd --version` (e.g. `v2.2.5` → `2.2.5`).
 fn nydusd_version(binary: &Path) -> Option<String> {
     let out = std::process::Command::new(binary).arg("--version").output().ok()?;
@@ -312,6 +323,11 @@ impl<'a> Run<'a> {
     fn mock_args(&self) -> (Vec<OsString>, PerDaemonArgs) {
         let mut args: Vec<OsString> = vec![];
         args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
+        // After the run's own arguments (`harness diff` names the real nydusd's release), so
+        // that a scenario's pin wins: the mock takes the last of the flag.
+        if let Some(version) = self.scenario.mock_nydusd {
+            args.extend(["--mock-nydusd-version".into(), version.as_str().into()]);
+        }
         // A singleton mock probes this file instead of /dev/cachefiles at start-up.
         args.extend(["--mock-cachefiles".into(), self.root.root().join("cachefiles").into()]);
         let scripts = self.root.root().join("scripts");

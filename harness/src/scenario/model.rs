@@ -37,6 +37,11 @@ pub struct Scenario {
     /// are no-ops in 2.2); on an older real nydusd it is skipped with that reason.
     #[serde(default)]
     pub min_nydusd: Option<String>,
+    /// The nydusd release the mock behaves as (mock target): `"2.4"` or `"2.2"`, crates.io's
+    /// build, whose sendfd and takeover hand nothing over. Absent: 2.4, or in `harness diff`
+    /// the release of the real nydusd compared with. Example: `mock_nydusd: "2.2"`.
+    #[serde(default)]
+    pub mock_nydusd: Option<mock_nydusd::version::NydusdVersion>,
     /// One-line values substituted for `${name}` anywhere in the file before it is read,
     /// e.g. `vars: { daemon: d1 }` and then `daemon: "${daemon}"` (quote it inside `{ }`, where
     /// `{` would otherwise start a mapping); `$${` is a literal `${`.

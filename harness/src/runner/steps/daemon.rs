@@ -224,7 +224,7 @@ impl StepKind for Signal {
             let pid = daemon.pid();
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             let want_stopped = signal == NixSignal::SIGSTOP;
-            while host_facts::process::state(pid).is_some_and(|st| (st == 'T') != want_stopped) {
+            while host_facts::process::all_threads_stopped(pid).is_some_and(|stopped| stopped != want_stopped) {
                 if std::time::Instant::now() > deadline {
                     return Err(StepError::new(format!("{signal} did not take effect on pid {pid} within 5 s")));
                 }

@@ -109,6 +109,11 @@ pub struct ScenarioDiff {
 }
 
 impl ScenarioDiff {
+    /// Whether the two runs were two real builds (`harness diff --nydusd A --nydusd B`).
+    pub fn between_builds(&self) -> bool {
+        self.labels[0] != "mock"
+    }
+
     /// Differences nobody explained.
     pub fn unexplained(&self) -> usize {
         self.differences.iter().filter(|d| d.explained.is_none()).count()
@@ -379,6 +384,8 @@ pub fn report(diffs: &[ScenarioDiff]) -> String {
                     out.push_str(&format!("       {right}: {}\n", x.right.as_deref().unwrap_or("(no such exchange)")));
                     match &x.explained {
                         Some(why) => out.push_str(&format!("       explained: {why}\n")),
+                        // Between two builds every difference is news, not a fault.
+                        None if d.between_builds() => {}
                         None => out.push_str("       UNEXPLAINED\n"),
                     }
                 }
@@ -390,6 +397,14 @@ pub fn report(diffs: &[ScenarioDiff]) -> String {
     let explained: usize = compared.iter().map(|d| d.differences.len() - d.unexplained()).sum();
     let unexplained: usize = compared.iter().map(|d| d.unexplained()).sum();
     let exchanges: usize = compared.iter().map(|d| d.compared).sum();
+    if diffs.iter().any(ScenarioDiff::between_builds) {
+        out.push_str(&format!(
+            "compared {} scenarios ({exchanges} exchanges): {same} identical; {unexplained} differences between the builds; {} not compared\n",
+            compared.len(),
+            diffs.len() - compared.len()
+        ));
+        return out;
+    }
     out.push_str(&format!(
         "compared {} scenarios ({exchanges} exchanges): {same} identical; {explained} explained and {unexplained} unexplained differences; {} not compared\n",
         compared.len(),
@@ -459,6 +474,26 @@ mod tests {
             &[],
         );
         assert_eq!(compare(&[mock], &[other]).len(), 1);
+    }
+
+    #[test]
+    fn between_two_builds_differences_are_listed_with_the_builds_names() {
+        let n = |reply: &str| normalize(&exchange("/api/v1/daemon", Some(200), reply), &[]);
+        let diff = ScenarioDiff {
+            labels: ["/opt/nydusd-2.2".into(), "/opt/nydusd-2.4".into()],
+            path: "s.yaml".into(),
+            name: "s".into(),
+            not_compared: None,
+            compared: 1,
+            differences: compare(&[n(r#"{"a":1}"#)], &[n(r#"{"a":2}"#)]),
+        };
+        let text = report(std::slice::from_ref(&diff));
+        assert!(
+            text.contains("       /opt/nydusd-2.2: 200 {\"a\":1}\n       /opt/nydusd-2.4: 200 {\"a\":2}\n"),
+            "{text}"
+        );
+        assert!(!text.contains("UNEXPLAINED"), "{text}");
+        assert!(text.ends_with("1 differences between the builds; 0 not compared\n"), "{text}");
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! across processes on one machine, so the harness can merge journals into one timeline.
 //! The newest entries are also kept in memory for the control socket.
 //!
-//! Everything is bounded: an entry longer than [`MAX_ENTRY_BYTES`] is replaced by a stub
-//! naming its event and size; memory holds the newest entries up to [`MEMORY_BYTES`], as
+//! Everything is bounded: in an entry longer than [`MAX_ENTRY_BYTES`] the long text fields
+//! are cut short (the small ones, such as a request's method, path and status, stay), and
+//! one still too long is replaced by a stub naming its event and size; memory holds the newest entries up to [`MEMORY_BYTES`], as
 //! serialized lines (a `serde_json::Value` per entry cost about 3.4 KB); the file stops at
 //! its limit with one last `journal_truncated` record, so a long run cannot fill the disk.
 //!
@@ -21,8 +22,10 @@
 //! | `source` | who wrote it: `mock` for the mock, or the name a writer gave       |
 //! | `event`  | what happened: `start`, `request`, `state`, `socket_created`, ... |
 //!
-//! and then the event's own fields. An entry over [`MAX_ENTRY_BYTES`] keeps only the four
-//! and adds `elided_bytes` (the size of the entry it stands for); the last line of a full
+//! and then the event's own fields. In an entry over [`MAX_ENTRY_BYTES`], each text field
+//! longer than [`KEPT_TEXT_BYTES`] keeps its beginning and gains `<field>_bytes`, its full
+//! length; an entry still over the bound keeps only the four and adds `elided_bytes` (the
+//! size of the entry it stands for); the last line of a full
 //! file is a `journal_truncated` event with `limit_bytes` and `written_bytes`. Readers ignore events and
 //! fields they do not know, so adding one is compatible.
 
@@ -36,6 +39,8 @@ use serde_json::{Value, json};
 
 /// Longest entry kept whole, in the file and in memory.
 pub const MAX_ENTRY_BYTES: usize = 16 * 1024;
+/// What an over-long entry keeps of each long text field.
+pub const KEPT_TEXT_BYTES: usize = 512;
 /// Memory for the newest entries; older ones are only in the file.
 pub const MEMORY_BYTES: usize = 8 * 1024 * 1024;
 /// Default limit of the journal file.
@@ -118,6 +123,28 @@ impl Journal {
             map.extend(extra);
         }
         let mut line = entry.to_string();
+        if line.len() > MAX_ENTRY_BYTES
+            && let Value::Object(map) = &mut entry
+        {
+            // A 20 KB mount body must not cost the request its method, path and status.
+            let long: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| v.as_str().is_some_and(|t| t.len() > KEPT_TEXT_BYTES))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for key in long {
+                let Some(Value::String(text)) = map.get(&key) else { continue };
+                let full = text.len();
+                let mut cut = KEPT_TEXT_BYTES;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                let kept = text[..cut].to_owned();
+                map.insert(key.clone(), kept.into());
+                map.insert(format!("{key}_bytes"), full.into());
+            }
+            line = entry.to_string();
+        }
         if line.len() > MAX_ENTRY_BYTES {
             let mut stub = header();
             stub["elided_bytes"] = json!(line.len());
@@ -210,13 +237,29 @@ mod tests {
     }
 
     #[test]
-    fn an_over_long_entry_is_replaced_by_a_stub_with_its_event_and_size() {
+    fn an_over_long_entry_keeps_its_small_fields_and_the_start_of_its_long_ones() {
         let journal = Journal::default();
-        journal.record("script", json!({ "raw": "r".repeat(100_000) }));
+        journal.record(
+            "exchange",
+            json!({ "method": "POST", "path": "/api/v1/mount", "status": 204, "request": "r".repeat(20_000) }),
+        );
+        let entry = &journal.recent()[0];
+        // Before, the whole entry became a stub and the exchange lost its method and status.
+        assert_eq!((entry["method"].as_str(), entry["status"].as_u64()), (Some("POST"), Some(204)));
+        assert_eq!(entry["request"].as_str().map(str::len), Some(KEPT_TEXT_BYTES));
+        assert_eq!(entry["request_bytes"], 20_000);
+    }
+
+    #[test]
+    fn an_entry_too_long_even_then_is_replaced_by_a_stub_with_its_event_and_size() {
+        let journal = Journal::default();
+        let many: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("k{i}"), json!("v".repeat(400)))).collect();
+        journal.record("script", Value::Object(many));
         let entry = &journal.recent()[0];
         assert_eq!(entry["event"], "script");
-        assert!(entry["elided_bytes"].as_u64().unwrap() > 100_000);
-        assert!(entry.get("raw").is_none());
+        assert!(entry["elided_bytes"].as_u64().unwrap() > 40_000);
+        assert!(entry.get("k1").is_none());
     }
 
     #[test]

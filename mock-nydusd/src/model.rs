@@ -361,7 +361,7 @@ impl Model {
                         Value::Null
                     } else {
                         serde_json::from_str(&m.cmd.config)
-                            .map(|c| crate::config_v2::reported(&c))
+                            .map(|c| crate::config_v2::reported(&c, self.options.version))
                             .unwrap_or(Value::Null)
                     };
                     let entry = BackendDescriptor {

@@ -128,6 +128,8 @@ impl Target for Real {
         true
     }
 
+    /// This process's binary, which must start with [`crate::run_reader_role`] (the
+    /// harness binary does; so does every test binary that runs real scenarios).
     fn reader_program(&self, _: &Path) -> std::io::Result<PathBuf> {
         std::env::current_exe()
     }

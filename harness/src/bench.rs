@@ -207,6 +207,76 @@ async fn api_latency(binary: &Path, args: Vec<std::ffi::OsString>, requests: usi
     }))
 }
 
+/// Requests of the raw-client measurement: five rounds of this many, then the RSS.
+const RAW_ROUND: usize = 20_000;
+const RAW_ROUNDS: usize = 5;
+
+/// `GET /api/v1/daemon` over one raw keep-alive connection (no HTTP client library in the
+/// way), for the mock and, when given, a real nydusd, in turns round by round so both see
+/// the same machine; then each daemon's resident memory after the 100 000 requests.
+async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>) -> anyhow::Result<Value> {
+    let timeouts = Timeouts::default();
+    let mut beds = vec![("mock", Bed::with(mock, vec!["--mock-no-abort".into()], RecoverPolicy::None, timeouts)?)];
+    if let Some((binary, args)) = real {
+        beds.push(("real nydusd", Bed::with(binary, args.clone(), RecoverPolicy::None, timeouts)?));
+    }
+    let mut served = Vec::new();
+    for (name, bed) in &beds {
+        let daemon = bed.daemon("raw", timeouts).await?;
+        served.push((*name, daemon));
+    }
+    let targets: Vec<(&str, PathBuf, u32)> = served.iter().map(|(n, d)| (*n, d.api_socket(), d.pid())).collect();
+    let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
+        use std::io::Write;
+        let mut streams = Vec::new();
+        for (_, socket, _) in &targets {
+            let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+            let mut buf = Vec::new();
+            for _ in 0..1_000 {
+                stream.write_all(b"GET /api/v1/daemon HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+                testkit::read_reply_into(&mut stream, &mut buf);
+            }
+            streams.push(stream);
+        }
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
+        let mut busy = vec![Duration::ZERO; targets.len()];
+        let mut buf = Vec::with_capacity(2048);
+        for _ in 0..RAW_ROUNDS {
+            for (i, stream) in streams.iter_mut().enumerate() {
+                let round = Instant::now();
+                for _ in 0..RAW_ROUND {
+                    let one = Instant::now();
+                    stream.write_all(b"GET /api/v1/daemon HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+                    testkit::read_reply_into(stream, &mut buf);
+                    samples[i].push(one.elapsed());
+                }
+                busy[i] += round.elapsed();
+            }
+        }
+        Ok(targets
+            .iter()
+            .zip(samples)
+            .zip(busy)
+            .map(|(((name, _, pid), mut s), busy)| {
+                json!({
+                    "daemon": name,
+                    "requests": 1_000 + RAW_ROUNDS * RAW_ROUND,
+                    "p50_us": percentile(&mut s, 0.5) * 1e3,
+                    "p99_us": percentile(&mut s, 0.99) * 1e3,
+                    "requests_per_second": (RAW_ROUNDS * RAW_ROUND) as f64 / busy.as_secs_f64(),
+                    "rss_kb_after": rss_kb(*pid),
+                })
+            })
+            .collect())
+    })
+    .await??;
+    for (_, daemon) in &served {
+        daemon.terminate()?;
+        let _ = daemon.wait_for_exit_and_unmount().await;
+    }
+    Ok(Value::Array(measured))
+}
+
 fn mock_config(mock: &Path) -> crate::runner::RunConfig {
     crate::runner::RunConfig {
         nydusd: mock.to_owned(),
@@ -339,8 +409,7 @@ async fn scale(mock: &Path, n: usize) -> anyhow::Result<Value> {
 }
 
 fn rss_kb(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    Some(testkit::rss_kb(pid)).filter(|kb| *kb > 0)
 }
 
 fn open_fds() -> usize {
@@ -415,6 +484,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         Some((binary, args)) => Some(api_latency(binary, args.clone(), 2000).await?),
         None => None,
     };
+    let raw = raw_api(mock, options.real.as_ref()).await?;
     let (library, stall) = match &options.scenarios {
         Some(dir) => (Some(library(mock, dir).await?), Some(read_stall(mock, dir, options.runs.min(20)).await?)),
         None => (None, None),
@@ -434,6 +504,7 @@ pub async fn run(options: &BenchOptions) -> anyhow::Result<Value> {
         "state_wait_reaction_upstream_timing": reaction_upstream,
         "api_latency_mock": latency_mock,
         "api_latency_real_nydusd": latency_real,
+        "api_raw_client": raw,
         "read_stall_during_fuse_failover": stall,
         "scenario_library": library,
     }))
@@ -472,6 +543,17 @@ pub fn table(results: &Value) -> String {
             l["p50_us"].as_f64().unwrap_or(f64::NAN),
             l["p99_us"].as_f64().unwrap_or(f64::NAN),
             l["requests_per_second"].as_f64().unwrap_or(f64::NAN),
+        ));
+    }
+    for raw in results["api_raw_client"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<44} p50 {:>8.1} us   p99 {:>8.1} us   {:>8.0} requests/s   RSS after {} requests {:.1} MB\n",
+            format!("GET /api/v1/daemon raw client, {}", raw["daemon"].as_str().unwrap_or("?")),
+            raw["p50_us"].as_f64().unwrap_or(f64::NAN),
+            raw["p99_us"].as_f64().unwrap_or(f64::NAN),
+            raw["requests_per_second"].as_f64().unwrap_or(f64::NAN),
+            raw["requests"],
+            raw["rss_kb_after"].as_f64().unwrap_or(f64::NAN) / 1024.0,
         ));
     }
     let stall = &results["read_stall_during_fuse_failover"];

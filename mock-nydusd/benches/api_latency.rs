@@ -1,10 +1,10 @@
-//! Latency of `GET /api/v1/daemon` over one keep-alive connection, and requests per second.
-//! A benchmark that prints numbers, not a test: `cargo bench -p mock-nydusd --bench api_latency`.
-//! `BENCH_NYDUSD=/path/to/nydusd` measures another binary with the same command line (for
-//! example real nydusd, for comparison with `real-nydusd-2.2.md`: p50 54–59 µs there).
-//! `BENCH_REQUESTS` sets the number of measured requests (default 20 000).
+//! Latency of `GET /api/v1/daemon` over one keep-alive connection, requests per second,
+//! and resident memory afterwards. A benchmark that prints numbers, not a test:
+//! `cargo bench -p mock-nydusd --bench api_latency`. `BENCH_NYDUSD=/path/to/nydusd`
+//! measures a real nydusd beside the mock, round by round in turn. `BENCH_REQUESTS` sets
+//! the requests per round (default 20 000), `BENCH_ROUNDS` the rounds (default 5).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -20,81 +20,91 @@ impl Drop for Daemon {
     }
 }
 
-/// Reads one response: headers, then `Content-Length` bytes.
-fn read_reply(stream: &mut UnixStream, buf: &mut Vec<u8>) {
-    buf.clear();
-    let mut chunk = [0u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).expect("read");
-        assert!(n > 0, "daemon closed the connection");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]);
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("Content-Length: "))
-                .map(|v| v.trim().parse().expect("length"))
-                .unwrap_or(0);
-            while buf.len() < end + 4 + len {
-                let n = stream.read(&mut chunk).expect("read body");
-                assert!(n > 0, "daemon closed mid-body");
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            return;
-        }
-    }
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[rank]
 }
 
-fn main() {
-    let binary = std::env::var("BENCH_NYDUSD").unwrap_or_else(|_| env!("CARGO_BIN_EXE_mock-nydusd").to_owned());
-    let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+/// A daemon serving one keep-alive connection, ready for requests.
+struct Served {
+    binary: String,
+    daemon: Daemon,
+    stream: UnixStream,
+    _dir: tempfile::TempDir,
+}
+
+fn start(binary: &str) -> Served {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("api.sock");
     let mnt = dir.path().join("mnt");
     std::fs::create_dir(&mnt).expect("mountpoint");
-    let child = Command::new(&binary)
+    let child = Command::new(binary)
         .args(["fuse", "--rlimit-nofile", "0", "--log-level", "error", "--apisock"])
         .arg(&sock)
         .arg("--mountpoint")
         .arg(&mnt)
         .spawn()
         .expect("spawn daemon");
-    let _daemon = Daemon(child);
+    let daemon = Daemon(child);
     let start = Instant::now();
-    let mut stream = loop {
+    let stream = loop {
         match UnixStream::connect(&sock) {
             Ok(s) => break s,
             Err(_) if start.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(5)),
             Err(e) => panic!("daemon socket never appeared: {e}"),
         }
     };
-    let mut buf = Vec::with_capacity(1024);
-    for _ in 0..1_000 {
-        stream.write_all(REQUEST).expect("write");
-        read_reply(&mut stream, &mut buf);
-    }
+    Served { binary: binary.to_owned(), daemon, stream, _dir: dir }
+}
+
+/// `requests` sequential requests; the sorted latencies and the rate.
+fn round(served: &mut Served, requests: usize) -> (Vec<Duration>, f64) {
+    let mut buf = Vec::with_capacity(2048);
     let mut samples = Vec::with_capacity(requests);
     let all = Instant::now();
     for _ in 0..requests {
         let t = Instant::now();
-        stream.write_all(REQUEST).expect("write");
-        read_reply(&mut stream, &mut buf);
+        served.stream.write_all(REQUEST).expect("write");
+        testkit::read_reply_into(&mut served.stream, &mut buf);
         samples.push(t.elapsed());
     }
-    let total = all.elapsed();
+    let rate = requests as f64 / all.elapsed().as_secs_f64();
     samples.sort();
-    println!("daemon: {binary}");
-    println!("GET /api/v1/daemon, {requests} sequential requests on one keep-alive connection (after 1000 warm-up)");
+    (samples, rate)
+}
+
+fn main() {
+    // The mock always; a real nydusd beside it when BENCH_NYDUSD names one. The daemons
+    // take turns, round by round, so that both see the same machine.
+    let mut binaries = vec![env!("CARGO_BIN_EXE_mock-nydusd").to_owned()];
+    binaries.extend(std::env::var("BENCH_NYDUSD").ok());
+    let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let mut served: Vec<Served> = binaries.iter().map(|b| start(b)).collect();
+    for s in &mut served {
+        round(s, 1_000);
+    }
     println!(
-        "p50 {:.1} µs   p99 {:.1} µs   max {:.1} µs   {:.0} requests/s",
-        percentile(&samples, 0.50).as_secs_f64() * 1e6,
-        percentile(&samples, 0.99).as_secs_f64() * 1e6,
-        samples.last().expect("samples").as_secs_f64() * 1e6,
-        requests as f64 / total.as_secs_f64()
+        "GET /api/v1/daemon on one keep-alive connection, {rounds} rounds of {requests} requests each, daemons in turn"
     );
+    for r in 1..=rounds {
+        for s in &mut served {
+            let (samples, rate) = round(s, requests);
+            println!(
+                "round {r}  {:<60} p50 {:>6.1} µs   p99 {:>6.1} µs   {:>7.0} requests/s",
+                s.binary,
+                percentile(&samples, 0.50).as_secs_f64() * 1e6,
+                percentile(&samples, 0.99).as_secs_f64() * 1e6,
+                rate
+            );
+        }
+    }
+    for s in &served {
+        println!(
+            "RSS after {} requests  {:<50} {:>6} kB",
+            1_000 + rounds * requests,
+            s.binary,
+            testkit::rss_kb(s.daemon.0.id())
+        );
+    }
 }

@@ -157,6 +157,43 @@ pub fn read_response(stream: &mut UnixStream) -> String {
     head + &String::from_utf8_lossy(&body)
 }
 
+/// Reads one response into `buf` (cleared first) with as few reads as the peer allows:
+/// what latency measurements use, where `read_response`'s byte-at-a-time reads would be
+/// what they measure. Panics when the peer closes mid-response.
+pub fn read_reply_into(stream: &mut UnixStream, buf: &mut Vec<u8>) {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).expect("read");
+        assert!(n > 0, "the daemon closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]);
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Content-Length: "))
+                .map(|v| v.trim().parse().expect("length"))
+                .unwrap_or(0);
+            while buf.len() < end + 4 + len {
+                let n = stream.read(&mut chunk).expect("read body");
+                assert!(n > 0, "the daemon closed the connection mid-body");
+                buf.extend_from_slice(&chunk[..n]);
+            }
+            return;
+        }
+    }
+}
+
+/// Resident memory of `pid` in kB (`VmRSS` of `/proc/<pid>/status`), 0 when unknown.
+pub fn rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Sends raw bytes on a fresh connection and returns the one reply.
 pub fn exchange(sock: &Path, raw: &[u8]) -> String {
     let mut s = UnixStream::connect(sock).unwrap();

@@ -14,6 +14,7 @@
 //!   steps and targets; [`report`]: the reports; [`explain`]: scenarios as text or diagrams.
 //! * [`bench`](mod@bench), [`chaos`], [`diff`]: the commands beyond `run`; [`cli`]: all of them.
 //! * [`reader`]: the read workload; [`termination`]: the signals that end a command.
+//! * [`record`](mod@record): `harness record`, the recording proxy on nydusd's API socket.
 //!
 //! The harness binary is also mock-nydusd: started under the name `nydusd` or
 //! `mock-nydusd` (a symlink in each scenario's root), it runs the mock. That way
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod diff;
 pub mod explain;
 pub mod reader;
+pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -128,6 +128,10 @@ enum Command {
     },
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
+    /// Record a nydusd API session through a transparent proxy on its socket: every byte
+    /// both ways, with connections and timings (`--upstream S --listen P`, or
+    /// `-- <nydusd command line>`, whose --apisock the proxy takes the place of).
+    Record(RecordArgs),
     /// Run scenarios on the mock and on a real nydusd (or on two real builds) and report
     /// every difference in what the client sent and got back (exit 1 on an unexplained one).
     Diff(DiffArgs),
@@ -147,6 +151,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+struct RecordArgs {
+    /// nydusd's API socket, to forward to (with --listen).
+    #[arg(long, requires = "listen", conflicts_with = "command")]
+    upstream: Option<PathBuf>,
+    /// Where clients connect instead (with --upstream).
+    #[arg(long, requires = "upstream")]
+    listen: Option<PathBuf>,
+    /// Directory of the recording (`recording.jsonl`); created, and must not hold one.
+    #[arg(long)]
+    out: PathBuf,
+    /// A nydusd command line to start: its `--apisock` moves into --out and the proxy
+    /// listens where it said.
+    #[arg(last = true, required_unless_present = "upstream")]
+    command: Vec<OsString>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -244,6 +265,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(exit_code::OK)
         }
         Command::Diff(args) => diff(args),
+        Command::Record(args) => record(args),
         Command::Chaos { seed, runs, ops, out } => {
             let (mock, runtime) = match mock_and_runtime() {
                 Ok(both) => both,
@@ -362,6 +384,44 @@ fn diff(args: DiffArgs) -> ExitCode {
     }
     let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
     ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+}
+
+fn record(args: RecordArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let out = args.out.clone();
+    let outcome = runtime.block_on(crate::termination::unless_signalled(async move {
+        match (&args.upstream, &args.listen) {
+            (Some(upstream), Some(listen)) => {
+                let options = crate::record::RecordOptions {
+                    upstream: upstream.clone(),
+                    listen: listen.clone(),
+                    out: args.out.clone(),
+                };
+                crate::record::serve(&options).await.map(|never| match never {})
+            }
+            _ => crate::record::record_command(&args.command, &args.out).await,
+        }
+    }));
+    match outcome {
+        Err(signal) => {
+            eprintln!("recording in {} ended by {}", out.display(), crate::termination::name(signal));
+            ExitCode::from(crate::termination::exit_code(signal))
+        }
+        Ok(Ok(status)) => {
+            eprintln!("recording in {}: the daemon ended ({status})", out.display());
+            ExitCode::from(exit_code::OK)
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+    }
 }
 
 /// `harness doctor`: each requirement a scenario can name, and whether this host has it.

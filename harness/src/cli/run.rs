@@ -5,7 +5,6 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::progress::{Painter, Running};
@@ -242,8 +241,6 @@ struct Options {
 async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options: Options) -> (Vec<Entry>, Option<i32>) {
     use std::io::IsTerminal;
     let total = planned.len();
-    let limit = Arc::new(tokio::sync::Semaphore::new(options.jobs));
-    let stop = Arc::new(AtomicBool::new(false));
     let config = Arc::new(config);
     let running = Arc::new(std::sync::Mutex::new(Running::new(options.slow_after, HEARTBEAT)));
     // Installed before any scenario starts a daemon.
@@ -251,27 +248,28 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
     let mut set = tokio::task::JoinSet::new();
     // Which scenario each task runs, so that a task that panics is still reported.
     let mut tasks = std::collections::HashMap::new();
-    let keep_going = options.keep_going;
-    for (index, plan) in planned.iter().enumerate() {
-        let (limit, config, stop, running) = (limit.clone(), config.clone(), stop.clone(), running.clone());
-        let (path, scenario) = (plan.path.clone(), plan.scenario.clone());
-        let label = format!("{} ({})", path.strip_prefix(base).unwrap_or(&path).display(), scenario.name);
-        let handle = set.spawn(async move {
-            let _permit = limit.acquire_owned().await.expect("semaphore never closes");
-            if stop.load(Ordering::SeqCst) {
-                return (index, None);
-            }
-            lock(&running).start(index, label);
-            let result = run_scenario(&path, &scenario, &config).await;
-            // Here, before the permit is released: set by the loop below, the flag came
-            // too late for the scenario waiting on this permit, which then ran anyway.
-            if result.failure.is_some() && !keep_going {
-                stop.store(true, Ordering::SeqCst);
-            }
-            (index, Some(result))
-        });
-        tasks.insert(handle.id(), index);
-    }
+    // Scenarios start here, in plan order, at most `jobs` at a time: with tasks that raced
+    // for a semaphore instead, `--jobs 1` ran them in any order, and one started after a
+    // failure had already stopped the run.
+    let mut next = 0;
+    let mut stopped = false;
+    let mut start_more = |set: &mut tokio::task::JoinSet<(usize, ScenarioResult)>,
+                          tasks: &mut std::collections::HashMap<tokio::task::Id, usize>,
+                          stopped: bool| {
+        while !stopped && set.len() < options.jobs && next < total {
+            let index = next;
+            next += 1;
+            let (config, running) = (config.clone(), running.clone());
+            let (path, scenario) = (planned[index].path.clone(), planned[index].scenario.clone());
+            let label = format!("{} ({})", path.strip_prefix(base).unwrap_or(&path).display(), scenario.name);
+            let handle = set.spawn(async move {
+                lock(&running).start(index, label);
+                (index, run_scenario(&path, &scenario, &config).await)
+            });
+            tasks.insert(handle.id(), index);
+        }
+    };
+    start_more(&mut set, &mut tasks, stopped);
     let on_tty = std::io::stderr().is_terminal();
     let mut results: Vec<Option<ScenarioResult>> = vec![None; total];
     let mut done = 0;
@@ -282,8 +280,7 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
                 let (index, result) = match joined {
-                    Ok((index, Some(result))) => (index, result),
-                    Ok((_, None)) => continue,
+                    Ok((index, result)) => (index, result),
                     Err(e) if e.is_cancelled() => continue,
                     Err(e) => {
                         // The scenario's own clean-up ran while the panic unwound; what
@@ -304,10 +301,13 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
                     set.abort_all();
                 }
                 if result.failure.is_some() && !options.keep_going {
-                    stop.store(true, Ordering::SeqCst);
+                    stopped = true;
                 }
                 results[index] = Some(result);
                 done += 1;
+                if interrupted.is_none() {
+                    start_more(&mut set, &mut tasks, stopped);
+                }
             }
             _ = tick.tick() => {
                 let mut running = lock(&running);

@@ -1,0 +1,226 @@
+//! `harness record` as a proxy between a client and a real daemon process (the mock):
+//! what passes is byte for byte what the daemon sent, split as the client split it; the
+//! recording holds every piece; credentials never reach it; signals and a daemon's death
+//! end the recording and leave no socket of the proxy behind.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::MockProcess;
+
+/// The harness binary under the name `mock-nydusd`, which makes it the mock.
+fn mock() -> &'static Path {
+    static LINK: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    &LINK
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let link = dir.path().join("mock-nydusd");
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+            (dir, link)
+        })
+        .1
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+struct Recorder(Child);
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn record(args: &[&std::ffi::OsStr]) -> Recorder {
+    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .arg("record")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    Recorder(child)
+}
+
+fn lines(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("recording.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Writes `pieces` with a pause between them and reads until `replies` replies came.
+fn converse(sock: &Path, pieces: &[&[u8]], replies: usize) -> Vec<u8> {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for piece in pieces {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.windows(9).filter(|w| w == b"HTTP/1.1 ").count() < replies || !complete(&got, replies) {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Whether `bytes` hold `replies` whole replies (headers and Content-Length bodies).
+fn complete(bytes: &[u8], replies: usize) -> bool {
+    let mut rest = bytes;
+    for _ in 0..replies {
+        let Some(end) = rest.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
+        let head = String::from_utf8_lossy(&rest[..end]);
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        if rest.len() < end + 4 + len {
+            return false;
+        }
+        rest = &rest[end + 4 + len..];
+    }
+    true
+}
+
+#[test]
+fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
+    let daemon = MockProcess::start(mock(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, out) = (dir.path().join("proxy.sock"), dir.path().join("rec"));
+    let _recorder = record(&[
+        "--upstream".as_ref(),
+        daemon.sock.as_os_str(),
+        "--listen".as_ref(),
+        listen.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    wait_for(&listen);
+    // A request in three writes (nydusd answers each partial read with a 500 first), then
+    // two pipelined in one: the same bytes must come back through the proxy as directly.
+    let split: &[&[u8]] = &[b"GET /api/v1/dae", b"mon HTTP/1.1\r\n", b"\r\n"];
+    let direct = converse(&daemon.sock, split, 3);
+    let proxied = converse(&listen, split, 3);
+    assert_eq!(String::from_utf8_lossy(&proxied), String::from_utf8_lossy(&direct));
+    assert!(String::from_utf8_lossy(&proxied).starts_with("HTTP/1.1 500 "), "the split reached the daemon split");
+    let pipelined: &[&[u8]] = &[b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\nGET /nope HTTP/1.1\r\n\r\n"];
+    assert_eq!(converse(&listen, pipelined, 2), converse(&daemon.sock, pipelined, 2));
+    let recording = lines(&out);
+    assert_eq!(recording[0]["event"], "recording");
+    assert_eq!(recording[0]["version"], 1);
+    let requests: Vec<&str> = recording
+        .iter()
+        .filter(|l| l["event"] == "data" && l["conn"] == 1 && l["dir"] == "request")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(requests, ["GET /api/v1/dae", "mon HTTP/1.1\r\n", "\r\n"]);
+    let replies: String = recording
+        .iter()
+        .filter(|l| l["event"] == "data" && l["conn"] == 1 && l["dir"] == "reply")
+        .map(|l| l["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(replies.as_bytes(), &proxied[..]);
+    let mut times: Vec<u64> = recording.iter().map(|l| l["t_ns"].as_u64().unwrap()).collect();
+    let sorted = {
+        let mut t = times.clone();
+        t.sort_unstable();
+        t
+    };
+    assert_eq!(times, sorted, "lines are in the order things happened");
+    times.dedup();
+    assert!(recording.iter().any(|l| l["event"] == "close" && l["conn"] == 1 && l["side"] == "client"));
+}
+
+#[test]
+fn credentials_never_reach_the_recording_and_a_signal_ends_it_cleanly() {
+    let daemon = MockProcess::start(mock(), &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, out) = (dir.path().join("proxy.sock"), dir.path().join("rec"));
+    let mut recorder = record(&[
+        "--upstream".as_ref(),
+        daemon.sock.as_os_str(),
+        "--listen".as_ref(),
+        listen.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    wait_for(&listen);
+    let secret = "c2VjcmV0LXBsYW50ZWQtaW4tdGhlLXRlc3Q";
+    let config = serde_json::json!({ "device": { "backend": { "type": "registry", "config": { "host": "r.example", "auth": secret } } } }).to_string();
+    let body = serde_json::json!({ "source": "/b", "fs_type": "rafs", "config": config }).to_string();
+    let request = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let reply = converse(&listen, &[request.as_bytes()], 1);
+    assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 204 "), "{}", String::from_utf8_lossy(&reply));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(recorder.0.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let status = recorder.0.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(!listen.exists(), "the proxy's socket outlived it");
+    let text = std::fs::read_to_string(out.join("recording.jsonl")).unwrap();
+    assert!(!text.contains(secret), "the planted credential is in the recording");
+    assert!(text.contains(r#"\\\"auth\\\":\\\"<redacted>\\\""#), "{text}");
+    assert!(text.contains("r.example"), "only the credential went: {text}");
+}
+
+#[test]
+fn a_recorded_command_has_its_socket_taken_over_and_its_death_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, mnt, out) = (dir.path().join("api.sock"), dir.path().join("mnt"), dir.path().join("rec"));
+    std::fs::create_dir(&mnt).unwrap();
+    let link = dir.path().join("nydusd");
+    std::os::unix::fs::symlink(mock(), &link).unwrap();
+    let recorder = record(&[
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--".as_ref(),
+        link.as_os_str(),
+        "fuse".as_ref(),
+        "--apisock".as_ref(),
+        sock.as_os_str(),
+        "--mountpoint".as_ref(),
+        mnt.as_os_str(),
+    ]);
+    wait_for(&sock);
+    // Clients use the path the command line named; the daemon listens in the recording.
+    let reply = converse(&sock, &[b"GET /api/v1/daemon HTTP/1.1\r\n\r\n"], 1);
+    assert!(String::from_utf8_lossy(&reply).contains(r#""state":"RUNNING""#));
+    let moved: PathBuf = out.join("upstream.sock");
+    assert!(moved.exists());
+    let pid = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.contains(moved.to_str().unwrap()))
+        })
+        .expect("the daemon runs with the moved socket");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mut recorder = recorder;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = recorder.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the recorder outlived its daemon by 10 s");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert!(!sock.exists(), "the proxy's socket outlived the recording");
+    let last = lines(&out).pop().unwrap();
+    assert_eq!((last["event"].as_str(), last["signal"].as_i64()), (Some("daemon_exit"), Some(9)));
+    assert_eq!(last["socket_left"], true);
+}

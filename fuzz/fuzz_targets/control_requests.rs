@@ -16,6 +16,8 @@ use mock_nydusd::server::Shared;
 fuzz_target!(|data: &[u8]| {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let options = ModelOptions {
+        version: mock_nydusd::version::NydusdVersion::V2_4,
+        shuffle_maps: false,
         id: Some("fuzz".into()),
         supervisor: None,
         mode: Mode::Fuse,

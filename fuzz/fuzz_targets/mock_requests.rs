@@ -1,5 +1,6 @@
 //! Any bytes on the mock's API socket, read in buffer-sized reads: framed as dbs-uhttp
-//! frames them and handled by the nydusd model in FUSE and singleton mode; replies
+//! frames them and handled by the nydusd model in FUSE and singleton mode, as 2.4 and as
+//! 2.2; replies
 //! encode, nothing panics.
 #![no_main]
 
@@ -8,8 +9,16 @@ use mock_nydusd::framing::Framer;
 use mock_nydusd::model::{Mode, Model, ModelOptions};
 
 fuzz_target!(|data: &[u8]| {
-    for mode in [Mode::Fuse, Mode::Singleton] {
+    use mock_nydusd::version::NydusdVersion;
+    for (mode, version) in [
+        (Mode::Fuse, NydusdVersion::V2_4),
+        (Mode::Singleton, NydusdVersion::V2_4),
+        (Mode::Fuse, NydusdVersion::V2_2),
+        (Mode::Singleton, NydusdVersion::V2_2),
+    ] {
         let options = ModelOptions {
+            version,
+            shuffle_maps: false,
             id: Some("fuzz".into()),
             supervisor: None,
             mode,

@@ -97,12 +97,13 @@ fn complete(bytes: &[u8], replies: usize) -> bool {
     true
 }
 
-#[test]
-fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
+/// A mock daemon, and a recorder in front of it: the daemon, the directory holding the
+/// proxy's socket and the recording, the socket, the recording's directory, the recorder.
+fn proxied_mock() -> (MockProcess, tempfile::TempDir, PathBuf, PathBuf, Recorder) {
     let daemon = MockProcess::start(mock(), &[]);
     let dir = tempfile::tempdir().unwrap();
     let (listen, out) = (dir.path().join("proxy.sock"), dir.path().join("rec"));
-    let _recorder = record(&[
+    let recorder = record(&[
         "--upstream".as_ref(),
         daemon.sock.as_os_str(),
         "--listen".as_ref(),
@@ -111,6 +112,12 @@ fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
         out.as_os_str(),
     ]);
     wait_for(&listen);
+    (daemon, dir, listen, out, recorder)
+}
+
+#[test]
+fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
+    let (daemon, _dir, listen, out, _recorder) = proxied_mock();
     // A request in three writes (nydusd answers each partial read with a 500 first), then
     // two pipelined in one: the same bytes must come back through the proxy as directly.
     let split: &[&[u8]] = &[b"GET /api/v1/dae", b"mon HTTP/1.1\r\n", b"\r\n"];
@@ -148,18 +155,7 @@ fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
 
 #[test]
 fn credentials_never_reach_the_recording_and_a_signal_ends_it_cleanly() {
-    let daemon = MockProcess::start(mock(), &[]);
-    let dir = tempfile::tempdir().unwrap();
-    let (listen, out) = (dir.path().join("proxy.sock"), dir.path().join("rec"));
-    let mut recorder = record(&[
-        "--upstream".as_ref(),
-        daemon.sock.as_os_str(),
-        "--listen".as_ref(),
-        listen.as_os_str(),
-        "--out".as_ref(),
-        out.as_os_str(),
-    ]);
-    wait_for(&listen);
+    let (_daemon, _dir, listen, out, mut recorder) = proxied_mock();
     let secret = "c2VjcmV0LXBsYW50ZWQtaW4tdGhlLXRlc3Q";
     let config = serde_json::json!({ "device": { "backend": { "type": "registry", "config": { "host": "r.example", "auth": secret } } } }).to_string();
     let body = serde_json::json!({ "source": "/b", "fs_type": "rafs", "config": config }).to_string();

@@ -11,17 +11,12 @@ use std::time::{Duration, Instant};
 
 use testkit::MockProcess;
 
-/// The harness binary under the name `mock-nydusd`, which makes it the mock.
-fn mock() -> &'static Path {
-    static LINK: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
-    &LINK
-        .get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            let link = dir.path().join("mock-nydusd");
-            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
-            (dir, link)
-        })
-        .1
+/// The harness binary linked into `dir` under the name `mock-nydusd`, which makes it the
+/// mock (the link goes with the test's own directory).
+fn mock_in(dir: &Path) -> PathBuf {
+    let link = dir.join("mock-nydusd");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    link
 }
 
 fn wait_for(path: &Path) {
@@ -100,8 +95,8 @@ fn complete(bytes: &[u8], replies: usize) -> bool {
 /// A mock daemon, and a recorder in front of it: the daemon, the directory holding the
 /// proxy's socket and the recording, the socket, the recording's directory, the recorder.
 fn proxied_mock() -> (MockProcess, tempfile::TempDir, PathBuf, PathBuf, Recorder) {
-    let daemon = MockProcess::start(mock(), &[]);
     let dir = tempfile::tempdir().unwrap();
+    let daemon = MockProcess::start(&mock_in(dir.path()), &[]);
     let (listen, out) = (dir.path().join("proxy.sock"), dir.path().join("rec"));
     let recorder = record(&[
         "--upstream".as_ref(),
@@ -179,7 +174,7 @@ fn a_recorded_command_has_its_socket_taken_over_and_its_death_recorded() {
     let (sock, mnt, out) = (dir.path().join("api.sock"), dir.path().join("mnt"), dir.path().join("rec"));
     std::fs::create_dir(&mnt).unwrap();
     let link = dir.path().join("nydusd");
-    std::os::unix::fs::symlink(mock(), &link).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
     let recorder = record(&[
         "--out".as_ref(),
         out.as_os_str(),

@@ -11,12 +11,22 @@ use std::time::{Duration, Instant};
 
 const REQUEST: &[u8] = b"GET /api/v1/daemon HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
-struct Daemon(Child);
+/// A daemon and its FUSE mountpoint. Stopped with SIGTERM, on which a real nydusd
+/// unmounts (a SIGKILL left a real one's mount dead under the temporary directory), then
+/// SIGKILL after 2 s, and the mountpoint is detached either way.
+struct Daemon(Child, std::path::PathBuf);
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = nix::mount::umount2(&self.1, nix::mount::MntFlags::MNT_DETACH);
     }
 }
 
@@ -45,7 +55,7 @@ fn start(binary: &str) -> Served {
         .arg(&mnt)
         .spawn()
         .expect("spawn daemon");
-    let daemon = Daemon(child);
+    let daemon = Daemon(child, mnt.clone());
     let start = Instant::now();
     let stream = loop {
         match UnixStream::connect(&sock) {

@@ -162,15 +162,19 @@ pub async fn diff_builds(
 }
 
 impl ScenarioDiff {
-    fn not_compared(labels: [&str; 2], path: &Path, scenario: &Scenario, why: String) -> Self {
+    fn new(labels: [&str; 2], path: &Path, scenario: &Scenario) -> Self {
         Self {
             labels: labels.map(str::to_owned),
             path: path.to_owned(),
             name: scenario.name.clone(),
-            not_compared: Some(why),
+            not_compared: None,
             compared: 0,
             differences: Vec::new(),
         }
+    }
+
+    fn not_compared(labels: [&str; 2], path: &Path, scenario: &Scenario, why: String) -> Self {
+        Self { not_compared: Some(why), ..Self::new(labels, path, scenario) }
     }
 }
 
@@ -199,8 +203,7 @@ async fn compare_runs(
         }
     }
     let (a, b) = (normalize_all(&first, explained), normalize_all(&second, explained));
-    let mut out = ScenarioDiff::not_compared(labels, path, scenario, String::new());
-    out.not_compared = None;
+    let mut out = ScenarioDiff::new(labels, path, scenario);
     out.compared = a.len().max(b.len());
     out.differences = compare(&a, &b);
     for difference in &mut out.differences {

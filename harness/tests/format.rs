@@ -272,9 +272,7 @@ fn schema_verdict(validator: &jsonschema::Validator, text: &str) -> Result<(), S
 }
 
 fn validator() -> jsonschema::Validator {
-    let committed =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/schema.json")).unwrap();
-    jsonschema::validator_for(&serde_json::from_str(&committed).unwrap()).expect("the schema is a valid JSON Schema")
+    jsonschema::validator_for(&committed_schema()).expect("the schema is a valid JSON Schema")
 }
 
 #[test]

@@ -137,14 +137,13 @@ fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
         .map(|l| l["text"].as_str().unwrap())
         .collect();
     assert_eq!(replies.as_bytes(), &proxied[..]);
-    let mut times: Vec<u64> = recording.iter().map(|l| l["t_ns"].as_u64().unwrap()).collect();
+    let times: Vec<u64> = recording.iter().map(|l| l["t_ns"].as_u64().unwrap()).collect();
     let sorted = {
         let mut t = times.clone();
         t.sort_unstable();
         t
     };
     assert_eq!(times, sorted, "lines are in the order things happened");
-    times.dedup();
     assert!(recording.iter().any(|l| l["event"] == "close" && l["conn"] == 1 && l["side"] == "client"));
 }
 

@@ -253,6 +253,8 @@ fn list_shows_what_a_run_selects_and_why_a_scenario_would_skip() {
     assert!(!fscache.is_empty(), "{text}");
     if !Path::new("/dev/cachefiles").exists() {
         let needing: Vec<&&str> = fscache.iter().filter(|l| l.contains("fscache ") || l.contains(",fscache")).collect();
+        // fscache/bind-mount-unbind requires fscache; an empty list would pass `all` vacuously.
+        assert!(!needing.is_empty(), "{text}");
         assert!(needing.iter().all(|l| l.contains("skip: needs /dev/cachefiles")), "{text}");
     }
     let (code, json) = harness(&["list", "scenarios/lifecycle/start-running.yaml", "--json"]);

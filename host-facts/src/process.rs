@@ -3,7 +3,13 @@
 /// The fields of `/proc/<pid>/stat` after the command name, which is in parentheses and
 /// may itself contain spaces or parentheses. The first one is field 3 (state).
 fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_fields_at(&std::path::Path::new("/proc").join(pid.to_string()))
+}
+
+/// `stat_fields` of the process or thread directory `dir` (`/proc/<pid>`, or
+/// `/proc/<pid>/task/<tid>`).
+fn stat_fields_at(dir: &std::path::Path) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let after_comm = &stat[stat.rfind(')')? + 1..];
     Some(after_comm.split_whitespace().map(str::to_owned).collect())
 }
@@ -21,8 +27,7 @@ pub fn all_threads_stopped(pid: u32) -> Option<bool> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
     let mut any = false;
     for task in tasks.flatten() {
-        let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-        let state = stat[stat.rfind(')')? + 1..].split_whitespace().next()?.chars().next()?;
+        let state = stat_fields_at(&task.path())?.first()?.chars().next()?;
         if state != 'T' && state != 't' {
             return Some(false);
         }

@@ -274,7 +274,7 @@ fn unroot_value(value: &mut Value, unroot: &impl Fn(&str) -> String) {
 }
 
 /// Removes what `pointer` names; a `*` segment matches every key or index.
-fn remove_pointer(value: &mut Value, pointer: &str) {
+pub(crate) fn remove_pointer(value: &mut Value, pointer: &str) {
     let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
     remove_segments(value, &segments);
 }

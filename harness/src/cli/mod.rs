@@ -132,6 +132,17 @@ enum Command {
     /// both ways, with connections and timings (`--upstream S --listen P`, or
     /// `-- <nydusd command line>`, whose --apisock the proxy takes the place of).
     Record(RecordArgs),
+    /// Replay a recording on the mock: write the script that plays the recorded daemon
+    /// (`DIR/mock-script.yaml`), run the mock on it, send the recorded client side again in
+    /// the recorded pieces and order, and report every difference from the recording (exit
+    /// 1 on one). What came back is kept in `DIR/replay/`.
+    Replay {
+        /// The recording's directory (`harness record --out DIR`).
+        dir: PathBuf,
+        /// Time runs this many times as fast as recorded (delays and gaps divided by it).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+    },
     /// Run scenarios on the mock and on a real nydusd (or on two real builds) and report
     /// every difference in what the client sent and got back (exit 1 on an unexplained one).
     Diff(DiffArgs),
@@ -266,6 +277,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         }
         Command::Diff(args) => diff(args),
         Command::Record(args) => record(args),
+        Command::Replay { dir, speed } => replay(&dir, speed),
         Command::Chaos { seed, runs, ops, out } => {
             let (mock, runtime) = match mock_and_runtime() {
                 Ok(both) => both,
@@ -384,6 +396,43 @@ fn diff(args: DiffArgs) -> ExitCode {
     }
     let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
     ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+}
+
+fn replay(dir: &std::path::Path, speed: f64) -> ExitCode {
+    let (harness, runtime) = match mock_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    // The harness binary runs as the mock under that name; the link goes with the replay.
+    let work = dir.join("replay");
+    let mock = work.join("mock-nydusd");
+    let linked = std::fs::create_dir_all(&work)
+        .and_then(|()| match std::fs::remove_file(&mock) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        })
+        .and_then(|()| std::os::unix::fs::symlink(&harness, &mock));
+    if let Err(e) = linked {
+        eprintln!("error: cannot link the mock into {}: {e}", work.display());
+        return ExitCode::from(exit_code::SETUP_ERROR);
+    }
+    let outcome = runtime
+        .block_on(crate::termination::unless_signalled(crate::record::replay::replay_on_mock(dir, &mock, speed)));
+    let _ = std::fs::remove_file(&mock);
+    match outcome {
+        Err(signal) => {
+            eprintln!("replay of {} ended by {}", dir.display(), crate::termination::name(signal));
+            ExitCode::from(crate::termination::exit_code(signal))
+        }
+        Ok(Ok(comparison)) => {
+            print!("{}", comparison.report());
+            ExitCode::from(if comparison.differences.is_empty() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code::USAGE)
+        }
+    }
 }
 
 fn record(args: RecordArgs) -> ExitCode {

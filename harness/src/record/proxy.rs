@@ -1,77 +1,20 @@
-//! `harness record`: a transparent proxy on nydusd's API socket that records every byte
-//! that passes, in both directions, with when and on which connection.
-//!
-//! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
-//! of its own to the daemon. Whatever one side writes is written to the other as it was
-//! read, in the same pieces and order, so keep-alive, pipelining and a request split
-//! across writes reach nydusd as the client sent them. The proxy adds no bytes.
-//!
-//! # The recording (`DIR/recording.jsonl`)
-//!
-//! One JSON object per line, in the order the proxy saw things, each with `t_ns`
-//! (CLOCK_MONOTONIC nanoseconds) and `event`:
-//!
-//! | event | fields | what |
-//! |---|---|---|
-//! | `recording` | `version` (1), `upstream`, `listen` | the first line |
-//! | `open` | `conn` | a client connected, and its connection to the daemon is open |
-//! | `upstream_refused` | `conn`, `error` | the daemon's socket refused it; the client's connection is closed |
-//! | `data` | `conn`, `dir` (`request` or `reply`), `len`, `text` or `base64` | bytes read on one side and written to the other |
-//! | `close` | `conn`, `side` (`client` or `daemon`) | that side closed its end; the other is shut down for writing |
-//! | `daemon_exit` | `pid`, `code`, `signal`, `socket_left` | the daemon the recorder started ended (`record -- <command>`) |
-//!
-//! A chunk is `text` when it is UTF-8, else `base64`. Credentials in mount
-//! configurations (`auth`, `registry_token`, passwords, access keys, tokens) are replaced
-//! by `<redacted>` in the recording only; what passes through is never changed.
+//! The recording proxy: one connection to the daemon per client, bytes forwarded read by
+//! read, each read recorded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine;
-use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
-/// Version of the recording format.
-pub const FORMAT_VERSION: u32 = 1;
+use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
 
 /// Keys whose string values never reach a recording in clear.
 const SECRET_KEYS: &[&str] =
     &["auth", "registry_token", "password", "proxy_password", "access_key_id", "access_key_secret", "token", "secret"];
 
-/// Where the recording goes, line by line, flushed per line so that a killed recorder
-/// leaves everything it saw.
-#[derive(Debug, Clone)]
-struct Sink(Arc<std::sync::Mutex<std::fs::File>>);
-
-impl Sink {
-    fn create(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create_new(true).write(true).open(path)?;
-        Ok(Self(Arc::new(std::sync::Mutex::new(file))))
-    }
-
-    fn record(&self, event: &str, mut fields: Value) {
-        use std::io::Write;
-        fields["t_ns"] = mock_nydusd::journal::monotonic_ns().into();
-        fields["event"] = event.into();
-        let mut line = fields.to_string();
-        line.push('\n');
-        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        // A full disk loses the recording, never the session passing through.
-        let _ = file.write_all(line.as_bytes());
-    }
-}
-
-/// `bytes` as the recording keeps them: credentials redacted, as text when UTF-8.
-fn chunk_fields(bytes: &[u8]) -> Value {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => json!({ "text": redact(text) }),
-        Err(_) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(bytes) }),
-    }
-}
-
-/// `text` with the string value of every secret key replaced by `<redacted>`, whether it
+/// `text` with the string value of every secret key masked by as many `*`, whether it
 /// is written as JSON (`"auth":"…"`) or as JSON inside a JSON string, as mount requests
 /// carry their configuration (`\"auth\":\"…\"`).
 pub fn redact(text: &str) -> String {
@@ -93,7 +36,9 @@ pub fn redact(text: &str) -> String {
                 let end = string_end(inner, quote.len() > 1);
                 let Some(end) = end else { continue };
                 out.push_str(&rest[..rest.len() - inner.len()]);
-                out.push_str("<redacted>");
+                // As long as the secret, so Content-Length and every chunk's length stay
+                // true and a replay sends requests the daemon can frame.
+                out.extend(std::iter::repeat_n('*', inner[..end].len()));
                 rest = &inner[end..];
                 continue 'scan;
             }
@@ -158,6 +103,7 @@ pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::
     let (args, listen) = move_apisock(argv, &moved)
         .ok_or_else(|| anyhow::anyhow!("the command line names no --apisock for the proxy to take the place of"))?;
     let (program, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command to start"))?;
+    let sink = open_sink(out)?;
     let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
     let pid = child.id().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -169,21 +115,14 @@ pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned() };
-    let proxy = serve(&options);
+    let command = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid));
     tokio::pin!(proxy);
-    // The proxy opens the recording; the daemon's start is its second line.
-    tokio::task::yield_now().await;
     let status = tokio::select! {
         served = &mut proxy => match served? {},
         status = child.wait() => status?,
     };
-    let sink = Sink(Arc::new(std::sync::Mutex::new(
-        std::fs::OpenOptions::new().append(true).open(out.join("recording.jsonl"))?,
-    )));
-    sink.record(
-        "daemon_exit",
-        json!({ "pid": pid, "code": status.code(), "signal": status.signal(), "socket_left": moved.exists() }),
-    );
+    sink.record(&Event::DaemonExit { pid, code: status.code(), signal: status.signal(), socket_left: moved.exists() });
     Ok(status)
 }
 
@@ -198,19 +137,34 @@ pub struct RecordOptions {
     pub out: PathBuf,
 }
 
+fn open_sink(out: &Path) -> anyhow::Result<Sink> {
+    std::fs::create_dir_all(out)?;
+    let path = out.join(FILE_NAME);
+    Sink::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
 pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
-    std::fs::create_dir_all(&options.out)?;
-    let sink = Sink::create(&options.out.join("recording.jsonl"))
-        .map_err(|e| anyhow::anyhow!("{}: {e}", options.out.join("recording.jsonl").display()))?;
+    serve_into(options, open_sink(&options.out)?, None, None).await
+}
+
+async fn serve_into(
+    options: &RecordOptions,
+    sink: Sink,
+    command: Option<Vec<String>>,
+    pid: Option<u32>,
+) -> anyhow::Result<std::convert::Infallible> {
     let listener = UnixListener::bind(&options.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen.display()))?;
     let _remove = RemoveOnDrop(options.listen.clone());
-    sink.record(
-        "recording",
-        json!({ "version": FORMAT_VERSION, "upstream": options.upstream, "listen": options.listen }),
-    );
+    sink.record(&Event::Recording {
+        version: FORMAT_VERSION,
+        upstream: Some(options.upstream.clone()),
+        listen: Some(options.listen.clone()),
+        command,
+        pid,
+    });
     let connections = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -236,15 +190,15 @@ async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink) {
     let daemon = match UnixStream::connect(upstream).await {
         Ok(d) => d,
         Err(e) => {
-            sink.record("upstream_refused", json!({ "conn": conn, "error": e.to_string() }));
+            sink.record(&Event::UpstreamRefused { conn, error: e.to_string() });
             return;
         }
     };
-    sink.record("open", json!({ "conn": conn }));
+    sink.record(&Event::Open { conn });
     let (client_read, client_write) = client.into_split();
     let (daemon_read, daemon_write) = daemon.into_split();
-    let requests = pump(conn, "request", "client", client_read, daemon_write, sink.clone());
-    let replies = pump(conn, "reply", "daemon", daemon_read, client_write, sink.clone());
+    let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone());
+    let replies = pump(conn, Direction::Reply, daemon_read, client_write, sink.clone());
     tokio::join!(requests, replies);
 }
 
@@ -252,31 +206,27 @@ async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink) {
 /// `from` closes, `to` is shut down for writing (a half-close, as the peer did).
 async fn pump(
     conn: u64,
-    dir: &str,
-    side: &str,
+    dir: Direction,
     mut from: tokio::net::unix::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     sink: Sink,
 ) {
+    let (reader, writer) = match dir {
+        Direction::Request => (Side::Client, Side::Daemon),
+        Direction::Reply => (Side::Daemon, Side::Client),
+    };
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
-                sink.record("close", json!({ "conn": conn, "side": side }));
+                sink.record(&Event::Close { conn, side: reader });
                 let _ = to.shutdown().await;
                 return;
             }
             Ok(n) => {
-                let mut fields = chunk_fields(&buf[..n]);
-                fields["conn"] = conn.into();
-                fields["dir"] = dir.into();
-                fields["len"] = n.into();
-                sink.record("data", fields);
+                sink.record(&Event::data(conn, dir, &buf[..n], redact));
                 if to.write_all(&buf[..n]).await.is_err() {
-                    sink.record(
-                        "close",
-                        json!({ "conn": conn, "side": if side == "client" { "daemon" } else { "client" } }),
-                    );
+                    sink.record(&Event::Close { conn, side: writer });
                     return;
                 }
             }
@@ -294,10 +244,11 @@ mod tests {
         let out = redact(body);
         assert!(!out.contains("dXNlcjpwYXNz") && !out.contains("q9") && !out.contains("z7"), "{out}");
         // The escaped quote inside the token did not end it early.
-        assert!(out.contains(r#"\"registry_token\":\"<redacted>\",\"host\""#), "{out}");
-        assert!(out.contains(r#"\"auth\":\"<redacted>\""#) && out.contains(r#"\"host\":\"r\""#), "{out}");
+        assert!(out.contains(r#"\"registry_token\":\"********\",\"host\""#), "{out}");
+        assert!(out.contains(r#"\"auth\":\"************\""#) && out.contains(r#"\"host\":\"r\""#), "{out}");
+        assert_eq!(out.len(), body.len(), "lengths are kept");
         let plain = redact(r#"{"auth": "s3cret", "password":"p\"w", "other":"kept"}"#);
-        assert_eq!(plain, r#"{"auth": "<redacted>", "password":"<redacted>", "other":"kept"}"#);
+        assert_eq!(plain, r#"{"auth": "******", "password":"****", "other":"kept"}"#);
         // Not a key: left alone.
         assert_eq!(redact(r#"{"path":"/auth"}"#), r#"{"path":"/auth"}"#);
     }

@@ -1,0 +1,43 @@
+//! Record a nydusd API session and replay it on the mock.
+//!
+//! * [`proxy`]: `harness record`, a transparent proxy on nydusd's API socket that records
+//!   every byte that passes, in both directions, with when and on which connection.
+//! * [`recording`]: the recording file, read and written.
+//! * [`http`]: a recording's byte streams cut into HTTP exchanges.
+//! * [`generate`]: the scenario and mock script that replay a recording.
+//! * [`replay`]: the client side of a replay (the `replay_client` step).
+//! * [`compare`]: every difference between a recording and its replay.
+//!
+//! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
+//! of its own to the daemon. Whatever one side writes is written to the other as it was
+//! read, in the same pieces and order, so keep-alive, pipelining and a request split
+//! across writes reach nydusd as the client sent them. The proxy adds no bytes.
+//!
+//! # The recording (`DIR/recording.jsonl`)
+//!
+//! One JSON object per line, in the order the proxy saw things, each with `t_ns`
+//! (CLOCK_MONOTONIC nanoseconds) and `event`:
+//!
+//! | event | fields | what |
+//! |---|---|---|
+//! | `recording` | `version` (1), `upstream`, `listen`, `command` and `pid` (when the recorder started the daemon) | the first line |
+//! | `open` | `conn` | a client connected, and its connection to the daemon is open |
+//! | `upstream_refused` | `conn`, `error` | the daemon's socket refused it; the client's connection is closed |
+//! | `data` | `conn`, `dir` (`request` or `reply`), `len`, `text` or `base64` | bytes read on one side and written to the other |
+//! | `close` | `conn`, `side` (`client` or `daemon`) | that side closed its end; the other is shut down for writing |
+//! | `daemon_exit` | `pid`, `code`, `signal`, `socket_left` | the daemon the recorder started ended (`record -- <command>`) |
+//!
+//! A chunk is `text` when it is UTF-8, else `base64`. Credentials in mount
+//! configurations (`auth`, `registry_token`, passwords, access keys, tokens) are replaced
+//! by as many `*` in the recording only (so lengths stay true); what passes through is never changed. A replay
+//! writes its own recording in the same format, as its client saw the session.
+
+pub mod compare;
+pub mod generate;
+pub mod http;
+pub mod proxy;
+pub mod recording;
+pub mod replay;
+
+pub use proxy::{RecordOptions, move_apisock, record_command, redact, serve};
+pub use recording::{FORMAT_VERSION, Recording};

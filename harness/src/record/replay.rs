@@ -1,0 +1,277 @@
+//! The client side of a replay: the recorded client's connections opened, its request
+//! bytes written in the recorded pieces, and its half-closes, each at its recorded time
+//! (scaled by the speed) and never before the replies that preceded it in the recording
+//! have come back, so that requests reach the daemon in the recorded order. What comes
+//! back is written as a recording of its own, for [`super::compare`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use super::recording::{Direction, Event, FORMAT_VERSION, Recording, Side, Sink};
+
+/// How long a replay waits for a reply the recording had before going on without it
+/// (the comparison then reports it missing), beyond the recorded wait.
+pub const REPLY_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a replay waits for the daemon's API socket to appear.
+pub const SOCKET_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a replay waits for a recorded death beyond its recorded time.
+pub const DEATH_GRACE: Duration = Duration::from_secs(5);
+
+/// What to replay against, and where to write what came back.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The daemon's API socket.
+    pub socket: PathBuf,
+    /// Time runs this many times as fast as recorded.
+    pub speed: f64,
+    /// The replay's recording (replaced).
+    pub out: PathBuf,
+}
+
+/// Bytes received per connection, and which ones the daemon closed.
+#[derive(Debug, Default)]
+struct Received {
+    bytes: BTreeMap<u64, usize>,
+    closed: std::collections::BTreeSet<u64>,
+}
+
+/// Replays `recording`'s client side against `options.socket`; `exit` resolves to how the
+/// daemon ended (`code`, `signal`), awaited only when the recording saw the daemon end.
+pub async fn drive(
+    recording: &Recording,
+    options: &ReplayOptions,
+    exit: impl std::future::Future<Output = Option<(Option<i32>, Option<i32>)>>,
+) -> anyhow::Result<()> {
+    let sink = Sink::replace(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?;
+    sink.record(&Event::Recording {
+        version: FORMAT_VERSION,
+        upstream: Some(options.socket.clone()),
+        listen: None,
+        command: None,
+        pid: None,
+    });
+    let received = Arc::new((Mutex::new(Received::default()), tokio::sync::Notify::new()));
+    let mut writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf> = BTreeMap::new();
+    let mut readers = tokio::task::JoinSet::new();
+    let mut expected: BTreeMap<u64, usize> = BTreeMap::new();
+    let started = Instant::now();
+    let t0 = recording.entries.first().map(|e| e.t_ns).unwrap_or(0);
+    let at = |t: u64| started + Duration::from_secs_f64((t.saturating_sub(t0) as f64 / 1e9) / options.speed);
+    let mut last_t = t0;
+    for entry in &recording.entries {
+        let event = &entry.event;
+        if let Event::Data { conn, dir: Direction::Reply, len, .. } = event {
+            *expected.entry(*conn).or_default() += len;
+            continue;
+        }
+        if !matches!(
+            event,
+            Event::Open { .. }
+                | Event::UpstreamRefused { .. }
+                | Event::Data { .. }
+                | Event::Close { side: Side::Client, .. }
+        ) {
+            continue;
+        }
+        // What the recorded client had received before it acted, it receives first here.
+        let recorded_wait = at(entry.t_ns).saturating_duration_since(at(last_t));
+        wait_for_replies(&received, &expected, Instant::now() + recorded_wait + REPLY_GRACE).await;
+        tokio::time::sleep_until(at(entry.t_ns)).await;
+        last_t = entry.t_ns;
+        match event {
+            Event::Open { conn } | Event::UpstreamRefused { conn, .. } => {
+                if writers.is_empty() && readers.is_empty() {
+                    wait_for_socket(&options.socket).await;
+                }
+                match UnixStream::connect(&options.socket).await {
+                    Ok(stream) => {
+                        sink.record(&Event::Open { conn: *conn });
+                        let (read, write) = stream.into_split();
+                        writers.insert(*conn, write);
+                        readers.spawn(read_replies(*conn, read, sink.clone(), received.clone()));
+                    }
+                    Err(e) => sink.record(&Event::UpstreamRefused { conn: *conn, error: e.to_string() }),
+                }
+            }
+            Event::Data { conn, .. } => {
+                let bytes = event.bytes().unwrap_or_default();
+                if let Some(writer) = writers.get_mut(conn) {
+                    sink.record(&Event::data(*conn, Direction::Request, &bytes, str::to_owned));
+                    if writer.write_all(&bytes).await.is_err() {
+                        writers.remove(conn);
+                    }
+                }
+            }
+            Event::Close { conn, .. } => {
+                if let Some(mut writer) = writers.remove(conn) {
+                    sink.record(&Event::Close { conn: *conn, side: Side::Client });
+                    let _ = writer.shutdown().await;
+                }
+            }
+            _ => {}
+        }
+    }
+    wait_for_replies(&received, &expected, Instant::now() + REPLY_GRACE).await;
+    if let Some((t, ..)) = recording.daemon_exit() {
+        let deadline = at(t) + DEATH_GRACE;
+        if let Ok(Some((code, signal))) = tokio::time::timeout_at(deadline, exit).await {
+            sink.record(&Event::DaemonExit { pid: 0, code, signal, socket_left: options.socket.exists() });
+        }
+        // The daemon's death closes its connections; their ends are recorded too.
+        wait_for_closes(&received, &writers, Instant::now() + REPLY_GRACE).await;
+    }
+    readers.abort_all();
+    Ok(())
+}
+
+async fn wait_for_socket(socket: &Path) {
+    let deadline = Instant::now() + SOCKET_WAIT;
+    while !socket.exists() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn wait_for_replies(
+    received: &(Mutex<Received>, tokio::sync::Notify),
+    expected: &BTreeMap<u64, usize>,
+    deadline: Instant,
+) {
+    loop {
+        let notified = received.1.notified();
+        {
+            let got = received.0.lock().unwrap_or_else(|e| e.into_inner());
+            if expected
+                .iter()
+                .all(|(conn, n)| got.closed.contains(conn) || got.bytes.get(conn).copied().unwrap_or(0) >= *n)
+            {
+                return;
+            }
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn wait_for_closes(
+    received: &(Mutex<Received>, tokio::sync::Notify),
+    open: &BTreeMap<u64, tokio::net::unix::OwnedWriteHalf>,
+    deadline: Instant,
+) {
+    loop {
+        let notified = received.1.notified();
+        if open.keys().all(|c| received.0.lock().unwrap_or_else(|e| e.into_inner()).closed.contains(c)) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_replies(
+    conn: u64,
+    mut read: tokio::net::unix::OwnedReadHalf,
+    sink: Sink,
+    received: Arc<(Mutex<Received>, tokio::sync::Notify)>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = read.read(&mut buf).await.unwrap_or(0);
+        {
+            let mut got = received.0.lock().unwrap_or_else(|e| e.into_inner());
+            if n == 0 {
+                sink.record(&Event::Close { conn, side: Side::Daemon });
+                got.closed.insert(conn);
+            } else {
+                sink.record(&Event::data(conn, Direction::Reply, &buf[..n], str::to_owned));
+                *got.bytes.entry(conn).or_default() += n;
+            }
+        }
+        received.1.notify_waiters();
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// The daemon release a recording came from, as its `GET /api/v1/daemon` replies say
+/// (`version.package_ver`): `"2.2"` for 2.2.x, else `"2.4"`.
+pub fn recorded_release(recording: &Recording) -> &'static str {
+    let session = super::http::Session::of(recording);
+    let release = session.exchanges().iter().find_map(|e| {
+        let reply = e.reply?;
+        let info: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+        let version = info.pointer("/version/package_ver")?.as_str()?.to_owned();
+        (e.request.path() == "/api/v1/daemon").then_some(version)
+    });
+    match release {
+        Some(v) if v.starts_with("2.2") || v.starts_with("v2.2") => "2.2",
+        _ => "2.4",
+    }
+}
+
+/// `harness replay DIR`: writes the mock script that plays the recorded daemon to
+/// `DIR/mock-script.yaml`, runs the mock (`mock`, a path under which the program runs as
+/// mock-nydusd) on it in `DIR/replay/`, replays the client side, and compares. The mock
+/// is killed and its socket removed whatever happens; `DIR/replay/recording.jsonl` stays.
+pub async fn replay_on_mock(dir: &Path, mock: &Path, speed: f64) -> anyhow::Result<super::compare::Comparison> {
+    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number, not {speed}");
+    let recording = Recording::read(dir)?;
+    let generated = super::generate::script(&recording, speed);
+    let mut text = format!(
+        "# The daemon of {}, as a mock-nydusd script (`--mock-script`), written by `harness replay`\n# at speed {speed}.\n",
+        recording.path.display()
+    );
+    for note in &generated.notes {
+        text.push_str(&format!("# Not replayed: {note}\n"));
+    }
+    text.push_str(&serde_saphyr::to_string(&generated.script)?);
+    let script_path = dir.join("mock-script.yaml");
+    std::fs::write(&script_path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", script_path.display()))?;
+    let work = dir.join("replay");
+    std::fs::create_dir_all(work.join("mnt"))?;
+    let socket = work.join("api.sock");
+    let _ = std::fs::remove_file(&socket);
+    let mut child = tokio::process::Command::new(mock)
+        .arg("fuse")
+        .arg("--apisock")
+        .arg(&socket)
+        .arg("--mountpoint")
+        .arg(work.join("mnt"))
+        .arg("--mock-script")
+        .arg(&script_path)
+        .arg("--mock-nydusd-version")
+        .arg(recorded_release(&recording))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.join("mock.log"))?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start the mock {}: {e}", mock.display()))?;
+    let options = ReplayOptions { socket: socket.clone(), speed, out: work.join(super::recording::FILE_NAME) };
+    let exit = async {
+        use std::os::unix::process::ExitStatusExt;
+        let status = child.wait().await.ok()?;
+        Some((status.code(), status.signal()))
+    };
+    let driven = drive(&recording, &options, exit).await;
+    // Ends the mock if the replay left it running (a recording cut before the daemon's end).
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    let _ = std::fs::remove_file(&socket);
+    driven?;
+    let replayed = Recording::read(&options.out)?;
+    let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let comparison = super::compare::compare(&recording, &replayed, speed, &explained.volatile);
+    std::fs::write(work.join("comparison.json"), serde_json::to_string_pretty(&comparison)?)?;
+    Ok(comparison)
+}

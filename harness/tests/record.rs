@@ -19,10 +19,12 @@ fn mock_in(dir: &Path) -> PathBuf {
     link
 }
 
-fn wait_for(path: &Path) {
+/// Waits for the recorder in `out` to listen: its first line is written after its socket
+/// listens (the socket file alone appears at bind(), before listen()).
+fn wait_for_recorder(out: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !path.exists() {
-        assert!(Instant::now() < deadline, "{} never appeared", path.display());
+    while !std::fs::read_to_string(out.join("recording.jsonl")).is_ok_and(|t| t.contains(r#""event":"recording""#)) {
+        assert!(Instant::now() < deadline, "the recorder in {} never listened", out.display());
         std::thread::sleep(Duration::from_millis(2));
     }
 }
@@ -106,7 +108,7 @@ fn proxied_mock() -> (MockProcess, tempfile::TempDir, PathBuf, PathBuf, Recorder
         "--out".as_ref(),
         out.as_os_str(),
     ]);
-    wait_for(&listen);
+    wait_for_recorder(&out);
     (daemon, dir, listen, out, recorder)
 }
 
@@ -186,7 +188,7 @@ fn record_mock_command(dir: &Path) -> (PathBuf, PathBuf, Recorder) {
         "--mountpoint".as_ref(),
         mnt.as_os_str(),
     ]);
-    wait_for(&sock);
+    wait_for_recorder(&out);
     (sock, out, recorder)
 }
 

@@ -107,7 +107,10 @@ pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::
     let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
     let pid = child.id().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !moved.exists() {
+    // The socket file appears at bind(), before listen(); a client let in between would
+    // be refused. A probe connection that is accepted (and closed at once) shows the
+    // daemon listens.
+    while std::os::unix::net::UnixStream::connect(&moved).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
             anyhow::bail!("{} exited ({status}) before its API socket appeared", program.to_string_lossy());
         }
@@ -116,12 +119,19 @@ pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::
     }
     let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned() };
     let command = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid));
+    let daemon_ends_open = Arc::new(AtomicU64::new(0));
+    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid), daemon_ends_open.clone());
     tokio::pin!(proxy);
     let status = tokio::select! {
         served = &mut proxy => match served? {},
         status = child.wait() => status?,
     };
+    // The death closes the daemon's end of every connection; the relays (still running
+    // while `proxy` lives) record those ends before the exit line.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while daemon_ends_open.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
     sink.record(&Event::DaemonExit { pid, code: status.code(), signal: status.signal(), socket_left: moved.exists() });
     Ok(status)
 }
@@ -146,7 +156,7 @@ fn open_sink(out: &Path) -> anyhow::Result<Sink> {
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
 pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
-    serve_into(options, open_sink(&options.out)?, None, None).await
+    serve_into(options, open_sink(&options.out)?, None, None, Arc::new(AtomicU64::new(0))).await
 }
 
 async fn serve_into(
@@ -154,6 +164,7 @@ async fn serve_into(
     sink: Sink,
     command: Option<Vec<String>>,
     pid: Option<u32>,
+    daemon_ends_open: Arc<AtomicU64>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let listener = UnixListener::bind(&options.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen.display()))?;
@@ -170,8 +181,8 @@ async fn serve_into(
     loop {
         let (client, _) = listener.accept().await?;
         let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
-        let (sink, upstream) = (sink.clone(), options.upstream.clone());
-        tasks.spawn(async move { relay(conn, client, &upstream, &sink).await });
+        let (sink, upstream, open) = (sink.clone(), options.upstream.clone(), daemon_ends_open.clone());
+        tasks.spawn(async move { relay(conn, client, &upstream, &sink, &open).await });
         // Finished connections are reaped as new ones come.
         while tasks.try_join_next().is_some() {}
     }
@@ -186,7 +197,7 @@ impl Drop for RemoveOnDrop {
 }
 
 /// One client connection and its connection to the daemon, until both sides closed.
-async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink) {
+async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink, daemon_ends_open: &AtomicU64) {
     let daemon = match UnixStream::connect(upstream).await {
         Ok(d) => d,
         Err(e) => {
@@ -194,11 +205,15 @@ async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink) {
             return;
         }
     };
+    daemon_ends_open.fetch_add(1, Ordering::SeqCst);
     sink.record(&Event::Open { conn });
     let (client_read, client_write) = client.into_split();
     let (daemon_read, daemon_write) = daemon.into_split();
     let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone());
-    let replies = pump(conn, Direction::Reply, daemon_read, client_write, sink.clone());
+    let replies = async {
+        pump(conn, Direction::Reply, daemon_read, client_write, sink.clone()).await;
+        daemon_ends_open.fetch_sub(1, Ordering::SeqCst);
+    };
     tokio::join!(requests, replies);
 }
 

@@ -225,18 +225,22 @@ impl Sink {
         Ok(Self(Arc::new(std::sync::Mutex::new(file))))
     }
 
-    /// Appends `event`, stamped now.
+    /// Appends `event`, stamped now: under the lock, so lines are in time order.
     pub fn record(&self, event: &Event) {
-        self.record_at(mock_nydusd::journal::monotonic_ns(), event);
+        self.write(None, event);
     }
 
     /// Appends `event` stamped `t_ns`.
     pub fn record_at(&self, t_ns: u64, event: &Event) {
+        self.write(Some(t_ns), event);
+    }
+
+    fn write(&self, t_ns: Option<u64>, event: &Event) {
         let mut fields = serde_json::to_value(event).unwrap_or_else(|_| json!({}));
-        fields["t_ns"] = t_ns.into();
+        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        fields["t_ns"] = t_ns.unwrap_or_else(mock_nydusd::journal::monotonic_ns).into();
         let mut line = fields.to_string();
         line.push('\n');
-        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
         // A full disk loses the recording, never the session passing through.
         let _ = file.write_all(line.as_bytes());
     }

@@ -62,6 +62,10 @@ pub async fn drive(
     let mut writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf> = BTreeMap::new();
     let mut readers = tokio::task::JoinSet::new();
     let mut expected: BTreeMap<u64, usize> = BTreeMap::new();
+    // Connections whose end the replay must see before it stops reading: those the
+    // recorded daemon closed, and, once it dies, all of them.
+    let mut to_close = std::collections::BTreeSet::new();
+    let mut opened = std::collections::BTreeSet::new();
     let started = Instant::now();
     let t0 = recording.entries.first().map(|e| e.t_ns).unwrap_or(0);
     let at = |t: u64| started + Duration::from_secs_f64((t.saturating_sub(t0) as f64 / 1e9) / options.speed);
@@ -71,6 +75,9 @@ pub async fn drive(
         if let Event::Data { conn, dir: Direction::Reply, len, .. } = event {
             *expected.entry(*conn).or_default() += len;
             continue;
+        }
+        if let Event::Close { conn, side: Side::Daemon } = event {
+            to_close.insert(*conn);
         }
         if !matches!(
             event,
@@ -94,6 +101,7 @@ pub async fn drive(
                 match UnixStream::connect(&options.socket).await {
                     Ok(stream) => {
                         sink.record(&Event::Open { conn: *conn });
+                        opened.insert(*conn);
                         let (read, write) = stream.into_split();
                         writers.insert(*conn, write);
                         readers.spawn(read_replies(*conn, read, sink.clone(), received.clone()));
@@ -120,13 +128,14 @@ pub async fn drive(
         }
     }
     wait_for_replies(&received, &expected, Instant::now() + REPLY_GRACE).await;
+    wait_for_closes(&received, &to_close, Instant::now() + REPLY_GRACE).await;
     if let Some((t, ..)) = recording.daemon_exit() {
         let deadline = at(t) + DEATH_GRACE;
         if let Ok(Some((code, signal))) = tokio::time::timeout_at(deadline, exit).await {
             sink.record(&Event::DaemonExit { pid: 0, code, signal, socket_left: options.socket.exists() });
         }
         // The daemon's death closes its connections; their ends are recorded too.
-        wait_for_closes(&received, &writers, Instant::now() + REPLY_GRACE).await;
+        wait_for_closes(&received, &opened, Instant::now() + REPLY_GRACE).await;
     }
     readers.abort_all();
     Ok(())
@@ -163,12 +172,12 @@ async fn wait_for_replies(
 
 async fn wait_for_closes(
     received: &(Mutex<Received>, tokio::sync::Notify),
-    open: &BTreeMap<u64, tokio::net::unix::OwnedWriteHalf>,
+    conns: &std::collections::BTreeSet<u64>,
     deadline: Instant,
 ) {
     loop {
         let notified = received.1.notified();
-        if open.keys().all(|c| received.0.lock().unwrap_or_else(|e| e.into_inner()).closed.contains(c)) {
+        if conns.iter().all(|c| received.0.lock().unwrap_or_else(|e| e.into_inner()).closed.contains(c)) {
             return;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {

@@ -32,7 +32,15 @@ fn wait_for_recorder(out: &Path) {
 struct Recorder(Child);
 
 impl Drop for Recorder {
+    /// SIGTERM first: the recorder then ends the daemon it started, which a SIGKILL to
+    /// the recorder would leave running (seen after a failed test).
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

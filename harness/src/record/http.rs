@@ -125,8 +125,6 @@ fn frame(bytes: &[u8]) -> Option<(Message, usize)> {
 pub struct Connection {
     /// Its id in the recording.
     pub conn: u64,
-    /// When it opened.
-    pub opened_ns: u64,
     /// The requests, in order.
     pub requests: Vec<Message>,
     /// The replies, in order.
@@ -169,8 +167,6 @@ pub struct Session {
     pub connections: BTreeMap<u64, Connection>,
     /// How the daemon ended: (when, exit code, signal).
     pub exit: Option<(u64, Option<i32>, Option<i32>)>,
-    /// When the recording began.
-    pub started_ns: u64,
 }
 
 /// A request and what came of it.
@@ -197,11 +193,10 @@ impl Session {
                 Event::Open { conn } => {
                     let c = &mut streams.entry(*conn).or_default().0;
                     c.conn = *conn;
-                    c.opened_ns = t;
                 }
                 Event::UpstreamRefused { conn, .. } => {
                     let c = &mut streams.entry(*conn).or_default().0;
-                    (c.conn, c.opened_ns, c.refused) = (*conn, t, true);
+                    (c.conn, c.refused) = (*conn, true);
                 }
                 Event::Data { conn, dir, .. } => {
                     let bytes = entry.event.bytes().unwrap_or_default();
@@ -232,7 +227,7 @@ impl Session {
                 (id, c)
             })
             .collect();
-        Self { connections, exit, started_ns: recording.started_ns() }
+        Self { connections, exit }
     }
 
     /// Every request, in the order its first byte passed, with what came of it.

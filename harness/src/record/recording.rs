@@ -170,11 +170,6 @@ impl Recording {
         Ok(Self { path: path.to_owned(), entries, header_ns: header.t_ns, header: header.event })
     }
 
-    /// When the recording began.
-    pub fn started_ns(&self) -> u64 {
-        self.entries.first().map(|e| e.t_ns).unwrap_or(0)
-    }
-
     /// How the daemon ended, if the recording saw it.
     pub fn daemon_exit(&self) -> Option<(u64, Option<i32>, Option<i32>)> {
         self.entries.iter().find_map(|e| match e.event {

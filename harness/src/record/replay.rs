@@ -148,21 +148,17 @@ async fn wait_for_socket(socket: &Path) {
     }
 }
 
-async fn wait_for_replies(
+/// Waits until `done` holds of what was received, or until `deadline`.
+async fn wait_until(
     received: &(Mutex<Received>, tokio::sync::Notify),
-    expected: &BTreeMap<u64, usize>,
     deadline: Instant,
+    done: impl Fn(&Received) -> bool,
 ) {
     loop {
+        // Created before the check, so a notification between the two is not lost.
         let notified = received.1.notified();
-        {
-            let got = received.0.lock().unwrap_or_else(|e| e.into_inner());
-            if expected
-                .iter()
-                .all(|(conn, n)| got.closed.contains(conn) || got.bytes.get(conn).copied().unwrap_or(0) >= *n)
-            {
-                return;
-            }
+        if done(&received.0.lock().unwrap_or_else(|e| e.into_inner())) {
+            return;
         }
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             return;
@@ -170,20 +166,25 @@ async fn wait_for_replies(
     }
 }
 
+/// Until every connection has received what `expected` says, or was closed.
+async fn wait_for_replies(
+    received: &(Mutex<Received>, tokio::sync::Notify),
+    expected: &BTreeMap<u64, usize>,
+    deadline: Instant,
+) {
+    wait_until(received, deadline, |got| {
+        expected.iter().all(|(conn, n)| got.closed.contains(conn) || got.bytes.get(conn).copied().unwrap_or(0) >= *n)
+    })
+    .await;
+}
+
+/// Until the daemon closed each of `conns`.
 async fn wait_for_closes(
     received: &(Mutex<Received>, tokio::sync::Notify),
     conns: &std::collections::BTreeSet<u64>,
     deadline: Instant,
 ) {
-    loop {
-        let notified = received.1.notified();
-        if conns.iter().all(|c| received.0.lock().unwrap_or_else(|e| e.into_inner()).closed.contains(c)) {
-            return;
-        }
-        if tokio::time::timeout_at(deadline, notified).await.is_err() {
-            return;
-        }
-    }
+    wait_until(received, deadline, |got| conns.iter().all(|c| got.closed.contains(c))).await;
 }
 
 async fn read_replies(

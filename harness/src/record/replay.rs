@@ -19,7 +19,7 @@ use super::recording::{Direction, Event, FORMAT_VERSION, Recording, Side, Sink};
 /// (the comparison then reports it missing), beyond the recorded wait.
 pub const REPLY_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a replay waits for the daemon's API socket to appear.
+/// How long a replay waits for the daemon to listen on its API socket.
 pub const SOCKET_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a replay waits for a recorded death beyond its recorded time.
@@ -66,6 +66,11 @@ pub async fn drive(
     // recorded daemon closed, and, once it dies, all of them.
     let mut to_close = std::collections::BTreeSet::new();
     let mut opened = std::collections::BTreeSet::new();
+    // The clock starts once the daemon accepts, so a slow start-up does not eat into the
+    // recorded delays; the connection that showed it is the recording's first.
+    let connects =
+        recording.entries.iter().any(|e| matches!(e.event, Event::Open { .. } | Event::UpstreamRefused { .. }));
+    let mut first = if connects { Some(connect_once_listening(&options.socket).await) } else { None };
     let started = Instant::now();
     let t0 = recording.entries.first().map(|e| e.t_ns).unwrap_or(0);
     let at = |t: u64| started + Duration::from_secs_f64((t.saturating_sub(t0) as f64 / 1e9) / options.speed);
@@ -95,10 +100,11 @@ pub async fn drive(
         last_t = entry.t_ns;
         match event {
             Event::Open { conn } | Event::UpstreamRefused { conn, .. } => {
-                if writers.is_empty() && readers.is_empty() {
-                    wait_for_socket(&options.socket).await;
-                }
-                match UnixStream::connect(&options.socket).await {
+                let connected = match first.take() {
+                    Some(connected) => connected,
+                    None => UnixStream::connect(&options.socket).await,
+                };
+                match connected {
                     Ok(stream) => {
                         sink.record(&Event::Open { conn: *conn });
                         opened.insert(*conn);
@@ -141,10 +147,22 @@ pub async fn drive(
     Ok(())
 }
 
-async fn wait_for_socket(socket: &Path) {
+/// Connects to `socket` once the daemon listens there, waiting at most [`SOCKET_WAIT`].
+/// The socket file appears at bind(), before listen(): a connection between the two is
+/// refused, which the recorded client never saw (CI saw the replay's first two
+/// connections refused this way, and every later reply answer a different call).
+async fn connect_once_listening(socket: &Path) -> std::io::Result<UnixStream> {
     let deadline = Instant::now() + SOCKET_WAIT;
-    while !socket.exists() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
+    loop {
+        match UnixStream::connect(socket).await {
+            Err(e)
+                if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
+            connected => return connected,
+        }
     }
 }
 
@@ -284,4 +302,56 @@ pub async fn replay_on_mock(dir: &Path, mock: &Path, speed: f64) -> anyhow::Resu
     let comparison = super::compare::compare(&recording, &replayed, speed, &explained.volatile);
     std::fs::write(work.join("comparison.json"), serde_json::to_string_pretty(&comparison)?)?;
     Ok(comparison)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::recording::Entry;
+
+    /// A daemon whose socket file exists (bound) but that listens only 300 ms later, as
+    /// any daemon does for a moment between bind() and listen(): the replay's first
+    /// connection is accepted, not recorded as refused.
+    #[tokio::test]
+    async fn the_first_connection_waits_for_the_daemon_to_listen_not_for_its_socket_file() {
+        use nix::sys::socket::{AddressFamily, Backlog, SockFlag, SockType, UnixAddr, bind, listen, socket};
+        let dir = tempfile::tempdir().unwrap();
+        let socket_path = dir.path().join("api.sock");
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&socket_path).unwrap()).unwrap();
+        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
+        let daemon = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            listen(&fd, Backlog::new(8).unwrap()).unwrap();
+            let listener = std::os::unix::net::UnixListener::from(fd);
+            // Bounded: a replay that gave up on the daemon never connects.
+            listener.set_nonblocking(true).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            let mut conn = loop {
+                match listener.accept() {
+                    Ok((conn, _)) => break conn,
+                    Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+                    Err(_) => return,
+                }
+            };
+            conn.set_nonblocking(false).unwrap();
+            let mut request = [0u8; 64];
+            let n = std::io::Read::read(&mut conn, &mut request).unwrap();
+            assert!(request[..n].starts_with(b"GET /api/v1/daemon"));
+            std::io::Write::write_all(&mut conn, reply.as_bytes()).unwrap();
+        });
+        let recording = Recording::of_events(vec![
+            (0, Event::Open { conn: 1 }),
+            (1, Event::data(1, Direction::Request, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n", str::to_owned)),
+            (2, Event::data(1, Direction::Reply, reply.as_bytes(), str::to_owned)),
+        ]);
+        let out = dir.path().join("replayed.jsonl");
+        let options = ReplayOptions { socket: socket_path, speed: 1.0, out: out.clone() };
+        drive(&recording, &options, async { None }).await.unwrap();
+        daemon.join().unwrap();
+        let replayed = Recording::read(&out).unwrap();
+        let events: Vec<&Event> = replayed.entries.iter().map(|e: &Entry| &e.event).collect();
+        assert_eq!(events[0], &Event::Open { conn: 1 }, "{events:?}");
+        assert_eq!(events[2].bytes().unwrap(), reply.as_bytes());
+    }
 }

@@ -5,7 +5,7 @@
 //! the root and killed by process group, and every mount under the root is detached, on
 //! every exit path: pass, failure, deadline, panic of a step, or Ctrl-C.
 
-mod image;
+pub mod image;
 mod outcome;
 mod steps;
 mod target;

@@ -212,11 +212,13 @@ const RAW_ROUND: usize = 20_000;
 const RAW_ROUNDS: usize = 5;
 
 /// `GET /api/v1/daemon` over one raw keep-alive connection (no HTTP client library in the
-/// way), for the mock and, when given, a real nydusd, in turns round by round so both see
-/// the same machine; then each daemon's resident memory after the 100 000 requests.
-async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>) -> anyhow::Result<Value> {
+/// way), for the mock and, when given, a real nydusd, each directly and through a
+/// `harness record` proxy in front of it, in turns round by round so all see the same
+/// machine; then each daemon's (or recorder's) resident memory after the 101 000 requests.
+/// A proxied row carries `overhead_p50_us`: what the recorder adds to each call.
+async fn raw_api(harness: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>) -> anyhow::Result<Value> {
     let timeouts = Timeouts::default();
-    let mut beds = vec![("mock", Bed::with(mock, vec!["--mock-no-abort".into()], RecoverPolicy::None, timeouts)?)];
+    let mut beds = vec![("mock", Bed::with(harness, vec!["--mock-no-abort".into()], RecoverPolicy::None, timeouts)?)];
     if let Some((binary, args)) = real {
         beds.push(("real nydusd", Bed::with(binary, args.clone(), RecoverPolicy::None, timeouts)?));
     }
@@ -225,11 +227,23 @@ async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>)
         let daemon = bed.daemon("raw", timeouts).await?;
         served.push((*name, daemon));
     }
-    let targets: Vec<(&str, PathBuf, u32)> = served.iter().map(|(n, d)| (*n, d.api_socket(), d.pid())).collect();
-    let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<Value>> {
+    // Each target: its name, socket, the pid whose memory is reported, and which direct
+    // target it proxies.
+    let mut targets: Vec<(String, PathBuf, u32, Option<usize>)> =
+        served.iter().map(|(n, d)| (n.to_string(), d.api_socket(), d.pid(), None)).collect();
+    let recordings = tempfile::Builder::new().prefix("harness-bench-record-").tempdir()?;
+    let mut recorders = Vec::new();
+    for (i, (name, daemon)) in served.iter().enumerate() {
+        let recorder = start_recorder(harness, &daemon.api_socket(), &recordings.path().join(format!("{i}"))).await?;
+        let pid = recorder.0.id().unwrap_or(0);
+        targets.push((format!("{name} through harness record"), recorder.1.clone(), pid, Some(i)));
+        recorders.push(recorder);
+    }
+    let sockets: Vec<(PathBuf, u32)> = targets.iter().map(|(_, s, p, _)| (s.clone(), *p)).collect();
+    let measured = tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<(Vec<Duration>, Duration, u64)>> {
         use std::io::Write;
         let mut streams = Vec::new();
-        for (_, socket, _) in &targets {
+        for (socket, _) in &sockets {
             let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
             let mut buf = Vec::new();
             for _ in 0..1_000 {
@@ -238,8 +252,8 @@ async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>)
             }
             streams.push(stream);
         }
-        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); targets.len()];
-        let mut busy = vec![Duration::ZERO; targets.len()];
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); sockets.len()];
+        let mut busy = vec![Duration::ZERO; sockets.len()];
         let mut buf = Vec::with_capacity(2048);
         for _ in 0..RAW_ROUNDS {
             for (i, stream) in streams.iter_mut().enumerate() {
@@ -253,20 +267,11 @@ async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>)
                 busy[i] += round.elapsed();
             }
         }
-        Ok(targets
-            .iter()
-            .zip(samples)
+        Ok(samples
+            .into_iter()
             .zip(busy)
-            .map(|(((name, _, pid), mut s), busy)| {
-                json!({
-                    "daemon": name,
-                    "requests": 1_000 + RAW_ROUNDS * RAW_ROUND,
-                    "p50_us": percentile(&mut s, 0.5) * 1e3,
-                    "p99_us": percentile(&mut s, 0.99) * 1e3,
-                    "requests_per_second": (RAW_ROUNDS * RAW_ROUND) as f64 / busy.as_secs_f64(),
-                    "rss_kb_after": rss_kb(*pid),
-                })
-            })
+            .zip(&sockets)
+            .map(|((s, b), (_, pid))| (s, b, rss_kb(*pid).unwrap_or(0)))
             .collect())
     })
     .await??;
@@ -274,7 +279,62 @@ async fn raw_api(mock: &Path, real: Option<&(PathBuf, Vec<std::ffi::OsString>)>)
         daemon.terminate()?;
         let _ = daemon.wait_for_exit_and_unmount().await;
     }
-    Ok(Value::Array(measured))
+    for (mut child, _) in recorders {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let mut rows: Vec<Value> = targets
+        .iter()
+        .zip(measured)
+        .map(|((name, _, _, _), (mut s, busy, rss))| {
+            json!({
+                "daemon": name,
+                "requests": 1_000 + RAW_ROUNDS * RAW_ROUND,
+                "p50_us": percentile(&mut s, 0.5) * 1e3,
+                "p99_us": percentile(&mut s, 0.99) * 1e3,
+                "requests_per_second": (RAW_ROUNDS * RAW_ROUND) as f64 / busy.as_secs_f64(),
+                "rss_kb_after": rss,
+            })
+        })
+        .collect();
+    for (i, (.., proxied)) in targets.iter().enumerate() {
+        if let Some(direct) = proxied {
+            let added =
+                rows[i]["p50_us"].as_f64().unwrap_or(f64::NAN) - rows[*direct]["p50_us"].as_f64().unwrap_or(f64::NAN);
+            rows[i]["overhead_p50_us"] = added.into();
+        }
+    }
+    Ok(Value::Array(rows))
+}
+
+/// `harness record --upstream <socket>` into `out`, once it listens: the process (killed
+/// when dropped) and the socket it listens on.
+async fn start_recorder(
+    harness: &Path,
+    upstream: &Path,
+    out: &Path,
+) -> anyhow::Result<(tokio::process::Child, PathBuf)> {
+    let listen = out.with_extension("sock");
+    let child = tokio::process::Command::new(harness)
+        .arg("record")
+        .arg("--upstream")
+        .arg(upstream)
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    // Its first line is written once it listens.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(out.join(crate::record::recording::FILE_NAME))
+        .is_ok_and(|t| t.contains(r#""event":"recording""#))
+    {
+        anyhow::ensure!(Instant::now() < deadline, "the recorder in front of {} never listened", upstream.display());
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    Ok((child, listen))
 }
 
 fn mock_config(mock: &Path) -> crate::runner::RunConfig {
@@ -555,6 +615,9 @@ pub fn table(results: &Value) -> String {
             raw["requests"],
             raw["rss_kb_after"].as_f64().unwrap_or(f64::NAN) / 1024.0,
         ));
+        if let Some(added) = raw["overhead_p50_us"].as_f64() {
+            out.push_str(&format!("{:<44} added p50 {added:>5.1} us per call\n", "  recorder overhead"));
+        }
     }
     let stall = &results["read_stall_during_fuse_failover"];
     if let Some(reason) = stall["skipped"].as_str() {

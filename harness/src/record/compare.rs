@@ -184,8 +184,8 @@ mod tests {
     fn session(reply: &str, end: Event) -> Recording {
         recording(vec![
             Event::Open { conn: 1 },
-            Event::data(1, Direction::Request, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n", str::to_owned),
-            Event::data(1, Direction::Reply, reply.as_bytes(), str::to_owned),
+            Event::data(1, Direction::Request, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n"),
+            Event::data(1, Direction::Reply, reply.as_bytes()),
             end,
         ])
     }

@@ -171,7 +171,7 @@ mod tests {
     use crate::record::recording::{Direction, Event, Side};
 
     fn data(conn: u64, dir: Direction, text: &str) -> Event {
-        Event::data(conn, dir, text.as_bytes(), str::to_owned)
+        Event::data(conn, dir, text.as_bytes())
     }
 
     fn recording(events: Vec<(u64, Event)>) -> Recording {

@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn data(conn: u64, dir: Direction, text: &str) -> Event {
-        Event::data(conn, dir, text.as_bytes(), str::to_owned)
+        Event::data(conn, dir, text.as_bytes())
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! * [`proxy`]: `harness record`, a transparent proxy on nydusd's API socket that records
 //!   every byte that passes, in both directions, with when and on which connection.
 //! * [`recording`]: the recording file, read and written.
+//! * [`redact`]: credentials masked in a byte stream, wherever it is cut.
 //! * [`http`]: a recording's byte streams cut into HTTP exchanges.
 //! * [`generate`]: the scenario and mock script that replay a recording.
 //! * [`replay`]: the client side of a replay (the `replay_client` step).
@@ -37,7 +38,9 @@ pub mod generate;
 pub mod http;
 pub mod proxy;
 pub mod recording;
+pub mod redact;
 pub mod replay;
 
-pub use proxy::{RecordOptions, move_apisock, record_command, redact, serve};
+pub use proxy::{RecordOptions, move_apisock, record_command, serve};
 pub use recording::{FORMAT_VERSION, Recording};
+pub use redact::{Redactor, redact};

@@ -9,66 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
-
-/// Keys whose string values never reach a recording in clear.
-const SECRET_KEYS: &[&str] =
-    &["auth", "registry_token", "password", "proxy_password", "access_key_id", "access_key_secret", "token", "secret"];
-
-/// `text` with the string value of every secret key masked by as many `*`, whether it
-/// is written as JSON (`"auth":"…"`) or as JSON inside a JSON string, as mount requests
-/// carry their configuration (`\"auth\":\"…\"`).
-pub fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    'scan: while !rest.is_empty() {
-        for key in SECRET_KEYS {
-            for quote in ["\\\"", "\""] {
-                let pattern = format!("{quote}{key}{quote}");
-                if !rest.starts_with(&pattern) {
-                    continue;
-                }
-                let after_key = &rest[pattern.len()..];
-                let trimmed = after_key.trim_start();
-                let Some(after_colon) = trimmed.strip_prefix(':') else { continue };
-                let value = after_colon.trim_start();
-                let Some(inner) = value.strip_prefix(quote) else { continue };
-                // The value ends at the next closing quote of the same kind.
-                let end = string_end(inner, quote.len() > 1);
-                let Some(end) = end else { continue };
-                out.push_str(&rest[..rest.len() - inner.len()]);
-                // As long as the secret, so Content-Length and every chunk's length stay
-                // true and a replay sends requests the daemon can frame.
-                out.extend(std::iter::repeat_n('*', inner[..end].len()));
-                rest = &inner[end..];
-                continue 'scan;
-            }
-        }
-        let next = rest.chars().next().map(char::len_utf8).unwrap_or(1);
-        out.push_str(&rest[..next]);
-        rest = &rest[next..];
-    }
-    out
-}
-
-/// The offset of the quote that closes a JSON string whose text starts `s`: one preceded
-/// by an even number of backslashes, or, for a string inside a JSON string (`nested`),
-/// written `\"` and so preceded by 1, 5, 9… (`\\\"` is an escaped quote inside it). For
-/// `nested` the offset is that of the backslash, so the kept text resumes with `\"`.
-fn string_end(s: &str, nested: bool) -> Option<usize> {
-    let mut backslashes = 0;
-    for (i, c) in s.char_indices() {
-        match c {
-            '\\' => backslashes += 1,
-            '"' if !nested && backslashes % 2 == 0 => return Some(i),
-            '"' if nested && backslashes % 4 == 1 => return Some(i - 1),
-            _ => backslashes = 0,
-        }
-        if c == '"' {
-            backslashes = 0;
-        }
-    }
-    None
-}
+use super::redact::Redactor;
 
 /// `argv` with its `--apisock` (`-A`, `--apisock=`) pointed at `moved`, and the path it
 /// named; `None` when it names none.
@@ -231,6 +172,7 @@ async fn pump(
         Direction::Reply => (Side::Daemon, Side::Client),
     };
     let mut buf = vec![0u8; 64 * 1024];
+    let mut redactor = Redactor::default();
     loop {
         match from.read(&mut buf).await {
             Ok(0) | Err(_) => {
@@ -239,32 +181,14 @@ async fn pump(
                 return;
             }
             Ok(n) => {
-                sink.record(&Event::data(conn, dir, &buf[..n], redact));
-                if to.write_all(&buf[..n]).await.is_err() {
+                sink.stage(&Event::data(conn, dir, &redactor.redact(&buf[..n])));
+                let passed = to.write_all(&buf[..n]).await;
+                sink.flush();
+                if passed.is_err() {
                     sink.record(&Event::Close { conn, side: writer });
                     return;
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_are_redacted_in_json_and_in_json_inside_a_string() {
-        let body = r#"{"source":"/b","config":"{\"device\":{\"backend\":{\"type\":\"registry\",\"config\":{\"auth\":\"dXNlcjpwYXNz\",\"registry_token\":\"q9\\\"z7\",\"host\":\"r\"}}}}"}"#;
-        let out = redact(body);
-        assert!(!out.contains("dXNlcjpwYXNz") && !out.contains("q9") && !out.contains("z7"), "{out}");
-        // The escaped quote inside the token did not end it early.
-        assert!(out.contains(r#"\"registry_token\":\"********\",\"host\""#), "{out}");
-        assert!(out.contains(r#"\"auth\":\"************\""#) && out.contains(r#"\"host\":\"r\""#), "{out}");
-        assert_eq!(out.len(), body.len(), "lengths are kept");
-        let plain = redact(r#"{"auth": "s3cret", "password":"p\"w", "other":"kept"}"#);
-        assert_eq!(plain, r#"{"auth": "******", "password":"****", "other":"kept"}"#);
-        // Not a key: left alone.
-        assert_eq!(redact(r#"{"path":"/auth"}"#), r#"{"path":"/auth"}"#);
     }
 }

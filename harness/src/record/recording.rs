@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Version of the recording format.
 pub const FORMAT_VERSION: u32 = 1;
@@ -91,10 +91,11 @@ impl Event {
         }
     }
 
-    /// A `data` event carrying `bytes`, as text when UTF-8 (after `redact`), else base64.
-    pub fn data(conn: u64, dir: Direction, bytes: &[u8], redact: impl Fn(&str) -> String) -> Self {
+    /// A `data` event carrying `bytes` (redacted already, where they are recorded), as
+    /// text when UTF-8, else base64.
+    pub fn data(conn: u64, dir: Direction, bytes: &[u8]) -> Self {
         let (text, base64) = match std::str::from_utf8(bytes) {
-            Ok(text) => (Some(redact(text)), None),
+            Ok(text) => (Some(text.to_owned()), None),
             Err(_) => (None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
         };
         Self::Data { conn, dir, len: bytes.len(), text, base64 }
@@ -202,42 +203,92 @@ fn parse_line(line: &str) -> Result<Entry, String> {
     Ok(Entry { t_ns, event })
 }
 
-/// Where a recording is written, line by line, flushed per line so that a killed
-/// recorder leaves everything it saw.
+/// Where a recording is written, line by line, each line written out as soon as the
+/// piece it records has been passed on (see [`Sink::stage`]), so that a killed recorder
+/// leaves everything it saw.
 #[derive(Debug, Clone)]
-pub struct Sink(Arc<std::sync::Mutex<std::fs::File>>);
+pub struct Sink(Arc<std::sync::Mutex<Lines>>);
+
+#[derive(Debug)]
+struct Lines {
+    file: std::fs::File,
+    /// Lines stamped and in order, not yet written.
+    staged: Vec<u8>,
+}
+
+/// A line as written: the event's fields, then when.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    t_ns: u64,
+}
 
 impl Sink {
     /// Creates `path`, which must not exist: a recording is never overwritten.
     pub fn create(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create_new(true).write(true).open(path)?;
-        Ok(Self(Arc::new(std::sync::Mutex::new(file))))
+        Ok(Self::over(file))
     }
 
     /// Creates `path`, replacing what was there (a replay's own recording).
     pub fn replace(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::File::create(path)?;
-        Ok(Self(Arc::new(std::sync::Mutex::new(file))))
+        Ok(Self::over(std::fs::File::create(path)?))
+    }
+
+    fn over(file: std::fs::File) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(Lines { file, staged: Vec::new() })))
     }
 
     /// Appends `event`, stamped now: under the lock, so lines are in time order.
     pub fn record(&self, event: &Event) {
-        self.write(None, event);
+        self.write(None, event, true);
     }
 
     /// Appends `event` stamped `t_ns`.
     pub fn record_at(&self, t_ns: u64, event: &Event) {
-        self.write(Some(t_ns), event);
+        self.write(Some(t_ns), event, true);
     }
 
-    fn write(&self, t_ns: Option<u64>, event: &Event) {
-        let mut fields = serde_json::to_value(event).unwrap_or_else(|_| json!({}));
-        let mut file = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        fields["t_ns"] = t_ns.unwrap_or_else(mock_nydusd::journal::monotonic_ns).into();
-        let mut line = fields.to_string();
-        line.push('\n');
-        // A full disk loses the recording, never the session passing through.
-        let _ = file.write_all(line.as_bytes());
+    /// Stamps `event` now and puts it in line, without writing it out yet: the proxy
+    /// passes the piece on first and then calls [`Sink::flush`], so the file write is not
+    /// part of the latency the recorder adds. Lines keep the order they were staged in,
+    /// whichever task writes them out.
+    pub fn stage(&self, event: &Event) {
+        self.write(None, event, false);
+    }
+
+    /// Writes out every staged line.
+    pub fn flush(&self) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        lines.write_out();
+    }
+
+    fn write(&self, t_ns: Option<u64>, event: &Event, now: bool) {
+        let mut lines = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let t_ns = t_ns.unwrap_or_else(mock_nydusd::journal::monotonic_ns);
+        if serde_json::to_writer(&mut lines.staged, &Line { event, t_ns }).is_ok() {
+            lines.staged.push(b'\n');
+        }
+        if now {
+            lines.write_out();
+        }
+    }
+}
+
+impl Lines {
+    fn write_out(&mut self) {
+        if !self.staged.is_empty() {
+            // A full disk loses the recording, never the session passing through.
+            let _ = self.file.write_all(&self.staged);
+            self.staged.clear();
+        }
+    }
+}
+
+impl Drop for Lines {
+    fn drop(&mut self) {
+        self.write_out();
     }
 }
 
@@ -292,8 +343,8 @@ mod tests {
                 pid: Some(7),
             },
             Event::Open { conn: 1 },
-            Event::data(1, Direction::Request, b"GET / HTTP/1.1\r\n\r\n", str::to_owned),
-            Event::data(1, Direction::Reply, &[0xff, 0x00], str::to_owned),
+            Event::data(1, Direction::Request, b"GET / HTTP/1.1\r\n\r\n"),
+            Event::data(1, Direction::Reply, &[0xff, 0x00]),
             Event::Close { conn: 1, side: Side::Daemon },
             Event::DaemonExit { pid: 7, code: None, signal: Some(9), socket_left: true },
         ];

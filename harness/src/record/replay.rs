@@ -118,7 +118,7 @@ pub async fn drive(
             Event::Data { conn, .. } => {
                 let bytes = event.bytes().unwrap_or_default();
                 if let Some(writer) = writers.get_mut(conn) {
-                    sink.record(&Event::data(*conn, Direction::Request, &bytes, str::to_owned));
+                    sink.record(&Event::data(*conn, Direction::Request, &bytes));
                     if writer.write_all(&bytes).await.is_err() {
                         writers.remove(conn);
                     }
@@ -220,7 +220,7 @@ async fn read_replies(
                 sink.record(&Event::Close { conn, side: Side::Daemon });
                 got.closed.insert(conn);
             } else {
-                sink.record(&Event::data(conn, Direction::Reply, &buf[..n], str::to_owned));
+                sink.record(&Event::data(conn, Direction::Reply, &buf[..n]));
                 *got.bytes.entry(conn).or_default() += n;
             }
         }
@@ -342,8 +342,8 @@ mod tests {
         });
         let recording = Recording::of_events(vec![
             (0, Event::Open { conn: 1 }),
-            (1, Event::data(1, Direction::Request, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n", str::to_owned)),
-            (2, Event::data(1, Direction::Reply, reply.as_bytes(), str::to_owned)),
+            (1, Event::data(1, Direction::Request, b"GET /api/v1/daemon HTTP/1.1\r\n\r\n")),
+            (2, Event::data(1, Direction::Reply, reply.as_bytes())),
         ]);
         let out = dir.path().join("replayed.jsonl");
         let options = ReplayOptions { socket: socket_path, speed: 1.0, out: out.clone() };

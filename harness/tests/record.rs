@@ -332,3 +332,98 @@ fn a_bad_recording_is_refused_with_its_line() {
     let bad_speed = replay(dir.path(), "0");
     assert!(String::from_utf8_lossy(&bad_speed.stderr).contains("--speed must be a positive number"));
 }
+
+/// `harness record --supervisor --out <dir>/<name> -- <mock as nydusd> fuse --apisock
+/// <dir>/<name>.sock --supervisor <supervisor> --id d1 [extra]`, once it listens.
+fn record_with_supervisor(dir: &Path, name: &str, supervisor: &Path, extra: &[&str]) -> (PathBuf, PathBuf, Recorder) {
+    let (sock, mnt, out) = (dir.join(format!("{name}.sock")), dir.join("mnt"), dir.join(name));
+    std::fs::create_dir_all(&mnt).unwrap();
+    let link = dir.join("nydusd");
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    }
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--supervisor".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--".as_ref(),
+        link.as_os_str(),
+        "fuse".as_ref(),
+        "--apisock".as_ref(),
+        sock.as_os_str(),
+        "--mountpoint".as_ref(),
+        mnt.as_os_str(),
+        "--supervisor".as_ref(),
+        supervisor.as_os_str(),
+        "--id".as_ref(),
+        "d1".as_ref(),
+    ];
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let recorder = record(&args);
+    wait_for_recorder(&out);
+    (sock, out, recorder)
+}
+
+/// The supervisor pieces of a recording: (flow, bytes, fds) summed per flow, and whether
+/// any line holds more than sizes.
+fn supervisor_traffic(out: &Path) -> (Vec<(String, u64, u64)>, bool) {
+    let mut flows: Vec<(String, u64, u64)> = Vec::new();
+    let mut content = false;
+    for line in lines(out).iter().filter(|l| l["event"] == "supervisor_data") {
+        content |= line.get("text").is_some() || line.get("base64").is_some();
+        let flow = line["flow"].as_str().unwrap().to_owned();
+        let (len, fds) = (line["len"].as_u64().unwrap(), line["fds"].as_u64().unwrap());
+        match flows.iter_mut().find(|(f, ..)| *f == flow) {
+            Some(entry) => (entry.1, entry.2) = (entry.1 + len, entry.2 + fds),
+            None => flows.push((flow, len, fds)),
+        }
+    }
+    (flows, content)
+}
+
+/// A failover's two legs through recorders: the daemon's sendfd reaches daemon-core's
+/// supervisor with its state and fd, and the takeover hands them to a new daemon, which
+/// serves the old one's instance. Each recording holds the sizes and fd counts, never the
+/// state, and the relay's socket goes with its recorder.
+#[test]
+fn a_failover_through_recorders_is_relayed_with_its_fd_and_recorded_by_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let supervisors = daemon_core::supervisor::SupervisorSet::new(dir.path().join("supervisors")).unwrap();
+    let supervisor = supervisors.create("d1");
+    let (sock, out, recorder) = record_with_supervisor(dir.path(), "old", supervisor.socket(), &[]);
+    let body = serde_json::json!({ "source": "/b", "fs_type": "rafs", "config": "{}" }).to_string();
+    let mount = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    converse(&sock, &[mount.as_bytes()], 1);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = daemon_core::api::NydusdClient::new(&sock);
+    // The peer the supervisor sees is the recorder, which relays the daemon's connection.
+    let relay_pid = recorder.0.id();
+    runtime.block_on(supervisor.fetch(relay_pid, client.send_fd(), Duration::from_secs(5))).unwrap();
+    let saved = supervisor.saved().expect("the state was saved");
+    assert!(String::from_utf8_lossy(&saved.data).contains("/a"), "the state names the instance");
+    nix::sys::stat::fstat(&saved.fd).expect("the fd that came through is open");
+    let (flows, content) = supervisor_traffic(&out);
+    assert_eq!(flows, [("to_supervisor".to_owned(), saved.data.len() as u64, 1)]);
+    assert!(!content, "a supervisor piece's content reached the recording");
+    drop(recorder);
+
+    let (new_sock, new_out, new_recorder) =
+        record_with_supervisor(dir.path(), "new", supervisor.socket(), &["--upgrade"]);
+    let new_client = daemon_core::api::NydusdClient::new(&new_sock);
+    runtime.block_on(async {
+        let offer = supervisor.offer(Duration::from_secs(5)).await.unwrap();
+        offer.allow(new_recorder.0.id());
+        new_client.takeover().await.unwrap();
+        assert_eq!(offer.finished().await.unwrap(), new_recorder.0.id());
+        new_client.start().await.unwrap();
+        let info = new_client.get_daemon_info().await.unwrap();
+        assert!(info.backend_collection.unwrap_or_default().contains_key("/a"), "the new daemon took over /a");
+    });
+    let (flows, content) = supervisor_traffic(&new_out);
+    assert_eq!(flows, [("to_daemon".to_owned(), saved.data.len() as u64, 1)]);
+    assert!(!content);
+    let text = std::fs::read_to_string(new_out.join("recording.jsonl")).unwrap();
+    assert!(text.contains(r#""event":"supervisor_close""#), "{text}");
+    drop(new_recorder);
+    assert!(!new_out.join("supervisor.sock").exists() && !out.join("supervisor.sock").exists());
+}

@@ -175,6 +175,10 @@ struct RecordArgs {
     /// Directory of the recording (`recording.jsonl`); created, and must not hold one.
     #[arg(long)]
     out: PathBuf,
+    /// Also relay and record the command line's `--supervisor` socket: each piece's size
+    /// and fd count (not its content), so sendfd and takeover are in the recording.
+    #[arg(long, conflicts_with = "upstream")]
+    supervisor: bool,
     /// A nydusd command line to start: its `--apisock` moves into --out and the proxy
     /// listens where it said.
     #[arg(last = true, required_unless_present = "upstream")]
@@ -456,7 +460,7 @@ fn record(args: RecordArgs) -> ExitCode {
                 };
                 crate::record::serve(&options).await.map(|never| match never {})
             }
-            _ => crate::record::record_command(&args.command, &args.out).await,
+            _ => crate::record::record_command(&args.command, &args.out, args.supervisor).await,
         }
     }));
     match outcome {

@@ -12,7 +12,7 @@ use mock_nydusd::script::{Action, Call, Death, Method, Respond, Rule, Script, Si
 use serde_saphyr::{Location, Spanned};
 
 use super::http::{Exchange, Session};
-use super::recording::Recording;
+use super::recording::{Event, Recording};
 
 /// The script, and what of the recording it could not express.
 #[derive(Debug, Clone)]
@@ -27,6 +27,13 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
     let session = Session::of(recording);
     let exchanges = session.exchanges();
     let mut notes = Vec::new();
+    let supervisor_pieces =
+        recording.entries.iter().filter(|e| matches!(e.event, Event::SupervisorData { .. })).count();
+    if supervisor_pieces > 0 {
+        notes.push(format!(
+            "{supervisor_pieces} pieces on the supervisor socket: the recording keeps their sizes and fds only; the mock sends and takes states of its own"
+        ));
+    }
     let ms = |ns: u64| -> u64 { ((ns as f64 / 1e6) / speed).round() as u64 };
     let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
     let mut rules = Vec::new();

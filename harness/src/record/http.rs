@@ -215,7 +215,12 @@ impl Session {
                     slot.get_or_insert(t);
                 }
                 Event::DaemonExit { code, signal, .. } => exit = Some((t, *code, *signal)),
-                Event::Recording { .. } => {}
+                // The supervisor socket carries no HTTP.
+                Event::Recording { .. }
+                | Event::SupervisorOpen { .. }
+                | Event::SupervisorRefused { .. }
+                | Event::SupervisorData { .. }
+                | Event::SupervisorClose { .. } => {}
             }
         }
         let connections = streams

@@ -4,9 +4,10 @@
 //!   every byte that passes, in both directions, with when and on which connection.
 //! * [`recording`]: the recording file, read and written.
 //! * [`redact`]: credentials masked in a byte stream, wherever it is cut.
+//! * [`supervisor`]: the supervisor socket relayed, fds included, recorded by size.
 //! * [`http`]: a recording's byte streams cut into HTTP exchanges.
-//! * [`generate`]: the scenario and mock script that replay a recording.
-//! * [`replay`]: the client side of a replay (the `replay_client` step).
+//! * [`generate`]: the mock script that plays a recorded daemon.
+//! * [`replay`]: `harness replay`: the mock on that script, and the recorded client side sent again.
 //! * [`compare`]: every difference between a recording and its replay.
 //!
 //! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
@@ -26,6 +27,10 @@
 //! | `upstream_refused` | `conn`, `error` | the daemon's socket refused it; the client's connection is closed |
 //! | `data` | `conn`, `dir` (`request` or `reply`), `len`, `text` or `base64` | bytes read on one side and written to the other |
 //! | `close` | `conn`, `side` (`client` or `daemon`) | that side closed its end; the other is shut down for writing |
+//! | `supervisor_open` | `conn` | (`--supervisor`) the daemon connected to the supervisor socket; its own numbering |
+//! | `supervisor_refused` | `conn`, `error` | the real supervisor's socket refused it |
+//! | `supervisor_data` | `conn`, `flow` (`to_supervisor` or `to_daemon`), `len`, `fds` | a piece's size and fd count; the content is not kept |
+//! | `supervisor_close` | `conn`, `from` | the side sending that way closed its end |
 //! | `daemon_exit` | `pid`, `code`, `signal`, `socket_left` | the daemon the recorder started ended (`record -- <command>`) |
 //!
 //! A chunk is `text` when it is UTF-8, else `base64`. Credentials in mount
@@ -40,6 +45,7 @@ pub mod proxy;
 pub mod recording;
 pub mod redact;
 pub mod replay;
+pub mod supervisor;
 
 pub use proxy::{RecordOptions, move_apisock, record_command, serve};
 pub use recording::{FORMAT_VERSION, Recording};

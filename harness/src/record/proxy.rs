@@ -10,22 +10,37 @@ use tokio::net::{UnixListener, UnixStream};
 
 use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
 use super::redact::Redactor;
+use super::supervisor::Gate;
 
 /// `argv` with its `--apisock` (`-A`, `--apisock=`) pointed at `moved`, and the path it
 /// named; `None` when it names none.
 pub fn move_apisock(argv: &[std::ffi::OsString], moved: &Path) -> Option<(Vec<std::ffi::OsString>, PathBuf)> {
+    move_path_flag(argv, &["--apisock", "-A"], moved)
+}
+
+/// `argv` with the first path flag spelled one of `names` (`NAME PATH` or, for a long
+/// name, `NAME=PATH`) pointed at `moved`, and the path it named; `None` when none is there.
+pub fn move_path_flag(
+    argv: &[std::ffi::OsString],
+    names: &[&str],
+    moved: &Path,
+) -> Option<(Vec<std::ffi::OsString>, PathBuf)> {
     let mut out = Vec::with_capacity(argv.len());
     let mut original = None;
     let mut args = argv.iter();
     while let Some(arg) = args.next() {
         let text = arg.to_string_lossy();
-        if (text == "--apisock" || text == "-A") && original.is_none() {
+        let joined = names.iter().filter(|n| n.starts_with("--")).find_map(|n| text.strip_prefix(&format!("{n}=")));
+        if original.is_some() {
+            out.push(arg.clone());
+        } else if names.contains(&text.as_ref()) {
             original = Some(PathBuf::from(args.next()?));
             out.push(arg.clone());
             out.push(moved.as_os_str().to_owned());
-        } else if let Some(path) = text.strip_prefix("--apisock=").filter(|_| original.is_none()) {
+        } else if let Some(path) = joined {
             original = Some(PathBuf::from(path));
-            out.push(format!("--apisock={}", moved.display()).into());
+            let name = &text[..text.len() - path.len()];
+            out.push(format!("{name}{}", moved.display()).into());
         } else {
             out.push(arg.clone());
         }
@@ -37,12 +52,28 @@ pub fn move_apisock(argv: &[std::ffi::OsString], moved: &Path) -> Option<(Vec<st
 /// directory, and records on the path it named, so clients find the proxy where they
 /// expect the daemon; ends when the daemon exits (recording its status) or when dropped,
 /// which kills the daemon. Returns the daemon's exit status.
-pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::Result<std::process::ExitStatus> {
+///
+/// With `supervisor`, the command line's `--supervisor` socket is relayed and recorded
+/// too ([`super::supervisor`]).
+pub async fn record_command(
+    argv: &[std::ffi::OsString],
+    out: &Path,
+    supervisor: bool,
+) -> anyhow::Result<std::process::ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
     std::fs::create_dir_all(out)?;
     let moved = out.join("upstream.sock");
-    let (args, listen) = move_apisock(argv, &moved)
+    let (mut args, listen) = move_apisock(argv, &moved)
         .ok_or_else(|| anyhow::anyhow!("the command line names no --apisock for the proxy to take the place of"))?;
+    let relay = if supervisor {
+        let relayed = out.join("supervisor.sock");
+        let (moved_args, upstream) = super::supervisor::move_supervisor(&args, &relayed)
+            .ok_or_else(|| anyhow::anyhow!("--supervisor: the command line names no --supervisor socket to record"))?;
+        args = moved_args;
+        Some(super::supervisor::Relay::bind(&relayed, upstream)?)
+    } else {
+        None
+    };
     let (program, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command to start"))?;
     let sink = open_sink(out)?;
     let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
@@ -61,10 +92,19 @@ pub async fn record_command(argv: &[std::ffi::OsString], out: &Path) -> anyhow::
     let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned() };
     let command = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let daemon_ends_open = Arc::new(AtomicU64::new(0));
-    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid), daemon_ends_open.clone());
+    let gate = relay.as_ref().map(super::supervisor::Relay::gate);
+    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid), daemon_ends_open.clone(), gate);
     tokio::pin!(proxy);
+    let supervisor = async {
+        match relay {
+            Some(relay) => relay.serve(sink.clone()).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(supervisor);
     let status = tokio::select! {
         served = &mut proxy => match served? {},
+        served = &mut supervisor => match served? {},
         status = child.wait() => status?,
     };
     // The death closes the daemon's end of every connection; the relays (still running
@@ -97,7 +137,7 @@ fn open_sink(out: &Path) -> anyhow::Result<Sink> {
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
 pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
-    serve_into(options, open_sink(&options.out)?, None, None, Arc::new(AtomicU64::new(0))).await
+    serve_into(options, open_sink(&options.out)?, None, None, Arc::new(AtomicU64::new(0)), None).await
 }
 
 async fn serve_into(
@@ -106,6 +146,7 @@ async fn serve_into(
     command: Option<Vec<String>>,
     pid: Option<u32>,
     daemon_ends_open: Arc<AtomicU64>,
+    gate: Option<Gate>,
 ) -> anyhow::Result<std::convert::Infallible> {
     let listener = UnixListener::bind(&options.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen.display()))?;
@@ -122,8 +163,9 @@ async fn serve_into(
     loop {
         let (client, _) = listener.accept().await?;
         let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
-        let (sink, upstream, open) = (sink.clone(), options.upstream.clone(), daemon_ends_open.clone());
-        tasks.spawn(async move { relay(conn, client, &upstream, &sink, &open).await });
+        let (sink, upstream, open, gate) =
+            (sink.clone(), options.upstream.clone(), daemon_ends_open.clone(), gate.clone());
+        tasks.spawn(async move { relay(conn, client, &upstream, &sink, &open, gate).await });
         // Finished connections are reaped as new ones come.
         while tasks.try_join_next().is_some() {}
     }
@@ -138,7 +180,14 @@ impl Drop for RemoveOnDrop {
 }
 
 /// One client connection and its connection to the daemon, until both sides closed.
-async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink, daemon_ends_open: &AtomicU64) {
+async fn relay(
+    conn: u64,
+    client: UnixStream,
+    upstream: &Path,
+    sink: &Sink,
+    daemon_ends_open: &AtomicU64,
+    gate: Option<Gate>,
+) {
     let daemon = match UnixStream::connect(upstream).await {
         Ok(d) => d,
         Err(e) => {
@@ -150,22 +199,25 @@ async fn relay(conn: u64, client: UnixStream, upstream: &Path, sink: &Sink, daem
     sink.record(&Event::Open { conn });
     let (client_read, client_write) = client.into_split();
     let (daemon_read, daemon_write) = daemon.into_split();
-    let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone());
+    let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone(), None);
     let replies = async {
-        pump(conn, Direction::Reply, daemon_read, client_write, sink.clone()).await;
+        pump(conn, Direction::Reply, daemon_read, client_write, sink.clone(), gate).await;
         daemon_ends_open.fetch_sub(1, Ordering::SeqCst);
     };
     tokio::join!(requests, replies);
 }
 
 /// Copies what `from` sends to `to`, one read at a time, recording each piece; when
-/// `from` closes, `to` is shut down for writing (a half-close, as the peer did).
+/// `from` closes, `to` is shut down for writing (a half-close, as the peer did). With a
+/// `gate`, each piece waits for the supervisor relay to pass on a connection the daemon
+/// made before it sent the piece.
 async fn pump(
     conn: u64,
     dir: Direction,
     mut from: tokio::net::unix::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     sink: Sink,
+    gate: Option<Gate>,
 ) {
     let (reader, writer) = match dir {
         Direction::Request => (Side::Client, Side::Daemon),
@@ -181,6 +233,9 @@ async fn pump(
                 return;
             }
             Ok(n) => {
+                if let Some(gate) = &gate {
+                    gate.wait().await;
+                }
                 sink.stage(&Event::data(conn, dir, &redactor.redact(&buf[..n])));
                 let passed = to.write_all(&buf[..n]).await;
                 sink.flush();

@@ -35,6 +35,16 @@ pub enum Side {
     Daemon,
 }
 
+/// Which way a piece went on the supervisor socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SupervisorFlow {
+    /// The daemon's saved state (sendfd).
+    ToSupervisor,
+    /// A state handed to the daemon (takeover).
+    ToDaemon,
+}
+
 /// One line of a recording.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -69,6 +79,14 @@ pub enum Event {
     },
     /// One side closed its end.
     Close { conn: u64, side: Side },
+    /// The daemon connected to the supervisor socket, and the supervisor accepted.
+    SupervisorOpen { conn: u64 },
+    /// The supervisor's socket refused the daemon's connection.
+    SupervisorRefused { conn: u64, error: String },
+    /// A piece passed on the supervisor socket: its size and fd count, never its content.
+    SupervisorData { conn: u64, flow: SupervisorFlow, len: usize, fds: usize },
+    /// The side that sent `from` closed its end.
+    SupervisorClose { conn: u64, from: SupervisorFlow },
     /// The daemon the recorder started ended.
     DaemonExit {
         #[serde(default)]

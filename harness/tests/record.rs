@@ -181,11 +181,27 @@ fn credentials_never_reach_the_recording_and_a_signal_ends_it_cleanly() {
 /// --mountpoint <dir>/mnt`, once the socket is there: the socket, the recording's
 /// directory and the recorder.
 fn record_mock_command(dir: &Path) -> (PathBuf, PathBuf, Recorder) {
-    let (sock, mnt, out) = (dir.join("api.sock"), dir.join("mnt"), dir.join("rec"));
-    std::fs::create_dir(&mnt).unwrap();
+    record_mock(dir, "rec", "api.sock", &[], &[])
+}
+
+/// `harness record <recorder_flags> --out <dir>/<out> -- <mock as nydusd> fuse --apisock
+/// <dir>/<sock> --mountpoint <dir>/mnt <daemon_flags>`, once it listens: the socket, the
+/// recording's directory and the recorder.
+fn record_mock(
+    dir: &Path,
+    out: &str,
+    sock: &str,
+    recorder_flags: &[&str],
+    daemon_flags: &[&std::ffi::OsStr],
+) -> (PathBuf, PathBuf, Recorder) {
+    let (sock, mnt, out) = (dir.join(sock), dir.join("mnt"), dir.join(out));
+    std::fs::create_dir_all(&mnt).unwrap();
     let link = dir.join("nydusd");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
-    let recorder = record(&[
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    }
+    let mut args: Vec<&std::ffi::OsStr> = recorder_flags.iter().map(std::ffi::OsStr::new).collect();
+    args.extend([
         "--out".as_ref(),
         out.as_os_str(),
         "--".as_ref(),
@@ -196,6 +212,8 @@ fn record_mock_command(dir: &Path) -> (PathBuf, PathBuf, Recorder) {
         "--mountpoint".as_ref(),
         mnt.as_os_str(),
     ]);
+    args.extend(daemon_flags);
+    let recorder = record(&args);
     wait_for_recorder(&out);
     (sock, out, recorder)
 }
@@ -333,35 +351,12 @@ fn a_bad_recording_is_refused_with_its_line() {
     assert!(String::from_utf8_lossy(&bad_speed.stderr).contains("--speed must be a positive number"));
 }
 
-/// `harness record --supervisor --out <dir>/<name> -- <mock as nydusd> fuse --apisock
-/// <dir>/<name>.sock --supervisor <supervisor> --id d1 [extra]`, once it listens.
+/// A recorded mock whose supervisor socket is recorded too (`--id d1`, `extra` after).
 fn record_with_supervisor(dir: &Path, name: &str, supervisor: &Path, extra: &[&str]) -> (PathBuf, PathBuf, Recorder) {
-    let (sock, mnt, out) = (dir.join(format!("{name}.sock")), dir.join("mnt"), dir.join(name));
-    std::fs::create_dir_all(&mnt).unwrap();
-    let link = dir.join("nydusd");
-    if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
-    }
-    let mut args: Vec<&std::ffi::OsStr> = vec![
-        "--supervisor".as_ref(),
-        "--out".as_ref(),
-        out.as_os_str(),
-        "--".as_ref(),
-        link.as_os_str(),
-        "fuse".as_ref(),
-        "--apisock".as_ref(),
-        sock.as_os_str(),
-        "--mountpoint".as_ref(),
-        mnt.as_os_str(),
-        "--supervisor".as_ref(),
-        supervisor.as_os_str(),
-        "--id".as_ref(),
-        "d1".as_ref(),
-    ];
-    args.extend(extra.iter().map(std::ffi::OsStr::new));
-    let recorder = record(&args);
-    wait_for_recorder(&out);
-    (sock, out, recorder)
+    let mut flags: Vec<&std::ffi::OsStr> =
+        vec!["--supervisor".as_ref(), supervisor.as_os_str(), "--id".as_ref(), "d1".as_ref()];
+    flags.extend(extra.iter().map(std::ffi::OsStr::new));
+    record_mock(dir, name, &format!("{name}.sock"), &["--supervisor"], &flags)
 }
 
 /// The supervisor pieces of a recording: (flow, bytes, fds) summed per flow, and whether

@@ -204,6 +204,24 @@ fn leftovers(dir: &Path) -> Result<(), Failed> {
     }
 }
 
+/// SIGKILLs the recorded daemon, which ends the recording (the recorder exits 0), and
+/// replays it: no difference is allowed. Returns the recording's directory.
+fn kill_and_replay(recorder: &mut Recorder) -> Result<PathBuf, Failed> {
+    let pid = recorder.daemon_pid();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let status = recorder.wait();
+    if status.code() != Some(0) {
+        return Err(format!("the recorder ended {status}: {}", recorder.log()).into());
+    }
+    detach_mounts_under(&recorder.dir);
+    let rec = recorder.dir.join("rec");
+    let (code, report) = replay(&rec);
+    if code != Some(0) || !report.contains(" 0 differences") {
+        return Err(format!("replay exit {code:?}:\n{report}").into());
+    }
+    Ok(rec)
+}
+
 /// daemon-core's client drives the daemon through the recorder: state, two mounts,
 /// metrics, an umount that fails, then the daemon is SIGKILLed; the replay of the
 /// recording must not differ from it in anything but the listed volatile fields.
@@ -242,18 +260,7 @@ fn daemon_core_session(peer: Peer) -> Result<(), Failed> {
             other => Err(format!("umount of an instance never mounted: {other:?}, not NotFound with status 500")),
         }
     })?;
-    let pid = recorder.daemon_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    let status = recorder.wait();
-    if status.code() != Some(0) {
-        return Err(format!("the recorder ended {status}: {}", recorder.log()).into());
-    }
-    detach_mounts_under(dir);
-    let rec = dir.join("rec");
-    let (code, report) = replay(&rec);
-    if code != Some(0) || !report.contains(" 0 differences") {
-        return Err(format!("replay exit {code:?}:\n{report}").into());
-    }
+    let rec = kill_and_replay(&mut recorder)?;
     let script = std::fs::read_to_string(rec.join("mock-script.yaml")).unwrap();
     for expected in ["POST /api/v1/mount?mountpoint=/b", "DELETE /api/v1/mount?mountpoint=/nope", "signal: SIGKILL"] {
         if !script.contains(expected) {
@@ -311,15 +318,7 @@ fn nydusctl_session_replays(peer: Peer, nydusctl: PathBuf) -> Result<(), Failed>
     if mounted.0 != Some(0) || failed.0 == Some(0) || !last.1.contains(r#""/a""#) {
         return Err(format!("nydusctl against the recorded daemon: {recorded:#?}").into());
     }
-    let pid = recorder.daemon_pid();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
-    recorder.wait();
-    detach_mounts_under(dir);
-    let rec = dir.join("rec");
-    let (code, report) = replay(&rec);
-    if code != Some(0) || !report.contains(" 0 differences") {
-        return Err(format!("replay exit {code:?}:\n{report}").into());
-    }
+    let rec = kill_and_replay(&mut recorder)?;
     // nydusctl against the mock on the generated script, without its death (nydusctl's
     // last call would be answered by the death otherwise, as the daemon was after it).
     let script = std::fs::read_to_string(rec.join("mock-script.yaml")).unwrap();

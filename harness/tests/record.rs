@@ -308,6 +308,24 @@ fn a_recorded_session_replays_on_the_mock_with_no_difference_and_nothing_left_ru
     }
     assert!(pids_with(out.join("replay").to_str().unwrap()).is_empty(), "a replay process runs on");
     assert!(!out.join("replay/api.sock").exists() && !out.join("replay/mock-nydusd").exists());
+
+    // The scenario written beside it replays the same through `harness run`, the death
+    // included (`wait_exit` for SIGKILL).
+    let scenario = std::fs::read_to_string(out.join("replay.yaml")).unwrap();
+    assert!(scenario.contains("replay_client") && scenario.contains("SIGKILL"), "{scenario}");
+    let run = harness_run(&out.join("replay.yaml"));
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stdout));
+    assert!(String::from_utf8_lossy(&run.stdout).contains("1 passed, 0 failed"));
+}
+
+/// `harness run <scenario>`, a failure's repro bundle kept beside the scenario.
+fn harness_run(scenario: &Path) -> std::process::Output {
+    let bundles = scenario.with_file_name("bundles");
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["run".as_ref(), scenario.as_os_str(), "--color".as_ref(), "never".as_ref(), "--bundles".as_ref()])
+        .arg(bundles)
+        .output()
+        .unwrap()
 }
 
 /// The comparison can fail: a recorded reply header the mock does not send is reported,
@@ -331,6 +349,11 @@ fn a_replay_that_differs_from_its_recording_names_the_difference_and_fails() {
     assert!(stdout.contains("DIFF connection 1 request 1: GET /api/v1/daemon: headers"), "{stdout}");
     assert!(stdout.contains("X-Recorded-Only: 1"), "{stdout}");
     assert!(stdout.contains("compared 1 exchanges: 1 differences"), "{stdout}");
+    // The scenario written beside it fails the same way, naming the difference.
+    let run = harness_run(&dir.path().join("replay.yaml"));
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(run.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("step 2 `replay_client`") && stdout.contains("X-Recorded-Only: 1"), "{stdout}");
 }
 
 /// A recording that cannot be read is refused with the file and line, before anything runs.

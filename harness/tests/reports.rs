@@ -11,12 +11,15 @@ fn repo() -> PathBuf {
 }
 
 fn harness(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(args)
-        .current_dir(repo())
-        .env("NO_COLOR", "1")
-        .output()
-        .expect("harness runs");
+    // Repro bundles of deliberately failing runs go with the test, not into
+    // <tmp>/harness-failures, where every test run used to leave them.
+    let bundles = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    command.args(args);
+    if args.first() == Some(&"run") && !args.contains(&"--bundles") {
+        command.arg("--bundles").arg(bundles.path());
+    }
+    let out = command.current_dir(repo()).env("NO_COLOR", "1").output().expect("harness runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }

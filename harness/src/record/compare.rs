@@ -10,6 +10,9 @@ use serde_json::Value;
 use super::http::{Message, Session};
 use super::recording::Recording;
 
+/// Where a difference in how the daemon ended is reported.
+pub const THE_DAEMON: &str = "the daemon";
+
 /// One difference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
@@ -127,7 +130,7 @@ pub fn compare(recorded: &Recording, replayed: &Recording, speed: f64, volatile:
         Some(_) => "ended".to_owned(),
     };
     if end(a.exit) != end(b.exit) {
-        differ("the daemon".into(), "how it ended", end(a.exit), end(b.exit));
+        differ(THE_DAEMON.into(), "how it ended", end(a.exit), end(b.exit));
     }
     out.exchanges = exchanges;
     out.max_delay_drift_ms = drift;

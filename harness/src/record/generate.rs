@@ -129,6 +129,55 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
     Generated { script: Script { startup, rules }, notes }
 }
 
+/// The scenario that replays `recording` with `harness run`: the mock (as `release`)
+/// playing `script`, the recorded client side sent again by `replay_client` from
+/// `recording.jsonl` beside it, and the recorded death checked by `wait_exit`. Its
+/// deadline is the session's length at `speed`, plus 30 s.
+pub fn scenario(recording: &Recording, script: &Script, speed: f64, release: &str) -> anyhow::Result<String> {
+    let first = recording.header_ns;
+    let last = recording.entries.last().map_or(first, |e| e.t_ns);
+    let session_ms = ((last.saturating_sub(first) as f64 / 1e6) / speed).ceil() as u64;
+    let mut steps = vec![
+        serde_json::json!({ "start": { "daemon": "d1" } }),
+        serde_json::json!({ "replay_client": { "daemon": "d1", "recording": super::recording::FILE_NAME, "speed": speed } }),
+    ];
+    if let Some((_, code, signal)) = recording.daemon_exit() {
+        let status = match (code, signal.and_then(signal_name)) {
+            (Some(code), _) => Some(serde_json::json!({ "code": code })),
+            (None, Some(name)) => Some(serde_json::json!({ "signal": name })),
+            (None, None) => None,
+        };
+        let mut wait = serde_json::json!({ "daemon": "d1", "timeout_ms": 5_000 });
+        if let Some(status) = status {
+            wait["status"] = status;
+        }
+        steps.push(serde_json::json!({ "wait_exit": wait }));
+    }
+    let scenario = serde_json::json!({
+        "version": 1,
+        "name": format!("replay of {}", recording.path.display()),
+        "description": "The recorded daemon, played by the mock from its script; the recorded client side sent again, and every difference from the recorded replies fails the run (written by `harness replay`).",
+        "tags": ["replay"],
+        "targets": ["mock"],
+        "mock_nydusd": release,
+        "timeout_ms": session_ms + 30_000,
+        "daemons": [{ "id": "d1", "mode": "shared", "script": script }],
+        "steps": steps,
+    });
+    Ok(serde_saphyr::to_string(&scenario)?)
+}
+
+/// The scenario spelling of a death signal (scenario files name these three only; for
+/// another, `wait_exit` checks that the daemon ended, not how).
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        9 => "SIGKILL",
+        15 => "SIGTERM",
+        2 => "SIGINT",
+        _ => return None,
+    })
+}
+
 fn name(exchange: &Exchange<'_>) -> String {
     format!("connection {} request {}: {}", exchange.conn, exchange.seq + 1, exchange.request.request_line())
 }

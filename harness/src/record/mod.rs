@@ -6,7 +6,7 @@
 //! * [`redact`]: credentials masked in a byte stream, wherever it is cut.
 //! * [`supervisor`]: the supervisor socket relayed, fds included, recorded by size.
 //! * [`http`]: a recording's byte streams cut into HTTP exchanges.
-//! * [`generate`]: the mock script that plays a recorded daemon.
+//! * [`generate`]: the mock script that plays a recorded daemon, and the scenario around it.
 //! * [`replay`]: `harness replay`: the mock on that script, and the recorded client side sent again.
 //! * [`compare`]: every difference between a recording and its replay.
 //!

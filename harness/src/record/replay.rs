@@ -15,6 +15,9 @@ use tokio::time::Instant;
 
 use super::recording::{Direction, Event, FORMAT_VERSION, Recording, Side, Sink};
 
+/// The scenario `harness replay` writes beside the recording, for `harness run`.
+pub const SCENARIO_FILE: &str = "replay.yaml";
+
 /// How long a replay waits for a reply the recording had before going on without it
 /// (the comparison then reports it missing), beyond the recorded wait.
 pub const REPLY_GRACE: Duration = Duration::from_secs(2);
@@ -265,6 +268,13 @@ pub async fn replay_on_mock(dir: &Path, mock: &Path, speed: f64) -> anyhow::Resu
     text.push_str(&serde_saphyr::to_string(&generated.script)?);
     let script_path = dir.join("mock-script.yaml");
     std::fs::write(&script_path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", script_path.display()))?;
+    let scenario = format!(
+        "# The session recorded in {}, replayed by `harness run` on the mock: written by\n# `harness replay` at speed {speed}.\n{}",
+        dir.display(),
+        super::generate::scenario(&recording, &generated.script, speed, recorded_release(&recording))?
+    );
+    let scenario_path = dir.join(SCENARIO_FILE);
+    std::fs::write(&scenario_path, scenario).map_err(|e| anyhow::anyhow!("{}: {e}", scenario_path.display()))?;
     let work = dir.join("replay");
     std::fs::create_dir_all(work.join("mnt"))?;
     let socket = work.join("api.sock");

@@ -156,7 +156,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     result.failure = match testkit::private_tempdir("nydus-harness-") {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
         Ok(root) => {
-            let mut run = Run::new(Arc::new(root), config, scenario);
+            let mut run = Run::new(Arc::new(root), config, scenario, path);
             let deadline = Duration::from_millis(scenario.timeout_ms);
             let outcome = tokio::time::timeout(deadline, run.execute()).await;
             let mut failure = match outcome {
@@ -189,6 +189,8 @@ pub(crate) struct Run<'a> {
     root_dir: Arc<tempfile::TempDir>,
     config: &'a RunConfig,
     scenario: &'a Scenario,
+    /// The scenario's file: paths such as a recording's are relative to its directory.
+    scenario_path: &'a Path,
     binary: PathBuf,
     manager: Option<Manager>,
     events: Option<broadcast::Receiver<ManagerEvent>>,
@@ -240,7 +242,12 @@ impl Activity {
 }
 
 impl<'a> Run<'a> {
-    fn new(root_dir: Arc<tempfile::TempDir>, config: &'a RunConfig, scenario: &'a Scenario) -> Self {
+    fn new(
+        root_dir: Arc<tempfile::TempDir>,
+        config: &'a RunConfig,
+        scenario: &'a Scenario,
+        scenario_path: &'a Path,
+    ) -> Self {
         let root = Layout::new(root_dir.path());
         let logs = root.log_dir();
         let _ = std::fs::create_dir_all(&logs);
@@ -251,6 +258,7 @@ impl<'a> Run<'a> {
             root_dir,
             config,
             scenario,
+            scenario_path,
             manager: None,
             events: None,
             seen: Vec::new(),

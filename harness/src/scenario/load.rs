@@ -181,6 +181,17 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                 format!("path {:?} {why}: it must stay inside the scenario's root (relative, without `..`)", p.value),
             ));
         }
+        if let Step::ReplayClient(s) = &step.value
+            && let Some(why) = super::paths::host_path_error(&s.recording.value)
+        {
+            return Err(at(
+                &s.recording,
+                format!(
+                    "recording {:?} {why}: it must stay inside the scenario file's directory (relative, without `..`)",
+                    s.recording.value
+                ),
+            ));
+        }
     }
     let origin = path.display().to_string();
     let script_error = |e: mock_nydusd::script::ScriptError| {
@@ -371,6 +382,20 @@ mod tests {
             "version: 1\nname: x\ndaemons:\n  - id: d1\n    instances:\n      - snapshot: a\n        tree: { \"a//b\": x }\nsteps: []\n",
         );
         assert!(e.starts_with("s.yaml:7:17: file path \"a//b\" of instance a has an empty component"), "{e}");
+        let e = err(
+            "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - replay_client: { daemon: d1, recording: ../../r.jsonl }\n",
+        );
+        assert!(
+            e.starts_with("s.yaml:5:45: recording \"../../r.jsonl\" has a `..` component: it must stay inside the scenario file's directory"),
+            "{e}"
+        );
+        let e = err(
+            "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - replay_client: { daemon: d1, recording: r, speed: 0 }\n",
+        );
+        assert!(
+            e.starts_with("s.yaml:5:55: steps[0].replay_client.speed: 0 is less than or equal to the minimum of 0"),
+            "{e}"
+        );
     }
 
     #[test]

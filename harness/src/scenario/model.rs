@@ -455,6 +455,12 @@ pub enum Step {
     ///
     /// Example: `- wait_exit: { daemon: d1, status: { signal: SIGKILL } }`
     WaitExit(WaitExitStep),
+    /// Send a recording's client side (`harness record`) to the daemon again, in its
+    /// connections, pieces and order, and fail on any difference from the recorded replies
+    /// (`harness replay` writes such a scenario beside its mock script).
+    ///
+    /// Example: `- replay_client: { daemon: d1, recording: recording.jsonl, speed: 1.0 }`
+    ReplayClient(ReplayClientStep),
     /// Check whether the API socket file exists.
     ///
     /// Example: `- expect_socket: { daemon: d1, present: true }`
@@ -999,6 +1005,28 @@ pub enum ExitExpectation {
     Code(i32),
     /// Killed by this signal.
     Signal(SignalName),
+}
+
+/// `replay_client`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayClientStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// The recording (`recording.jsonl`), relative to the scenario file's directory (not
+    /// absolute, no `..`, no NUL).
+    #[schemars(with = "HostPath")]
+    pub recording: Spanned<String>,
+    /// Time runs this many times as fast as recorded; the script's delays must have been
+    /// written for the same speed (`harness replay --speed`).
+    #[serde(default = "default_speed")]
+    #[schemars(extend("exclusiveMinimum" = 0))]
+    pub speed: f64,
+}
+
+fn default_speed() -> f64 {
+    1.0
 }
 
 /// `wait_exit`.

@@ -481,3 +481,48 @@ fn control_request(socket: &std::path::Path, method: &str, path: &str, body: &st
     let n = stream.read(&mut reply).map_err(|e| e.to_string())?;
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
 }
+
+/// A recording's client side sent again to the daemon, compared with what was recorded.
+pub(crate) struct ReplayClient;
+
+impl StepKind for ReplayClient {
+    type Args = ReplayClientStep;
+    const KEYWORD: &'static str = "replay_client";
+
+    fn explain(s: &ReplayClientStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("replay the client side of {} at speed {}", s.recording.value, s.speed),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &ReplayClientStep) -> Result<(), StepError> {
+        use crate::record::{compare, recording::Recording, replay};
+        let socket = run.daemon(&s.daemon.value)?.api_socket();
+        let dir = run.scenario_path.parent().unwrap_or(std::path::Path::new("."));
+        let path = crate::scenario::paths::join_inside(dir, &s.recording.value)?;
+        let recorded = Recording::read(&path).map_err(|e| e.to_string())?;
+        let out = run.root.root().join(format!("replay-of-{}.jsonl", s.daemon.value));
+        let options = replay::ReplayOptions { socket, speed: s.speed, out: out.clone() };
+        // How the daemon ends is a step of its own (`wait_exit`), not this one's.
+        replay::drive(&recorded, &options, async { None }).await.map_err(|e| e.to_string())?;
+        let replayed = Recording::read(&out).map_err(|e| e.to_string())?;
+        let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")?;
+        let mut comparison = compare::compare(&recorded, &replayed, s.speed, &explained.volatile);
+        comparison.differences.retain(|d| d.at != compare::THE_DAEMON);
+        run.journal.record(
+            "replay_compared",
+            serde_json::json!({ "exchanges": comparison.exchanges, "differences": comparison.differences.len() }),
+        );
+        if comparison.differences.is_empty() {
+            return Ok(());
+        }
+        Err(StepError::mismatch(
+            format!("the replay of {} differs from the recording", s.recording.value),
+            "0 differences",
+            // Under `observed:` in the failure report, each line indented as the first.
+            comparison.report().trim_end().replace('\n', "\n                 "),
+        ))
+    }
+}

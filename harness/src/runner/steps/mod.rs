@@ -113,7 +113,7 @@ macro_rules! step_args {
 
 step_args! {
     names_daemon: [
-        StartStep, WaitStateStep, ExpectStateStep, SignalStep, WaitExitStep, ExpectSocketStep, ExpectAliveStep,
+        StartStep, WaitStateStep, ExpectStateStep, SignalStep, WaitExitStep, ReplayClientStep, ExpectSocketStep, ExpectAliveStep,
         ExpectMountsStep, ScriptStep, MountConcurrentlyStep, WaitEventStep
     ],
     names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, UpgradeStep],
@@ -212,7 +212,7 @@ macro_rules! steps {
 steps! {
     daemon: [
         Start, StartDaemon, WaitState, ExpectState, Mount, Umount, Api, Signal, WaitExit, ExpectSocket,
-        ExpectAlive, ExpectMounts, Script, IntrudeSupervisor,
+        ExpectAlive, ExpectMounts, Script, IntrudeSupervisor, ReplayClient,
     ],
     manager: [
         MountInstance, UmountInstance, MountConcurrently, WaitEvent, ExpectNoEvent, KillManager, RestartManager,

@@ -2,10 +2,10 @@
 //! daemon-core's client starts a daemon, mounts two instances, reads metrics, fails an
 //! umount and SIGKILLs it, against the mock (`mock::`) and a real nydusd (`real::`, 2.2
 //! from crates.io; `real24::`, `$NYDUSD_2_4`); nydusctl talks through the proxy
-//! (`nydusctl::`). Each replay must show no difference, the nydusctl one must print what
-//! nydusctl printed against the recorded daemon, and nothing of either may run on or stay
-//! mounted. Real peers are listed as skipped, with the reason, where they are missing.
-
+//! (`*::nydusctl_session`). Each replay must show no difference, the nydusctl one must
+//! print what nydusctl printed against the recorded daemon, and nothing of either may run
+//! on or stay mounted. Real peers are listed as skipped, with the reason, where they are
+//! missing; `real::` tests mount FUSE and run in nextest's privileged group.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -395,7 +395,7 @@ fn main() {
     let mut trials = vec![listed("mock::daemon_core_session", None, || daemon_core_session(Peer::mock()))];
     {
         let nydusctl = nydusctl.clone();
-        trials.push(listed("nydusctl::mock", nydusctl_skip.clone(), move || {
+        trials.push(listed("mock::nydusctl_session", nydusctl_skip.clone(), move || {
             nydusctl_session_replays(Peer::mock(), nydusctl)
         }));
     }
@@ -403,8 +403,9 @@ fn main() {
         let real = real.clone();
         trials.push(listed("real::daemon_core_session", real_skip.clone(), move || daemon_core_session(real)));
     }
-    trials
-        .push(listed("nydusctl::real", real_skip.or(nydusctl_skip), move || nydusctl_session_replays(real, nydusctl)));
+    trials.push(listed("real::nydusctl_session", real_skip.or(nydusctl_skip), move || {
+        nydusctl_session_replays(real, nydusctl)
+    }));
     trials.push(listed("real24::daemon_core_session", real24_skip, move || daemon_core_session(real24)));
     libtest_mimic::run(&args, trials).exit();
 }

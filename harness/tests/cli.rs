@@ -122,8 +122,10 @@ fn every_library_scenario_validates_and_doctor_explains_skips() {
 fn ctrl_c_cleans_up_running_scenarios() {
     // A marker in the daemon's command line finds it among all processes afterwards.
     let marker = format!("{:040x}", std::process::id() as u128 * 7919);
+    let bundles = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--daemon-arg=--mock-git-commit"])
+        .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--daemon-arg=--mock-git-commit", "--bundles"])
+        .arg(bundles.path())
         .arg(format!("--daemon-arg={marker}"))
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .stdout(std::process::Stdio::null())
@@ -209,8 +211,10 @@ fn validate_and_run_agree_that_an_empty_selection_is_an_error() {
 #[test]
 fn a_closed_stdout_ends_the_run_quietly() {
     use std::io::BufRead;
+    let bundles = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
-        .args(["run", "scenarios", "--jobs", "1"])
+        .args(["run", "scenarios", "--jobs", "1", "--bundles"])
+        .arg(bundles.path())
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -57,8 +57,15 @@ fn mounts_under(root: &Path) -> Vec<PathBuf> {
 fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     // Stdout goes to a file (a pipe nobody reads could fill), shown when the test fails.
     let stdout = tempfile::NamedTempFile::new()?;
+    // Bundles (and the directory for them) go with the test, not into <tmp>.
+    let bundles = tempfile::tempdir()?;
     let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
         .args(args)
+        .args(if args.first() == Some(&"run") {
+            vec!["--bundles".as_ref(), bundles.path().as_os_str()]
+        } else {
+            vec![]
+        })
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .stdout(stdout.reopen()?)
         .stderr(Stdio::piped())

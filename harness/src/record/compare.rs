@@ -137,6 +137,13 @@ pub fn compare(recorded: &Recording, replayed: &Recording, speed: f64, volatile:
     out
 }
 
+/// [`compare`] without the volatile fields `harness diff` ignores (the built-in
+/// docs/diff-explained.yaml): what a replay is held to.
+pub fn compare_replay(recorded: &Recording, replayed: &Recording, speed: f64) -> Result<Comparison, String> {
+    let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")?;
+    Ok(compare(recorded, replayed, speed, &explained.volatile))
+}
+
 fn compare_replies(
     at: &str,
     x: &Message,

@@ -49,4 +49,4 @@ pub mod supervisor;
 
 pub use proxy::{RecordOptions, move_apisock, record_command, serve};
 pub use recording::{FORMAT_VERSION, Recording};
-pub use redact::{Redactor, redact};
+pub use redact::Redactor;

@@ -89,13 +89,6 @@ impl Redactor {
     }
 }
 
-/// `text` with its secrets masked, as one whole stream.
-pub fn redact(text: &str) -> String {
-    let masked = Redactor::default().redact(text.as_bytes());
-    // Whole UTF-8 characters are masked, so the text stays UTF-8.
-    String::from_utf8(masked).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
 fn mask(out: &mut [u8], range: std::ops::Range<usize>) {
     for byte in &mut out[range] {
         *byte = b'*';
@@ -160,6 +153,11 @@ fn value_end(bytes: &[u8], open: OpenValue) -> Result<usize, OpenValue> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `text` with its secrets masked, as one whole stream.
+    fn redact(text: &str) -> String {
+        String::from_utf8(Redactor::default().redact(text.as_bytes())).expect("whole characters are masked")
+    }
 
     const NESTED: &str = r#"{"source":"/b","config":"{\"device\":{\"backend\":{\"type\":\"registry\",\"config\":{\"auth\":\"dXNlcjpwYXNz\",\"registry_token\":\"q9\\\"z7\",\"host\":\"r\"}}}}"}"#;
 

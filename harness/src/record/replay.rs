@@ -307,9 +307,7 @@ pub async fn replay_on_mock(dir: &Path, mock: &Path, speed: f64) -> anyhow::Resu
     let _ = std::fs::remove_file(&socket);
     driven?;
     let replayed = Recording::read(&options.out)?;
-    let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")
-        .map_err(|e| anyhow::anyhow!(e))?;
-    let comparison = super::compare::compare(&recording, &replayed, speed, &explained.volatile);
+    let comparison = super::compare::compare_replay(&recording, &replayed, speed).map_err(|e| anyhow::anyhow!(e))?;
     std::fs::write(work.join("comparison.json"), serde_json::to_string_pretty(&comparison)?)?;
     Ok(comparison)
 }

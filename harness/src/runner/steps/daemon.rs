@@ -508,8 +508,7 @@ impl StepKind for ReplayClient {
         // How the daemon ends is a step of its own (`wait_exit`), not this one's.
         replay::drive(&recorded, &options, async { None }).await.map_err(|e| e.to_string())?;
         let replayed = Recording::read(&out).map_err(|e| e.to_string())?;
-        let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")?;
-        let mut comparison = compare::compare(&recorded, &replayed, s.speed, &explained.volatile);
+        let mut comparison = compare::compare_replay(&recorded, &replayed, s.speed)?;
         comparison.differences.retain(|d| d.at != compare::THE_DAEMON);
         run.journal.record(
             "replay_compared",

@@ -246,7 +246,14 @@ fn a_recorded_command_has_its_socket_taken_over_and_its_death_recorded() {
     };
     assert_eq!(status.code(), Some(0));
     assert!(!sock.exists(), "the proxy's socket outlived the recording");
-    let last = lines(&out).pop().unwrap();
+    let mut recording = lines(&out);
+    // The socket's life: the daemon listening on it before any client came, and still
+    // there (the SIGKILLed daemon did not remove it) at the end.
+    assert_eq!(recording[1]["event"], "daemon_listening", "{:?}", recording[1]);
+    assert_eq!(recording[1]["socket"], moved.to_str().unwrap());
+    assert!(recording[1]["after_ns"].as_u64().unwrap() > 0);
+    assert_eq!(recording[2]["event"], "open");
+    let last = recording.pop().unwrap();
     assert_eq!((last["event"].as_str(), last["signal"].as_i64()), (Some("daemon_exit"), Some(9)));
     assert_eq!(last["socket_left"], true);
 }
@@ -316,6 +323,20 @@ fn a_recorded_session_replays_on_the_mock_with_no_difference_and_nothing_left_ru
     let run = harness_run(&out.join("replay.yaml"));
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stdout));
     assert!(String::from_utf8_lossy(&run.stdout).contains("1 passed, 0 failed"));
+
+    // `harness diff` holds the recording and its replay to each other as well.
+    let diff = diff_recordings(&out, &out.join("replay"), "4");
+    assert_eq!(diff.status.code(), Some(0), "{}", String::from_utf8_lossy(&diff.stdout));
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("compared 5 exchanges: 0 differences"));
+}
+
+/// `harness diff --recordings RECORDED REPLAYED --speed SPEED`.
+fn diff_recordings(recorded: &Path, replayed: &Path, speed: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["diff".as_ref(), "--recordings".as_ref(), recorded.as_os_str(), replayed.as_os_str()])
+        .args(["--speed", speed])
+        .output()
+        .unwrap()
 }
 
 /// `harness run <scenario>`, a failure's repro bundle kept beside the scenario.
@@ -354,6 +375,26 @@ fn a_replay_that_differs_from_its_recording_names_the_difference_and_fails() {
     let stdout = String::from_utf8_lossy(&run.stdout);
     assert_eq!(run.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("step 2 `replay_client`") && stdout.contains("X-Recorded-Only: 1"), "{stdout}");
+    // So does `harness diff` between the recording and what the replay's client saw.
+    let json = dir.path().join("diff.json");
+    let diff = Command::new(env!("CARGO_BIN_EXE_harness"))
+        .args(["diff".as_ref(), "--recordings".as_ref(), dir.path().as_os_str()])
+        .arg(dir.path().join("replay/recording.jsonl"))
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&diff.stdout);
+    assert_eq!(diff.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&diff.stderr));
+    assert!(stdout.contains("DIFF connection 1 request 1: GET /api/v1/daemon: headers"), "{stdout}");
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(written["differences"][0]["what"], "headers", "{written}");
+    // A recording that is not one is named, with its line, and nothing is compared.
+    std::fs::write(dir.path().join("bad.jsonl"), "{\"event\": \"open\"}\n").unwrap();
+    let bad = diff_recordings(&dir.path().join("bad.jsonl"), dir.path(), "1");
+    assert_eq!(bad.status.code(), Some(2), "{}", String::from_utf8_lossy(&bad.stdout));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("bad.jsonl:1:"), "{stderr}");
 }
 
 /// A recording that cannot be read is refused with the file and line, before anything runs.
@@ -444,4 +485,30 @@ fn a_failover_through_recorders_is_relayed_with_its_fd_and_recorded_by_size() {
     assert!(text.contains(r#""event":"supervisor_close""#), "{text}");
     drop(new_recorder);
     assert!(!new_out.join("supervisor.sock").exists() && !out.join("supervisor.sock").exists());
+}
+
+/// CPU time (user + system, in clock ticks) the process `pid` has used.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn a_recorder_polls_only_right_after_a_piece_and_spends_no_cpu_on_a_quiet_connection() {
+    let (_daemon, _dir, listen, _out, recorder) = proxied_mock();
+    let mut s = UnixStream::connect(&listen).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").unwrap();
+    let mut buf = [0u8; 4096];
+    assert!(s.read(&mut buf).unwrap() > 0);
+    // The connection stays open and quiet; past the polling window the recorder sleeps.
+    std::thread::sleep(Duration::from_millis(50));
+    let before = cpu_ticks(recorder.0.id());
+    std::thread::sleep(Duration::from_secs(1));
+    let spent = cpu_ticks(recorder.0.id()) - before;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
+    assert!(spent * 50 <= hz, "the recorder spent {spent} ticks (of {hz} a second) on a quiet connection");
+    drop(s);
 }

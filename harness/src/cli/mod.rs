@@ -203,6 +203,15 @@ struct DiffArgs {
     /// Write the differences as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Compare two recordings instead of running scenarios: a session recorded by
+    /// `harness record` and its replay (`DIR DIR/replay`), or any two recordings of one
+    /// session. Each is a `recording.jsonl` or the directory holding one.
+    #[arg(long, num_args = 2, value_names = ["RECORDED", "REPLAYED"], conflicts_with_all = ["nydusd", "daemon_args", "paths", "filters"])]
+    recordings: Option<Vec<PathBuf>>,
+    /// With --recordings: the replay ran this many times as fast as the recording, so
+    /// recorded delays are divided by it before the drift is reported.
+    #[arg(long, requires = "recordings", default_value_t = 1.0)]
+    speed: f64,
 }
 
 /// Entry point of the `harness` binary (after the multi-call check).
@@ -351,6 +360,9 @@ fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(exit_code::USAGE);
         }
     };
+    if let Some([recorded, replayed]) = args.recordings.as_deref() {
+        return diff_recordings(recorded, replayed, args.speed, &explained, args.json.as_deref());
+    }
     let (exe, runtime) = match mock_and_runtime() {
         Ok(both) => both,
         Err(code) => return code,
@@ -400,6 +412,38 @@ fn diff(args: DiffArgs) -> ExitCode {
     }
     let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
     ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+}
+
+/// `harness diff --recordings`: every difference between two recordings of a session,
+/// without the volatile fields of `explained`.
+fn diff_recordings(
+    recorded: &std::path::Path,
+    replayed: &std::path::Path,
+    speed: f64,
+    explained: &crate::diff::Explained,
+    json: Option<&std::path::Path>,
+) -> ExitCode {
+    if !(speed.is_finite() && speed > 0.0) {
+        eprintln!("error: --speed must be a positive number, not {speed}");
+        return ExitCode::from(exit_code::USAGE);
+    }
+    let read = |path: &std::path::Path| crate::record::Recording::read(path).map_err(|e| format!("{e}"));
+    let (a, b) = match (read(recorded), read(replayed)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit_code::USAGE);
+        }
+    };
+    let comparison = crate::record::compare::compare(&a, &b, speed, &explained.volatile);
+    print!("{}", comparison.report());
+    if let Some(path) = json
+        && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&comparison).unwrap_or_default())
+    {
+        eprintln!("error: cannot write {}: {e}", path.display());
+        return ExitCode::from(exit_code::SETUP_ERROR);
+    }
+    ExitCode::from(if comparison.differences.is_empty() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
 }
 
 fn replay(dir: &std::path::Path, speed: f64) -> ExitCode {

@@ -217,6 +217,7 @@ impl Session {
                 Event::DaemonExit { code, signal, .. } => exit = Some((t, *code, *signal)),
                 // The supervisor socket carries no HTTP.
                 Event::Recording { .. }
+                | Event::DaemonListening { .. }
                 | Event::SupervisorOpen { .. }
                 | Event::SupervisorRefused { .. }
                 | Event::SupervisorData { .. }

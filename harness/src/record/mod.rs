@@ -23,6 +23,7 @@
 //! | event | fields | what |
 //! |---|---|---|
 //! | `recording` | `version` (1), `upstream`, `listen`, `command` and `pid` (when the recorder started the daemon) | the first line |
+//! | `daemon_listening` | `socket`, `after_ns` | (`record -- <command>`) the started daemon accepts on its moved API socket, `after_ns` after it started; clients are let in from then on |
 //! | `open` | `conn` | a client connected, and its connection to the daemon is open |
 //! | `upstream_refused` | `conn`, `error` | the daemon's socket refused it; the client's connection is closed |
 //! | `data` | `conn`, `dir` (`request` or `reply`), `len`, `text` or `base64` | bytes read on one side and written to the other |

@@ -3,9 +3,12 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+use mock_nydusd::journal::monotonic_ns;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
@@ -76,6 +79,7 @@ pub async fn record_command(
     };
     let (program, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command to start"))?;
     let sink = open_sink(out)?;
+    let started = std::time::Instant::now();
     let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
     let pid = child.id().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -89,11 +93,13 @@ pub async fn record_command(
         anyhow::ensure!(tokio::time::Instant::now() < deadline, "the daemon's API socket did not appear within 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+    let listening = Event::DaemonListening { socket: moved.clone(), after_ns: started.elapsed().as_nanos() as u64 };
     let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned() };
     let command = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let daemon_ends_open = Arc::new(AtomicU64::new(0));
     let gate = relay.as_ref().map(super::supervisor::Relay::gate);
-    let proxy = serve_into(&options, sink.clone(), Some(command), Some(pid), daemon_ends_open.clone(), gate);
+    let started = Started { command, pid, listening };
+    let proxy = serve_into(&options, sink.clone(), Some(started), daemon_ends_open.clone(), gate);
     tokio::pin!(proxy);
     let supervisor = async {
         match relay {
@@ -137,14 +143,13 @@ fn open_sink(out: &Path) -> anyhow::Result<Sink> {
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
 pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
-    serve_into(options, open_sink(&options.out)?, None, None, Arc::new(AtomicU64::new(0)), None).await
+    serve_into(options, open_sink(&options.out)?, None, Arc::new(AtomicU64::new(0)), None).await
 }
 
 async fn serve_into(
     options: &RecordOptions,
     sink: Sink,
-    command: Option<Vec<String>>,
-    pid: Option<u32>,
+    started: Option<Started>,
     daemon_ends_open: Arc<AtomicU64>,
     gate: Option<Gate>,
 ) -> anyhow::Result<std::convert::Infallible> {
@@ -155,9 +160,12 @@ async fn serve_into(
         version: FORMAT_VERSION,
         upstream: Some(options.upstream.clone()),
         listen: Some(options.listen.clone()),
-        command,
-        pid,
+        command: started.as_ref().map(|s| s.command.clone()),
+        pid: started.as_ref().map(|s| s.pid),
     });
+    if let Some(started) = started {
+        sink.record(&started.listening);
+    }
     let connections = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -169,6 +177,14 @@ async fn serve_into(
         // Finished connections are reaped as new ones come.
         while tasks.try_join_next().is_some() {}
     }
+}
+
+/// The daemon `record_command` started, for the recording's first lines.
+struct Started {
+    command: Vec<String>,
+    pid: u32,
+    /// Its [`Event::DaemonListening`].
+    listening: Event,
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -199,12 +215,54 @@ async fn relay(
     sink.record(&Event::Open { conn });
     let (client_read, client_write) = client.into_split();
     let (daemon_read, daemon_write) = daemon.into_split();
-    let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone(), None);
+    let last_piece = AtomicU64::new(monotonic_ns());
+    let requests = pump(conn, Direction::Request, client_read, daemon_write, sink.clone(), None, &last_piece);
     let replies = async {
-        pump(conn, Direction::Reply, daemon_read, client_write, sink.clone(), gate).await;
+        pump(conn, Direction::Reply, daemon_read, client_write, sink.clone(), gate, &last_piece).await;
         daemon_ends_open.fetch_sub(1, Ordering::SeqCst);
     };
     tokio::join!(requests, replies);
+}
+
+/// How long after a piece passed the proxy keeps polling its connection instead of
+/// sleeping in epoll. An API call is a request and its reply a few tens of microseconds
+/// apart; a proxy that sleeps between them is woken twice per call, on another CPU, and
+/// that wake-up (not the copying or the recording) is most of what a proxy adds. Polling
+/// through the gap keeps the proxy's CPU awake and the call as fast as going direct
+/// (`harness bench` prints the figure). It costs CPU only during a session: a connection
+/// quiet this long goes back to sleeping.
+const POLL_AFTER_PIECE: Duration = Duration::from_micros(200);
+
+/// Whether polling can help: with one CPU the proxy would take it from the daemon it
+/// waits for.
+fn poll_between_pieces() -> bool {
+    static MANY_CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *MANY_CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
+/// Reads what `from` has: while the connection's last piece is recent, by trying and
+/// yielding to the runtime between tries (each yield polls the reactor, and other
+/// connections go on), then by waiting for readiness.
+async fn read_piece(
+    from: &tokio::net::unix::OwnedReadHalf,
+    buf: &mut [u8],
+    last_piece: &AtomicU64,
+) -> std::io::Result<usize> {
+    loop {
+        let polling = poll_between_pieces()
+            && monotonic_ns().saturating_sub(last_piece.load(Ordering::Relaxed)) < POLL_AFTER_PIECE.as_nanos() as u64;
+        if !polling {
+            from.readable().await?;
+        }
+        match from.try_read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if polling {
+                    tokio::task::yield_now().await;
+                }
+            }
+            read => return read,
+        }
+    }
 }
 
 /// Copies what `from` sends to `to`, one read at a time, recording each piece; when
@@ -214,10 +272,11 @@ async fn relay(
 async fn pump(
     conn: u64,
     dir: Direction,
-    mut from: tokio::net::unix::OwnedReadHalf,
+    from: tokio::net::unix::OwnedReadHalf,
     mut to: tokio::net::unix::OwnedWriteHalf,
     sink: Sink,
     gate: Option<Gate>,
+    last_piece: &AtomicU64,
 ) {
     let (reader, writer) = match dir {
         Direction::Request => (Side::Client, Side::Daemon),
@@ -226,7 +285,8 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     let mut redactor = Redactor::default();
     loop {
-        match from.read(&mut buf).await {
+        let read = read_piece(&from, &mut buf, last_piece).await;
+        match read {
             Ok(0) | Err(_) => {
                 sink.record(&Event::Close { conn, side: reader });
                 let _ = to.shutdown().await;
@@ -239,6 +299,7 @@ async fn pump(
                 sink.stage(&Event::data(conn, dir, &redactor.redact(&buf[..n])));
                 let passed = to.write_all(&buf[..n]).await;
                 sink.flush();
+                last_piece.store(monotonic_ns(), Ordering::Relaxed);
                 if passed.is_err() {
                     sink.record(&Event::Close { conn, side: writer });
                     return;

@@ -87,6 +87,10 @@ pub enum Event {
     SupervisorData { conn: u64, flow: SupervisorFlow, len: usize, fds: usize },
     /// The side that sent `from` closed its end.
     SupervisorClose { conn: u64, from: SupervisorFlow },
+    /// The daemon the recorder started accepts on its API socket (moved into the
+    /// recording's directory), `after_ns` after it was started; clients were let in only
+    /// from then on.
+    DaemonListening { socket: PathBuf, after_ns: u64 },
     /// The daemon the recorder started ended.
     DaemonExit {
         #[serde(default)]

@@ -29,3 +29,7 @@ lint:
 # Format the tree.
 fmt:
     cargo fmt --all
+
+# The privileged scenarios in VMs on Debian's 6.1 and 6.12 kernels (qemu, TCG unless KVM works).
+vm REPEAT="3" *ARGS:
+    ci/vm.sh {{REPEAT}} -- {{ARGS}}

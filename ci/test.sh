@@ -38,6 +38,23 @@ if ! have_nydusd && [ "${NYDUS_INSTALL:-1}" != 0 ]; then
   fi
 fi
 
+# The VM tests (harness/tests/vm.rs) boot Debian's 6.1 kernel under qemu: a smoke run of
+# one FUSE scenario and the runner's clean-up. Best effort, like the above: without qemu,
+# busybox or the kernel they list as skipped, with the reason.
+apt_install() {
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 || return 1
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1 ||
+    { apt-get update >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y "$@" >/dev/null 2>&1; }
+}
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v busybox >/dev/null 2>&1; then
+  echo "qemu or busybox is missing; installing qemu-system-x86 and busybox-static from Debian" >&2
+  apt_install qemu-system-x86 busybox-static || echo "could not install them; VM tests will be skipped" >&2
+fi
+if [ -z "${HARNESS_VM_KERNEL:-}" ] && kernels=$(ci/vm-kernels.sh 2>/dev/null); then
+  HARNESS_VM_KERNEL=$(echo "$kernels" | head -1)
+  export HARNESS_VM_KERNEL
+fi
+
 profile=default
 if [ "${CI:-}" = "true" ]; then profile=ci; fi
 

@@ -15,6 +15,7 @@
 //! * [`bench`](mod@bench), [`chaos`], [`diff`]: the commands beyond `run`; [`cli`]: all of them.
 //! * [`reader`]: the read workload; [`termination`]: the signals that end a command.
 //! * [`record`](mod@record): `harness record`, the recording proxy on nydusd's API socket.
+//! * [`vm`]: `harness vm`, a harness command inside a VM with another kernel.
 //!
 //! The harness binary is also mock-nydusd: started under the name `nydusd` or
 //! `mock-nydusd` (a symlink in each scenario's root), it runs the mock. That way
@@ -31,6 +32,7 @@ pub mod report;
 pub mod runner;
 pub mod scenario;
 pub mod termination;
+pub mod vm;
 
 /// Environment variable that makes the harness binary a reader workload (see
 /// [`reader`]): `<file>\n<size>\n<stop file>`.

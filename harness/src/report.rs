@@ -273,7 +273,7 @@ pub struct JsonScenario {
 }
 
 /// The host's name and kernel release.
-fn host() -> (String, String) {
+pub fn host() -> (String, String) {
     match nix::sys::utsname::uname() {
         Ok(u) => (u.nodename().to_string_lossy().into_owned(), u.release().to_string_lossy().into_owned()),
         Err(_) => ("localhost".into(), "unknown".into()),

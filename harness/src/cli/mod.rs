@@ -30,6 +30,8 @@ pub mod exit_code {
     pub const SETUP_ERROR: u8 = 4;
     /// No scenario was selected.
     pub const NONE_RAN: u8 = 5;
+    /// `harness vm`: the command inside did not end (deadline, kernel panic, power off).
+    pub const VM_FAILED: u8 = 6;
 }
 
 /// Shown under `--help`: what the exit status of every command means.
@@ -43,6 +45,8 @@ Exit codes:
   3    a scenario file is invalid (its file:line:column is printed)
   4    the harness could not set up (temporary root, runtime, mock binary, report write)
   5    no scenario was selected
+  6    the VM's command did not end: deadline, kernel panic (vm; otherwise vm exits
+       with the command's own code)
   129  interrupted by SIGHUP, after cleaning up every process, mount and temporary root
   130  interrupted by SIGINT (Ctrl-C), likewise
   141  standard output was closed (SIGPIPE, `harness run | head`), likewise
@@ -146,6 +150,12 @@ enum Command {
     /// Run scenarios on the mock and on a real nydusd (or on two real builds) and report
     /// every difference in what the client sent and got back (exit 1 on an unexplained one).
     Diff(DiffArgs),
+    /// Run a harness command as root inside a VM booted with another kernel (a Debian
+    /// `linux-image-*` package): `harness vm --kernel K.deb -- run scenarios --filter
+    /// privileged`. Prints what the command prints and exits with its code; the guest's
+    /// `/results` (give `--junit /results/junit.xml` and the like) comes back to
+    /// `OUT/results`, with `OUT/console.log` and `OUT/vm.json`.
+    Vm(VmArgs),
     /// Run seeded random fault schedules on the mock; shrink and print the first failing one
     /// as a scenario file (exit 1).
     Chaos {
@@ -183,6 +193,36 @@ struct RecordArgs {
     /// listens where it said.
     #[arg(last = true, required_unless_present = "upstream")]
     command: Vec<OsString>,
+}
+
+#[derive(Debug, clap::Args)]
+struct VmArgs {
+    /// The kernel: a Debian `linux-image-*` package (its FUSE, erofs and loop modules are
+    /// loaded), or a kernel image with them built in.
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Console log, `vm.json` and the guest's `/results` go here.
+    #[arg(long, default_value = "target/vm")]
+    out: PathBuf,
+    /// Host file or directory copied to `/work/<its name>`, where the command runs
+    /// (repeatable; default: `scenarios`).
+    #[arg(long)]
+    copy: Vec<PathBuf>,
+    /// How the guest's CPU runs: `auto` uses KVM only when a probe guest boots under it.
+    #[arg(long, value_enum, default_value = "auto")]
+    accel: crate::vm::Accel,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Seconds the whole run may take, boot included; then qemu is killed (exit 6).
+    #[arg(long, default_value_t = 900)]
+    timeout: u64,
+    /// The harness command line to run inside.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -289,6 +329,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             ExitCode::from(exit_code::OK)
         }
         Command::Diff(args) => diff(args),
+        Command::Vm(args) => vm(args),
         Command::Record(args) => record(args),
         Command::Replay { dir, speed } => replay(&dir, speed),
         Command::Chaos { seed, runs, ops, out } => {
@@ -444,6 +485,70 @@ fn diff_recordings(
         return ExitCode::from(exit_code::SETUP_ERROR);
     }
     ExitCode::from(if comparison.differences.is_empty() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
+}
+
+fn vm(args: VmArgs) -> ExitCode {
+    let harness = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find the harness binary to put in the guest: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let copy = if args.copy.is_empty() { vec![PathBuf::from("scenarios")] } else { args.copy };
+    let options = crate::vm::VmOptions {
+        kernel: args.kernel,
+        harness,
+        copy,
+        command: args.command,
+        out: args.out,
+        accel: args.accel,
+        memory_mb: args.memory,
+        cpus: args.cpus,
+        timeout: std::time::Duration::from_secs(args.timeout),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    let outcome = runtime.block_on(crate::termination::unless_signalled(crate::vm::run(&options, |line| {
+        println!("{line}");
+    })));
+    match outcome {
+        Err(signal) => {
+            eprintln!("vm: ended by {}; qemu was killed", crate::termination::name(signal));
+            ExitCode::from(crate::termination::exit_code(signal))
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+        Ok(Ok(outcome)) => {
+            let boot = outcome.boot_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1e3));
+            let result = match (outcome.exit_code, &outcome.failure) {
+                (Some(code), _) => format!("the command exited {code}"),
+                (None, Some(why)) => why.clone(),
+                (None, None) => "the command did not end".into(),
+            };
+            eprintln!(
+                "vm: kernel {} ({}), boot {boot}, {result}, wall {:.1} s; results in {}",
+                outcome.kernel,
+                outcome.accel.as_str(),
+                outcome.wall_ms as f64 / 1e3,
+                options.out.join("results").display()
+            );
+            if !outcome.modules_missing.is_empty() {
+                eprintln!("vm: the kernel has no {}", outcome.modules_missing.join(", "));
+            }
+            match outcome.exit_code {
+                Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit_code::SCENARIO_FAILED)),
+                None => ExitCode::from(exit_code::VM_FAILED),
+            }
+        }
+    }
 }
 
 fn replay(dir: &std::path::Path, speed: f64) -> ExitCode {

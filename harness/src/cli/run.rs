@@ -195,9 +195,10 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         base,
     };
     say(&painter.paint(&format!(
-        "ran {} scenarios in {:.2} s\n{}\n{}",
+        "ran {} scenarios in {:.2} s on kernel {}\n{}\n{}",
         report.entries.len(),
         report.wall.as_secs_f64(),
+        report::host().1,
         report::summary(&report),
         report::recap(&report)
     )));

@@ -1,0 +1,228 @@
+//! The kernel a VM boots: Debian's `linux-image-*` package (unpacked with `dpkg-deb`),
+//! or a bare `vmlinuz` whose drivers are all built in. From a package come the kernel
+//! image, its release, and the modules the scenarios need (FUSE, erofs, loop) with every
+//! module they depend on, in an order `insmod` can load them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The file systems and devices privileged scenarios use; each is loaded when the
+/// kernel has it as a module and skipped when it is built in or missing (the scenario
+/// that needs it then skips, saying why).
+pub const WANTED_MODULES: &[&str] = &["fuse", "erofs", "loop"];
+
+/// A kernel ready to boot.
+#[derive(Debug)]
+pub struct Kernel {
+    pub vmlinuz: PathBuf,
+    /// `uname -r` inside the guest, as the package names it (`6.1.0-57-cloud-amd64`).
+    pub release: Option<String>,
+    /// Modules to load, dependencies first: (host file, uncompressed; name).
+    pub modules: Vec<(PathBuf, String)>,
+    /// Wanted modules the package has neither as a module nor, by its config, built in.
+    pub missing: Vec<String>,
+}
+
+impl Kernel {
+    /// Prepares `path` (a `.deb`, or a kernel image) in `work`, which must be empty and
+    /// lives as long as the kernel is used.
+    pub fn prepare(path: &Path, work: &Path) -> anyhow::Result<Self> {
+        let is_deb = {
+            use std::io::Read;
+            let mut magic = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| f.take(21).read_to_end(&mut magic))
+                .map_err(|e| anyhow::anyhow!("--kernel {}: {e}", path.display()))?;
+            magic == b"!<arch>\ndebian-binary"
+        };
+        if !is_deb {
+            return Ok(Self { vmlinuz: path.to_owned(), release: None, modules: Vec::new(), missing: Vec::new() });
+        }
+        let unpacked = std::process::Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(path)
+            .arg(work)
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run dpkg-deb to unpack {}: {e}", path.display()))?;
+        anyhow::ensure!(
+            unpacked.status.success(),
+            "dpkg-deb -x {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&unpacked.stderr).trim()
+        );
+        let boot = work.join("boot");
+        let vmlinuz = std::fs::read_dir(&boot)
+            .map_err(|e| anyhow::anyhow!("{}: no boot/ in the package: {e}", path.display()))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+            .ok_or_else(|| anyhow::anyhow!("{}: the package holds no boot/vmlinuz-*", path.display()))?;
+        let release = vmlinuz.file_name().unwrap_or_default().to_string_lossy()["vmlinuz-".len()..].to_owned();
+        let config = std::fs::read_to_string(boot.join(format!("config-{release}"))).unwrap_or_default();
+        let tree = work.join("lib/modules").join(&release);
+        let index = ModuleIndex::scan(&tree)?;
+        let mut modules = Vec::new();
+        let mut missing = Vec::new();
+        for name in WANTED_MODULES {
+            if index.by_name.contains_key(*name) {
+                index.load_order(name, &mut modules, &mut Vec::new())?;
+            } else if !built_in(&config, name) {
+                missing.push((*name).to_owned());
+            }
+        }
+        let mut ready = Vec::new();
+        for name in modules {
+            let file = &index.by_name[&name];
+            ready.push((uncompressed(file, work)?, name));
+        }
+        Ok(Self { vmlinuz, release: Some(release), modules: ready, missing })
+    }
+}
+
+/// Whether the kernel config says `name` is built in.
+fn built_in(config: &str, name: &str) -> bool {
+    let option = match name {
+        "fuse" => "CONFIG_FUSE_FS",
+        "erofs" => "CONFIG_EROFS_FS",
+        "loop" => "CONFIG_BLK_DEV_LOOP",
+        _ => return false,
+    };
+    config.lines().any(|l| l == format!("{option}=y"))
+}
+
+/// Every module file of a kernel's tree, by module name.
+struct ModuleIndex {
+    by_name: BTreeMap<String, PathBuf>,
+}
+
+impl ModuleIndex {
+    fn scan(tree: &Path) -> anyhow::Result<Self> {
+        let mut by_name = BTreeMap::new();
+        let mut pending = vec![tree.to_owned()];
+        while let Some(dir) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.filter_map(Result::ok) {
+                let path = entry.path();
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    pending.push(path);
+                } else if let Some(name) = module_name(&path) {
+                    by_name.insert(name, path);
+                }
+            }
+        }
+        Ok(Self { by_name })
+    }
+
+    /// Appends `name`'s dependencies, then `name`, to `order` (each once).
+    fn load_order(&self, name: &str, order: &mut Vec<String>, visiting: &mut Vec<String>) -> anyhow::Result<()> {
+        if order.iter().any(|m| m == name) {
+            return Ok(());
+        }
+        anyhow::ensure!(!visiting.iter().any(|m| m == name), "modules depend on each other in a circle: {visiting:?}");
+        let file = self.by_name.get(name).ok_or_else(|| anyhow::anyhow!("module {name} is not in the package"))?;
+        visiting.push(name.to_owned());
+        for dependency in depends(&read_module(file)?) {
+            self.load_order(&dependency, order, visiting)?;
+        }
+        visiting.pop();
+        order.push(name.to_owned());
+        Ok(())
+    }
+}
+
+/// `fuse` for `…/fuse.ko` or `…/fuse.ko.xz`; module names use `_` where files may use `-`.
+fn module_name(path: &Path) -> Option<String> {
+    let file = path.file_name()?.to_str()?;
+    let stem = file.strip_suffix(".ko").or_else(|| file.strip_suffix(".ko.xz"))?;
+    Some(stem.replace('-', "_"))
+}
+
+/// A module file's bytes, decompressed when it is `.ko.xz` (busybox's insmod in the guest
+/// need not read xz).
+fn read_module(file: &Path) -> anyhow::Result<Vec<u8>> {
+    if file.extension().is_some_and(|e| e == "xz") {
+        let output = std::process::Command::new("xz")
+            .args(["--decompress", "--stdout"])
+            .arg(file)
+            .output()
+            .map_err(|e| anyhow::anyhow!("cannot run xz to decompress {}: {e}", file.display()))?;
+        anyhow::ensure!(
+            output.status.success(),
+            "xz -d {}: {}",
+            file.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok(output.stdout)
+    } else {
+        std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+    }
+}
+
+/// The module's `depends=` from its `.modinfo` strings (NUL-separated `key=value`).
+fn depends(module: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(at) = module.windows(KEY.len()).position(|w| w == KEY) else { return Vec::new() };
+    let value = &module[at + KEY.len()..];
+    let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
+    String::from_utf8_lossy(&value[..end]).split(',').filter(|d| !d.is_empty()).map(str::to_owned).collect()
+}
+
+/// The module as an uncompressed file (itself, or decompressed beside it).
+fn uncompressed(file: &Path, work: &Path) -> anyhow::Result<PathBuf> {
+    if file.extension().is_some_and(|e| e == "ko") {
+        return Ok(file.to_owned());
+    }
+    let name = module_name(file).unwrap_or_default();
+    let out = work.join(format!("{name}.ko"));
+    std::fs::write(&out, read_module(file)?)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_come_from_the_modinfo_strings() {
+        let module = b"\x7fELF...\0license=GPL\0depends=netfs,fscache\0vermagic=6.1\0";
+        assert_eq!(depends(module), ["netfs", "fscache"]);
+        assert!(depends(b"\0license=GPL\0depends=\0name=fuse\0").is_empty());
+        assert!(depends(b"no modinfo at all").is_empty());
+        assert_eq!(module_name(Path::new("/m/kernel/fs/fuse/virtio-fs.ko.xz")).as_deref(), Some("virtio_fs"));
+        assert_eq!(module_name(Path::new("/m/modules.dep")), None);
+    }
+
+    /// A package tree where erofs needs two modules, one of which needs the other: they
+    /// load dependencies first, each once.
+    #[test]
+    fn modules_load_after_what_they_depend_on_each_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, deps: &str| {
+            std::fs::write(dir.path().join(format!("{name}.ko")), format!("\0depends={deps}\0")).unwrap();
+        };
+        write("erofs", "netfs,fscache");
+        write("fscache", "netfs");
+        write("netfs", "");
+        write("fuse", "");
+        let index = ModuleIndex::scan(dir.path()).unwrap();
+        let mut order = Vec::new();
+        for name in ["erofs", "fuse", "fscache"] {
+            index.load_order(name, &mut order, &mut Vec::new()).unwrap();
+        }
+        assert_eq!(order, ["netfs", "fscache", "erofs", "fuse"]);
+        write("netfs", "erofs");
+        let err = ModuleIndex::scan(dir.path()).unwrap().load_order("erofs", &mut Vec::new(), &mut Vec::new());
+        assert!(err.unwrap_err().to_string().contains("circle"));
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_package_is_a_bare_kernel_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("bzImage");
+        std::fs::write(&image, b"MZ not a deb").unwrap();
+        let kernel = Kernel::prepare(&image, dir.path()).unwrap();
+        assert_eq!((kernel.vmlinuz, kernel.release, kernel.modules.len()), (image, None, 0));
+        let err = Kernel::prepare(&dir.path().join("absent.deb"), dir.path()).unwrap_err();
+        assert!(err.to_string().starts_with("--kernel "), "{err}");
+    }
+}

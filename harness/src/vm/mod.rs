@@ -1,0 +1,284 @@
+//! `harness vm`: runs a harness command inside a virtual machine with another kernel, as
+//! root, and brings back what it printed, its exit code and its reports.
+//!
+//! * [`kernel`]: the kernel from Debian's package, with the modules scenarios need.
+//! * [`initramfs`]: the guest's root file system, built from the host's files.
+//! * [`qemu`]: the accelerator probe and one boot.
+//!
+//! The guest has no disk and no network. Its root is an initramfs holding busybox, this
+//! harness binary with the shared libraries `ldd` names (no other toolchain can be
+//! fetched for a guest), `mkfs.erofs` when the host has it, the kernel's FUSE, erofs and
+//! loop modules, and the files given with `--copy` (the scenario library by default)
+//! under `/work`, where the command runs. Its console is the first serial port, streamed
+//! to standard output; `/results` is sent back as a base64 tar over the second serial
+//! port when the command ends, and unpacked into `OUT/results`. Reports written there
+//! (`--junit /results/junit.xml`) come back with it; their `kernel` is the guest's.
+//!
+//! qemu is killed on the deadline, on SIGINT/SIGTERM/SIGHUP to the harness (the future
+//! is dropped), on a panic (dropped while unwinding) and, through `PR_SET_PDEATHSIG`,
+//! when the harness itself is killed; the work directory (kernel, initramfs) is a
+//! temporary directory removed the same ways.
+
+pub mod initramfs;
+pub mod kernel;
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use qemu::Accel;
+
+/// Where the guest's command runs, with the copied files.
+const GUEST_WORK: &str = "/work";
+
+/// The guest directory brought back.
+pub const GUEST_RESULTS: &str = "/results";
+
+/// What the console prints when the command ended: `@@HARNESS-VM exit <code>`.
+const EXIT: &str = "@@HARNESS-VM exit ";
+
+/// What follows the results on the second serial port.
+const RESULTS_END: &str = "@@HARNESS-VM results-end";
+
+/// What to run where.
+#[derive(Debug, Clone)]
+pub struct VmOptions {
+    /// A Debian `linux-image-*` package, or a kernel image with what it needs built in.
+    pub kernel: PathBuf,
+    /// The harness binary to run inside (normally this one).
+    pub harness: PathBuf,
+    /// Host files or directories copied to `/work/<name>` in the guest.
+    pub copy: Vec<PathBuf>,
+    /// The harness command line inside (`run scenarios --filter privileged`).
+    pub command: Vec<String>,
+    /// Console log, results and `vm.json` go here (created).
+    pub out: PathBuf,
+    pub accel: Accel,
+    pub memory_mb: u32,
+    pub cpus: u32,
+    /// The whole run, boot included, ends by then.
+    pub timeout: Duration,
+}
+
+/// How a VM run went; also written to `OUT/vm.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VmOutcome {
+    /// The kernel the guest booted (`uname -r` in the guest; the package's release
+    /// before the command started).
+    pub kernel: String,
+    pub accel: Accel,
+    /// The command's exit code; `None` when it did not end (deadline, panic, power off).
+    pub exit_code: Option<i32>,
+    /// Why the command did not end, when it did not.
+    pub failure: Option<String>,
+    /// From qemu's start to the command's start, in ms.
+    pub boot_ms: Option<u64>,
+    /// The whole run, in ms: preparation, boot, command, results.
+    pub wall_ms: u64,
+    /// Wanted kernel modules neither in the package nor built in.
+    pub modules_missing: Vec<String>,
+}
+
+/// Runs `options.command` in a VM; `on_line` gets each line the command prints.
+pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::Result<VmOutcome> {
+    let began = Instant::now();
+    let deadline = began + options.timeout;
+    std::fs::create_dir_all(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?;
+    let work = tempfile::Builder::new().prefix("harness-vm-").tempdir()?;
+    let kernel = kernel::Kernel::prepare(&options.kernel, work.path())?;
+    let root = work.path().join("initramfs.cpio");
+    build_root(options, &kernel, &root)?;
+    let accel = qemu::choose(options.accel, &kernel.vmlinuz).await;
+    let console_log = options.out.join("console.log");
+    let results_port = work.path().join("results.b64");
+    let _ = std::fs::remove_file(&console_log);
+    let boot = qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initramfs: &root,
+        accel,
+        memory_mb: options.memory_mb,
+        cpus: options.cpus,
+        console_log: console_log.clone(),
+        results_port: results_port.clone(),
+    };
+    let booted = Instant::now();
+    let mut started_after = None;
+    let mut exit_code = None;
+    let mut guest_kernel = None;
+    let left = deadline.saturating_duration_since(Instant::now());
+    let ended = boot
+        .run(left, |line| {
+            started_after.get_or_insert_with(|| booted.elapsed());
+            if let Some(code) = line.strip_prefix(EXIT) {
+                exit_code = code.trim().parse().ok();
+            } else if let Some(release) = line.strip_prefix("@@HARNESS-VM kernel ") {
+                guest_kernel = Some(release.trim().to_owned());
+            } else if exit_code.is_none() {
+                on_line(line);
+            }
+        })
+        .await?;
+    let failure = match (&ended, exit_code) {
+        (_, Some(_)) => None,
+        (qemu::Ended::TimedOut, None) => {
+            Some(format!("the VM did not finish within {} s; qemu was killed", options.timeout.as_secs()))
+        }
+        (qemu::Ended::Exited(status), None) => {
+            Some(format!("the VM stopped ({status}) before the command ended: {}", last_lines(&console_log, 5)))
+        }
+    };
+    if exit_code.is_some() {
+        bring_back(&results_port, &options.out.join("results"))?;
+    }
+    let outcome = VmOutcome {
+        kernel: guest_kernel.or(kernel.release).unwrap_or_else(|| "unknown".into()),
+        accel,
+        exit_code,
+        failure,
+        boot_ms: started_after.map(|d| d.as_millis() as u64),
+        wall_ms: began.elapsed().as_millis() as u64,
+        modules_missing: kernel.missing,
+    };
+    std::fs::write(options.out.join("vm.json"), serde_json::to_string_pretty(&outcome)?)?;
+    Ok(outcome)
+}
+
+/// The guest's root: busybox, the harness and its libraries, mkfs.erofs, the modules,
+/// the copied files and `/init`.
+fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> anyhow::Result<()> {
+    let mut root = initramfs::Initramfs::create(out)?;
+    let busybox = on_path("busybox").ok_or_else(|| {
+        anyhow::anyhow!("busybox is not on PATH: the guest's shell and tools (Debian: busybox-static)")
+    })?;
+    add_binary(&mut root, &busybox, Path::new("/bin/busybox"))?;
+    add_binary(&mut root, &options.harness, Path::new("/bin/harness"))?;
+    if let Some(mkfs) = on_path("mkfs.erofs") {
+        add_binary(&mut root, &mkfs, Path::new("/bin/mkfs.erofs"))?;
+    }
+    let mut modules = Vec::new();
+    for (file, name) in &kernel.modules {
+        let guest = PathBuf::from(format!("/lib/modules/{name}.ko"));
+        root.file(file, &guest, 0o644)?;
+        modules.push(guest);
+    }
+    for path in &options.copy {
+        let name =
+            path.file_name().ok_or_else(|| anyhow::anyhow!("--copy {}: names no file or directory", path.display()))?;
+        let guest = Path::new(GUEST_WORK).join(name);
+        let kind = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--copy {}: {e}", path.display()))?;
+        if kind.is_dir() {
+            root.tree(path, &guest)?;
+        } else {
+            root.file(path, &guest, 0o644)?;
+        }
+    }
+    root.dir(Path::new(GUEST_WORK))?;
+    root.dir(Path::new(GUEST_RESULTS))?;
+    root.bytes(Path::new("/init"), init_script(&modules, &options.command).as_bytes(), 0o755)?;
+    root.finish()?;
+    Ok(())
+}
+
+/// `binary` at `guest`, with its shared libraries at the paths it loads them from.
+fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> anyhow::Result<()> {
+    for library in initramfs::shared_libraries(binary)? {
+        root.file(&library, &library, 0o755)?;
+    }
+    root.file(binary, guest, 0o755)?;
+    Ok(())
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
+}
+
+/// The guest's `/init`: mounts, modules, the command, the results, power off.
+fn init_script(modules: &[PathBuf], command: &[String]) -> String {
+    let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
+    let insmod: String =
+        modules.iter().map(|m| format!("insmod {} || echo \"insmod {} failed\"\n", m.display(), m.display())).collect();
+    format!(
+        r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
+/bin/busybox --install -s
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /run
+exec 0</dev/console 1>/dev/console 2>&1
+echo "{start}"
+echo "@@HARNESS-VM kernel $(uname -r)"
+{insmod}stty -F /dev/ttyS1 raw -echo
+cd {GUEST_WORK}
+# Through a pipe, so the harness writes its plain report, not a terminal's progress lines.
+(/bin/harness {args}; echo $? > /tmp/.harness-vm-exit) 2>&1 | cat
+echo "{EXIT}$(cat /tmp/.harness-vm-exit)"
+(cd {GUEST_RESULTS} && tar -c .) | base64 > /dev/ttyS1
+echo "{RESULTS_END}" > /dev/ttyS1
+sync
+poweroff -f
+"#,
+        start = qemu::START,
+        args = quoted.join(" "),
+    )
+}
+
+/// `arg` in single quotes for sh.
+fn shell_quote(arg: &str) -> String {
+    format!("'{}'", arg.replace('\'', r"'\''"))
+}
+
+/// Unpacks what the guest sent over its second serial port into `into`.
+fn bring_back(port: &Path, into: &Path) -> anyhow::Result<()> {
+    use base64::Engine;
+    let text = std::fs::read_to_string(port).map_err(|e| anyhow::anyhow!("{}: {e}", port.display()))?;
+    let (encoded, _) = text
+        .split_once(RESULTS_END)
+        .ok_or_else(|| anyhow::anyhow!("the guest's results were cut short (no `{RESULTS_END}`)"))?;
+    let encoded: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
+    let tar = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|e| anyhow::anyhow!("the guest's results are not base64: {e}"))?;
+    if into.exists() {
+        std::fs::remove_dir_all(into)?;
+    }
+    std::fs::create_dir_all(into)?;
+    let archive = into.with_extension("tar");
+    std::fs::write(&archive, tar)?;
+    let unpacked = std::process::Command::new("tar")
+        .arg("-x")
+        .arg("-f")
+        .arg(&archive)
+        .arg("-C")
+        .arg(into)
+        .output()
+        .map_err(|e| anyhow::anyhow!("cannot run tar: {e}"))?;
+    let _ = std::fs::remove_file(&archive);
+    anyhow::ensure!(unpacked.status.success(), "tar -x: {}", String::from_utf8_lossy(&unpacked.stderr).trim());
+    Ok(())
+}
+
+/// The last `n` lines of `path`, joined with ` | `.
+fn last_lines(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(n)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_reaches_the_guest_shell_word_for_word() {
+        let script = init_script(&[PathBuf::from("/lib/modules/fuse.ko")], &["run".into(), "it's a $name".into()]);
+        assert!(script.contains("(/bin/harness 'run' 'it'\\''s a $name'; echo"), "{script}");
+        assert!(script.contains("insmod /lib/modules/fuse.ko || echo"), "{script}");
+        let start = script.find(qemu::START).unwrap();
+        assert!(start < script.find("insmod").unwrap(), "a module that fails to load is in the output");
+    }
+}

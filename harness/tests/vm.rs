@@ -1,0 +1,250 @@
+//! `harness vm` booting a real kernel under qemu (TCG: it needs no KVM and no root): the
+//! smoke test runs a FUSE restart scenario inside and gets its reports back naming the
+//! guest's kernel; the others hold the runner to its clean-up,
+//! whichever way it ends (deadline, SIGTERM, a failing command): no qemu runs on and no
+//! work directory stays. They need qemu-system-x86_64, busybox and a Debian kernel
+//! package in `$HARNESS_VM_KERNEL` (`ci/vm-kernels.sh` downloads them), and are listed
+//! as skipped, with the reason, without them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Failed, Trial};
+
+fn harness() -> PathBuf {
+    std::env::var_os("NEXTEST_BIN_EXE_harness").map_or_else(|| env!("CARGO_BIN_EXE_harness").into(), PathBuf::from)
+}
+
+/// The scenario library, found at run time so that an archived suite run elsewhere
+/// (`cargo nextest run --archive-file … --workspace-remap …`) finds it too.
+fn scenarios() -> PathBuf {
+    let manifest =
+        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest.join("../scenarios")
+}
+
+/// A `harness vm` run in a directory of its own, which is also its TMPDIR: what the run
+/// leaves behind is in there.
+struct VmRun {
+    dir: tempfile::TempDir,
+}
+
+impl VmRun {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        Self { dir }
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    fn command(&self, kernel: &Path, timeout: u64, inside: &[&str]) -> Command {
+        let mut command = Command::new(harness());
+        command
+            .arg("vm")
+            .arg("--kernel")
+            .arg(kernel)
+            .arg("--out")
+            .arg(self.out())
+            .arg("--copy")
+            .arg(scenarios())
+            .args(["--accel", "tcg", "--memory", "1024", "--timeout", &timeout.to_string(), "--"])
+            .args(inside)
+            .env("TMPDIR", self.tmp())
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Nothing of the run is left: no process names its work directory, and that
+    /// directory is gone.
+    fn assert_nothing_left(&self) -> Result<(), Failed> {
+        let needle = self.tmp();
+        let running = pids_with(needle.to_str().unwrap());
+        if !running.is_empty() {
+            return Err(format!("processes of the VM run on: {running:?}").into());
+        }
+        let left: Vec<_> = std::fs::read_dir(self.tmp()).unwrap().filter_map(Result::ok).map(|e| e.path()).collect();
+        if !left.is_empty() {
+            return Err(format!("the VM's work directory stayed: {left:?}").into());
+        }
+        Ok(())
+    }
+}
+
+/// The pids of processes whose command line contains `needle`.
+fn pids_with(needle: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
+    if ok { Ok(()) } else { Err(what().into()) }
+}
+
+/// Boots the kernel, loads FUSE, runs a scenario that mounts FUSE, kills the daemon and
+/// mounts again, and brings back its JUnit and JSON reports, which name the guest's kernel, not the host's.
+fn smoke(kernel: PathBuf) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let output = run
+        .command(
+            &kernel,
+            300,
+            &[
+                "run",
+                "scenarios/privileged/restart-loses-the-mount.yaml",
+                "--junit",
+                "/results/junit.xml",
+                "--json",
+                "/results/report.json",
+            ],
+        )
+        .output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    check(output.status.code() == Some(0), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;
+    check(stdout.contains("PASS scenarios/privileged/restart-loses-the-mount.yaml"), || stdout.to_string())?;
+    check(stdout.contains("1 passed, 0 failed, 0 skipped"), || stdout.to_string())?;
+    let vm: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.out().join("vm.json"))?)?;
+    let guest = vm["kernel"].as_str().unwrap_or_default().to_owned();
+    let host = nix::sys::utsname::uname()?.release().to_string_lossy().into_owned();
+    check(!guest.is_empty() && guest != host, || format!("the guest's kernel {guest:?} (host {host})"))?;
+    check(vm["exit_code"] == 0 && vm["accel"] == "tcg", || vm.to_string())?;
+    check(stdout.contains(&format!("on kernel {guest}")), || stdout.to_string())?;
+    let junit = std::fs::read_to_string(run.out().join("results/junit.xml"))?;
+    check(junit.contains(&format!(r#"<property name="kernel" value="{guest}"/>"#)), || junit.clone())?;
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out().join("results/report.json"))?)?;
+    check(report["kernel"] == guest.as_str(), || format!("report.json kernel: {}", report["kernel"]))?;
+    check(stderr.contains(&format!("vm: kernel {guest} (tcg)")), || stderr.to_string())?;
+    run.assert_nothing_left()
+}
+
+/// A command that never ends is cut off at the deadline: exit 6, the reason, within the
+/// deadline and a few seconds, with qemu and the work directory gone.
+fn deadline(kernel: PathBuf) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let started = Instant::now();
+    // A recorder in front of a daemon that never comes waits for clients forever.
+    let output = run
+        .command(
+            &kernel,
+            20,
+            &["record", "--upstream", "/nowhere.sock", "--listen", "/tmp/p.sock", "--out", "/tmp/rec"],
+        )
+        .output()?;
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    check(output.status.code() == Some(6), || format!("exit {:?}: {stderr}", output.status.code()))?;
+    check(stderr.contains("the VM did not finish within 20 s; qemu was killed"), || stderr.to_string())?;
+    check(took < Duration::from_secs(30), || format!("ended {took:?} after a 20 s deadline"))?;
+    let vm: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.out().join("vm.json"))?)?;
+    check(vm["exit_code"].is_null() && vm["failure"].is_string(), || vm.to_string())?;
+    check(run.out().join("console.log").exists(), || "no console log".into())?;
+    check(!run.out().join("results").exists(), || "results of a command that never ended".into())?;
+    run.assert_nothing_left()
+}
+
+/// SIGTERM while the guest runs: exit 143, and no qemu or work directory left.
+fn sigterm(kernel: PathBuf) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let mut child = run
+        .command(
+            &kernel,
+            120,
+            &["record", "--upstream", "/nowhere.sock", "--listen", "/tmp/p.sock", "--out", "/tmp/rec"],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // qemu runs once the console log has a line.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(run.out().join("console.log")).map_or(true, |t| t.is_empty()) {
+        check(Instant::now() < deadline, || "the guest printed nothing within 60 s".into())?;
+        check(child.try_wait()?.is_none(), || "harness vm ended before the guest printed".into())?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    check(!pids_with(run.tmp().to_str().unwrap()).is_empty(), || "no qemu runs".into())?;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if signalled.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            return Err("harness vm outlived SIGTERM by 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    check(status.code() == Some(143), || format!("exit {status:?}"))?;
+    run.assert_nothing_left()
+}
+
+/// The command's own exit code comes back (5: no scenario selected), with its output.
+fn failing_command(kernel: PathBuf) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let output = run.command(&kernel, 300, &["run", "scenarios", "--filter", "no-such-scenario"]).output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    check(output.status.code() == Some(5), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;
+    check(stdout.contains("no-such-scenario"), || format!("the command's message is not passed on:\n{stdout}"))?;
+    check(stderr.contains("the command exited 5"), || stderr.to_string())?;
+    run.assert_nothing_left()
+}
+
+/// One VM test, given the kernel package.
+type VmTest = fn(PathBuf) -> Result<(), Failed>;
+
+/// Why VM tests cannot run here, if they cannot.
+fn unmet() -> Result<PathBuf, String> {
+    let on_path = |name: &str| {
+        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+    };
+    if !on_path("qemu-system-x86_64") {
+        return Err("qemu-system-x86_64 is not on PATH (Debian: qemu-system-x86)".into());
+    }
+    if !on_path("busybox") {
+        return Err("busybox is not on PATH (Debian: busybox-static)".into());
+    }
+    let kernel = std::env::var_os("HARNESS_VM_KERNEL")
+        .map(PathBuf::from)
+        .ok_or("HARNESS_VM_KERNEL names no kernel package (ci/vm-kernels.sh downloads Debian's)")?;
+    if !kernel.is_file() {
+        return Err(format!("HARNESS_VM_KERNEL={}: no such file", kernel.display()));
+    }
+    Ok(kernel)
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let found = unmet();
+    let skip = found.as_ref().err().cloned();
+    if let Some(reason) = &skip {
+        eprintln!("skipping vm tests: {reason}");
+    }
+    let kernel = found.unwrap_or_default();
+    let tests: [(&str, VmTest); 4] = [
+        ("vm::smoke_fuse_restart_in_the_guest", smoke),
+        ("vm::a_command_past_its_deadline_is_killed_with_its_vm", deadline),
+        ("vm::sigterm_kills_the_vm_and_removes_its_work", sigterm),
+        ("vm::the_command_exit_code_and_output_come_back", failing_command),
+    ];
+    let trials = tests
+        .into_iter()
+        .map(|(name, body)| {
+            let kernel = kernel.clone();
+            Trial::test(name, move || body(kernel)).with_ignored_flag(skip.is_some())
+        })
+        .collect();
+    libtest_mimic::run(&args, trials).exit();
+}

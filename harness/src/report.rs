@@ -157,9 +157,11 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
     }
     let Some(f) = &result.failure else {
         let _ = writeln!(out, "PASS {path} ({}, {ms:.0} ms)", result.name);
+        notes(&mut out, result);
         return out;
     };
     let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
+    notes(&mut out, result);
     let _ = writeln!(out, "     {}", failure_headline(f, &path));
     if let Some(expected) = &f.expected {
         let _ = writeln!(out, "       expected: {expected}");
@@ -178,6 +180,13 @@ pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
         let _ = writeln!(out, "     repro bundle: {}", bundle.display());
     }
     out
+}
+
+/// The run's notes, under its PASS or FAIL line.
+fn notes(out: &mut String, result: &ScenarioResult) {
+    for note in &result.notes {
+        let _ = writeln!(out, "     note: {note}");
+    }
 }
 
 fn failure_headline(f: &Failure, path: &str) -> String {
@@ -270,6 +279,8 @@ pub struct JsonScenario {
     pub reason: Option<String>,
     /// Why it failed.
     pub failure: Option<Failure>,
+    /// What the run noted beyond pass or fail (which kernel case a promise came from).
+    pub notes: Vec<String>,
 }
 
 /// The host's name and kernel release.
@@ -296,9 +307,9 @@ pub fn to_json(report: &RunReport) -> JsonReport {
         .entries
         .iter()
         .map(|e| {
-            let (duration_ms, reason, failure) = match &e.outcome {
-                Ok(r) => (r.duration.as_secs_f64() * 1000.0, r.skipped.clone(), r.failure.clone()),
-                Err(not_run) => (0.0, Some(not_run.reason()), None),
+            let (duration_ms, reason, failure, notes) = match &e.outcome {
+                Ok(r) => (r.duration.as_secs_f64() * 1000.0, r.skipped.clone(), r.failure.clone(), r.notes.clone()),
+                Err(not_run) => (0.0, Some(not_run.reason()), None, Vec::new()),
             };
             JsonScenario {
                 id: entry_id(e, report),
@@ -309,6 +320,7 @@ pub fn to_json(report: &RunReport) -> JsonReport {
                 duration_ms,
                 reason,
                 failure,
+                notes,
             }
         })
         .collect();
@@ -407,6 +419,11 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
             Ok(r) => case.set_time(r.duration),
             Err(_) => case.set_time(Duration::ZERO),
         };
+        if let Ok(r) = &e.outcome
+            && !r.notes.is_empty()
+        {
+            case.set_system_out(xml_text(&r.notes.join("\n")));
+        }
         suite.add_test_case(case);
     }
     let mut junit = quick_junit::Report::new("harness");

@@ -9,6 +9,8 @@
 //! | `DELETE /script` | removes every rule |
 //! | `GET /journal` | the journal's newest entries as a JSON array |
 //! | `GET /state` | `{"state":..,"pid":..,"uptime_ms":..}` |
+//! | `GET /fuse` | `{"held_reads":..,"failover":..}`: READ requests held, and the failover policy's outcome after a takeover; 404 without a FUSE session |
+//! | `PUT /fuse/hold-reads` | from now on READ requests are taken from `/dev/fuse` and never answered (a daemon dying mid-read); 404 without a FUSE session |
 
 use std::sync::Arc;
 
@@ -150,6 +152,21 @@ async fn respond(shared: &Shared, request: &Request) -> Response {
             *shared.script.lock().unwrap_or_else(|e| e.into_inner()) = ScriptRunner::default();
             Response::no_content()
         }
+        ("GET", "/fuse") => match shared.model.lock().await.fuse_session() {
+            Some(session) => Response::json(
+                200,
+                json!({ "held_reads": session.held_reads(), "failover": session.failover() }).to_string(),
+            ),
+            None => error(404, "no FUSE session: the mock serves one with --mock-fuse and a mount"),
+        },
+        ("PUT", "/fuse/hold-reads") => match shared.model.lock().await.fuse_session() {
+            Some(session) => {
+                session.hold_reads();
+                shared.journal.record("fuse_hold_reads", json!({}));
+                Response::no_content()
+            }
+            None => error(404, "no FUSE session: the mock serves one with --mock-fuse and a mount"),
+        },
         ("GET", "/state") => {
             let state = shared.model.lock().await.state();
             Response::json(

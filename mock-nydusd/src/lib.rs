@@ -165,7 +165,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
             // Made absolute without touching it: a dead predecessor's mount would hang a stat.
             mountpoint: std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?,
             threads: cli.fuse_threads.unwrap_or(1) as usize,
-            resend: !matches!(cli.failover_policy.as_deref(), Some("none" | "flush")),
+            policy: fuse::FailoverPolicy::parse(cli.failover_policy.as_deref()),
             on_end: fuse::OnEnd(Arc::new(move || {
                 let _ = fuse_gone_tx.send(());
             })),

@@ -459,6 +459,11 @@ impl Model {
         }
     }
 
+    /// The FUSE session, when the mock serves a real one.
+    pub fn fuse_session(&self) -> Option<&crate::fuse::FuseSession> {
+        self.fuse.as_ref()
+    }
+
     fn send_fd(&mut self) -> Reply {
         if !self.options.version.hands_over() {
             // 2.2 saves nothing and never connects to the supervisor.

@@ -310,6 +310,11 @@ async fn answer(shared: &Shared, stream: &mut UnixStream, model: &mut Model, req
     if before != after_state {
         shared.journal.record("state", json!({ "from": before.as_str(), "to": after_state.as_str() }));
     }
+    if request.path == "/api/v1/daemon/fuse/takeover"
+        && let Some(outcome) = model.fuse_session().and_then(|s| s.failover())
+    {
+        shared.journal.record("fuse_failover_policy", json!(outcome));
+    }
     if reply.after == After::Abort {
         shared.journal.record("abort", json!({ "path": request.path }));
         crate::death::abort();

@@ -115,6 +115,50 @@ fn an_external_umount_stops_the_daemon() -> Result<(), Failed> {
     Ok(())
 }
 
+/// Held reads (the control socket's `PUT /fuse/hold-reads`): a reader's READ is taken from
+/// /dev/fuse and never answered, `GET /fuse` counts it, and the reader waits until the
+/// daemon dies and the kernel ends the connection (no supervisor keeps it): ECONNABORTED.
+fn a_held_read_waits_until_the_connection_ends() -> Result<(), Failed> {
+    let dir = tempfile::tempdir()?;
+    let mnt = dir.path().join("mnt");
+    let mut mock = fuse_mock(dir, r#"{"data/blob":{"size":8192}}"#, &[])?;
+    // The attributes are looked up before holding starts: only the READ waits.
+    std::fs::metadata(mnt.join("data/blob"))?;
+    let held = exchange(&mock.control, b"PUT /fuse/hold-reads HTTP/1.1\r\n\r\n");
+    if !held.starts_with("HTTP/1.1 204") {
+        return Err(format!("hold-reads: {held}").into());
+    }
+    let file = mnt.join("data/blob");
+    let reader = std::thread::spawn(move || std::fs::read(file));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let status = exchange(&mock.control, b"GET /fuse HTTP/1.1\r\n\r\n");
+        if status.contains(r#""held_reads":1"#) {
+            if !status.contains(r#""failover":null"#) {
+                return Err(format!("a mounting daemon applied a failover policy: {status}").into());
+            }
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no read was held within 5 s: {status}").into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    if reader.is_finished() {
+        return Err(format!("the held read returned: {:?}", reader.join()).into());
+    }
+    mock.child.kill()?;
+    mock.child.wait()?;
+    let read = reader.join().map_err(|_| "the reader panicked")?;
+    match read {
+        Err(e) if e.raw_os_error() == Some(nix::libc::ECONNABORTED) => {}
+        other => return Err(format!("the held read ended with {other:?}, not ECONNABORTED").into()),
+    }
+    let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+    Ok(())
+}
+
 /// A privileged test: its name, what it needs, and its body.
 type Privileged = (&'static str, &'static [Requirement], fn() -> Result<(), Failed>);
 
@@ -135,6 +179,11 @@ fn main() {
             "an_external_umount_stops_the_daemon",
             &[Requirement::Root, Requirement::Fuse],
             an_external_umount_stops_the_daemon,
+        ),
+        (
+            "a_held_read_waits_until_the_connection_ends",
+            &[Requirement::Root, Requirement::Fuse],
+            a_held_read_waits_until_the_connection_ends,
         ),
     ];
     let trials = tests

@@ -63,6 +63,9 @@ pub struct ScenarioResult {
     pub exchanges: Vec<Exchange>,
     /// What each stopped reader workload saw, in order.
     pub readers: Vec<crate::reader::ReaderStats>,
+    /// What the run noted beyond pass or fail, e.g. which kernel case a reader's promise
+    /// came from; every report shows them.
+    pub notes: Vec<String>,
 }
 
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
@@ -134,6 +137,7 @@ impl ScenarioResult {
             skipped: None,
             exchanges: Vec::new(),
             readers: Vec::new(),
+            notes: Vec::new(),
         }
     }
 }
@@ -149,6 +153,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
         skipped: skip_reason(scenario, config),
         exchanges: Vec::new(),
         readers: Vec::new(),
+        notes: Vec::new(),
     };
     if result.skipped.is_some() {
         return result;
@@ -173,6 +178,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
             run.teardown().await;
             result.exchanges = std::mem::take(&mut *run.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
             result.readers = std::mem::take(&mut run.reader_stats);
+            result.notes = std::mem::take(&mut run.notes);
             failure
         }
     };
@@ -210,6 +216,12 @@ pub(crate) struct Run<'a> {
     exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
     /// What each stopped reader saw.
     pub(crate) reader_stats: Vec<crate::reader::ReaderStats>,
+    /// Readers that reported and stopped reading, but whose process could not end: a
+    /// thread waits in the kernel for a FUSE answer. They end with the connection, at
+    /// teardown.
+    pub(crate) stuck_readers: Vec<std::process::Child>,
+    /// See [`ScenarioResult::notes`].
+    pub(crate) notes: Vec<String>,
     exchange_journal: Arc<Journal>,
     /// How many processes each daemon has had, across managers (`--mock-process`).
     spawned: Arc<std::sync::Mutex<BTreeMap<String, u32>>>,
@@ -270,6 +282,8 @@ impl<'a> Run<'a> {
             readers: BTreeMap::new(),
             exchanges: Arc::default(),
             reader_stats: Vec::new(),
+            stuck_readers: Vec::new(),
+            notes: Vec::new(),
             exchange_journal: Arc::new(
                 Journal::open_as(&logs.join("client.jsonl"), "client").unwrap_or_else(|_| Journal::default()),
             ),
@@ -687,16 +701,27 @@ impl<'a> Run<'a> {
 
     /// Drops the manager, stops readers, aborts FUSE connections under the root (nothing
     /// stays blocked on a dead daemon) and SIGKILLs every process naming the root.
+    ///
+    /// Readers are reaped only after the abort: a reader waiting for the answer to a
+    /// request a dead daemon had read cannot even be killed until its connection ends.
     fn kill_everything(&mut self) {
         self.manager = None;
         self.events = None;
+        let mut readers: Vec<std::process::Child> = std::mem::take(&mut self.stuck_readers);
         for (_, (mut reader, stop)) in std::mem::take(&mut self.readers) {
             let _ = std::fs::write(&stop, b"");
             let _ = reader.kill();
-            let _ = reader.wait();
+            readers.push(reader);
         }
         daemon_core::mount::abort_fuse_connections_under(self.root.root());
         self.kill_naming_root();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for mut reader in readers {
+            let _ = reader.kill();
+            while matches!(reader.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
     }
 
     /// SIGKILLs every live process whose command line names the root, with its process

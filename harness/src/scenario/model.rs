@@ -548,6 +548,12 @@ pub enum Step {
     ///
     /// Example: `- stop_reader: { name: r, max_failures: 0 }`
     StopReader(StopReaderStep),
+    /// The mock's FUSE session takes READ requests from /dev/fuse and answers none from
+    /// now on, as a daemon dying in the middle of serving them; the step waits until
+    /// `until_held` reads are held (a reader must be reading). Mock only.
+    ///
+    /// Example: `- hold_fuse_reads: { daemon: d1, until_held: 1 }`
+    HoldFuseReads(HoldFuseReadsStep),
     /// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
     ///
     /// Example: `- mount_concurrently: { daemon: d1, snapshot: a, count: 8, successes: 1 }`
@@ -792,10 +798,74 @@ pub struct StopReaderStep {
     /// Longest allowed gap between two completed reads, in ms (unchecked when absent).
     #[serde(default)]
     pub max_stall_ms: Option<u64>,
+    /// Whether a read may still be waiting in the kernel when the reader stops.
+    #[serde(default)]
+    pub stuck: StuckReads,
+    /// How long a read in progress at the stop may still take before it counts as stuck,
+    /// in ms.
+    #[serde(default = "two_thousand")]
+    pub stuck_after_ms: u64,
+    /// What the reader is promised instead when the kernel did not take the failover
+    /// policy of `daemon`'s successor: requests the dead daemon had read were neither
+    /// resent nor ended (FUSE_NOTIFY_RESEND needs Linux 6.9). The report notes which case
+    /// applied.
+    #[serde(default)]
+    pub without_resend: Option<WithoutResend>,
+}
+
+/// `stop_reader`'s `without_resend`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithoutResend {
+    /// The daemon that failed over; its successor says what the kernel did (a mock's
+    /// control socket; for a real nydusd, kernels from 6.9 are taken to resend).
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// Most failed reads allowed.
+    #[serde(default)]
+    pub max_failures: u64,
+    /// Fewest complete reads expected.
+    #[serde(default = "one_u64")]
+    pub min_reads: u64,
+    /// Longest allowed gap between two completed reads, in ms (unchecked when absent).
+    #[serde(default)]
+    pub max_stall_ms: Option<u64>,
+    /// Whether a read may still be waiting in the kernel when the reader stops.
+    #[serde(default)]
+    pub stuck: StuckReads,
+}
+
+/// Whether a reader's read may be stuck in the kernel when it stops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StuckReads {
+    /// Every read returned: a stuck one fails the step.
+    #[default]
+    Forbidden,
+    /// A stuck read is reported, and passes.
+    Allowed,
+    /// One read must be stuck.
+    Expected,
+}
+
+/// `hold_fuse_reads`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoldFuseReadsStep {
+    /// Daemon id (a mock serving FUSE).
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// Reads held before the step ends.
+    #[serde(default = "one_u64")]
+    pub until_held: u64,
 }
 
 fn one_u64() -> u64 {
     1
+}
+
+fn two_thousand() -> u64 {
+    2_000
 }
 
 /// `list_dir`.

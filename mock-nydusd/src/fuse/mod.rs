@@ -3,9 +3,18 @@
 //! watched by a process reading files through the mount.
 //!
 //! The `/dev/fuse` fd is what sendfd hands to the supervisor. A successor that takes it
-//! over serves the same kernel connection without mounting or a new INIT, and, under the
-//! `resend` failover policy (nydusd's default), first asks the kernel to queue again the
-//! requests its predecessor had read but not answered (FUSE_NOTIFY_RESEND, Linux 6.9+).
+//! over serves the same kernel connection without mounting or a new INIT, after applying
+//! its failover policy as nydusd does ([`FailoverPolicy`]): under `resend` (nydusd's
+//! default) it asks the kernel to queue again the requests its predecessor had read but
+//! not answered (FUSE_NOTIFY_RESEND, Linux 6.9+), falling back to the connection's sysfs
+//! `resend` file; under `flush` it writes that connection's `flush` file. Mainline kernels
+//! have neither file, so before 6.9 such requests are lost: their callers wait in the
+//! kernel until the connection ends. [`FailoverOutcome`] says which case applied.
+//!
+//! A fault puts a request in that state on purpose: while reads are held
+//! ([`FuseSession::hold_reads`]), the session takes READ requests from the device and
+//! answers none, as a daemon that dies in the middle of serving them.
+//!
 //! When the connection ends because the mount went away, the session reports it, and the
 //! daemon stops as if signalled (nydusd does the same).
 
@@ -37,10 +46,52 @@ pub struct FuseConfig {
     pub mountpoint: PathBuf,
     /// Worker threads reading the connection.
     pub threads: usize,
-    /// Resend requests a dead predecessor left unanswered (policy `resend`).
-    pub resend: bool,
+    /// What a successor does about requests its predecessor left unanswered.
+    pub policy: FailoverPolicy,
     /// What to do when the connection ends.
     pub on_end: OnEnd,
+}
+
+/// nydusd's `--failover-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverPolicy {
+    /// Nothing.
+    None,
+    /// FUSE_NOTIFY_RESEND, else the connection's sysfs `resend` file (the default).
+    Resend,
+    /// The connection's sysfs `flush` file.
+    Flush,
+}
+
+impl FailoverPolicy {
+    /// From the command line's spelling; `resend` when absent.
+    pub fn parse(flag: Option<&str>) -> Self {
+        match flag {
+            Some("none") => Self::None,
+            Some("flush") => Self::Flush,
+            _ => Self::Resend,
+        }
+    }
+}
+
+/// What applying the failover policy came to at a takeover.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FailoverOutcome {
+    pub policy: FailoverPolicy,
+    /// Whether the kernel took the request: requests the predecessor had read are queued
+    /// again (resend) or ended (flush). When false they are lost, and their callers wait
+    /// until the connection ends.
+    pub applied: bool,
+    /// What each attempt got, in order (`FUSE_NOTIFY_RESEND: EINVAL`, …).
+    pub detail: String,
+}
+
+/// READ requests taken from the device and never answered, while holding is on.
+#[derive(Debug, Default)]
+struct HeldReads {
+    on: std::sync::atomic::AtomicBool,
+    uniques: std::sync::Mutex<Vec<u64>>,
 }
 
 /// A live session.
@@ -49,6 +100,8 @@ pub struct FuseSession {
     fd: Arc<OwnedFd>,
     tree: Arc<RwLock<Tree>>,
     mountpoint: PathBuf,
+    held: Arc<HeldReads>,
+    failover: Option<FailoverOutcome>,
 }
 
 impl FuseSession {
@@ -69,30 +122,45 @@ impl FuseSession {
             Some(options.as_str()),
         )
         .map_err(|e| format!("cannot mount FUSE at {}: {e}", config.mountpoint.display()))?;
-        Ok(Self::serve(config, fd, tree, false))
+        Ok(Self::serve(config, fd, tree, None))
     }
 
-    /// Serves a connection taken over from a predecessor.
+    /// Serves a connection taken over from a predecessor, after applying the failover
+    /// policy to what the predecessor left unanswered.
     pub fn adopt(config: &FuseConfig, fd: OwnedFd, tree: Tree) -> Self {
-        Self::serve(config, fd, tree, config.resend)
+        let outcome = apply_failover_policy(config.policy, fd.as_fd(), &config.mountpoint);
+        Self::serve(config, fd, tree, Some(outcome))
     }
 
-    fn serve(config: &FuseConfig, fd: OwnedFd, tree: Tree, resend: bool) -> Self {
+    fn serve(config: &FuseConfig, fd: OwnedFd, tree: Tree, failover: Option<FailoverOutcome>) -> Self {
         let fd = Arc::new(fd);
         let tree = Arc::new(RwLock::new(tree));
-        if resend {
-            // Kernels before 6.9 refuse the notification; nothing more can be done there.
-            let _ = nix::unistd::write(fd.as_fd(), &abi::notify_resend());
-        }
+        let held = Arc::new(HeldReads::default());
         let ended = Arc::new(std::sync::Once::new());
         for n in 0..config.threads.max(1) {
-            let (fd, tree, ended, on_end) = (fd.clone(), tree.clone(), ended.clone(), config.on_end.clone());
+            let (fd, tree, held, ended, on_end) =
+                (fd.clone(), tree.clone(), held.clone(), ended.clone(), config.on_end.clone());
             let _ = std::thread::Builder::new().name(format!("fuse-{n}")).spawn(move || {
-                worker(&fd, &tree);
+                worker(&fd, &tree, &held);
                 ended.call_once(|| (on_end.0)());
             });
         }
-        Self { fd, tree, mountpoint: config.mountpoint.clone() }
+        Self { fd, tree, mountpoint: config.mountpoint.clone(), held, failover }
+    }
+
+    /// From now on, READ requests are taken from the device and never answered.
+    pub fn hold_reads(&self) {
+        self.held.on.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many READ requests are held.
+    pub fn held_reads(&self) -> usize {
+        self.held.uniques.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The failover policy's outcome, for a session taken over from a predecessor.
+    pub fn failover(&self) -> Option<&FailoverOutcome> {
+        self.failover.as_ref()
     }
 
     /// The `/dev/fuse` fd, for sendfd.
@@ -111,8 +179,60 @@ impl FuseSession {
     }
 }
 
+/// Applies `policy` on a taken-over connection as nydusd's `drain_fuse_requests` does;
+/// each failure is only noted.
+fn apply_failover_policy(policy: FailoverPolicy, fd: BorrowedFd<'_>, mountpoint: &std::path::Path) -> FailoverOutcome {
+    let mut detail = Vec::new();
+    // The connection's sysfs directory is named by the mount's device minor. It is read
+    // from mountinfo: a stat of the mountpoint would wait for this very daemon.
+    let sysfs = |file: &str| -> Result<(), String> {
+        let minor = host_facts::mountinfo::read()
+            .map_err(|e| format!("{}: {e}", host_facts::mountinfo::PATH))?
+            .into_iter()
+            .rfind(|m| m.mount_point == mountpoint && m.is_fuse())
+            .ok_or_else(|| format!("{} is not a FUSE mount", mountpoint.display()))?
+            .minor;
+        let path = format!("/sys/fs/fuse/connections/{minor}/{file}");
+        std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))
+    };
+    let applied = match policy {
+        FailoverPolicy::None => true,
+        FailoverPolicy::Resend => match nix::unistd::write(fd, &abi::notify_resend()) {
+            Ok(_) => {
+                detail.push("FUSE_NOTIFY_RESEND: accepted".to_owned());
+                true
+            }
+            Err(e) => {
+                // Kernels before 6.9 know no such notification (EINVAL).
+                detail.push(format!("FUSE_NOTIFY_RESEND: {e}"));
+                match sysfs("resend") {
+                    Ok(()) => {
+                        detail.push("sysfs resend: written".to_owned());
+                        true
+                    }
+                    Err(e) => {
+                        detail.push(format!("sysfs resend: {e}"));
+                        false
+                    }
+                }
+            }
+        },
+        FailoverPolicy::Flush => match sysfs("flush") {
+            Ok(()) => {
+                detail.push("sysfs flush: written".to_owned());
+                true
+            }
+            Err(e) => {
+                detail.push(format!("sysfs flush: {e}"));
+                false
+            }
+        },
+    };
+    FailoverOutcome { policy, applied: applied && policy != FailoverPolicy::None, detail: detail.join("; ") }
+}
+
 /// Reads and answers requests until the connection ends.
-fn worker(fd: &OwnedFd, tree: &RwLock<Tree>) {
+fn worker(fd: &OwnedFd, tree: &RwLock<Tree>, held: &HeldReads) {
     let mut buf = vec![0u8; (1 << 20) + 4096];
     loop {
         let n = match nix::unistd::read(fd.as_fd(), &mut buf) {
@@ -124,6 +244,10 @@ fn worker(fd: &OwnedFd, tree: &RwLock<Tree>) {
         let request = &buf[..n];
         let Some(header) = abi::InHeader::parse(request) else { continue };
         let body = &request[abi::IN_HEADER.min(request.len())..];
+        if header.opcode == abi::op::READ && held.on.load(std::sync::atomic::Ordering::SeqCst) {
+            held.uniques.lock().unwrap_or_else(|e| e.into_inner()).push(header.unique);
+            continue;
+        }
         let reply = {
             let tree = tree.read().unwrap_or_else(|e| e.into_inner());
             answer(&header, body, &tree)

@@ -470,8 +470,56 @@ impl Run<'_> {
     }
 }
 
+/// The mock's FUSE session holds every READ from now on; waits until `until_held` are.
+pub(crate) struct HoldFuseReads;
+
+impl StepKind for HoldFuseReads {
+    type Args = HoldFuseReadsStep;
+    const KEYWORD: &'static str = "hold_fuse_reads";
+
+    fn explain(s: &HoldFuseReadsStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            name(&s.daemon),
+            format!("hold FUSE reads unanswered (until {} held)", s.until_held),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &HoldFuseReadsStep) -> Result<(), StepError> {
+        let id = &s.daemon.value;
+        if run.config.target != crate::scenario::model::Target::Mock {
+            return Err(StepError::new("hold_fuse_reads is a fault of the mock; a real nydusd cannot be told it"));
+        }
+        let control = run.control_socket(id);
+        let reached = |e: String| format!("daemon {id}'s control socket {}: {e}", control.display());
+        let reply = control_request(&control, "PUT", "/fuse/hold-reads", "").map_err(reached)?;
+        if !reply.starts_with("HTTP/1.1 204") {
+            return Err(StepError::new(format!("the mock did not hold FUSE reads: {reply}")));
+        }
+        // Bounded by the scenario's deadline: a reader that never reads holds nothing.
+        loop {
+            let status = control_request(&control, "GET", "/fuse", "").map_err(reached)?;
+            if fuse_status(&status).is_some_and(|v| v["held_reads"].as_u64() >= Some(s.until_held)) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The JSON body of a control reply.
+pub(crate) fn fuse_status(reply: &str) -> Option<serde_json::Value> {
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| serde_json::from_str(body).ok()).flatten()
+}
+
 /// One HTTP exchange on a mock's control socket; returns the raw reply.
-fn control_request(socket: &std::path::Path, method: &str, path: &str, body: &str) -> Result<String, String> {
+pub(crate) fn control_request(
+    socket: &std::path::Path,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<String, String> {
     use std::io::{Read, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;

@@ -114,12 +114,19 @@ macro_rules! step_args {
 step_args! {
     names_daemon: [
         StartStep, WaitStateStep, ExpectStateStep, SignalStep, WaitExitStep, ReplayClientStep, ExpectSocketStep, ExpectAliveStep,
-        ExpectMountsStep, ScriptStep, MountConcurrentlyStep, WaitEventStep
+        ExpectMountsStep, ScriptStep, MountConcurrentlyStep, WaitEventStep, HoldFuseReadsStep
     ],
     names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, UpgradeStep],
     names_daemon_and_expected_error_and_may_fail: [ApiStep, InstanceStep],
     neither: [Empty, ExpectMountedStep, ExpectStoreStep, ListDirStep, ReadFileStep, RestartManagerStep, SleepStep,
-        StartReaderStep, StopReaderStep]
+        StartReaderStep]
+}
+
+/// A reader's step names a daemon when its promise depends on that daemon's failover.
+impl StepArgs for StopReaderStep {
+    fn daemon(&self) -> Option<&Spanned<String>> {
+        self.without_resend.as_ref().map(|w| &w.daemon)
+    }
 }
 
 /// The journal step names a daemon only when it is about one.
@@ -212,7 +219,7 @@ macro_rules! steps {
 steps! {
     daemon: [
         Start, StartDaemon, WaitState, ExpectState, Mount, Umount, Api, Signal, WaitExit, ExpectSocket,
-        ExpectAlive, ExpectMounts, Script, IntrudeSupervisor, ReplayClient,
+        ExpectAlive, ExpectMounts, Script, IntrudeSupervisor, ReplayClient, HoldFuseReads,
     ],
     manager: [
         MountInstance, UmountInstance, MountConcurrently, WaitEvent, ExpectNoEvent, KillManager, RestartManager,

@@ -133,47 +133,236 @@ impl StepKind for StopReader {
     const KEYWORD: &'static str = "stop_reader";
 
     fn explain(s: &StopReaderStep) -> Explained {
-        Explained::new(
-            "harness".into(),
-            "harness".into(),
-            format!("stop reader {} (≤ {} failures, ≥ {} reads)", s.name, s.max_failures, s.min_reads),
-        )
+        let base = Promise::of(s);
+        let text = match &s.without_resend {
+            None => format!("stop reader {} ({base})", s.name),
+            Some(w) => format!(
+                "stop reader {} ({base}; without resend after {}'s failover: {})",
+                s.name,
+                w.daemon.value,
+                Promise::without_resend(w)
+            ),
+        };
+        Explained::new("harness".into(), "harness".into(), text)
     }
 
     async fn run(run: &mut Run<'_>, s: &StopReaderStep) -> Result<(), StepError> {
-        let (child, stop) =
+        let (mut child, stop) =
             run.readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
-        std::fs::write(&stop, b"").map_err(|e| e.to_string())?;
-        let output = tokio::task::spawn_blocking(move || child.wait_with_output())
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        let stats: crate::reader::ReaderStats = serde_json::from_slice(&output.stdout)
-            .map_err(|e| format!("reader {} reported nothing readable: {e}", s.name))?;
+        // The stop file tells the reader how long its read in progress may still take.
+        std::fs::write(&stop, s.stuck_after_ms.to_string()).map_err(|e| e.to_string())?;
+        let stdout = child.stdout.take().ok_or_else(|| StepError::new("the reader's output is not piped"))?;
+        // It reports within that time and its own polling; one that does not (it crashed
+        // or hangs outside a read) is a failure of its own, never a wait without end.
+        let bound = Duration::from_millis(s.stuck_after_ms) + Duration::from_secs(5);
+        let line = tokio::time::timeout(
+            bound,
+            tokio::task::spawn_blocking(move || {
+                use std::io::BufRead;
+                let mut line = String::new();
+                std::io::BufReader::new(stdout).read_line(&mut line).map(|_| line)
+            }),
+        )
+        .await;
+        let line = match line {
+            Ok(Ok(Ok(line))) => line,
+            Ok(Ok(Err(e))) => return Err(format!("reader {} could not be read: {e}", s.name).into()),
+            Ok(Err(e)) => return Err(e.to_string().into()),
+            Err(_) => {
+                let _ = child.kill();
+                run.stuck_readers.push(child);
+                return Err(
+                    format!("reader {} did not report within {} ms of its stop", s.name, bound.as_millis()).into()
+                );
+            }
+        };
+        let stats: crate::reader::ReaderStats = serde_json::from_str(&line)
+            .map_err(|e| format!("reader {} reported nothing readable ({e}): {line:?}", s.name))?;
+        // A reader whose read is stuck cannot end; teardown reaps it once the connection is gone.
+        let deadline = std::time::Instant::now() + Duration::from_secs(1);
+        while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if matches!(child.try_wait(), Ok(None)) {
+            run.stuck_readers.push(child);
+        }
         run.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
         run.reader_stats.push(stats.clone());
+        let promise = match &s.without_resend {
+            None => Promise::of(s),
+            Some(w) => {
+                let case = run.failover_case(&w.daemon.value);
+                let promise = if case.resent { Promise::of(s) } else { Promise::without_resend(w) };
+                run.notes.push(format!(
+                    "reader {}: {}; held to: {promise}; saw: {}",
+                    s.name,
+                    case.description,
+                    seen(&stats)
+                ));
+                promise
+            }
+        };
+        promise.check(&s.name, &stats)
+    }
+}
+
+/// What a reader is held to.
+struct Promise {
+    max_failures: u64,
+    min_reads: u64,
+    max_stall_ms: Option<u64>,
+    stuck: StuckReads,
+}
+
+impl Promise {
+    fn of(s: &StopReaderStep) -> Self {
+        Self { max_failures: s.max_failures, min_reads: s.min_reads, max_stall_ms: s.max_stall_ms, stuck: s.stuck }
+    }
+
+    fn without_resend(w: &WithoutResend) -> Self {
+        Self { max_failures: w.max_failures, min_reads: w.min_reads, max_stall_ms: w.max_stall_ms, stuck: w.stuck }
+    }
+
+    fn check(&self, name: &str, stats: &crate::reader::ReaderStats) -> Result<(), StepError> {
         let stall_ms = stats.longest_stall_us / 1000;
-        let ok = stats.failures <= s.max_failures
-            && stats.reads >= s.min_reads
-            && s.max_stall_ms.is_none_or(|m| stall_ms <= m);
-        if ok {
+        let stuck_ok = match self.stuck {
+            StuckReads::Forbidden => stats.stuck.is_none(),
+            StuckReads::Allowed => true,
+            StuckReads::Expected => stats.stuck.is_some(),
+        };
+        // A stuck read's stall is how long it waited; under `allowed` or `expected` the
+        // stall bound is for the reads that returned.
+        let stall_ok = self.max_stall_ms.is_none_or(|m| stall_ms <= m) || stats.stuck.is_some() && stuck_ok;
+        if stats.failures <= self.max_failures && stats.reads >= self.min_reads && stall_ok && stuck_ok {
             Ok(())
         } else {
-            Err(StepError::mismatch(
-                format!("reader {}", s.name),
-                format!(
-                    "≤ {} failures, ≥ {} reads{}",
-                    s.max_failures,
-                    s.min_reads,
-                    s.max_stall_ms.map(|m| format!(", stall ≤ {m} ms")).unwrap_or_default()
-                ),
-                format!(
-                    "{} failures, {} reads, longest stall {stall_ms} ms{}",
-                    stats.failures,
-                    stats.reads,
-                    stats.first_error.map(|e| format!(" (first error: {e})")).unwrap_or_default()
-                ),
-            ))
+            Err(StepError::mismatch(format!("reader {name}"), self.to_string(), seen(stats)))
         }
+    }
+}
+
+impl std::fmt::Display for Promise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "≤ {} failures, ≥ {} reads", self.max_failures, self.min_reads)?;
+        if let Some(m) = self.max_stall_ms {
+            write!(f, ", stall ≤ {m} ms")?;
+        }
+        match self.stuck {
+            StuckReads::Forbidden => write!(f, ", no read stuck"),
+            StuckReads::Allowed => write!(f, ", a read may be stuck"),
+            StuckReads::Expected => write!(f, ", a read stuck in the kernel"),
+        }
+    }
+}
+
+/// What a reader saw, as reports show it.
+fn seen(stats: &crate::reader::ReaderStats) -> String {
+    let mut out = format!(
+        "{} failures, {} reads, longest stall {} ms",
+        stats.failures,
+        stats.reads,
+        stats.longest_stall_us / 1000
+    );
+    if let Some(e) = &stats.first_error {
+        out.push_str(&format!(" (first error: {e})"));
+    }
+    if let Some(stuck) = &stats.stuck {
+        out.push_str(&format!(", a read stuck {} ms in the kernel at {}", stuck.waiting_ms, stuck.wchan));
+    }
+    out
+}
+
+/// Whether the kernel took a failover's policy, and how the report says so.
+pub(crate) struct FailoverCase {
+    /// Requests the dead daemon had read were queued again (or there was no takeover).
+    pub resent: bool,
+    pub description: String,
+}
+
+impl Run<'_> {
+    /// What `id`'s successor reported about its failover policy (a mock's control
+    /// socket); for a real nydusd, what the kernel release promises (FUSE_NOTIFY_RESEND
+    /// from 6.9).
+    pub(crate) fn failover_case(&self, id: &str) -> FailoverCase {
+        let kernel = crate::report::host().1;
+        if self.config.target == crate::scenario::model::Target::Mock {
+            let control = self.control_socket(id);
+            let status = super::daemon::control_request(&control, "GET", "/fuse", "")
+                .ok()
+                .and_then(|r| super::daemon::fuse_status(&r));
+            if let Some(status) = status {
+                let failover = &status["failover"];
+                if failover.is_null() {
+                    return FailoverCase {
+                        resent: true,
+                        description: format!("{id} was not taken over on kernel {kernel}"),
+                    };
+                }
+                let applied = failover["applied"].as_bool().unwrap_or(false);
+                let policy = failover["policy"].as_str().unwrap_or("?");
+                let detail = failover["detail"].as_str().unwrap_or_default();
+                return FailoverCase {
+                    resent: applied,
+                    description: if applied {
+                        format!("kernel {kernel} took {id}'s failover policy {policy} ({detail})")
+                    } else {
+                        format!(
+                            "without resend: kernel {kernel} did not take {id}'s failover policy {policy} ({detail})"
+                        )
+                    },
+                };
+            }
+        }
+        let resends = kernel_at_least(&kernel, (6, 9));
+        FailoverCase {
+            resent: resends,
+            description: if resends {
+                format!("kernel {kernel} has FUSE_NOTIFY_RESEND (6.9 or later)")
+            } else {
+                format!("without resend: kernel {kernel} is older than 6.9, which brought FUSE_NOTIFY_RESEND")
+            },
+        }
+    }
+}
+
+/// Whether a `uname -r` release is at least `major.minor`.
+fn kernel_at_least(release: &str, (major, minor): (u32, u32)) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter(|p| !p.is_empty());
+    let got_major = parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    let got_minor = parts.next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0);
+    (got_major, got_minor) >= (major, minor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reader::{ReaderStats, StuckRead};
+
+    #[test]
+    fn kernel_releases_compare_by_major_then_minor() {
+        assert!(kernel_at_least("6.12.118+deb12-cloud-amd64", (6, 9)));
+        assert!(kernel_at_least("6.9.0", (6, 9)));
+        assert!(!kernel_at_least("6.1.0-57-cloud-amd64", (6, 9)));
+        assert!(kernel_at_least("7.0.1", (6, 9)));
+        assert!(!kernel_at_least("5.15.0", (6, 9)));
+    }
+
+    #[test]
+    fn a_stuck_read_passes_only_where_it_is_allowed_or_expected() {
+        let stuck = ReaderStats {
+            reads: 3,
+            longest_stall_us: 2_500_000,
+            stuck: Some(StuckRead { waiting_ms: 2_500, wchan: "request_wait_answer".into() }),
+            ..ReaderStats::default()
+        };
+        let fine = ReaderStats { reads: 3, longest_stall_us: 1_000, ..ReaderStats::default() };
+        let promise = |stuck| Promise { max_failures: 0, min_reads: 1, max_stall_ms: Some(100), stuck };
+        assert!(promise(StuckReads::Forbidden).check("r", &stuck).is_err());
+        assert!(promise(StuckReads::Allowed).check("r", &stuck).is_ok());
+        assert!(promise(StuckReads::Expected).check("r", &stuck).is_ok());
+        assert!(promise(StuckReads::Expected).check("r", &fine).is_err());
+        assert!(promise(StuckReads::Forbidden).check("r", &fine).is_ok());
+        let err = promise(StuckReads::Forbidden).check("r", &stuck).unwrap_err();
+        assert!(format!("{err:?}").contains("a read stuck 2500 ms in the kernel at request_wait_answer"), "{err:?}");
     }
 }

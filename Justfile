@@ -33,3 +33,7 @@ fmt:
 # The privileged scenarios in VMs on Debian's 6.1 and 6.12 kernels (qemu, TCG unless KVM works).
 vm REPEAT="3" *ARGS:
     ci/vm.sh {{REPEAT}} -- {{ARGS}}
+
+# Check sharded runs: partitions cover the suite, and an archive runs from elsewhere.
+shards N="2":
+    ci/shards.sh {{N}}

@@ -8,7 +8,7 @@ fn cargo(args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(testkit::manifest_dir!())
         .output()
         .unwrap_or_else(|e| panic!("cargo {args:?}: {e}"));
     assert!(output.status.success(), "cargo {args:?}: {}", String::from_utf8_lossy(&output.stderr));
@@ -98,7 +98,8 @@ fn source_files(root: &std::path::Path) -> BTreeSet<String> {
 /// file without one, or a line for a file that is gone, fails here.
 #[test]
 fn the_architecture_document_lists_every_source_file_and_only_those() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let manifest = testkit::manifest_dir!();
+    let root = manifest.parent().unwrap();
     let doc = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).unwrap();
     let listed: BTreeSet<String> = doc
         .lines()

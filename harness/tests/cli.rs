@@ -1,18 +1,17 @@
 //! The harness binary as a user runs it.
 
-use std::path::Path;
 use std::process::Command;
 
 fn harness(args: &[&str]) -> (i32, String) {
     // Repro bundles of deliberately failing runs go with the test, not into
     // <tmp>/harness-failures, where every test run used to leave them.
     let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut command = Command::new(testkit::bin_exe!("harness"));
     command.args(args);
     if args.first() == Some(&"run") && !args.contains(&"--bundles") {
         command.arg("--bundles").arg(bundles.path());
     }
-    let out = command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).output().expect("harness runs");
+    let out = command.current_dir(testkit::manifest_dir!().join("..")).output().expect("harness runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text)
 }
@@ -77,7 +76,7 @@ fn run_with_an_invalid_file_refuses_to_start() {
 fn the_binary_runs_the_mock_when_named_mock_nydusd() {
     let dir = tempfile::tempdir().unwrap();
     let link = dir.path().join("mock-nydusd");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &link).unwrap();
     let out = Command::new(&link).arg("--version").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("nydusd \rVersion: \t"));
@@ -123,11 +122,11 @@ fn ctrl_c_cleans_up_running_scenarios() {
     // A marker in the daemon's command line finds it among all processes afterwards.
     let marker = format!("{:040x}", std::process::id() as u128 * 7919);
     let bundles = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut child = Command::new(testkit::bin_exe!("harness"))
         .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--daemon-arg=--mock-git-commit", "--bundles"])
         .arg(bundles.path())
         .arg(format!("--daemon-arg={marker}"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(testkit::manifest_dir!().join(".."))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -189,8 +188,7 @@ fn discovery_lists_each_file_once_through_symlink_loops() {
     let dir = tempfile::tempdir().unwrap();
     let inner = dir.path().join("a/b");
     std::fs::create_dir_all(&inner).unwrap();
-    std::fs::copy(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/long-sleep.yaml"), inner.join("one.yaml"))
-        .unwrap();
+    std::fs::copy(testkit::manifest_dir!().join("tests/fixtures/long-sleep.yaml"), inner.join("one.yaml")).unwrap();
     std::os::unix::fs::symlink(dir.path(), inner.join("loop")).unwrap();
     std::os::unix::fs::symlink(inner.join("one.yaml"), dir.path().join("again.yaml")).unwrap();
     let (code, text) = harness(&["validate", dir.path().to_str().unwrap()]);
@@ -212,10 +210,10 @@ fn validate_and_run_agree_that_an_empty_selection_is_an_error() {
 fn a_closed_stdout_ends_the_run_quietly() {
     use std::io::BufRead;
     let bundles = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut child = Command::new(testkit::bin_exe!("harness"))
         .args(["run", "scenarios", "--jobs", "1", "--bundles"])
         .arg(bundles.path())
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(testkit::manifest_dir!().join(".."))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -250,10 +248,10 @@ fn unwritable_report_paths_are_usage_errors_before_anything_runs() {
 #[test]
 fn a_temporary_directory_with_a_space_in_its_path_is_served_and_left_empty() {
     let tmp = tempfile::Builder::new().prefix("harness tmp ").tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let out = Command::new(testkit::bin_exe!("harness"))
         .args(["run", "scenarios/privileged", "scenarios/lifecycle"])
         .env("TMPDIR", tmp.path())
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(testkit::manifest_dir!().join(".."))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

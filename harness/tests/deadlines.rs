@@ -12,12 +12,12 @@ fn harness(args: &[&str]) -> (i32, String, Duration) {
     // Repro bundles of deliberately failing runs go with the test, not into
     // <tmp>/harness-failures, where every test run used to leave them.
     let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut command = Command::new(testkit::bin_exe!("harness"));
     command.args(args);
     if args.first() == Some(&"run") && !args.contains(&"--bundles") {
         command.arg("--bundles").arg(bundles.path());
     }
-    let out = command.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")).output().expect("harness runs");
+    let out = command.current_dir(testkit::manifest_dir!().join("..")).output().expect("harness runs");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), text, started.elapsed())
 }

@@ -280,12 +280,8 @@ fn scenario_text(call: &Call, fault: &str, then: &str) -> String {
 
 fn main() {
     let args = Arguments::from_args();
-    let config = RunConfig {
-        nydusd: PathBuf::from(env!("CARGO_BIN_EXE_harness")),
-        target: Target::Mock,
-        extra_args: Vec::new(),
-        bundles: None,
-    };
+    let config =
+        RunConfig { nydusd: testkit::bin_exe!("harness"), target: Target::Mock, extra_args: Vec::new(), bundles: None };
     let mut trials = Vec::new();
     for call in CALLS {
         for (fault, then) in FAULTS {

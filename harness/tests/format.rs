@@ -301,7 +301,7 @@ fn the_schema_and_the_loader_give_every_mutation_its_verdict() {
 #[test]
 fn every_library_scenario_is_valid_to_the_schema_as_written() {
     let validator = validator();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let dir = testkit::manifest_dir!().join("../scenarios");
     let mut wrong = Vec::new();
     for path in scenario::discover(&[dir]).unwrap() {
         let text = std::fs::read_to_string(&path).unwrap();
@@ -313,7 +313,7 @@ fn every_library_scenario_is_valid_to_the_schema_as_written() {
 }
 
 fn committed_schema() -> serde_json::Value {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios/schema.json")).unwrap();
+    let text = std::fs::read_to_string(testkit::manifest_dir!().join("../scenarios/schema.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
@@ -377,7 +377,7 @@ fn every_step_shows_an_example_that_loads() {
 
 #[test]
 fn every_library_scenario_names_its_schema_for_editors() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let dir = testkit::manifest_dir!().join("../scenarios");
     for path in scenario::discover(std::slice::from_ref(&dir)).unwrap() {
         let depth = path.strip_prefix(&dir).unwrap().components().count() - 1;
         let want = format!("# yaml-language-server: $schema={}schema.json", "../".repeat(depth));

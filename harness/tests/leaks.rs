@@ -6,7 +6,7 @@
 #[test]
 fn two_hundred_failovers_leak_no_fd_process_or_mount() {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let mock = std::path::PathBuf::from(env!("CARGO_BIN_EXE_harness"));
+    let mock = testkit::bin_exe!("harness");
     let result = runtime.block_on(harness::bench::leak_check(&mock, 200)).unwrap();
     assert_eq!(result["fds"][0], result["fds"][1], "open files grew: {result}");
     assert_eq!(result["child_processes"][0], result["child_processes"][1], "child processes grew: {result}");

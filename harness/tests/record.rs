@@ -15,7 +15,7 @@ use testkit::MockProcess;
 /// mock (the link goes with the test's own directory).
 fn mock_in(dir: &Path) -> PathBuf {
     let link = dir.join("mock-nydusd");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &link).unwrap();
     link
 }
 
@@ -47,7 +47,7 @@ impl Drop for Recorder {
 }
 
 fn record(args: &[&std::ffi::OsStr]) -> Recorder {
-    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let child = Command::new(testkit::bin_exe!("harness"))
         .arg("record")
         .args(args)
         .stdout(Stdio::null())
@@ -198,7 +198,7 @@ fn record_mock(
     std::fs::create_dir_all(&mnt).unwrap();
     let link = dir.join("nydusd");
     if !link.exists() {
-        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+        std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &link).unwrap();
     }
     let mut args: Vec<&std::ffi::OsStr> = recorder_flags.iter().map(std::ffi::OsStr::new).collect();
     args.extend([
@@ -270,7 +270,7 @@ fn pids_with(needle: &str) -> Vec<i32> {
 }
 
 fn replay(dir: &Path, speed: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(testkit::bin_exe!("harness"))
         .args(["replay".as_ref(), dir.as_os_str(), "--speed".as_ref(), speed.as_ref()])
         .output()
         .unwrap()
@@ -332,7 +332,7 @@ fn a_recorded_session_replays_on_the_mock_with_no_difference_and_nothing_left_ru
 
 /// `harness diff --recordings RECORDED REPLAYED --speed SPEED`.
 fn diff_recordings(recorded: &Path, replayed: &Path, speed: &str) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(testkit::bin_exe!("harness"))
         .args(["diff".as_ref(), "--recordings".as_ref(), recorded.as_os_str(), replayed.as_os_str()])
         .args(["--speed", speed])
         .output()
@@ -342,7 +342,7 @@ fn diff_recordings(recorded: &Path, replayed: &Path, speed: &str) -> std::proces
 /// `harness run <scenario>`, a failure's repro bundle kept beside the scenario.
 fn harness_run(scenario: &Path) -> std::process::Output {
     let bundles = scenario.with_file_name("bundles");
-    Command::new(env!("CARGO_BIN_EXE_harness"))
+    Command::new(testkit::bin_exe!("harness"))
         .args(["run".as_ref(), scenario.as_os_str(), "--color".as_ref(), "never".as_ref(), "--bundles".as_ref()])
         .arg(bundles)
         .output()
@@ -377,7 +377,7 @@ fn a_replay_that_differs_from_its_recording_names_the_difference_and_fails() {
     assert!(stdout.contains("step 2 `replay_client`") && stdout.contains("X-Recorded-Only: 1"), "{stdout}");
     // So does `harness diff` between the recording and what the replay's client saw.
     let json = dir.path().join("diff.json");
-    let diff = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let diff = Command::new(testkit::bin_exe!("harness"))
         .args(["diff".as_ref(), "--recordings".as_ref(), dir.path().as_os_str()])
         .arg(dir.path().join("replay/recording.jsonl"))
         .arg("--json")

@@ -1,7 +1,6 @@
 //! Scenarios whose bug showed in some runs only, run many times: one pass proves little
 //! when the old code passed three runs in four.
 
-use std::path::Path;
 use std::process::Command;
 
 /// `scenarios/faults/late-mount-after-sigcont.yaml` failed 5 of 20 runs before the doubt
@@ -9,9 +8,9 @@ use std::process::Command;
 #[test]
 fn a_late_mount_after_sigcont_is_reconciled_in_every_run() {
     for run in 1..=12 {
-        let out = Command::new(env!("CARGO_BIN_EXE_harness"))
+        let out = Command::new(testkit::bin_exe!("harness"))
             .args(["run", "scenarios/faults/late-mount-after-sigcont.yaml"])
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+            .current_dir(testkit::manifest_dir!().join(".."))
             .output()
             .expect("harness runs");
         let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);

@@ -7,14 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    testkit::manifest_dir!().join("..")
 }
 
 fn harness(args: &[&str]) -> (i32, String) {
     // Repro bundles of deliberately failing runs go with the test, not into
     // <tmp>/harness-failures, where every test run used to leave them.
     let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_harness"));
+    let mut command = Command::new(testkit::bin_exe!("harness"));
     command.args(args);
     if args.first() == Some(&"run") && !args.contains(&"--bundles") {
         command.arg("--bundles").arg(bundles.path());
@@ -183,7 +183,7 @@ fn repeats_are_distinct_test_cases() {
 fn an_interrupted_run_reports_every_scenario_and_is_not_green() {
     let dir = tempfile::tempdir().unwrap();
     let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
-    let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let child = Command::new(testkit::bin_exe!("harness"))
         .args([
             "run",
             "harness/tests/fixtures/long-sleep.yaml",

@@ -10,7 +10,7 @@ use harness::scenario::model::Target;
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn scenarios_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    testkit::manifest_dir!().join("../scenarios")
 }
 
 fn test_name(path: &Path) -> String {
@@ -19,12 +19,7 @@ fn test_name(path: &Path) -> String {
 }
 
 fn config() -> RunConfig {
-    RunConfig {
-        nydusd: PathBuf::from(env!("CARGO_BIN_EXE_harness")),
-        target: Target::Mock,
-        extra_args: Vec::new(),
-        bundles: None,
-    }
+    RunConfig { nydusd: testkit::bin_exe!("harness"), target: Target::Mock, extra_args: Vec::new(), bundles: None }
 }
 
 fn real_config(nydusd: PathBuf) -> RunConfig {

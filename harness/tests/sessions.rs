@@ -24,7 +24,7 @@ struct Peer {
 
 impl Peer {
     fn mock() -> Self {
-        Self { program: PathBuf::from(env!("CARGO_BIN_EXE_harness")), real: false }
+        Self { program: testkit::bin_exe!("harness"), real: false }
     }
 
     /// The command line of a FUSE daemon on `dir`'s api.sock and mnt/.
@@ -68,7 +68,7 @@ impl Recorder {
     fn start(dir: &Path, command: &[std::ffi::OsString]) -> Self {
         std::fs::create_dir_all(dir.join("mnt")).unwrap();
         let log = std::fs::File::create(dir.join("recorder.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_harness"))
+        let child = Command::new(testkit::bin_exe!("harness"))
             .arg("record")
             .arg("--out")
             .arg(dir.join("rec"))
@@ -185,7 +185,7 @@ fn images(peer: &Peer, dir: &Path) -> Result<(Vec<PathBuf>, String), Failed> {
 
 /// `harness replay DIR --speed 1`: its exit code and stdout.
 fn replay(rec: &Path) -> (Option<i32>, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let output = Command::new(testkit::bin_exe!("harness"))
         .args(["replay".as_ref(), rec.as_os_str(), "--speed".as_ref(), "1".as_ref()])
         .output()
         .unwrap();
@@ -327,7 +327,7 @@ fn nydusctl_session_replays(peer: Peer, nydusctl: PathBuf) -> Result<(), Failed>
     std::fs::create_dir_all(replayed_dir.join("mnt")).unwrap();
     std::fs::write(replayed_dir.join("script.yaml"), without_death).unwrap();
     let link = replayed_dir.join("mock-nydusd");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_harness"), &link).unwrap();
+    std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &link).unwrap();
     let sock = replayed_dir.join("api.sock");
     let mut mock = Command::new(&link)
         .args(["fuse".as_ref(), "--apisock".as_ref(), sock.as_os_str(), "--mountpoint".as_ref()])

@@ -59,14 +59,14 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     let stdout = tempfile::NamedTempFile::new()?;
     // Bundles (and the directory for them) go with the test, not into <tmp>.
     let bundles = tempfile::tempdir()?;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_harness"))
+    let mut child = Command::new(testkit::bin_exe!("harness"))
         .args(args)
         .args(if args.first() == Some(&"run") {
             vec!["--bundles".as_ref(), bundles.path().as_os_str()]
         } else {
             vec![]
         })
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
+        .current_dir(testkit::manifest_dir!().join(".."))
         .stdout(stdout.reopen()?)
         .stderr(Stdio::piped())
         .spawn()?;

@@ -13,15 +13,11 @@ use std::time::{Duration, Instant};
 use libtest_mimic::{Arguments, Failed, Trial};
 
 fn harness() -> PathBuf {
-    std::env::var_os("NEXTEST_BIN_EXE_harness").map_or_else(|| env!("CARGO_BIN_EXE_harness").into(), PathBuf::from)
+    testkit::bin_exe!("harness")
 }
 
-/// The scenario library, found at run time so that an archived suite run elsewhere
-/// (`cargo nextest run --archive-file … --workspace-remap …`) finds it too.
 fn scenarios() -> PathBuf {
-    let manifest =
-        std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
-    manifest.join("../scenarios")
+    testkit::manifest_dir!().join("../scenarios")
 }
 
 /// A `harness vm` run in a directory of its own, which is also its TMPDIR: what the run

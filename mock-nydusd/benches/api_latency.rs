@@ -86,7 +86,7 @@ fn round(served: &mut Served, requests: usize) -> (Vec<Duration>, f64) {
 fn main() {
     // The mock always; a real nydusd beside it when BENCH_NYDUSD names one. The daemons
     // take turns, round by round, so that both see the same machine.
-    let mut binaries = vec![env!("CARGO_BIN_EXE_mock-nydusd").to_owned()];
+    let mut binaries = vec![testkit::bin_exe!("mock-nydusd").to_string_lossy().into_owned()];
     binaries.extend(std::env::var("BENCH_NYDUSD").ok());
     let requests: usize = std::env::var("BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
     let rounds: usize = std::env::var("BENCH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);

@@ -26,7 +26,7 @@ impl Drop for Daemon {
 
 fn start(dir: tempfile::TempDir) -> Daemon {
     std::fs::create_dir(dir.path().join("mnt")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    let child = Command::new(testkit::bin_exe!("mock-nydusd"))
         .arg("fuse")
         .arg("--apisock")
         .arg(dir.path().join("api.sock"))

@@ -52,7 +52,7 @@ fn upgrade_start_waits_in_init() {
 fn unknown_flags_exit_2_before_creating_the_socket() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    let out = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
         .args(["fuse", "--backend-source", "http://x", "--apisock"])
         .arg(&sock)
         .output()
@@ -66,7 +66,7 @@ fn unknown_flags_exit_2_before_creating_the_socket() {
 fn missing_mountpoint_is_a_start_up_error_with_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("api.sock");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    let out = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
         .args(["fuse", "--mountpoint"])
         .arg(dir.path().join("absent"))
         .arg("--apisock")
@@ -156,7 +156,7 @@ fn the_journal_file_stops_at_its_limit_with_a_truncation_record_and_the_mock_ser
 #[test]
 fn a_journal_limit_below_4096_bytes_is_a_usage_error() {
     let dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    let status = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
         .args(["fuse", "--apisock"])
         .arg(dir.path().join("api.sock"))
         .args(["--mountpoint", "/", "--mock-journal-limit", "100"])

@@ -316,7 +316,7 @@ fn a_malformed_script_file_is_a_start_up_error_naming_the_rule_and_field() {
     )
     .unwrap();
     let sock = dir.path().join("api.sock");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    let output = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
         .args([
             "fuse",
             "--mountpoint",

@@ -7,6 +7,8 @@
 //!   journal and control socket, killed and its mount detached on drop.
 //! * [`invoked_as_mock`]: whether this process was started under the mock's names, for
 //!   binaries that are the mock too (the harness, the lifecycle test binary).
+//! * [`bin_exe!`] and [`manifest_dir!`]: a test's binaries and sources, found at run time,
+//!   so an archived suite runs from another directory or machine.
 //!
 //! It depends on neither daemon-core nor mock-nydusd, so that both can use it.
 
@@ -23,6 +25,31 @@ use std::path::Path;
 /// own binary is `mock-nydusd`.
 pub fn invoked_as_mock(argv0: &OsStr) -> bool {
     Path::new(argv0).file_name().is_some_and(|n| n == "nydusd" || n == "mock-nydusd")
+}
+
+/// The path of the package's binary `name` for an integration test, found at run time:
+/// nextest's `NEXTEST_BIN_EXE_<name>`, which points into an extracted archive when the
+/// suite runs from one (`cargo nextest run --archive-file`), else Cargo's compile-time
+/// `CARGO_BIN_EXE_<name>`, which names the target directory of the build.
+#[macro_export]
+macro_rules! bin_exe {
+    ($name:literal) => {
+        ::std::env::var_os(concat!("NEXTEST_BIN_EXE_", $name))
+            .map(::std::path::PathBuf::from)
+            .unwrap_or_else(|| ::std::path::PathBuf::from(env!(concat!("CARGO_BIN_EXE_", $name))))
+    };
+}
+
+/// The calling package's source directory, found at run time: Cargo and nextest set
+/// `CARGO_MANIFEST_DIR` for each test process (nextest to the remapped checkout under
+/// `--workspace-remap`); the compile-time value is the fallback.
+#[macro_export]
+macro_rules! manifest_dir {
+    () => {
+        ::std::env::var_os("CARGO_MANIFEST_DIR")
+            .map(::std::path::PathBuf::from)
+            .unwrap_or_else(|| ::std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+    };
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The binary under test, for every integration test of the mock.
 
-/// The mock binary cargo built for these tests.
+/// The mock binary built for these tests (found at run time: see `testkit::bin_exe!`).
 pub fn mock() -> &'static std::path::Path {
-    std::path::Path::new(env!("CARGO_BIN_EXE_mock-nydusd"))
+    static MOCK: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    MOCK.get_or_init(|| testkit::bin_exe!("mock-nydusd"))
 }

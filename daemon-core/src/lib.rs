@@ -15,7 +15,8 @@
 //! * [`supervisor`] and [`fdpass`]: the Go supervisor's side of the state and fd handoff.
 //! * [`monitor`]: death detection, one idle connection per daemon.
 //! * [`store`]: the durable records (SQLite).
-//! * [`mount`]: host mounts (FUSE waits and aborts, erofs over fscache, file-backed erofs).
+//! * [`mount`]: host mounts (FUSE waits and aborts, erofs over fscache, erofs images from a
+//!   file or, before Linux 6.12, a [`loop_device`]).
 //! * [`rafs`]: instance records; [`layout`]: the directories under a root.
 //! * [`pidfd`]: the raw syscalls; [`wait`]: deadlines and the capped backoff of every wait.
 //! * [`crash_point`]: named step boundaries where crash tests kill the manager.
@@ -25,6 +26,7 @@ pub mod crash_point;
 pub mod daemon;
 pub mod fdpass;
 pub mod layout;
+pub mod loop_device;
 pub mod manager;
 pub mod monitor;
 pub mod mount;

@@ -105,16 +105,53 @@ pub fn mount_erofs_fscache(domain_id: &str, fscache_id: &str, mountpoint: &Path)
     }
 }
 
-/// Mounts the erofs image file `image` read-only at `mountpoint` (file-backed mount).
-pub fn mount_erofs_image(image: &Path, mountpoint: &Path) -> Result<(), MountError> {
-    nix::mount::mount(Some(image), mountpoint, Some("erofs"), MsFlags::MS_RDONLY, None::<&str>).map_err(|errno| {
-        MountError::Mount {
+/// How an erofs image file was mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageBacking {
+    /// From the file itself (Linux 6.12 and later).
+    File,
+    /// Through this loop device, which detaches itself at umount.
+    Loop(PathBuf),
+}
+
+/// Mounts the erofs image file `image` read-only at `mountpoint`: from the file where the
+/// kernel can (file-backed erofs, 6.12 and later), else through a loop device (ENOTBLK:
+/// the kernel wants a block device; 6.12 also says so for an image on tmpfs), as
+/// nydus-snapshotter's tarfs mode does.
+pub fn mount_erofs_image(image: &Path, mountpoint: &Path) -> Result<ImageBacking, MountError> {
+    let mount =
+        |source: &Path| nix::mount::mount(Some(source), mountpoint, Some("erofs"), MsFlags::MS_RDONLY, None::<&str>);
+    match mount(image) {
+        Ok(()) => Ok(ImageBacking::File),
+        Err(nix::Error::ENOTBLK) => mount_erofs_image_on_loop(image, mountpoint),
+        Err(errno) => Err(MountError::Mount {
             source_desc: format!("erofs image {}", image.display()),
             mountpoint: mountpoint.to_owned(),
             errno,
-            hint: if errno == nix::Error::ENOTBLK { " (file-backed erofs needs Linux 6.12 or later)" } else { "" },
-        }
-    })
+            hint: "",
+        }),
+    }
+}
+
+/// Mounts the erofs image file `image` read-only at `mountpoint` through a loop device,
+/// which the kernel detaches at umount.
+pub fn mount_erofs_image_on_loop(image: &Path, mountpoint: &Path) -> Result<ImageBacking, MountError> {
+    let device = crate::loop_device::attach_read_only(image).map_err(|e| MountError::Mount {
+        source_desc: format!("erofs image {} (the kernel needs a loop device for it: {e})", image.display()),
+        mountpoint: mountpoint.to_owned(),
+        errno: e.raw_os_error().map_or(nix::Error::EIO, nix::Error::from_raw),
+        hint: "",
+    })?;
+    nix::mount::mount(Some(device.path()), mountpoint, Some("erofs"), MsFlags::MS_RDONLY, None::<&str>).map_err(
+        |errno| MountError::Mount {
+            source_desc: format!("erofs image {} on {}", image.display(), device.path().display()),
+            mountpoint: mountpoint.to_owned(),
+            errno,
+            hint: "",
+        },
+    )?;
+    // The mount holds the device now; dropping ours lets autoclear detach it at umount.
+    Ok(ImageBacking::Loop(device.path().to_owned()))
 }
 
 /// umount(2) without flags; [`MountError::NotMounted`] when nothing is mounted there.

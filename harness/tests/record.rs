@@ -258,17 +258,6 @@ fn a_recorded_command_has_its_socket_taken_over_and_its_death_recorded() {
     assert_eq!(last["socket_left"], true);
 }
 
-/// The pids of processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect()
-}
-
 fn replay(dir: &Path, speed: &str) -> std::process::Output {
     Command::new(testkit::bin_exe!("harness"))
         .args(["replay".as_ref(), dir.as_os_str(), "--speed".as_ref(), speed.as_ref()])
@@ -296,7 +285,9 @@ fn a_recorded_session_replays_on_the_mock_with_no_difference_and_nothing_left_ru
     let failed = converse(&sock, &[b"DELETE /api/v1/mount?mountpoint=/nope HTTP/1.1\r\n\r\n"], 1);
     assert!(String::from_utf8_lossy(&failed).starts_with("HTTP/1.1 500 "));
     let moved = out.join("upstream.sock");
-    let [pid] = pids_with(moved.to_str().unwrap())[..] else { panic!("one daemon runs on the moved socket") };
+    let [pid] = testkit::pids_naming(moved.to_str().unwrap())[..] else {
+        panic!("one daemon runs on the moved socket")
+    };
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     assert_eq!(recorder.0.wait().unwrap().code(), Some(0));
     drop(idle);
@@ -313,7 +304,7 @@ fn a_recorded_session_replays_on_the_mock_with_no_difference_and_nothing_left_ru
     for file in ["recording.jsonl", "mock-script.yaml", "replay/recording.jsonl"] {
         assert!(!std::fs::read_to_string(out.join(file)).unwrap().contains(secret), "the credential is in {file}");
     }
-    assert!(pids_with(out.join("replay").to_str().unwrap()).is_empty(), "a replay process runs on");
+    assert!(testkit::pids_naming(out.join("replay").to_str().unwrap()).is_empty(), "a replay process runs on");
     assert!(!out.join("replay/api.sock").exists() && !out.join("replay/mock-nydusd").exists());
 
     // The scenario written beside it replays the same through `harness run`, the death

@@ -136,19 +136,6 @@ fn detach_mounts_under(dir: &Path) {
     }
 }
 
-/// The pids of processes whose command line contains `needle`.
-fn pids_with(needle: &Path) -> Vec<i32> {
-    let needle = needle.to_string_lossy().into_owned();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| *pid != std::process::id() as i32)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-        })
-        .collect()
-}
-
 /// Two instance images under `dir/images`: RAFS v6 built by `nydus-image` for a real
 /// daemon, stand-in files for the mock (which does not read them). Returns the
 /// bootstraps and the instance configuration.
@@ -195,7 +182,7 @@ fn replay(rec: &Path) -> (Option<i32>, String) {
 
 /// What is left of a replay or a recording under `dir`: processes and mounts.
 fn leftovers(dir: &Path) -> Result<(), Failed> {
-    let processes = pids_with(dir);
+    let processes = testkit::pids_naming(&dir.to_string_lossy());
     let mounts: Vec<PathBuf> = host_facts::mountinfo::under(dir).into_iter().map(|m| m.mount_point).collect();
     if processes.is_empty() && mounts.is_empty() {
         Ok(())

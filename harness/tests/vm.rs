@@ -62,7 +62,7 @@ impl VmRun {
     /// directory is gone.
     fn assert_nothing_left(&self) -> Result<(), Failed> {
         let needle = self.tmp();
-        let running = pids_with(needle.to_str().unwrap());
+        let running = testkit::pids_naming(needle.to_str().unwrap());
         if !running.is_empty() {
             return Err(format!("processes of the VM run on: {running:?}").into());
         }
@@ -72,17 +72,6 @@ impl VmRun {
         }
         Ok(())
     }
-}
-
-/// The pids of processes whose command line contains `needle`.
-fn pids_with(needle: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
-        })
-        .collect()
 }
 
 fn check(ok: bool, what: impl FnOnce() -> String) -> Result<(), Failed> {
@@ -170,7 +159,7 @@ fn sigterm(kernel: PathBuf) -> Result<(), Failed> {
         check(child.try_wait()?.is_none(), || "harness vm ended before the guest printed".into())?;
         std::thread::sleep(Duration::from_millis(50));
     }
-    check(!pids_with(run.tmp().to_str().unwrap()).is_empty(), || "no qemu runs".into())?;
+    check(!testkit::pids_naming(run.tmp().to_str().unwrap()).is_empty(), || "no qemu runs".into())?;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
     let signalled = Instant::now();
     let status = loop {

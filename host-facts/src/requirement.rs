@@ -16,11 +16,14 @@ pub enum Requirement {
     MkfsErofs,
     /// `/dev/cachefiles` exists: erofs over fscache in on-demand mode.
     Cachefiles,
+    /// `/dev/loop-control` can be opened: loop devices (erofs images before Linux 6.12).
+    Loop,
 }
 
 impl Requirement {
     /// Every requirement, for listings.
-    pub const ALL: [Requirement; 5] = [Self::Root, Self::Fuse, Self::Erofs, Self::MkfsErofs, Self::Cachefiles];
+    pub const ALL: [Requirement; 6] =
+        [Self::Root, Self::Fuse, Self::Erofs, Self::MkfsErofs, Self::Cachefiles, Self::Loop];
 
     /// The name used in scenario files and test names.
     pub fn name(self) -> &'static str {
@@ -30,6 +33,7 @@ impl Requirement {
             Self::Erofs => "erofs",
             Self::MkfsErofs => "mkfs-erofs",
             Self::Cachefiles => "cachefiles",
+            Self::Loop => "loop",
         }
     }
 
@@ -72,6 +76,12 @@ impl Requirement {
                         .into())
                 }
             }
+            Self::Loop => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/loop-control")
+                .map(drop)
+                .map_err(|e| format!("needs loop devices: /dev/loop-control ({e})")),
         }
     }
 }

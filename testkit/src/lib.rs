@@ -15,7 +15,9 @@
 mod process;
 mod root;
 
-pub use process::{MockProcess, exchange, read_reply_into, read_response, reported_state, rss_kb, wait_for};
+pub use process::{
+    MockProcess, exchange, pids_naming, read_reply_into, read_response, reported_state, rss_kb, wait_for,
+};
 pub use root::{MockRoot, link_mock, private_tempdir, write_next_build};
 
 use std::ffi::OsStr;

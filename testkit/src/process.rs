@@ -209,3 +209,16 @@ pub fn reported_state(sock: &Path) -> nydusd_api::State {
     let info: nydusd_api::DaemonInfo = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {reply}"));
     info.state
 }
+
+/// The pids of processes, this one excepted, whose command line contains `needle`: what a
+/// test started and should have ended, found by a path only it uses.
+pub fn pids_naming(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}

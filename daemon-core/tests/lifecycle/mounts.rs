@@ -19,6 +19,11 @@ pub fn tests() -> Vec<Trial> {
             erofs_image,
         ),
         trial(
+            "mounts::an_erofs_image_on_a_loop_device_mounts_and_the_device_detaches_at_umount",
+            &[Requirement::Root, Requirement::Erofs, Requirement::MkfsErofs, Requirement::Loop],
+            erofs_image_on_loop,
+        ),
+        trial(
             "mounts::fuse_connections_under_a_root_with_a_space_are_aborted",
             &[Requirement::Root, Requirement::Fuse],
             abort_under_a_root_with_a_space,
@@ -40,15 +45,45 @@ impl Drop for MountGuard<'_> {
     }
 }
 
-async fn erofs_image() -> TestResult {
-    let env = Env::new()?;
-    let tree = env.root.path().join("tree");
+/// An erofs image of one file, built with mkfs.erofs under `root`.
+fn built_image(root: &Path) -> Result<std::path::PathBuf, libtest_mimic::Failed> {
+    let tree = root.join("tree");
     std::fs::create_dir_all(tree.join("etc"))?;
     std::fs::write(tree.join("etc/os-release"), "NAME=erofs-test\n")?;
-    let image = env.root.path().join("image.erofs");
+    let image = root.join("image.erofs");
     let built = Command::new("mkfs.erofs").arg(&image).arg(&tree).output()?;
     ensure(built.status.success(), format!("mkfs.erofs failed: {}", String::from_utf8_lossy(&built.stderr)))?;
+    Ok(image)
+}
 
+/// The path Linux before 6.12 takes (ENOTBLK for a file): the image on a loop device that
+/// names it while mounted and is detached by the kernel once unmounted.
+async fn erofs_image_on_loop() -> TestResult {
+    let env = Env::new()?;
+    let image = built_image(env.root.path())?;
+    let mnt = env.root.path().join("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    let backing = mount::mount_erofs_image_on_loop(&image, &mnt)?;
+    let guard = MountGuard(&mnt);
+    let mount::ImageBacking::Loop(device) = backing else { return Err(format!("{backing:?}").into()) };
+    let name = device.file_name().and_then(|n| n.to_str()).ok_or("device name")?.to_owned();
+    let backing_file = Path::new("/sys/block").join(&name).join("loop/backing_file");
+    let named = std::fs::read_to_string(&backing_file)?;
+    ensure(named.trim() == image.to_str().ok_or("path")?, format!("{device:?} backs onto {named:?}"))?;
+    let text = std::fs::read_to_string(mnt.join("etc/os-release"))?;
+    ensure(text == "NAME=erofs-test\n", format!("read {text:?}"))?;
+    mount::umount(&mnt)?;
+    drop(guard);
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while backing_file.exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ensure(!backing_file.exists(), format!("{} is still attached 2 s after the umount", device.display()))
+}
+
+async fn erofs_image() -> TestResult {
+    let env = Env::new()?;
+    let image = built_image(env.root.path())?;
     let mnt = env.root.path().join("mnt");
     std::fs::create_dir_all(&mnt)?;
     mount::mount_erofs_image(&image, &mnt)?;

@@ -81,6 +81,35 @@ impl ImageStore {
     }
 }
 
+/// Builds the erofs image `image` of `tree` with mkfs.erofs, `source` being the scratch
+/// directory for its files (checked before anything is written, as in [`ImageStore::build`]).
+pub async fn build_erofs(tree: &Tree, source: &Path, image: &Path) -> Result<(), String> {
+    let files = tree
+        .files()
+        .map(|(path, file)| Ok((join_inside(source, path)?, file.clone())))
+        .collect::<Result<Vec<_>, String>>()?;
+    let dirs = [source.to_owned()];
+    tokio::task::spawn_blocking(move || write_files(&dirs, &files))
+        .await
+        .map_err(|e| format!("writing the image's files: {e}"))??;
+    let output = tokio::process::Command::new("mkfs.erofs")
+        .arg("--quiet")
+        .arg(image)
+        .arg(source)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run mkfs.erofs: {e}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "mkfs.erofs failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
 fn write_files(dirs: &[PathBuf], files: &[(PathBuf, FileSpec)]) -> Result<(), String> {
     let io = |p: &Path, e: std::io::Error| format!("cannot write {}: {e}", p.display());
     for dir in dirs {

@@ -171,6 +171,7 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             Step::ReadFile(s) => Some(&s.path),
             Step::ListDir(s) => Some(&s.path),
             Step::StartReader(s) => Some(&s.path),
+            Step::MountErofsImage(s) => Some(&s.path),
             _ => None,
         };
         if let Some(p) = host_path
@@ -180,6 +181,16 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                 p,
                 format!("path {:?} {why}: it must stay inside the scenario's root (relative, without `..`)", p.value),
             ));
+        }
+        if let Step::MountErofsImage(s) = &step.value {
+            for (file, _) in &s.tree.0 {
+                if let Some(why) = super::paths::instance_path_error(&file.value) {
+                    return Err(at(
+                        file,
+                        format!("file path {:?} of the erofs image {why}: it must stay inside the image", file.value),
+                    ));
+                }
+            }
         }
         if let Step::ReplayClient(s) = &step.value
             && let Some(why) = super::paths::host_path_error(&s.recording.value)

@@ -554,6 +554,12 @@ pub enum Step {
     ///
     /// Example: `- hold_fuse_reads: { daemon: d1, until_held: 1 }`
     HoldFuseReads(HoldFuseReadsStep),
+    /// Build an erofs image of `tree` with mkfs.erofs and mount it read-only at `path`:
+    /// from the file where the kernel can (Linux 6.12), else through a loop device. The
+    /// report notes which. Needs root, erofs and mkfs.erofs.
+    ///
+    /// Example: `- mount_erofs_image: { path: img, tree: { etc/os-release: "NAME=x\n" } }`
+    MountErofsImage(MountErofsImageStep),
     /// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
     ///
     /// Example: `- mount_concurrently: { daemon: d1, snapshot: a, count: 8, successes: 1 }`
@@ -846,6 +852,19 @@ pub enum StuckReads {
     Allowed,
     /// One read must be stuck.
     Expected,
+}
+
+/// `mount_erofs_image`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MountErofsImageStep {
+    /// The mountpoint, relative to the scenario's root (created).
+    #[schemars(with = "HostPath")]
+    pub path: Spanned<String>,
+    /// The image's files.
+    #[schemars(with = "std::collections::BTreeMap<String, FileSpec>")]
+    #[schemars(extend("propertyNames" = { "pattern": INSTANCE_PATH_PATTERN }))]
+    pub tree: Tree,
 }
 
 /// `hold_fuse_reads`.

@@ -118,7 +118,7 @@ step_args! {
     ],
     names_daemon_and_expected_error: [DaemonRef, MountStep, UmountStep, UpgradeStep],
     names_daemon_and_expected_error_and_may_fail: [ApiStep, InstanceStep],
-    neither: [Empty, ExpectMountedStep, ExpectStoreStep, ListDirStep, ReadFileStep, RestartManagerStep, SleepStep,
+    neither: [Empty, MountErofsImageStep, ExpectMountedStep, ExpectStoreStep, ListDirStep, ReadFileStep, RestartManagerStep, SleepStep,
         StartReaderStep]
 }
 
@@ -226,7 +226,7 @@ steps! {
         Upgrade, Destroy, ForgetDaemon,
     ],
     assertions: [ExpectJournal, ExpectStore, ExpectMounted, ExpectNoLeaks, ExpectConsistent],
-    workloads: [Sleep, ReadFile, ListDir, StartReader, StopReader],
+    workloads: [Sleep, ReadFile, ListDir, StartReader, StopReader, MountErofsImage],
 }
 
 #[cfg(test)]

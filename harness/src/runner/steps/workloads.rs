@@ -99,6 +99,50 @@ impl StepKind for ListDir {
     }
 }
 
+/// An erofs image built and mounted, as an erofs snapshot is.
+pub(crate) struct MountErofsImage;
+
+impl StepKind for MountErofsImage {
+    type Args = MountErofsImageStep;
+    const KEYWORD: &'static str = "mount_erofs_image";
+
+    fn explain(s: &MountErofsImageStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "kernel".into(),
+            format!("mount an erofs image of {} files at {}", s.tree.0.len(), s.path.value),
+        )
+    }
+
+    async fn run(run: &mut Run<'_>, s: &MountErofsImageStep) -> Result<(), StepError> {
+        let mountpoint = run.path_in_root(&s.path.value);
+        let name: String = s.path.value.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        let source = run.root.root().join("erofs").join(&name);
+        let image = run.root.root().join("erofs").join(format!("{name}.erofs"));
+        crate::runner::image::build_erofs(&s.tree, &source, &image).await?;
+        std::fs::create_dir_all(&mountpoint).map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
+        let backing = tokio::task::spawn_blocking({
+            let (image, mountpoint) = (image.clone(), mountpoint.clone());
+            move || daemon_core::mount::mount_erofs_image(&image, &mountpoint)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| StepError::new(e.to_string()))?;
+        let kernel = crate::report::host().1;
+        run.notes.push(match backing {
+            daemon_core::mount::ImageBacking::File => {
+                format!("erofs image at {}: mounted from its file (kernel {kernel})", s.path.value)
+            }
+            daemon_core::mount::ImageBacking::Loop(device) => format!(
+                "erofs image at {}: mounted through {} (kernel {kernel} refused the image file itself: ENOTBLK)",
+                s.path.value,
+                device.display()
+            ),
+        });
+        Ok(())
+    }
+}
+
 /// Start a process that reads a file over and over (a workload during faults).
 pub(crate) struct StartReader;
 

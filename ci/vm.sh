@@ -21,7 +21,7 @@ for kernel in $kernels; do
   started=$(date +%s)
   set +e
   target/release/harness vm --kernel "$kernel" --out "$out" --copy scenarios -- \
-    run scenarios --filter privileged --repeat "$repeat" --color never \
+    run scenarios --filter privileged --repeat "$repeat" --keep-going --color never \
     --junit /results/junit.xml --json /results/report.json --bundles /results/bundles "$@"
   code=$?
   set -e

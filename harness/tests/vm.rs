@@ -1,6 +1,7 @@
 //! `harness vm` booting a real kernel under qemu (TCG: it needs no KVM and no root): the
 //! smoke test runs a FUSE restart scenario inside and gets its reports back naming the
-//! guest's kernel; the others hold the runner to its clean-up,
+//! guest's kernel; the kernel run holds every privileged scenario to what that kernel
+//! promises; the others hold the runner to its clean-up,
 //! whichever way it ends (deadline, SIGTERM, a failing command): no qemu runs on and no
 //! work directory stays. They need qemu-system-x86_64, busybox and a Debian kernel
 //! package in `$HARNESS_VM_KERNEL` (`ci/vm-kernels.sh` downloads them), and are listed
@@ -85,7 +86,7 @@ fn smoke(kernel: PathBuf) -> Result<(), Failed> {
     let output = run
         .command(
             &kernel,
-            300,
+            100,
             &[
                 "run",
                 "scenarios/privileged/restart-loses-the-mount.yaml",
@@ -113,6 +114,69 @@ fn smoke(kernel: PathBuf) -> Result<(), Failed> {
     check(report["kernel"] == guest.as_str(), || format!("report.json kernel: {}", report["kernel"]))?;
     check(stderr.contains(&format!("vm: kernel {guest} (tcg)")), || stderr.to_string())?;
     run.assert_nothing_left()
+}
+
+/// The kernel run of CI: every privileged scenario inside the guest passes, and what the
+/// reports say matches the kernel: a read in flight at a failover is resent from 6.9
+/// (FUSE_NOTIFY_RESEND) and stays stuck in `request_wait_answer` before; the erofs image
+/// is mounted one way or the other; fscache skips with its reason.
+fn privileged_group(kernel: PathBuf) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let output = run
+        .command(
+            &kernel,
+            100,
+            &[
+                "run",
+                "scenarios",
+                "--filter",
+                "privileged",
+                "--keep-going",
+                "--json",
+                "/results/report.json",
+                "--bundles",
+                "/results/bundles",
+            ],
+        )
+        .output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    check(output.status.code() == Some(0), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out().join("results/report.json"))?)?;
+    let scenario = |name: &str| {
+        report["scenarios"].as_array().into_iter().flatten().find(|s| s["name"] == name).cloned().unwrap_or_default()
+    };
+    for name in [
+        "failover-with-a-live-reader",
+        "failover-with-a-read-in-flight",
+        "restart-replaces-the-fuse-mount",
+        "crash-leftovers-mean-takeover",
+        "erofs-image-mounts-read-only",
+    ] {
+        check(scenario(name)["status"] == "pass", || format!("{name}: {}", scenario(name)))?;
+    }
+    check(scenario("fscache-bind-mount-unbind")["status"] == "skip", || stdout.to_string())?;
+    let guest = report["kernel"].as_str().unwrap_or_default().to_owned();
+    let in_flight = scenario("failover-with-a-read-in-flight")["notes"][0].as_str().unwrap_or_default().to_owned();
+    if kernel_at_least(&guest, 6, 9) {
+        check(in_flight.contains("FUSE_NOTIFY_RESEND: accepted") && !in_flight.contains("stuck"), || {
+            in_flight.clone()
+        })?;
+    } else {
+        check(
+            in_flight.contains("without resend") && in_flight.contains("in the kernel at request_wait_answer"),
+            || in_flight.clone(),
+        )?;
+    }
+    let erofs = scenario("erofs-image-mounts-read-only")["notes"][0].as_str().unwrap_or_default().to_owned();
+    check(erofs.contains("mounted from its file") || erofs.contains("mounted through /dev/loop"), || erofs.clone())?;
+    run.assert_nothing_left()
+}
+
+/// Whether a `uname -r` release is at least `major.minor`.
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (major, minor)
 }
 
 /// A command that never ends is cut off at the deadline: exit 6, the reason, within the
@@ -179,7 +243,7 @@ fn sigterm(kernel: PathBuf) -> Result<(), Failed> {
 /// The command's own exit code comes back (5: no scenario selected), with its output.
 fn failing_command(kernel: PathBuf) -> Result<(), Failed> {
     let run = VmRun::new();
-    let output = run.command(&kernel, 300, &["run", "scenarios", "--filter", "no-such-scenario"]).output()?;
+    let output = run.command(&kernel, 100, &["run", "scenarios", "--filter", "no-such-scenario"]).output()?;
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     check(output.status.code() == Some(5), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;
     check(stdout.contains("no-such-scenario"), || format!("the command's message is not passed on:\n{stdout}"))?;
@@ -218,8 +282,9 @@ fn main() {
         eprintln!("skipping vm tests: {reason}");
     }
     let kernel = found.unwrap_or_default();
-    let tests: [(&str, VmTest); 4] = [
+    let tests: [(&str, VmTest); 5] = [
         ("vm::smoke_fuse_restart_in_the_guest", smoke),
+        ("vm::the_privileged_scenarios_hold_on_the_guest_kernel", privileged_group),
         ("vm::a_command_past_its_deadline_is_killed_with_its_vm", deadline),
         ("vm::sigterm_kills_the_vm_and_removes_its_work", sigterm),
         ("vm::the_command_exit_code_and_output_come_back", failing_command),

@@ -95,6 +95,7 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
     let results_port = work.path().join("results.b64");
     let _ = std::fs::remove_file(&console_log);
     let boot = qemu::Boot {
+        qemu: Path::new(qemu::QEMU),
         vmlinuz: &kernel.vmlinuz,
         initramfs: &root,
         accel,
@@ -122,9 +123,11 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
         .await?;
     let failure = match (&ended, exit_code) {
         (_, Some(_)) => None,
-        (qemu::Ended::TimedOut, None) => {
-            Some(format!("the VM did not finish within {} s; qemu was killed", options.timeout.as_secs()))
-        }
+        (qemu::Ended::TimedOut, None) => Some(format!(
+            "the VM did not finish within {} s; qemu was killed; its console last said: {}",
+            options.timeout.as_secs(),
+            last_lines(&console_log, 5)
+        )),
         (qemu::Ended::Exited(status), None) => {
             Some(format!("the VM stopped ({status}) before the command ended: {}", last_lines(&console_log, 5)))
         }

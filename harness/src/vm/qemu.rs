@@ -86,6 +86,8 @@ fn guarded(command: &mut tokio::process::Command) -> &mut tokio::process::Comman
 /// One boot.
 #[derive(Debug)]
 pub struct Boot<'a> {
+    /// The qemu binary ([`QEMU`] on PATH).
+    pub qemu: &'a Path,
     pub vmlinuz: &'a Path,
     pub initramfs: &'a Path,
     pub accel: Accel,
@@ -106,6 +108,9 @@ pub enum Ended {
     TimedOut,
 }
 
+/// How much of what qemu says on stderr is kept for an error message.
+const STDERR_KEPT: usize = 4096;
+
 /// The console line the guest prints when the command starts; from then on, console
 /// lines are the command's output and are passed to `on_line`.
 pub const START: &str = "@@HARNESS-VM start";
@@ -115,7 +120,7 @@ impl Boot<'_> {
     /// [`START`] goes to `on_line`; qemu is killed on the deadline and if this future is
     /// dropped (a signal to the harness).
     pub async fn run(&self, deadline: Duration, mut on_line: impl FnMut(&str)) -> anyhow::Result<Ended> {
-        let mut command = tokio::process::Command::new(QEMU);
+        let mut command = tokio::process::Command::new(self.qemu);
         let accel = if self.accel == Accel::Kvm { "kvm" } else { "tcg" };
         command
             .args(["-machine", "q35", "-accel", accel, "-cpu", "max"])
@@ -136,12 +141,30 @@ impl Boot<'_> {
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {QEMU}: {e} (Debian: apt-get install qemu-system-x86)"))?;
         let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.console_log).await?;
-        let mut console = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let mut stderr = child.stderr.take().expect("piped");
+        // Both pipes are drained as qemu writes them: a full pipe would stop qemu, and the
+        // guest with it, until the deadline. A console line need not be UTF-8.
+        let mut console = BufReader::new(child.stdout.take().expect("piped"));
+        let stderr = child.stderr.take().expect("piped");
+        let said = tokio::spawn(async move {
+            let mut tail = Vec::new();
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+                tail.extend_from_slice(&line);
+                line.clear();
+                if tail.len() > STDERR_KEPT {
+                    tail.drain(..tail.len() - STDERR_KEPT);
+                }
+            }
+            String::from_utf8_lossy(&tail).into_owned()
+        });
         let mut started = false;
         let read_console = async {
-            while let Ok(Some(line)) = console.next_line().await {
-                let line = line.trim_end_matches('\r');
+            let mut raw = Vec::new();
+            while console.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&raw).into_owned();
+                raw.clear();
+                let line = text.trim_end_matches(['\n', '\r']);
                 let _ = log.write_all(format!("{line}\n").as_bytes()).await;
                 if started {
                     on_line(line);
@@ -160,9 +183,7 @@ impl Boot<'_> {
             Ok(status) => {
                 let status = status?;
                 if !status.success() {
-                    use tokio::io::AsyncReadExt;
-                    let mut said = String::new();
-                    let _ = stderr.read_to_string(&mut said).await;
+                    let said = said.await.unwrap_or_default();
                     anyhow::ensure!(said.trim().is_empty(), "{QEMU} failed ({status}): {}", said.trim());
                 }
                 Ok(Ended::Exited(status))
@@ -173,5 +194,42 @@ impl Boot<'_> {
                 Ok(Ended::TimedOut)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A console that says something not UTF-8 (a serial line at boot can) is still read
+    /// to its end, and a qemu that writes much to stderr is not stopped by a full pipe.
+    #[tokio::test]
+    async fn every_console_line_after_the_start_is_passed_on_whatever_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("qemu");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\nhead -c 200000 /dev/zero >&2\nprintf 'boot \\377\\376 noise\\r\\n{START}\\r\\nfirst\\r\\nbad \\377 byte\\r\\nlast\\r\\n'\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let boot = Boot {
+            qemu: &fake,
+            vmlinuz: Path::new("/nonexistent"),
+            initramfs: Path::new("/nonexistent"),
+            accel: Accel::Tcg,
+            memory_mb: 64,
+            cpus: 1,
+            console_log: dir.path().join("console.log"),
+            results_port: dir.path().join("results"),
+        };
+        let mut lines = Vec::new();
+        let ended = boot.run(Duration::from_secs(10), |l| lines.push(l.to_owned())).await.unwrap();
+        assert!(matches!(ended, Ended::Exited(s) if s.success()), "{ended:?}");
+        assert_eq!(lines, ["first", "bad \u{fffd} byte", "last"]);
+        let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
+        assert!(log.starts_with("boot \u{fffd}\u{fffd} noise\n"), "{log:?}");
     }
 }

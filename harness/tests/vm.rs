@@ -164,7 +164,8 @@ fn privileged_group(kernel: PathBuf) -> Result<(), Failed> {
         })?;
     } else {
         check(
-            in_flight.contains("without resend") && in_flight.contains("in the kernel at request_wait_answer"),
+            in_flight.contains("did not take d1's failover policy resend")
+                && in_flight.contains("in the kernel at request_wait_answer"),
             || in_flight.clone(),
         )?;
     }

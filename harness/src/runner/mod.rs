@@ -620,6 +620,7 @@ impl<'a> Run<'a> {
             fs_driver: self.fs_driver(),
             thread_num: spec.thread_num,
             supervisor: spec.supervisor,
+            failover_policy: spec.failover_policy.map(Into::into),
             ..Default::default()
         };
         let daemon = Daemon::create(&self.root, options, self.timeouts()).map_err(|e| error_chain(&e))?;

@@ -351,7 +351,7 @@ impl Run<'_> {
                         format!("kernel {kernel} took {id}'s failover policy {policy} ({detail})")
                     } else {
                         format!(
-                            "without resend: kernel {kernel} did not take {id}'s failover policy {policy} ({detail})"
+                            "kernel {kernel} did not take {id}'s failover policy {policy} ({detail}): what the dead daemon had read is lost"
                         )
                     },
                 };
@@ -363,7 +363,9 @@ impl Run<'_> {
             description: if resends {
                 format!("kernel {kernel} has FUSE_NOTIFY_RESEND (6.9 or later)")
             } else {
-                format!("without resend: kernel {kernel} is older than 6.9, which brought FUSE_NOTIFY_RESEND")
+                format!(
+                    "kernel {kernel} is older than 6.9, which brought FUSE_NOTIFY_RESEND: what the dead daemon had read is lost"
+                )
             },
         }
     }

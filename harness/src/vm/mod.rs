@@ -103,30 +103,46 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
         cpus: options.cpus,
         console_log: console_log.clone(),
         results_port: results_port.clone(),
+        first_line_within: qemu::FIRST_LINE_WITHIN,
     };
     let booted = Instant::now();
     let mut started_after = None;
     let mut exit_code = None;
     let mut guest_kernel = None;
-    let left = deadline.saturating_duration_since(Instant::now());
-    let ended = boot
-        .run(left, |line| {
-            started_after.get_or_insert_with(|| booted.elapsed());
-            if let Some(code) = line.strip_prefix(EXIT) {
-                exit_code = code.trim().parse().ok();
-            } else if let Some(release) = line.strip_prefix("@@HARNESS-VM kernel ") {
-                guest_kernel = Some(release.trim().to_owned());
-            } else if exit_code.is_none() {
-                on_line(line);
-            }
-        })
-        .await?;
+    let mut ended = qemu::Ended::Silent;
+    // A guest that says nothing at all is booted once more (see qemu::FIRST_LINE_WITHIN).
+    for attempt in 1..=2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        ended = boot
+            .run(left, |line| {
+                started_after.get_or_insert_with(|| booted.elapsed());
+                if let Some(code) = line.strip_prefix(EXIT) {
+                    exit_code = code.trim().parse().ok();
+                } else if let Some(release) = line.strip_prefix("@@HARNESS-VM kernel ") {
+                    guest_kernel = Some(release.trim().to_owned());
+                } else if exit_code.is_none() {
+                    on_line(line);
+                }
+            })
+            .await?;
+        if !matches!(ended, qemu::Ended::Silent) {
+            break;
+        }
+        eprintln!(
+            "vm: the guest printed nothing within {} s (boot {attempt}); qemu was killed",
+            qemu::FIRST_LINE_WITHIN.as_secs()
+        );
+    }
     let failure = match (&ended, exit_code) {
         (_, Some(_)) => None,
         (qemu::Ended::TimedOut, None) => Some(format!(
             "the VM did not finish within {} s; qemu was killed; its console last said: {}",
             options.timeout.as_secs(),
             last_lines(&console_log, 5)
+        )),
+        (qemu::Ended::Silent, None) => Some(format!(
+            "the guest printed nothing within {} s, twice; qemu was killed",
+            qemu::FIRST_LINE_WITHIN.as_secs()
         )),
         (qemu::Ended::Exited(status), None) => {
             Some(format!("the VM stopped ({status}) before the command ended: {}", last_lines(&console_log, 5)))
@@ -213,6 +229,8 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 exec 0</dev/console 1>/dev/console 2>&1
+# From here on only kernel emergencies reach the console, which is the command's output.
+dmesg -n 1
 echo "{start}"
 echo "@@HARNESS-VM kernel $(uname -r)"
 {insmod}stty -F /dev/ttyS1 raw -echo

@@ -97,6 +97,8 @@ pub struct Boot<'a> {
     pub console_log: PathBuf,
     /// The guest's second serial port (`/dev/ttyS1`) is written here.
     pub results_port: PathBuf,
+    /// How long the console may print nothing at all ([`FIRST_LINE_WITHIN`]).
+    pub first_line_within: Duration,
 }
 
 /// What a boot ended with.
@@ -106,7 +108,14 @@ pub enum Ended {
     Exited(std::process::ExitStatus),
     /// The deadline came first; qemu was killed.
     TimedOut,
+    /// The console stayed silent for `first_line_within`; qemu was killed.
+    Silent,
 }
+
+/// How long a boot may print nothing at all. Under TCG here the first kernel line comes
+/// within a second and the command starts within 4-6 s (15 s with two VMs at once); once,
+/// a guest printed nothing for two minutes, and booting again is what helps.
+pub const FIRST_LINE_WITHIN: Duration = Duration::from_secs(60);
 
 /// How much of what qemu says on stderr is kept for an error message.
 const STDERR_KEPT: usize = 4096;
@@ -130,8 +139,9 @@ impl Boot<'_> {
             .arg(self.vmlinuz)
             .arg("-initrd")
             .arg(self.initramfs)
-            // Kernel messages stay out of the command's output unless something goes wrong.
-            .args(["-append", "console=ttyS0 panic=-1 loglevel=3 rdinit=/init"])
+            // The boot's kernel messages go to the console log (the guest turns them down
+            // before the command starts, so they stay out of its output).
+            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
             .args(["-serial", "stdio", "-serial"])
             .arg(format!("file:{}", self.results_port.display()));
         let mut child = guarded(&mut command)
@@ -159,9 +169,11 @@ impl Boot<'_> {
             String::from_utf8_lossy(&tail).into_owned()
         });
         let mut started = false;
+        let heard = std::sync::atomic::AtomicBool::new(false);
         let read_console = async {
             let mut raw = Vec::new();
             while console.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+                heard.store(true, std::sync::atomic::Ordering::Relaxed);
                 let text = String::from_utf8_lossy(&raw).into_owned();
                 raw.clear();
                 let line = text.trim_end_matches(['\n', '\r']);
@@ -174,11 +186,31 @@ impl Boot<'_> {
             }
             let _ = log.flush().await;
         };
+        let silence = async {
+            tokio::time::sleep(self.first_line_within).await;
+            if heard.load(std::sync::atomic::Ordering::Relaxed) {
+                std::future::pending::<()>().await;
+            }
+        };
         let ended = tokio::time::timeout(deadline, async {
-            read_console.await;
-            child.wait().await
+            tokio::select! {
+                status = async {
+                    read_console.await;
+                    child.wait().await
+                } => Some(status),
+                () = silence => None,
+            }
         })
         .await;
+        let ended = match ended {
+            Ok(None) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Ok(Ended::Silent);
+            }
+            Ok(Some(status)) => Ok(status),
+            Err(e) => Err(e),
+        };
         match ended {
             Ok(status) => {
                 let status = status?;
@@ -224,6 +256,7 @@ mod tests {
             cpus: 1,
             console_log: dir.path().join("console.log"),
             results_port: dir.path().join("results"),
+            first_line_within: Duration::from_secs(10),
         };
         let mut lines = Vec::new();
         let ended = boot.run(Duration::from_secs(10), |l| lines.push(l.to_owned())).await.unwrap();
@@ -231,5 +264,41 @@ mod tests {
         assert_eq!(lines, ["first", "bad \u{fffd} byte", "last"]);
         let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
         assert!(log.starts_with("boot \u{fffd}\u{fffd} noise\n"), "{log:?}");
+    }
+}
+
+#[cfg(test)]
+mod silence {
+    use super::*;
+
+    /// A guest that prints nothing is given up on after `first_line_within`, and its qemu
+    /// does not run on.
+    #[tokio::test]
+    async fn a_console_that_stays_silent_ends_the_boot_and_its_qemu() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("qemu");
+        let pid_file = dir.path().join("pid");
+        std::fs::write(&fake, format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", pid_file.display())).unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let boot = Boot {
+            qemu: &fake,
+            vmlinuz: Path::new("/nonexistent"),
+            initramfs: Path::new("/nonexistent"),
+            accel: Accel::Tcg,
+            memory_mb: 64,
+            cpus: 1,
+            console_log: dir.path().join("console.log"),
+            results_port: dir.path().join("results"),
+            first_line_within: Duration::from_millis(300),
+        };
+        let started = std::time::Instant::now();
+        let ended = boot.run(Duration::from_secs(30), |_| {}).await.unwrap();
+        assert!(matches!(ended, Ended::Silent), "{ended:?}");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_err(),
+            "the silent qemu (pid {pid}) runs on"
+        );
     }
 }

@@ -233,31 +233,33 @@ impl Boot<'_> {
 mod tests {
     use super::*;
 
+    /// A "qemu" that runs `script` (sh) in `dir`, and a boot of it.
+    fn fake_boot<'a>(dir: &Path, fake: &'a Path, script: &str, first_line_within: Duration) -> Boot<'a> {
+        std::fs::write(fake, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        Boot {
+            qemu: fake,
+            vmlinuz: Path::new("/nonexistent"),
+            initramfs: Path::new("/nonexistent"),
+            accel: Accel::Tcg,
+            memory_mb: 64,
+            cpus: 1,
+            console_log: dir.join("console.log"),
+            results_port: dir.join("results"),
+            first_line_within,
+        }
+    }
+
     /// A console that says something not UTF-8 (a serial line at boot can) is still read
     /// to its end, and a qemu that writes much to stderr is not stopped by a full pipe.
     #[tokio::test]
     async fn every_console_line_after_the_start_is_passed_on_whatever_its_bytes() {
         let dir = tempfile::tempdir().unwrap();
         let fake = dir.path().join("qemu");
-        std::fs::write(
-            &fake,
-            format!(
-                "#!/bin/sh\nhead -c 200000 /dev/zero >&2\nprintf 'boot \\377\\376 noise\\r\\n{START}\\r\\nfirst\\r\\nbad \\377 byte\\r\\nlast\\r\\n'\n"
-            ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let boot = Boot {
-            qemu: &fake,
-            vmlinuz: Path::new("/nonexistent"),
-            initramfs: Path::new("/nonexistent"),
-            accel: Accel::Tcg,
-            memory_mb: 64,
-            cpus: 1,
-            console_log: dir.path().join("console.log"),
-            results_port: dir.path().join("results"),
-            first_line_within: Duration::from_secs(10),
-        };
+        let script = format!(
+            "head -c 200000 /dev/zero >&2\nprintf 'boot \\377\\376 noise\\r\\n{START}\\r\\nfirst\\r\\nbad \\377 byte\\r\\nlast\\r\\n'"
+        );
+        let boot = fake_boot(dir.path(), &fake, &script, Duration::from_secs(10));
         let mut lines = Vec::new();
         let ended = boot.run(Duration::from_secs(10), |l| lines.push(l.to_owned())).await.unwrap();
         assert!(matches!(ended, Ended::Exited(s) if s.success()), "{ended:?}");
@@ -265,32 +267,15 @@ mod tests {
         let log = std::fs::read_to_string(dir.path().join("console.log")).unwrap();
         assert!(log.starts_with("boot \u{fffd}\u{fffd} noise\n"), "{log:?}");
     }
-}
-
-#[cfg(test)]
-mod silence {
-    use super::*;
 
     /// A guest that prints nothing is given up on after `first_line_within`, and its qemu
     /// does not run on.
     #[tokio::test]
     async fn a_console_that_stays_silent_ends_the_boot_and_its_qemu() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("qemu");
-        let pid_file = dir.path().join("pid");
-        std::fs::write(&fake, format!("#!/bin/sh\necho $$ > {}\nexec sleep 600\n", pid_file.display())).unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        let boot = Boot {
-            qemu: &fake,
-            vmlinuz: Path::new("/nonexistent"),
-            initramfs: Path::new("/nonexistent"),
-            accel: Accel::Tcg,
-            memory_mb: 64,
-            cpus: 1,
-            console_log: dir.path().join("console.log"),
-            results_port: dir.path().join("results"),
-            first_line_within: Duration::from_millis(300),
-        };
+        let (fake, pid_file) = (dir.path().join("qemu"), dir.path().join("pid"));
+        let script = format!("echo $$ > {}\nexec sleep 600", pid_file.display());
+        let boot = fake_boot(dir.path(), &fake, &script, Duration::from_millis(300));
         let started = std::time::Instant::now();
         let ended = boot.run(Duration::from_secs(30), |_| {}).await.unwrap();
         assert!(matches!(ended, Ended::Silent), "{ended:?}");

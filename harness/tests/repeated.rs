@@ -7,9 +7,12 @@ use std::process::Command;
 /// needed a second quiet reconciliation; 12 passing runs in a row had a 3 % chance then.
 #[test]
 fn a_late_mount_after_sigcont_is_reconciled_in_every_run() {
+    // A directory of its own for repro bundles: a run makes the directory before it starts.
+    let bundles = tempfile::tempdir().unwrap();
     for run in 1..=12 {
         let out = Command::new(testkit::bin_exe!("harness"))
-            .args(["run", "scenarios/faults/late-mount-after-sigcont.yaml"])
+            .args(["run", "scenarios/faults/late-mount-after-sigcont.yaml", "--bundles"])
+            .arg(bundles.path())
             .current_dir(testkit::manifest_dir!().join(".."))
             .output()
             .expect("harness runs");

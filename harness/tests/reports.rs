@@ -192,6 +192,8 @@ fn an_interrupted_run_reports_every_scenario_and_is_not_green() {
             "1",
         ])
         .args(["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()])
+        .arg("--bundles")
+        .arg(dir.path().join("bundles"))
         .current_dir(repo())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())

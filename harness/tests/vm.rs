@@ -257,13 +257,10 @@ type VmTest = fn(PathBuf) -> Result<(), Failed>;
 
 /// Why VM tests cannot run here, if they cannot.
 fn unmet() -> Result<PathBuf, String> {
-    let on_path = |name: &str| {
-        std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-    };
-    if !on_path("qemu-system-x86_64") {
+    if !host_facts::on_path("qemu-system-x86_64") {
         return Err("qemu-system-x86_64 is not on PATH (Debian: qemu-system-x86)".into());
     }
-    if !on_path("busybox") {
+    if !host_facts::on_path("busybox") {
         return Err("busybox is not on PATH (Debian: busybox-static)".into());
     }
     let kernel = std::env::var_os("HARNESS_VM_KERNEL")

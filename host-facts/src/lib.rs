@@ -16,4 +16,4 @@ pub mod process;
 pub mod requirement;
 pub mod unix_socket;
 
-pub use requirement::{NYDUSD_2_4, Requirement, installed_nydusd, nydusd_2_4, on_path, unmet};
+pub use requirement::{NYDUSD_2_4, Requirement, find_on_path, installed_nydusd, nydusd_2_4, on_path, unmet};

@@ -104,12 +104,16 @@ pub fn unmet(requirements: &[Requirement]) -> Option<String> {
 
 /// Whether an executable named `name` is on PATH.
 pub fn on_path(name: &str) -> bool {
+    find_on_path(name).is_some()
+}
+
+/// The first executable named `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| {
-            std::fs::metadata(dir.join(name)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-    })
+    let paths = std::env::var_os("PATH")?;
+    std::env::split_paths(&paths)
+        .map(|dir| dir.join(name))
+        .find(|path| std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// A real nydusd for the tests that compare against one: `$NYDUSD`, else `nydusd` on

@@ -168,12 +168,12 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
 /// the copied files and `/init`.
 fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> anyhow::Result<()> {
     let mut root = initramfs::Initramfs::create(out)?;
-    let busybox = on_path("busybox").ok_or_else(|| {
+    let busybox = host_facts::find_on_path("busybox").ok_or_else(|| {
         anyhow::anyhow!("busybox is not on PATH: the guest's shell and tools (Debian: busybox-static)")
     })?;
     add_binary(&mut root, &busybox, Path::new("/bin/busybox"))?;
     add_binary(&mut root, &options.harness, Path::new("/bin/harness"))?;
-    if let Some(mkfs) = on_path("mkfs.erofs") {
+    if let Some(mkfs) = host_facts::find_on_path("mkfs.erofs") {
         add_binary(&mut root, &mkfs, Path::new("/bin/mkfs.erofs"))?;
     }
     let mut modules = Vec::new();
@@ -207,10 +207,6 @@ fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> a
     }
     root.file(binary, guest, 0o755)?;
     Ok(())
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
 }
 
 /// The guest's `/init`: mounts, modules, the command, the results, power off.

@@ -196,7 +196,7 @@ fn apply_failover_policy(policy: FailoverPolicy, fd: BorrowedFd<'_>, mountpoint:
         std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))
     };
     let applied = match policy {
-        FailoverPolicy::None => true,
+        FailoverPolicy::None => false,
         FailoverPolicy::Resend => match nix::unistd::write(fd, &abi::notify_resend()) {
             Ok(_) => {
                 detail.push("FUSE_NOTIFY_RESEND: accepted".to_owned());
@@ -228,7 +228,7 @@ fn apply_failover_policy(policy: FailoverPolicy, fd: BorrowedFd<'_>, mountpoint:
             }
         },
     };
-    FailoverOutcome { policy, applied: applied && policy != FailoverPolicy::None, detail: detail.join("; ") }
+    FailoverOutcome { policy, applied, detail: detail.join("; ") }
 }
 
 /// Reads and answers requests until the connection ends.

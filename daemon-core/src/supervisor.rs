@@ -158,17 +158,32 @@ pub struct Supervisor {
 }
 
 /// Who may connect to a listening supervisor: only this pid (0 = nobody yet).
-#[derive(Debug, Clone, Default)]
-pub struct AllowedPeer(Arc<AtomicU32>);
+#[derive(Debug, Clone)]
+pub struct AllowedPeer(Arc<tokio::sync::watch::Sender<u32>>);
+
+impl Default for AllowedPeer {
+    fn default() -> Self {
+        Self(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
 
 impl AllowedPeer {
     /// Allows the process `pid` (the successor, once it has been spawned).
     pub fn allow(&self, pid: u32) {
-        self.0.store(pid, Ordering::SeqCst);
+        self.0.send_replace(pid);
     }
 
     fn get(&self) -> u32 {
-        self.0.load(Ordering::SeqCst)
+        *self.0.borrow()
+    }
+
+    /// The allowed pid once one is set. A successor can connect between its spawn and the
+    /// [`AllowedPeer::allow`] that names it (the spawn records its pid first, with a
+    /// sync), so a connection that comes before any pid is allowed waits for one instead
+    /// of being refused: refusing it once refused the daemon's own replacement.
+    async fn settled(&self) -> u32 {
+        let mut allowed = self.0.subscribe();
+        allowed.wait_for(|pid| *pid != 0).await.map(|pid| *pid).unwrap_or(0)
     }
 }
 
@@ -205,6 +220,15 @@ impl Offer {
             Err(e) => Err(SupervisorError::Transfer { id: self.id.clone(), source: std::io::Error::other(e) }),
         }
     }
+}
+
+/// Which process a listening supervisor serves.
+#[derive(Clone, Copy)]
+enum Expected<'a> {
+    /// The daemon's process as it is when the connection comes (a fetch).
+    Daemon(&'a (dyn Fn() -> u32 + Sync)),
+    /// The successor named by [`Offer::allow`], waited for when none is named yet.
+    Successor(&'a AllowedPeer),
 }
 
 /// The peer's pid and uid from `SO_PEERCRED`.
@@ -246,17 +270,24 @@ impl Supervisor {
         self.refused.load(Ordering::SeqCst)
     }
 
-    /// Accepts connections until one comes from `allowed()`; others are closed unanswered.
+    /// Accepts connections until one comes from the pid `allowed` names; others are closed
+    /// unanswered.
     async fn accept_from(
         &self,
         listener: &UnixListener,
-        allowed: impl Fn() -> u32,
+        allowed: Expected<'_>,
     ) -> std::io::Result<(std::os::unix::net::UnixStream, u32)> {
         loop {
             let (stream, _) = listener.accept().await?;
             let stream = stream.into_std()?;
             let (pid, uid) = peer_credentials(&stream)?;
-            let expected = allowed();
+            let expected = match allowed {
+                Expected::Daemon(pid) => pid(),
+                Expected::Successor(peer) => match peer.get() {
+                    0 => peer.settled().await,
+                    pid => pid,
+                },
+            };
             if pid != 0 && pid == expected {
                 stream.set_nonblocking(false)?;
                 return Ok((stream, pid));
@@ -294,6 +325,20 @@ impl Supervisor {
         trigger: impl Future<Output = Result<(), E>>,
         deadline: Duration,
     ) -> Result<(), SupervisorError> {
+        self.fetch_from(|| pid, trigger, deadline).await
+    }
+
+    /// [`Supervisor::fetch`] from whichever process `daemon_pid` names when the connection
+    /// comes. The pid is read then, not when the fetch was asked for: a fetch queued behind
+    /// a failover's takeover (one transfer at a time) reaches the replacement, and a pid
+    /// taken before the wait once named the dead predecessor, so the replacement's own
+    /// connection was refused as an intruder and the fetch ran to its deadline.
+    pub async fn fetch_from<E: std::error::Error + Send + Sync + 'static>(
+        &self,
+        daemon_pid: impl Fn() -> u32 + Sync,
+        trigger: impl Future<Output = Result<(), E>>,
+        deadline: Duration,
+    ) -> Result<(), SupervisorError> {
         let timeout = |what| SupervisorError::Timeout { id: self.id.clone(), what, after: deadline };
         let work = async {
             let _busy = self.busy.clone().lock_owned().await;
@@ -301,7 +346,7 @@ impl Supervisor {
             let accepted = std::sync::atomic::AtomicBool::new(false);
             let receive = async {
                 let (stream, _) = self
-                    .accept_from(&listener, || pid)
+                    .accept_from(&listener, Expected::Daemon(&daemon_pid))
                     .await
                     .map_err(|source| SupervisorError::Transfer { id: self.id.clone(), source })?;
                 accepted.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -354,7 +399,7 @@ impl Supervisor {
             let id = this.id.clone();
             let send = async {
                 let (mut stream, pid) = this
-                    .accept_from(&listener, || allowed.get())
+                    .accept_from(&listener, Expected::Successor(&allowed))
                     .await
                     .map_err(|source| SupervisorError::Transfer { id: id.clone(), source })?;
                 let fd = saved.fd.try_clone().map_err(|source| SupervisorError::Transfer { id: id.clone(), source })?;

@@ -100,8 +100,14 @@ pub struct ScenarioDiff {
     pub path: PathBuf,
     /// The scenario name.
     pub name: String,
-    /// Why it was not compared (not for both targets, or it failed on one of them).
+    /// Why it was not compared because it does not apply: not for both targets, or
+    /// skipped on one of them (a requirement of the host, a nydusd release).
     pub not_compared: Option<String>,
+    /// Why it could not be compared although it applies: it failed on both sides (each
+    /// side's failure, with what a daemon that could not start printed). A scenario that
+    /// fails on one side only is compared: that is a difference (the largest there is).
+    /// Either fails the diff.
+    pub failed: Option<String>,
     /// Exchanges compared (after folding repeats).
     pub compared: usize,
     /// Every difference.
@@ -117,6 +123,12 @@ impl ScenarioDiff {
     /// Differences nobody explained.
     pub fn unexplained(&self) -> usize {
         self.differences.iter().filter(|d| d.explained.is_none()).count()
+    }
+
+    /// Whether this scenario fails the diff: an unexplained difference, or it could not
+    /// be compared for a reason other than "does not apply".
+    pub fn fails(&self) -> bool {
+        self.failed.is_some() || self.unexplained() > 0
     }
 }
 
@@ -168,6 +180,7 @@ impl ScenarioDiff {
             path: path.to_owned(),
             name: scenario.name.clone(),
             not_compared: None,
+            failed: None,
             compared: 0,
             differences: Vec::new(),
         }
@@ -192,24 +205,45 @@ async fn compare_runs(
     }
     let first = run_scenario(path, scenario, sides[0].1).await;
     let second = run_scenario(path, scenario, sides[1].1).await;
-    for (label, result) in [(labels[0], &first), (labels[1], &second)] {
-        if let Some(failure) = &result.failure {
-            return ScenarioDiff::not_compared(
-                labels,
-                path,
-                scenario,
-                format!("failed on {label}: {}", failure.message),
-            );
+    let mut out = ScenarioDiff::new(labels, path, scenario);
+    match (&first.failure, &second.failure) {
+        (None, None) => {
+            let (a, b) = (normalize_all(&first, explained), normalize_all(&second, explained));
+            out.compared = a.len().max(b.len());
+            out.differences = compare(&a, &b);
+        }
+        (Some(a), Some(b)) => {
+            out.failed =
+                Some(format!("failed on {}: {}; failed on {}: {}", labels[0], outcome(a), labels[1], outcome(b)));
+            return out;
+        }
+        (a, b) => {
+            let show = |f: &Option<crate::runner::Failure>| f.as_ref().map_or("passed".to_owned(), outcome);
+            out.differences = vec![Difference {
+                daemon: "-".into(),
+                request: OUTCOME.into(),
+                left: Some(show(a)),
+                right: Some(show(b)),
+                explained: None,
+            }];
         }
     }
-    let (a, b) = (normalize_all(&first, explained), normalize_all(&second, explained));
-    let mut out = ScenarioDiff::new(labels, path, scenario);
-    out.compared = a.len().max(b.len());
-    out.differences = compare(&a, &b);
     for difference in &mut out.differences {
         difference.explained = explained.why(&scenario.name, difference).map(str::to_owned);
     }
     out
+}
+
+/// The `request` of the difference a scenario that passes on one side only makes.
+pub const OUTCOME: &str = "(the scenario's outcome)";
+
+/// A failure as the diff shows it: the step and its message with what was observed.
+fn outcome(failure: &crate::runner::Failure) -> String {
+    let observed = failure.observed.as_ref().map(|o| format!(" (observed: {o})")).unwrap_or_default();
+    match failure.step {
+        0 => format!("failed at {}: {}{observed}", failure.keyword, failure.message),
+        n => format!("failed at step {n} `{}` (line {}): {}{observed}", failure.keyword, failure.line, failure.message),
+    }
 }
 
 fn normalize_all(result: &ScenarioResult, explained: &Explained) -> Vec<Normalized> {
@@ -372,6 +406,10 @@ fn align<'a>(a: &[&'a Normalized], b: &[&'a Normalized]) -> Vec<Pair<'a>> {
 pub fn report(diffs: &[ScenarioDiff]) -> String {
     let mut out = String::new();
     for d in diffs {
+        if let Some(why) = &d.failed {
+            out.push_str(&format!("FAIL {} ({}): not compared: {why}\n", d.path.display(), d.name));
+            continue;
+        }
         match &d.not_compared {
             Some(why) => out.push_str(&format!("SKIP {} ({}): {why}\n", d.path.display(), d.name)),
             None if d.differences.is_empty() => {
@@ -395,23 +433,24 @@ pub fn report(diffs: &[ScenarioDiff]) -> String {
             }
         }
     }
-    let compared: Vec<&ScenarioDiff> = diffs.iter().filter(|d| d.not_compared.is_none()).collect();
+    let compared: Vec<&ScenarioDiff> =
+        diffs.iter().filter(|d| d.not_compared.is_none() && d.failed.is_none()).collect();
+    let failed = diffs.iter().filter(|d| d.failed.is_some()).count();
+    let inapplicable = diffs.iter().filter(|d| d.not_compared.is_some()).count();
     let same = compared.iter().filter(|d| d.differences.is_empty()).count();
     let explained: usize = compared.iter().map(|d| d.differences.len() - d.unexplained()).sum();
     let unexplained: usize = compared.iter().map(|d| d.unexplained()).sum();
     let exchanges: usize = compared.iter().map(|d| d.compared).sum();
     if diffs.iter().any(ScenarioDiff::between_builds) {
         out.push_str(&format!(
-            "compared {} scenarios ({exchanges} exchanges): {same} identical; {unexplained} differences between the builds; {} not compared\n",
+            "compared {} scenarios ({exchanges} exchanges): {same} identical; {unexplained} differences between the builds; {failed} failed on both; {inapplicable} do not apply\n",
             compared.len(),
-            diffs.len() - compared.len()
         ));
         return out;
     }
     out.push_str(&format!(
-        "compared {} scenarios ({exchanges} exchanges): {same} identical; {explained} explained and {unexplained} unexplained differences; {} not compared\n",
+        "compared {} scenarios ({exchanges} exchanges): {same} identical; {explained} explained and {unexplained} unexplained differences; {failed} failed on both; {inapplicable} do not apply\n",
         compared.len(),
-        diffs.len() - compared.len()
     ));
     out
 }
@@ -487,6 +526,7 @@ mod tests {
             path: "s.yaml".into(),
             name: "s".into(),
             not_compared: None,
+            failed: None,
             compared: 1,
             differences: compare(&[n(r#"{"a":1}"#)], &[n(r#"{"a":2}"#)]),
         };
@@ -496,7 +536,7 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("UNEXPLAINED"), "{text}");
-        assert!(text.ends_with("1 differences between the builds; 0 not compared\n"), "{text}");
+        assert!(text.ends_with("1 differences between the builds; 0 failed on both; 0 do not apply\n"), "{text}");
     }
 
     #[test]

@@ -276,3 +276,34 @@ fn a_wait_for_one_recovery_ends_when_another_one_came() {
     );
     assert!(text.contains("       expected: failed_over of d1\n       observed: restarted of d1 (pid "), "{text}");
 }
+
+/// A real nydusd that cannot start is the largest difference there is (issue 25). Before,
+/// each such scenario was a SKIP and the run ended "0 unexplained differences", exit 0,
+/// with the reason (what nydusd printed) only in a log on disk.
+#[test]
+fn diff_against_a_nydusd_that_cannot_start_fails_and_quotes_its_last_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("nydusd");
+    let script =
+        "#!/bin/sh\necho 'Error: Os { code: 24, kind: Uncategorized, message: \"Too many open files\" }' >&2\nexit 1\n";
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let fake = fake.to_string_lossy().into_owned();
+    let (code, text) = harness(&["diff", "--nydusd", &fake, "scenarios/lifecycle/sigstop-sigcont.yaml"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("DIFF scenarios/lifecycle/sigstop-sigcont.yaml"), "{text}");
+    assert!(text.contains("mock: passed"), "{text}");
+    assert!(text.contains("real: failed at step 1 `start_daemon` (line 16): start_daemon d1 failed"), "{text}");
+    assert!(text.contains("the process exited (exit status: 1) before its api socket"), "{text}");
+    assert!(
+        text.contains("it printed: Error: Os { code: 24, kind: Uncategorized, message: \"Too many open files\" }"),
+        "{text}"
+    );
+    assert!(text.contains("1 unexplained differences"), "{text}");
+    // The same daemon under `run --target real`: a failure naming why, not a bare timeout.
+    let (code, text) =
+        harness(&["run", "--target", "real", "--nydusd", &fake, "scenarios/lifecycle/sigstop-sigcont.yaml"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("Too many open files"), "{text}");
+}

@@ -51,7 +51,7 @@ fn diff_one(path: &Path, real: RunConfig) -> Result<(), Failed> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failed::from(e.to_string()))?;
     let diff = runtime.block_on(diff_scenario(path, &scenario, &config(), &real, &explained));
-    if diff.not_compared.is_some() || diff.unexplained() > 0 {
+    if diff.not_compared.is_some() || diff.fails() {
         return Err(report(std::slice::from_ref(&diff)).into());
     }
     Ok(())

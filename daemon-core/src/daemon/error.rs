@@ -20,7 +20,7 @@ pub enum DaemonError {
         source: Box<ClientError>,
     },
     /// The API socket did not accept connections in time.
-    #[error("daemon {id}: api socket {} not ready after {after:?}{}", socket.display(), exit_note(.exited))]
+    #[error("daemon {id}: {}", socket_timeout(socket, after, exited, last_words))]
     SocketTimeout {
         /// Daemon id.
         id: String,
@@ -30,6 +30,8 @@ pub enum DaemonError {
         after: Duration,
         /// Exit status when the process died while we waited.
         exited: Option<String>,
+        /// The last lines it printed (output and log), when it died.
+        last_words: Option<String>,
     },
     /// The daemon did not reach a state in time.
     #[error("daemon {id}: state {expected} not reached within {after:?}; last observed {last_observed}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
@@ -138,8 +140,21 @@ pub enum DaemonError {
     },
 }
 
-fn exit_note(exited: &Option<String>) -> String {
-    exited.as_ref().map(|s| format!("; the process exited first ({s})")).unwrap_or_default()
+/// A socket wait that ended at its deadline, or early because the process died (then the
+/// deadline is beside the point, and what it printed is the news).
+fn socket_timeout(
+    socket: &std::path::Path,
+    after: &Duration,
+    exited: &Option<String>,
+    words: &Option<String>,
+) -> String {
+    let words = words.as_ref().map(|w| format!("; it printed: {w}")).unwrap_or_default();
+    match exited {
+        Some(status) => {
+            format!("the process exited ({status}) before its api socket {} was ready{words}", socket.display())
+        }
+        None => format!("api socket {} not ready after {after:?}{words}", socket.display()),
+    }
 }
 
 impl DaemonError {

@@ -109,9 +109,10 @@ impl Daemon {
     /// supervisor this does nothing.
     pub async fn send_states(&self) -> Result<(), DaemonError> {
         let Some(supervisor) = self.supervisor() else { return Ok(()) };
-        let pid = self.pid();
+        // The daemon's process when it connects: a failover may replace it while this
+        // fetch waits for the supervisor.
         supervisor
-            .fetch(pid, self.send_fd(), self.timeouts.supervisor)
+            .fetch_from(|| self.pid(), self.send_fd(), self.timeouts.supervisor)
             .await
             .map_err(|source| DaemonError::Supervisor { id: self.id(), source })
     }

@@ -6,6 +6,7 @@ pub mod command;
 mod error;
 pub mod id;
 mod instances;
+mod last_words;
 pub mod process;
 mod signals;
 pub mod state;
@@ -71,6 +72,8 @@ pub struct Daemon {
     supervisor: Mutex<Option<std::sync::Arc<crate::supervisor::Supervisor>>>,
     observer: Mutex<Option<crate::api::ExchangeObserver>>,
     reply_limit: std::sync::atomic::AtomicUsize,
+    /// Where the current process's output and log stood at its spawn.
+    output_marks: Mutex<last_words::OutputMarks>,
 }
 
 impl Daemon {
@@ -135,7 +138,14 @@ impl Daemon {
             supervisor: Mutex::new(None),
             observer: Mutex::new(None),
             reply_limit: std::sync::atomic::AtomicUsize::new(crate::api::client::DEFAULT_REPLY_LIMIT),
+            output_marks: Mutex::default(),
         }
+    }
+
+    /// The last lines the current process wrote to its output and its log file, when it
+    /// wrote any (what nydusd says when it exits at once).
+    pub fn last_words(&self) -> Option<String> {
+        self.output_marks.lock().unwrap_or_else(|e| e.into_inner()).last_words()
     }
 
     /// Caps the reply bodies of this daemon's client from its next connection on.
@@ -243,6 +253,10 @@ impl Daemon {
             .map_err(|source| DaemonError::Command { id: states.id.clone(), source })?;
         let mut args = command.args();
         args.extend(extra.args);
+        let log_file = (!states.log_to_stdout).then(|| states.log_file());
+        // The log first: what nydusd prints to stderr on its way out comes after its last log line.
+        let marks = last_words::OutputMarks::at_spawn(log_file.into_iter().chain(extra.output.iter().cloned()));
+        *self.output_marks.lock().unwrap_or_else(|e| e.into_inner()) = marks;
         let spec = SpawnSpec {
             binary: binary.to_owned(),
             args,

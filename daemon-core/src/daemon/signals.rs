@@ -85,15 +85,29 @@ impl Daemon {
     /// daemon ignores SIGTERM. An error only when even SIGKILL did not end it within
     /// another [`Timeouts::exit`](crate::wait::Timeouts::exit). No process is a no-op.
     pub async fn stop_process(&self, first: Option<Signal>) -> Result<(), DaemonError> {
+        self.stop_process_telling(first, |_, _| {}).await
+    }
+
+    /// [`Daemon::stop_process`], telling `told` of each signal before it goes to a live
+    /// process, with the reason for it when it is the SIGKILL after the deadline.
+    pub async fn stop_process_telling(
+        &self,
+        first: Option<Signal>,
+        mut told: impl FnMut(Signal, Option<String>),
+    ) -> Result<(), DaemonError> {
         let first_name = match first {
             Some(signal) => {
+                if self.is_alive() {
+                    told(signal, None);
+                }
                 self.signal(signal)?;
                 signal.as_str()
             }
             None => "its death was reported",
         };
         match self.wait_for_process_exit_after(first_name).await {
-            Err(DaemonError::ExitTimeout { .. }) if first != Some(Signal::SIGKILL) => {
+            Err(DaemonError::ExitTimeout { after, .. }) if first != Some(Signal::SIGKILL) => {
+                told(Signal::SIGKILL, Some(format!("still running {after:?} after {first_name}")));
                 self.signal(Signal::SIGKILL)?;
                 self.wait_for_process_exit_after(Signal::SIGKILL.as_str()).await
             }

@@ -36,17 +36,25 @@ impl Daemon {
         }
         let mut backoff = Backoff::new(&self.timeouts, within);
         let mut last_error: Option<String>;
+        let mut quoted = false;
         loop {
             match self.get_state().await {
                 Ok(state) if state == expected => return Ok(()),
                 Ok(_) => last_error = None,
-                Err(err) => last_error = Some(error_chain(&err)),
+                Err(err) => {
+                    quoted = matches!(err, DaemonError::SocketTimeout { last_words: Some(_), .. });
+                    last_error = Some(error_chain(&err));
+                }
             }
             // A process that is gone will not reach any state: say so now, not at the deadline.
             let gone = last_error.is_some() && self.pid() > 0 && !self.is_alive();
             if gone || !backoff.wait().await {
                 if gone {
-                    last_error = last_error.map(|e| format!("{e}; the process has exited"));
+                    let words = match self.last_words() {
+                        Some(w) if !quoted => format!("; it printed: {w}"),
+                        _ => String::new(),
+                    };
+                    last_error = last_error.map(|e| format!("{e}; the process has exited{words}"));
                 }
                 return Err(DaemonError::StateTimeout {
                     id: self.id(),
@@ -99,11 +107,13 @@ impl Daemon {
                 None => None,
             };
             if exited.is_some() || !backoff.wait().await {
+                let last_words = if exited.is_some() { self.last_words() } else { None };
                 return Err(DaemonError::SocketTimeout {
                     id: self.id(),
                     socket: socket.to_owned(),
                     after: self.timeouts.socket,
                     exited,
+                    last_words,
                 });
             }
         }

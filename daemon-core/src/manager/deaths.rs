@@ -5,9 +5,10 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 
 use super::takeover::Handover;
+use super::tasks::Owner;
 use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy, Serves};
 use crate::crash_point;
-use crate::daemon::Daemon;
+use crate::daemon::{Daemon, error_chain};
 use crate::monitor::DeathEvent;
 
 /// One death event. Runs on the event loop, so it never blocks: recovery goes to a task
@@ -16,10 +17,13 @@ use crate::monitor::DeathEvent;
 ///
 /// A death belongs to one process: an event about a predecessor of the daemon's current
 /// process is dropped, and a death while the daemon's recovery runs is handed to that
-/// recovery, which goes on if it is about the process it ended with.
+/// recovery, which goes on if it is about the process it ended with. The death of a
+/// destroyed daemon is dropped without a word: its `destroyed` event was its last.
 pub(super) fn on_death(manager: Manager, death: DeathEvent) {
     let Some(daemon) = manager.get_daemon(&death.daemon_id) else {
-        manager.emit(ManagerEvent::UnknownDied { id: death.daemon_id });
+        if !manager.is_retired(&death.daemon_id) {
+            manager.emit(ManagerEvent::UnknownDied { id: death.daemon_id });
+        }
         return;
     };
     if death.pid != 0 && death.pid != daemon.pid() {
@@ -28,49 +32,112 @@ pub(super) fn on_death(manager: Manager, death: DeathEvent) {
     recover_in_background(manager, daemon, death.pid);
 }
 
+/// How a policy recovers a daemon; `None` leaves it dead. The one place a policy is
+/// matched, so a new policy must say here what it does and what its success is called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recovery {
+    Restart,
+    Failover,
+}
+
+impl Recovery {
+    fn of(policy: RecoverPolicy) -> Option<Self> {
+        match policy {
+            RecoverPolicy::None => None,
+            RecoverPolicy::Restart => Some(Self::Restart),
+            RecoverPolicy::Failover => Some(Self::Failover),
+        }
+    }
+
+    async fn attempt(self, manager: &Manager, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
+        match self {
+            Self::Restart => restart(manager, daemon).await,
+            Self::Failover => failover(manager, daemon).await,
+        }
+    }
+
+    fn succeeded(self, id: String, pid: u32) -> ManagerEvent {
+        match self {
+            Self::Restart => ManagerEvent::Restarted { id, pid },
+            Self::Failover => ManagerEvent::FailedOver { id, pid },
+        }
+    }
+}
+
+/// A running recovery: its serial (so that only it releases its entry) and the pid of a
+/// death reported meanwhile.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Recovering {
+    serial: u64,
+    pending: Option<u32>,
+}
+
 /// Starts the recovery of a daemon whose process `pid` is dead, unless one is running
-/// already; that one is told of the death instead.
+/// already; that one is told of the death instead. The recovery is a task of the daemon:
+/// its destroy ends it.
 pub(super) fn recover_in_background(manager: Manager, daemon: Arc<Daemon>, pid: u32) {
-    {
+    let serial = {
         let mut recovering = manager.inner.recovering.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(pending) = recovering.get_mut(&daemon.id()) {
-            *pending = Some(pid);
+        if let Some(running) = recovering.get_mut(&daemon.id()) {
+            running.pending = Some(pid);
             return;
         }
-        recovering.insert(daemon.id(), None);
+        let serial = manager.inner.serials.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        recovering.insert(daemon.id(), Recovering { serial, pending: None });
+        serial
+    };
+    let owner = Owner::Daemon(daemon.id());
+    let tasks = manager.inner.tasks.clone();
+    drop(tasks.spawn(owner, recover_until_settled(manager, daemon, serial)));
+}
+
+/// Releases a daemon's recovery entry when the recovery ends, however it ends (a destroy
+/// or a crash drops it mid-way), unless a later recovery owns the entry by then.
+struct ReleaseOnDrop {
+    manager: Manager,
+    id: String,
+    serial: u64,
+}
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        let mut recovering = self.manager.inner.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        if recovering.get(&self.id).is_some_and(|r| r.serial == self.serial) {
+            recovering.remove(&self.id);
+        }
     }
-    tokio::spawn(recover_until_settled(manager, daemon));
 }
 
 /// Recovers `daemon` under the configured policy, and again when the process it ended
 /// with was reported dead meanwhile (the death of every replacement is seen); then
 /// releases the daemon for the next death. Deaths of replacements that failed an attempt
 /// were the recovery's own doing and start nothing.
-async fn recover_until_settled(manager: Manager, daemon: Arc<Daemon>) {
+async fn recover_until_settled(manager: Manager, daemon: Arc<Daemon>, serial: u64) {
     let id = daemon.id();
-    let policy = manager.config().recover_policy;
+    let _release = ReleaseOnDrop { manager: manager.clone(), id: id.clone(), serial };
+    let recovery = Recovery::of(manager.config().recover_policy);
     loop {
         daemon.reset_state();
         manager.emit(ManagerEvent::Died { id: id.clone() });
         let mut recovered = false;
-        if policy != RecoverPolicy::None {
-            let event = match recover_with_retries(&manager, &daemon, policy).await {
-                Ok(pid) if policy == RecoverPolicy::Restart => ManagerEvent::Restarted { id: id.clone(), pid },
-                Ok(pid) => ManagerEvent::FailedOver { id: id.clone(), pid },
-                Err(error) => ManagerEvent::RecoveryFailed { id: id.clone(), policy, error: Arc::new(error) },
+        if let Some(recovery) = recovery {
+            let event = match recover_with_retries(&manager, &daemon, recovery).await {
+                Ok(pid) => {
+                    recovered = true;
+                    recovery.succeeded(id.clone(), pid)
+                }
+                Err(error) => ManagerEvent::RecoveryFailed {
+                    id: id.clone(),
+                    policy: manager.config().recover_policy,
+                    error: Arc::new(error),
+                },
             };
-            recovered = !matches!(event, ManagerEvent::RecoveryFailed { .. });
             manager.emit(event);
         }
         let mut recovering = manager.inner.recovering.lock().unwrap_or_else(|e| e.into_inner());
-        match recovering.get(&id) {
-            Some(Some(pid)) if recovered && *pid == daemon.pid() => {
-                recovering.insert(id.clone(), None);
-            }
-            _ => {
-                recovering.remove(&id);
-                return;
-            }
+        match recovering.get_mut(&id) {
+            Some(running) if recovered && running.pending == Some(daemon.pid()) => running.pending = None,
+            _ => return,
         }
     }
 }
@@ -81,27 +148,33 @@ async fn recover_until_settled(manager: Manager, daemon: Arc<Daemon>) {
 async fn recover_with_retries(
     manager: &Manager,
     daemon: &Arc<Daemon>,
-    policy: RecoverPolicy,
+    recovery: Recovery,
 ) -> Result<u32, ManagerError> {
     let retry = manager.config().recovery;
     let mut causes = Vec::new();
     for attempt in 1..=retry.attempts.max(1) {
-        let outcome = match policy {
-            RecoverPolicy::Restart => restart(manager, daemon).await,
-            RecoverPolicy::Failover => failover(manager, daemon).await,
-            RecoverPolicy::None => unreachable!("no recovery runs under the none policy"),
-        };
-        match outcome {
+        match recovery.attempt(manager, daemon).await {
             Ok(pid) => return Ok(pid),
             Err(error) => {
-                causes.push(error.with_cleanup(manager.abandon_process(daemon, Signal::SIGKILL).await));
-                if attempt < retry.attempts {
-                    tokio::time::sleep(retry.gap_after(attempt)).await;
+                let pid = daemon.pid();
+                let stopped = manager.abandon_process(daemon, Signal::SIGKILL, "its recovery attempt failed").await;
+                let error = error.with_cleanup(stopped);
+                let retry_in = (attempt < retry.attempts).then(|| retry.gap_after(attempt));
+                manager.emit(ManagerEvent::AttemptFailed {
+                    id: daemon.id(),
+                    attempt,
+                    pid,
+                    error: error_chain(&error),
+                    retry_in,
+                });
+                causes.push(error);
+                if let Some(gap) = retry_in {
+                    tokio::time::sleep(gap).await;
                 }
             }
         }
     }
-    Err(ManagerError::RecoveryExhausted { id: daemon.id(), policy, causes })
+    Err(ManagerError::RecoveryExhausted { id: daemon.id(), policy: manager.config().recover_policy, causes })
 }
 
 /// Restart: wait for the old process and its mount to go, clear what it left (a live
@@ -110,7 +183,7 @@ async fn recover_with_retries(
 pub(super) async fn restart(manager: &Manager, daemon: &Arc<Daemon>) -> Result<u32, ManagerError> {
     let _ = manager.monitor().unsubscribe(&daemon.id());
     // The API hung up, so the process is dying; one that lingers (stopped, hung) is killed.
-    daemon.stop_process(None).await?;
+    manager.stop_reported_dead(daemon).await?;
     crash_point::reached("restart.exited");
     daemon.clear_vestige().await?;
     crash_point::reached("restart.cleared");
@@ -129,9 +202,10 @@ pub(super) async fn failover(manager: &Manager, daemon: &Arc<Daemon>) -> Result<
     let id = daemon.id();
     let _ = manager.monitor().unsubscribe(&id);
     // Two processes must never serve one FUSE connection: a lingering one is killed.
-    daemon.stop_process(None).await?;
+    manager.stop_reported_dead(daemon).await?;
     crash_point::reached("failover.exited");
-    let supervisor = daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
+    let supervisor =
+        daemon.supervisor().ok_or_else(|| ManagerError::NoSupervisor { id: id.clone(), operation: "failover" })?;
     let pid = manager.take_over_from_supervisor(daemon, &supervisor, Handover::Failover).await?;
     daemon.start().await?;
     crash_point::reached("failover.started");

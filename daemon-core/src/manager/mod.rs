@@ -12,9 +12,10 @@
 mod deaths;
 mod startup;
 mod takeover;
+mod tasks;
 mod upgrade;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -30,6 +31,7 @@ use crate::rafs::Rafs;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{OnRefused, RefusedPeer, SupervisorSet};
 use crate::wait::Timeouts;
+use tasks::{Owner, Tasks};
 
 pub use startup::RecoveryReport;
 pub use upgrade::next_api_socket;
@@ -217,10 +219,43 @@ pub enum ManagerEvent {
         /// New API socket.
         socket: PathBuf,
     },
-    /// A daemon was destroyed.
+    /// A daemon was destroyed: the last event about it (whatever worked for it was
+    /// ended first).
     Destroyed {
         /// Daemon id.
         id: String,
+    },
+    /// A daemon found frozen at start-up runs again and was settled (see
+    /// [`RecoveryReport::frozen`]).
+    Resumed {
+        /// Daemon id.
+        id: String,
+        /// Its pid.
+        pid: u32,
+    },
+    /// The manager signalled a daemon's process, and why.
+    Signalled {
+        /// Daemon id.
+        id: String,
+        /// The process.
+        pid: u32,
+        /// The signal's name (`SIGTERM`, `SIGKILL`).
+        signal: &'static str,
+        /// Why it was sent.
+        why: String,
+    },
+    /// One attempt of a restart or failover failed; its replacement was stopped.
+    AttemptFailed {
+        /// Daemon id.
+        id: String,
+        /// The attempt, from 1.
+        attempt: u32,
+        /// The replacement it had started (0: none got that far).
+        pid: u32,
+        /// Why, as one line.
+        error: String,
+        /// When the next attempt starts; `None` after the last one.
+        retry_in: Option<std::time::Duration>,
     },
     /// A daemon's supervisor closed a connection from another process than the daemon it
     /// expected, unanswered (someone tried to plant or take the FUSE fd).
@@ -263,9 +298,27 @@ pub enum ManagerError {
         #[source]
         source: std::io::Error,
     },
-    /// Hot upgrade needs a supervisor.
-    #[error("daemon {0} has no supervisor: hot upgrade needs the failover policy")]
-    NoSupervisor(String),
+    /// A takeover (hot upgrade or failover) needs a supervisor, which only the failover
+    /// policy gives a daemon.
+    #[error("daemon {id} has no supervisor: {operation} needs one (the failover policy gives it)")]
+    NoSupervisor {
+        /// Daemon id.
+        id: String,
+        /// What needed it: `hot upgrade` or `failover`.
+        operation: &'static str,
+    },
+    /// The daemon was destroyed while the operation ran, which ended it.
+    #[error("daemon {0} was destroyed while this operation ran")]
+    Destroyed(String),
+    /// The daemon is destroyed (records, process, supervisor), but parts of its clean-up
+    /// failed; each is kept.
+    #[error("daemon {id} is destroyed, but {} of its clean-up failed: {}", failures.len(), numbered_steps(failures))]
+    DestroyIncomplete {
+        /// Daemon id.
+        id: String,
+        /// Each failed clean-up step, in order.
+        failures: Vec<ManagerError>,
+    },
     /// A snapshot id that would make a path outside the root.
     #[error("snapshot id {0:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)")]
     InvalidSnapshot(String),
@@ -280,8 +333,10 @@ pub enum ManagerError {
         /// What was found running.
         found: Vec<String>,
     },
-    /// An operation failed, and so did the clean-up after it; both are kept.
-    #[error("{error}; cleaning up after it failed too: {}", error_chain(cleanup))]
+    /// An operation failed (the source), and so did the clean-up after it; both are kept.
+    /// The message names the clean-up only: the first failure is the source, so a
+    /// report's chain reads each once.
+    #[error("cleaning up failed ({}) after", error_chain(cleanup))]
     CleanupFailed {
         /// What failed first.
         #[source]
@@ -299,6 +354,11 @@ pub enum ManagerError {
         /// Each attempt's cause, in order.
         causes: Vec<ManagerError>,
     },
+}
+
+fn numbered_steps(failures: &[ManagerError]) -> String {
+    let items: Vec<String> = failures.iter().map(|e| error_chain(e)).collect();
+    items.join("; ")
 }
 
 fn numbered(causes: &[ManagerError]) -> String {
@@ -326,7 +386,17 @@ pub(crate) struct Inner {
     supervisors: Option<SupervisorSet>,
     events: broadcast::Sender<ManagerEvent>,
     /// Daemons whose recovery is running, each with the pid of a death reported meanwhile.
-    recovering: Mutex<BTreeMap<String, Option<u32>>>,
+    recovering: Mutex<BTreeMap<String, deaths::Recovering>>,
+    /// Numbers each recovery, so that only the recovery that made an entry removes it.
+    serials: std::sync::atomic::AtomicU64,
+    /// Every task the manager runs in the background, by the daemon it works for.
+    tasks: Tasks,
+    /// Destroyed daemons, until their id is added again: their late death events are
+    /// dropped, so `destroyed` stays their last event.
+    retired: Mutex<BTreeSet<String>>,
+    /// The new daemon of each hot upgrade in flight, by id, so that a destroy meanwhile
+    /// stops it too.
+    successors: Mutex<BTreeMap<String, Arc<Daemon>>>,
     /// One instance operation (mount, umount, reconciliation) at a time per daemon, so a
     /// reconciliation never sees another operation half done.
     instance_ops: Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -388,17 +458,38 @@ impl Manager {
             supervisors,
             events,
             recovering: Mutex::default(),
+            serials: std::sync::atomic::AtomicU64::new(0),
+            tasks: Tasks::default(),
+            retired: Mutex::default(),
+            successors: Mutex::default(),
             instance_ops: Mutex::default(),
             doubtful: Mutex::default(),
         });
         let weak = Arc::downgrade(&inner);
-        tokio::spawn(async move {
+        // Weak: the loop must not keep a dropped manager (its store lock) alive.
+        drop(inner.tasks.spawn(Owner::Manager, async move {
             while let Some(death) = deaths.recv().await {
                 let Some(inner) = weak.upgrade() else { return };
                 deaths::on_death(Manager { inner }, death);
             }
-        });
+        }));
         Ok(Self { inner })
+    }
+
+    /// Stops the manager as a crash would, and returns once it has: every task it runs
+    /// (the death loop, recoveries, verifications, reconciliations, upgrades) is ended
+    /// and dropped, and every watch closed; daemons keep running, and nothing is undone
+    /// or recorded. The store is released when the last clone of the manager is dropped,
+    /// so a new manager can open the same root and recover. Before, a recovery task
+    /// outlived its dropped manager, kept the store locked and went on starting daemons.
+    pub async fn abort(&self) {
+        self.inner.tasks.cancel_all().await;
+        self.inner.monitor.destroy();
+    }
+
+    /// Whether daemon `id` was destroyed (and not added again since).
+    fn is_retired(&self, id: &str) -> bool {
+        self.inner.retired.lock().unwrap_or_else(|e| e.into_inner()).contains(id)
     }
 
     /// Follows what the manager does from now on.
@@ -456,6 +547,7 @@ impl Manager {
         if self.cache().contains_key(&id) {
             return Err(ManagerError::AlreadyExists(id));
         }
+        self.inner.retired.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         self.attach_supervisor(&daemon);
         if daemon.exchange_observer().is_none() {
             daemon.set_exchange_observer(self.inner.config.exchange_observer.clone());
@@ -731,7 +823,7 @@ impl Manager {
         let id = daemon.id();
         let pid = daemon.pid();
         let patience = daemon.timeouts().request.saturating_mul(10).max(RECONCILE_PATIENCE);
-        tokio::spawn(async move {
+        drop(self.inner.tasks.spawn(Owner::Daemon(id.clone()), async move {
             let deadline = tokio::time::Instant::now() + patience;
             let mut gap = std::time::Duration::from_millis(20);
             while tokio::time::Instant::now() < deadline {
@@ -747,7 +839,7 @@ impl Manager {
                     return;
                 }
             }
-        });
+        }));
     }
 
     fn command_inputs(&self, daemon: &Daemon, upgrade: bool) -> CommandInputs {
@@ -803,26 +895,52 @@ impl Manager {
         Ok(())
     }
 
-    /// Undoes a start that failed after its spawn: the process is stopped (SIGTERM, then
+    /// Undoes a start that failed after its spawn: the process is stopped (`first`, then
     /// SIGKILL) and reaped, and its watch and client go, so that nothing outlives the
     /// failure and a retried start talks to its own process only.
     pub(crate) async fn abandon_process(
         &self,
         daemon: &Daemon,
         first: nix::sys::signal::Signal,
+        why: &str,
     ) -> Result<(), ManagerError> {
         let _ = self.inner.monitor.unsubscribe(&daemon.id());
-        let stopped = daemon.stop_process(Some(first)).await;
+        let stopped = self.stop_process(daemon, Some(first), why).await;
         daemon.reset_client().await;
         daemon.reset_state();
         stopped.map_err(Into::into)
+    }
+
+    /// [`Daemon::stop_process`], each signal to a live process reported as
+    /// [`ManagerEvent::Signalled`] with `why` (or why the deadline's SIGKILL came).
+    pub(crate) async fn stop_process(
+        &self,
+        daemon: &Daemon,
+        first: Option<nix::sys::signal::Signal>,
+        why: &str,
+    ) -> Result<(), DaemonError> {
+        let (id, pid) = (daemon.id(), daemon.pid());
+        daemon
+            .stop_process_telling(first, |signal, escalation| {
+                let why = escalation.unwrap_or_else(|| why.to_owned());
+                self.emit(ManagerEvent::Signalled { id: id.clone(), pid, signal: signal.as_str(), why });
+            })
+            .await
+    }
+
+    /// Waits for a process whose death the monitor reported, killing one that lingers.
+    pub(crate) async fn stop_reported_dead(&self, daemon: &Daemon) -> Result<(), DaemonError> {
+        self.stop_process(daemon, None, "its death was reported").await
     }
 
     /// [`Manager::verify_started`], stopping the process when it fails.
     async fn verify_or_stop(&self, daemon: &Daemon) -> Result<(), ManagerError> {
         match self.verify_started(daemon).await {
             Ok(()) => Ok(()),
-            Err(e) => Err(e.with_cleanup(self.abandon_process(daemon, nix::sys::signal::Signal::SIGTERM).await)),
+            Err(e) => {
+                let stopped = self.abandon_process(daemon, nix::sys::signal::Signal::SIGTERM, "its start failed").await;
+                Err(e.with_cleanup(stopped))
+            }
         }
     }
 
@@ -833,12 +951,12 @@ impl Manager {
         let pid = self.spawn(daemon, false).await?;
         let manager = self.clone();
         let daemon = daemon.clone();
-        tokio::spawn(async move {
+        drop(self.inner.tasks.spawn(Owner::Daemon(daemon.id()), async move {
             match manager.verify_or_stop(&daemon).await {
                 Ok(()) => manager.emit(ManagerEvent::Started { id: daemon.id(), pid }),
                 Err(e) => manager.emit(ManagerEvent::StartFailed { id: daemon.id(), error: Arc::new(e) }),
             }
-        });
+        }));
         Ok(pid)
     }
 
@@ -854,36 +972,64 @@ impl Manager {
     /// Go `DestroyDaemon`. The records go first, so a failure below cannot leave a record
     /// that would be restarted forever (66dad99); unlike upstream, the daemon's instance
     /// records go in the same transaction, so a crash cannot leave instances without
-    /// their daemon (the process left running is a stray the next recovery kills). A
-    /// shared daemon's instances are then unmounted through the API (upstream empties
-    /// the instance cache first, which makes its unmount loop a no-op).
+    /// their daemon (the process left running is a stray the next recovery kills).
+    ///
+    /// Then whatever works for the daemon ends, and has ended when this goes on: a
+    /// recovery between or inside its attempts, a start's verification, a reconciliation,
+    /// an upgrade in flight (whose new process is stopped too). A late death event of the
+    /// daemon is dropped, so [`ManagerEvent::Destroyed`] is its last event (upstream
+    /// fixed recoveries that resurrected destroyed daemons twice: 1ffa1d9, PR #774).
+    ///
+    /// A shared daemon's instances are then unmounted through the API (upstream empties
+    /// the instance cache first, which makes its unmount loop a no-op), and the process
+    /// is stopped. What failed of the clean-up is returned, each failure kept
+    /// ([`ManagerError::DestroyIncomplete`]); the daemon is destroyed either way.
     pub async fn destroy_daemon(&self, daemon: &Arc<Daemon>) -> Result<(), ManagerError> {
         let id = daemon.id();
+        // An upgrade may have replaced the caller's object: the current one runs.
+        let daemon = self.get_daemon(&id).unwrap_or_else(|| daemon.clone());
         let instances = daemon.instances().list_by_seq();
         self.inner.store.delete_daemon_and_instances(&id, instances.iter().map(|r| r.snapshot_id.as_str()))?;
+        self.inner.retired.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone());
         self.cache().remove(&id);
         crash_point::reached("destroy.deleted");
+        self.inner.tasks.cancel_daemon(&id).await;
+        let successor = self.inner.successors.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        let mut failures: Vec<ManagerError> = Vec::new();
+        if let Some(successor) = successor {
+            // The upgrade ended before its commit: its new process serves nothing yet.
+            let why = "its daemon was destroyed during the upgrade";
+            if let Err(e) = self.stop_process(&successor, Some(nix::sys::signal::Signal::SIGKILL), why).await {
+                failures.push(e.into());
+            }
+        }
         let alive = daemon.is_alive();
         for rafs in instances {
-            if alive && daemon.record().is_shared() {
-                let _ = daemon.umount_rafs_instance(&rafs).await;
+            if alive
+                && daemon.record().is_shared()
+                && let Err(e) = daemon.umount_rafs_instance(&rafs).await
+            {
+                failures.push(e.into());
             }
             daemon.remove_rafs_instance(&rafs.snapshot_id);
             crash_point::reached("destroy.instance_unmounted");
         }
         let _ = self.inner.monitor.unsubscribe(&id);
         if let Some(set) = &self.inner.supervisors {
+            // Every daemon of a failover manager has one; none is not a failure.
             let _ = set.destroy(&id);
         }
         daemon.set_supervisor(None);
         // SIGTERM lets nydusd unmount; a stopped or hung one gets SIGKILL at the deadline.
-        let waited = match daemon.stop_process(Some(nix::sys::signal::Signal::SIGTERM)).await {
-            Ok(()) => daemon.wait_for_exit_and_unmount().await,
+        let waited = match self.stop_process(&daemon, Some(nix::sys::signal::Signal::SIGTERM), "destroy").await {
+            Ok(()) => self.wait_for_unmount_or_detach(&daemon).await,
             Err(e) => Err(e),
         };
         crash_point::reached("destroy.exited");
-        if waited.is_ok() {
-            let _ = self.inner.store.clear_intent(&id);
+        if waited.is_ok()
+            && let Err(e) = self.inner.store.clear_intent(&id)
+        {
+            failures.push(e.into());
         }
         let states = daemon.record();
         let mut dirs = vec![states.config_dir.clone(), states.log_dir.clone()];
@@ -894,9 +1040,34 @@ impl Manager {
             dirs.push(states.mountpoint.clone());
         }
         for dir in dirs.iter().filter(|d| !d.as_os_str().is_empty()) {
-            let _ = std::fs::remove_dir_all(dir);
+            match std::fs::remove_dir_all(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => failures.push(
+                    DaemonError::Io { id: id.clone(), action: "remove directory", path: dir.clone(), source }.into(),
+                ),
+            }
         }
-        self.emit(ManagerEvent::Destroyed { id });
-        waited.map_err(Into::into)
+        self.emit(ManagerEvent::Destroyed { id: id.clone() });
+        waited?;
+        if failures.is_empty() { Ok(()) } else { Err(ManagerError::DestroyIncomplete { id, failures }) }
+    }
+
+    /// After a destroy's stop: a FUSE daemon's host mount goes with its process, which
+    /// nydusd unmounts on SIGTERM; a mount still there once the process has gone belongs
+    /// to a dead daemon (killed, or crashed earlier and kept for a failover that will not
+    /// come), so it is detached instead of waited for.
+    async fn wait_for_unmount_or_detach(&self, daemon: &Daemon) -> Result<(), DaemonError> {
+        daemon.wait_for_process_exit().await?;
+        let states = daemon.record();
+        if states.fs_driver != FsDriver::Fusedev || states.mountpoint.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let settle = std::time::Duration::from_millis(200).min(daemon.timeouts().exit);
+        let mount_error = |source| DaemonError::Mount { id: states.id.clone(), source };
+        if crate::mount::wait_until_unmounted(&states.mountpoint, daemon.timeouts(), settle).await.is_ok() {
+            return Ok(());
+        }
+        crate::mount::umount_lazy(&states.mountpoint).map_err(mount_error)
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
-use super::{Manager, ManagerError, Serves};
+use super::tasks::Owner;
+use super::{Manager, ManagerError, ManagerEvent, Serves};
 use crate::DaemonState;
 use crate::daemon::state::ConfigState;
 use crate::daemon::{Daemon, error_chain};
@@ -21,8 +22,16 @@ pub struct RecoveryReport {
     pub live: Vec<String>,
     /// Dead, and started again.
     pub restarted: Vec<String>,
-    /// Alive but not RUNNING within the state deadline: left alone, as upstream does.
+    /// Alive and answering, but not RUNNING within the state deadline: left alone, as
+    /// upstream does.
     pub not_running: Vec<(String, DaemonState)>,
+    /// Alive but stopped by a signal (SIGSTOP, a debugger): left alone with its mounts,
+    /// watched for its death, and settled (mounts reconciled, supervisor state fetched,
+    /// [`super::ManagerEvent::Resumed`]) once it runs again. A stopped process is paused,
+    /// not hung: killing it, as the manager did before, took its FUSE mount from every
+    /// reader. (A process that runs but does not answer its state query is hung: it is
+    /// killed at once and restarted.)
+    pub frozen: Vec<String>,
     /// Live daemons moved to the configured binary because they ran another build.
     pub upgraded: Vec<String>,
     /// Recovery failed; the record stays for the next attempt.
@@ -67,6 +76,7 @@ impl Manager {
         (report.strays_killed, report.unrecorded_left) = swept;
         let mut live = Vec::new();
         let mut dead = Vec::new();
+        let mut frozen = Vec::new();
         // Settled concurrently: each live daemon may take a state deadline, and N stuck
         // daemons one after another would cost N of them while nothing is served.
         let limit = Arc::new(tokio::sync::Semaphore::new(SETTLE_PARALLELISM));
@@ -98,6 +108,7 @@ impl Manager {
             match outcome {
                 Ok(Settled::Running) => live.push(daemon),
                 Ok(Settled::Stuck(state)) => report.not_running.push((daemon.id(), state)),
+                Ok(Settled::Frozen) => frozen.push(daemon),
                 Ok(Settled::Killed) | Err(_) => dead.push(daemon),
             }
         }
@@ -119,21 +130,26 @@ impl Manager {
             let _ = daemon.send_states().await;
             report.live.push(daemon.id());
         }
+        for daemon in frozen {
+            self.monitor().subscribe(&daemon.id(), &daemon.api_socket(), daemon.pid()).await?;
+            report.frozen.push(daemon.id());
+            self.settle_when_resumed(daemon);
+        }
+        // Tasks of their daemons: a destroy meanwhile ends the restart, as a crash does.
         let restarts: Vec<_> = dead
             .into_iter()
             .map(|daemon| {
-                let manager = self.clone();
-                tokio::spawn(async move {
-                    let outcome = super::deaths::restart(&manager, &daemon).await;
-                    (daemon.id(), outcome.map_err(|e| error_chain(&e)))
-                })
+                let (manager, id) = (self.clone(), daemon.id());
+                let restart =
+                    async move { super::deaths::restart(&manager, &daemon).await.map_err(|e| error_chain(&e)) };
+                (id.clone(), self.inner.tasks.spawn(Owner::Daemon(id), restart))
             })
             .collect();
-        for task in restarts {
-            match task.await {
-                Ok((id, Ok(_))) => report.restarted.push(id),
-                Ok((id, Err(e))) => report.failed.push((id, e)),
-                Err(e) => report.failed.push((String::new(), e.to_string())),
+        for (id, restart) in restarts {
+            match restart.finished().await {
+                Some(Ok(_)) => report.restarted.push(id),
+                Some(Err(e)) => report.failed.push((id, e)),
+                None => report.failed.push((id.clone(), ManagerError::Destroyed(id).to_string())),
             }
         }
         // Recovery ends with every nydusd under the root named by a record: a process that
@@ -163,10 +179,27 @@ impl Manager {
     /// belonged to a failover or upgrade the previous manager did not finish: READY means
     /// it took the state over and only needs starting; earlier, it waits for a takeover
     /// whose state died with that manager's supervisor, so it is killed.
+    ///
+    /// A process stopped by a signal is frozen, and left alone. One that runs but does not
+    /// answer its state query within the request deadline is hung: it would ignore SIGTERM
+    /// and never exit by itself, so it is killed at once (before, the restart waited the
+    /// whole exit deadline for it first) and restarted with the dead.
     async fn settle(&self, daemon: &Daemon) -> Result<Settled, ManagerError> {
+        if is_stopped(daemon.pid()) {
+            return Ok(Settled::Frozen);
+        }
         let upgrading =
             host_facts::process::cmdline(daemon.pid()).is_some_and(|args| args.iter().any(|a| a == "--upgrade"));
-        let state = daemon.get_state().await?;
+        let state = match daemon.get_state().await {
+            Ok(state) => state,
+            // Stopped while it was asked.
+            Err(_) if is_stopped(daemon.pid()) => return Ok(Settled::Frozen),
+            Err(e) => {
+                let why = format!("it runs but did not answer its state query at start-up ({})", error_chain(&e));
+                self.stop_process(daemon, Some(Signal::SIGKILL), &why).await?;
+                return Ok(Settled::Killed);
+            }
+        };
         if state == DaemonState::Running {
             return Ok(Settled::Running);
         }
@@ -183,9 +216,31 @@ impl Manager {
             daemon.wait_until_state(DaemonState::Running).await?;
             return Ok(Settled::Running);
         }
-        daemon.signal(Signal::SIGKILL)?;
-        daemon.wait_for_process_exit().await?;
+        let why = "it waits for a takeover whose state died with the previous manager";
+        self.stop_process(daemon, Some(Signal::SIGKILL), why).await?;
         Ok(Settled::Killed)
+    }
+
+    /// Watches a daemon found frozen until its process runs again, then settles it as a
+    /// live one: RUNNING, mounts reconciled with its records, supervisor state fetched,
+    /// [`ManagerEvent::Resumed`]. Ends when the process dies (the monitor reports that)
+    /// or the daemon is destroyed (the watch is a task of its daemon).
+    fn settle_when_resumed(&self, daemon: Arc<Daemon>) {
+        let (manager, id, pid) = (self.clone(), daemon.id(), daemon.pid());
+        drop(self.inner.tasks.spawn(Owner::Daemon(id.clone()), async move {
+            let mut gap = std::time::Duration::from_millis(10);
+            while is_stopped(pid) {
+                tokio::time::sleep(gap).await;
+                gap = (gap * 2).min(std::time::Duration::from_millis(500));
+            }
+            if daemon.pid() != pid || !daemon.is_alive() || daemon.wait_until_state(DaemonState::Running).await.is_err()
+            {
+                return;
+            }
+            let _ = manager.reconcile_mounts(&daemon, Serves::AsReported).await;
+            let _ = daemon.send_states().await;
+            manager.emit(ManagerEvent::Resumed { id, pid });
+        }));
     }
 
     /// Kills nydusd processes under this root that no record names: their `--apisock` is
@@ -271,11 +326,18 @@ pub(super) fn live_daemons_under(socket_dir: &Path) -> Vec<String> {
     found
 }
 
+/// Whether process `pid` is stopped by a signal or a tracer (`/proc` state `T` or `t`).
+fn is_stopped(pid: u32) -> bool {
+    matches!(host_facts::process::state(pid), Some('T' | 't'))
+}
+
 /// Where [`Manager::settle`] left a live recorded daemon.
 enum Settled {
     Running,
     /// Alive, short of RUNNING.
     Stuck(DaemonState),
+    /// Stopped by a signal.
+    Frozen,
     /// Killed, to be started afresh.
     Killed,
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use nix::sys::signal::Signal;
 
 use super::takeover::Handover;
+use super::tasks::Owner;
 use super::{Manager, ManagerError, ManagerEvent};
 use crate::crash_point;
 use crate::daemon::Daemon;
@@ -43,9 +44,24 @@ impl Manager {
     /// process is killed (here, or by the next manager's recovery); after it the upgrade
     /// only goes forward, and a new daemon that then fails to start is recovered under the
     /// configured policy, as after a death.
+    ///
+    /// The upgrade is a task of the daemon: a destroy meanwhile ends it (and stops its new
+    /// process), and it returns [`ManagerError::Destroyed`].
     pub async fn upgrade_daemon(&self, old: &Arc<Daemon>, binary: &Path) -> Result<Arc<Daemon>, ManagerError> {
         let id = old.id();
-        let supervisor = old.supervisor().ok_or_else(|| ManagerError::NoSupervisor(id.clone()))?;
+        let work = {
+            let (manager, old, binary) = (self.clone(), old.clone(), binary.to_owned());
+            async move { manager.upgrade_now(&old, &binary).await }
+        };
+        let outcome = self.inner.tasks.spawn(Owner::Daemon(id.clone()), work).finished().await;
+        self.inner.successors.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+        outcome.unwrap_or(Err(ManagerError::Destroyed(id)))
+    }
+
+    async fn upgrade_now(&self, old: &Arc<Daemon>, binary: &Path) -> Result<Arc<Daemon>, ManagerError> {
+        let id = old.id();
+        let supervisor =
+            old.supervisor().ok_or_else(|| ManagerError::NoSupervisor { id: id.clone(), operation: "hot upgrade" })?;
         // The state to hand over is the live one, taken now.
         old.send_states().await?;
         crash_point::reached("upgrade.states_sent");
@@ -58,17 +74,21 @@ impl Manager {
         new.clone_rafs_instances(old);
 
         *self.inner.nydusd.lock().unwrap_or_else(|e| e.into_inner()) = binary.to_owned();
+        self.inner.successors.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), new.clone());
         if let Err(e) = self.take_over_from_supervisor(&new, &supervisor, Handover::Upgrade).await {
             // The old daemon still serves; the half-started new one must not linger.
-            let _ = new.stop_process(Some(Signal::SIGKILL)).await;
-            return Err(e);
+            let stopped = self.stop_process(&new, Some(Signal::SIGKILL), "its upgrade failed").await;
+            return Err(e.with_cleanup(stopped));
         }
 
         let _ = self.monitor().unsubscribe(&id);
         self.replace_daemon(new.clone())?;
+        self.inner.successors.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
         crash_point::reached("upgrade.committed");
         if old.exit().await.is_err() {
             // The new daemon holds the state already; the old one only has to go.
+            let why = "it did not take the exit request after its upgrade";
+            self.emit(ManagerEvent::Signalled { id: id.clone(), pid: old.pid(), signal: "SIGKILL", why: why.into() });
             let _ = old.signal(Signal::SIGKILL);
         }
         // The old process must be gone before the new one starts serving; a failure to
@@ -86,9 +106,9 @@ impl Manager {
             // (before, it was only returned, and the daemon stayed dead and unwatched).
             // SIGKILL, not SIGTERM: nydusd unmounts on SIGTERM, and failover keeps the mount.
             let pid = new.pid();
-            let _ = self.abandon_process(&new, Signal::SIGKILL).await;
+            let stopped = self.abandon_process(&new, Signal::SIGKILL, "its start after the upgrade failed").await;
             super::deaths::recover_in_background(self.clone(), new.clone(), pid);
-            return Err(e);
+            return Err(e.with_cleanup(stopped));
         }
         self.emit(ManagerEvent::Upgraded { id, pid: new.pid(), socket: new.api_socket() });
         old_gone?;

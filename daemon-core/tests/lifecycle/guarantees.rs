@@ -39,6 +39,8 @@ pub fn tests() -> Vec<Trial> {
         trial("guarantees::a_missing_or_empty_store_with_running_daemons_kills_nothing", &[], store_lost),
         trial("guarantees::a_damaged_store_is_an_error_and_kills_nothing", &[], store_damaged),
         trial("guarantees::an_immutable_store_is_refused_at_open", &[Requirement::Root], store_immutable),
+        trial("guarantees::a_destroy_during_an_upgrade_ends_it_and_stops_its_new_process", &[], destroy_during_upgrade),
+        trial("guarantees::abort_ends_every_task_and_frees_the_store_for_the_next_manager", &[], abort_frees_the_store),
     ]
 }
 
@@ -366,4 +368,94 @@ async fn store_immutable() -> TestResult {
     let Err(err) = opened else { return Err("the manager opened an immutable store".into()) };
     ensure(matches!(&err, ManagerError::Store(StoreError::ReadOnly { .. })), format!("{err}"))?;
     ensure(processes_under(env.root.path()) == pid.0, "the daemon still runs")
+}
+
+/// An upgrade in flight is a task of its daemon (issue 25): the destroy ends it, stops its
+/// new process (no record names it), and `Destroyed` is the daemon's last event.
+async fn destroy_during_upgrade() -> TestResult {
+    let env = Env::new()?;
+    let slow = script(
+        &env,
+        "slow-takeover.yaml",
+        "rules:\n  - when: { path: /api/v1/daemon/fuse/takeover }\n    then: [ { delay_ms: 2000 } ]\n",
+    )?;
+    let mut config = manager_config(&env, RecoverPolicy::Failover, true);
+    let (args, _) = scripts_by_spawn(vec![None, Some(slow)]);
+    config.per_daemon_args = args;
+    let manager = Manager::open(config)?;
+    let mut events = manager.subscribe();
+    let daemon = manager.add_daemon(env.shared_record("d1")?)?;
+    manager.start_daemon_and_wait(&daemon).await?;
+    let old = daemon.pid();
+    let next = env.next_build("bin/nydusd-next")?;
+    let upgrade = tokio::spawn({
+        let (manager, daemon) = (manager.clone(), daemon.clone());
+        async move { manager.upgrade_daemon(&daemon, &next).await }
+    });
+    // The new process is up and its takeover is held by the script.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let successor = loop {
+        let others: Vec<u32> = processes_under(env.root.path()).into_iter().filter(|p| *p != old).collect();
+        if let [one] = others.as_slice() {
+            break *one;
+        }
+        ensure(Instant::now() < deadline, "no successor process within 5 s")?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    manager.destroy_daemon(&daemon).await?;
+    ensure(started.elapsed() < Duration::from_secs(2), format!("destroy took {:?}", started.elapsed()))?;
+    let outcome = upgrade.await?;
+    ensure(matches!(outcome, Err(ManagerError::Destroyed(ref id)) if id == "d1"), format!("{outcome:?}"))?;
+    let left = processes_under(env.root.path());
+    ensure(left.is_empty(), format!("processes left: {left:?} (old {old}, successor {successor})"))?;
+    let mut after_destroyed = Vec::new();
+    let mut destroyed = false;
+    while let Ok(event) = events.try_recv() {
+        if destroyed {
+            after_destroyed.push(event);
+        } else {
+            destroyed = matches!(event, ManagerEvent::Destroyed { .. });
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(event) = events.try_recv() {
+        after_destroyed.push(event);
+    }
+    ensure(destroyed, "no Destroyed event")?;
+    ensure(after_destroyed.is_empty(), format!("events after Destroyed: {after_destroyed:?}"))?;
+    ensure(manager.store().daemons()?.is_empty(), "no record left")
+}
+
+/// `Manager::abort` is a crash (issue 25): a recovery in flight ends with it, the daemons
+/// run on, and a new manager opens the same store at once.
+async fn abort_frees_the_store() -> TestResult {
+    let env = Env::new()?;
+    let slow =
+        script(&env, "slow.yaml", "rules:\n  - when: { path: /api/v1/daemon }\n    then: [ { delay_ms: 300 } ]\n")?;
+    let mut config = manager_config(&env, RecoverPolicy::Restart, false);
+    let (args, _) = scripts_by_spawn(vec![None, Some(slow)]);
+    config.per_daemon_args = args;
+    let manager = Manager::open(config.clone())?;
+    let mut events = manager.subscribe();
+    let daemon = manager.add_daemon(env.shared_record("d1")?)?;
+    manager.start_daemon_and_wait(&daemon).await?;
+    daemon.signal(Signal::SIGKILL)?;
+    wait_event(&mut events, |e| matches!(e, ManagerEvent::Died { .. })).await?;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    manager.abort().await;
+    drop(manager);
+    let _kill = KillOnDrop(processes_under(env.root.path()));
+    // Nothing of the aborted manager moves any more: no event, no new process.
+    let before = processes_under(env.root.path());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure(events.try_recv().is_err(), "an event after abort")?;
+    ensure(processes_under(env.root.path()) == before, "a process started after abort")?;
+    let next = Manager::open(config)?;
+    let report = next.recover().await?;
+    let _kill = KillOnDrop(processes_under(env.root.path()));
+    ensure(report.failed.is_empty(), format!("{report:?}"))?;
+    let d1 = next.get_daemon("d1").ok_or("d1 not recovered")?;
+    ensure(d1.get_state().await? == DaemonState::Running, "d1 runs")
 }

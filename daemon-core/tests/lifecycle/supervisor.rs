@@ -28,6 +28,16 @@ pub fn tests() -> Vec<Trial> {
         trial("supervisor::a_dropped_offer_is_withdrawn_at_once_and_can_be_made_again", &[], dropped_offer),
         trial("supervisor::two_mib_of_state_round_trip_and_can_be_offered_twice", &[], large_state),
         trial("supervisor::set_replaces_and_destroys_supervisors", &[], set_semantics),
+        trial(
+            "supervisor::a_fetch_queued_behind_a_takeover_takes_the_state_from_the_replacement",
+            &[],
+            fetch_queued_behind_a_takeover,
+        ),
+        trial(
+            "supervisor::a_successor_that_connects_before_it_is_allowed_is_served_not_refused",
+            &[],
+            successor_connects_before_allow,
+        ),
     ]
 }
 
@@ -228,4 +238,73 @@ async fn set_semantics() -> TestResult {
     supervisors.destroy("d1")?;
     ensure(supervisors.get("d1").is_none(), "destroyed")?;
     ensure(matches!(supervisors.destroy("d1"), Err(SupervisorError::NotFound(_))), "second destroy is NotFound")
+}
+
+/// The failover-during-mount race (issue 25): a mount fails because nydusd died, and the
+/// mount's supervisor refresh queues behind the failover's takeover (one transfer at a
+/// time). Before the fix the refresh had taken the dead process's pid before queueing, so
+/// the replacement's connection was refused as an intruder and the refresh ran to its
+/// deadline (the mount step returned about 5 s late).
+async fn fetch_queued_behind_a_takeover() -> TestResult {
+    let env = Env::new()?;
+    let refused = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = refused.clone();
+    let on_refused = OnRefused::new(move |peer| record.lock().unwrap().push(peer));
+    let supervisors = SupervisorSet::new(env.layout.supervisor_dir())?.with_on_refused(on_refused);
+    let supervisor = supervisors.create("d1");
+    let daemon = Arc::new(env.shared_daemon("d1")?);
+    daemon.set_supervisor(Some(supervisor.clone()));
+    let first = env.spawn(&daemon, false).await?;
+    daemon.wait_until_state(DaemonState::Running).await?;
+    daemon.send_states().await?;
+
+    // The failover holds the supervisor while the refresh of the failed mount waits.
+    daemon.signal_child(nix::sys::signal::Signal::SIGKILL)?;
+    daemon.wait_child().await;
+    let offer = supervisor.offer(Duration::from_secs(5)).await?;
+    let queued = tokio::spawn({
+        let daemon = daemon.clone();
+        async move { daemon.send_states().await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ensure(!queued.is_finished(), "the refresh waits for the takeover")?;
+    let replacement = env.spawn(&daemon, true).await?;
+    ensure(replacement != first, "a new process")?;
+    offer.allow(replacement);
+    daemon.wait_until_state(DaemonState::Init).await?;
+    daemon.takeover().await?;
+    ensure(offer.finished().await? == replacement, "the replacement took the state")?;
+    daemon.wait_until_state(DaemonState::Ready).await?;
+    daemon.start().await?;
+    daemon.wait_until_state(DaemonState::Running).await?;
+
+    let started = Instant::now();
+    let refreshed = tokio::time::timeout(Duration::from_secs(10), queued).await.map_err(|_| "refresh hung")??;
+    let refused = refused.lock().unwrap().clone();
+    ensure(refused.is_empty(), format!("the replacement was refused as an intruder: {refused:?}"))?;
+    ensure(refreshed.is_ok(), format!("the queued refresh failed: {refreshed:?}"))?;
+    ensure(started.elapsed() < Duration::from_secs(2), format!("the refresh took {:?}", started.elapsed()))?;
+    let saved = supervisor.saved().ok_or("nothing saved")?;
+    ensure(open_files_of(replacement)?.contains(&file_identity(saved.fd.as_fd())?), "the state is the replacement's")
+}
+
+/// The other window of the same kind: a successor that connects between its spawn and
+/// the `allow` naming it (its pid is recorded, with a sync, in between) waits for the
+/// allow instead of being refused.
+async fn successor_connects_before_allow() -> TestResult {
+    let env = Env::new()?;
+    let supervisor = SupervisorSet::new(env.layout.supervisor_dir())?.create("d1");
+    supervisor.save(b"state".to_vec(), tempfile::tempfile()?.into());
+    let offer = supervisor.offer(Duration::from_secs(5)).await?;
+    let socket = supervisor.socket().to_owned();
+    let taker = tokio::task::spawn_blocking(move || {
+        let stream = UnixStream::connect(socket)?;
+        fdpass::receive(&stream, 64 * 1024, 1024 * 1024)
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    offer.allow(std::process::id());
+    let (data, fds) = tokio::time::timeout(Duration::from_secs(5), taker).await.map_err(|_| "taker hung")???;
+    ensure(data == b"state" && fds.len() == 1, format!("{} bytes, {} fds", data.len(), fds.len()))?;
+    ensure(offer.finished().await? == std::process::id(), "served the allowed pid")?;
+    ensure(supervisor.refused_peers() == 0, format!("refused {}", supervisor.refused_peers()))
 }

@@ -40,7 +40,8 @@ Exit codes:
   0    success: every selected scenario passed or was skipped (run), no unexplained
        difference (diff), every schedule kept the invariants (chaos)
   1    a scenario failed or did not run after a failure (run), an unexplained difference
-       (diff), a schedule broke an invariant (chaos)
+       or a scenario that could not be compared although it applies (diff), a schedule
+       broke an invariant (chaos)
   2    usage error (bad flag, unwritable report path)
   3    a scenario file is invalid (its file:line:column is printed)
   4    the harness could not set up (temporary root, runtime, mock binary, report write)
@@ -451,8 +452,8 @@ fn diff(args: DiffArgs) -> ExitCode {
     {
         eprintln!("error: cannot write {}: {e}", path.display());
     }
-    let unexplained: usize = diffs.iter().map(crate::diff::ScenarioDiff::unexplained).sum();
-    ExitCode::from(if unexplained > 0 { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+    let failing = diffs.iter().any(crate::diff::ScenarioDiff::fails);
+    ExitCode::from(if failing { exit_code::SCENARIO_FAILED } else { exit_code::OK })
 }
 
 /// `harness diff --recordings`: every difference between two recordings of a session,

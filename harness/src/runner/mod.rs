@@ -202,6 +202,9 @@ pub(crate) struct Run<'a> {
     events: Option<broadcast::Receiver<ManagerEvent>>,
     /// Every manager event received, in order, and how far `wait_event` has consumed it.
     seen: Vec<ManagerEvent>,
+    /// Where the current manager's events begin in `seen`: a manager knows nothing of what
+    /// an earlier one gave up on.
+    current_manager_from: usize,
     consumed: BTreeMap<String, usize>,
     /// The events a `wait_event` has matched, by position in `seen`: an outcome some wait
     /// already accounted for cannot end a later one.
@@ -274,6 +277,7 @@ impl<'a> Run<'a> {
             manager: None,
             events: None,
             seen: Vec::new(),
+            current_manager_from: 0,
             consumed: BTreeMap::new(),
             claimed: Default::default(),
             journal,
@@ -421,6 +425,7 @@ impl<'a> Run<'a> {
             .await
             .map_err(|e| format!("opening the manager: {e}"))?;
         let manager = manager.map_err(|e| error_chain(&e))?;
+        self.current_manager_from = self.seen.len();
         self.events = Some(manager.subscribe());
         self.manager = Some(manager);
         Ok(())
@@ -488,7 +493,8 @@ impl<'a> Run<'a> {
                 return Err(Failure::at_step(n, line, step.value.keyword(), e));
             }
         }
-        Ok(())
+        self.drain_events();
+        self.never_event_seen().map_or(Ok(()), Err)
     }
 
     /// Moves manager events into `seen`, journaling each.
@@ -688,6 +694,11 @@ impl<'a> Run<'a> {
     /// anything they forked goes too), reaps what is ours, and detaches every mount under
     /// the root, deepest first.
     async fn teardown(&mut self) {
+        // As a crash: the manager's tasks end before its daemons are killed, so no
+        // recovery starts another one behind the sweep.
+        if let Some(manager) = self.manager.take() {
+            manager.abort().await;
+        }
         self.kill_everything();
         // Reaping is done by daemon-core's per-process reaper tasks; give them a moment so
         // no zombie outlives the scenario, without waiting on anything that cannot end.

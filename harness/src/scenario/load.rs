@@ -204,6 +204,11 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             ));
         }
     }
+    for never in &scenario.expect_never {
+        if let Some(daemon) = never.value.daemon.as_ref().filter(|d| !ids.contains(&d.value.as_str())) {
+            return Err(at(daemon, format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids))));
+        }
+    }
     let origin = path.display().to_string();
     let script_error = |e: mock_nydusd::script::ScriptError| {
         let (line, column) = e.location.unwrap_or((0, 0));

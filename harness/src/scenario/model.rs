@@ -64,6 +64,25 @@ pub struct Scenario {
     /// Steps, run in order; the first failure ends the scenario.
     #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
+    /// Manager events that must not happen at any time during the scenario, under any of
+    /// its managers: checked once the steps have passed, over every event of the run
+    /// (`wait_event` and `expect_no_event` only see events from their own start).
+    /// Example: `expect_never: [{ event: supervisor_peer_refused }, { event: restarted, daemon: d1 }]`.
+    #[serde(default)]
+    #[schemars(with = "Vec<NeverEvent>")]
+    pub expect_never: Vec<Spanned<NeverEvent>>,
+}
+
+/// One entry of `expect_never`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NeverEvent {
+    /// The event.
+    pub event: EventKind,
+    /// About this daemon only; about any daemon when absent.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub daemon: Option<Spanned<String>>,
 }
 
 /// Schema of ids used in paths (daemon ids, snapshot ids); the loader checks the same
@@ -671,6 +690,12 @@ pub enum EventKind {
     Destroyed,
     /// Its supervisor refused a connection from another process than the daemon.
     SupervisorPeerRefused,
+    /// The manager signalled its process (the event says which signal and why).
+    Signalled,
+    /// One attempt of a restart or failover failed (the event says when the next starts).
+    AttemptFailed,
+    /// A daemon found frozen when the manager restarted runs again and was settled.
+    Resumed,
 }
 
 /// `wait_event`.
@@ -701,9 +726,13 @@ pub struct RestartManagerStep {
     /// Found dead and started again.
     #[serde(default)]
     pub restarted: Option<Vec<String>>,
-    /// Alive but not RUNNING, left alone.
+    /// Alive and answering but not RUNNING, left alone.
     #[serde(default)]
     pub not_running: Option<Vec<String>>,
+    /// Stopped by a signal (SIGSTOP): left alone with its mounts, watched, and settled
+    /// once it runs again (`resumed`).
+    #[serde(default)]
+    pub frozen: Option<Vec<String>>,
     /// Recovery failed.
     #[serde(default)]
     pub failed: Option<Vec<String>>,

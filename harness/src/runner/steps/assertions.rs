@@ -220,12 +220,14 @@ impl Run<'_> {
         let served: Vec<String> =
             daemon.daemon_info().await?.backend_collection.unwrap_or_default().keys().cloned().collect();
         let store = self.manager()?.store();
+        // A dedicated nydusd serves its one instance at `/`, whatever the snapshot.
+        let shared = daemon.record().is_shared();
         let recorded: Vec<String> = store
             .instances()
             .map_err(|e| e.to_string())?
             .into_iter()
             .filter(|r| r.daemon_id == id)
-            .map(|r| r.relative_mountpoint())
+            .map(|r| if shared { r.relative_mountpoint() } else { "/".to_owned() })
             .collect();
         let (served, recorded) = (sorted(served), sorted(recorded));
         if served != recorded {

@@ -25,6 +25,9 @@ fn event_kind(event: &ManagerEvent) -> (EventKind, &str) {
         ManagerEvent::Upgraded { id, .. } => (EventKind::Upgraded, id),
         ManagerEvent::Destroyed { id } => (EventKind::Destroyed, id),
         ManagerEvent::SupervisorPeerRefused { id, .. } => (EventKind::SupervisorPeerRefused, id),
+        ManagerEvent::Signalled { id, .. } => (EventKind::Signalled, id),
+        ManagerEvent::AttemptFailed { id, .. } => (EventKind::AttemptFailed, id),
+        ManagerEvent::Resumed { id, .. } => (EventKind::Resumed, id),
     }
 }
 
@@ -40,13 +43,22 @@ pub(crate) fn describe_event(event: &ManagerEvent) -> String {
         ManagerEvent::Started { pid, .. }
         | ManagerEvent::Restarted { pid, .. }
         | ManagerEvent::FailedOver { pid, .. }
-        | ManagerEvent::Upgraded { pid, .. } => format!("{kind} of {id} (pid {pid})"),
+        | ManagerEvent::Upgraded { pid, .. }
+        | ManagerEvent::Resumed { pid, .. } => format!("{kind} of {id} (pid {pid})"),
         ManagerEvent::StartFailed { error, .. } => format!("{kind} of {id}: {}", error_chain(error.as_ref())),
         ManagerEvent::RecoveryFailed { policy, error, .. } => {
             format!("{kind} of {id} ({} policy): {}", spelled(policy), error_chain(error.as_ref()))
         }
         ManagerEvent::SupervisorPeerRefused { pid, uid, expected, .. } => {
             format!("{kind} of {id} (pid {pid}, uid {uid}; expected pid {expected})")
+        }
+        ManagerEvent::Signalled { pid, signal, why, .. } => format!("{kind} of {id} (pid {pid}, {signal}: {why})"),
+        ManagerEvent::AttemptFailed { attempt, pid, error, retry_in, .. } => {
+            let next = match retry_in {
+                Some(gap) => format!("next in {} ms", gap.as_millis()),
+                None => "no attempt left".to_owned(),
+            };
+            format!("{kind} of {id} (attempt {attempt}, pid {pid}; {next}): {error}")
         }
         ManagerEvent::Died { .. } | ManagerEvent::UnknownDied { .. } | ManagerEvent::Destroyed { .. } => {
             format!("{kind} of {id}")
@@ -64,7 +76,7 @@ fn ends_wait_for(kind: EventKind) -> &'static [EventKind] {
         RecoveryFailed => &[Restarted, FailedOver, Destroyed],
         Started => &[StartFailed, Destroyed],
         StartFailed => &[Started, Destroyed],
-        Died | UnknownDied | Upgraded | Destroyed | SupervisorPeerRefused => &[],
+        Died | UnknownDied | Upgraded | Destroyed | SupervisorPeerRefused | Signalled | AttemptFailed | Resumed => &[],
     }
 }
 
@@ -263,9 +275,13 @@ impl StepKind for KillManager {
         Explained::new("harness".into(), "manager".into(), "kill the manager (daemons keep running)".into())
     }
 
+    /// As a crash: every task of the manager (a recovery in flight, say) has ended before
+    /// the next step, and its store is free for the next manager.
     async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
+        if let Some(manager) = run.manager.take() {
+            manager.abort().await;
+        }
         run.drain_events();
-        run.manager = None;
         run.events = None;
         Ok(())
     }
@@ -362,10 +378,37 @@ impl StepKind for ForgetDaemon {
 }
 
 impl Run<'_> {
-    /// Whether the last word on `id`'s recovery was `RecoveryFailed` (nothing started it
-    /// again since).
+    /// The failure of the scenario's `expect_never`, over every event of the run under
+    /// any manager, if an event it names happened.
+    pub(crate) fn never_event_seen(&self) -> Option<crate::runner::Failure> {
+        for spanned in &self.scenario.expect_never {
+            let (never, line) = (&spanned.value, spanned.referenced.line());
+            let about = never.daemon.as_ref().map(|d| d.value.as_str());
+            let seen = self
+                .seen
+                .iter()
+                .find(|e| event_kind(e).0 == never.event && about.is_none_or(|id| event_kind(e).1 == id));
+            if let Some(event) = seen {
+                let wanted = match about {
+                    Some(id) => format!("no {} of {id}", spelled(&never.event)),
+                    None => format!("no {} of any daemon", spelled(&never.event)),
+                };
+                let error = StepError::mismatch(
+                    format!("an event the scenario never expects: {wanted}"),
+                    wanted,
+                    describe_event(event),
+                );
+                return Some(crate::runner::Failure::at_step(0, line, "expect_never", error));
+            }
+        }
+        None
+    }
+
+    /// Whether the current manager's last word on `id`'s recovery was `RecoveryFailed`
+    /// (nothing started it again since). An earlier manager's verdict does not count: a
+    /// later one's start-up recovery may have restarted the daemon.
     pub(super) fn last_recovery_failed(&self, id: &str) -> bool {
-        self.seen.iter().rev().find_map(|e| match e {
+        self.seen[self.current_manager_from.min(self.seen.len())..].iter().rev().find_map(|e| match e {
             ManagerEvent::RecoveryFailed { id: i, .. } if i == id => Some(true),
             ManagerEvent::Started { id: i, .. }
             | ManagerEvent::Restarted { id: i, .. }
@@ -385,6 +428,7 @@ fn check_report(s: &RestartManagerStep, report: &daemon_core::manager::RecoveryR
         ("live", &s.live, report.live.clone()),
         ("restarted", &s.restarted, report.restarted.clone()),
         ("not_running", &s.not_running, report.not_running.iter().map(|(id, _)| id.clone()).collect()),
+        ("frozen", &s.frozen, report.frozen.clone()),
         ("failed", &s.failed, report.failed.iter().map(|(id, _)| id.clone()).collect()),
     ];
     for (name, wanted, have) in checks {

@@ -24,6 +24,7 @@
 pub mod bench;
 pub mod chaos;
 pub mod cli;
+pub mod containment;
 pub mod diff;
 pub mod explain;
 pub mod reader;

@@ -248,8 +248,10 @@ fn daemon_core_session(peer: Peer) -> Result<(), Failed> {
         }
     })?;
     let rec = kill_and_replay(&mut recorder)?;
-    let script = std::fs::read_to_string(rec.join("mock-script.yaml")).unwrap();
-    for expected in ["POST /api/v1/mount?mountpoint=/b", "DELETE /api/v1/mount?mountpoint=/nope", "signal: SIGKILL"] {
+    let script = std::fs::read_to_string(rec.join("mock-script.json")).unwrap();
+    for expected in
+        ["POST /api/v1/mount?mountpoint=/b", "DELETE /api/v1/mount?mountpoint=/nope", r#""signal": "SIGKILL""#]
+    {
         if !script.contains(expected) {
             return Err(format!("the script lacks {expected:?}:\n{script}").into());
         }
@@ -308,11 +310,11 @@ fn nydusctl_session_replays(peer: Peer, nydusctl: PathBuf) -> Result<(), Failed>
     let rec = kill_and_replay(&mut recorder)?;
     // nydusctl against the mock on the generated script, without its death (nydusctl's
     // last call would be answered by the death otherwise, as the daemon was after it).
-    let script = std::fs::read_to_string(rec.join("mock-script.yaml")).unwrap();
-    let without_death = script.replace("- signal: SIGKILL", "- delay_ms: 0");
+    let script = std::fs::read_to_string(rec.join("mock-script.json")).unwrap();
+    let without_death = script.replace(r#""signal": "SIGKILL""#, r#""delay_ms": 0"#);
     let replayed_dir = dir.join("again");
     std::fs::create_dir_all(replayed_dir.join("mnt")).unwrap();
-    std::fs::write(replayed_dir.join("script.yaml"), without_death).unwrap();
+    std::fs::write(replayed_dir.join("script.json"), without_death).unwrap();
     let link = replayed_dir.join("mock-nydusd");
     std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &link).unwrap();
     let sock = replayed_dir.join("api.sock");
@@ -320,7 +322,7 @@ fn nydusctl_session_replays(peer: Peer, nydusctl: PathBuf) -> Result<(), Failed>
         .args(["fuse".as_ref(), "--apisock".as_ref(), sock.as_os_str(), "--mountpoint".as_ref()])
         .arg(replayed_dir.join("mnt"))
         .arg("--mock-script")
-        .arg(replayed_dir.join("script.yaml"))
+        .arg(replayed_dir.join("script.json"))
         .arg("--mock-nydusd-version")
         .arg(if peer.real { "2.2" } else { "2.4" })
         .stderr(Stdio::null())

@@ -16,12 +16,13 @@ const SIGNALS: [Signal; 3] = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP];
 /// A daemon: its pid, its command line, and its scenario root.
 type Daemon = (u32, Vec<String>, PathBuf);
 
-/// The daemons the harness `parent` started: its children with an API socket.
-fn daemons_of(parent: u32) -> Vec<Daemon> {
+/// The daemons the harness `ancestor` started: its descendants with an API socket (as
+/// root, the run is a child of the process started, in a PID namespace of its own).
+fn daemons_of(ancestor: u32) -> Vec<Daemon> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| parent_of(*pid) == Some(parent))
+        .filter(|pid| descends_from(*pid, ancestor))
         .filter_map(|pid| {
             let args = host_facts::process::cmdline(pid)?;
             let socket = args.iter().skip_while(|a| *a != "--apisock").nth(1)?;
@@ -30,6 +31,18 @@ fn daemons_of(parent: u32) -> Vec<Daemon> {
             Some((pid, args, root))
         })
         .collect()
+}
+
+fn descends_from(pid: u32, ancestor: u32) -> bool {
+    let mut at = pid;
+    for _ in 0..64 {
+        match parent_of(at) {
+            Some(p) if p == ancestor => return true,
+            Some(p) if p > 1 => at = p,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn parent_of(pid: u32) -> Option<u32> {
@@ -48,8 +61,14 @@ fn private(path: &Path, wanted: u32) -> Result<(), Failed> {
     if mode == wanted { Ok(()) } else { Err(format!("{} has mode {mode:o}, not {wanted:o}", path.display()).into()) }
 }
 
-fn mounts_under(root: &Path) -> Vec<PathBuf> {
-    host_facts::mountinfo::under(root).into_iter().map(|m| m.mount_point).collect()
+/// Mounts under `root`, as this process sees them and as process `seen_from` (a daemon
+/// of the run, in its mount namespace) does while it lives.
+fn mounts_under(root: &Path, seen_from: u32) -> Vec<PathBuf> {
+    let theirs = std::fs::read_to_string(format!("/proc/{seen_from}/mountinfo")).unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = host_facts::mountinfo::parse(&theirs).map(|m| m.mount_point).collect();
+    mounts.extend(host_facts::mountinfo::under(root).into_iter().map(|m| m.mount_point));
+    mounts.retain(|m| m.starts_with(root));
+    mounts
 }
 
 /// Starts the harness with `args`, waits for a daemon (and, with `fuse`, its mount), sends
@@ -74,7 +93,7 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let seen = loop {
         let found = daemons_of(harness);
-        if found.first().is_some_and(|(_, _, root)| !fuse || !mounts_under(root).is_empty()) {
+        if found.first().is_some_and(|(pid, _, root)| !fuse || !mounts_under(root, *pid).is_empty()) {
             break found;
         }
         if Instant::now() > deadline {
@@ -118,8 +137,8 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
     if !left.is_empty() {
         return Err(format!("{signal}: daemons outlived the run: {left:?}").into());
     }
-    for (_, _, root) in &seen {
-        let mounts = mounts_under(root);
+    for (pid, _, root) in &seen {
+        let mounts = mounts_under(root, *pid);
         if !mounts.is_empty() {
             return Err(format!("{signal}: mounts left: {mounts:?}").into());
         }
@@ -131,6 +150,106 @@ fn interrupt(args: &[&str], signal: Signal, fuse: bool) -> Result<(), Failed> {
         return Err(format!("{signal}: no word of the interruption; stderr:\n{stderr}").into());
     }
     Ok(())
+}
+
+/// Which processes a SIGKILL hits.
+#[derive(Debug, Clone, Copy)]
+enum Killed {
+    /// The process the user started and its process group (`timeout -s KILL`, a CI
+    /// job's cancellation, the OOM killer choosing it).
+    TheHarnessAndItsGroup,
+    /// The run inside the PID namespace (the OOM killer choosing it).
+    TheRun,
+    /// Both at once: nothing of the harness is left to clean up; the next run does.
+    Both,
+}
+
+/// `harness run` on a FUSE scenario, SIGKILLed once its daemon serves the mount: within
+/// 1 s no process, mount or root of the run is left (for `Both`, once the next run has
+/// started, which says what it removed).
+fn sigkill(killed: Killed) -> Result<(), Failed> {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir()?;
+    let bundles = tempfile::tempdir()?;
+    let run = |scenario: &str| {
+        Command::new(testkit::bin_exe!("harness"))
+            .args(["run", scenario, "--bundles"])
+            .arg(bundles.path())
+            .env("TMPDIR", tmp.path())
+            .current_dir(testkit::manifest_dir!().join(".."))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+    };
+    let mut child = run("harness/tests/fixtures/long-sleep-fuse.yaml")?;
+    let harness = child.id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let found = daemons_of(harness);
+        if found.first().is_some_and(|(pid, _, root)| !mounts_under(root, *pid).is_empty()) {
+            break found;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the scenario's daemon and mount never appeared".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let run_pid = (2..64)
+        .map(|_| ())
+        .find_map(|()| {
+            let Ok(entries) = std::fs::read_dir("/proc") else { return None };
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+                .find(|pid| parent_of(*pid) == Some(harness))
+        })
+        .ok_or("the run's process (the namespace's init) not found")?;
+    let kill = |pid: i32| nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    match killed {
+        Killed::TheHarnessAndItsGroup => kill(-(harness as i32))?,
+        Killed::TheRun => kill(run_pid as i32)?,
+        Killed::Both => {
+            kill(run_pid as i32)?;
+            kill(harness as i32)?;
+        }
+    }
+    let _ = child.wait();
+    let killed_at = Instant::now();
+    if let Killed::Both = killed {
+        // Nothing was left to clean up: the next command does, and says so.
+        let mut next = run("harness/tests/fixtures/wrong-state.yaml")?;
+        let status = next.wait()?;
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(next.stderr.as_mut().ok_or("stderr")?, &mut stderr)?;
+        if status.code() != Some(1) || !stderr.contains("removed what 1 killed harness run(s) left") {
+            return Err(format!("the next run did not report the sweep ({status}): {stderr}").into());
+        }
+    }
+    loop {
+        let processes: Vec<&Daemon> = seen.iter().filter(|d| still_runs(d)).collect();
+        let roots: Vec<PathBuf> = std::fs::read_dir(tmp.path())?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nydus-harness-")))
+            .collect();
+        let mounts: Vec<PathBuf> =
+            seen.iter().flat_map(|(_, _, root)| host_facts::mountinfo::under(root)).map(|m| m.mount_point).collect();
+        let namespace_left =
+            host_facts::process::state(run_pid).is_some_and(|s| s != 'Z') && parent_of(run_pid) == Some(harness);
+        if processes.is_empty() && roots.is_empty() && mounts.is_empty() && !namespace_left {
+            return Ok(());
+        }
+        if killed_at.elapsed() > Duration::from_secs(1) && !matches!(killed, Killed::Both) {
+            return Err(format!(
+                "{killed:?}: 1 s after the SIGKILL: processes {processes:?}, roots {roots:?}, mounts {mounts:?}"
+            )
+            .into());
+        }
+        if killed_at.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{killed:?}: left {processes:?}, roots {roots:?}, mounts {mounts:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 fn main() {
@@ -154,8 +273,22 @@ fn main() {
             interrupt(&["chaos", "--seed", "7", "--runs", "1000", "--ops", "30"], signal, false)
         }));
     }
+    for (name, killed) in [
+        ("the_harness_and_its_group", Killed::TheHarnessAndItsGroup),
+        ("the_run", Killed::TheRun),
+        ("both_then_the_next_run_sweeps", Killed::Both),
+    ] {
+        let reason = fuse_unmet.clone();
+        trials.push(
+            Trial::test(format!("privileged::sigkill_of::{name}"), move || match reason {
+                Some(reason) => Err(format!("skipped: {reason}").into()),
+                None => sigkill(killed),
+            })
+            .with_ignored_flag(fuse_unmet.is_some()),
+        );
+    }
     if let Some(reason) = &fuse_unmet {
-        eprintln!("skipping privileged::run_with_a_fuse_mount::*: {reason}");
+        eprintln!("skipping privileged::run_with_a_fuse_mount::* and privileged::sigkill_of::*: {reason}");
     }
     libtest_mimic::run(&args, trials).exit();
 }

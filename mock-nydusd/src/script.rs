@@ -359,9 +359,9 @@ struct RuleHeader {
 }
 
 impl Script {
-    /// Reads a script file (a regular file of at most [`MAX_SCRIPT_BYTES`]).
+    /// Reads a script file (a regular file of at most [`MAX_SCRIPT_FILE_BYTES`]).
     pub fn load(path: &Path) -> Result<Self, ScriptError> {
-        let text = read_bounded(path, MAX_SCRIPT_BYTES).map_err(|e| ScriptError {
+        let text = read_bounded(path, MAX_SCRIPT_FILE_BYTES).map_err(|e| ScriptError {
             origin: path.display().to_string(),
             location: None,
             rule: None,
@@ -370,8 +370,25 @@ impl Script {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and validates script text; `origin` names it in errors.
+    /// Parses and validates script text, YAML or JSON; `origin` names it in errors. JSON
+    /// (text starting with `{`) is read by a JSON parser: a replay's script of a large
+    /// session has millions of nodes, past the budget the YAML reader keeps against
+    /// hostile documents, and JSON has no aliases to blow up.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ScriptError> {
+        if text.trim_start().starts_with('{') {
+            let script: Script = serde_json::from_str(text).map_err(|e| ScriptError {
+                origin: origin.to_owned(),
+                location: Some((e.line() as u64, e.column() as u64)),
+                rule: None,
+                message: e.to_string(),
+            })?;
+            script.validate(origin)?;
+            return Ok(script);
+        }
+        Self::parse_yaml(text, origin)
+    }
+
+    fn parse_yaml(text: &str, origin: &str) -> Result<Self, ScriptError> {
         let script: Script = serde_saphyr::from_str(text).map_err(|e| {
             let (line, column, message) = crate::yaml::describe(&e, text);
             let location = (line > 0).then_some((line, column));
@@ -465,8 +482,14 @@ impl Script {
     }
 }
 
-/// The largest script file read.
+/// The largest script sent through the control socket.
 pub const MAX_SCRIPT_BYTES: u64 = 1024 * 1024;
+
+/// The largest script file read (`--mock-script`): a replay's script has a rule per
+/// recorded request, as large as the recording it plays (at most 256 MiB, read back
+/// bounded), written as YAML. A 4 000-call session already made 16 MB, and a 1 MiB limit
+/// here stopped replays of real sessions.
+pub const MAX_SCRIPT_FILE_BYTES: u64 = 1024 * 1024 * 1024;
 
 /// Reads `path` as text when it is a regular file of at most `limit` bytes: a FIFO, a
 /// device (`/dev/zero`) or a directory is refused before it is opened, so reading can
@@ -519,10 +542,35 @@ pub struct Incoming<'a> {
 }
 
 /// A loaded script plus the per-rule call counters.
+///
+/// Rules that name a method, an exact path and a call number (and at most a process),
+/// as a replay's script has one per recorded request, are looked up by that key instead
+/// of tried one by one: a request costs the same whether the script has ten rules or a
+/// hundred thousand (trying them all made a replay of a large session quadratic).
 #[derive(Debug, Default)]
 pub struct ScriptRunner {
     script: Script,
     counts: Vec<u64>,
+    /// Keyed rules by their shared filter.
+    keyed: std::collections::HashMap<KeyFilter, KeyedRules>,
+    /// Every other rule, by index, in order.
+    scanned: Vec<usize>,
+}
+
+/// The filter keyed rules share: method, exact path, process (none: any).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KeyFilter {
+    method: &'static str,
+    path: String,
+    process: Option<u32>,
+}
+
+/// The rules of one filter: how many requests matched it, and the first rule for each
+/// call number.
+#[derive(Debug, Default)]
+struct KeyedRules {
+    count: u64,
+    by_call: std::collections::HashMap<u64, usize>,
 }
 
 /// The rule that fired for a request.
@@ -542,7 +590,19 @@ impl ScriptRunner {
     /// Runs `script` from fresh counters.
     pub fn new(script: Script) -> Self {
         let counts = vec![0; script.rules.len()];
-        Self { script, counts }
+        let mut keyed: std::collections::HashMap<KeyFilter, KeyedRules> = Default::default();
+        let mut scanned = Vec::new();
+        for (i, spanned) in script.rules.iter().enumerate() {
+            let when = &spanned.value.when;
+            match (when.method, &when.path, when.call, &when.state, when.after_ms, when.before_ms) {
+                (Some(method), Some(path), Some(Call::Nth(n)), None, None, None) if path != "*" => {
+                    let filter = KeyFilter { method: method.as_str(), path: path.clone(), process: when.process };
+                    keyed.entry(filter).or_default().by_call.entry(n).or_insert(i);
+                }
+                _ => scanned.push(i),
+            }
+        }
+        Self { script, counts, keyed, scanned }
     }
 
     /// The current script.
@@ -553,8 +613,22 @@ impl ScriptRunner {
     /// Counts the request against every rule whose filter matches, and returns the first
     /// rule whose call condition holds too.
     pub fn on_request(&mut self, request: Incoming<'_>) -> Option<Fired> {
-        let mut fired = None;
-        for (i, spanned) in self.script.rules.iter().enumerate() {
+        // The keyed rule that holds, if any: the lowest index among the filters that match.
+        let mut keyed: Option<(usize, u64)> = None;
+        for process in [None, Some(request.process)] {
+            let filter = KeyFilter { method: method_name(request.method), path: request.path.to_owned(), process };
+            if let Some(rules) = self.keyed.get_mut(&filter) {
+                rules.count += 1;
+                if let Some(&i) = rules.by_call.get(&rules.count)
+                    && keyed.is_none_or(|(k, _)| i < k)
+                {
+                    keyed = Some((i, rules.count));
+                }
+            }
+        }
+        let mut fired: Option<Fired> = None;
+        for &i in &self.scanned {
+            let spanned = &self.script.rules[i];
             let when = &spanned.value.when;
             let matches = when.method.is_none_or(|m| m.as_str() == request.method)
                 && when.path.as_deref().is_none_or(|p| p == "*" || p == request.path)
@@ -576,8 +650,23 @@ impl ScriptRunner {
                 });
             }
         }
-        fired
+        match (keyed, fired) {
+            (Some((i, call)), fired) if fired.as_ref().is_none_or(|f| i < f.index) => {
+                let rule = &self.script.rules[i].value;
+                Some(Fired { index: i, name: rule.name.clone(), call, actions: rule.then.clone() })
+            }
+            (_, fired) => fired,
+        }
     }
+}
+
+/// A method as keyed rules name it (`Method::as_str`); another is keyed by nothing.
+fn method_name(method: &str) -> &'static str {
+    [Method::Get, Method::Put, Method::Post, Method::Delete, Method::Patch, Method::Head]
+        .into_iter()
+        .map(Method::as_str)
+        .find(|m| *m == method)
+        .unwrap_or("")
 }
 
 #[cfg(test)]
@@ -698,5 +787,75 @@ mod tests {
     fn malformed_scripts_name_the_rule_and_the_field(#[case] text: &str, #[case] expected: &str) {
         let error = Script::parse(text, "t").unwrap_err().to_string();
         assert!(error.contains(expected), "got: {error}\nwanted: {expected}");
+    }
+
+    /// The keyed lookup decides as trying every rule in order would, for any mix of
+    /// keyed and other rules (the reference below is the loop the runner had).
+    #[test]
+    fn keyed_rules_decide_as_trying_every_rule_in_order_would() {
+        fn reference(rules: &[Rule], counts: &mut [u64], r: &Incoming<'_>) -> Option<(usize, u64)> {
+            let mut fired = None;
+            for (i, rule) in rules.iter().enumerate() {
+                let when = &rule.when;
+                let matches = when.method.is_none_or(|m| m.as_str() == r.method)
+                    && when.path.as_deref().is_none_or(|p| p == "*" || p == r.path)
+                    && when.process.is_none_or(|p| p == r.process);
+                if !matches {
+                    continue;
+                }
+                counts[i] += 1;
+                if fired.is_none() && when.call.is_none_or(|c| c.holds(counts[i])) {
+                    fired = Some((i, counts[i]));
+                }
+            }
+            fired
+        }
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let methods = [Method::Get, Method::Post];
+        let paths = ["/a", "/b"];
+        for _ in 0..200 {
+            let rules: Vec<Rule> = (0..1 + next(12))
+                .map(|_| Rule {
+                    name: None,
+                    when: When {
+                        method: (next(4) > 0).then(|| methods[next(2) as usize]),
+                        path: (next(4) > 0).then(|| paths[next(2) as usize].to_owned()),
+                        call: match next(4) {
+                            0 => None,
+                            1 => Some(Call::Every(1 + next(3))),
+                            _ => Some(Call::Nth(1 + next(4))),
+                        },
+                        process: (next(3) == 0).then(|| 1 + next(2) as u32),
+                        ..When::default()
+                    },
+                    then: vec![Action::Reply],
+                })
+                .collect();
+            let script = Script {
+                startup: Startup::default(),
+                rules: rules
+                    .iter()
+                    .cloned()
+                    .map(|r| Spanned::new(r, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN))
+                    .collect(),
+            };
+            let mut runner = ScriptRunner::new(script);
+            let mut counts = vec![0; rules.len()];
+            for _ in 0..20 {
+                let method = methods[next(2) as usize].as_str();
+                let path = paths[next(2) as usize];
+                let r =
+                    Incoming { method, path, state: State::Running, since_start_ms: 0, process: 1 + next(2) as u32 };
+                let want = reference(&rules, &mut counts, &r);
+                let got = runner.on_request(r).map(|f| (f.index, f.call));
+                assert_eq!(got, want, "rules {rules:?}");
+            }
+        }
     }
 }

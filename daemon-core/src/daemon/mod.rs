@@ -267,6 +267,9 @@ impl Daemon {
         let process =
             NydusdProcess::spawn(&spec).map_err(|source| DaemonError::Process { id: states.id.clone(), source })?;
         let pid = process.pid();
+        if let Some(observer) = &extra.observer {
+            observer.spawned(&states.id, pid);
+        }
         *self.process.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::sync::Arc::new(process));
         let start_time = host_facts::process::start_time(pid);
         self.update_record(|s| {
@@ -290,6 +293,33 @@ pub struct SpawnExtras {
     pub output: Option<PathBuf>,
     /// Kill the process when its handle is dropped.
     pub kill_on_drop: bool,
+    /// Told of each process right after it is spawned (a test harness keeps a ledger of
+    /// what it must end).
+    pub observer: Option<SpawnObserver>,
+}
+
+/// Told of every daemon process spawned: the daemon's id and the pid.
+#[derive(Clone)]
+pub struct SpawnObserver(std::sync::Arc<SpawnedFn>);
+
+/// The function behind [`SpawnObserver`].
+type SpawnedFn = dyn Fn(&str, u32) + Send + Sync;
+
+impl SpawnObserver {
+    /// Calls `f` for each spawn.
+    pub fn new(f: impl Fn(&str, u32) + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    fn spawned(&self, id: &str, pid: u32) {
+        (self.0)(id, pid);
+    }
+}
+
+impl std::fmt::Debug for SpawnObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpawnObserver")
+    }
 }
 
 #[cfg(test)]

@@ -138,15 +138,20 @@ enum Command {
     /// `-- <nydusd command line>`, whose --apisock the proxy takes the place of).
     Record(RecordArgs),
     /// Replay a recording on the mock: write the script that plays the recorded daemon
-    /// (`DIR/mock-script.yaml`), run the mock on it, send the recorded client side again in
+    /// (`DIR/mock-script.json`), run the mock on it, send the recorded client side again in
     /// the recorded pieces and order, and report every difference from the recording (exit
     /// 1 on one). What came back is kept in `DIR/replay/`.
     Replay {
         /// The recording's directory (`harness record --out DIR`).
         dir: PathBuf,
-        /// Time runs this many times as fast as recorded (delays and gaps divided by it).
+        /// Time runs this many times as fast as recorded (delays and gaps divided by it),
+        /// between 0.001 and 1000000.
         #[arg(long, default_value_t = 1.0)]
         speed: f64,
+        /// Refuse, before starting, a replay that would take longer than this many seconds
+        /// (the recording's span divided by the speed).
+        #[arg(long, default_value_t = crate::record::replay_dir::DEFAULT_MAX_DURATION.as_secs())]
+        max_duration: u64,
     },
     /// Run scenarios on the mock and on a real nydusd (or on two real builds) and report
     /// every difference in what the client sent and got back (exit 1 on an unexplained one).
@@ -190,6 +195,10 @@ struct RecordArgs {
     /// and fd count (not its content), so sendfd and takeover are in the recording.
     #[arg(long, conflicts_with = "upstream")]
     supervisor: bool,
+    /// Stop recording (and the recorder) once the recording would grow past this many
+    /// bytes; the default is the most `harness replay` reads back.
+    #[arg(long, default_value_t = crate::record::recording::MAX_RECORDING_BYTES)]
+    max_bytes: u64,
     /// A nydusd command line to start: its `--apisock` moves into --out and the proxy
     /// listens where it said.
     #[arg(last = true, required_unless_present = "upstream")]
@@ -264,6 +273,16 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             return ExitCode::from(if e.use_stderr() { exit_code::USAGE } else { exit_code::OK });
         }
     };
+    if matches!(
+        cli.command,
+        Command::Run(_) | Command::Replay { .. } | Command::Chaos { .. } | Command::Bench { .. } | Command::Diff(_)
+    ) {
+        // Commands that start daemons: nothing they start may outlive them, and what a
+        // killed run left is cleaned up first (see `containment`).
+        // Swept first, with the host's view of its processes.
+        crate::containment::sweep_and_report();
+        crate::containment::contain();
+    }
     match cli.command {
         Command::Validate { paths } => validate(&default_paths(paths)),
         Command::Explain { path, mermaid } => match scenario::load(&path) {
@@ -332,7 +351,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         Command::Diff(args) => diff(args),
         Command::Vm(args) => vm(args),
         Command::Record(args) => record(args),
-        Command::Replay { dir, speed } => replay(&dir, speed),
+        Command::Replay { dir, speed, max_duration } => {
+            let max_duration = std::time::Duration::from_secs(max_duration);
+            replay(&dir, crate::record::replay_dir::ReplaySettings { speed, max_duration })
+        }
         Command::Chaos { seed, runs, ops, out } => {
             let (mock, runtime) = match mock_and_runtime() {
                 Ok(both) => both,
@@ -552,39 +574,36 @@ fn vm(args: VmArgs) -> ExitCode {
     }
 }
 
-fn replay(dir: &std::path::Path, speed: f64) -> ExitCode {
+fn replay(dir: &std::path::Path, settings: crate::record::replay_dir::ReplaySettings) -> ExitCode {
     let (harness, runtime) = match mock_and_runtime() {
         Ok(both) => both,
         Err(code) => return code,
     };
-    // The harness binary runs as the mock under that name; the link goes with the replay.
-    let work = dir.join("replay");
-    let mock = work.join("mock-nydusd");
-    let linked = std::fs::create_dir_all(&work)
-        .and_then(|()| match std::fs::remove_file(&mock) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        })
-        .and_then(|()| std::os::unix::fs::symlink(&harness, &mock));
-    if let Err(e) = linked {
-        eprintln!("error: cannot link the mock into {}: {e}", work.display());
-        return ExitCode::from(exit_code::SETUP_ERROR);
-    }
-    let outcome = runtime
-        .block_on(crate::termination::unless_signalled(crate::record::replay::replay_on_mock(dir, &mock, speed)));
-    let _ = std::fs::remove_file(&mock);
+    let outcome = runtime.block_on(crate::termination::unless_signalled(crate::record::replay_dir::replay_on_mock(
+        dir, &harness, settings,
+    )));
     match outcome {
         Err(signal) => {
             eprintln!("replay of {} ended by {}", dir.display(), crate::termination::name(signal));
             ExitCode::from(crate::termination::exit_code(signal))
         }
-        Ok(Ok(comparison)) => {
+        Ok(Ok(replayed)) => {
+            for note in &replayed.notes {
+                println!("not replayed: {note}");
+            }
+            let comparison = replayed.comparison;
             print!("{}", comparison.report());
             ExitCode::from(if comparison.differences.is_empty() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
         }
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(exit_code::USAGE)
+            use crate::record::replay_dir::ReplayError as E;
+            // On stdout, where the comparison would have been: the cause, whole.
+            println!("replay of {} failed: {}", dir.display(), daemon_core::daemon::error_chain(&e));
+            let usage = matches!(
+                e,
+                E::Speed(_) | E::Recording(_) | E::Timestamp { .. } | E::TooLong { .. } | E::Symlink { .. }
+            );
+            ExitCode::from(if usage { exit_code::USAGE } else { exit_code::SETUP_ERROR })
         }
     }
 }
@@ -607,10 +626,11 @@ fn record(args: RecordArgs) -> ExitCode {
                     upstream: upstream.clone(),
                     listen: listen.clone(),
                     out: args.out.clone(),
+                    max_bytes: args.max_bytes,
                 };
                 crate::record::serve(&options).await.map(|never| match never {})
             }
-            _ => crate::record::record_command(&args.command, &args.out, args.supervisor).await,
+            _ => crate::record::record_command(&args.command, &args.out, args.supervisor, args.max_bytes).await,
         }
     }));
     match outcome {

@@ -130,12 +130,19 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
 }
 
 /// The scenario that replays `recording` with `harness run`: the mock (as `release`)
-/// playing `script`, the recorded client side sent again by `replay_client` from
+/// playing the script in `script_file` beside it (too large, for a long session, to sit
+/// in a scenario file), the recorded client side sent again by `replay_client` from
 /// `recording.jsonl` beside it, and the recorded death checked by `wait_exit`. Its
 /// deadline is the session's length at `speed`, plus 30 s.
-pub fn scenario(recording: &Recording, script: &Script, speed: f64, release: &str) -> anyhow::Result<String> {
+pub fn scenario(
+    recording: &Recording,
+    script_file: &str,
+    speed: f64,
+    release: &str,
+) -> Result<String, serde_saphyr::ser::Error> {
     let first = recording.header_ns;
     let last = recording.entries.last().map_or(first, |e| e.t_ns);
+    // Saturating (`as` does): the replay's cap was checked before.
     let session_ms = ((last.saturating_sub(first) as f64 / 1e6) / speed).ceil() as u64;
     let mut steps = vec![
         serde_json::json!({ "start": { "daemon": "d1" } }),
@@ -160,11 +167,11 @@ pub fn scenario(recording: &Recording, script: &Script, speed: f64, release: &st
         "tags": ["replay"],
         "targets": ["mock"],
         "mock_nydusd": release,
-        "timeout_ms": session_ms + 30_000,
-        "daemons": [{ "id": "d1", "mode": "shared", "script": script }],
+        "timeout_ms": session_ms.saturating_add(30_000),
+        "daemons": [{ "id": "d1", "mode": "shared", "script_file": script_file }],
         "steps": steps,
     });
-    Ok(serde_saphyr::to_string(&scenario)?)
+    serde_saphyr::to_string(&scenario)
 }
 
 /// The scenario spelling of a death signal (scenario files name these three only; for

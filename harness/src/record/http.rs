@@ -215,8 +215,10 @@ impl Session {
                     slot.get_or_insert(t);
                 }
                 Event::DaemonExit { code, signal, .. } => exit = Some((t, *code, *signal)),
-                // The supervisor socket carries no HTTP.
+                // The supervisor socket carries no HTTP; a recording cut at its size limit
+                // ends where it ends.
                 Event::Recording { .. }
+                | Event::LimitReached { .. }
                 | Event::DaemonListening { .. }
                 | Event::SupervisorOpen { .. }
                 | Event::SupervisorRefused { .. }

@@ -3,11 +3,13 @@
 //! * [`proxy`]: `harness record`, a transparent proxy on nydusd's API socket that records
 //!   every byte that passes, in both directions, with when and on which connection.
 //! * [`recording`]: the recording file, read and written.
-//! * [`redact`]: credentials masked in a byte stream, wherever it is cut.
+//! * [`redact`]: credentials masked by parsing each HTTP message (JSON, TOML, chunks), wherever it is cut.
 //! * [`supervisor`]: the supervisor socket relayed, fds included, recorded by size.
 //! * [`http`]: a recording's byte streams cut into HTTP exchanges.
 //! * [`generate`]: the mock script that plays a recorded daemon, and the scenario around it.
-//! * [`replay`]: `harness replay`: the mock on that script, and the recorded client side sent again.
+//! * [`replay`]: the recorded client side sent again, as recorded, and what comes back kept.
+//! * [`replay_dir`]: `harness replay DIR`: the files it writes (never through a link), the mock on
+//!   the script, the replay's bounds and every failure's cause.
 //! * [`compare`]: every difference between a recording and its replay.
 //!
 //! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
@@ -17,8 +19,11 @@
 //!
 //! # The recording (`DIR/recording.jsonl`)
 //!
-//! One JSON object per line, in the order the proxy saw things, each with `t_ns`
-//! (CLOCK_MONOTONIC nanoseconds) and `event`:
+//! One JSON object per line, each with `t_ns` (CLOCK_MONOTONIC nanoseconds) and `event`.
+//! Lines are in time order within a connection's direction; a request's pieces are
+//! written once the request is whole (to redact it), so across connections and
+//! directions readers order lines by `t_ns` ([`Recording::read`] does). The file is
+//! created 0600, in a directory that is 0700.
 //!
 //! | event | fields | what |
 //! |---|---|---|
@@ -34,10 +39,12 @@
 //! | `supervisor_close` | `conn`, `from` | the side sending that way closed its end |
 //! | `daemon_exit` | `pid`, `code`, `signal`, `socket_left` | the daemon the recorder started ended (`record -- <command>`) |
 //!
-//! A chunk is `text` when it is UTF-8, else `base64`. Credentials in mount
-//! configurations (`auth`, `registry_token`, passwords, access keys, tokens) are replaced
-//! by as many `*` in the recording only (so lengths stay true); what passes through is never changed. A replay
-//! writes its own recording in the same format, as its client saw the session.
+//! A chunk is `text` when it is UTF-8, else `base64`. Credentials (`auth`,
+//! `registry_token`, passwords, access keys, tokens, `Authorization`), in bodies, in
+//! configurations inside them (JSON or TOML) and in headers, are replaced by as many `*`
+//! in the recording only (so lengths stay true), however they are spelled and cut; what
+//! passes through is never changed ([`redact`]). A replay writes its own recording in the
+//! same format, as its client saw the session.
 
 pub mod compare;
 pub mod generate;
@@ -46,6 +53,7 @@ pub mod proxy;
 pub mod recording;
 pub mod redact;
 pub mod replay;
+pub mod replay_dir;
 pub mod supervisor;
 
 pub use proxy::{RecordOptions, move_apisock, record_command, serve};

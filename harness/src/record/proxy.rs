@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
 use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
-use super::redact::Redactor;
+use super::redact::{Redactor, Released};
 use super::supervisor::Gate;
 
 /// `argv` with its `--apisock` (`-A`, `--apisock=`) pointed at `moved`, and the path it
@@ -62,9 +62,10 @@ pub async fn record_command(
     argv: &[std::ffi::OsString],
     out: &Path,
     supervisor: bool,
+    max_bytes: u64,
 ) -> anyhow::Result<std::process::ExitStatus> {
     use std::os::unix::process::ExitStatusExt;
-    std::fs::create_dir_all(out)?;
+    private_dir(out)?;
     let moved = out.join("upstream.sock");
     let (mut args, listen) = move_apisock(argv, &moved)
         .ok_or_else(|| anyhow::anyhow!("the command line names no --apisock for the proxy to take the place of"))?;
@@ -78,7 +79,7 @@ pub async fn record_command(
         None
     };
     let (program, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command to start"))?;
-    let sink = open_sink(out)?;
+    let sink = open_sink(out, max_bytes)?;
     let started = std::time::Instant::now();
     let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
     let pid = child.id().unwrap_or(0);
@@ -94,7 +95,7 @@ pub async fn record_command(
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let listening = Event::DaemonListening { socket: moved.clone(), after_ns: started.elapsed().as_nanos() as u64 };
-    let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned() };
+    let options = RecordOptions { upstream: moved.clone(), listen, out: out.to_owned(), max_bytes };
     let command = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
     let daemon_ends_open = Arc::new(AtomicU64::new(0));
     let gate = relay.as_ref().map(super::supervisor::Relay::gate);
@@ -112,6 +113,7 @@ pub async fn record_command(
         served = &mut proxy => match served? {},
         served = &mut supervisor => match served? {},
         status = child.wait() => status?,
+        () = sink.full() => anyhow::bail!("{}", limit_message(out, max_bytes)),
     };
     // The death closes the daemon's end of every connection; the relays (still running
     // while `proxy` lives) record those ends before the exit line.
@@ -132,18 +134,55 @@ pub struct RecordOptions {
     pub listen: PathBuf,
     /// The recording's directory (created; must not hold a recording already).
     pub out: PathBuf,
+    /// The recorder stops once the recording would grow past this many bytes.
+    pub max_bytes: u64,
 }
 
-fn open_sink(out: &Path) -> anyhow::Result<Sink> {
-    std::fs::create_dir_all(out)?;
+/// Why a recorder stopped at its limit.
+fn limit_message(out: &Path, max_bytes: u64) -> String {
+    format!(
+        "the recording in {} reached --max-bytes ({max_bytes} bytes) and the recorder stopped; what it kept ends with a `limit_reached` line",
+        out.display()
+    )
+}
+
+/// The recording's directory, 0700 when this makes it; one that exists must not be open
+/// to other users (a recording keeps what a daemon said).
+pub(crate) fn private_dir(out: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::symlink_metadata(out) {
+        Ok(meta) if meta.is_dir() => {
+            let mode = meta.permissions().mode() & 0o777;
+            anyhow::ensure!(
+                mode & 0o077 == 0,
+                "{} is open to other users (mode {mode:o}); a recording keeps what a daemon said: give a new directory, or `chmod 700` this one",
+                out.display()
+            );
+            Ok(())
+        }
+        Ok(_) => anyhow::bail!("{} exists and is not a directory", out.display()),
+        Err(_) => Ok(std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(out)
+            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?),
+    }
+}
+
+fn open_sink(out: &Path, max_bytes: u64) -> anyhow::Result<Sink> {
+    private_dir(out)?;
     let path = out.join(FILE_NAME);
-    Sink::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    Ok(Sink::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.with_limit(max_bytes))
 }
 
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
 pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
-    serve_into(options, open_sink(&options.out)?, None, Arc::new(AtomicU64::new(0)), None).await
+    let sink = open_sink(&options.out, options.max_bytes)?;
+    tokio::select! {
+        served = serve_into(options, sink.clone(), None, Arc::new(AtomicU64::new(0)), None) => served,
+        () = sink.full() => anyhow::bail!("{}", limit_message(&options.out, options.max_bytes)),
+    }
 }
 
 async fn serve_into(
@@ -284,10 +323,24 @@ async fn pump(
     };
     let mut buf = vec![0u8; 64 * 1024];
     let mut redactor = Redactor::default();
+    let stage = |released: Vec<Released>| {
+        for (t_ns, bytes) in released {
+            sink.stage_at(t_ns, &Event::data(conn, dir, &bytes));
+        }
+    };
+    // A fault in the redactor must neither end the session nor let a secret through: the
+    // stream's bytes from there on are recorded as stars (lengths kept).
+    let redacted = |redactor: &mut Redactor, work: &dyn Fn(&mut Redactor) -> Vec<Released>| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(redactor))).unwrap_or_else(|_| {
+            *redactor = Redactor::masking_everything();
+            Vec::new()
+        })
+    };
     loop {
         let read = read_piece(&from, &mut buf, last_piece).await;
         match read {
             Ok(0) | Err(_) => {
+                stage(redacted(&mut redactor, &|r| r.finish()));
                 sink.record(&Event::Close { conn, side: reader });
                 let _ = to.shutdown().await;
                 return;
@@ -296,11 +349,15 @@ async fn pump(
                 if let Some(gate) = &gate {
                     gate.wait().await;
                 }
-                sink.stage(&Event::data(conn, dir, &redactor.redact(&buf[..n])));
+                // Stamped when it passed; recorded once its message is whole and redacted.
+                let passed_at = monotonic_ns();
                 let passed = to.write_all(&buf[..n]).await;
+                let piece = &buf[..n];
+                stage(redacted(&mut redactor, &|r| r.push(passed_at, piece)));
                 sink.flush();
                 last_piece.store(monotonic_ns(), Ordering::Relaxed);
                 if passed.is_err() {
+                    stage(redacted(&mut redactor, &|r| r.finish()));
                     sink.record(&Event::Close { conn, side: writer });
                     return;
                 }

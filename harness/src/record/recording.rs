@@ -91,6 +91,9 @@ pub enum Event {
     /// recording's directory), `after_ns` after it was started; clients were let in only
     /// from then on.
     DaemonListening { socket: PathBuf, after_ns: u64 },
+    /// The recording reached its size limit (`harness record --max-bytes`); the recorder
+    /// stopped, and this is the last line.
+    LimitReached { max_bytes: u64 },
     /// The daemon the recorder started ended.
     DaemonExit {
         #[serde(default)]
@@ -190,6 +193,8 @@ impl Recording {
                 Err(message) => return Err(invalid(index + 1, message)),
             }
         }
+        // A request is written once it is whole, after lines stamped later: order by time.
+        entries.sort_by_key(|e| e.t_ns);
         Ok(Self { path: path.to_owned(), entries, header_ns: header.t_ns, header: header.event })
     }
 
@@ -236,6 +241,11 @@ struct Lines {
     file: std::fs::File,
     /// Lines stamped and in order, not yet written.
     staged: Vec<u8>,
+    /// Bytes written so far, and the most that may be.
+    written: u64,
+    limit: u64,
+    /// Set once the limit is reached: nothing more is written.
+    full: tokio::sync::watch::Sender<bool>,
 }
 
 /// A line as written: the event's fields, then when.
@@ -247,19 +257,44 @@ struct Line<'a> {
 }
 
 impl Sink {
-    /// Creates `path`, which must not exist: a recording is never overwritten.
+    /// Creates `path`, which must not exist: a recording is never overwritten. The file
+    /// is 0600 (it is meant to leave the host, but only as its owner decides).
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create_new(true).write(true).open(path)?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(path)?;
         Ok(Self::over(file))
     }
 
-    /// Creates `path`, replacing what was there (a replay's own recording).
+    /// Creates `path`, replacing a file that was there (a replay's own recording), 0600,
+    /// never through a symbolic link.
     pub fn replace(path: &Path) -> std::io::Result<Self> {
-        Ok(Self::over(std::fs::File::create(path)?))
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Self::over(file))
     }
 
     fn over(file: std::fs::File) -> Self {
-        Self(Arc::new(std::sync::Mutex::new(Lines { file, staged: Vec::new() })))
+        let (full, _) = tokio::sync::watch::channel(false);
+        Self(Arc::new(std::sync::Mutex::new(Lines { file, staged: Vec::new(), written: 0, limit: u64::MAX, full })))
+    }
+
+    /// Stops writing past `max_bytes` (the line that would cross it and all after it are
+    /// dropped, and a `limit_reached` line ends the file).
+    pub fn with_limit(self, max_bytes: u64) -> Self {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).limit = max_bytes;
+        self
+    }
+
+    /// Resolves once the limit has been reached.
+    pub async fn full(&self) {
+        let mut full = self.0.lock().unwrap_or_else(|e| e.into_inner()).full.subscribe();
+        let _ = full.wait_for(|f| *f).await;
     }
 
     /// Appends `event`, stamped now: under the lock, so lines are in time order.
@@ -278,6 +313,12 @@ impl Sink {
     /// whichever task writes them out.
     pub fn stage(&self, event: &Event) {
         self.write(None, event, false);
+    }
+
+    /// Puts `event`, stamped `t_ns` (when it happened, which may be a while ago), in line
+    /// like [`Sink::stage`].
+    pub fn stage_at(&self, t_ns: u64, event: &Event) {
+        self.write(Some(t_ns), event, false);
     }
 
     /// Writes out every staged line.
@@ -300,11 +341,31 @@ impl Sink {
 
 impl Lines {
     fn write_out(&mut self) {
-        if !self.staged.is_empty() {
-            // A full disk loses the recording, never the session passing through.
-            let _ = self.file.write_all(&self.staged);
-            self.staged.clear();
+        if self.staged.is_empty() {
+            return;
         }
+        if *self.full.borrow() {
+            self.staged.clear();
+            return;
+        }
+        let room = self.limit.saturating_sub(self.written);
+        if self.staged.len() as u64 > room {
+            // Whole lines only, then the last one saying why the file ends here.
+            let fits = self.staged[..room as usize].iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            self.staged.truncate(fits);
+            let last = Line {
+                event: &Event::LimitReached { max_bytes: self.limit },
+                t_ns: mock_nydusd::journal::monotonic_ns(),
+            };
+            if serde_json::to_writer(&mut self.staged, &last).is_ok() {
+                self.staged.push(b'\n');
+            }
+            self.full.send_replace(true);
+        }
+        // A full disk loses the recording, never the session passing through.
+        let _ = self.file.write_all(&self.staged);
+        self.written += self.staged.len() as u64;
+        self.staged.clear();
     }
 }
 

@@ -28,6 +28,22 @@ pub const SOCKET_WAIT: Duration = Duration::from_secs(10);
 /// How long a replay waits for a recorded death beyond its recorded time.
 pub const DEATH_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a replay keeps reading once everything recorded has come back: bytes the
+/// daemon sends beyond the recording (an extra reply, an error) are differences too.
+pub const SETTLE: Duration = Duration::from_millis(100);
+
+/// Why a replay could not be driven.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveError {
+    /// The replay's own recording could not be created.
+    #[error("cannot write the replay's recording {}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// What to replay against, and where to write what came back.
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
@@ -52,8 +68,9 @@ pub async fn drive(
     recording: &Recording,
     options: &ReplayOptions,
     exit: impl std::future::Future<Output = Option<(Option<i32>, Option<i32>)>>,
-) -> anyhow::Result<()> {
-    let sink = Sink::replace(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?;
+) -> Result<(), DriveError> {
+    let sink =
+        Sink::replace(&options.out).map_err(|source| DriveError::Output { path: options.out.clone(), source })?;
     sink.record(&Event::Recording {
         version: FORMAT_VERSION,
         upstream: Some(options.socket.clone()),
@@ -76,7 +93,12 @@ pub async fn drive(
     let mut first = if connects { Some(connect_once_listening(&options.socket).await) } else { None };
     let started = Instant::now();
     let t0 = recording.entries.first().map(|e| e.t_ns).unwrap_or(0);
-    let at = |t: u64| started + Duration::from_secs_f64((t.saturating_sub(t0) as f64 / 1e9) / options.speed);
+    // Saturating: a timestamp far ahead (validated against the replay's cap before) or a
+    // tiny speed must not panic in the conversion.
+    let at = |t: u64| {
+        let secs = (t.saturating_sub(t0) as f64 / 1e9) / options.speed;
+        started + Duration::try_from_secs_f64(secs).unwrap_or(Duration::from_secs(u32::MAX as u64))
+    };
     let mut last_t = t0;
     for entry in &recording.entries {
         let event = &entry.event;
@@ -138,6 +160,9 @@ pub async fn drive(
     }
     wait_for_replies(&received, &expected, Instant::now() + REPLY_GRACE).await;
     wait_for_closes(&received, &to_close, Instant::now() + REPLY_GRACE).await;
+    // Anything the daemon sends beyond the recording is a difference: keep reading a
+    // moment longer before stopping.
+    tokio::time::sleep(SETTLE).await;
     if let Some((t, ..)) = recording.daemon_exit() {
         let deadline = at(t) + DEATH_GRACE;
         if let Ok(Some((code, signal))) = tokio::time::timeout_at(deadline, exit).await {
@@ -232,84 +257,6 @@ async fn read_replies(
             return;
         }
     }
-}
-
-/// The daemon release a recording came from, as its `GET /api/v1/daemon` replies say
-/// (`version.package_ver`): `"2.2"` for 2.2.x, else `"2.4"`.
-pub fn recorded_release(recording: &Recording) -> &'static str {
-    let session = super::http::Session::of(recording);
-    let release = session.exchanges().iter().find_map(|e| {
-        let reply = e.reply?;
-        let info: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
-        let version = info.pointer("/version/package_ver")?.as_str()?.to_owned();
-        (e.request.path() == "/api/v1/daemon").then_some(version)
-    });
-    match release {
-        Some(v) if v.starts_with("2.2") || v.starts_with("v2.2") => "2.2",
-        _ => "2.4",
-    }
-}
-
-/// `harness replay DIR`: writes the mock script that plays the recorded daemon to
-/// `DIR/mock-script.yaml`, runs the mock (`mock`, a path under which the program runs as
-/// mock-nydusd) on it in `DIR/replay/`, replays the client side, and compares. The mock
-/// is killed and its socket removed whatever happens; `DIR/replay/recording.jsonl` stays.
-pub async fn replay_on_mock(dir: &Path, mock: &Path, speed: f64) -> anyhow::Result<super::compare::Comparison> {
-    anyhow::ensure!(speed.is_finite() && speed > 0.0, "--speed must be a positive number, not {speed}");
-    let recording = Recording::read(dir)?;
-    let generated = super::generate::script(&recording, speed);
-    let mut text = format!(
-        "# The daemon of {}, as a mock-nydusd script (`--mock-script`), written by `harness replay`\n# at speed {speed}.\n",
-        recording.path.display()
-    );
-    for note in &generated.notes {
-        text.push_str(&format!("# Not replayed: {note}\n"));
-    }
-    text.push_str(&serde_saphyr::to_string(&generated.script)?);
-    let script_path = dir.join("mock-script.yaml");
-    std::fs::write(&script_path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", script_path.display()))?;
-    let scenario = format!(
-        "# The session recorded in {}, replayed by `harness run` on the mock: written by\n# `harness replay` at speed {speed}.\n{}",
-        dir.display(),
-        super::generate::scenario(&recording, &generated.script, speed, recorded_release(&recording))?
-    );
-    let scenario_path = dir.join(SCENARIO_FILE);
-    std::fs::write(&scenario_path, scenario).map_err(|e| anyhow::anyhow!("{}: {e}", scenario_path.display()))?;
-    let work = dir.join("replay");
-    std::fs::create_dir_all(work.join("mnt"))?;
-    let socket = work.join("api.sock");
-    let _ = std::fs::remove_file(&socket);
-    let mut child = tokio::process::Command::new(mock)
-        .arg("fuse")
-        .arg("--apisock")
-        .arg(&socket)
-        .arg("--mountpoint")
-        .arg(work.join("mnt"))
-        .arg("--mock-script")
-        .arg(&script_path)
-        .arg("--mock-nydusd-version")
-        .arg(recorded_release(&recording))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(work.join("mock.log"))?)
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start the mock {}: {e}", mock.display()))?;
-    let options = ReplayOptions { socket: socket.clone(), speed, out: work.join(super::recording::FILE_NAME) };
-    let exit = async {
-        use std::os::unix::process::ExitStatusExt;
-        let status = child.wait().await.ok()?;
-        Some((status.code(), status.signal()))
-    };
-    let driven = drive(&recording, &options, exit).await;
-    // Ends the mock if the replay left it running (a recording cut before the daemon's end).
-    let _ = child.start_kill();
-    let _ = child.wait().await;
-    let _ = std::fs::remove_file(&socket);
-    driven?;
-    let replayed = Recording::read(&options.out)?;
-    let comparison = super::compare::compare_replay(&recording, &replayed, speed).map_err(|e| anyhow::anyhow!(e))?;
-    std::fs::write(work.join("comparison.json"), serde_json::to_string_pretty(&comparison)?)?;
-    Ok(comparison)
 }
 
 #[cfg(test)]

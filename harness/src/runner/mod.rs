@@ -1,9 +1,10 @@
 //! Runs one scenario in a temporary root of its own, against mock-nydusd (the harness
 //! binary itself, linked in as `nydusd`) or a real nydusd, through daemon-core's manager.
 //!
-//! Every process the scenario starts is found again at the end by its command line naming
-//! the root and killed by process group, and every mount under the root is detached, on
-//! every exit path: pass, failure, deadline, panic of a step, or Ctrl-C.
+//! Every process the scenario starts is recorded in the root's ledger (pid and start
+//! time, `containment`) and killed with its process group at the end, and every mount
+//! under the root is detached, on every exit path: pass, failure, deadline, panic of a
+//! step, or Ctrl-C. A SIGKILLed harness leaves the ledger for the next run's sweep.
 
 pub mod image;
 mod outcome;
@@ -160,27 +161,30 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     }
     result.failure = match testkit::private_tempdir("nydus-harness-") {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
-        Ok(root) => {
-            let mut run = Run::new(Arc::new(root), config, scenario, path);
-            let deadline = Duration::from_millis(scenario.timeout_ms);
-            let outcome = tokio::time::timeout(deadline, run.execute()).await;
-            let mut failure = match outcome {
-                Ok(outcome) => outcome.err(),
-                Err(_) => Some(run.activity.deadline_passed(scenario.timeout_ms)),
-            };
-            if let Some(f) = failure.as_mut() {
-                run.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
-                f.timeline = run.timeline(25);
-                if let Some(dir) = &config.bundles {
-                    f.bundle = run.bundle(dir, path).ok();
+        Ok(root) => match crate::containment::Ledger::claim(root.path()) {
+            Err(e) => Some(Failure::setup(format!("cannot write the run's ledger in {}: {e}", root.path().display()))),
+            Ok(ledger) => {
+                let mut run = Run::new(Arc::new(root), Arc::new(ledger), config, scenario, path);
+                let deadline = Duration::from_millis(scenario.timeout_ms);
+                let outcome = tokio::time::timeout(deadline, run.execute()).await;
+                let mut failure = match outcome {
+                    Ok(outcome) => outcome.err(),
+                    Err(_) => Some(run.activity.deadline_passed(scenario.timeout_ms)),
+                };
+                if let Some(f) = failure.as_mut() {
+                    run.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
+                    f.timeline = run.timeline(25);
+                    if let Some(dir) = &config.bundles {
+                        f.bundle = run.bundle(dir, path).ok();
+                    }
                 }
+                run.teardown().await;
+                result.exchanges = std::mem::take(&mut *run.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
+                result.readers = std::mem::take(&mut run.reader_stats);
+                result.notes = std::mem::take(&mut run.notes);
+                failure
             }
-            run.teardown().await;
-            result.exchanges = std::mem::take(&mut *run.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
-            result.readers = std::mem::take(&mut run.reader_stats);
-            result.notes = std::mem::take(&mut run.notes);
-            failure
-        }
+        },
     };
     result.duration = started.elapsed();
     result
@@ -193,6 +197,8 @@ pub(crate) struct Run<'a> {
     /// open still under way on a blocking thread after the run was dropped (which would
     /// otherwise make the root again, `Store::open` creating what it opens in).
     root_dir: Arc<tempfile::TempDir>,
+    /// Every process the run started, so teardown ends exactly those.
+    pub(crate) ledger: Arc<crate::containment::Ledger>,
     config: &'a RunConfig,
     scenario: &'a Scenario,
     /// The scenario's file: paths such as a recording's are relative to its directory.
@@ -259,6 +265,7 @@ impl Activity {
 impl<'a> Run<'a> {
     fn new(
         root_dir: Arc<tempfile::TempDir>,
+        ledger: Arc<crate::containment::Ledger>,
         config: &'a RunConfig,
         scenario: &'a Scenario,
         scenario_path: &'a Path,
@@ -271,6 +278,7 @@ impl<'a> Run<'a> {
             binary: config.nydusd.clone(),
             root,
             root_dir,
+            ledger,
             config,
             scenario,
             scenario_path,
@@ -398,8 +406,12 @@ impl<'a> Run<'a> {
             spawn: SpawnExtras {
                 args,
                 output: Some(self.root.log_dir().join("daemons.log")),
-                // Daemons outlive a killed manager; teardown finds and kills them.
+                // Daemons outlive a killed manager; teardown kills them from the ledger.
                 kill_on_drop: false,
+                observer: Some({
+                    let ledger = self.ledger.clone();
+                    daemon_core::daemon::SpawnObserver::new(move |_, pid| ledger.started(pid))
+                }),
                 ..SpawnExtras::default()
             },
             fscache_dir: Some(self.root.root().join("cache")),
@@ -639,6 +651,15 @@ impl<'a> Run<'a> {
         if let Some(script) = &spec.script {
             self.write_script(&spec.id.value, script)?;
         }
+        if let Some(file) = &spec.script_file {
+            // Copied, not linked: a `script` step later writes this file, and must never
+            // write through a link into the scenario's directory.
+            let dir = self.scenario_path.parent().unwrap_or(Path::new("."));
+            let source = crate::scenario::paths::join_inside(dir, &file.value)?;
+            let copy = self.script_file(&spec.id.value);
+            std::fs::copy(&source, &copy)
+                .map_err(|e| format!("cannot copy {} to {}: {e}", source.display(), copy.display()))?;
+        }
         let manager = self.manager()?.clone();
         let daemon = manager.add_daemon(daemon).map_err(|e| error_chain(&e))?;
         if mode == DaemonMode::Dedicated && self.fs_driver() == daemon_core::daemon::FsDriver::Fusedev {
@@ -677,8 +698,17 @@ impl<'a> Run<'a> {
     fn bundle(&self, dir: &Path, scenario: &Path) -> std::io::Result<PathBuf> {
         let name: String =
             self.scenario.name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let target = dir.join(format!("{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&target)?;
+        // One bundle per failing run, never shared: repeats of one scenario and scenarios
+        // whose names sanitise alike each get their own.
+        std::fs::create_dir_all(dir)?;
+        let target = loop {
+            let n = BUNDLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let target = dir.join(format!("{name}-{}-run{n}", std::process::id()));
+            match std::fs::create_dir(&target) {
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                created => break created.map(|()| target)?,
+            }
+        };
         std::fs::copy(scenario, target.join(scenario.file_name().unwrap_or_default()))?;
         copy_tree(&self.root.log_dir(), &target.join("logs"))?;
         copy_tree(&self.root.root().join("scripts"), &target.join("scripts"))?;
@@ -690,9 +720,10 @@ impl<'a> Run<'a> {
         Ok(target)
     }
 
-    /// Kills every process whose command line names this root (by process group, so
-    /// anything they forked goes too), reaps what is ours, and detaches every mount under
-    /// the root, deepest first.
+    /// Kills every process the run started (its ledger: pid and start time, with its
+    /// process group, so anything it forked goes too; never a process that merely names
+    /// the root), reaps what is ours, and detaches every mount under the root, deepest
+    /// first.
     async fn teardown(&mut self) {
         // As a crash: the manager's tasks end before its daemons are killed, so no
         // recovery starts another one behind the sweep.
@@ -705,14 +736,14 @@ impl<'a> Run<'a> {
         // Whatever appears meanwhile is killed too: a restart or failover task of the
         // dropped manager runs until the runtime stops, and may spawn one more daemon.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while self.kill_naming_root() > 0 && Instant::now() < deadline {
+        while self.ledger.kill_all() > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.detach_mounts();
     }
 
     /// Drops the manager, stops readers, aborts FUSE connections under the root (nothing
-    /// stays blocked on a dead daemon) and SIGKILLs every process naming the root.
+    /// stays blocked on a dead daemon) and SIGKILLs every process the run started.
     ///
     /// Readers are reaped only after the abort: a reader waiting for the answer to a
     /// request a dead daemon had read cannot even be killed until its connection ends.
@@ -726,7 +757,7 @@ impl<'a> Run<'a> {
             readers.push(reader);
         }
         daemon_core::mount::abort_fuse_connections_under(self.root.root());
-        self.kill_naming_root();
+        self.ledger.kill_all();
         let deadline = Instant::now() + Duration::from_secs(2);
         for mut reader in readers {
             let _ = reader.kill();
@@ -734,19 +765,6 @@ impl<'a> Run<'a> {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
-    }
-
-    /// SIGKILLs every live process whose command line names the root, with its process
-    /// group; returns how many there were.
-    fn kill_naming_root(&self) -> usize {
-        let root = self.root.root().to_string_lossy().into_owned();
-        let pids = processes_naming(&root);
-        for pid in &pids {
-            let pid = nix::unistd::Pid::from_raw(*pid as i32);
-            let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        pids.len()
     }
 
     fn detach_mounts(&self) {
@@ -769,13 +787,16 @@ impl Drop for Run<'_> {
         let (started, mut quiet_since) = (Instant::now(), Instant::now());
         while started.elapsed() < DROP_SWEEP && quiet_since.elapsed() < QUIET {
             std::thread::sleep(Duration::from_millis(5));
-            if self.kill_naming_root() > 0 {
+            if self.ledger.kill_all() > 0 {
                 quiet_since = Instant::now();
             }
         }
         self.detach_mounts();
     }
 }
+
+/// How many repro bundles this process has written.
+static BUNDLES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     if !from.is_dir() {

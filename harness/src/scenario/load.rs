@@ -219,6 +219,20 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
         if let Some(script) = &daemon.script {
             script.validate(&origin).map_err(script_error)?;
         }
+        if let Some(file) = &daemon.script_file {
+            if daemon.script.is_some() {
+                return Err(at(file, format!("daemon {}: give `script` or `script_file`, not both", daemon.id.value)));
+            }
+            if let Some(why) = super::paths::host_path_error(&file.value) {
+                return Err(at(
+                    file,
+                    format!(
+                        "script_file {:?} {why}: it must stay inside the scenario file's directory (relative, without `..`)",
+                        file.value
+                    ),
+                ));
+            }
+        }
     }
     for step in &scenario.steps {
         if let Some(daemon) = step.value.daemon().filter(|d| !ids.contains(&d.value.as_str())) {

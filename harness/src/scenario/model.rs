@@ -293,6 +293,12 @@ pub struct DaemonSpec {
     /// The mock's script for every process of this daemon (mock target only).
     #[serde(default)]
     pub script: Option<mock_nydusd::script::Script>,
+    /// The mock's script as a file of its own, relative to the scenario file's directory
+    /// (not absolute, no `..`): for scripts too large to sit in a scenario file, such as
+    /// the one `harness replay` writes for a recorded session. Not with `script`.
+    #[serde(default)]
+    #[schemars(with = "Option<HostPath>")]
+    pub script_file: Option<Spanned<String>>,
     /// Mount a real FUSE session (mock target; add `requires: [root, fuse]`).
     #[serde(default)]
     pub fuse: bool,

@@ -164,6 +164,7 @@ impl StepKind for StartReader {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;
+        run.ledger.started(child.id());
         run.readers.insert(s.name.clone(), (child, stop));
         Ok(())
     }

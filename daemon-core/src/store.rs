@@ -37,6 +37,11 @@ impl Intent {
         }
     }
 }
+/// A record as the JSON the store keeps.
+fn encode(kind: &'static str, key: &str, record: &impl serde::Serialize) -> Result<String, StoreError> {
+    serde_json::to_string(record).map_err(|source| StoreError::Encode { kind, key: key.to_owned(), source })
+}
+
 /// The database file under the root.
 pub const DB_FILE: &str = "nydus.db";
 
@@ -108,6 +113,18 @@ pub enum StoreError {
         kind: &'static str,
         /// Its key.
         key: String,
+    },
+    /// A record cannot be written as JSON: a path in it is not UTF-8 (JSON, and the Go
+    /// snapshotter's records, hold text only). Nothing is written.
+    #[error("{kind} {key} cannot be stored: {source} (paths under the root must be UTF-8)")]
+    Encode {
+        /// `daemon` or `instance`.
+        kind: &'static str,
+        /// Its key.
+        key: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
     },
     /// A stored record does not decode.
     #[error("stored {kind} {key} is unreadable: {message}")]
@@ -231,7 +248,7 @@ impl Store {
 
     /// Adds a daemon record; [`StoreError::AlreadyExists`] if the id is taken.
     pub fn save_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
-        let record = serde_json::to_string(state).expect("ConfigState serialises");
+        let record = encode("daemon", &state.id, state)?;
         let conn = self.lock();
         match conn.execute("INSERT INTO daemons (id, record) VALUES (?1, ?2)", params![state.id, record]) {
             Ok(_) => Ok(()),
@@ -244,7 +261,7 @@ impl Store {
 
     /// Replaces a daemon record; [`StoreError::NotFound`] if there is none.
     pub fn update_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
-        let record = serde_json::to_string(state).expect("ConfigState serialises");
+        let record = encode("daemon", &state.id, state)?;
         let changed = self
             .lock()
             .execute("UPDATE daemons SET record = ?2 WHERE id = ?1", params![state.id, record])
@@ -338,7 +355,7 @@ impl Store {
             .unwrap_or(1);
         let mut stored = rafs.clone();
         stored.seq = next;
-        let record = serde_json::to_string(&stored).expect("Rafs serialises");
+        let record = encode("instance", &stored.snapshot_id, &stored)?;
         tx.execute(
             "INSERT INTO instances (snapshot_id, seq, record) VALUES (?1, ?2, ?3)",
             params![stored.snapshot_id, next as i64, record],
@@ -353,7 +370,7 @@ impl Store {
 
     /// Inserts or replaces an instance under its existing sequence number.
     pub fn update_instance(&self, rafs: &Rafs) -> Result<(), StoreError> {
-        let record = serde_json::to_string(rafs).expect("Rafs serialises");
+        let record = encode("instance", &rafs.snapshot_id, rafs)?;
         self.lock()
             .execute(
                 "INSERT INTO instances (snapshot_id, seq, record) VALUES (?1, ?2, ?3)
@@ -632,5 +649,19 @@ mod tests {
         assert_eq!(good.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(bad.len(), 1);
         assert!(matches!(&bad[0], StoreError::BadRecord { key, .. } if key == "b"), "{}", bad[0]);
+    }
+
+    /// A root whose path is not UTF-8 is a typed error, not a panic of the library.
+    #[test]
+    fn a_path_that_is_not_utf8_is_an_error_and_nothing_is_written() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut record = daemon("d1", 1);
+        record.api_socket = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"/r/\xff/api.sock"));
+        let err = store.save_daemon(&record).unwrap_err();
+        assert!(matches!(&err, StoreError::Encode { kind: "daemon", key, .. } if key == "d1"), "{err}");
+        assert!(err.to_string().contains("must be UTF-8"), "{err}");
+        assert!(store.daemons().unwrap().is_empty());
     }
 }

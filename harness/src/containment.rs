@@ -143,6 +143,77 @@ impl Ledger {
     }
 }
 
+/// A scenario root, removed when dropped: everything in it first and its owner file
+/// last, so a removal cut short (no file descriptor left under `ulimit -n`, say) leaves a
+/// root the sweep still recognises. A root that cannot be removed now is kept in a list
+/// that [`remove_pending_roots`] tries again, once the run's work has let go of its files.
+#[derive(Debug)]
+pub struct Root(PathBuf);
+
+/// Roots whose removal failed, to try again.
+static PENDING: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+impl Root {
+    /// A new private (0700) root in the temporary directory.
+    pub fn create() -> std::io::Result<Self> {
+        Ok(Self(testkit::private_tempdir(ROOT_PREFIX)?.keep()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        if remove_root(&self.0).is_err() {
+            PENDING.lock().unwrap_or_else(|e| e.into_inner()).push(self.0.clone());
+        }
+    }
+}
+
+/// Removes `root`, its owner file last; tries three times, 10 ms apart.
+fn remove_root(root: &Path) -> std::io::Result<()> {
+    let mut last = Ok(());
+    for attempt in 0..3 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        last = (|| {
+            for entry in std::fs::read_dir(root)? {
+                let entry = entry?;
+                if entry.file_name() == OWNER_FILE {
+                    continue;
+                }
+                let path = entry.path();
+                if entry.file_type()?.is_dir() { std::fs::remove_dir_all(&path)? } else { std::fs::remove_file(&path)? }
+            }
+            match std::fs::remove_file(root.join(OWNER_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+            std::fs::remove_dir(root)
+        })();
+        match &last {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(_) => {}
+        }
+    }
+    last
+}
+
+/// Tries again to remove the roots whose removal failed; says on stderr which still
+/// cannot be removed (the next command's sweep removes them).
+pub fn remove_pending_roots() {
+    let pending: Vec<PathBuf> = std::mem::take(&mut *PENDING.lock().unwrap_or_else(|e| e.into_inner()));
+    for root in pending {
+        if let Err(e) = remove_root(&root) {
+            eprintln!("warning: cannot remove the scenario root {}: {e}; the next run removes it", root.display());
+        }
+    }
+}
+
 /// What the sweep found of runs that died without cleaning up.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Swept {

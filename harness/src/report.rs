@@ -21,6 +21,10 @@ pub enum NotRun {
     AfterFailure,
     /// Running or waiting when the run was interrupted by this signal (`SIGINT`, …).
     Interrupted(String),
+    /// The run that writes this report has not ended: the report a run writes before it
+    /// starts, which only its end replaces. A run killed meanwhile leaves it, so a stale
+    /// green report can never outlive a run that did not finish.
+    Unfinished,
 }
 
 impl NotRun {
@@ -30,6 +34,9 @@ impl NotRun {
                 "not run: the run stopped after the first failure (--keep-going runs every scenario)".into()
             }
             Self::Interrupted(signal) => format!("not finished: the run was interrupted by {signal}"),
+            Self::Unfinished => {
+                "not finished: the run writing this report had not ended (it was killed, or still runs)".into()
+            }
         }
     }
 }
@@ -92,7 +99,7 @@ impl Entry {
             Ok(r) if r.failure.is_some() => Status::Fail,
             Ok(_) => Status::Pass,
             Err(NotRun::AfterFailure) => Status::NotRun,
-            Err(NotRun::Interrupted(_)) => Status::Interrupted,
+            Err(NotRun::Interrupted(_) | NotRun::Unfinished) => Status::Interrupted,
         }
     }
 
@@ -144,6 +151,22 @@ impl RunReport {
 
 fn shown_path(path: &Path, base: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+
+/// Writes a report file whole or not at all: beside it, then renamed over it (a reader
+/// never sees half a report, and a link there is replaced, not written through).
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
+    match written.and_then(|()| std::fs::rename(&temp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&temp);
+            Err(e)
+        }
+    }
 }
 
 /// The line printed for one scenario, plus failure details.
@@ -407,7 +430,7 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
                 s.set_message(NotRun::AfterFailure.reason()).set_type("not-run");
                 s
             }
-            Err(not_run @ NotRun::Interrupted(_)) => {
+            Err(not_run @ (NotRun::Interrupted(_) | NotRun::Unfinished)) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_message(not_run.reason()).set_type("interrupted");
                 s

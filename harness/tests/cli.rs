@@ -307,3 +307,151 @@ fn diff_against_a_nydusd_that_cannot_start_fails_and_quotes_its_last_words() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("Too many open files"), "{text}");
 }
+
+/// Teardown ends the processes the run started, by pid and start time, never a process
+/// that merely names the root (issue 26): a user's `tail -f ROOT/logs/daemons.log` in
+/// another terminal was SIGKILLed with its process group when the scenario passed.
+#[test]
+fn teardown_spares_a_bystander_that_names_the_root() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("short.yaml");
+    std::fs::write(
+        &scenario,
+        "version: 1\nname: short\ntargets: [mock]\ndaemons: [{ id: d1, mode: shared }]\nsteps:\n  - start_daemon: { daemon: d1 }\n  - sleep: { ms: 1500 }\n",
+    )
+    .unwrap();
+    let bundles = tempfile::tempdir().unwrap();
+    // Without the namespaces: the bystander must be within the run's reach to be spared.
+    let mut run = Command::new(testkit::bin_exe!("harness"))
+        .args(["run", scenario.to_str().unwrap(), "--bundles"])
+        .arg(bundles.path())
+        .env("HARNESS_NO_NAMESPACE", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let root = loop {
+        let found = testkit::pids_naming("/socket/d1/api.sock").into_iter().find_map(|pid| {
+            let args = host_facts::process::cmdline(pid as u32)?;
+            let socket = args.iter().skip_while(|a| *a != "--apisock").nth(1)?;
+            Some(std::path::Path::new(socket).parent()?.parent()?.parent()?.to_owned())
+        });
+        if let Some(root) = found.filter(|r| r.starts_with(std::env::temp_dir())) {
+            break root;
+        }
+        assert!(std::time::Instant::now() < deadline, "the scenario's daemon never started");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut bystander = Command::new("tail")
+        .arg("-f")
+        .arg(root.join("logs/daemons.log"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert_eq!(run.wait().unwrap().code(), Some(0));
+    let alive = bystander.try_wait().unwrap().is_none();
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+    assert!(alive, "the run's teardown killed a process it did not start");
+}
+
+/// Hostile input and output paths end with a clear error and an exit code, before any
+/// work and never in a panic (issue 26).
+#[test]
+fn bad_paths_and_numbers_are_refused_up_front_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let unwritable = "/proc/no-such-dir/report.json";
+    for args in [
+        vec!["bench", "--runs", "1", "--json", unwritable],
+        vec!["diff", "--json", unwritable, "scenarios/lifecycle/start-running.yaml"],
+    ] {
+        let started = std::time::Instant::now();
+        let (code, text) = harness(&args);
+        assert_eq!(code, 2, "{args:?}: {text}");
+        assert!(text.contains(&format!("--json {unwritable}: cannot be written")), "{args:?}: {text}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{args:?} worked first");
+    }
+    // A FIFO where the kernel should be, and a timeout past any clock.
+    let fifo = dir.path().join("kernel");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let (code, text) =
+        harness(&["vm", "--kernel", fifo.to_str().unwrap(), "--timeout", "18446744073709551615", "--", "list"]);
+    assert_eq!(code, 4, "{text}");
+    assert!(text.contains("is not a regular file") && !text.contains("panicked"), "{text}");
+    // A temporary directory too long for the sockets under it.
+    let long = dir.path().join("t".repeat(100));
+    std::fs::create_dir(&long).unwrap();
+    let out = Command::new(testkit::bin_exe!("harness"))
+        .args(["run", "scenarios/lifecycle/start-running.yaml", "--bundles"])
+        .arg(dir.path().join("b"))
+        .env("TMPDIR", &long)
+        .current_dir(testkit::manifest_dir!().join(".."))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("past the 107 a Unix socket path may have"), "{text}");
+}
+
+/// Repeats of a failing scenario each keep their own repro bundle (issue 26): before,
+/// they shared one, and a flake hunt kept only the last failure.
+#[test]
+fn every_failing_run_keeps_a_bundle_of_its_own() {
+    let bundles = tempfile::tempdir().unwrap();
+    let (code, text) = harness(&[
+        "run",
+        "harness/tests/fixtures/wrong-state.yaml",
+        "--repeat",
+        "3",
+        "--keep-going",
+        "--bundles",
+        bundles.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let made: Vec<_> = std::fs::read_dir(bundles.path()).unwrap().filter_map(|e| e.ok()).collect();
+    assert_eq!(made.len(), 3, "{text}");
+}
+
+/// A SIGKILLed `harness vm` leaves its work directory (the kernel unpacked, the guest's
+/// root: 137 MB with the scenario library) to the next command, which removes it and says
+/// so (issue 26): before, it stayed in the temporary directory for good.
+#[test]
+fn the_next_command_removes_what_a_killed_vm_run_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let kernel = tmp.path().join("vmlinuz");
+    std::fs::write(&kernel, vec![0u8; 4096]).unwrap();
+    let mut vm = Command::new(testkit::bin_exe!("harness"))
+        .args(["vm", "--kernel", kernel.to_str().unwrap(), "--copy", "/usr/lib", "--timeout", "60", "--", "list"])
+        .env("TMPDIR", tmp.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let work = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("harness-vm-")))
+            .collect::<Vec<_>>()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while work().iter().all(|w| !w.join("owner.json").exists()) {
+        assert!(std::time::Instant::now() < deadline, "the VM's work directory never appeared");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    vm.kill().unwrap();
+    vm.wait().unwrap();
+    assert_eq!(work().len(), 1, "the killed run left its work directory");
+    let out = Command::new(testkit::bin_exe!("harness"))
+        .args(["vm", "--kernel", "/nonexistent/vmlinuz", "--", "list"])
+        .env("TMPDIR", tmp.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("removed what 1 killed harness run(s) left"), "{said}");
+    assert!(work().is_empty(), "{said}");
+}

@@ -178,6 +178,10 @@ fn credentials_never_reach_the_recording_and_a_signal_ends_it_cleanly() {
     assert!(!listen.exists(), "the proxy's socket outlived it");
     let text = std::fs::read_to_string(out.join("recording.jsonl")).unwrap();
     assert!(!text.contains(secret), "the planted credential is in the recording");
+    // Meant to leave the host, but only as its owner decides.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&out), mode(&out.join("recording.jsonl"))), (0o700, 0o600));
     assert!(text.contains(r#"\\\"auth\\\":\\\"*"#), "{text}");
     assert!(text.contains("r.example"), "only the credential went: {text}");
 }
@@ -514,4 +518,85 @@ fn a_recorder_polls_only_right_after_a_piece_and_spends_no_cpu_on_a_quiet_connec
     let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap().unwrap() as u64;
     assert!(spent * 50 <= hz, "the recorder spent {spent} ticks (of {hz} a second) on a quiet connection");
     drop(s);
+}
+
+/// A small recording (one exchange) written by hand into `dir`.
+fn small_recording(dir: &Path) {
+    let request = "GET /api/v1/daemon HTTP/1.1\r\n\r\n";
+    let reply = "HTTP/1.1 200 \r\nServer: Nydus API\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let lines = [
+        serde_json::json!({"event": "recording", "version": 1, "t_ns": 1}),
+        serde_json::json!({"event": "open", "conn": 1, "t_ns": 2}),
+        serde_json::json!({"event": "data", "conn": 1, "dir": "request", "len": request.len(), "text": request, "t_ns": 3}),
+        serde_json::json!({"event": "data", "conn": 1, "dir": "reply", "len": reply.len(), "text": reply, "t_ns": 4}),
+        serde_json::json!({"event": "close", "conn": 1, "side": "client", "t_ns": 5}),
+    ];
+    let text: String = lines.iter().map(|l| l.to_string() + "\n").collect();
+    std::fs::write(dir.join("recording.jsonl"), text).unwrap();
+}
+
+/// A recording shared by someone else cannot make a replay write or delete through a
+/// link (issue 26): before, a `mock-script.yaml` or `replay.yaml` link overwrote its
+/// target and a `replay` link to a directory had `mock-nydusd` and `api.sock` deleted there.
+#[test]
+fn a_shared_recording_with_links_in_it_harms_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rec, victim) = (dir.path().join("rec"), dir.path().join("victim"));
+    std::fs::create_dir_all(&rec).unwrap();
+    std::fs::create_dir_all(&victim).unwrap();
+    small_recording(&rec);
+    for name in ["precious.txt", "mock-nydusd", "api.sock"] {
+        std::fs::write(victim.join(name), name).unwrap();
+    }
+    // Each link is refused, naming it, and nothing behind it is touched.
+    for (name, target) in [
+        ("mock-script.json", victim.join("precious.txt")),
+        ("replay.yaml", victim.join("precious.txt")),
+        ("replay", victim.clone()),
+    ] {
+        std::os::unix::fs::symlink(&target, rec.join(name)).unwrap();
+        let output = replay(&rec, "1");
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(2), "{name}: {said}");
+        assert!(said.contains(&format!("{name} is a symbolic link")), "{said}");
+        for file in ["precious.txt", "mock-nydusd", "api.sock"] {
+            assert_eq!(std::fs::read_to_string(victim.join(file)).unwrap(), file, "{name}: {file} was touched");
+        }
+        std::fs::remove_file(rec.join(name)).unwrap();
+    }
+    // Without the links the same recording replays (the hand-made reply differs from the
+    // mock's in its headers, which is beside the point here).
+    let output = replay(&rec, "1");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(said.contains("compared 1 exchanges"), "{said}");
+}
+
+/// A session of 20 000 calls on four keep-alive connections (a busy hour's polling)
+/// replays with no difference (issue 26): before, its script was past the mock's size
+/// limit and the replay waited about 2 s per event before blaming the daemon.
+#[test]
+fn a_session_of_twenty_thousand_calls_replays_with_no_difference() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, out, mut recorder) = record_mock_command(dir.path());
+    let mut connections: Vec<UnixStream> = (0..4).map(|_| UnixStream::connect(&sock).unwrap()).collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    for i in 0..20_000 {
+        let s = &mut connections[i % 4];
+        s.write_all(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        while !complete(&got, 1) {
+            let n = s.read(&mut buf).unwrap();
+            assert!(n > 0, "closed early");
+            got.extend_from_slice(&buf[..n]);
+        }
+    }
+    drop(connections);
+    let moved = out.join("upstream.sock");
+    let [pid] = testkit::pids_naming(moved.to_str().unwrap())[..] else { panic!("one daemon") };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(recorder.0.wait().unwrap().code(), Some(0));
+    let output = replay(&out, "1");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("compared 20000 exchanges: 0 differences"), "{stdout}");
 }

@@ -314,3 +314,47 @@ fn a_slow_scenario_is_named_while_it_runs() {
     let pass = text.lines().position(|l| l.starts_with("PASS "));
     assert!(slow.is_some() && slow < pass, "{text}");
 }
+
+/// A killed run never reads green (issue 26): its reports say "not finished" from before
+/// its first scenario; before, the previous run's green report survived a SIGKILL as it was.
+#[test]
+fn a_killed_run_leaves_reports_that_are_not_green_never_the_previous_run_s() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let reports = ["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()];
+    let mut green = vec!["run", "scenarios/lifecycle/start-running.yaml"];
+    green.extend(reports);
+    let (code, text) = harness(&green);
+    assert_eq!(code, 0, "{text}");
+    let bundles = tempfile::tempdir().unwrap();
+    let mut killed = Command::new(testkit::bin_exe!("harness"))
+        .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--bundles"])
+        .arg(bundles.path())
+        .args(reports)
+        .current_dir(repo())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !std::fs::read_to_string(&json).unwrap_or_default().contains("long-sleep") {
+        assert!(std::time::Instant::now() < deadline, "the run never wrote its first report");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::killpg(nix::unistd::Pid::from_raw(killed.id() as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    let _ = killed.wait();
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_json_against_its_schema(&report);
+    assert_eq!(report["summary"]["interrupted"], 1, "{report}");
+    assert_eq!(report["summary"]["passed"], 0, "{report}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = check_junit_shape(&xml);
+    let verdicts = cases(&doc);
+    assert_eq!(verdicts.len(), 1, "{xml}");
+    let (element, kind) = verdicts[0].1.clone().expect("an error, not a pass");
+    assert_eq!((element.as_str(), kind.as_str()), ("error", "interrupted"), "{xml}");
+    assert!(xml.contains("had not ended"), "{xml}");
+}

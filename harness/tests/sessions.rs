@@ -170,6 +170,38 @@ fn images(peer: &Peer, dir: &Path) -> Result<(Vec<PathBuf>, String), Failed> {
     Ok((bootstraps, store.config()))
 }
 
+/// The credentials planted in [`TOML_CONFIG`] and [`ESCAPED_CONFIG`].
+const PLANTED: [&str; 4] = ["dG9tbC1hdXRoLXNlY3JldA", "tomlregistrytoken77", "ZXNjYXBlZC1hdXRo", "escapedpassword42"];
+
+/// A registry configuration in TOML, as nydusd reads one.
+const TOML_CONFIG: &str = "[device.backend]\ntype = \"registry\"\n[device.backend.config]\nhost = \"registry.example\"\nrepo = \"library/x\"\nauth = \"dG9tbC1hdXRoLXNlY3JldA\"\n\"registry_token\" = 'tomlregistrytoken77'\n";
+
+/// A JSON configuration whose secret keys are spelled with `\u` escapes.
+const ESCAPED_CONFIG: &str = r#"{"device":{"backend":{"type":"registry","config":{"host":"registry.example","repo":"library/x","\u0061uth":"ZXNjYXBlZC1hdXRo","pass\u0077ord":"escapedpassword42"}}}}"#;
+
+/// No byte sequence of a planted credential in any file under `dir` (the recording, the
+/// script, the scenario, the replay's own recording and logs).
+fn no_planted_secret_under(dir: &Path) -> Result<(), Failed> {
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in std::fs::read_dir(&at)?.flatten() {
+            let path = entry.path();
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                stack.push(path);
+            } else if kind.is_file() {
+                let bytes = std::fs::read(&path)?;
+                for secret in PLANTED {
+                    if bytes.windows(secret.len()).any(|w| w == secret.as_bytes()) {
+                        return Err(format!("{secret} is in {}", path.display()).into());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `harness replay DIR --speed 1`: its exit code and stdout.
 fn replay(rec: &Path) -> (Option<i32>, String) {
     let output = Command::new(testkit::bin_exe!("harness"))
@@ -241,6 +273,18 @@ fn daemon_core_session(peer: Peer) -> Result<(), Failed> {
         if mounted != ["/a", "/b"] {
             return Err(format!("the daemon serves {mounted:?} after two mounts"));
         }
+        // Credentials as nydusd also reads them: a TOML configuration, and JSON keys
+        // spelled with escapes. Whether the daemon takes them does not matter here; the
+        // recording must keep none of them.
+        for (mountpoint, config) in [("/c", TOML_CONFIG), ("/d", ESCAPED_CONFIG)] {
+            let request = MountRequest {
+                source: bootstraps[0].to_string_lossy().into_owned(),
+                fs_type: "rafs".into(),
+                config: config.to_owned(),
+                prefetch_files: None,
+            };
+            let _ = client.mount(mountpoint, &request).await;
+        }
         match client.umount("/nope").await {
             // nydusd says the instance "doesn't exist", with status 500.
             Err(e) if e.kind() == ErrorKind::NotFound && e.status() == Some(500) => Ok(()),
@@ -248,6 +292,7 @@ fn daemon_core_session(peer: Peer) -> Result<(), Failed> {
         }
     })?;
     let rec = kill_and_replay(&mut recorder)?;
+    no_planted_secret_under(&rec)?;
     let script = std::fs::read_to_string(rec.join("mock-script.json")).unwrap();
     for expected in
         ["POST /api/v1/mount?mountpoint=/b", "DELETE /api/v1/mount?mountpoint=/nope", r#""signal": "SIGKILL""#]

@@ -239,6 +239,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         model: tokio::sync::Mutex::new(model),
         journal,
         shutdown,
+        stopping: tokio::sync::watch::channel(false).0,
         script: std::sync::Mutex::new(ScriptRunner::new(script)),
         started,
         process: cli.mock_process,
@@ -257,6 +258,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
     tokio::select! {
         signal = signals.recv() => {
             shared.journal.record("signal", json!({ "signal": signal }));
+            shared.stopping.send_replace(true);
             let mut model = shared.model.lock().await;
             let before = model.state();
             let unmounted = model.stop();

@@ -30,6 +30,10 @@ pub struct Shared {
     pub journal: Journal,
     /// Set to request a graceful shutdown (exit API).
     pub shutdown: watch::Sender<bool>,
+    /// Set when a stop signal arrived: a scripted delay ends at once (its request gets no
+    /// reply), so the stop does not wait behind it for the request lock. nydusd's signal
+    /// handler does not wait for its API thread either.
+    pub stopping: watch::Sender<bool>,
     /// The script and its call counters; replaced through the control socket.
     pub script: std::sync::Mutex<ScriptRunner>,
     /// When the process started (scripts' time conditions).
@@ -238,7 +242,13 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
     let mut answered = false;
     for action in &fired.actions {
         match action {
-            Action::DelayMs(ms) => tokio::time::sleep(Duration::from_millis(*ms)).await,
+            Action::DelayMs(ms) => {
+                let mut stopping = shared.stopping.subscribe();
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(*ms)) => {}
+                    _ = stopping.wait_for(|s| *s) => return Flow::Close,
+                }
+            }
             Action::Reply => {
                 answered = true;
                 if let Flow::Close = answer(shared, stream, &mut model, request).await {

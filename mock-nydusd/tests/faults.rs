@@ -151,6 +151,26 @@ fn a_scripted_state_moves_the_state_machine_too() {
     assert_eq!(testkit::reported_state(&mock.sock), State::Running);
 }
 
+/// A stop signal does not wait behind a scripted delay (issue 26): before, SIGTERM waited
+/// for the request lock the delay held, so a destroy waited out the delay.
+#[test]
+fn sigterm_during_a_scripted_delay_stops_at_once_without_answering_it() {
+    let mut mock =
+        MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon}", "[{delay_ms: 30000}]"), &[]);
+    mock.wait_for_socket();
+    let mut slow = mock.connect();
+    slow.write_all(GET_INFO).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(mock.child.id() as i32), nix::sys::signal::Signal::SIGTERM)
+        .unwrap();
+    let status = mock.child.wait().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "stopped after {:?}", started.elapsed());
+    assert_eq!(status.code(), Some(0), "a graceful stop");
+    assert!(read_to_eof(&mut slow).is_empty(), "the delayed request got no reply");
+    assert!(!mock.sock.exists(), "the socket was removed as on any graceful stop");
+}
+
 #[test]
 fn exit_ends_the_process_with_the_code_and_leaves_the_socket() {
     let mut mock =

@@ -97,6 +97,19 @@ pub enum DaemonError {
         #[source]
         source: std::io::Error,
     },
+    /// A socket path of the daemon would not fit a Unix socket address (`sun_path`: 107
+    /// bytes and a NUL); nydusd could not bind it, and would only time out.
+    #[error("daemon {id}: its socket {} is {len} bytes long, past the {max} a Unix socket path may have; use a shorter root", path.display())]
+    SocketPathTooLong {
+        /// Daemon id.
+        id: String,
+        /// The path.
+        path: PathBuf,
+        /// Its length in bytes.
+        len: usize,
+        /// The most a path may have.
+        max: usize,
+    },
     /// The id cannot be used in a path.
     #[error("daemon id {0:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)")]
     InvalidId(String),

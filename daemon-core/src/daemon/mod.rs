@@ -28,6 +28,9 @@ pub use state::{ConfigState, DaemonMode, FailoverPolicy, FsDriver};
 /// The API socket's file name (later ones after hot upgrades are `api1.sock`, ...).
 pub const API_SOCKET_FILE_NAME: &str = "api.sock";
 
+/// The longest path a Unix socket may be bound at (`sun_path` is 108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
 /// How to create a daemon (Go's `NewDaemon` options).
 #[derive(Debug, Clone, Default)]
 pub struct DaemonOptions {
@@ -86,6 +89,13 @@ impl Daemon {
         let socket_dir = layout.socket_dir().join(&id);
         let config_dir = layout.config_dir().join(&id);
         let log_dir = layout.log_dir().join(&id);
+        // Checked before anything is made: the longest API socket it will have (after nine
+        // hot upgrades, `api9.sock`) and its supervisor socket.
+        let longest = [socket_dir.join("api99.sock"), layout.supervisor_dir().join(format!("{id}.sock"))];
+        if let Some(path) = longest.into_iter().find(|p| p.as_os_str().len() > MAX_SOCKET_PATH) {
+            let len = path.as_os_str().len();
+            return Err(DaemonError::SocketPathTooLong { id, path, len, max: MAX_SOCKET_PATH });
+        }
         for dir in [&socket_dir, &config_dir, &log_dir] {
             // 0700: the API socket controls the daemon, and configs may hold registry auth.
             use std::os::unix::fs::DirBuilderExt;

@@ -283,7 +283,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
         crate::containment::sweep_and_report();
         crate::containment::contain();
     }
-    match cli.command {
+    let code = match cli.command {
         Command::Validate { paths } => validate(&default_paths(paths)),
         Command::Explain { path, mermaid } => match scenario::load(&path) {
             Ok(s) => {
@@ -318,6 +318,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             }
         }
         Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args, scenarios } => {
+            if let Err(code) = writable("--json", json.as_deref()) {
+                return code;
+            }
             let (mock, runtime) = match mock_and_runtime() {
                 Ok(both) => both,
                 Err(code) => return code,
@@ -330,13 +333,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                 Err(signal) => interrupted_by(signal),
                 Ok(Ok(results)) => {
                     print!("{}", crate::bench::table(&results));
-                    if let Some(path) = json
-                        && let Err(e) =
-                            std::fs::write(&path, serde_json::to_string_pretty(&results).unwrap_or_default())
-                    {
-                        eprintln!("error: cannot write {}: {e}", path.display());
-                    }
-                    ExitCode::from(exit_code::OK)
+                    let text = serde_json::to_string_pretty(&results).unwrap_or_default();
+                    write_output("--json", json.as_deref(), &text)
                 }
                 Ok(Err(e)) => {
                     eprintln!("error: {e:#}");
@@ -372,7 +370,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             }
         }
         Command::Run(args) => run::run(&args, progress::Painter::new(cli.color)),
-    }
+    };
+    // Roots a scenario could not remove while others held files (`ulimit -n`) go now.
+    crate::containment::remove_pending_roots();
+    code
 }
 
 /// Writes `text` to standard output; `false` when it is closed (`harness run | head`),
@@ -424,6 +425,9 @@ fn diff(args: DiffArgs) -> ExitCode {
             return ExitCode::from(exit_code::USAGE);
         }
     };
+    if let Err(code) = writable("--json", args.json.as_deref()) {
+        return code;
+    }
     if let Some([recorded, replayed]) = args.recordings.as_deref() {
         return diff_recordings(recorded, replayed, args.speed, &explained, args.json.as_deref());
     }
@@ -469,13 +473,44 @@ fn diff(args: DiffArgs) -> ExitCode {
         Err(signal) => return interrupted_by(signal),
     };
     print!("{}", crate::diff::report(&diffs));
-    if let Some(path) = &args.json
-        && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&diffs).unwrap_or_default())
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
+    let written =
+        write_output("--json", args.json.as_deref(), &serde_json::to_string_pretty(&diffs).unwrap_or_default());
+    if written != ExitCode::from(exit_code::OK) {
+        return written;
     }
     let failing = diffs.iter().any(crate::diff::ScenarioDiff::fails);
     ExitCode::from(if failing { exit_code::SCENARIO_FAILED } else { exit_code::OK })
+}
+
+/// Checks, before any work, that an output file named by `flag` can be written: a path
+/// that cannot is a usage error now, not a silent loss (exit 0) after the work.
+fn writable(flag: &str, path: Option<&std::path::Path>) -> Result<(), ExitCode> {
+    let Some(path) = path else { return Ok(()) };
+    let problem = if path.is_dir() {
+        Some("is a directory".to_owned())
+    } else {
+        std::fs::OpenOptions::new().append(true).create(true).open(path).err().map(|e| e.to_string())
+    };
+    match problem {
+        Some(why) => {
+            eprintln!("error: {flag} {}: cannot be written: {why}", path.display());
+            Err(ExitCode::from(exit_code::USAGE))
+        }
+        None => Ok(()),
+    }
+}
+
+/// Writes an output file whole (see `report::write_atomically`); the exit code: OK, or
+/// SETUP_ERROR after saying why it could not.
+fn write_output(flag: &str, path: Option<&std::path::Path>, text: &str) -> ExitCode {
+    let Some(path) = path else { return ExitCode::from(exit_code::OK) };
+    match crate::report::write_atomically(path, text.as_bytes()) {
+        Ok(()) => ExitCode::from(exit_code::OK),
+        Err(e) => {
+            eprintln!("error: {flag} {}: cannot write: {e}", path.display());
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+    }
 }
 
 /// `harness diff --recordings`: every difference between two recordings of a session,
@@ -501,11 +536,9 @@ fn diff_recordings(
     };
     let comparison = crate::record::compare::compare(&a, &b, speed, &explained.volatile);
     print!("{}", comparison.report());
-    if let Some(path) = json
-        && let Err(e) = std::fs::write(path, serde_json::to_string_pretty(&comparison).unwrap_or_default())
-    {
-        eprintln!("error: cannot write {}: {e}", path.display());
-        return ExitCode::from(exit_code::SETUP_ERROR);
+    let written = write_output("--json", json, &serde_json::to_string_pretty(&comparison).unwrap_or_default());
+    if written != ExitCode::from(exit_code::OK) {
+        return written;
     }
     ExitCode::from(if comparison.differences.is_empty() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
 }
@@ -537,9 +570,13 @@ fn vm(args: VmArgs) -> ExitCode {
             return ExitCode::from(exit_code::SETUP_ERROR);
         }
     };
+    crate::containment::sweep_and_report();
     let outcome = runtime.block_on(crate::termination::unless_signalled(crate::vm::run(&options, |line| {
         println!("{line}");
     })));
+    // A preparation abandoned at the deadline or on a signal (a read that never returns)
+    // must not hold the exit.
+    runtime.shutdown_background();
     match outcome {
         Err(signal) => {
             eprintln!("vm: ended by {}; qemu was killed", crate::termination::name(signal));

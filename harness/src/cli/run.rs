@@ -153,6 +153,11 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    let scenarios: Vec<&Scenario> = selected.iter().map(|(_, s)| s).collect();
+    if let Some(e) = crate::runner::socket_room_error(&std::env::temp_dir(), &scenarios) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::USAGE);
+    }
     let mut planned = Vec::new();
     for (path, scenario) in selected {
         for repetition in 1..=args.repeat {
@@ -174,6 +179,30 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
     let base = args.selection.base();
     let target = format!("{:?}", config.target).to_lowercase();
     let (started_at, started) = (SystemTime::now(), Instant::now());
+    // Before anything runs, the reports say "not finished": a run killed before its end
+    // leaves that, never the previous run's green report.
+    let unfinished = RunReport {
+        entries: planned
+            .iter()
+            .map(|p| Entry {
+                path: p.path.clone(),
+                name: p.scenario.name.clone(),
+                repetition: p.repetition,
+                outcome: Err(NotRun::Unfinished),
+            })
+            .collect(),
+        started_at,
+        wall: Duration::ZERO,
+        repeat: args.repeat,
+        target: target.clone(),
+        seed: args.seed,
+        interrupted: Some("not finished".into()),
+        base: base.clone(),
+    };
+    if let Err(e) = write_reports(args, &unfinished) {
+        eprintln!("error: {e}");
+        return ExitCode::from(exit_code::USAGE);
+    }
     let options = Options {
         jobs,
         keep_going: args.keep_going,
@@ -202,23 +231,13 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         report::summary(&report),
         report::recap(&report)
     )));
-    let mut unwritten = false;
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report::to_json(&report)).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, json) {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            unwritten = true;
+    let unwritten = match write_reports(args, &report) {
+        Ok(()) => false,
+        Err(e) => {
+            eprintln!("error: {e}");
+            true
         }
-    }
-    if let Some(path) = &args.junit {
-        let written = report::to_junit(&report)
-            .map_err(|e| e.to_string())
-            .and_then(|xml| std::fs::write(path, xml).map_err(|e| e.to_string()));
-        if let Err(e) = written {
-            eprintln!("error: cannot write {}: {e}", path.display());
-            unwritten = true;
-        }
-    }
+    };
     if let Some(signal) = interrupted {
         return interrupted_by(signal);
     }
@@ -226,6 +245,19 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         return ExitCode::from(exit_code::SETUP_ERROR);
     }
     ExitCode::from(if report.is_green() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
+}
+
+/// Writes the `--json` and `--junit` reports of `report`, each whole or not at all.
+fn write_reports(args: &RunArgs, report: &RunReport) -> Result<(), String> {
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report::to_json(report)).unwrap_or_default();
+        report::write_atomically(path, json.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &args.junit {
+        let xml = report::to_junit(report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        report::write_atomically(path, xml.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Copy)]

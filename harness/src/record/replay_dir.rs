@@ -3,9 +3,10 @@
 //! It writes `DIR/mock-script.json` (the recorded daemon as a mock script),
 //! `DIR/replay.yaml` (the same replay as a scenario) and `DIR/replay/` (the mock's
 //! socket, log and mountpoint, the replay's own recording, the comparison). A recording
-//! may come from someone else, so nothing there is written through a symbolic link: a
-//! file is written beside its name and renamed over it (a link in its place is replaced,
-//! its target untouched), and a `replay` that is a link is refused.
+//! may come from someone else, so nothing there is written or removed through a symbolic
+//! link: a link in the place of a file or directory the replay writes is refused, naming
+//! it, before anything is written, and files are written beside their name and renamed
+//! over it.
 //!
 //! Every failure names its cause: a mock that exits before it listens is reported with
 //! the last lines of its log at once, and a replay that would take longer than its cap

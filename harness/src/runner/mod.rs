@@ -93,6 +93,32 @@ pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
     None
 }
 
+/// Why scenarios cannot run under the temporary directory `tmp`: a socket of theirs
+/// (API, control, supervisor) would be longer than a Unix socket path may be, so every
+/// daemon would fail to bind it and its start time out. Checked before anything runs.
+pub fn socket_room_error(tmp: &Path, scenarios: &[&Scenario]) -> Option<String> {
+    let longest_id = scenarios.iter().flat_map(|s| s.daemons.iter()).map(|d| d.id.value.len()).max()?;
+    let root = tmp.join(format!("nydus-harness-{}", "X".repeat(6)));
+    let id = "x".repeat(longest_id);
+    let longest = [
+        root.join("socket").join(&id).join("api99.sock"),
+        root.join("control").join(format!("{id}.sock")),
+        root.join("supervisor").join(format!("{id}.sock")),
+    ]
+    .into_iter()
+    .map(|p| p.as_os_str().len())
+    .max()?;
+    let max = daemon_core::daemon::MAX_SOCKET_PATH;
+    (longest > max).then(|| {
+        format!(
+            "the temporary directory {} ({} bytes) is too long: a daemon's socket under it would be {longest} bytes, past the {max} a Unix socket path may have; set TMPDIR to a directory of at most {} bytes",
+            tmp.display(),
+            tmp.as_os_str().len(),
+            tmp.as_os_str().len().saturating_sub(longest - max)
+        )
+    })
+}
+
 /// The release the mock should behave as to stand beside the real nydusd `binary`: 2.2
 /// for crates.io's build (which reports `unknown`) and any 2.2.x, else 2.4.
 pub fn mock_version_for(binary: &Path) -> mock_nydusd::version::NydusdVersion {
@@ -159,7 +185,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
     if result.skipped.is_some() {
         return result;
     }
-    result.failure = match testkit::private_tempdir("nydus-harness-") {
+    result.failure = match crate::containment::Root::create() {
         Err(e) => Some(Failure::setup(format!("cannot create a temporary root: {e}"))),
         Ok(root) => match crate::containment::Ledger::claim(root.path()) {
             Err(e) => Some(Failure::setup(format!("cannot write the run's ledger in {}: {e}", root.path().display()))),
@@ -196,7 +222,7 @@ pub(crate) struct Run<'a> {
     /// The root's directory, removed when the last holder lets go: the run, or a manager
     /// open still under way on a blocking thread after the run was dropped (which would
     /// otherwise make the root again, `Store::open` creating what it opens in).
-    root_dir: Arc<tempfile::TempDir>,
+    root_dir: Arc<crate::containment::Root>,
     /// Every process the run started, so teardown ends exactly those.
     pub(crate) ledger: Arc<crate::containment::Ledger>,
     config: &'a RunConfig,
@@ -264,7 +290,7 @@ impl Activity {
 
 impl<'a> Run<'a> {
     fn new(
-        root_dir: Arc<tempfile::TempDir>,
+        root_dir: Arc<crate::containment::Root>,
         ledger: Arc<crate::containment::Ledger>,
         config: &'a RunConfig,
         scenario: &'a Scenario,

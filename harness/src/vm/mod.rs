@@ -30,6 +30,9 @@ use serde::Serialize;
 
 pub use qemu::Accel;
 
+/// The longest a VM run may be given: longer `--timeout`s are taken as this.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Where the guest's command runs, with the copied files.
 const GUEST_WORK: &str = "/work";
 
@@ -84,12 +87,36 @@ pub struct VmOutcome {
 /// Runs `options.command` in a VM; `on_line` gets each line the command prints.
 pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::Result<VmOutcome> {
     let began = Instant::now();
-    let deadline = began + options.timeout;
+    // Saturating: `--timeout 18446744073709551615` once overflowed the clock and panicked.
+    let deadline = began.checked_add(options.timeout).unwrap_or_else(|| began + MAX_TIMEOUT);
     std::fs::create_dir_all(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?;
-    let work = tempfile::Builder::new().prefix("harness-vm-").tempdir()?;
-    let kernel = kernel::Kernel::prepare(&options.kernel, work.path())?;
-    let root = work.path().join("initramfs.cpio");
-    build_root(options, &kernel, &root)?;
+    for (what, path) in [("--kernel", &options.kernel), ("the harness", &options.harness)] {
+        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+        // A FIFO or a device would block the preparation, or never end it.
+        anyhow::ensure!(meta.is_file(), "{what} {} is not a regular file", path.display());
+    }
+    // The work directory is owned like a scenario root: a SIGKILLed `harness vm` leaves it
+    // for the next command's sweep, which removes it.
+    let work = tempfile::Builder::new().prefix(crate::containment::VM_PREFIX).tempdir()?;
+    crate::containment::Ledger::claim(work.path())?;
+    // Off the runtime and under the deadline: unpacking a kernel and copying a large
+    // `--copy` block, and a signal or the deadline must still end the run.
+    let (kernel, root) = {
+        let (prepared, work_path) = (options.clone(), work.path().to_owned());
+        let prepare = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let kernel = kernel::Kernel::prepare(&prepared.kernel, &work_path)?;
+            let root = work_path.join("initramfs.cpio");
+            build_root(&prepared, &kernel, &root)?;
+            Ok((kernel, root))
+        });
+        match tokio::time::timeout_at(deadline.into(), prepare).await {
+            Ok(prepared) => prepared.map_err(|e| anyhow::anyhow!("preparing the VM: {e}"))??,
+            Err(_) => anyhow::bail!(
+                "the VM was not ready within {} s (unpacking the kernel, building its root); nothing was booted",
+                options.timeout.as_secs()
+            ),
+        }
+    };
     let accel = qemu::choose(options.accel, &kernel.vmlinuz).await;
     let console_log = options.out.join("console.log");
     let results_port = work.path().join("results.b64");

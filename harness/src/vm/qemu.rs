@@ -117,6 +117,44 @@ pub enum Ended {
 /// a guest printed nothing for two minutes, and booting again is what helps.
 pub const FIRST_LINE_WITHIN: Duration = Duration::from_secs(60);
 
+/// The longest console line kept: a guest printing without newlines must not grow the
+/// harness (200 MB on one line once took it to 583 MB); the rest of such a line is read
+/// and dropped, and the line ends with a note.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// Reads the next line into `line` (cleared first), keeping at most `max` bytes of it and
+/// reading the rest to its newline; returns how many bytes were read (0: the end).
+pub async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<usize> {
+    line.clear();
+    let (mut read, mut cut) = (0, false);
+    loop {
+        let available = reader.fill_buf().await?;
+        if available.is_empty() {
+            break;
+        }
+        let (take, done) = match available.iter().position(|b| *b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (available.len(), false),
+        };
+        let room = max.saturating_sub(line.len());
+        line.extend_from_slice(&available[..take.min(room)]);
+        cut |= take > room;
+        reader.consume(take);
+        read += take;
+        if done {
+            break;
+        }
+    }
+    if cut {
+        line.extend_from_slice(format!(" … (line cut at {max} bytes)\n").as_bytes());
+    }
+    Ok(read)
+}
+
 /// How much of what qemu says on stderr is kept for an error message.
 const STDERR_KEPT: usize = 4096;
 
@@ -159,7 +197,7 @@ impl Boot<'_> {
             let mut tail = Vec::new();
             let mut reader = BufReader::new(stderr);
             let mut line = Vec::new();
-            while reader.read_until(b'\n', &mut line).await.is_ok_and(|n| n > 0) {
+            while read_line_bounded(&mut reader, &mut line, MAX_LINE).await.is_ok_and(|n| n > 0) {
                 tail.extend_from_slice(&line);
                 line.clear();
                 if tail.len() > STDERR_KEPT {
@@ -172,7 +210,7 @@ impl Boot<'_> {
         let heard = std::sync::atomic::AtomicBool::new(false);
         let read_console = async {
             let mut raw = Vec::new();
-            while console.read_until(b'\n', &mut raw).await.is_ok_and(|n| n > 0) {
+            while read_line_bounded(&mut console, &mut raw, MAX_LINE).await.is_ok_and(|n| n > 0) {
                 heard.store(true, std::sync::atomic::Ordering::Relaxed);
                 let text = String::from_utf8_lossy(&raw).into_owned();
                 raw.clear();

@@ -455,3 +455,34 @@ fn the_next_command_removes_what_a_killed_vm_run_left() {
     assert!(said.contains("removed what 1 killed harness run(s) left"), "{said}");
     assert!(work().is_empty(), "{said}");
 }
+
+/// With few file descriptors (`ulimit -n`), scenarios fail with the reason, and no root
+/// is left behind (issue 26): before, roots were left silently.
+#[test]
+fn no_root_is_left_when_file_descriptors_run_out() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let bundles = tempfile::tempdir().unwrap();
+    let mut command = Command::new(testkit::bin_exe!("harness"));
+    command
+        .args(["run", "scenarios/recovery", "--keep-going", "--bundles"])
+        .arg(bundles.path())
+        .env("TMPDIR", tmp.path())
+        .current_dir(testkit::manifest_dir!().join(".."));
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs in the child before exec.
+    unsafe {
+        command.pre_exec(|| {
+            nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 14, 14)
+                .map_err(std::io::Error::from)
+        });
+    }
+    let out = command.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Too many open files") || text.contains("unable to open"), "{text}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.file_name()))
+        .filter(|n| n.to_string_lossy().starts_with("nydus-harness-"))
+        .collect();
+    assert!(left.is_empty(), "roots left: {left:?}\n{text}");
+}

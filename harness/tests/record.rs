@@ -600,3 +600,28 @@ fn a_session_of_twenty_thousand_calls_replays_with_no_difference() {
     assert_eq!(output.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("compared 20000 exchanges: 0 differences"), "{stdout}");
 }
+
+/// A recording stops at --max-bytes with a clear message and a last line saying so
+/// (issue 26): before, one 50 MB request made a 9.1 GB recording.
+#[test]
+fn a_recording_stops_at_its_limit_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, out, mut recorder) = record_mock(dir.path(), "rec", "api.sock", &["--max-bytes", "4096"], &[]);
+    let mut s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Calls until the recorder stops (the proxy's socket goes with it).
+    while recorder.0.try_wait().unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the recorder never stopped");
+        if s.write_all(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").is_err() || s.read(&mut buf).unwrap_or(0) == 0 {
+            break;
+        }
+    }
+    let status = recorder.0.wait().unwrap();
+    assert_eq!(status.code(), Some(4));
+    let text = std::fs::read_to_string(out.join("recording.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!((last["event"].as_str(), last["max_bytes"].as_u64()), (Some("limit_reached"), Some(4096)), "{text}");
+    assert!(text.len() < 4096 + 200, "{} bytes", text.len());
+}

@@ -324,4 +324,20 @@ mod tests {
             "the silent qemu (pid {pid}) runs on"
         );
     }
+
+    /// A guest printing without newlines cannot grow the harness (issue 26): before, a
+    /// 200 MB line was read whole (583 MB RSS).
+    #[tokio::test]
+    async fn a_line_without_end_is_cut_at_the_bound_and_read_to_its_end() {
+        let mut text = vec![b'x'; 5 * MAX_LINE];
+        text.extend_from_slice(b"\nnext\n");
+        let mut reader = tokio::io::BufReader::new(&text[..]);
+        let mut line = Vec::new();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE).await.unwrap(), 5 * MAX_LINE + 1);
+        assert!(line.len() < MAX_LINE + 64, "{} bytes kept", line.len());
+        assert!(String::from_utf8_lossy(&line).ends_with(&format!("(line cut at {MAX_LINE} bytes)\n")));
+        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE).await.unwrap(), 5);
+        assert_eq!(line, b"next\n");
+        assert_eq!(read_line_bounded(&mut reader, &mut line, MAX_LINE).await.unwrap(), 0);
+    }
 }

@@ -7,61 +7,12 @@
 use std::path::{Path, PathBuf};
 
 use daemon_core::api::Exchange;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 
+pub use crate::record::explained::{DEFAULT_EXPLAINED, Explained, ExplainedDifference, remove_pointer};
 use crate::runner::{RunConfig, ScenarioResult, run_scenario};
 use crate::scenario::model::{Scenario, Target};
-
-/// The explained differences shipped with the harness.
-pub const DEFAULT_EXPLAINED: &str = include_str!("../../docs/diff-explained.yaml");
-
-/// What the comparison ignores and which differences it accepts.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Explained {
-    /// JSON pointers (`*` matches any one key) removed from every reply body before
-    /// comparing: build information, times, counters that depend on timing.
-    #[serde(default)]
-    pub volatile: Vec<String>,
-    /// Differences that are understood.
-    #[serde(default)]
-    pub differences: Vec<ExplainedDifference>,
-}
-
-/// One understood difference.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ExplainedDifference {
-    /// Scenario name (`*`: any).
-    #[serde(default = "any")]
-    pub scenario: String,
-    /// `METHOD /path` of the exchange (`*`: any).
-    #[serde(default = "any")]
-    pub request: String,
-    /// Why mock and real differ there.
-    pub why: String,
-}
-
-fn any() -> String {
-    "*".to_owned()
-}
-
-impl Explained {
-    /// Parses an explained-differences file.
-    pub fn parse(text: &str, origin: &str) -> Result<Self, String> {
-        serde_saphyr::from_str(text).map_err(|e| format!("{origin}: {e}"))
-    }
-
-    fn why(&self, scenario: &str, difference: &Difference) -> Option<&str> {
-        self.differences
-            .iter()
-            .find(|e| {
-                (e.scenario == "*" || e.scenario == scenario) && (e.request == "*" || e.request == difference.request)
-            })
-            .map(|e| e.why.as_str())
-    }
-}
 
 /// One exchange as compared: who, what, and the normalised outcome.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -229,7 +180,7 @@ async fn compare_runs(
         }
     }
     for difference in &mut out.differences {
-        difference.explained = explained.why(&scenario.name, difference).map(str::to_owned);
+        difference.explained = explained.why(&scenario.name, &difference.request).map(str::to_owned);
     }
     out
 }
@@ -301,40 +252,6 @@ fn unroot_value(value: &mut Value, unroot: &impl Fn(&str) -> String) {
             for (key, mut v) in entries {
                 unroot_value(&mut v, unroot);
                 map.insert(unroot(&key), v);
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Removes what `pointer` names; a `*` segment matches every key or index.
-pub(crate) fn remove_pointer(value: &mut Value, pointer: &str) {
-    let segments: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
-    remove_segments(value, &segments);
-}
-
-fn remove_segments(value: &mut Value, segments: &[&str]) {
-    let Some((first, rest)) = segments.split_first() else { return };
-    match value {
-        Value::Object(map) if rest.is_empty() => {
-            if *first == "*" {
-                map.clear();
-            } else {
-                map.remove(*first);
-            }
-        }
-        Value::Object(map) => {
-            for (key, child) in map.iter_mut() {
-                if *first == "*" || key == first {
-                    remove_segments(child, rest);
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter_mut().enumerate() {
-                if *first == "*" || first.parse() == Ok(i) {
-                    remove_segments(child, rest);
-                }
             }
         }
         _ => {}

@@ -10,7 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::scenario::model::{Scenario, Step};
+use crate::scenario::Step;
+use crate::scenario::model::Scenario;
 use crate::scenario::spelled;
 
 /// What a step promises about failing, as `explain` shows it: ` — must fail with …`.
@@ -41,7 +42,7 @@ pub fn text(scenario: &Scenario) -> String {
         let _ = writeln!(out, "  daemon {} ({}, instances {instances:?}{script})", d.id.value, spelled(&d.mode));
     }
     for (i, step) in scenario.steps.iter().enumerate() {
-        let crate::runner::Explained { from, to, what } = step.value.explain();
+        let crate::runner::Explained { from, to, what } = crate::runner::explain_step(&step.value);
         let arrow = if from == to { from } else { format!("{from} → {to}") };
         let _ = writeln!(out, "  {:>2}. {arrow}: {what}{}", i + 1, outcome_note(&step.value));
     }
@@ -86,7 +87,7 @@ pub fn mermaid(scenario: &Scenario) -> String {
     };
     let _ = writeln!(out, "    Note over H: {}", mermaid_text(&scenario.name));
     for (i, step) in scenario.steps.iter().enumerate() {
-        let crate::runner::Explained { from, to, what } = step.value.explain();
+        let crate::runner::Explained { from, to, what } = crate::runner::explain_step(&step.value);
         let about = step.value.daemon().map(|d| d.value.as_str());
         let from = participant(&from, about == Some(from.as_str()) && from != "harness" && from != "manager");
         let to = participant(&to, about == Some(to.as_str()));

@@ -28,12 +28,15 @@ pub mod containment;
 pub mod diff;
 pub mod explain;
 pub mod reader;
-pub mod record;
+/// Record and replay (the `session-record` crate), under the name the harness uses.
+pub use session_record as record;
 pub mod report;
 pub mod runner;
-pub mod scenario;
+/// The scenario format (the `scenario-format` crate), under the name the harness uses.
+pub use scenario_format as scenario;
 pub mod termination;
-pub mod vm;
+/// Runs in a VM (the `vm-runner` crate), under the name the harness uses.
+pub use vm_runner as vm;
 
 /// Environment variable that makes the harness binary a reader workload (see
 /// [`reader`]): `<file>\n<size>\n<stop file>`.

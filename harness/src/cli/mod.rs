@@ -413,10 +413,14 @@ fn mock_and_runtime() -> Result<(PathBuf, tokio::runtime::Runtime), ExitCode> {
 
 fn diff(args: DiffArgs) -> ExitCode {
     let explained = match &args.explained {
-        None => crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml"),
-        Some(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
-            .and_then(|text| crate::diff::Explained::parse(&text, &path.display().to_string())),
+        None => crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")
+            .map_err(|e| daemon_core::daemon::error_chain(&e)),
+        Some(path) => {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display())).and_then(|text| {
+                crate::diff::Explained::parse(&text, &path.display().to_string())
+                    .map_err(|e| daemon_core::daemon::error_chain(&e))
+            })
+        }
     };
     let explained = match explained {
         Ok(e) => e,
@@ -552,12 +556,27 @@ fn vm(args: VmArgs) -> ExitCode {
         }
     };
     let copy = if args.copy.is_empty() { vec![PathBuf::from("scenarios")] } else { args.copy };
+    crate::containment::sweep_and_report();
+    // The work directory is owned like a scenario root: a SIGKILLed `harness vm` leaves it
+    // for the next command's sweep, which removes it.
+    let work = match tempfile::Builder::new().prefix(crate::containment::VM_PREFIX).tempdir() {
+        Ok(work) => work,
+        Err(e) => {
+            eprintln!("error: cannot create the VM's work directory in {}: {e}", std::env::temp_dir().display());
+            return ExitCode::from(exit_code::SETUP_ERROR);
+        }
+    };
+    if let Err(e) = crate::containment::Ledger::claim(work.path()) {
+        eprintln!("error: cannot claim the VM's work directory {}: {e}", work.path().display());
+        return ExitCode::from(exit_code::SETUP_ERROR);
+    }
     let options = crate::vm::VmOptions {
         kernel: args.kernel,
         harness,
         copy,
         command: args.command,
         out: args.out,
+        work: work.path().to_owned(),
         accel: args.accel,
         memory_mb: args.memory,
         cpus: args.cpus,
@@ -570,7 +589,6 @@ fn vm(args: VmArgs) -> ExitCode {
             return ExitCode::from(exit_code::SETUP_ERROR);
         }
     };
-    crate::containment::sweep_and_report();
     let outcome = runtime.block_on(crate::termination::unless_signalled(crate::vm::run(&options, |line| {
         println!("{line}");
     })));
@@ -583,7 +601,7 @@ fn vm(args: VmArgs) -> ExitCode {
             ExitCode::from(crate::termination::exit_code(signal))
         }
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
             ExitCode::from(exit_code::SETUP_ERROR)
         }
         Ok(Ok(outcome)) => {

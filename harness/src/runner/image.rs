@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::scenario::model::{FileSpec, Tree};
 use crate::scenario::paths::join_inside;
+use crate::scenario::tree::{FileSpec, Tree};
 
 /// `nydus-image` beside the nydusd binary, else on PATH.
 pub fn nydus_image_for(nydusd: &Path) -> PathBuf {

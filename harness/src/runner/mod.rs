@@ -33,6 +33,7 @@ use target::Target;
 pub use outcome::Failure;
 pub(crate) use outcome::describe_expected;
 pub use steps::Explained;
+pub(crate) use steps::explain as explain_step;
 
 /// What to run scenarios against.
 #[derive(Debug, Clone)]
@@ -514,7 +515,10 @@ impl<'a> Run<'a> {
             self.activity = Activity::Step { n, line, keyword: step.value.keyword() };
             self.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
             let began = std::time::Instant::now();
-            let mut outcome = self.step(&step.value).await;
+            let done = self.step(&step.value).await;
+            let what = steps::what(&step.value);
+            let mut outcome =
+                outcome::judge(&what, done, step.value.expected_error(), step.value.may_fail(), &self.journal);
             if let (Ok(()), Some(within)) = (&outcome, step.value.expected_error().and_then(|e| e.within_ms)) {
                 let took = began.elapsed();
                 if took > Duration::from_millis(within) {
@@ -588,8 +592,8 @@ impl<'a> Run<'a> {
             .files()
             .map(|(path, file)| {
                 let value = match file {
-                    crate::scenario::model::FileSpec::Text(t) => serde_json::Value::from(t.as_str()),
-                    crate::scenario::model::FileSpec::Sized { size } => json!({ "size": size.get() }),
+                    crate::scenario::tree::FileSpec::Text(t) => serde_json::Value::from(t.as_str()),
+                    crate::scenario::tree::FileSpec::Sized { size } => json!({ "size": size.get() }),
                 };
                 (path.to_owned(), value)
             })

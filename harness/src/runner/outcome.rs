@@ -7,7 +7,7 @@ use daemon_core::DaemonError;
 use daemon_core::daemon::error_chain;
 use daemon_core::manager::ManagerError;
 
-use crate::scenario::model::ExpectedError;
+use crate::scenario::fields::ExpectedError;
 
 /// Why a scenario failed (also as it appears in the JSON report).
 #[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
@@ -59,22 +59,53 @@ impl Failure {
     }
 }
 
-/// A failed step.
+/// A failed step: a check that did not hold (what was expected, what was observed), or
+/// the operation the step performs failed ([`StepError::failed`]), which the runner then
+/// judges against the step's `expect_error` and `may_fail`, once, for every step.
 #[derive(Debug)]
 pub(crate) struct StepError {
     pub message: String,
     pub expected: Option<String>,
     pub observed: Option<String>,
+    /// The operation's own error, not judged yet.
+    failed: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
 
 impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), expected: None, observed: None }
+        Self { message: message.into(), expected: None, observed: None, failed: None }
     }
 
     pub fn mismatch(message: impl Into<String>, expected: impl Into<String>, observed: impl Into<String>) -> Self {
-        Self { message: message.into(), expected: Some(expected.into()), observed: Some(observed.into()) }
+        Self { message: message.into(), expected: Some(expected.into()), observed: Some(observed.into()), failed: None }
     }
+
+    /// The step's operation failed with `error`; `expect_error` may want just that.
+    pub fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { message: error_chain(&error), expected: None, observed: None, failed: Some(Box::new(error)) }
+    }
+}
+
+/// The outcome of a step, held to its `expect_error` and `may_fail`: `what` names what the
+/// step did (`start_daemon d1`). A failure a step may have is noted in the journal.
+pub(crate) fn judge(
+    what: &str,
+    outcome: Result<(), StepError>,
+    expected: Option<&ExpectedError>,
+    may_fail: bool,
+    journal: &mock_nydusd::journal::Journal,
+) -> Result<(), StepError> {
+    let failed = match outcome {
+        Err(StepError { failed: Some(error), .. }) => Err(error),
+        Err(mismatch) => return Err(mismatch),
+        Ok(()) => Ok(()),
+    };
+    if may_fail {
+        let error = failed.err().map(|e| error_chain(e.as_ref()));
+        journal.record("tolerated", serde_json::json!({ "what": what, "error": error }));
+        return Ok(());
+    }
+    check(what, failed, expected)
 }
 
 impl From<DaemonError> for StepError {
@@ -155,19 +186,20 @@ fn error_kind(e: &(dyn std::error::Error + 'static)) -> Option<daemon_core::api:
 }
 
 /// Compares an outcome with what the step expected.
-pub(crate) fn check<E: std::error::Error + 'static>(
+fn check(
     what: &str,
-    outcome: Result<(), E>,
+    outcome: Result<(), Box<dyn std::error::Error + Send + Sync>>,
     expected: Option<&ExpectedError>,
 ) -> Result<(), StepError> {
     match (outcome, expected) {
         (Ok(()), None) => Ok(()),
-        (Err(e), None) => Err(StepError::mismatch(format!("{what} failed"), "success", error_chain(&e))),
+        (Err(e), None) => Err(StepError::mismatch(format!("{what} failed"), "success", error_chain(e.as_ref()))),
         (Ok(()), Some(exp)) => Err(StepError::mismatch(format!("{what} succeeded"), describe_expected(exp), "success")),
         (Err(e), Some(exp)) => {
-            let client = client_error(&e);
-            let (status, kind) = (client.and_then(|c| c.status()), error_kind(&e));
-            let text = error_chain(&e);
+            let e: &(dyn std::error::Error + 'static) = e.as_ref();
+            let client = client_error(e);
+            let (status, kind) = (client.and_then(|c| c.status()), error_kind(e));
+            let text = error_chain(e);
             let ok = exp.status.is_none_or(|s| status == Some(s))
                 && exp.kind.is_none_or(|k| kind == Some(k))
                 && exp.message_contains.as_ref().is_none_or(|m| text.contains(m.as_str()));

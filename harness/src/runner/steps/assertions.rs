@@ -11,7 +11,7 @@ use super::{REAPED_WITHIN, sorted};
 use crate::runner::Run;
 use crate::runner::outcome::StepError;
 use crate::runner::{mounts_under, processes_naming};
-use crate::scenario::model::*;
+use crate::scenario::steps::*;
 
 fn pattern_matches(pattern: &JournalPattern, entry: &Value) -> bool {
     let text = |k: &str, want: &Option<String>| want.as_ref().is_none_or(|w| entry[k].as_str() == Some(w.as_str()));
@@ -39,13 +39,11 @@ fn describe_pattern(pattern: &JournalPattern) -> String {
 /// How long `expect_consistent` gives the manager to settle a doubtful mount.
 const CONSISTENT_WITHIN: Duration = Duration::from_secs(3);
 
-/// The mock journal contains these requests/events, in this order (other entries may
-/// come between them).
+/// The `expect_journal` step (its doc: the format's `Step::ExpectJournal`).
 pub(crate) struct ExpectJournal;
 
 impl StepKind for ExpectJournal {
     type Args = ExpectJournalStep;
-    const KEYWORD: &'static str = "expect_journal";
 
     fn explain(s: &ExpectJournalStep) -> Explained {
         Explained::new(
@@ -87,12 +85,11 @@ impl StepKind for ExpectJournal {
     }
 }
 
-/// The store holds exactly these daemons and instances.
+/// The `expect_store` step (its doc: the format's `Step::ExpectStore`).
 pub(crate) struct ExpectStore;
 
 impl StepKind for ExpectStore {
     type Args = ExpectStoreStep;
-    const KEYWORD: &'static str = "expect_store";
 
     fn explain(_: &ExpectStoreStep) -> Explained {
         Explained::new("harness".into(), "manager".into(), "expect store contents".into())
@@ -132,12 +129,11 @@ impl StepKind for ExpectStore {
     }
 }
 
-/// A host path is (or is not) a mountpoint.
+/// The `expect_mounted` step (its doc: the format's `Step::ExpectMounted`).
 pub(crate) struct ExpectMounted;
 
 impl StepKind for ExpectMounted {
     type Args = ExpectMountedStep;
-    const KEYWORD: &'static str = "expect_mounted";
 
     fn explain(s: &ExpectMountedStep) -> Explained {
         Explained::new(
@@ -159,12 +155,11 @@ impl StepKind for ExpectMounted {
     }
 }
 
-/// No process, mount or socket of the scenario survives beyond what its manager manages.
+/// The `expect_no_leaks` step (its doc: the format's `Step::ExpectNoLeaks`).
 pub(crate) struct ExpectNoLeaks;
 
 impl StepKind for ExpectNoLeaks {
     type Args = Empty;
-    const KEYWORD: &'static str = "expect_no_leaks";
 
     fn explain(_: &Empty) -> Explained {
         Explained::new("harness".into(), "harness".into(), "expect no leaked process or mount".into())
@@ -175,12 +170,11 @@ impl StepKind for ExpectNoLeaks {
     }
 }
 
-/// The daemon is RUNNING and serves exactly the instances the store records for it.
+/// The `expect_consistent` step (its doc: the format's `Step::ExpectConsistent`).
 pub(crate) struct ExpectConsistent;
 
 impl StepKind for ExpectConsistent {
     type Args = DaemonRef;
-    const KEYWORD: &'static str = "expect_consistent";
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(

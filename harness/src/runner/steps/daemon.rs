@@ -10,16 +10,15 @@ use nix::sys::signal::Signal as NixSignal;
 
 use super::{Explained, REAPED_WITHIN, StepKind, name, sorted};
 use crate::runner::Run;
-use crate::runner::outcome::{StepError, check};
-use crate::scenario::model::*;
+use crate::runner::outcome::StepError;
 use crate::scenario::spelled;
+use crate::scenario::steps::*;
 
-/// Spawn the daemon's process with the command line built from its state.
+/// The `start` step (its doc: the format's `Step::Start`).
 pub(crate) struct Start;
 
 impl StepKind for Start {
     type Args = StartStep;
-    const KEYWORD: &'static str = "start";
 
     fn explain(s: &StartStep) -> Explained {
         Explained::new(
@@ -39,12 +38,11 @@ impl StepKind for Start {
     }
 }
 
-/// The manager's StartDaemon: spawn, then socket, monitor, RUNNING, supervisor state.
+/// The `start_daemon` step (its doc: the format's `Step::StartDaemon`).
 pub(crate) struct StartDaemon;
 
 impl StepKind for StartDaemon {
     type Args = DaemonRef;
-    const KEYWORD: &'static str = "start_daemon";
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), "StartDaemon: spawn, wait socket, monitor, RUNNING".into())
@@ -53,16 +51,15 @@ impl StepKind for StartDaemon {
     async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = run.manager()?.start_daemon_and_wait(&daemon).await.map(drop);
-        check(&format!("start_daemon {}", s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// Wait until the daemon reports a state.
+/// The `wait_state` step (its doc: the format's `Step::WaitState`).
 pub(crate) struct WaitState;
 
 impl StepKind for WaitState {
     type Args = WaitStateStep;
-    const KEYWORD: &'static str = "wait_state";
 
     fn explain(s: &WaitStateStep) -> Explained {
         Explained::new(
@@ -90,12 +87,11 @@ impl StepKind for WaitState {
     }
 }
 
-/// Ask once and compare.
+/// The `expect_state` step (its doc: the format's `Step::ExpectState`).
 pub(crate) struct ExpectState;
 
 impl StepKind for ExpectState {
     type Args = ExpectStateStep;
-    const KEYWORD: &'static str = "expect_state";
 
     fn explain(s: &ExpectStateStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("expect state {}", spelled(&s.state)))
@@ -116,12 +112,15 @@ impl StepKind for ExpectState {
     }
 }
 
-/// `POST /api/v1/mount`.
+/// The `mount` step (its doc: the format's `Step::Mount`).
 pub(crate) struct Mount;
 
 impl StepKind for Mount {
     type Args = MountStep;
-    const KEYWORD: &'static str = "mount";
+
+    fn what(_: &str, s: &MountStep) -> String {
+        format!("mount {} on {}", s.mountpoint, s.daemon.value)
+    }
 
     fn explain(s: &MountStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("POST /api/v1/mount?mountpoint={}", s.mountpoint))
@@ -140,16 +139,19 @@ impl StepKind for Mount {
             prefetch_files: None,
         };
         let outcome = daemon.mount(&s.mountpoint, &request).await;
-        check(&format!("mount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// `DELETE /api/v1/mount`.
+/// The `umount` step (its doc: the format's `Step::Umount`).
 pub(crate) struct Umount;
 
 impl StepKind for Umount {
     type Args = UmountStep;
-    const KEYWORD: &'static str = "umount";
+
+    fn what(_: &str, s: &UmountStep) -> String {
+        format!("umount {} on {}", s.mountpoint, s.daemon.value)
+    }
 
     fn explain(s: &UmountStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("DELETE /api/v1/mount?mountpoint={}", s.mountpoint))
@@ -158,16 +160,19 @@ impl StepKind for Umount {
     async fn run(run: &mut Run<'_>, s: &UmountStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = daemon.umount(&s.mountpoint).await;
-        check(&format!("umount {} on {}", s.mountpoint, s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// A lifecycle API call.
+/// The `api` step (its doc: the format's `Step::Api`).
 pub(crate) struct Api;
 
 impl StepKind for Api {
     type Args = ApiStep;
-    const KEYWORD: &'static str = "api";
+
+    fn what(_: &str, s: &ApiStep) -> String {
+        format!("{} on {}", spelled(&s.call), s.daemon.value)
+    }
 
     fn explain(s: &ApiStep) -> Explained {
         Explained::new(
@@ -198,17 +203,15 @@ impl StepKind for Api {
             ApiCall::CacheMetrics => daemon.cache_metrics(None).await.map(drop),
             ApiCall::InflightMetrics => daemon.inflight_metrics().await.map(drop),
         };
-        let what = format!("{} on {}", spelled(&s.call), s.daemon.value);
-        run.check_or_tolerate(&what, outcome, s.expect_error.as_ref(), s.may_fail)
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// Send a signal to the daemon process.
+/// The `signal` step (its doc: the format's `Step::Signal`).
 pub(crate) struct Signal;
 
 impl StepKind for Signal {
     type Args = SignalStep;
-    const KEYWORD: &'static str = "signal";
 
     fn explain(s: &SignalStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("{:?}", nix::sys::signal::Signal::from(s.signal)))
@@ -235,12 +238,11 @@ impl StepKind for Signal {
     }
 }
 
-/// Wait for the process to exit, optionally checking how.
+/// The `wait_exit` step (its doc: the format's `Step::WaitExit`).
 pub(crate) struct WaitExit;
 
 impl StepKind for WaitExit {
     type Args = WaitExitStep;
-    const KEYWORD: &'static str = "wait_exit";
 
     fn explain(s: &WaitExitStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), "wait for the process to exit".into())
@@ -284,12 +286,11 @@ impl StepKind for WaitExit {
     }
 }
 
-/// Check whether the API socket file exists.
+/// The `expect_socket` step (its doc: the format's `Step::ExpectSocket`).
 pub(crate) struct ExpectSocket;
 
 impl StepKind for ExpectSocket {
     type Args = ExpectSocketStep;
-    const KEYWORD: &'static str = "expect_socket";
 
     fn explain(s: &ExpectSocketStep) -> Explained {
         Explained::new(
@@ -324,12 +325,11 @@ impl StepKind for ExpectSocket {
     }
 }
 
-/// Check whether the process is alive.
+/// The `expect_alive` step (its doc: the format's `Step::ExpectAlive`).
 pub(crate) struct ExpectAlive;
 
 impl StepKind for ExpectAlive {
     type Args = ExpectAliveStep;
-    const KEYWORD: &'static str = "expect_alive";
 
     fn explain(s: &ExpectAliveStep) -> Explained {
         Explained::new(
@@ -357,12 +357,11 @@ impl StepKind for ExpectAlive {
     }
 }
 
-/// Check the set of mounted instances nydusd reports.
+/// The `expect_mounts` step (its doc: the format's `Step::ExpectMounts`).
 pub(crate) struct ExpectMounts;
 
 impl StepKind for ExpectMounts {
     type Args = ExpectMountsStep;
-    const KEYWORD: &'static str = "expect_mounts";
 
     fn explain(s: &ExpectMountsStep) -> Explained {
         Explained::new("harness".into(), name(&s.daemon), format!("expect instances {:?}", s.mountpoints))
@@ -384,13 +383,11 @@ impl StepKind for ExpectMounts {
     }
 }
 
-/// Replace the daemon's mock script: on the running process (control socket) and for
-/// processes started later.
+/// The `script` step (its doc: the format's `Step::Script`).
 pub(crate) struct Script;
 
 impl StepKind for Script {
     type Args = ScriptStep;
-    const KEYWORD: &'static str = "script";
 
     fn explain(s: &ScriptStep) -> Explained {
         Explained::new(
@@ -424,14 +421,11 @@ impl StepKind for Script {
     }
 }
 
-/// The harness, a process other than the daemon, connects to the daemon's supervisor
-/// socket (retrying for up to 3 s until one listens), as an intruder planting or taking
-/// a FUSE fd would, and waits up to 1 s for the supervisor to close the connection.
+/// The `intrude_supervisor` step (its doc: the format's `Step::IntrudeSupervisor`).
 pub(crate) struct IntrudeSupervisor;
 
 impl StepKind for IntrudeSupervisor {
     type Args = DaemonRef;
-    const KEYWORD: &'static str = "intrude_supervisor";
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(
@@ -470,12 +464,11 @@ impl Run<'_> {
     }
 }
 
-/// The mock's FUSE session holds every READ from now on; waits until `until_held` are.
+/// The `hold_fuse_reads` step (its doc: the format's `Step::HoldFuseReads`).
 pub(crate) struct HoldFuseReads;
 
 impl StepKind for HoldFuseReads {
     type Args = HoldFuseReadsStep;
-    const KEYWORD: &'static str = "hold_fuse_reads";
 
     fn explain(s: &HoldFuseReadsStep) -> Explained {
         Explained::new(
@@ -530,12 +523,11 @@ pub(crate) fn control_request(
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
 }
 
-/// A recording's client side sent again to the daemon, compared with what was recorded.
+/// The `replay_client` step (its doc: the format's `Step::ReplayClient`).
 pub(crate) struct ReplayClient;
 
 impl StepKind for ReplayClient {
     type Args = ReplayClientStep;
-    const KEYWORD: &'static str = "replay_client";
 
     fn explain(s: &ReplayClientStep) -> Explained {
         Explained::new(
@@ -556,7 +548,7 @@ impl StepKind for ReplayClient {
         // How the daemon ends is a step of its own (`wait_exit`), not this one's.
         replay::drive(&recorded, &options, async { None }).await.map_err(|e| e.to_string())?;
         let replayed = Recording::read(&out).map_err(|e| e.to_string())?;
-        let mut comparison = compare::compare_replay(&recorded, &replayed, s.speed)?;
+        let mut comparison = compare::compare_replay(&recorded, &replayed, s.speed);
         comparison.differences.retain(|d| d.at != compare::THE_DAEMON);
         run.journal.record(
             "replay_compared",

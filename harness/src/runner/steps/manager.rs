@@ -8,9 +8,10 @@ use daemon_core::manager::{Manager, ManagerEvent};
 use super::sorted;
 use super::{Explained, StepKind, name};
 use crate::runner::Run;
-use crate::runner::outcome::{StepError, check};
-use crate::scenario::model::*;
+use crate::runner::outcome::StepError;
+use crate::scenario::fields::*;
 use crate::scenario::spelled;
+use crate::scenario::steps::*;
 
 /// The kind of `event` and the daemon it is about.
 fn event_kind(event: &ManagerEvent) -> (EventKind, &str) {
@@ -80,13 +81,15 @@ fn ends_wait_for(kind: EventKind) -> &'static [EventKind] {
     }
 }
 
-/// Mount a declared instance: shared daemons through the API; a dedicated daemon's
-/// instance is recorded (its process mounts it from the command line).
+/// The `mount_instance` step (its doc: the format's `Step::MountInstance`).
 pub(crate) struct MountInstance;
 
 impl StepKind for MountInstance {
     type Args = InstanceStep;
-    const KEYWORD: &'static str = "mount_instance";
+
+    fn what(_: &str, s: &InstanceStep) -> String {
+        format!("mount_instance {} on {}", s.snapshot.value, s.daemon.value)
+    }
 
     fn explain(s: &InstanceStep) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), format!("mount instance {}", s.snapshot.value))
@@ -102,21 +105,19 @@ impl StepKind for MountInstance {
         } else {
             manager.add_rafs_instance(&daemon, rafs).map(drop)
         };
-        run.check_or_tolerate(
-            &format!("mount_instance {} on {id}", s.snapshot.value),
-            outcome,
-            s.expect_error.as_ref(),
-            s.may_fail,
-        )
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// Unmount a shared daemon's instance and drop its record.
+/// The `umount_instance` step (its doc: the format's `Step::UmountInstance`).
 pub(crate) struct UmountInstance;
 
 impl StepKind for UmountInstance {
     type Args = InstanceStep;
-    const KEYWORD: &'static str = "umount_instance";
+
+    fn what(_: &str, s: &InstanceStep) -> String {
+        format!("umount_instance {} on {}", s.snapshot.value, s.daemon.value)
+    }
 
     fn explain(s: &InstanceStep) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), format!("umount instance {}", s.snapshot.value))
@@ -126,21 +127,15 @@ impl StepKind for UmountInstance {
         let id = &s.daemon.value;
         let daemon = run.daemon(id)?;
         let outcome = run.manager()?.umount_shared_instance(&daemon, &s.snapshot.value).await;
-        run.check_or_tolerate(
-            &format!("umount_instance {} on {id}", s.snapshot.value),
-            outcome,
-            s.expect_error.as_ref(),
-            s.may_fail,
-        )
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// Mount one instance from `count` tasks at once: exactly `successes` must succeed.
+/// The `mount_concurrently` step (its doc: the format's `Step::MountConcurrently`).
 pub(crate) struct MountConcurrently;
 
 impl StepKind for MountConcurrently {
     type Args = MountConcurrentlyStep;
-    const KEYWORD: &'static str = "mount_concurrently";
 
     fn explain(s: &MountConcurrentlyStep) -> Explained {
         Explained::new(
@@ -180,12 +175,11 @@ impl StepKind for MountConcurrently {
     }
 }
 
-/// Wait for a manager event about a daemon.
+/// The `wait_event` step (its doc: the format's `Step::WaitEvent`).
 pub(crate) struct WaitEvent;
 
 impl StepKind for WaitEvent {
     type Args = WaitEventStep;
-    const KEYWORD: &'static str = "wait_event";
 
     fn explain(s: &WaitEventStep) -> Explained {
         Explained::new(
@@ -233,12 +227,11 @@ impl StepKind for WaitEvent {
     }
 }
 
-/// No such manager event arrives for the daemon within `timeout_ms`.
+/// The `expect_no_event` step (its doc: the format's `Step::ExpectNoEvent`).
 pub(crate) struct ExpectNoEvent;
 
 impl StepKind for ExpectNoEvent {
     type Args = WaitEventStep;
-    const KEYWORD: &'static str = "expect_no_event";
 
     fn explain(s: &WaitEventStep) -> Explained {
         Explained::new(
@@ -264,12 +257,11 @@ impl StepKind for ExpectNoEvent {
     }
 }
 
-/// Kill the manager (daemons keep running, as when the snapshotter crashes).
+/// The `kill_manager` step (its doc: the format's `Step::KillManager`).
 pub(crate) struct KillManager;
 
 impl StepKind for KillManager {
     type Args = Empty;
-    const KEYWORD: &'static str = "kill_manager";
 
     fn explain(_: &Empty) -> Explained {
         Explained::new("harness".into(), "manager".into(), "kill the manager (daemons keep running)".into())
@@ -287,12 +279,11 @@ impl StepKind for KillManager {
     }
 }
 
-/// Start a new manager on the same root and recover from the store.
+/// The `restart_manager` step (its doc: the format's `Step::RestartManager`).
 pub(crate) struct RestartManager;
 
 impl StepKind for RestartManager {
     type Args = RestartManagerStep;
-    const KEYWORD: &'static str = "restart_manager";
 
     fn explain(_: &RestartManagerStep) -> Explained {
         Explained::new("harness".into(), "manager".into(), "start a new manager and recover from the store".into())
@@ -308,12 +299,15 @@ impl StepKind for RestartManager {
     }
 }
 
-/// Hot upgrade to a build reporting another git commit.
+/// The `upgrade` step (its doc: the format's `Step::Upgrade`).
 pub(crate) struct Upgrade;
 
 impl StepKind for Upgrade {
     type Args = UpgradeStep;
-    const KEYWORD: &'static str = "upgrade";
+
+    fn what(_: &str, s: &UpgradeStep) -> String {
+        format!("upgrade of {}", s.daemon.value)
+    }
 
     fn explain(s: &UpgradeStep) -> Explained {
         Explained::new(
@@ -333,16 +327,19 @@ impl StepKind for Upgrade {
         let daemon = run.daemon(&s.daemon.value)?;
         let manager: Manager = run.manager()?.clone();
         let outcome = manager.upgrade_daemon(&daemon, &next).await.map(drop);
-        check(&format!("upgrade of {}", s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// The manager's DestroyDaemon.
+/// The `destroy` step (its doc: the format's `Step::Destroy`).
 pub(crate) struct Destroy;
 
 impl StepKind for Destroy {
     type Args = DaemonRef;
-    const KEYWORD: &'static str = "destroy";
+
+    fn what(_: &str, s: &DaemonRef) -> String {
+        format!("destroy {}", s.daemon.value)
+    }
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), "DestroyDaemon".into())
@@ -351,17 +348,19 @@ impl StepKind for Destroy {
     async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = run.manager()?.destroy_daemon(&daemon).await;
-        check(&format!("destroy {}", s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 
-/// Go's DeleteDaemon alone: the record and cache entry go, the monitor is not told
-/// (how a death event for an unknown daemon arises).
+/// The `forget_daemon` step (its doc: the format's `Step::ForgetDaemon`).
 pub(crate) struct ForgetDaemon;
 
 impl StepKind for ForgetDaemon {
     type Args = DaemonRef;
-    const KEYWORD: &'static str = "forget_daemon";
+
+    fn what(_: &str, s: &DaemonRef) -> String {
+        format!("forget {}", s.daemon.value)
+    }
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new(
@@ -373,7 +372,7 @@ impl StepKind for ForgetDaemon {
 
     async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let outcome = run.manager()?.delete_daemon(&s.daemon.value);
-        check(&format!("forget {}", s.daemon.value), outcome, s.expect_error.as_ref())
+        outcome.map_err(StepError::failed)
     }
 }
 

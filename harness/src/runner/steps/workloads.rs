@@ -7,14 +7,13 @@ use super::sorted;
 use super::{Explained, StepKind};
 use crate::runner::Run;
 use crate::runner::outcome::StepError;
-use crate::scenario::model::*;
+use crate::scenario::steps::*;
 
-/// Pause.
+/// The `sleep` step (its doc: the format's `Step::Sleep`).
 pub(crate) struct Sleep;
 
 impl StepKind for Sleep {
     type Args = SleepStep;
-    const KEYWORD: &'static str = "sleep";
 
     fn explain(s: &SleepStep) -> Explained {
         Explained::new("harness".into(), "harness".into(), format!("sleep {} ms", s.ms))
@@ -26,12 +25,11 @@ impl StepKind for Sleep {
     }
 }
 
-/// A file's content (through a mountpoint, for example).
+/// The `read_file` step (its doc: the format's `Step::ReadFile`).
 pub(crate) struct ReadFile;
 
 impl StepKind for ReadFile {
     type Args = ReadFileStep;
-    const KEYWORD: &'static str = "read_file";
 
     fn explain(s: &ReadFileStep) -> Explained {
         Explained::new("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path.value, s.contains))
@@ -64,12 +62,11 @@ impl StepKind for ReadFile {
     }
 }
 
-/// A directory's entries.
+/// The `list_dir` step (its doc: the format's `Step::ListDir`).
 pub(crate) struct ListDir;
 
 impl StepKind for ListDir {
     type Args = ListDirStep;
-    const KEYWORD: &'static str = "list_dir";
 
     fn explain(s: &ListDirStep) -> Explained {
         Explained::new("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path.value, s.contains))
@@ -99,12 +96,11 @@ impl StepKind for ListDir {
     }
 }
 
-/// An erofs image built and mounted, as an erofs snapshot is.
+/// The `mount_erofs_image` step (its doc: the format's `Step::MountErofsImage`).
 pub(crate) struct MountErofsImage;
 
 impl StepKind for MountErofsImage {
     type Args = MountErofsImageStep;
-    const KEYWORD: &'static str = "mount_erofs_image";
 
     fn explain(s: &MountErofsImageStep) -> Explained {
         Explained::new(
@@ -143,12 +139,11 @@ impl StepKind for MountErofsImage {
     }
 }
 
-/// Start a process that reads a file over and over (a workload during faults).
+/// The `start_reader` step (its doc: the format's `Step::StartReader`).
 pub(crate) struct StartReader;
 
 impl StepKind for StartReader {
     type Args = StartReaderStep;
-    const KEYWORD: &'static str = "start_reader";
 
     fn explain(s: &StartReaderStep) -> Explained {
         Explained::new("harness".into(), "harness".into(), format!("start reader {} on {}", s.name, s.path.value))
@@ -170,12 +165,11 @@ impl StepKind for StartReader {
     }
 }
 
-/// Stop a reader and check what it saw.
+/// The `stop_reader` step (its doc: the format's `Step::StopReader`).
 pub(crate) struct StopReader;
 
 impl StepKind for StopReader {
     type Args = StopReaderStep;
-    const KEYWORD: &'static str = "stop_reader";
 
     fn explain(s: &StopReaderStep) -> Explained {
         let base = Promise::of(s);

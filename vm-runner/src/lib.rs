@@ -16,12 +16,15 @@
 //!
 //! qemu is killed on the deadline, on SIGINT/SIGTERM/SIGHUP to the harness (the future
 //! is dropped), on a panic (dropped while unwinding) and, through `PR_SET_PDEATHSIG`,
-//! when the harness itself is killed; the work directory (kernel, initramfs) is a
-//! temporary directory removed the same ways.
+//! when the harness itself is killed. The work directory (kernel, initramfs) is the
+//! caller's: it owns, claims and removes it (the harness sweeps one a SIGKILL left).
 
+mod error;
 pub mod initramfs;
 pub mod kernel;
 pub mod qemu;
+
+pub use error::VmError;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -58,6 +61,9 @@ pub struct VmOptions {
     pub command: Vec<String>,
     /// Console log, results and `vm.json` go here (created).
     pub out: PathBuf,
+    /// An empty directory for the unpacked kernel and the initramfs, owned and removed by
+    /// the caller.
+    pub work: PathBuf,
     pub accel: Accel,
     pub memory_mb: u32,
     pub cpus: u32,
@@ -85,41 +91,22 @@ pub struct VmOutcome {
 }
 
 /// Runs `options.command` in a VM; `on_line` gets each line the command prints.
-pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::Result<VmOutcome> {
+pub async fn run(options: &VmOptions, on_line: impl FnMut(&str)) -> Result<VmOutcome, VmError> {
     let began = Instant::now();
     // Saturating: `--timeout 18446744073709551615` once overflowed the clock and panicked.
     let deadline = began.checked_add(options.timeout).unwrap_or_else(|| began + MAX_TIMEOUT);
-    std::fs::create_dir_all(&options.out).map_err(|e| anyhow::anyhow!("{}: {e}", options.out.display()))?;
+    std::fs::create_dir_all(&options.out).map_err(VmError::io("cannot create", &options.out))?;
     for (what, path) in [("--kernel", &options.kernel), ("the harness", &options.harness)] {
-        let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))?;
+        let meta = std::fs::metadata(path).map_err(VmError::io(what, path))?;
         // A FIFO or a device would block the preparation, or never end it.
-        anyhow::ensure!(meta.is_file(), "{what} {} is not a regular file", path.display());
-    }
-    // The work directory is owned like a scenario root: a SIGKILLed `harness vm` leaves it
-    // for the next command's sweep, which removes it.
-    let work = tempfile::Builder::new().prefix(crate::containment::VM_PREFIX).tempdir()?;
-    crate::containment::Ledger::claim(work.path())?;
-    // Off the runtime and under the deadline: unpacking a kernel and copying a large
-    // `--copy` block, and a signal or the deadline must still end the run.
-    let (kernel, root) = {
-        let (prepared, work_path) = (options.clone(), work.path().to_owned());
-        let prepare = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let kernel = kernel::Kernel::prepare(&prepared.kernel, &work_path)?;
-            let root = work_path.join("initramfs.cpio");
-            build_root(&prepared, &kernel, &root)?;
-            Ok((kernel, root))
-        });
-        match tokio::time::timeout_at(deadline.into(), prepare).await {
-            Ok(prepared) => prepared.map_err(|e| anyhow::anyhow!("preparing the VM: {e}"))??,
-            Err(_) => anyhow::bail!(
-                "the VM was not ready within {} s (unpacking the kernel, building its root); nothing was booted",
-                options.timeout.as_secs()
-            ),
+        if !meta.is_file() {
+            return Err(VmError::Input(format!("{what} {} is not a regular file", path.display())));
         }
-    };
+    }
+    let (kernel, root) = prepare(options, deadline).await?;
     let accel = qemu::choose(options.accel, &kernel.vmlinuz).await;
     let console_log = options.out.join("console.log");
-    let results_port = work.path().join("results.b64");
+    let results_port = options.work.join("results.b64");
     let _ = std::fs::remove_file(&console_log);
     let boot = qemu::Boot {
         qemu: Path::new(qemu::QEMU),
@@ -132,35 +119,8 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
         results_port: results_port.clone(),
         first_line_within: qemu::FIRST_LINE_WITHIN,
     };
-    let booted = Instant::now();
-    let mut started_after = None;
-    let mut exit_code = None;
-    let mut guest_kernel = None;
-    let mut ended = qemu::Ended::Silent;
-    // A guest that says nothing at all is booted once more (see qemu::FIRST_LINE_WITHIN).
-    for attempt in 1..=2 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        ended = boot
-            .run(left, |line| {
-                started_after.get_or_insert_with(|| booted.elapsed());
-                if let Some(code) = line.strip_prefix(EXIT) {
-                    exit_code = code.trim().parse().ok();
-                } else if let Some(release) = line.strip_prefix("@@HARNESS-VM kernel ") {
-                    guest_kernel = Some(release.trim().to_owned());
-                } else if exit_code.is_none() {
-                    on_line(line);
-                }
-            })
-            .await?;
-        if !matches!(ended, qemu::Ended::Silent) {
-            break;
-        }
-        eprintln!(
-            "vm: the guest printed nothing within {} s (boot {attempt}); qemu was killed",
-            qemu::FIRST_LINE_WITHIN.as_secs()
-        );
-    }
-    let failure = match (&ended, exit_code) {
+    let heard = boot_until_done(&boot, deadline, on_line).await?;
+    let failure = match (&heard.ended, heard.exit_code) {
         (_, Some(_)) => None,
         (qemu::Ended::TimedOut, None) => Some(format!(
             "the VM did not finish within {} s; qemu was killed; its console last said: {}",
@@ -175,28 +135,90 @@ pub async fn run(options: &VmOptions, mut on_line: impl FnMut(&str)) -> anyhow::
             Some(format!("the VM stopped ({status}) before the command ended: {}", last_lines(&console_log, 5)))
         }
     };
-    if exit_code.is_some() {
+    if heard.exit_code.is_some() {
         bring_back(&results_port, &options.out.join("results"))?;
     }
     let outcome = VmOutcome {
-        kernel: guest_kernel.or(kernel.release).unwrap_or_else(|| "unknown".into()),
+        kernel: heard.guest_kernel.or(kernel.release).unwrap_or_else(|| "unknown".into()),
         accel,
-        exit_code,
+        exit_code: heard.exit_code,
         failure,
-        boot_ms: started_after.map(|d| d.as_millis() as u64),
+        boot_ms: heard.started_after.map(|d| d.as_millis() as u64),
         wall_ms: began.elapsed().as_millis() as u64,
         modules_missing: kernel.missing,
     };
-    std::fs::write(options.out.join("vm.json"), serde_json::to_string_pretty(&outcome)?)?;
+    let json = serde_json::to_string_pretty(&outcome).expect("a VmOutcome is plain data");
+    let summary = options.out.join("vm.json");
+    std::fs::write(&summary, json).map_err(VmError::io("cannot write", &summary))?;
     Ok(outcome)
+}
+
+/// Unpacks the kernel and builds the guest's root, off the runtime and under the deadline:
+/// unpacking a kernel and copying a large `--copy` can take long, and a signal or the
+/// deadline must still end the run.
+async fn prepare(options: &VmOptions, deadline: Instant) -> Result<(kernel::Kernel, PathBuf), VmError> {
+    let prepared = options.clone();
+    let task = tokio::task::spawn_blocking(move || {
+        let kernel = kernel::Kernel::prepare(&prepared.kernel, &prepared.work)?;
+        let root = prepared.work.join("initramfs.cpio");
+        build_root(&prepared, &kernel, &root)?;
+        Ok((kernel, root))
+    });
+    match tokio::time::timeout_at(deadline.into(), task).await {
+        Ok(prepared) => prepared.map_err(VmError::Preparation)?,
+        Err(_) => Err(VmError::NotReady { secs: options.timeout.as_secs() }),
+    }
+}
+
+/// What the console said over one or two boots.
+struct Heard {
+    ended: qemu::Ended,
+    exit_code: Option<i32>,
+    guest_kernel: Option<String>,
+    started_after: Option<Duration>,
+}
+
+/// Boots until qemu ends; a guest that says nothing at all is booted once more (see
+/// [`qemu::FIRST_LINE_WITHIN`]).
+async fn boot_until_done(
+    boot: &qemu::Boot<'_>,
+    deadline: Instant,
+    mut on_line: impl FnMut(&str),
+) -> Result<Heard, VmError> {
+    let booted = Instant::now();
+    let mut heard = Heard { ended: qemu::Ended::Silent, exit_code: None, guest_kernel: None, started_after: None };
+    for attempt in 1..=2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        heard.ended = boot
+            .run(left, |line| {
+                heard.started_after.get_or_insert_with(|| booted.elapsed());
+                if let Some(code) = line.strip_prefix(EXIT) {
+                    heard.exit_code = code.trim().parse().ok();
+                } else if let Some(release) = line.strip_prefix("@@HARNESS-VM kernel ") {
+                    heard.guest_kernel = Some(release.trim().to_owned());
+                } else if heard.exit_code.is_none() {
+                    on_line(line);
+                }
+            })
+            .await?;
+        if !matches!(heard.ended, qemu::Ended::Silent) {
+            break;
+        }
+        eprintln!(
+            "vm: the guest printed nothing within {} s (boot {attempt}); qemu was killed",
+            qemu::FIRST_LINE_WITHIN.as_secs()
+        );
+    }
+    Ok(heard)
 }
 
 /// The guest's root: busybox, the harness and its libraries, mkfs.erofs, the modules,
 /// the copied files and `/init`.
-fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> anyhow::Result<()> {
-    let mut root = initramfs::Initramfs::create(out)?;
+fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Result<(), VmError> {
+    let written = VmError::io("cannot build the guest's root", out);
+    let mut root = initramfs::Initramfs::create(out).map_err(VmError::io("cannot create", out))?;
     let busybox = host_facts::find_on_path("busybox").ok_or_else(|| {
-        anyhow::anyhow!("busybox is not on PATH: the guest's shell and tools (Debian: busybox-static)")
+        VmError::Input("busybox is not on PATH: the guest's shell and tools (Debian: busybox-static)".into())
     })?;
     add_binary(&mut root, &busybox, Path::new("/bin/busybox"))?;
     add_binary(&mut root, &options.harness, Path::new("/bin/harness"))?;
@@ -206,34 +228,34 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> anyho
     let mut modules = Vec::new();
     for (file, name) in &kernel.modules {
         let guest = PathBuf::from(format!("/lib/modules/{name}.ko"));
-        root.file(file, &guest, 0o644)?;
+        root.file(file, &guest, 0o644).map_err(VmError::io("cannot add the module", file))?;
         modules.push(guest);
     }
     for path in &options.copy {
-        let name =
-            path.file_name().ok_or_else(|| anyhow::anyhow!("--copy {}: names no file or directory", path.display()))?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| VmError::Input(format!("--copy {}: names no file or directory", path.display())))?;
         let guest = Path::new(GUEST_WORK).join(name);
-        let kind = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--copy {}: {e}", path.display()))?;
-        if kind.is_dir() {
-            root.tree(path, &guest)?;
-        } else {
-            root.file(path, &guest, 0o644)?;
-        }
+        let kind = std::fs::metadata(path).map_err(VmError::io("--copy", path))?;
+        let copied = if kind.is_dir() { root.tree(path, &guest) } else { root.file(path, &guest, 0o644) };
+        copied.map_err(VmError::io("--copy", path))?;
     }
-    root.dir(Path::new(GUEST_WORK))?;
-    root.dir(Path::new(GUEST_RESULTS))?;
-    root.bytes(Path::new("/init"), init_script(&modules, &options.command).as_bytes(), 0o755)?;
-    root.finish()?;
-    Ok(())
+    let init = init_script(&modules, &options.command);
+    let finished = (|| {
+        root.dir(Path::new(GUEST_WORK))?;
+        root.dir(Path::new(GUEST_RESULTS))?;
+        root.bytes(Path::new("/init"), init.as_bytes(), 0o755)?;
+        root.finish()
+    })();
+    finished.map_err(written)
 }
 
 /// `binary` at `guest`, with its shared libraries at the paths it loads them from.
-fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> anyhow::Result<()> {
+fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> Result<(), VmError> {
     for library in initramfs::shared_libraries(binary)? {
-        root.file(&library, &library, 0o755)?;
+        root.file(&library, &library, 0o755).map_err(VmError::io("cannot add the library", &library))?;
     }
-    root.file(binary, guest, 0o755)?;
-    Ok(())
+    root.file(binary, guest, 0o755).map_err(VmError::io("cannot add", binary))
 }
 
 /// The guest's `/init`: mounts, modules, the command, the results, power off.
@@ -277,22 +299,21 @@ fn shell_quote(arg: &str) -> String {
 }
 
 /// Unpacks what the guest sent over its second serial port into `into`.
-fn bring_back(port: &Path, into: &Path) -> anyhow::Result<()> {
+fn bring_back(port: &Path, into: &Path) -> Result<(), VmError> {
     use base64::Engine;
-    let text = std::fs::read_to_string(port).map_err(|e| anyhow::anyhow!("{}: {e}", port.display()))?;
-    let (encoded, _) = text
-        .split_once(RESULTS_END)
-        .ok_or_else(|| anyhow::anyhow!("the guest's results were cut short (no `{RESULTS_END}`)"))?;
+    let text = std::fs::read_to_string(port).map_err(VmError::io("cannot read", port))?;
+    let (encoded, _) =
+        text.split_once(RESULTS_END).ok_or_else(|| VmError::Results(format!("were cut short (no `{RESULTS_END}`)")))?;
     let encoded: String = encoded.chars().filter(|c| !c.is_whitespace()).collect();
     let tar = base64::engine::general_purpose::STANDARD
         .decode(encoded)
-        .map_err(|e| anyhow::anyhow!("the guest's results are not base64: {e}"))?;
+        .map_err(|e| VmError::Results(format!("are not base64: {e}")))?;
     if into.exists() {
-        std::fs::remove_dir_all(into)?;
+        std::fs::remove_dir_all(into).map_err(VmError::io("cannot remove", into))?;
     }
-    std::fs::create_dir_all(into)?;
+    std::fs::create_dir_all(into).map_err(VmError::io("cannot create", into))?;
     let archive = into.with_extension("tar");
-    std::fs::write(&archive, tar)?;
+    std::fs::write(&archive, tar).map_err(VmError::io("cannot write", &archive))?;
     let unpacked = std::process::Command::new("tar")
         .arg("-x")
         .arg("-f")
@@ -300,9 +321,13 @@ fn bring_back(port: &Path, into: &Path) -> anyhow::Result<()> {
         .arg("-C")
         .arg(into)
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run tar: {e}"))?;
+        .map_err(|e| VmError::Tool { tool: "tar", detail: format!("cannot run: {e}") });
     let _ = std::fs::remove_file(&archive);
-    anyhow::ensure!(unpacked.status.success(), "tar -x: {}", String::from_utf8_lossy(&unpacked.stderr).trim());
+    let unpacked = unpacked?;
+    if !unpacked.status.success() {
+        let said = String::from_utf8_lossy(&unpacked.stderr).trim().to_owned();
+        return Err(VmError::Tool { tool: "tar", detail: format!("-x: {said}") });
+    }
     Ok(())
 }
 

@@ -139,9 +139,8 @@ pub fn compare(recorded: &Recording, replayed: &Recording, speed: f64, volatile:
 
 /// [`compare`] without the volatile fields `harness diff` ignores (the built-in
 /// docs/diff-explained.yaml): what a replay is held to.
-pub fn compare_replay(recorded: &Recording, replayed: &Recording, speed: f64) -> Result<Comparison, String> {
-    let explained = crate::diff::Explained::parse(crate::diff::DEFAULT_EXPLAINED, "docs/diff-explained.yaml")?;
-    Ok(compare(recorded, replayed, speed, &explained.volatile))
+pub fn compare_replay(recorded: &Recording, replayed: &Recording, speed: f64) -> Comparison {
+    compare(recorded, replayed, speed, &crate::explained::Explained::shipped().volatile)
 }
 
 fn compare_replies(
@@ -170,7 +169,7 @@ fn body(m: &Message, volatile: &[String]) -> Value {
     match serde_json::from_str::<Value>(&text) {
         Ok(mut value) => {
             for pointer in volatile {
-                crate::diff::remove_pointer(&mut value, pointer);
+                crate::explained::remove_pointer(&mut value, pointer);
             }
             value
         }
@@ -185,7 +184,7 @@ fn text(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::recording::{Direction, Event, Side};
+    use crate::recording::{Direction, Event, Side};
 
     fn recording(events: Vec<Event>) -> Recording {
         Recording::of_events(events.into_iter().enumerate().map(|(t, e)| (t as u64, e)).collect())

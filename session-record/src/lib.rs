@@ -10,7 +10,9 @@
 //! * [`replay`]: the recorded client side sent again, as recorded, and what comes back kept.
 //! * [`replay_dir`]: `harness replay DIR`: the files it writes (never through a link), the mock on
 //!   the script, the replay's bounds and every failure's cause.
-//! * [`compare`]: every difference between a recording and its replay.
+//! * [`compare`]: every difference between a recording and its replay, without the volatile
+//!   fields of [`explained`] (`docs/diff-explained.yaml`).
+//! * `argv`: the socket flags of a daemon's command line the recorder moves.
 //!
 //! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
 //! of its own to the daemon. Whatever one side writes is written to the other as it was
@@ -46,7 +48,10 @@
 //! passes through is never changed ([`redact`]). A replay writes its own recording in the
 //! same format, as its client saw the session.
 
+mod argv;
 pub mod compare;
+mod error;
+pub mod explained;
 pub mod generate;
 pub mod http;
 pub mod proxy;
@@ -56,6 +61,8 @@ pub mod replay;
 pub mod replay_dir;
 pub mod supervisor;
 
-pub use proxy::{RecordOptions, move_apisock, record_command, serve};
+pub use argv::move_apisock;
+pub use error::RecordError;
+pub use proxy::{RecordOptions, record_command, serve};
 pub use recording::{FORMAT_VERSION, Recording};
 pub use redact::Redactor;

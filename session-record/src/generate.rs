@@ -231,7 +231,7 @@ fn death_action(code: Option<i32>, signal: Option<i32>, notes: &mut Vec<String>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::recording::{Direction, Event, Side};
+    use crate::recording::{Direction, Event, Side};
 
     fn data(conn: u64, dir: Direction, text: &str) -> Event {
         Event::data(conn, dir, text.as_bytes())

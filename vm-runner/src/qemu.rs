@@ -7,11 +7,14 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use crate::VmError;
+
 /// The qemu binary for x86-64 guests.
 pub const QEMU: &str = "qemu-system-x86_64";
 
 /// How the guest's CPU runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     /// KVM when `/dev/kvm` opens and a probe boot finishes in time, TCG otherwise.
@@ -166,7 +169,7 @@ impl Boot<'_> {
     /// Boots and waits for qemu to end, at most `deadline`. Each console line after
     /// [`START`] goes to `on_line`; qemu is killed on the deadline and if this future is
     /// dropped (a signal to the harness).
-    pub async fn run(&self, deadline: Duration, mut on_line: impl FnMut(&str)) -> anyhow::Result<Ended> {
+    pub async fn run(&self, deadline: Duration, mut on_line: impl FnMut(&str)) -> Result<Ended, VmError> {
         let mut command = tokio::process::Command::new(self.qemu);
         let accel = if self.accel == Accel::Kvm { "kvm" } else { "tcg" };
         command
@@ -182,13 +185,19 @@ impl Boot<'_> {
             .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
             .args(["-serial", "stdio", "-serial"])
             .arg(format!("file:{}", self.results_port.display()));
-        let mut child = guarded(&mut command)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {QEMU}: {e} (Debian: apt-get install qemu-system-x86)"))?;
-        let mut log = tokio::fs::OpenOptions::new().create(true).append(true).open(&self.console_log).await?;
+        let mut child =
+            guarded(&mut command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(
+                |e| VmError::Tool {
+                    tool: QEMU,
+                    detail: format!("cannot start: {e} (Debian: apt-get install qemu-system-x86)"),
+                },
+            )?;
+        let mut log = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.console_log)
+            .await
+            .map_err(VmError::io("cannot open", &self.console_log))?;
         // Both pipes are drained as qemu writes them: a full pipe would stop qemu, and the
         // guest with it, until the deadline. A console line need not be UTF-8.
         let mut console = BufReader::new(child.stdout.take().expect("piped"));
@@ -251,10 +260,16 @@ impl Boot<'_> {
         };
         match ended {
             Ok(status) => {
-                let status = status?;
+                let status =
+                    status.map_err(|e| VmError::Tool { tool: QEMU, detail: format!("cannot wait for it: {e}") })?;
                 if !status.success() {
                     let said = said.await.unwrap_or_default();
-                    anyhow::ensure!(said.trim().is_empty(), "{QEMU} failed ({status}): {}", said.trim());
+                    if !said.trim().is_empty() {
+                        return Err(VmError::Tool {
+                            tool: QEMU,
+                            detail: format!("failed ({status}): {}", said.trim()),
+                        });
+                    }
                 }
                 Ok(Ended::Exited(status))
             }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use crate::VmError;
+
 /// The file systems and devices privileged scenarios use; each is loaded when the
 /// kernel has it as a module and skipped when it is built in or missing (the scenario
 /// that needs it then skips, saying why).
@@ -26,37 +28,32 @@ pub struct Kernel {
 impl Kernel {
     /// Prepares `path` (a `.deb`, or a kernel image) in `work`, which must be empty and
     /// lives as long as the kernel is used.
-    pub fn prepare(path: &Path, work: &Path) -> anyhow::Result<Self> {
+    pub fn prepare(path: &Path, work: &Path) -> Result<Self, VmError> {
         let is_deb = {
             use std::io::Read;
             let mut magic = Vec::new();
             std::fs::File::open(path)
                 .and_then(|f| f.take(21).read_to_end(&mut magic))
-                .map_err(|e| anyhow::anyhow!("--kernel {}: {e}", path.display()))?;
+                .map_err(VmError::io("--kernel", path))?;
             magic == b"!<arch>\ndebian-binary"
         };
         if !is_deb {
             return Ok(Self { vmlinuz: path.to_owned(), release: None, modules: Vec::new(), missing: Vec::new() });
         }
-        let unpacked = std::process::Command::new("dpkg-deb")
-            .arg("-x")
-            .arg(path)
-            .arg(work)
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run dpkg-deb to unpack {}: {e}", path.display()))?;
-        anyhow::ensure!(
-            unpacked.status.success(),
-            "dpkg-deb -x {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&unpacked.stderr).trim()
-        );
+        let unpacked = std::process::Command::new("dpkg-deb").arg("-x").arg(path).arg(work).output().map_err(|e| {
+            VmError::Tool { tool: "dpkg-deb", detail: format!("cannot unpack {}: {e}", path.display()) }
+        })?;
+        if !unpacked.status.success() {
+            let said = String::from_utf8_lossy(&unpacked.stderr).trim().to_owned();
+            return Err(VmError::Tool { tool: "dpkg-deb", detail: format!("-x {}: {said}", path.display()) });
+        }
         let boot = work.join("boot");
         let vmlinuz = std::fs::read_dir(&boot)
-            .map_err(|e| anyhow::anyhow!("{}: no boot/ in the package: {e}", path.display()))?
+            .map_err(VmError::io("no boot/ in the package", path))?
             .filter_map(Result::ok)
             .map(|e| e.path())
             .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
-            .ok_or_else(|| anyhow::anyhow!("{}: the package holds no boot/vmlinuz-*", path.display()))?;
+            .ok_or_else(|| VmError::Input(format!("{}: the package holds no boot/vmlinuz-*", path.display())))?;
         let release = vmlinuz.file_name().unwrap_or_default().to_string_lossy()["vmlinuz-".len()..].to_owned();
         let config = std::fs::read_to_string(boot.join(format!("config-{release}"))).unwrap_or_default();
         let tree = work.join("lib/modules").join(&release);
@@ -96,7 +93,7 @@ struct ModuleIndex {
 }
 
 impl ModuleIndex {
-    fn scan(tree: &Path) -> anyhow::Result<Self> {
+    fn scan(tree: &Path) -> Result<Self, VmError> {
         let mut by_name = BTreeMap::new();
         let mut pending = vec![tree.to_owned()];
         while let Some(dir) = pending.pop() {
@@ -114,12 +111,15 @@ impl ModuleIndex {
     }
 
     /// Appends `name`'s dependencies, then `name`, to `order` (each once).
-    fn load_order(&self, name: &str, order: &mut Vec<String>, visiting: &mut Vec<String>) -> anyhow::Result<()> {
+    fn load_order(&self, name: &str, order: &mut Vec<String>, visiting: &mut Vec<String>) -> Result<(), VmError> {
         if order.iter().any(|m| m == name) {
             return Ok(());
         }
-        anyhow::ensure!(!visiting.iter().any(|m| m == name), "modules depend on each other in a circle: {visiting:?}");
-        let file = self.by_name.get(name).ok_or_else(|| anyhow::anyhow!("module {name} is not in the package"))?;
+        if visiting.iter().any(|m| m == name) {
+            return Err(VmError::Input(format!("modules depend on each other in a circle: {visiting:?}")));
+        }
+        let file =
+            self.by_name.get(name).ok_or_else(|| VmError::Input(format!("module {name} is not in the package")))?;
         visiting.push(name.to_owned());
         for dependency in depends(&read_module(file)?) {
             self.load_order(&dependency, order, visiting)?;
@@ -139,22 +139,19 @@ fn module_name(path: &Path) -> Option<String> {
 
 /// A module file's bytes, decompressed when it is `.ko.xz` (busybox's insmod in the guest
 /// need not read xz).
-fn read_module(file: &Path) -> anyhow::Result<Vec<u8>> {
+fn read_module(file: &Path) -> Result<Vec<u8>, VmError> {
     if file.extension().is_some_and(|e| e == "xz") {
-        let output = std::process::Command::new("xz")
-            .args(["--decompress", "--stdout"])
-            .arg(file)
-            .output()
-            .map_err(|e| anyhow::anyhow!("cannot run xz to decompress {}: {e}", file.display()))?;
-        anyhow::ensure!(
-            output.status.success(),
-            "xz -d {}: {}",
-            file.display(),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let output =
+            std::process::Command::new("xz").args(["--decompress", "--stdout"]).arg(file).output().map_err(|e| {
+                VmError::Tool { tool: "xz", detail: format!("cannot decompress {}: {e}", file.display()) }
+            })?;
+        if !output.status.success() {
+            let said = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+            return Err(VmError::Tool { tool: "xz", detail: format!("-d {}: {said}", file.display()) });
+        }
         Ok(output.stdout)
     } else {
-        std::fs::read(file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+        std::fs::read(file).map_err(VmError::io("cannot read", file))
     }
 }
 
@@ -168,13 +165,13 @@ fn depends(module: &[u8]) -> Vec<String> {
 }
 
 /// The module as an uncompressed file (itself, or decompressed beside it).
-fn uncompressed(file: &Path, work: &Path) -> anyhow::Result<PathBuf> {
+fn uncompressed(file: &Path, work: &Path) -> Result<PathBuf, VmError> {
     if file.extension().is_some_and(|e| e == "ko") {
         return Ok(file.to_owned());
     }
     let name = module_name(file).unwrap_or_default();
     let out = work.join(format!("{name}.ko"));
-    std::fs::write(&out, read_module(file)?)?;
+    std::fs::write(&out, read_module(file)?).map_err(VmError::io("cannot write", &out))?;
     Ok(out)
 }
 

@@ -2,7 +2,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::model::{FORMAT_VERSION, Scenario, Step};
+use serde_saphyr::Spanned;
+
+use super::model::{FORMAT_VERSION, Scenario};
+use super::steps::{Declared, Invalid};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -116,35 +119,71 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
 }
 
 fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
-    let invalid = |line, column, message: String| LoadError::Invalid { path: path.to_owned(), line, column, message };
+    let located =
+        |e: Invalid| LoadError::Invalid { path: path.to_owned(), line: e.line, column: e.column, message: e.message };
     if scenario.version != FORMAT_VERSION {
-        return Err(invalid(
-            1,
-            1,
-            format!("unsupported format version {} (this harness reads version {FORMAT_VERSION})", scenario.version),
-        ));
+        return Err(located(Invalid {
+            line: 1,
+            column: 1,
+            message: format!(
+                "unsupported format version {} (this harness reads version {FORMAT_VERSION})",
+                scenario.version
+            ),
+        }));
     }
+    let origin = path.display().to_string();
+    check_daemons(scenario, &origin).map_err(located)?;
     let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.value.as_str()).collect();
-    let at = |spanned: &serde_saphyr::Spanned<String>, message: String| {
-        invalid(spanned.referenced.line(), spanned.referenced.column(), message)
+    let known = |daemon: &Spanned<String>| {
+        if ids.contains(&daemon.value.as_str()) {
+            Ok(())
+        } else {
+            Err(Invalid::at(daemon, format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids))))
+        }
     };
+    let declared = Declared {
+        daemons: scenario
+            .daemons
+            .iter()
+            .map(|d| (d.id.value.as_str(), d.instances.iter().map(|i| i.snapshot.value.as_str()).collect()))
+            .collect(),
+    };
+    for step in &scenario.steps {
+        let args = step.value.args();
+        if let Some(daemon) = args.daemon() {
+            known(daemon).map_err(located)?;
+        }
+        args.check(&declared, &origin).map_err(located)?;
+    }
+    for never in &scenario.expect_never {
+        if let Some(daemon) = &never.value.daemon {
+            known(daemon).map_err(located)?;
+        }
+    }
+    Ok(())
+}
+
+/// The daemons' own fields: ids usable in a path and declared once, snapshot ids and
+/// instance file paths that stay inside, scripts as the mock checks them.
+fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
+    let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.value.as_str()).collect();
     for (i, daemon) in scenario.daemons.iter().enumerate() {
         let id = &daemon.id.value;
         if !daemon_core::daemon::id::is_valid_id(id) {
-            return Err(at(
+            return Err(Invalid::at(
                 &daemon.id,
                 format!("daemon id {id:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)"),
             ));
         }
         if ids[..i].contains(&id.as_str()) {
-            return Err(at(&daemon.id, format!("daemon id {id:?} is declared twice")));
+            return Err(Invalid::at(&daemon.id, format!("daemon id {id:?} is declared twice")));
         }
     }
     for daemon in &scenario.daemons {
         for instance in &daemon.instances {
             let snapshot = &instance.snapshot.value;
             if !daemon_core::daemon::id::is_valid_id(snapshot) {
-                return Err(at(
+                return Err(Invalid::at(
                     &instance.snapshot,
                     format!(
                         "snapshot id {snapshot:?} of daemon {} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
@@ -154,7 +193,7 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             }
             for (file, _) in &instance.tree.0 {
                 if let Some(why) = super::paths::instance_path_error(&file.value) {
-                    return Err(at(
+                    return Err(Invalid::at(
                         file,
                         format!(
                             "file path {:?} of instance {snapshot} {why}: it must stay inside the instance",
@@ -164,67 +203,18 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                 }
             }
         }
-    }
-    for step in &scenario.steps {
-        let host_path = match &step.value {
-            Step::ExpectMounted(s) => Some(&s.path),
-            Step::ReadFile(s) => Some(&s.path),
-            Step::ListDir(s) => Some(&s.path),
-            Step::StartReader(s) => Some(&s.path),
-            Step::MountErofsImage(s) => Some(&s.path),
-            _ => None,
-        };
-        if let Some(p) = host_path
-            && let Some(why) = super::paths::host_path_error(&p.value)
-        {
-            return Err(at(
-                p,
-                format!("path {:?} {why}: it must stay inside the scenario's root (relative, without `..`)", p.value),
-            ));
-        }
-        if let Step::MountErofsImage(s) = &step.value {
-            for (file, _) in &s.tree.0 {
-                if let Some(why) = super::paths::instance_path_error(&file.value) {
-                    return Err(at(
-                        file,
-                        format!("file path {:?} of the erofs image {why}: it must stay inside the image", file.value),
-                    ));
-                }
-            }
-        }
-        if let Step::ReplayClient(s) = &step.value
-            && let Some(why) = super::paths::host_path_error(&s.recording.value)
-        {
-            return Err(at(
-                &s.recording,
-                format!(
-                    "recording {:?} {why}: it must stay inside the scenario file's directory (relative, without `..`)",
-                    s.recording.value
-                ),
-            ));
-        }
-    }
-    for never in &scenario.expect_never {
-        if let Some(daemon) = never.value.daemon.as_ref().filter(|d| !ids.contains(&d.value.as_str())) {
-            return Err(at(daemon, format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids))));
-        }
-    }
-    let origin = path.display().to_string();
-    let script_error = |e: mock_nydusd::script::ScriptError| {
-        let (line, column) = e.location.unwrap_or((0, 0));
-        let rule = e.rule.map(|r| format!("{r}: ")).unwrap_or_default();
-        invalid(line, column, format!("mock script: {rule}{}", e.message))
-    };
-    for daemon in &scenario.daemons {
         if let Some(script) = &daemon.script {
-            script.validate(&origin).map_err(script_error)?;
+            crate::steps::check_script(script, origin)?;
         }
         if let Some(file) = &daemon.script_file {
             if daemon.script.is_some() {
-                return Err(at(file, format!("daemon {}: give `script` or `script_file`, not both", daemon.id.value)));
+                return Err(Invalid::at(
+                    file,
+                    format!("daemon {}: give `script` or `script_file`, not both", daemon.id.value),
+                ));
             }
             if let Some(why) = super::paths::host_path_error(&file.value) {
-                return Err(at(
+                return Err(Invalid::at(
                     file,
                     format!(
                         "script_file {:?} {why}: it must stay inside the scenario file's directory (relative, without `..`)",
@@ -232,51 +222,6 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
                     ),
                 ));
             }
-        }
-    }
-    for step in &scenario.steps {
-        if let Some(daemon) = step.value.daemon().filter(|d| !ids.contains(&d.value.as_str())) {
-            return Err(invalid(
-                daemon.referenced.line(),
-                daemon.referenced.column(),
-                format!("unknown daemon `{}` (declared daemons: {})", daemon.value, list(&ids)),
-            ));
-        }
-        let instance_ref = match &step.value {
-            Step::MountInstance(s) | Step::UmountInstance(s) => Some((&s.daemon, &s.snapshot)),
-            Step::MountConcurrently(s) => Some((&s.daemon, &s.snapshot)),
-            _ => None,
-        };
-        if let Some((daemon, snapshot)) = instance_ref {
-            let declared: Vec<&str> = scenario
-                .daemons
-                .iter()
-                .filter(|d| d.id.value == daemon.value)
-                .flat_map(|d| d.instances.iter().map(|i| i.snapshot.value.as_str()))
-                .collect();
-            if !declared.contains(&snapshot.value.as_str()) {
-                return Err(invalid(
-                    snapshot.referenced.line(),
-                    snapshot.referenced.column(),
-                    format!(
-                        "daemon `{}` declares no instance `{}` (declared instances: {})",
-                        daemon.value,
-                        snapshot.value,
-                        list(&declared)
-                    ),
-                ));
-            }
-        }
-        match &step.value {
-            Step::Script(s) => s.script.validate(&origin).map_err(script_error)?,
-            Step::Upgrade(s) if s.git_commit.len() != 40 || !s.git_commit.chars().all(|c| c.is_ascii_hexdigit()) => {
-                return Err(invalid(
-                    s.daemon.referenced.line(),
-                    s.daemon.referenced.column(),
-                    format!("upgrade git_commit must be 40 hex digits, got {:?}", s.git_commit),
-                ));
-            }
-            _ => {}
         }
     }
     Ok(())

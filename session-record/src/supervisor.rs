@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
+use super::error::RecordError;
 use super::recording::{Event, Sink, SupervisorFlow};
 
 /// The largest piece read at once: the Go supervisor reads 256 KiB at a time.
@@ -74,9 +75,12 @@ impl Drop for Relay {
 
 impl Relay {
     /// Listens at `listen`.
-    pub fn bind(listen: &Path, upstream: PathBuf) -> anyhow::Result<Self> {
-        let listener = tokio::net::UnixListener::bind(listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", listen.display()))?;
+    pub fn bind(listen: &Path, upstream: PathBuf) -> Result<Self, RecordError> {
+        let listener = tokio::net::UnixListener::bind(listen).map_err(|source| RecordError::Io {
+            action: "listen on",
+            path: listen.to_owned(),
+            source,
+        })?;
         let gate = Gate { listener: Arc::new(listener), connecting: Arc::new(AtomicUsize::new(0)) };
         Ok(Self { listen: listen.to_owned(), upstream, gate })
     }
@@ -87,18 +91,19 @@ impl Relay {
     }
 
     /// Relays connections until dropped.
-    pub async fn serve(self, sink: Sink) -> anyhow::Result<std::convert::Infallible> {
+    pub async fn serve(self, sink: Sink) -> Result<std::convert::Infallible, RecordError> {
         let connections = AtomicU64::new(0);
         let mut tasks = tokio::task::JoinSet::new();
+        let accept = |source| RecordError::Accept { path: self.listen.clone(), source };
         loop {
-            let (daemon, _) = self.gate.listener.accept().await?;
+            let (daemon, _) = self.gate.listener.accept().await.map_err(accept)?;
             // Counted before this task yields, so the API relay cannot see the backlog
             // empty and nothing connecting in between.
             self.gate.connecting.fetch_add(1, Ordering::SeqCst);
             let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
             let (upstream, sink, connecting) = (self.upstream.clone(), sink.clone(), self.gate.connecting.clone());
-            let daemon = daemon.into_std()?;
-            daemon.set_nonblocking(false)?;
+            let daemon = daemon.into_std().map_err(accept)?;
+            daemon.set_nonblocking(false).map_err(accept)?;
             tasks.spawn_blocking(move || relay(conn, daemon, &upstream, &sink, &connecting));
             while tasks.try_join_next().is_some() {}
         }
@@ -178,15 +183,10 @@ fn send(to: &mut UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<(
     to.write_all(&bytes[sent..])
 }
 
-/// `argv` with its `--supervisor` (`--supervisor=`) pointed at `moved`, and the path it
-/// named; `None` when it names none.
-pub fn move_supervisor(argv: &[std::ffi::OsString], moved: &Path) -> Option<(Vec<std::ffi::OsString>, PathBuf)> {
-    super::proxy::move_path_flag(argv, &["--supervisor"], moved)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::argv::move_supervisor;
 
     /// A connection in the backlog, then one being connected onwards, each keep the gate
     /// shut; it opens once both are through.

@@ -11,45 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 
+use super::argv::{move_apisock, move_supervisor};
+pub use super::error::RecordError;
 use super::recording::{Direction, Event, FILE_NAME, FORMAT_VERSION, Side, Sink};
 use super::redact::{Redactor, Released};
 use super::supervisor::Gate;
-
-/// `argv` with its `--apisock` (`-A`, `--apisock=`) pointed at `moved`, and the path it
-/// named; `None` when it names none.
-pub fn move_apisock(argv: &[std::ffi::OsString], moved: &Path) -> Option<(Vec<std::ffi::OsString>, PathBuf)> {
-    move_path_flag(argv, &["--apisock", "-A"], moved)
-}
-
-/// `argv` with the first path flag spelled one of `names` (`NAME PATH` or, for a long
-/// name, `NAME=PATH`) pointed at `moved`, and the path it named; `None` when none is there.
-pub fn move_path_flag(
-    argv: &[std::ffi::OsString],
-    names: &[&str],
-    moved: &Path,
-) -> Option<(Vec<std::ffi::OsString>, PathBuf)> {
-    let mut out = Vec::with_capacity(argv.len());
-    let mut original = None;
-    let mut args = argv.iter();
-    while let Some(arg) = args.next() {
-        let text = arg.to_string_lossy();
-        let joined = names.iter().filter(|n| n.starts_with("--")).find_map(|n| text.strip_prefix(&format!("{n}=")));
-        if original.is_some() {
-            out.push(arg.clone());
-        } else if names.contains(&text.as_ref()) {
-            original = Some(PathBuf::from(args.next()?));
-            out.push(arg.clone());
-            out.push(moved.as_os_str().to_owned());
-        } else if let Some(path) = joined {
-            original = Some(PathBuf::from(path));
-            let name = &text[..text.len() - path.len()];
-            out.push(format!("{name}{}", moved.display()).into());
-        } else {
-            out.push(arg.clone());
-        }
-    }
-    original.map(|o| (out, o))
-}
 
 /// Starts `argv` (a nydusd command line) with its API socket moved into the recording's
 /// directory, and records on the path it named, so clients find the proxy where they
@@ -63,25 +29,28 @@ pub async fn record_command(
     out: &Path,
     supervisor: bool,
     max_bytes: u64,
-) -> anyhow::Result<std::process::ExitStatus> {
+) -> Result<std::process::ExitStatus, RecordError> {
     use std::os::unix::process::ExitStatusExt;
     private_dir(out)?;
     let moved = out.join("upstream.sock");
-    let (mut args, listen) = move_apisock(argv, &moved)
-        .ok_or_else(|| anyhow::anyhow!("the command line names no --apisock for the proxy to take the place of"))?;
+    let (mut args, listen) = move_apisock(argv, &moved).ok_or(RecordError::NoApisock)?;
     let relay = if supervisor {
         let relayed = out.join("supervisor.sock");
-        let (moved_args, upstream) = super::supervisor::move_supervisor(&args, &relayed)
-            .ok_or_else(|| anyhow::anyhow!("--supervisor: the command line names no --supervisor socket to record"))?;
+        let (moved_args, upstream) = move_supervisor(&args, &relayed).ok_or(RecordError::NoSupervisorFlag)?;
         args = moved_args;
         Some(super::supervisor::Relay::bind(&relayed, upstream)?)
     } else {
         None
     };
-    let (program, rest) = args.split_first().ok_or_else(|| anyhow::anyhow!("no command to start"))?;
+    let (program, rest) = args.split_first().ok_or(RecordError::NoCommand)?;
     let sink = open_sink(out, max_bytes)?;
     let started = std::time::Instant::now();
-    let mut child = tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn()?;
+    let program_name = program.to_string_lossy().into_owned();
+    let mut child = tokio::process::Command::new(program)
+        .args(rest)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| RecordError::Start { program: program_name.clone(), source })?;
     let pid = child.id().unwrap_or(0);
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     // The socket file appears at bind(), before listen(); a client let in between would
@@ -89,9 +58,11 @@ pub async fn record_command(
     // daemon listens.
     while std::os::unix::net::UnixStream::connect(&moved).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
-            anyhow::bail!("{} exited ({status}) before its API socket appeared", program.to_string_lossy());
+            return Err(RecordError::ExitedEarly { program: program_name, status });
         }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "the daemon's API socket did not appear within 10 s");
+        if tokio::time::Instant::now() >= deadline {
+            return Err(RecordError::NoSocket);
+        }
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     let listening = Event::DaemonListening { socket: moved.clone(), after_ns: started.elapsed().as_nanos() as u64 };
@@ -112,8 +83,8 @@ pub async fn record_command(
     let status = tokio::select! {
         served = &mut proxy => match served? {},
         served = &mut supervisor => match served? {},
-        status = child.wait() => status?,
-        () = sink.full() => anyhow::bail!("{}", limit_message(out, max_bytes)),
+        status = child.wait() => status.map_err(RecordError::Wait)?,
+        () = sink.full() => return Err(RecordError::LimitReached { out: out.to_owned(), max_bytes }),
     };
     // The death closes the daemon's end of every connection; the relays (still running
     // while `proxy` lives) record those ends before the exit line.
@@ -138,50 +109,41 @@ pub struct RecordOptions {
     pub max_bytes: u64,
 }
 
-/// Why a recorder stopped at its limit.
-fn limit_message(out: &Path, max_bytes: u64) -> String {
-    format!(
-        "the recording in {} reached --max-bytes ({max_bytes} bytes) and the recorder stopped; what it kept ends with a `limit_reached` line",
-        out.display()
-    )
-}
-
 /// The recording's directory, 0700 when this makes it; one that exists must not be open
 /// to other users (a recording keeps what a daemon said).
-pub(crate) fn private_dir(out: &Path) -> anyhow::Result<()> {
+pub(crate) fn private_dir(out: &Path) -> Result<(), RecordError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     match std::fs::symlink_metadata(out) {
         Ok(meta) if meta.is_dir() => {
             let mode = meta.permissions().mode() & 0o777;
-            anyhow::ensure!(
-                mode & 0o077 == 0,
-                "{} is open to other users (mode {mode:o}); a recording keeps what a daemon said: give a new directory, or `chmod 700` this one",
-                out.display()
-            );
+            if mode & 0o077 != 0 {
+                return Err(RecordError::NotPrivate { path: out.to_owned(), mode });
+            }
             Ok(())
         }
-        Ok(_) => anyhow::bail!("{} exists and is not a directory", out.display()),
-        Err(_) => Ok(std::fs::DirBuilder::new()
+        Ok(_) => Err(RecordError::NotADirectory { path: out.to_owned() }),
+        Err(_) => std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(out)
-            .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", out.display()))?),
+            .map_err(|source| RecordError::Io { action: "create", path: out.to_owned(), source }),
     }
 }
 
-fn open_sink(out: &Path, max_bytes: u64) -> anyhow::Result<Sink> {
+fn open_sink(out: &Path, max_bytes: u64) -> Result<Sink, RecordError> {
     private_dir(out)?;
     let path = out.join(FILE_NAME);
-    Ok(Sink::create(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?.with_limit(max_bytes))
+    let sink = Sink::create(&path).map_err(|source| RecordError::Io { action: "create", path, source })?;
+    Ok(sink.with_limit(max_bytes))
 }
 
 /// Serves the proxy until the future is dropped (by a signal, see `termination`); the
 /// listening socket is removed on the way out.
-pub async fn serve(options: &RecordOptions) -> anyhow::Result<std::convert::Infallible> {
+pub async fn serve(options: &RecordOptions) -> Result<std::convert::Infallible, RecordError> {
     let sink = open_sink(&options.out, options.max_bytes)?;
     tokio::select! {
         served = serve_into(options, sink.clone(), None, Arc::new(AtomicU64::new(0)), None) => served,
-        () = sink.full() => anyhow::bail!("{}", limit_message(&options.out, options.max_bytes)),
+        () = sink.full() => Err(RecordError::LimitReached { out: options.out.clone(), max_bytes: options.max_bytes }),
     }
 }
 
@@ -191,9 +153,12 @@ async fn serve_into(
     started: Option<Started>,
     daemon_ends_open: Arc<AtomicU64>,
     gate: Option<Gate>,
-) -> anyhow::Result<std::convert::Infallible> {
-    let listener = UnixListener::bind(&options.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", options.listen.display()))?;
+) -> Result<std::convert::Infallible, RecordError> {
+    let listener = UnixListener::bind(&options.listen).map_err(|source| RecordError::Io {
+        action: "listen on",
+        path: options.listen.clone(),
+        source,
+    })?;
     let _remove = RemoveOnDrop(options.listen.clone());
     sink.record(&Event::Recording {
         version: FORMAT_VERSION,
@@ -208,7 +173,8 @@ async fn serve_into(
     let connections = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let (client, _) = listener.accept().await?;
+        let (client, _) =
+            listener.accept().await.map_err(|source| RecordError::Accept { path: options.listen.clone(), source })?;
         let conn = connections.fetch_add(1, Ordering::SeqCst) + 1;
         let (sink, upstream, open, gate) =
             (sink.clone(), options.upstream.clone(), daemon_ends_open.clone(), gate.clone());

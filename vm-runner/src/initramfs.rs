@@ -2,6 +2,7 @@
 //! `cpio` crate), which the kernel unpacks into its initial tmpfs. Files are streamed from
 //! the host as they are added, so a large binary is never held in memory.
 
+use crate::VmError;
 use std::collections::BTreeSet;
 use std::io::{BufWriter, Write};
 use std::path::{Component, Path, PathBuf};
@@ -179,21 +180,18 @@ fn named(path: &Path, e: std::io::Error) -> std::io::Error {
 
 /// The shared libraries `binary` loads (the dynamic loader included), as `ldd` names them
 /// on this host; none for a static binary.
-pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
+pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, VmError> {
     let output = std::process::Command::new("ldd")
         .arg(binary)
         .output()
-        .map_err(|e| anyhow::anyhow!("cannot run ldd on {}: {e}", binary.display()))?;
+        .map_err(|e| VmError::Tool { tool: "ldd", detail: format!("cannot run it on {}: {e}", binary.display()) })?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         // ldd says so, and fails, for a static binary.
         let said = format!("{text}{}", String::from_utf8_lossy(&output.stderr));
-        anyhow::ensure!(
-            said.contains("not a dynamic executable") || said.contains("statically linked"),
-            "ldd {}: {}",
-            binary.display(),
-            said.trim()
-        );
+        if !(said.contains("not a dynamic executable") || said.contains("statically linked")) {
+            return Err(VmError::Tool { tool: "ldd", detail: format!("{}: {}", binary.display(), said.trim()) });
+        }
         return Ok(Vec::new());
     }
     let mut libraries = Vec::new();
@@ -205,7 +203,7 @@ pub fn shared_libraries(binary: &Path) -> anyhow::Result<Vec<PathBuf>> {
             None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
         };
         match path {
-            Some("not") => anyhow::bail!("{}: {}", binary.display(), line.trim()),
+            Some("not") => return Err(VmError::Input(format!("{}: {}", binary.display(), line.trim()))),
             Some(p) if p.starts_with('/') => libraries.push(PathBuf::from(p)),
             _ => {}
         }

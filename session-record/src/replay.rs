@@ -262,7 +262,7 @@ async fn read_replies(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::recording::Entry;
+    use crate::recording::Entry;
 
     /// A daemon whose socket file exists (bound) but that listens only 300 ms later, as
     /// any daemon does for a moment between bind() and listen(): the replay's first

@@ -1,13 +1,25 @@
-//! Scenario files: the format and its loader.
+//! Scenario files of the nydusd lifecycle harness: the format, its JSON Schema and its
+//! loader, usable by any tool that reads scenario files.
+//!
+//! * [`model`]: the file, its manager, daemons and instances; [`steps`]: every step, from
+//!   the one list ([`for_each_step!`]); [`fields`]: field types they share; [`tree`]: the
+//!   files of an instance.
+//! * [`load`]: reading and checking a file, every error at `file:line:column`;
+//!   [`bounded`]: sizes bounded when read; [`paths`]: paths that cannot leave their place.
+//! * The last gate: the file as plain YAML, valid to the published schema (`conformance`).
 
 pub mod bounded;
 mod conformance;
+pub mod fields;
 pub mod load;
 pub mod model;
 pub mod paths;
+pub mod steps;
+pub mod tree;
 
 pub use load::{LoadError, discover, load};
 pub use model::Scenario;
+pub use steps::Step;
 
 /// The JSON Schema (draft-07) of scenario files, as committed at `scenarios/schema.json`.
 pub fn schema_json() -> String {

@@ -1,0 +1,83 @@
+//! Steps that only look: journals, the store, mounts.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{Declared, Invalid, StepArgs};
+use crate::fields::HostPath;
+
+/// One expected journal entry; every given field must match.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JournalPattern {
+    /// `event` (`request`, `state`, `script`, `signal`, ...).
+    #[serde(default)]
+    pub event: Option<String>,
+    /// Request method.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Request path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Reply status.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// State change target.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+/// `expect_journal`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectJournalStep {
+    /// Only entries of this daemon's processes (all daemons when absent).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub daemon: Option<Spanned<String>>,
+    /// The ordered subsequence.
+    #[serde(default)]
+    pub sequence: Vec<JournalPattern>,
+    /// Entries matching this pattern must not appear at all.
+    #[serde(default)]
+    pub absent: Vec<JournalPattern>,
+}
+
+/// `expect_store`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectStoreStep {
+    /// Daemon ids, any order.
+    #[serde(default)]
+    pub daemons: Option<Vec<String>>,
+    /// Snapshot ids, in sequence order.
+    #[serde(default)]
+    pub instances: Option<Vec<String>>,
+}
+
+/// `expect_mounted`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectMountedStep {
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "HostPath")]
+    pub path: Spanned<String>,
+    /// Whether it must be a mountpoint.
+    pub mounted: bool,
+}
+
+/// The journal step names a daemon only when it is about one.
+impl StepArgs for ExpectJournalStep {
+    fn daemon(&self) -> Option<&Spanned<String>> {
+        self.daemon.as_ref()
+    }
+}
+
+impl StepArgs for ExpectStoreStep {}
+
+impl StepArgs for ExpectMountedStep {
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        super::check_host_path(&self.path)
+    }
+}

@@ -100,6 +100,26 @@ struct Owner {
 /// The owner of this process's roots, set once by [`contain`].
 static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
 
+/// The waiter, in a contained run: its death ends the run like SIGTERM.
+static WAITER: std::sync::OnceLock<daemon_core::pidfd::PidFd> = std::sync::OnceLock::new();
+
+/// Resolves once the process waiting for this contained run has died (at once if it
+/// already has); never in a run that is not contained.
+///
+/// The death signal alone is not enough: a PID namespace's init drops a SIGTERM it has no
+/// handler for yet, so a waiter SIGKILLed in the run's first milliseconds (`timeout -s
+/// KILL`, a CI cancellation) went unnoticed, and the run went on to a green report with
+/// nobody to read it. The waiter's pidfd stays readable once it is dead, whenever it is
+/// looked at.
+pub async fn waiter_gone() {
+    match WAITER.get() {
+        Some(waiter) if waiter.exited().await.is_ok() => {}
+        // Without a waiter (not contained), or if its fd cannot be watched, only the
+        // signals end the run.
+        _ => std::future::pending().await,
+    }
+}
+
 fn owner() -> Owner {
     OWNER.get().cloned().unwrap_or_else(|| Owner { harness: ProcessId::me(), namespaced: false })
 }
@@ -362,6 +382,7 @@ pub fn contain() -> Contained {
                 eprintln!("error: cannot set up the run's namespace: {why}");
                 std::process::exit(4);
             }
+            let _ = WAITER.set(waiter);
             Contained::Namespaces
         }
     }

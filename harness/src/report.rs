@@ -25,6 +25,9 @@ pub enum NotRun {
     /// starts, which only its end replaces. A run killed meanwhile leaves it, so a stale
     /// green report can never outlive a run that did not finish.
     Unfinished,
+    /// The run was refused before any scenario started (bad input, an unwritable
+    /// report, no room for sockets): why. Counted as failed.
+    Refused(String),
 }
 
 impl NotRun {
@@ -37,6 +40,7 @@ impl NotRun {
             Self::Unfinished => {
                 "not finished: the run writing this report had not ended (it was killed, or still runs)".into()
             }
+            Self::Refused(why) => format!("not run: the run was refused before it started: {why}"),
         }
     }
 }
@@ -100,6 +104,7 @@ impl Entry {
             Ok(_) => Status::Pass,
             Err(NotRun::AfterFailure) => Status::NotRun,
             Err(NotRun::Interrupted(_) | NotRun::Unfinished) => Status::Interrupted,
+            Err(NotRun::Refused(_)) => Status::Fail,
         }
     }
 
@@ -151,6 +156,22 @@ impl RunReport {
 
 fn shown_path(path: &Path, base: &Path) -> String {
     path.strip_prefix(base).unwrap_or(path).display().to_string()
+}
+/// Whether `path` could be written by [`write_atomically`], found without creating or
+/// changing anything: a file that exists must open for writing, a new one needs a
+/// writable directory. A command checks its outputs with it before any work.
+pub fn check_writable(path: &Path) -> std::io::Result<()> {
+    if path.is_dir() {
+        return Err(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory"));
+    }
+    if path.exists() {
+        return std::fs::OpenOptions::new().append(true).open(path).map(drop);
+    }
+    let parent = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    tempfile::tempfile_in(parent).map(drop)
 }
 
 /// Writes a report file whole or not at all: beside it, then renamed over it (a reader
@@ -433,6 +454,11 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
             Err(not_run @ (NotRun::Interrupted(_) | NotRun::Unfinished)) => {
                 let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
                 s.set_message(not_run.reason()).set_type("interrupted");
+                s
+            }
+            Err(refused @ NotRun::Refused(_)) => {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+                s.set_message(xml_text(&refused.reason())).set_type("refused");
                 s
             }
         };

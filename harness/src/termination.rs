@@ -28,12 +28,15 @@ impl Termination {
         })
     }
 
-    /// Waits for the next of the signals; returns its number.
+    /// Waits for the next of the signals; returns its number. The death of the process
+    /// that waits for a contained run counts as SIGTERM (see
+    /// [`crate::containment::waiter_gone`]).
     pub async fn next(&mut self) -> i32 {
         tokio::select! {
             _ = self.interrupt.recv() => nix::sys::signal::Signal::SIGINT as i32,
             _ = self.terminate.recv() => nix::sys::signal::Signal::SIGTERM as i32,
             _ = self.hang_up.recv() => nix::sys::signal::Signal::SIGHUP as i32,
+            () = crate::containment::waiter_gone() => nix::sys::signal::Signal::SIGTERM as i32,
         }
     }
 }
@@ -41,11 +44,13 @@ impl Termination {
 /// Runs `work` to its end, or until one of the signals arrives: then `work` is dropped
 /// (cleaning up what it started) and the signal's number is returned.
 pub async fn unless_signalled<F: Future>(work: F) -> Result<F::Output, i32> {
-    let mut termination = match Termination::install() {
-        Ok(t) => t,
+    let Ok(mut termination) = Termination::install() else {
         // Without listeners the default dispositions stay, and nothing could clean up;
-        // running the work anyway is no worse than before.
-        Err(_) => return Ok(work.await),
+        // running the work anyway is no worse than before, still ended with its waiter.
+        return tokio::select! {
+            output = work => Ok(output),
+            () = crate::containment::waiter_gone() => Err(nix::sys::signal::Signal::SIGTERM as i32),
+        };
     };
     tokio::select! {
         output = work => Ok(output),

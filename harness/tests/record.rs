@@ -564,6 +564,20 @@ fn a_shared_recording_with_links_in_it_harms_nothing() {
         }
         std::fs::remove_file(rec.join(name)).unwrap();
     }
+    // Inside `replay/` too; and the mock's own link is never left behind by a refusal.
+    for name in ["recording.jsonl", "mock.log", "api.sock", "mnt", "mock-nydusd"] {
+        let work = rec.join("replay");
+        std::fs::create_dir_all(&work).unwrap();
+        std::os::unix::fs::symlink(victim.join("precious.txt"), work.join(name)).unwrap();
+        let output = replay(&rec, "1");
+        let said = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(2), "replay/{name}: {said}");
+        assert!(said.contains(&format!("{name} is a symbolic link")), "{said}");
+        assert_eq!(std::fs::read_to_string(victim.join("precious.txt")).unwrap(), "precious.txt");
+        let left: Vec<_> = std::fs::read_dir(&work).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(left, [std::ffi::OsString::from(name)], "replay/{name}: the refusal left {left:?}");
+        std::fs::remove_dir_all(&work).unwrap();
+    }
     // Without the links the same recording replays (the hand-made reply differs from the
     // mock's in its headers, which is beside the point here).
     let output = replay(&rec, "1");

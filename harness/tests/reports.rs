@@ -358,3 +358,61 @@ fn a_killed_run_leaves_reports_that_are_not_green_never_the_previous_run_s() {
     assert_eq!((element.as_str(), kind.as_str()), ("error", "interrupted"), "{xml}");
     assert!(xml.contains("had not ended"), "{xml}");
 }
+
+/// A run refused before it starts (a missing file, invalid YAML, a filter that selects
+/// nothing, no room for socket paths) replaces both reports with one that says so, valid
+/// and not green, and creates nothing else: no empty report, no bundle directory. The
+/// reports were left empty, and an empty `harness-failures/` in TMPDIR, before.
+#[test]
+fn a_refused_run_leaves_reports_that_say_why_and_nothing_else() {
+    let invalid = tempfile::NamedTempFile::with_suffix(".yaml").unwrap();
+    std::fs::write(invalid.path(), "version: 1\nname: x\nsteps: [\n").unwrap();
+    let long_tmp = tempfile::tempdir().unwrap();
+    let long_tmp = long_tmp.path().join("t".repeat(90));
+    std::fs::create_dir(&long_tmp).unwrap();
+    // What is refused, the arguments, the TMPDIR, the exit code, and what the reason says.
+    type Refusal<'a> = (&'a str, Vec<&'a str>, Option<&'a Path>, i32, &'a str);
+    let refusals: [Refusal<'_>; 4] = [
+        ("missing file", vec!["scenarios/no-such-file.yaml"], None, 3, "no-such-file.yaml"),
+        ("invalid YAML", vec![invalid.path().to_str().unwrap()], None, 3, ":3:8: unclosed bracket"),
+        ("no selection", vec!["scenarios", "--filter", "no-scenario-has-this-name"], None, 5, "no scenario selected"),
+        ("socket room", vec!["scenarios/lifecycle/start-running.yaml"], Some(&long_tmp), 2, "too long"),
+    ];
+    for (what, args, tmpdir, code, reason) in refusals {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+        // The previous run's green reports.
+        std::fs::write(&json, r#"{"summary":{"passed":1,"failed":0}}"#).unwrap();
+        std::fs::write(&junit, r#"<testsuites tests="1" failures="0" errors="0"/>"#).unwrap();
+        let out = Command::new(testkit::bin_exe!("harness"))
+            .arg("run")
+            .args(&args)
+            .args(["--json", json.to_str().unwrap(), "--junit", junit.to_str().unwrap()])
+            .env("TMPDIR", tmpdir.unwrap_or(tmp.path()))
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{what}: {stderr}");
+        keep_copies(&json, &junit);
+        let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        check_json_against_its_schema(&report);
+        assert_eq!(report["summary"]["passed"], 0, "{what}: {report}");
+        assert_eq!(report["summary"]["failed"], 1, "{what}: {report}");
+        let why = report["scenarios"][0]["reason"].as_str().unwrap_or_default();
+        assert!(why.starts_with("not run: the run was refused before it started: "), "{what}: {why}");
+        assert!(why.contains(reason), "{what}: {why}");
+        let xml = std::fs::read_to_string(&junit).unwrap();
+        let doc = check_junit_shape(&xml);
+        let verdicts = cases(&doc);
+        assert_eq!(verdicts.len(), 1, "{what}: {xml}");
+        let (element, kind) = verdicts[0].1.clone().expect("an error, not a pass");
+        assert_eq!((element.as_str(), kind.as_str()), ("error", "refused"), "{what}: {xml}");
+        let made: Vec<_> =
+            std::fs::read_dir(tmpdir.unwrap_or(tmp.path())).unwrap().flatten().map(|e| e.path()).collect();
+        assert!(made.is_empty(), "{what}: the refused run made {made:?}");
+        let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(beside.len(), 2, "{what}: only the two reports: {beside:?}");
+    }
+}

@@ -252,6 +252,77 @@ fn sigkill(killed: Killed) -> Result<(), Failed> {
     }
 }
 
+/// Environment variable marking the processes of one try of [`sigkill_as_it_starts`]:
+/// every process the harness starts inherits it, wherever it is reparented.
+const MARK: &str = "SIGNALS_TEST_MARK";
+
+/// The pids of processes whose environment holds `MARK=mark`.
+fn marked(mark: &str) -> Vec<u32> {
+    let wanted = format!("{MARK}={mark}");
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| host_facts::process::state(*pid).is_some_and(|s| s != 'Z'))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|entry| entry == wanted.as_bytes()))
+        })
+        .collect()
+}
+
+/// `harness run` SIGKILLed alone (as `timeout -s KILL` does) in its first milliseconds,
+/// every 3 ms from 0 to 60: while the run is setting up its namespace and before it has
+/// its signal handlers. Each time, within 2 s no process of the run and no root is left,
+/// and no report says it passed. The run's init used to miss the death signal in that
+/// window (an init drops a SIGTERM it has no handler for) and go on to a green report.
+fn sigkill_as_it_starts() -> Result<(), Failed> {
+    for delay_ms in (0..=60).step_by(3) {
+        let tmp = tempfile::tempdir()?;
+        let json = tmp.path().join("report.json");
+        let mark = format!("{}-{delay_ms}", std::process::id());
+        let mut child = Command::new(testkit::bin_exe!("harness"))
+            .args(["run", "harness/tests/fixtures/long-sleep.yaml", "--json"])
+            .arg(&json)
+            .env("TMPDIR", tmp.path())
+            .env(MARK, &mark)
+            .current_dir(testkit::manifest_dir!().join(".."))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGKILL)?;
+        let _ = child.wait();
+        let killed_at = Instant::now();
+        loop {
+            let left = marked(&mark);
+            let roots: Vec<PathBuf> = std::fs::read_dir(tmp.path())?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("nydus-harness-")))
+                .collect();
+            if left.is_empty() && roots.is_empty() {
+                break;
+            }
+            if killed_at.elapsed() > Duration::from_secs(2) {
+                for pid in &left {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+                }
+                return Err(format!(
+                    "SIGKILL {delay_ms} ms after the start: 2 s later processes {left:?} still run, roots {roots:?}"
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let report = std::fs::read_to_string(&json).unwrap_or_default();
+        if let Ok(report) = serde_json::from_str::<serde_json::Value>(&report)
+            && report["summary"]["passed"] != 0
+        {
+            return Err(format!("SIGKILL {delay_ms} ms after the start: the report says it passed: {report}").into());
+        }
+    }
+    Ok(())
+}
+
 fn main() {
     let args = Arguments::from_args();
     let fuse_unmet = unmet(&[Requirement::Root, Requirement::Fuse]);
@@ -287,6 +358,14 @@ fn main() {
             .with_ignored_flag(fuse_unmet.is_some()),
         );
     }
+    let root_unmet = unmet(&[Requirement::Root]);
+    trials.push(
+        Trial::test("privileged::sigkill_of::the_harness_as_it_starts", move || match root_unmet {
+            Some(reason) => Err(format!("skipped: {reason}").into()),
+            None => sigkill_as_it_starts(),
+        })
+        .with_ignored_flag(unmet(&[Requirement::Root]).is_some()),
+    );
     if let Some(reason) = &fuse_unmet {
         eprintln!("skipping privileged::run_with_a_fuse_mount::* and privileged::sigkill_of::*: {reason}");
     }

@@ -52,7 +52,8 @@ fn any() -> String {
 impl Explained {
     /// Parses an explained-differences file; `origin` names it in the error.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ExplainedError> {
-        serde_saphyr::from_str(text).map_err(|source| ExplainedError { origin: origin.to_owned(), source: Box::new(source) })
+        serde_saphyr::from_str(text)
+            .map_err(|source| ExplainedError { origin: origin.to_owned(), source: Box::new(source) })
     }
 
     /// The shipped file (`docs/diff-explained.yaml`).

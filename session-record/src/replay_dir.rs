@@ -206,56 +206,11 @@ pub async fn replay_on_mock(dir: &Path, harness: &Path, settings: ReplaySettings
     );
     write_beside(&scenario_path, scenario.as_bytes())?;
 
-    let io = |action, path: &Path| {
-        let path = path.to_owned();
-        move |source| ReplayError::Io { action, path, source }
-    };
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true).mode(0o700);
-        builder.create(&work).map_err(io("create", &work))?;
-        let mnt = not_a_link(&work, "mnt")?;
-        builder.create(&mnt).map_err(io("create", &mnt))?;
-    }
-    let mock = not_a_link(&work, "mock-nydusd")?;
-    match std::fs::remove_file(&mock) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &mock)(e)),
-        _ => {}
-    }
-    std::os::unix::fs::symlink(harness, &mock).map_err(io("link the mock as", &mock))?;
-    let socket = not_a_link(&work, "api.sock")?;
-    let _ = std::fs::remove_file(&socket);
-    let log = not_a_link(&work, "mock.log")?;
-    let _ = std::fs::remove_file(&log);
-    let out = not_a_link(&work, super::recording::FILE_NAME)?;
-    let _ = std::fs::remove_file(&out);
-    let log_file = {
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(nix::libc::O_NOFOLLOW)
-            .open(&log)
-            .map_err(io("create", &log))?
-    };
-    let started = tokio::process::Command::new(&mock)
-        .arg("fuse")
-        .arg("--apisock")
-        .arg(&socket)
-        .arg("--mountpoint")
-        .arg(work.join("mnt"))
-        .arg("--mock-script")
-        .arg(&script_path)
-        .arg("--mock-nydusd-version")
-        .arg(recorded_release(&recording))
-        .stdout(std::process::Stdio::null())
-        .stderr(log_file)
-        .kill_on_drop(true)
-        .spawn();
-    let _ = std::fs::remove_file(&mock);
-    let mut child = started.map_err(|source| ReplayError::MockStart { mock: mock.clone(), source })?;
+    let files = WorkFiles::prepare(&work)?;
+    let started = start_mock(&files, harness, &script_path, recorded_release(&recording));
+    let mock = files.mock.clone();
+    let (socket, log, out) = (files.socket, files.log, files.out);
+    let mut child = started?.map_err(|source| ReplayError::MockStart { mock, source })?;
     let outcome = async {
         wait_until_listening(&mut child, &socket, &log).await?;
         let options = ReplayOptions { socket: socket.clone(), speed, out: out.clone() };
@@ -278,6 +233,87 @@ pub async fn replay_on_mock(dir: &Path, harness: &Path, settings: ReplaySettings
     let json = serde_json::to_string_pretty(&comparison).unwrap_or_default();
     write_beside(&not_a_link(&work, "comparison.json")?, json.as_bytes())?;
     Ok(Replayed { comparison, notes: generated.notes })
+}
+
+/// The files of `DIR/replay/`, none of them a link.
+struct WorkFiles {
+    /// A link to the harness binary, which runs as the mock under this name.
+    mock: PathBuf,
+    socket: PathBuf,
+    mnt: PathBuf,
+    log: PathBuf,
+    /// The replay's own recording.
+    out: PathBuf,
+}
+
+impl WorkFiles {
+    /// Creates `work` and its mount point, and checks every file in it before any is
+    /// written: a link found late used to leave the mock's link behind.
+    fn prepare(work: &Path) -> Result<Self, ReplayError> {
+        use std::os::unix::fs::DirBuilderExt;
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true).mode(0o700);
+        builder.create(work).map_err(io("create", work))?;
+        let files = Self {
+            mock: not_a_link(work, "mock-nydusd")?,
+            socket: not_a_link(work, "api.sock")?,
+            mnt: not_a_link(work, "mnt")?,
+            log: not_a_link(work, "mock.log")?,
+            out: not_a_link(work, super::recording::FILE_NAME)?,
+        };
+        builder.create(&files.mnt).map_err(io("create", &files.mnt))?;
+        match std::fs::remove_file(&files.mock) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("remove", &files.mock)(e)),
+            _ => {}
+        }
+        for stale in [&files.socket, &files.log, &files.out] {
+            let _ = std::fs::remove_file(stale);
+        }
+        Ok(files)
+    }
+}
+
+/// What an I/O error on `path` while doing `action` is.
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> ReplayError {
+    let path = path.to_owned();
+    move |source| ReplayError::Io { action, path, source }
+}
+
+/// Starts the mock on `script`, its stderr to the log; the link it is started through is
+/// removed at once, whether it started or not.
+fn start_mock(
+    files: &WorkFiles,
+    harness: &Path,
+    script: &Path,
+    release: &str,
+) -> Result<std::io::Result<tokio::process::Child>, ReplayError> {
+    let log_file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&files.log)
+            .map_err(io("create", &files.log))?
+    };
+    std::os::unix::fs::symlink(harness, &files.mock).map_err(io("link the mock as", &files.mock))?;
+    let started = tokio::process::Command::new(&files.mock)
+        .arg("fuse")
+        .arg("--apisock")
+        .arg(&files.socket)
+        .arg("--mountpoint")
+        .arg(&files.mnt)
+        .arg("--mock-script")
+        .arg(script)
+        .arg("--mock-nydusd-version")
+        .arg(release)
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file)
+        .kill_on_drop(true)
+        .spawn();
+    let _ = std::fs::remove_file(&files.mock);
+    Ok(started)
 }
 
 /// Waits until the mock accepts on `socket`; a mock that exits first, or stays silent

@@ -38,6 +38,12 @@ impl Kernel {
             magic == b"!<arch>\ndebian-binary"
         };
         if !is_deb {
+            if !is_bzimage(path) {
+                return Err(VmError::Input(format!(
+                    "--kernel {}: neither a Debian linux-image package nor an x86 kernel image (bzImage)",
+                    path.display()
+                )));
+            }
             return Ok(Self { vmlinuz: path.to_owned(), release: None, modules: Vec::new(), missing: Vec::new() });
         }
         let unpacked = std::process::Command::new("dpkg-deb").arg("-x").arg(path).arg(work).output().map_err(|e| {
@@ -130,6 +136,15 @@ impl ModuleIndex {
     }
 }
 
+/// Whether `path` is an x86 kernel image: the boot protocol's `HdrS` at 0x202.
+fn is_bzimage(path: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.seek(SeekFrom::Start(0x202)).and_then(|_| f.read_exact(&mut magic)))
+        .is_ok_and(|()| &magic == b"HdrS")
+}
+
 /// `fuse` for `…/fuse.ko` or `…/fuse.ko.xz`; module names use `_` where files may use `-`.
 fn module_name(path: &Path) -> Option<String> {
     let file = path.file_name()?.to_str()?;
@@ -213,12 +228,21 @@ mod tests {
     }
 
     #[test]
-    fn a_file_that_is_not_a_package_is_a_bare_kernel_image() {
+    fn a_kernel_image_is_taken_bare_and_anything_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let image = dir.path().join("bzImage");
-        std::fs::write(&image, b"MZ not a deb").unwrap();
+        let mut bytes = b"MZ not a deb".to_vec();
+        bytes.resize(0x202, 0);
+        bytes.extend_from_slice(b"HdrS");
+        std::fs::write(&image, &bytes).unwrap();
         let kernel = Kernel::prepare(&image, dir.path()).unwrap();
         assert_eq!((kernel.vmlinuz, kernel.release, kernel.modules.len()), (image, None, 0));
+        // Neither a package nor an image (a sparse file of 1 GiB): refused at once, named.
+        let huge = dir.path().join("huge.deb");
+        std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
+        let err = Kernel::prepare(&huge, dir.path()).unwrap_err();
+        assert!(matches!(err, VmError::Input(_)), "{err:?}");
+        assert!(err.to_string().contains("huge.deb: neither a Debian linux-image package nor"), "{err}");
         let err = Kernel::prepare(&dir.path().join("absent.deb"), dir.path()).unwrap_err();
         assert!(err.to_string().starts_with("--kernel "), "{err}");
     }

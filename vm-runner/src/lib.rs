@@ -237,6 +237,10 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Resul
             .ok_or_else(|| VmError::Input(format!("--copy {}: names no file or directory", path.display())))?;
         let guest = Path::new(GUEST_WORK).join(name);
         let kind = std::fs::metadata(path).map_err(VmError::io("--copy", path))?;
+        if !kind.is_dir() && !kind.is_file() {
+            // A device or a FIFO would be read for ever, or fail without its name.
+            return Err(VmError::Input(format!("--copy {}: not a regular file or a directory", path.display())));
+        }
         let copied = if kind.is_dir() { root.tree(path, &guest) } else { root.file(path, &guest, 0o644) };
         copied.map_err(VmError::io("--copy", path))?;
     }

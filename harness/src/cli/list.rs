@@ -38,11 +38,14 @@ struct Listed {
 pub(crate) fn list(args: &ListArgs) -> ExitCode {
     let config = match args.daemons.config(Vec::new()) {
         Ok(c) => c,
-        Err(code) => return code,
+        Err(refusal) => return refusal.report(),
     };
     let selected = match args.selection.load() {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
     };
     let base = args.selection.base();
     let listed: Vec<Listed> = selected

@@ -459,7 +459,10 @@ fn diff(args: DiffArgs) -> ExitCode {
     };
     let scenarios = match args.selection.load() {
         Ok(s) => s,
-        Err(code) => return code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
     };
     let diffs = runtime.block_on(crate::termination::unless_signalled(async {
         let mut out = Vec::new();
@@ -490,18 +493,10 @@ fn diff(args: DiffArgs) -> ExitCode {
 /// that cannot is a usage error now, not a silent loss (exit 0) after the work.
 fn writable(flag: &str, path: Option<&std::path::Path>) -> Result<(), ExitCode> {
     let Some(path) = path else { return Ok(()) };
-    let problem = if path.is_dir() {
-        Some("is a directory".to_owned())
-    } else {
-        std::fs::OpenOptions::new().append(true).create(true).open(path).err().map(|e| e.to_string())
-    };
-    match problem {
-        Some(why) => {
-            eprintln!("error: {flag} {}: cannot be written: {why}", path.display());
-            Err(ExitCode::from(exit_code::USAGE))
-        }
-        None => Ok(()),
-    }
+    crate::report::check_writable(path).map_err(|why| {
+        eprintln!("error: {flag} {}: cannot be written: {why}", path.display());
+        ExitCode::from(exit_code::USAGE)
+    })
 }
 
 /// Writes an output file whole (see `report::write_atomically`); the exit code: OK, or

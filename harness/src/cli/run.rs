@@ -68,17 +68,38 @@ pub(crate) struct Daemons {
 
 impl Daemons {
     /// The run configuration; the error is the exit code, after the reason was printed.
-    pub fn config(&self, extra_args: Vec<OsString>) -> Result<RunConfig, ExitCode> {
+    pub fn config(&self, extra_args: Vec<OsString>) -> Result<RunConfig, Refusal> {
         config_for(self.target, self.nydusd.clone(), extra_args)
     }
 }
 
+/// How long blocking work may go on after the run, before it is abandoned.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
+
 /// How often, off a terminal, the run says what is still running.
 const HEARTBEAT: Duration = Duration::from_secs(30);
 
-/// The daemons' binary and target for `args`; the error is the exit code, after the
-/// reason was printed.
-fn config_for(target: TargetArg, nydusd: Option<PathBuf>, extra_args: Vec<OsString>) -> Result<RunConfig, ExitCode> {
+/// Why a command was refused before any scenario started, and its exit code.
+#[derive(Debug)]
+pub(crate) struct Refusal {
+    pub code: u8,
+    pub why: String,
+}
+
+impl Refusal {
+    fn new(code: u8, why: impl Into<String>) -> Self {
+        Self { code, why: why.into() }
+    }
+
+    /// Says why on stderr; the command's exit code.
+    pub fn report(&self) -> ExitCode {
+        eprintln!("error: {}", self.why);
+        ExitCode::from(self.code)
+    }
+}
+
+/// The daemons' binary and target for `args`.
+fn config_for(target: TargetArg, nydusd: Option<PathBuf>, extra_args: Vec<OsString>) -> Result<RunConfig, Refusal> {
     match target {
         TargetArg::Real => Ok(RunConfig {
             nydusd: nydusd.unwrap_or_else(|| PathBuf::from("nydusd")),
@@ -88,33 +109,30 @@ fn config_for(target: TargetArg, nydusd: Option<PathBuf>, extra_args: Vec<OsStri
         }),
         TargetArg::Mock => match nydusd.map(Ok).unwrap_or_else(std::env::current_exe) {
             Ok(path) => Ok(RunConfig { nydusd: path, target: Target::Mock, extra_args, bundles: None }),
-            Err(e) => {
-                eprintln!("error: cannot locate the harness binary to run the built-in mock: {e}");
-                Err(ExitCode::from(exit_code::SETUP_ERROR))
-            }
+            Err(e) => Err(Refusal::new(
+                exit_code::SETUP_ERROR,
+                format!("cannot locate the harness binary to run the built-in mock: {e}"),
+            )),
         },
     }
 }
 
 /// Checks, before anything runs, that the report files can be written and that the
 /// repro-bundle directory can be made and written in: a report that cannot be written is
-/// a usage error now, not a silent loss after the run.
-fn check_outputs(args: &RunArgs, bundles: Option<&Path>) -> Result<(), String> {
+/// a usage error now, not a silent loss after the run. Nothing is created: a run refused
+/// later leaves no empty report and no empty bundle directory.
+fn check_outputs(args: &RunArgs, bundles: Option<&Path>) -> Result<(), Refusal> {
+    let unwritable = |what: String| Refusal::new(exit_code::USAGE, what);
     for (flag, path) in [("--json", &args.json), ("--junit", &args.junit)] {
         let Some(path) = path else { continue };
-        if path.is_dir() {
-            return Err(format!("{flag} {}: is a directory", path.display()));
-        }
-        std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(|e| format!("{flag} {}: cannot be written: {e}", path.display()))?;
+        report::check_writable(path)
+            .map_err(|e| unwritable(format!("{flag} {}: cannot be written: {e}", path.display())))?;
     }
     if let Some(dir) = bundles {
-        std::fs::create_dir_all(dir)
-            .and_then(|()| tempfile::tempfile_in(dir).map(drop))
-            .map_err(|e| format!("--bundles {}: cannot be written: {e}", dir.display()))?;
+        // The nearest directory that exists: the bundles' is made when one is written.
+        let existing = dir.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("."));
+        tempfile::tempfile_in(existing)
+            .map_err(|e| unwritable(format!("--bundles {}: cannot be written: {e}", dir.display())))?;
     }
     Ok(())
 }
@@ -138,25 +156,24 @@ struct Planned {
     repetition: u32,
 }
 
-pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
-    let config = match args.daemons.config(args.daemon_args.clone()) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+/// What a run needs before its first scenario starts.
+struct Prepared {
+    config: RunConfig,
+    planned: Vec<Planned>,
+    jobs: usize,
+    runtime: tokio::runtime::Runtime,
+}
+
+/// Everything that can refuse a run, before anything of it starts.
+fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
+    let config = args.daemons.config(args.daemon_args.clone())?;
     let bundles = args.bundles.clone().unwrap_or_else(|| std::env::temp_dir().join("harness-failures"));
     let config = RunConfig { bundles: Some(bundles), ..config };
-    if let Err(e) = check_outputs(args, config.bundles.as_deref()) {
-        eprintln!("error: {e}");
-        return ExitCode::from(exit_code::USAGE);
-    }
-    let selected = match args.selection.load() {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
+    check_outputs(args, config.bundles.as_deref())?;
+    let selected = args.selection.load().map_err(|e| Refusal { code: e.code(), why: e.to_string() })?;
     let scenarios: Vec<&Scenario> = selected.iter().map(|(_, s)| s).collect();
     if let Some(e) = crate::runner::socket_room_error(&std::env::temp_dir(), &scenarios) {
-        eprintln!("error: {e}");
-        return ExitCode::from(exit_code::USAGE);
+        return Err(Refusal::new(exit_code::USAGE, e));
     }
     let mut planned = Vec::new();
     for (path, scenario) in selected {
@@ -169,12 +186,47 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         shuffle(&mut planned, seed);
     }
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)).max(1);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(exit_code::SETUP_ERROR);
-        }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Refusal::new(exit_code::SETUP_ERROR, format!("cannot start the async runtime: {e}")))?;
+    Ok(Prepared { config, planned, jobs, runtime })
+}
+
+/// A refused run's reports say so (each one that can be written), so that neither an
+/// empty file nor the previous run's green report is left at their paths.
+fn refuse(args: &RunArgs, refusal: Refusal) -> ExitCode {
+    let report = RunReport {
+        entries: vec![Entry {
+            path: args.selection.paths().into_iter().next().unwrap_or_default(),
+            name: "harness run".into(),
+            repetition: 1,
+            outcome: Err(NotRun::Refused(refusal.why.clone())),
+        }],
+        started_at: SystemTime::now(),
+        wall: Duration::ZERO,
+        repeat: 1,
+        target: format!("{:?}", args.daemons.target).to_lowercase(),
+        seed: args.seed,
+        interrupted: None,
+        base: PathBuf::new(),
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report::to_json(&report)).unwrap_or_default();
+        let _ = report::write_atomically(path, json.as_bytes());
+    }
+    if let Some(path) = &args.junit
+        && let Ok(xml) = report::to_junit(&report)
+    {
+        let _ = report::write_atomically(path, xml.as_bytes());
+    }
+    refusal.report()
+}
+
+pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
+    let Prepared { config, planned, jobs, runtime } = match prepare(args) {
+        Ok(prepared) => prepared,
+        Err(refusal) => return refuse(args, refusal),
     };
     let base = args.selection.base();
     let target = format!("{:?}", config.target).to_lowercase();
@@ -200,8 +252,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         base: base.clone(),
     };
     if let Err(e) = write_reports(args, &unfinished) {
-        eprintln!("error: {e}");
-        return ExitCode::from(exit_code::USAGE);
+        return refuse(args, Refusal::new(exit_code::USAGE, e));
     }
     let options = Options {
         jobs,
@@ -210,9 +261,11 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         slow_after: Duration::from_secs_f64(args.slow_after.max(0.0)),
     };
     let (entries, interrupted) = runtime.block_on(run_all(planned, config, &base, options));
-    // Blocking work abandoned at a scenario's deadline (an open that never returns) must
-    // not hold the exit; its root was removed already.
-    runtime.shutdown_background();
+    // Blocking work still under way (a manager's store being opened when a signal came)
+    // holds its scenario's root until it ends, which it does in milliseconds: it is given
+    // a moment, so the root goes with it. Work that never ends (an open of a FIFO) must
+    // not hold the exit: it is abandoned, and its root left to the sweep.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
     let report = RunReport {
         entries,
         started_at,

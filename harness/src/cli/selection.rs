@@ -52,17 +52,11 @@ impl Selection {
 
     /// Loads every scenario under the paths (an invalid one stops everything) and keeps
     /// the selected ones; the error is the exit code, after the reason was printed.
-    pub fn load(&self) -> Result<Vec<(PathBuf, Scenario)>, ExitCode> {
-        let files = scenario::discover(&self.paths()).map_err(|e| {
-            eprintln!("error: {e}");
-            ExitCode::from(exit_code::USAGE)
-        })?;
+    pub fn load(&self) -> Result<Vec<(PathBuf, Scenario)>, SelectionError> {
+        let files = scenario::discover(&self.paths()).map_err(SelectionError::Discover)?;
         let mut loaded = Vec::new();
         for file in files {
-            let s = scenario::load(&file).map_err(|e| {
-                eprintln!("error: {e}");
-                ExitCode::from(exit_code::INVALID_SCENARIO)
-            })?;
+            let s = scenario::load(&file).map_err(SelectionError::Invalid)?;
             if self.selects(&file, &s) {
                 loaded.push((file, s));
             }
@@ -73,10 +67,39 @@ impl Selection {
             } else {
                 format!(" by --filter {}{}", self.filters.join(", --filter "), if self.exact { " --exact" } else { "" })
             };
-            eprintln!("error: no scenario selected{filters}");
-            return Err(ExitCode::from(exit_code::NONE_RAN));
+            return Err(SelectionError::NoneSelected { filters });
         }
         Ok(loaded)
+    }
+}
+
+/// Why a selection selects nothing to run.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SelectionError {
+    /// A path given cannot be read.
+    #[error("{0}")]
+    Discover(#[source] std::io::Error),
+    /// A selected file is not a valid scenario (the error says where).
+    #[error("{0}")]
+    Invalid(#[source] scenario::LoadError),
+    /// The paths and filters select no scenario.
+    #[error("no scenario selected{filters}")]
+    NoneSelected { filters: String },
+}
+
+impl SelectionError {
+    /// The command's exit code for it.
+    pub fn code(&self) -> u8 {
+        match self {
+            Self::Discover(_) => exit_code::USAGE,
+            Self::Invalid(_) => exit_code::INVALID_SCENARIO,
+            Self::NoneSelected { .. } => exit_code::NONE_RAN,
+        }
+    }
+
+    /// The command's exit code for it.
+    pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
     }
 }
 

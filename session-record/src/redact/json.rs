@@ -5,7 +5,7 @@
 
 use std::ops::Range;
 
-use super::text::{Fill, Mask, Origin, is_secret_key, may_hold_a_secret};
+use super::text::{Fill, Mask, Origin, echoed_secret, is_secret_key, may_hold_a_secret};
 
 /// Deeper nesting is refused (a hostile body must not exhaust the stack).
 const MAX_DEPTH: usize = 128;
@@ -57,10 +57,16 @@ fn walk(text: &[u8], node: &Node, origin: &Origin<'_>, layer: usize, masks: &mut
 }
 
 /// A string that may hold a configuration of its own: decoded and redacted as JSON or
-/// TOML; one that parses as neither but may hold a secret is masked whole.
+/// TOML; one that parses as neither but may hold a secret is masked whole. A plain
+/// string that echoes a secret (`Header: Authorization: …` in an error reply) is masked
+/// from the echoed key on.
 fn nested(text: &[u8], range: Range<usize>, origin: &Origin<'_>, layer: usize, masks: &mut Vec<Mask>) {
     let (decoded, ranges) = decode(text, range.clone());
-    if !looks_like_a_document(&decoded) || !may_hold_a_secret(&decoded) {
+    if !looks_like_a_document(&decoded) {
+        if let Some(start) = echoed_secret(&decoded) {
+            let inner = Origin::Decoded { ranges, parent: origin };
+            masks.push(Mask { range: inner.in_stream(start..decoded.len()), fill: Fill::Star });
+        }
         return;
     }
     if layer < MAX_LAYERS {
@@ -70,7 +76,9 @@ fn nested(text: &[u8], range: Range<usize>, origin: &Origin<'_>, layer: usize, m
             return;
         }
     }
-    masks.push(Mask { range: origin.in_stream(range), fill: Fill::Star });
+    if may_hold_a_secret(&decoded) {
+        masks.push(Mask { range: origin.in_stream(range), fill: Fill::Star });
+    }
 }
 
 /// Whether a string could be a configuration (a JSON object or array, or TOML's

@@ -47,6 +47,10 @@ pub struct Redactor {
     /// Bytes to mask as they come, without reading them: `Some(n)`, the rest of a body
     /// too large to hold; `None`, the rest of a stream that is not HTTP.
     masking: Option<Option<u64>>,
+    /// The stream stopped being HTTP: nothing more is framed; bytes are released unmasked
+    /// while no secret word shows, all but the last [`text::LONGEST_SPELLING`], so that a
+    /// word cut between two writes is seen whole; from one that shows, all is masked.
+    not_http: bool,
 }
 
 /// A piece ready for the recording: when it passed, and its bytes, redacted.
@@ -74,8 +78,10 @@ impl Redactor {
     /// every piece is released.
     pub fn finish(&mut self) -> Vec<Released> {
         let at = self.decided;
-        let body = match frame(&self.held[at..]) {
-            // The header section is whole: it is read, and the body cut short is judged.
+        let framed = if self.not_http || self.masking.is_some() { Frame::NotHttp } else { frame(&self.held[at..]) };
+        let body = match framed {
+            // The header section is whole: it is read, and the body (cut short, or a reply
+            // that ends with its connection) is read as a document, else judged.
             Frame::Partial { header_end, .. } if header_end > 0 => {
                 let masks = redact_head(&self.held[at..at + header_end], at);
                 text::apply(&mut self.held, &masks);
@@ -83,9 +89,10 @@ impl Redactor {
             }
             _ => at..self.held.len(),
         };
-        if may_hold_a_secret(&self.held[body.clone()]) {
-            self.mask_region(body);
-        }
+        let origin = Origin::At(body.start);
+        let bytes = &self.held[body.clone()];
+        let masks = document(bytes, &origin, 0).unwrap_or_else(|| whole_if_secret(bytes, &origin));
+        text::apply(&mut self.held, &masks);
         self.decided = self.held.len();
         self.release()
     }
@@ -108,6 +115,10 @@ impl Redactor {
                 };
                 continue;
             }
+            if self.not_http {
+                self.decide_not_http();
+                return;
+            }
             let at = self.decided;
             match frame(&self.held[at..]) {
                 Frame::Whole { len, header_end, body } => {
@@ -128,17 +139,27 @@ impl Redactor {
                 }
                 Frame::Partial { .. } => return,
                 Frame::NotHttp => {
-                    // Nothing a daemon would read a configuration from: masked if it may
-                    // hold a secret, and so is everything after it on this stream.
-                    let rest = at..self.held.len();
-                    if may_hold_a_secret(&self.held[rest.clone()]) {
-                        self.mask_region(rest);
-                        self.masking = Some(None);
-                    }
-                    self.decided = self.held.len();
+                    // Nothing a daemon would read a configuration from, and nothing after
+                    // it is framed again (nydusd answers 400 and reads no further).
+                    self.not_http = true;
+                    self.decide_not_http();
                     return;
                 }
             }
+        }
+    }
+
+    /// Bytes of a stream that is no longer HTTP: all masked once they may hold a secret
+    /// (and everything after them), else released but for the last few, in which a
+    /// secret word may still be forming.
+    fn decide_not_http(&mut self) {
+        let rest = self.decided..self.held.len();
+        if may_hold_a_secret(&self.held[rest.clone()]) {
+            self.mask_region(rest);
+            self.masking = Some(None);
+            self.decided = self.held.len();
+        } else {
+            self.decided = self.held.len().saturating_sub(text::LONGEST_SPELLING).max(self.decided);
         }
     }
 
@@ -169,8 +190,19 @@ impl Redactor {
 enum Body {
     /// `len` bytes after the header section (Content-Length; none: 0).
     Length(usize),
-    /// Chunked: the data ranges, relative to the message's start.
-    Chunked(Vec<Range<usize>>),
+    /// Chunked, relative to the message's start.
+    Chunked(Chunked),
+}
+
+/// Where a chunked body's parts are, relative to its message's start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Chunked {
+    /// The data of each chunk.
+    data: Vec<Range<usize>>,
+    /// Each chunk's extensions (`;name=value` after its size).
+    extensions: Vec<Range<usize>>,
+    /// The trailer fields, between the last chunk's size line and the blank line.
+    trailer: Range<usize>,
 }
 
 /// Where the stream's next message stands.
@@ -217,10 +249,14 @@ fn frame(bytes: &[u8]) -> Frame {
     }
     if chunked {
         return match chunks(bytes, header_end) {
-            Some(Ok((len, ranges))) => Frame::Whole { len, header_end, body: Body::Chunked(ranges) },
+            Some(Ok((len, parts))) => Frame::Whole { len, header_end, body: Body::Chunked(parts) },
             Some(Err(())) => Frame::NotHttp,
             None => Frame::Partial { header_end, body_length: None },
         };
+    }
+    if length.is_none() && ends_with_its_connection(&head[..start_line_end]) {
+        // Read to the end of the connection, as a client reads it ([`Redactor::finish`]).
+        return Frame::Partial { header_end, body_length: None };
     }
     let body = length.unwrap_or(0);
     match usize::try_from(body).ok().and_then(|b| header_end.checked_add(b)) {
@@ -234,16 +270,30 @@ fn is_start_line(line: &[u8]) -> bool {
     line.starts_with(b"HTTP/") || find(line, b" HTTP/").is_some()
 }
 
-/// A chunked body from `at`: its length to the end of its trailer and its data ranges;
-/// `None` while incomplete, `Err` when malformed.
-#[allow(clippy::type_complexity)]
-fn chunks(bytes: &[u8], mut at: usize) -> Option<Result<(usize, Vec<Range<usize>>), ()>> {
-    let mut ranges = Vec::new();
+/// Whether a message with this start line and neither Content-Length nor chunking has a
+/// body that runs to the end of its connection: a reply other than 1xx, 204 and 304
+/// (RFC 9112 §6.3). A request without either has none.
+fn ends_with_its_connection(start_line: &[u8]) -> bool {
+    if !start_line.starts_with(b"HTTP/") {
+        return false;
+    }
+    let status = start_line.split(|b| *b == b' ').nth(1).unwrap_or_default();
+    !(status.starts_with(b"1") || status == b"204" || status == b"304")
+}
+
+/// A chunked body from `at`: its length to the end of its trailer and where its parts
+/// are; `None` while incomplete, `Err` when malformed.
+fn chunks(bytes: &[u8], mut at: usize) -> Option<Result<(usize, Chunked), ()>> {
+    let mut parts = Chunked::default();
     loop {
         let line_end = at + find(&bytes[at..], b"\r\n")?;
-        let size = String::from_utf8_lossy(&bytes[at..line_end]);
-        let size = size.split(';').next().unwrap_or_default().trim();
-        let Ok(size) = usize::from_str_radix(size, 16) else { return Some(Err(())) };
+        let line = &bytes[at..line_end];
+        let size_end = line.iter().position(|b| *b == b';').unwrap_or(line.len());
+        if size_end < line.len() {
+            parts.extensions.push(at + size_end..line_end);
+        }
+        let size = String::from_utf8_lossy(&line[..size_end]);
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { return Some(Err(())) };
         let data = line_end + 2;
         if size == 0 {
             // Trailers, then the blank line.
@@ -251,7 +301,8 @@ fn chunks(bytes: &[u8], mut at: usize) -> Option<Result<(usize, Vec<Range<usize>
             loop {
                 let end = line + find(&bytes[line..], b"\r\n")?;
                 if end == line {
-                    return Some(Ok((end + 2, ranges)));
+                    parts.trailer = data..line;
+                    return Some(Ok((end + 2, parts)));
                 }
                 line = end + 2;
             }
@@ -260,7 +311,7 @@ fn chunks(bytes: &[u8], mut at: usize) -> Option<Result<(usize, Vec<Range<usize>
         if bytes.len() < data_end + 2 {
             return None;
         }
-        ranges.push(data..data_end);
+        parts.data.push(data..data_end);
         at = data_end + 2;
     }
 }
@@ -278,11 +329,11 @@ fn redact_message(message: &[u8], header_end: usize, body: &Body, at: usize) -> 
             let origin = Origin::At(at + header_end);
             masks.extend(document(bytes, &origin, 0).unwrap_or_else(|| whole_if_secret(bytes, &origin)));
         }
-        Body::Chunked(ranges) => {
+        Body::Chunked(parts) => {
             let top = Origin::At(at);
             let mut decoded = Vec::new();
             let mut from = Vec::new();
-            for range in ranges {
+            for range in &parts.data {
                 decoded.extend_from_slice(&message[range.clone()]);
                 from.extend(range.clone().map(|i| i..i + 1));
             }
@@ -290,10 +341,16 @@ fn redact_message(message: &[u8], header_end: usize, body: &Body, at: usize) -> 
             match document(&decoded, &origin, 0) {
                 Some(found) => masks.extend(found),
                 None if may_hold_a_secret(&decoded) => {
-                    masks.extend(ranges.iter().map(|r| Mask { range: at + r.start..at + r.end, fill: Fill::Star }));
+                    masks.extend(parts.data.iter().map(|r| Mask { range: at + r.start..at + r.end, fill: Fill::Star }));
                 }
                 None => {}
             }
+            for extension in &parts.extensions {
+                if may_hold_a_secret(&message[extension.clone()]) {
+                    masks.push(Mask { range: at + extension.start..at + extension.end, fill: Fill::Star });
+                }
+            }
+            masks.extend(redact_fields(&message[parts.trailer.clone()], at + parts.trailer.start));
         }
     }
     masks
@@ -302,20 +359,34 @@ fn redact_message(message: &[u8], header_end: usize, body: &Body, at: usize) -> 
 /// The masks of a header section at `at`: the values of secret headers, and of secret
 /// query parameters in the request target.
 fn redact_head(head: &[u8], at: usize) -> Vec<Mask> {
+    let line_end = head.iter().position(|b| *b == b'\n').map_or(head.len(), |i| i + 1);
+    let mut masks = redact_query(&head[..line_end], at);
+    masks.extend(redact_fields(&head[line_end..], at + line_end));
+    masks
+}
+
+/// The masks of header (or trailer) fields at `at`: the values of secret ones, their
+/// folded continuation lines (a line starting with a space or tab) included.
+fn redact_fields(fields: &[u8], at: usize) -> Vec<Mask> {
     let mut masks = Vec::new();
     let mut offset = 0;
-    for (n, line) in head.split(|b| *b == b'\n').enumerate() {
+    let mut secret = false;
+    for line in fields.split(|b| *b == b'\n') {
         let start = offset;
         offset += line.len() + 1;
-        if n == 0 {
-            masks.extend(redact_query(line, at + start));
+        let end = line.strip_suffix(b"\r").map_or(line.len(), <[u8]>::len);
+        if line.first().is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            if secret {
+                masks.push(Mask { range: at + start..at + start + end, fill: Fill::Star });
+            }
             continue;
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else { continue };
-        let name = &line[..colon];
-        if text::is_secret_key(name) || name.eq_ignore_ascii_case(b"cookie") || name.eq_ignore_ascii_case(b"set-cookie")
-        {
-            let end = line.strip_suffix(b"\r").map_or(line.len(), <[u8]>::len);
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            secret = false;
+            continue;
+        };
+        secret = text::is_secret_key(&line[..colon]) || line[..colon].eq_ignore_ascii_case(b"set-cookie");
+        if secret {
             masks.push(Mask { range: at + start + colon + 1..at + start + end, fill: Fill::Star });
         }
     }

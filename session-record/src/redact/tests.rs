@@ -194,16 +194,31 @@ fn planted_credentials_never_pass_however_spelled_or_cut() {
         let (s1, s2) = (space(&mut rng), space(&mut rng));
         let toml = rng.below(2) == 0;
         let config = if toml {
-            let key =
-                rng.pick(&["auth", "\"auth\"", "\"\\u0061uth\"", "registry_token", "'proxy_password'", "backend.auth"]);
+            let key = rng.pick(&[
+                "auth",
+                "\"auth\"",
+                "\"\\u0061uth\"",
+                "\"\\U00000061uth\"",
+                "registry_token",
+                "'proxy_password'",
+                "backend.auth",
+                "api-key",
+            ]);
             match rng.below(3) {
                 0 => format!("[backend]\nhost = \"h\"\n{key}{s1}={s2}\"{secret}\"\n"),
                 1 => format!("inline = {{ {key}{s1}={s2}'{secret}' }}\n"),
                 _ => format!("{key} = \"\"\"\n{secret}\"\"\"\n"),
             }
         } else {
-            let key =
-                rng.pick(&["auth", "\\u0061uth", "AUTH", "registry_token", "pass\\u0077ord", "access_key_secret"]);
+            let key = rng.pick(&[
+                "auth",
+                "\\u0061uth",
+                "AUTH",
+                "registry_token",
+                "pass\\u0077ord",
+                "access_key_secret",
+                "api_key",
+            ]);
             format!(r#"{{"backend":{{"host":"h","{key}"{s1}:{s2}"{secret}"}}}}"#)
         };
         let body = if rng.below(4) == 0 && !toml { config.clone() } else { mount_body(&config) };
@@ -220,5 +235,75 @@ fn planted_credentials_never_pass_however_spelled_or_cut() {
         assert_eq!(out.len(), bytes.len(), "seed {seed}");
         let leaked: Vec<usize> = (at..at + secret.len()).filter(|i| out[*i] != b'*').collect();
         assert!(leaked.is_empty(), "seed {seed}: secret bytes {leaked:?} passed in\n{}", String::from_utf8_lossy(&out));
+    }
+}
+
+/// The ways an adversarial trial got a credential past the recorder (issue 26's review),
+/// each as the pieces it was sent in. None may leave a byte of `hunter2` in clear.
+#[test]
+fn credentials_found_by_the_adversarial_trial_are_masked() {
+    let long_header = format!("PUT /api/v1/daemon HTTP/1.1\r\nX-Pad: {}\r\nAu", "a".repeat(70_000));
+    let toml_u8 = request(&mount_body("[backend.config]\n\"\\U00000061uth\" = \"hunter2\"\nhost = \"r\"\n"));
+    let echo_body = r#"{ "error": "Invalid header. Reason: x. Header: Authorization: Bearer hunter2" }"#;
+    let echo = format!("HTTP/1.1 400 \r\nContent-Length: {}\r\n\r\n{echo_body}", echo_body.len());
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("a TOML key spelled with \\U", vec![toml_u8.into_bytes()]),
+        (
+            "a chunked trailer",
+            vec![
+                b"POST /api/v1/mount HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nAuthorization: Bearer hunter2\r\n\r\n"
+                    .to_vec(),
+            ],
+        ),
+        (
+            "a chunk extension",
+            vec![b"POST /api/v1/mount HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2;token=hunter2\r\n{}\r\n0\r\n\r\n".to_vec()],
+        ),
+        (
+            "a key cut after garbage",
+            vec![
+                b"junk\r\nPUT /api/v1/daemon HTTP/1.1\r\nAu".to_vec(),
+                b"thorization: Bearer hunter2\r\n\r\n".to_vec(),
+            ],
+        ),
+        ("a key cut after an over-long header", vec![long_header.into_bytes(), b"thorization: Bearer hunter2\r\n\r\n".to_vec()]),
+        (
+            "a key cut after a body longer than its Content-Length",
+            vec![
+                b"PUT /api/v1/daemon HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}x\r\n{\"au".to_vec(),
+                b"th\":\"hunter2\"}".to_vec(),
+            ],
+        ),
+        (
+            "a reply that ends with its connection",
+            vec![b"HTTP/1.0 200 OK\r\n\r\n{\r\n  \"to".to_vec(), b"ken\": \"hunter2\"\r\n}\r\n".to_vec()],
+        ),
+        ("a folded header", vec![b"GET /api/v1/daemon HTTP/1.1\r\nAuthorization: Bearer\r\n hunter2\r\n\r\n".to_vec()]),
+        ("an API key header", vec![b"GET /api/v1/daemon HTTP/1.1\r\nX-Api-Key: hunter2\r\n\r\n".to_vec()]),
+        ("an api_key in a body", vec![request(r#"{"api_key":"hunter2"}"#).into_bytes()]),
+        ("a header echoed in an error reply", vec![echo.into_bytes()]),
+    ];
+    for (what, pieces) in cases {
+        let slices: Vec<&[u8]> = pieces.iter().map(Vec::as_slice).collect();
+        let out = run(&slices);
+        let text = String::from_utf8_lossy(&out);
+        assert!(!text.contains("hunter") && !text.contains("nter2"), "{what}: {text}");
+        let sent: usize = pieces.iter().map(Vec::len).sum();
+        assert_eq!(out.len(), sent, "{what}");
+    }
+}
+
+/// What the trial's fixes must not mask: a reply framed by Content-Length, a 204 without
+/// one, a path that names a secret word, a garbage stream without a secret word.
+#[test]
+fn the_fixes_leave_plain_traffic_alone() {
+    for text in [
+        &b"HTTP/1.1 204 \r\nServer: Nydus API\r\nConnection: keep-alive\r\n\r\nHTTP/1.1 204 \r\n\r\n"[..],
+        b"HTTP/1.1 200 \r\nContent-Length: 35\r\n\r\n{\"path\":\"/var/lib/auth-cache/blob\"}",
+        b"junk\r\nmore junk that goes on for a while\r\n",
+    ] {
+        for cut in 0..=text.len() {
+            assert_eq!(run(&[&text[..cut], &text[cut..]]), text, "{:?} cut at {cut}", String::from_utf8_lossy(text));
+        }
     }
 }

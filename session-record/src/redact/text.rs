@@ -50,43 +50,95 @@ impl Origin<'_> {
 }
 
 /// Words a secret's key holds, however the rest of it is spelled (`auth`,
-/// `registry_token`, `proxy_password`, `access_key_secret`, `Authorization`).
-const SECRET_WORDS: &[&str] = &["auth", "passw", "token", "secret", "access_key", "credential", "private_key"];
+/// `registry_token`, `proxy_password`, `access_key_secret`, `Authorization`, `X-Api-Key`,
+/// `Cookie`), compared with case, `_`, `-`, `.` and spaces left out.
+const SECRET_WORDS: &[&str] =
+    &["auth", "passw", "token", "secret", "accesskey", "credential", "privatekey", "apikey", "cookie"];
+
+/// The longest a secret word can be spelled in the bytes of a stream: each letter a
+/// `\U0000XXXX` escape with its backslash doubled (a TOML configuration in a JSON
+/// string), with separators between. A stream that is not HTTP holds this much back, so
+/// that a word cut between two writes is seen whole.
+pub(super) const LONGEST_SPELLING: usize = 12 * 16;
+
+/// `key` as it is compared with the secret words.
+fn normalized(bytes: impl IntoIterator<Item = u8>) -> Vec<u8> {
+    bytes.into_iter().filter(|b| !matches!(b, b'_' | b'-' | b'.' | b' ')).map(|b| b.to_ascii_lowercase()).collect()
+}
+
+fn holds_a_secret_word(normalized: &[u8]) -> bool {
+    SECRET_WORDS.iter().any(|w| normalized.windows(w.len()).any(|win| win == w.as_bytes()))
+}
 
 /// Whether a (decoded) key names a secret.
 pub(super) fn is_secret_key(key: &[u8]) -> bool {
-    let key = String::from_utf8_lossy(key).to_lowercase();
-    SECRET_WORDS.iter().any(|w| key.contains(w))
+    holds_a_secret_word(&normalized(key.iter().copied()))
 }
 
 /// Whether bytes that could not be parsed might hold a secret: a secret's key in them,
-/// also spelled with JSON's or TOML's `\u` escapes or split by backslashes. Text that
-/// cannot be read carries no key a daemon would read either; this only decides how much
-/// of what could not be parsed is masked (all of it, or none).
+/// also spelled with JSON's or TOML's `\u` and `\U` escapes or split by backslashes.
+/// Text that cannot be read carries no key a daemon would read either; this only decides
+/// how much of what could not be parsed is masked (all of it, or none).
 pub(super) fn may_hold_a_secret(bytes: &[u8]) -> bool {
     let mut plain = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'\\' {
-            if let Some(c) = bytes.get(i + 1..i + 6).filter(|e| matches!(e[0], b'u' | b'U')).and_then(unicode_escape) {
+            let digits = match bytes.get(i + 1) {
+                Some(b'u') => 4,
+                Some(b'U') => 8,
+                _ => 0,
+            };
+            if let Some(c) = bytes.get(i + 2..i + 2 + digits).filter(|_| digits > 0).and_then(ascii_of_hex) {
                 plain.push(c);
-                i += 6;
+                i += 2 + digits;
                 continue;
             }
             i += 1;
             continue;
         }
-        plain.push(bytes[i].to_ascii_lowercase());
+        plain.push(bytes[i]);
         i += 1;
     }
-    SECRET_WORDS.iter().any(|w| plain.windows(w.len()).any(|win| win == w.as_bytes()))
+    holds_a_secret_word(&normalized(plain))
 }
 
-/// `uXXXX` of an ASCII character, lower-cased.
-fn unicode_escape(escape: &[u8]) -> Option<u8> {
-    let hex = std::str::from_utf8(&escape[1..5]).ok()?;
-    let code = u32::from_str_radix(hex, 16).ok()?;
-    u8::try_from(code).ok().filter(u8::is_ascii).map(|c| c.to_ascii_lowercase())
+/// The ASCII character whose code the hex digits spell.
+fn ascii_of_hex(hex: &[u8]) -> Option<u8> {
+    let code = u32::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+    u8::try_from(code).ok().filter(u8::is_ascii)
+}
+
+/// Where a secret echoed in a plain string begins: a secret word followed by `:` or `=`
+/// (`Header: Authorization: Bearer …`, `…?token=…` in an error message), from the word
+/// to the end of the string. A string that merely names a word (`/var/lib/auth-cache`)
+/// is kept.
+pub(super) fn echoed_secret(decoded: &[u8]) -> Option<usize> {
+    let lower = decoded.to_ascii_lowercase();
+    let mut found: Option<usize> = None;
+    for word in ["authorization", "auth", "passw", "token", "secret", "access_key", "credential", "api_key", "apikey"] {
+        let mut from = 0;
+        while let Some(at) = lower[from..].windows(word.len()).position(|w| w == word.as_bytes()) {
+            let start = from + at;
+            let rest = &lower[start + word.len()..];
+            let after_name = rest
+                .iter()
+                .position(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
+                .unwrap_or(rest.len());
+            let separator = rest[after_name..].iter().find(|b| !matches!(b, b' ' | b'"' | b'\'')).copied();
+            if matches!(separator, Some(b':' | b'=')) {
+                // From the start of the name the word is in (`registry_token`).
+                let name_start = lower[..start]
+                    .iter()
+                    .rposition(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-')))
+                    .map_or(0, |i| i + 1);
+                found = Some(found.map_or(name_start, |f| f.min(name_start)));
+                break;
+            }
+            from = start + 1;
+        }
+    }
+    found
 }
 
 /// Applies `masks` to `stream`.
@@ -124,11 +176,22 @@ mod tests {
     }
 
     #[test]
+    fn a_secret_echoed_in_a_message_is_found_and_a_path_naming_a_word_is_not() {
+        let echo = b"Invalid header. Reason: x. Header: Authorization: Bearer hunter2";
+        assert_eq!(echoed_secret(echo), Some(35));
+        assert_eq!(echoed_secret(b"bad query: ?registry_token=abc"), Some(12));
+        assert_eq!(echoed_secret(b"/var/lib/auth-cache/blob"), None);
+        assert_eq!(echoed_secret(b"mounted"), None);
+    }
+
+    #[test]
     fn secret_words_are_found_however_they_are_spelled() {
         assert!(is_secret_key(b"registry_token") && is_secret_key(b"Auth") && is_secret_key(b"proxy_password"));
         assert!(!is_secret_key(b"host") && !is_secret_key(b"dir"));
         assert!(may_hold_a_secret(br#"x \u0061uth = 1"#));
+        assert!(may_hold_a_secret(br#""\U00000061uth" = 1"#));
         assert!(may_hold_a_secret(br#"pa\\ssword"#));
+        assert!(is_secret_key(b"X-Api-Key") && is_secret_key(b"api_key") && is_secret_key(b"Access-Key"));
         assert!(!may_hold_a_secret(b"GET /api/v1/daemon HTTP/1.1"));
     }
 }

@@ -6,7 +6,7 @@ use std::ops::Range;
 
 use toml::de::{DeTable, DeValue};
 
-use super::text::{Fill, Mask, Origin, is_secret_key, may_hold_a_secret};
+use super::text::{Fill, Mask, Origin, echoed_secret, is_secret_key, may_hold_a_secret};
 
 /// The masks that keep every secret of `text` (a TOML document, whose bytes come from
 /// `origin`) out of the stream; `None` when `text` is not TOML.
@@ -36,9 +36,13 @@ fn walk(text: &str, value: &DeValue<'_>, span: Range<usize>, origin: &Origin<'_>
                 walk(text, item.get_ref(), item.span(), origin, masks);
             }
         }
-        // A string that may itself be a configuration holding a secret is masked whole
-        // (nydusd reads no configuration out of a TOML string; nothing is lost to a replay).
-        DeValue::String(s) if super::json::looks_like_a_document(s.as_bytes()) && may_hold_a_secret(s.as_bytes()) => {
+        // A string that may itself be a configuration holding a secret, or that echoes one,
+        // is masked whole (nydusd reads no configuration out of a TOML string; nothing is
+        // lost to a replay).
+        DeValue::String(s)
+            if may_hold_a_secret(s.as_bytes())
+                && (super::json::looks_like_a_document(s.as_bytes()) || echoed_secret(s.as_bytes()).is_some()) =>
+        {
             masks.push(Mask { range: origin.in_stream(inside_quotes(text, span)), fill: Fill::Star });
         }
         _ => {}

@@ -1,7 +1,7 @@
 //! The nydusd daemon lifecycle of nydus-snapshotter, as a library.
 //!
 //! ```text
-//!   Daemon::create ──► spawn (argv from ConfigState) ──► client() waits for the socket
+//!   Daemon::create ──► spawn (argv from DaemonRecord) ──► client() waits for the socket
 //!        │                                                   │
 //!        │              wait_until_state(RUNNING) ◄──────────┘
 //!        ▼
@@ -12,29 +12,47 @@
 //! * [`daemon`]: one daemon's record, command line, process, waits and API calls.
 //! * [`manager`]: many daemons: records in the [`store`], start and verify, the death loop
 //!   (restart, failover), hot upgrade, and recovery when the manager itself restarts.
-//! * [`supervisor`] and [`fdpass`]: the Go supervisor's side of the state and fd handoff.
+//! * [`supervisor`] (with the crate's own `fdpass`): the Go supervisor's side of the state and fd handoff.
 //! * [`monitor`]: death detection, one idle connection per daemon.
 //! * [`store`]: the durable records (SQLite).
 //! * [`mount`]: host mounts (FUSE waits and aborts, erofs over fscache, erofs images from a
-//!   file or, before Linux 6.12, a [`loop_device`]).
+//!   file or, before Linux 6.12, a loop device).
 //! * [`rafs`]: instance records; [`layout`]: the directories under a root.
-//! * [`pidfd`]: the raw syscalls; [`wait`]: deadlines and the capped backoff of every wait.
-//! * [`crash_point`]: named step boundaries where crash tests kill the manager.
+//! * [`wait`]: deadlines and the capped backoff of every wait.
+//! * `crash_point` (the crate's own): named step boundaries where crash tests kill the manager.
 
+// The face an embedder uses: the client, daemons, the manager, its store and layout,
+// waits, and what the manager builds on (monitor, mounts, supervisors, instances). The
+// raw fd passing, loop devices and crash points are the crate's own; its integration
+// tests reach them through the `internals` feature, which promises nothing.
 pub mod api;
-pub mod crash_point;
 pub mod daemon;
-pub mod fdpass;
 pub mod layout;
-pub mod loop_device;
 pub mod manager;
 pub mod monitor;
 pub mod mount;
-pub mod pidfd;
 pub mod rafs;
 pub mod store;
 pub mod supervisor;
 pub mod wait;
+
+/// Declares modules that are public only with the `internals` feature.
+macro_rules! internal {
+    ($($(#[$meta:meta])* $name:ident;)*) => {$(
+        $(#[$meta])*
+        #[cfg(feature = "internals")]
+        pub mod $name;
+        $(#[$meta])*
+        #[cfg(not(feature = "internals"))]
+        mod $name;
+    )*};
+}
+
+internal! {
+    crash_point;
+    fdpass;
+    loop_device;
+}
 
 pub use api::{ClientError, DaemonInfo, DaemonState, MountRequest, NydusdClient};
 pub use daemon::{Daemon, DaemonError, DaemonOptions};

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::daemon::FsDriver;
+use crate::daemon::record::FsDriver;
 
 /// Annotation set by an fscache mount: the blob-cache domain.
 pub const ANNOTATION_FSCACHE_DOMAIN_ID: &str = "fscache.domainid";

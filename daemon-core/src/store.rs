@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use nix::fcntl::{Flock, FlockArg};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::daemon::ConfigState;
+use crate::daemon::DaemonRecord;
 use crate::rafs::Rafs;
 
 /// The schema this build reads and writes.
@@ -247,7 +247,7 @@ impl Store {
     }
 
     /// Adds a daemon record; [`StoreError::AlreadyExists`] if the id is taken.
-    pub fn save_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
+    pub fn save_daemon(&self, state: &DaemonRecord) -> Result<(), StoreError> {
         let record = encode("daemon", &state.id, state)?;
         let conn = self.lock();
         match conn.execute("INSERT INTO daemons (id, record) VALUES (?1, ?2)", params![state.id, record]) {
@@ -260,7 +260,7 @@ impl Store {
     }
 
     /// Replaces a daemon record; [`StoreError::NotFound`] if there is none.
-    pub fn update_daemon(&self, state: &ConfigState) -> Result<(), StoreError> {
+    pub fn update_daemon(&self, state: &DaemonRecord) -> Result<(), StoreError> {
         let record = encode("daemon", &state.id, state)?;
         let changed = self
             .lock()
@@ -317,13 +317,13 @@ impl Store {
     }
 
     /// Every daemon record, by id. A record that does not decode is an error naming it.
-    pub fn daemons(&self) -> Result<Vec<ConfigState>, StoreError> {
+    pub fn daemons(&self) -> Result<Vec<DaemonRecord>, StoreError> {
         self.records("daemon", "SELECT id, record FROM daemons ORDER BY id")
     }
 
     /// Every daemon record that decodes, by id, and a [`StoreError::BadRecord`] for each
     /// one that does not (recovery settles the others and reports these).
-    pub fn daemons_and_unreadable(&self) -> Result<(Vec<ConfigState>, Vec<StoreError>), StoreError> {
+    pub fn daemons_and_unreadable(&self) -> Result<(Vec<DaemonRecord>, Vec<StoreError>), StoreError> {
         let mut good = Vec::new();
         let mut bad = Vec::new();
         for (key, record) in self.rows("SELECT id, record FROM daemons ORDER BY id")? {
@@ -514,8 +514,8 @@ mod tests {
         assert!(!holds_a_store(&db));
     }
 
-    fn daemon(id: &str, pid: u32) -> ConfigState {
-        ConfigState { id: id.into(), process_id: pid, ..ConfigState::default() }
+    fn daemon(id: &str, pid: u32) -> DaemonRecord {
+        DaemonRecord { id: id.into(), process_id: pid, ..DaemonRecord::default() }
     }
 
     #[test]

@@ -155,20 +155,7 @@ pub fn schedule(seed: u64, ops: usize) -> Vec<Op> {
 
 /// The scenario file of a schedule.
 pub fn scenario_text(seed: u64, ops: &[Op]) -> String {
-    // Processes of d1 are numbered as the harness numbers them (`when.process`): every
-    // failover spawns one, and one more for each replacement that fails.
-    let mut process = 1;
-    let mut replacement_rules = Vec::new();
-    for op in ops {
-        match op {
-            Op::Kill | Op::HangUp => process += 1,
-            Op::KillIntoFaulty(fault) => {
-                replacement_rules.push(fault.rule(process + 1));
-                process += 2;
-            }
-            _ => {}
-        }
-    }
+    let replacement_rules = replacement_rules(ops);
     // A `script` step replaces the script of later processes too, so each one carries the
     // replacement rules (they name their process, and fire nowhere else).
     let script_step = |rules: &[String]| {
@@ -187,19 +174,7 @@ pub fn scenario_text(seed: u64, ops: &[Op]) -> String {
             Op::Umount(n) => {
                 steps.push_str(&format!("  - umount_instance: {{ daemon: d1, snapshot: s{n}, may_fail: true }}\n"))
             }
-            Op::Break(target, fault) => {
-                let (method, path) = TARGETS[*target];
-                let then = match fault {
-                    Fault::Status(status) => format!(
-                        "{{ respond: {{ status: {status}, body: '{{\"code\":\"UNDEFINED\",\"message\":\"chaos\"}}' }} }}"
-                    ),
-                    Fault::DelayMs(ms) => format!("{{ delay_ms: {ms} }}"),
-                    Fault::Close => "close".to_owned(),
-                };
-                steps.push_str(&script_step(&[format!(
-                    "{{ when: {{ method: {method}, path: {path} }}, then: [{then}] }}"
-                )]));
-            }
+            Op::Break(target, fault) => steps.push_str(&script_step(&[break_rule(*target, fault)])),
             Op::Heal => steps.push_str(&heal),
             Op::Kill | Op::KillIntoFaulty(_) => {
                 process += if matches!(op, Op::KillIntoFaulty(_)) { 2 } else { 1 };
@@ -226,6 +201,47 @@ pub fn scenario_text(seed: u64, ops: &[Op]) -> String {
             }
         }
     }
+    let mut out = header(seed, ops.len(), &replacement_rules);
+    out.push_str(&steps);
+    out.push_str(&heal);
+    out.push_str("  - expect_consistent: { daemon: d1 }\n  - expect_no_leaks: {}\n");
+    out
+}
+
+/// The rules that make replacements faulty, each naming the process it fires in:
+/// processes of d1 are numbered as the harness numbers them (`when.process`), every
+/// failover spawning one, and one more for each replacement that fails.
+fn replacement_rules(ops: &[Op]) -> Vec<String> {
+    let mut process = 1;
+    let mut rules = Vec::new();
+    for op in ops {
+        match op {
+            Op::Kill | Op::HangUp => process += 1,
+            Op::KillIntoFaulty(fault) => {
+                rules.push(fault.rule(process + 1));
+                process += 2;
+            }
+            _ => {}
+        }
+    }
+    rules
+}
+
+/// The rule that breaks `TARGETS[target]` with `fault`.
+fn break_rule(target: usize, fault: &Fault) -> String {
+    let (method, path) = TARGETS[target];
+    let then = match fault {
+        Fault::Status(status) => {
+            format!("{{ respond: {{ status: {status}, body: '{{\"code\":\"UNDEFINED\",\"message\":\"chaos\"}}' }} }}")
+        }
+        Fault::DelayMs(ms) => format!("{{ delay_ms: {ms} }}"),
+        Fault::Close => "close".to_owned(),
+    };
+    format!("{{ when: {{ method: {method}, path: {path} }}, then: [{then}] }}")
+}
+
+/// Everything of the scenario file before its steps.
+fn header(seed: u64, n: usize, replacement_rules: &[String]) -> String {
     let script = if replacement_rules.is_empty() {
         String::new()
     } else {
@@ -234,7 +250,7 @@ pub fn scenario_text(seed: u64, ops: &[Op]) -> String {
             replacement_rules.iter().map(|r| format!("        - {r}\n")).collect::<String>()
         )
     };
-    let mut out = format!(
+    format!(
         "version: 1
 name: chaos-{seed}
 targets: [mock]
@@ -251,12 +267,8 @@ daemons:
     instances: [{{ snapshot: s0 }}, {{ snapshot: s1 }}, {{ snapshot: s2 }}, {{ snapshot: s3 }}]
 {script}steps:
   - start_daemon: {{ daemon: d1 }}
-{steps}",
-        n = ops.len()
-    );
-    out.push_str(&heal);
-    out.push_str("  - expect_consistent: { daemon: d1 }\n  - expect_no_leaks: {}\n");
-    out
+"
+    )
 }
 
 /// Removes operations one at a time, keeping each removal after which `fails` still
@@ -281,17 +293,35 @@ pub async fn shrink<T: Clone>(mut items: Vec<T>, mut fails: impl AsyncFnMut(&[T]
     }
 }
 
-async fn run_schedule(dir: &Path, mock: &RunConfig, seed: u64, ops: &[Op]) -> Result<ScenarioResult, String> {
+/// Why a chaos run could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ChaosError {
+    /// Its working directory or a generated scenario file could not be written.
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A generated scenario did not load: a bug of the generator.
+    #[error("a generated scenario does not load")]
+    Generated(#[source] crate::scenario::LoadError),
+}
+
+async fn run_schedule(dir: &Path, mock: &RunConfig, seed: u64, ops: &[Op]) -> Result<ScenarioResult, ChaosError> {
     let path = dir.join(format!("chaos-{seed}.yaml"));
     let text = scenario_text(seed, ops);
-    std::fs::write(&path, &text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    let scenario = crate::scenario::load::parse(&path, &text).map_err(|e| format!("generated scenario: {e}"))?;
+    std::fs::write(&path, &text).map_err(|source| ChaosError::Write { path: path.clone(), source })?;
+    let scenario = crate::scenario::load::parse(&path, &text).map_err(ChaosError::Generated)?;
     Ok(run_scenario(&path, &scenario, mock).await)
 }
 
 /// Runs the schedules; on the first failure shrinks it, prints it, and returns `false`.
-pub async fn run(options: &ChaosOptions) -> Result<bool, String> {
-    let dir = tempfile::Builder::new().prefix("harness-chaos-").tempdir().map_err(|e| e.to_string())?;
+pub async fn run(options: &ChaosOptions) -> Result<bool, ChaosError> {
+    let dir = tempfile::Builder::new()
+        .prefix("harness-chaos-")
+        .tempdir()
+        .map_err(|source| ChaosError::Write { path: std::env::temp_dir(), source })?;
     // Maps in a random order, as nydusd's hash map may list them: a client that depends on
     // the order breaks an invariant here.
     let mock = RunConfig {
@@ -334,8 +364,8 @@ pub async fn run(options: &ChaosOptions) -> Result<bool, String> {
         println!("shrunk to {} operations in {attempts} runs; the scenario:\n\n{text}", remaining.len());
         if let Some(out) = &options.out {
             let file = out.join(format!("chaos-{seed}.yaml"));
-            std::fs::create_dir_all(out).map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-            std::fs::write(&file, &text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            std::fs::create_dir_all(out).map_err(|source| ChaosError::Write { path: out.clone(), source })?;
+            std::fs::write(&file, &text).map_err(|source| ChaosError::Write { path: file.clone(), source })?;
             println!("written to {}", file.display());
         }
         return Ok(false);

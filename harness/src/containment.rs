@@ -65,7 +65,7 @@ impl ProcessId {
     /// signalled even if the pid is reused meanwhile.
     pub fn kill(&self) -> bool {
         let Some(recorded) = self.start_time else { return false };
-        let Ok(pidfd) = daemon_core::pidfd::PidFd::open(self.pid) else { return false };
+        let Ok(pidfd) = host_facts::pidfd::PidFd::open(self.pid) else { return false };
         // A zombie is dead already; its reaper has yet to run.
         if host_facts::process::start_time(self.pid) != Some(recorded)
             || host_facts::process::state(self.pid).is_none_or(|s| s == 'Z')
@@ -101,7 +101,7 @@ struct Owner {
 static OWNER: std::sync::OnceLock<Owner> = std::sync::OnceLock::new();
 
 /// The waiter, in a contained run: its death ends the run like SIGTERM.
-static WAITER: std::sync::OnceLock<daemon_core::pidfd::PidFd> = std::sync::OnceLock::new();
+static WAITER: std::sync::OnceLock<host_facts::pidfd::PidFd> = std::sync::OnceLock::new();
 
 /// Resolves once the process waiting for this contained run has died (at once if it
 /// already has); never in a run that is not contained.
@@ -352,7 +352,7 @@ pub fn contain() -> Contained {
     use nix::sched::{CloneFlags, unshare};
     // The waiter's own pidfd, inherited: the child learns of its death even if it happens
     // before the death signal is armed.
-    let Ok(waiter) = daemon_core::pidfd::PidFd::open(std::process::id()) else {
+    let Ok(waiter) = host_facts::pidfd::PidFd::open(std::process::id()) else {
         return Contained::NotInNamespaces("pidfd_open failed".into());
     };
     let me = ProcessId::me();
@@ -390,19 +390,20 @@ pub fn contain() -> Contained {
 
 /// In the child: stops (cleaning up, as for SIGTERM) when the waiter dies, keeps its
 /// mounts to itself, and sees its own processes in `/proc`.
-fn become_init(waiter: &daemon_core::pidfd::PidFd) -> Result<(), String> {
+fn become_init(waiter: &host_facts::pidfd::PidFd) -> Result<(), SetupFailed> {
     use nix::mount::{MsFlags, mount};
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(|e| format!("PR_SET_PDEATHSIG: {e}"))?;
+    let failed = |what: &'static str| move |source| SetupFailed { what, source };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(failed("PR_SET_PDEATHSIG"))?;
     // A process group of its own: a kill of the waiter's group (`timeout -s KILL`, a CI
     // job's cancellation) reaches the waiter only, and this process cleans up after it
     // instead of dying beside it with nobody left to.
     let _ = nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0));
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| format!("a mount namespace: {e}"))?;
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(failed("a mount namespace"))?;
     if waiter.has_exited() {
         std::process::exit(143);
     }
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("making / private: {e}"))?;
+        .map_err(failed("making / private"))?;
     mount(
         Some("proc"),
         "/proc",
@@ -410,8 +411,16 @@ fn become_init(waiter: &daemon_core::pidfd::PidFd) -> Result<(), String> {
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
     )
-    .map_err(|e| format!("mounting /proc: {e}"))?;
+    .map_err(failed("mounting /proc"))?;
     Ok(())
+}
+
+/// A part of the namespace's set-up that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+struct SetupFailed {
+    what: &'static str,
+    source: nix::Error,
 }
 
 /// How long the waiter gives the command to stop after passing a signal on, before it

@@ -14,6 +14,23 @@ use serde::Serialize;
 
 use crate::runner::{Failure, ScenarioResult};
 
+/// Why a report could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {}", path.display())]
+    Junit {
+        path: PathBuf,
+        #[source]
+        source: quick_junit::SerializeError,
+    },
+}
+
 /// Why a selected scenario has no result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotRun {
@@ -329,10 +346,7 @@ pub struct JsonScenario {
 
 /// The host's name and kernel release.
 pub fn host() -> (String, String) {
-    match nix::sys::utsname::uname() {
-        Ok(u) => (u.nodename().to_string_lossy().into_owned(), u.release().to_string_lossy().into_owned()),
-        Err(_) => ("localhost".into(), "unknown".into()),
-    }
+    host_facts::kernel::host_and_release()
 }
 
 fn rfc3339(at: SystemTime) -> String {
@@ -406,6 +420,44 @@ fn xml_text(text: &str) -> String {
     out
 }
 
+/// A JUnit case's status for `e`: skips and not-run scenarios as `skipped`, failures as
+/// `failure` (`error` for a panic, an interruption or a refused run).
+fn junit_status(e: &Entry, report: &RunReport) -> TestCaseStatus {
+    match &e.outcome {
+        Ok(r) if r.skipped.is_some() => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(xml_text(r.skipped.as_deref().unwrap_or_default())).set_type("not-applicable");
+            s
+        }
+        Ok(r) => match &r.failure {
+            None => TestCaseStatus::success(),
+            Some(f) => {
+                let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                let mut s = TestCaseStatus::non_success(kind);
+                s.set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
+                    .set_type(xml_text(&f.keyword))
+                    .set_description(xml_text(&scenario_report(r, &report.base)));
+                s
+            }
+        },
+        Err(NotRun::AfterFailure) => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(NotRun::AfterFailure.reason()).set_type("not-run");
+            s
+        }
+        Err(not_run @ (NotRun::Interrupted(_) | NotRun::Unfinished)) => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(not_run.reason()).set_type("interrupted");
+            s
+        }
+        Err(refused @ NotRun::Refused(_)) => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(xml_text(&refused.reason())).set_type("refused");
+            s
+        }
+    }
+}
+
 /// The run as a JUnit XML document: one `testsuite` for the run, one `testcase` per
 /// selected scenario and repetition, skips and not-run scenarios as `skipped`, failures as
 /// `failure` (`error` for a panic or an interruption), with the run's host, time and
@@ -429,39 +481,7 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
         suite.add_property(Property::new("interrupted", signal.as_str()));
     }
     for e in &report.entries {
-        let status = match &e.outcome {
-            Ok(r) if r.skipped.is_some() => {
-                let mut s = TestCaseStatus::skipped();
-                s.set_message(xml_text(r.skipped.as_deref().unwrap_or_default())).set_type("not-applicable");
-                s
-            }
-            Ok(r) => match &r.failure {
-                None => TestCaseStatus::success(),
-                Some(f) => {
-                    let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
-                    let mut s = TestCaseStatus::non_success(kind);
-                    s.set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
-                        .set_type(xml_text(&f.keyword))
-                        .set_description(xml_text(&scenario_report(r, &report.base)));
-                    s
-                }
-            },
-            Err(NotRun::AfterFailure) => {
-                let mut s = TestCaseStatus::skipped();
-                s.set_message(NotRun::AfterFailure.reason()).set_type("not-run");
-                s
-            }
-            Err(not_run @ (NotRun::Interrupted(_) | NotRun::Unfinished)) => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                s.set_message(not_run.reason()).set_type("interrupted");
-                s
-            }
-            Err(refused @ NotRun::Refused(_)) => {
-                let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
-                s.set_message(xml_text(&refused.reason())).set_type("refused");
-                s
-            }
-        };
+        let status = junit_status(e, report);
         let mut case = TestCase::new(xml_text(&e.display_name(report.repeat)), status);
         case.set_classname(xml_text(&entry_id(e, report)));
         match &e.outcome {

@@ -1,20 +1,9 @@
 //! The harness binary as a user runs it.
 
-use std::process::Command;
+mod common;
 
-fn harness(args: &[&str]) -> (i32, String) {
-    // Repro bundles of deliberately failing runs go with the test, not into
-    // <tmp>/harness-failures, where every test run used to leave them.
-    let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(testkit::bin_exe!("harness"));
-    command.args(args);
-    if args.first() == Some(&"run") && !args.contains(&"--bundles") {
-        command.arg("--bundles").arg(bundles.path());
-    }
-    let out = command.current_dir(testkit::manifest_dir!().join("..")).output().expect("harness runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
+use common::harness;
+use std::process::Command;
 
 #[test]
 fn a_wrong_expectation_names_file_step_expected_and_observed() {

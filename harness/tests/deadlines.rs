@@ -3,24 +3,11 @@
 //! 2638387: set-up ran to its end past the deadline (and passed), a blocked image build
 //! held the run for ever, and every deadline was reported as `setup`, line 0.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+mod common;
 
-fn harness(args: &[&str]) -> (i32, String, Duration) {
-    let started = Instant::now();
-    // Repro bundles of deliberately failing runs go with the test, not into
-    // <tmp>/harness-failures, where every test run used to leave them.
-    let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(testkit::bin_exe!("harness"));
-    command.args(args);
-    if args.first() == Some(&"run") && !args.contains(&"--bundles") {
-        command.arg("--bundles").arg(bundles.path());
-    }
-    let out = command.current_dir(testkit::manifest_dir!().join("..")).output().expect("harness runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text, started.elapsed())
-}
+use common::harness_timed as harness;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);

@@ -3,26 +3,11 @@
 //! published schema by a validator that is not the generator (jsonschema), and the
 //! commands a user reaches for first (`list`, `completions`, `man`, `--help`).
 
+mod common;
+
+use common::{harness, repo};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn repo() -> PathBuf {
-    testkit::manifest_dir!().join("..")
-}
-
-fn harness(args: &[&str]) -> (i32, String) {
-    // Repro bundles of deliberately failing runs go with the test, not into
-    // <tmp>/harness-failures, where every test run used to leave them.
-    let bundles = tempfile::tempdir().unwrap();
-    let mut command = Command::new(testkit::bin_exe!("harness"));
-    command.args(args);
-    if args.first() == Some(&"run") && !args.contains(&"--bundles") {
-        command.arg("--bundles").arg(bundles.path());
-    }
-    let out = command.current_dir(repo()).env("NO_COLOR", "1").output().expect("harness runs");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.code().unwrap_or(-1), text)
-}
 
 /// Runs `harness run` with both reports; returns the exit code, the output, the JUnit text
 /// and the JSON report.

@@ -52,6 +52,29 @@ struct Pending {
 }
 
 /// What the bytes of one read produced.
+/// Why dbs-uhttp refused the bytes, in its words: the 400 reply carries them, so each
+/// message is the library's to the byte.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    /// A line it cannot read as a request line, an over-long one, an empty encoding list.
+    #[error("Invalid request.")]
+    InvalidRequest,
+    #[error("Invalid HTTP Method: Unsupported HTTP method.")]
+    UnsupportedMethod,
+    #[error("Invalid URI: Empty URI not allowed.")]
+    EmptyUri,
+    #[error("Invalid URI: Cannot parse URI as UTF-8.")]
+    UriNotUtf8,
+    #[error("Invalid HTTP Version: Unsupported HTTP version.")]
+    UnsupportedVersion,
+    /// A header line it refuses, with its reason (which quotes the line).
+    #[error("Invalid header. Reason: {0}")]
+    InvalidHeader(String),
+    /// A body longer than the server takes.
+    #[error("Request payload with size {length} is larger than the limit of {limit} allowed by server.")]
+    PayloadTooLarge { length: usize, limit: usize },
+}
+
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Received {
     /// `100` replies queued while parsing; they go out before anything else.
@@ -60,7 +83,7 @@ pub struct Received {
     pub requests: Vec<Request>,
     /// The library's reason for rejecting the bytes. The requests completed by the same
     /// read are then dropped unanswered ("All previous unanswered requests will be dropped").
-    pub rejected: Option<String>,
+    pub rejected: Option<Rejected>,
     /// How many requests the rejection dropped.
     pub dropped: usize,
 }
@@ -140,14 +163,14 @@ impl Framer {
         self.read_cursor + self.body.len()
     }
 
-    fn parse(&mut self, end: usize, out: &mut Received) -> Result<(), String> {
+    fn parse(&mut self, end: usize, out: &mut Received) -> Result<(), Rejected> {
         let mut start = 0;
         loop {
             match self.state {
                 State::RequestLine => {
                     let Some(len) = find_crlf(&self.buffer[start..end]) else {
                         if start == 0 && end == BUFFER_SIZE {
-                            return Err("Invalid request.".into());
+                            return Err(Rejected::InvalidRequest);
                         }
                         self.keep_from(start, end);
                         return Ok(());
@@ -161,7 +184,7 @@ impl Framer {
                     let Some(len) = find_crlf(&self.buffer[start..end]) else {
                         if start == 0 && end == BUFFER_SIZE {
                             let whole = String::from_utf8_lossy(&self.buffer[..]);
-                            return Err(format!("Invalid header. Reason: Invalid content length. Header: {whole}"));
+                            return Err(Rejected::InvalidHeader(format!("Invalid content length. Header: {whole}")));
                         }
                         self.keep_from(start, end);
                         return Ok(());
@@ -174,9 +197,7 @@ impl Framer {
                         } else {
                             let length = pending.content_length as usize;
                             if length > MAX_BODY {
-                                return Err(format!(
-                                    "Request payload with size {length} is larger than the limit of {MAX_BODY} allowed by server."
-                                ));
+                                return Err(Rejected::PayloadTooLarge { length, limit: MAX_BODY });
                             }
                             if pending.expect_continue {
                                 let version = if pending.http10 { "HTTP/1.0" } else { "HTTP/1.1" };
@@ -241,23 +262,22 @@ fn find_crlf(bytes: &[u8]) -> Option<usize> {
     None
 }
 
-fn request_line(line: &[u8]) -> Result<Pending, String> {
-    let invalid = || "Invalid request.".to_owned();
-    let method_end = line.iter().position(|&b| b == b' ').ok_or_else(invalid)?;
+fn request_line(line: &[u8]) -> Result<Pending, Rejected> {
+    let method_end = line.iter().position(|&b| b == b' ').ok_or(Rejected::InvalidRequest)?;
     let (method, rest) = (&line[..method_end], &line[method_end + 1..]);
-    let target_end = rest.iter().position(|&b| b == b' ').ok_or_else(invalid)?;
+    let target_end = rest.iter().position(|&b| b == b' ').ok_or(Rejected::InvalidRequest)?;
     let (target, version) = (&rest[..target_end], &rest[target_end + 1..]);
     if !METHODS.contains(&method) {
-        return Err("Invalid HTTP Method: Unsupported HTTP method.".into());
+        return Err(Rejected::UnsupportedMethod);
     }
     if target.is_empty() {
-        return Err("Invalid URI: Empty URI not allowed.".into());
+        return Err(Rejected::EmptyUri);
     }
-    let target = std::str::from_utf8(target).map_err(|_| "Invalid URI: Cannot parse URI as UTF-8.".to_owned())?;
+    let target = std::str::from_utf8(target).map_err(|_| Rejected::UriNotUtf8)?;
     let http10 = match version {
         b"HTTP/1.0" => true,
         b"HTTP/1.1" => false,
-        _ => return Err("Invalid HTTP Version: Unsupported HTTP version.".into()),
+        _ => return Err(Rejected::UnsupportedVersion),
     };
     let (path, query) = split_target(target);
     let method = String::from_utf8_lossy(method).into_owned();
@@ -269,17 +289,17 @@ fn request_line(line: &[u8]) -> Result<Pending, String> {
     })
 }
 
-fn header_reason(reason: impl std::fmt::Display) -> String {
-    format!("Invalid header. Reason: {reason}")
+fn header_reason(reason: impl std::fmt::Display) -> Rejected {
+    Rejected::InvalidHeader(reason.to_string())
 }
 
-fn invalid_utf8(e: Utf8Error) -> String {
+fn invalid_utf8(e: Utf8Error) -> Rejected {
     header_reason(format_args!("Header contains invalid characters. Key: {e}"))
 }
 
 /// One header line. Values the library does not support are ignored, as it ignores them;
 /// only malformed lines, bad lengths and refused encodings are errors.
-fn header_line(pending: &mut Pending, line: &[u8]) -> Result<(), String> {
+fn header_line(pending: &mut Pending, line: &[u8]) -> Result<(), Rejected> {
     let text = std::str::from_utf8(line).map_err(invalid_utf8)?;
     let Some((name, value)) = text.split_once(':') else {
         return Err(header_reason(format_args!("Header is incorrectly formatted. Key: {text}")));
@@ -293,7 +313,7 @@ fn header_line(pending: &mut Pending, line: &[u8]) -> Result<(), String> {
         "accept-encoding" => {
             let value = value.trim();
             if value.is_empty() {
-                return Err("Invalid request.".into());
+                return Err(Rejected::InvalidRequest);
             }
             for encoding in value.split(',') {
                 let refused = match encoding.trim() {
@@ -397,7 +417,7 @@ mod tests {
         "Request payload with size 51201 is larger than the limit of 51200 allowed by server."
     )]
     fn rejections_carry_dbs_uhttp_reasons(#[case] raw: &[u8], #[case] reason: &str) {
-        assert_eq!(one(raw).rejected.as_deref(), Some(reason));
+        assert_eq!(one(raw).rejected.map(|r| r.to_string()).as_deref(), Some(reason));
     }
 
     #[test]
@@ -405,7 +425,7 @@ mod tests {
         let r = one(b"PUT /x HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: +2\r\n\r\n{}");
         assert_eq!(r.requests[0].body.as_deref(), Some(b"{}".as_slice()));
         let huge = one(b"PUT /x HTTP/1.1\r\nContent-Length: 4294967296\r\n\r\n");
-        assert!(huge.rejected.unwrap().contains("Value: 4294967296"));
+        assert!(huge.rejected.unwrap().to_string().contains("Value: 4294967296"));
     }
 
     #[test]
@@ -422,7 +442,7 @@ mod tests {
         feed(&mut framer, b"GET / HTTP/1.1\r\nBadHeader\r\n\r\n");
         let next = feed(&mut framer, b"GET /api/v1/daemon/events HTTP/1.1\r\n\r\n");
         assert_eq!(
-            next[0].rejected.as_deref(),
+            next[0].rejected.as_ref().map(ToString::to_string).as_deref(),
             Some("Invalid header. Reason: Header is incorrectly formatted. Key: GET /api/v1/daemon/events HTTP/1.1")
         );
         // A bad method leaves no request behind, so the next one is fine.
@@ -450,22 +470,22 @@ mod tests {
         #[case] rejections: usize,
     ) {
         let results = feed(&mut Framer::new(), &x_long(length));
-        let rejected: Vec<&String> = results.iter().filter_map(|r| r.rejected.as_ref()).collect();
+        let rejected: Vec<String> = results.iter().filter_map(|r| r.rejected.as_ref().map(ToString::to_string)).collect();
         assert_eq!(rejected.len(), rejections);
         let completed: Vec<&Request> = results.iter().flat_map(|r| &r.requests).collect();
         assert_eq!(completed.len(), 1);
         assert_eq!(completed[0].path, "/api/v1/daemon");
         if let Some(first) = rejected.first() {
             let header = format!("X-Long: {}", "a".repeat(BUFFER_SIZE - 8));
-            assert_eq!(**first, format!("Invalid header. Reason: Invalid content length. Header: {header}"));
+            assert_eq!(*first, format!("Invalid header. Reason: Invalid content length. Header: {header}"));
         }
     }
 
     #[test]
     fn an_over_long_request_line_is_rejected_and_its_tail_read_as_a_new_line() {
         let raw = [b"GET /".as_slice(), &[b'a'; 1100], b" HTTP/1.1\r\n\r\n"].concat();
-        let reasons: Vec<Option<String>> = feed(&mut Framer::new(), &raw).into_iter().map(|r| r.rejected).collect();
-        assert_eq!(reasons, [Some("Invalid request.".to_owned()), Some("Invalid request.".to_owned())]);
+        let reasons: Vec<Option<Rejected>> = feed(&mut Framer::new(), &raw).into_iter().map(|r| r.rejected).collect();
+        assert_eq!(reasons, [Some(Rejected::InvalidRequest), Some(Rejected::InvalidRequest)]);
     }
 
     #[test]

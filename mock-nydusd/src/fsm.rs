@@ -5,6 +5,8 @@
 
 use nydusd_api::State;
 
+use crate::nydusd_error::NydusdError;
+
 /// The internal state machine's states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fsm {
@@ -53,8 +55,8 @@ pub enum FireError {
     Unexpected(Event),
     /// The FSM has terminated (HTTP 500, "sending on a closed channel").
     Closed,
-    /// The transition was taken but its action failed; the text is the error's Debug form.
-    Action(String),
+    /// The transition was taken but its action failed.
+    Action(NydusdError),
 }
 
 /// The FSM plus the reported state.
@@ -82,7 +84,7 @@ impl Machine {
     }
 
     /// Applies `event`, running `action` after the FSM has moved.
-    pub fn fire(&mut self, event: Event, action: impl FnOnce() -> Result<(), String>) -> Result<(), FireError> {
+    pub fn fire(&mut self, event: Event, action: impl FnOnce() -> Result<(), NydusdError>) -> Result<(), FireError> {
         let from = self.fsm.ok_or(FireError::Closed)?;
         let (to, reported_on_success) = match (from, event) {
             (Fsm::Init, Event::Mount) => (Fsm::Ready, None),
@@ -147,7 +149,7 @@ impl Default for Machine {
 mod tests {
     use super::*;
 
-    fn ok() -> Result<(), String> {
+    fn ok() -> Result<(), NydusdError> {
         Ok(())
     }
 
@@ -164,8 +166,8 @@ mod tests {
     #[test]
     fn failed_takeover_moves_the_fsm_but_not_the_reported_state() {
         let mut m = Machine::new();
-        let err = m.fire(Event::Takeover, || Err("NoEnoughFds".into())).unwrap_err();
-        assert_eq!(err, FireError::Action("NoEnoughFds".into()));
+        let err = m.fire(Event::Takeover, || Err(NydusdError::words("NoEnoughFds"))).unwrap_err();
+        assert_eq!(err, FireError::Action(NydusdError::words("NoEnoughFds")));
         assert_eq!(m.reported(), State::Init);
         assert_eq!(m.fsm(), Some(Fsm::Ready));
         assert_eq!(m.fire(Event::Takeover, ok), Err(FireError::Unexpected(Event::Takeover)));

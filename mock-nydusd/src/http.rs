@@ -73,7 +73,7 @@ impl Response {
     }
 
     /// The HTTP library's own 400, whose body is not valid JSON (a raw newline in a string).
-    pub fn library_error(reason: &str) -> Self {
+    pub fn library_error(reason: impl std::fmt::Display) -> Self {
         let body = format!("{{ \"error\": \"{reason}\nAll previous unanswered requests will be dropped.\" }}");
         Self { status: 400, body: body.into_bytes(), server: "Firecracker API", content_length: None }
     }

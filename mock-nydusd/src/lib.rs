@@ -47,6 +47,7 @@ internal! {
     instance;
     metrics;
     model;
+    nydusd_error;
     query;
     routes;
     runtime_config;
@@ -72,6 +73,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use cli::{Cli, Command};
 use journal::Journal;
 use model::{Mode, Model, ModelOptions};
+use nydusd_error::NydusdError;
 use script::{Script, ScriptRunner};
 use server::Shared;
 
@@ -142,16 +144,16 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), String> {
+async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), NydusdError> {
     let started = Instant::now();
     let mut signals = Signals::new()?;
     let script = match &cli.mock_script {
-        Some(path) => Script::load(path).map_err(|e| e.to_string())?,
+        Some(path) => Script::load(path).map_err(|e| NydusdError::words(e.to_string()))?,
         None => Script::default(),
     };
     let journal = match &cli.mock_journal {
         Some(path) => Journal::open_limited(path, cli.mock_journal_limit)
-            .map_err(|e| format!("cannot open journal {}: {e:?}", path.display()))?,
+            .map_err(|e| NydusdError::words(format!("cannot open journal {}: {e:?}", path.display())))?,
         None => Journal::default(),
     };
     let (mode, fscache_dir) = match &cli.command {
@@ -159,19 +161,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         _ => (Mode::Fuse, None),
     };
     // The FUSE session reports the end of its kernel connection here (the mount is gone).
-    let (fuse_gone_tx, mut fuse_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let fuse = match (&cli.mountpoint, cli.mock_fuse, mode) {
-        (Some(mountpoint), true, Mode::Fuse) => Some(fuse::FuseConfig {
-            // Made absolute without touching it: a dead predecessor's mount would hang a stat.
-            mountpoint: std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?,
-            threads: cli.fuse_threads.unwrap_or(1) as usize,
-            policy: fuse::FailoverPolicy::parse(cli.failover_policy.as_deref()),
-            on_end: fuse::OnEnd(Arc::new(move || {
-                let _ = fuse_gone_tx.send(());
-            })),
-        }),
-        _ => None,
-    };
+    let (fuse_gone_tx, fuse_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
     let options = ModelOptions {
         version: cli.mock_nydusd_version,
         shuffle_maps: cli.mock_shuffle_maps,
@@ -181,51 +171,10 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         build,
         abort_like_nydusd: !cli.mock_no_abort,
         fscache_dir,
-        fuse,
+        fuse: fuse_config(&cli, mode, fuse_gone_tx)?,
     };
     let mut model = Model::new(options, cli.log_level.clone());
-    let apisock = cli.apisock.clone();
-
-    let mountpoint_mounted = match mode {
-        Mode::Fuse => {
-            let mountpoint = cli.mountpoint.as_ref().ok_or("Invalid argument: mountpoint is required in FUSE mode")?;
-            // Not canonicalize: stat on a crashed predecessor's FUSE mount blocks forever. A
-            // path that is mounted exists; only an unmounted one is checked on disk.
-            let absolute = std::path::absolute(mountpoint).map_err(|e| format!("{e:?}"))?;
-            let mounted = host_facts::mountinfo::is_mounted(&absolute).unwrap_or(false);
-            if !mounted {
-                std::fs::metadata(&absolute).map_err(|e| format!("{e:?}"))?;
-            }
-            mounted
-        }
-        Mode::Singleton => false,
-    };
-    let observed = startup::Observed {
-        mode,
-        api_socket: apisock.as_deref().map(startup::ApiSocket::observe),
-        upgrade: cli.upgrade,
-        mountpoint_mounted,
-        cachefiles_opens: mode == Mode::Singleton
-            && std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok(),
-    };
-    let wait_for_takeover = match startup::decide(&observed) {
-        startup::Decision::Serve => false,
-        startup::Decision::AwaitTakeover => true,
-        startup::Decision::Refuse(message) => return Err(message.to_owned()),
-    };
-    if !wait_for_takeover {
-        let bootstrap = match (&cli.bootstrap, mode) {
-            (Some(b), Mode::Fuse) => {
-                let config = match &cli.config {
-                    Some(path) => std::fs::read_to_string(path).map_err(|e| format!("{e:?}"))?,
-                    None => return Err("Invalid argument: --bootstrap needs --config or --localfs-dir".into()),
-                };
-                Some(MountRequest::rafs(b.display().to_string(), config))
-            }
-            _ => None,
-        };
-        model.start_normally(bootstrap)?;
-    }
+    start_model(&cli, mode, &mut model)?;
     let startup = script.startup.clone();
     let hold = startup.hold.as_ref().map(|hold| {
         let saved = model.machine().clone();
@@ -233,8 +182,8 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         (hold.clone(), saved)
     });
     journal.record("start", json!({ "state": model.state().as_str(), "argv": std::env::args().collect::<Vec<_>>() }));
-
-    let (shutdown, mut shutdown_rx) = tokio::sync::watch::channel(false);
+    // Watched from now on: `send` changes nothing while nobody watches.
+    let (shutdown, shutdown_requested) = tokio::sync::watch::channel(false);
     let shared = Arc::new(Shared {
         model: tokio::sync::Mutex::new(model),
         journal,
@@ -255,6 +204,97 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
     }
     let api_bound = Arc::new(AtomicBool::new(false));
     let serving = serve_api(&cli, shared.clone(), startup, hold, api_bound.clone());
+    serve_until_stopped(&shared, &mut signals, shutdown_requested, fuse_gone, serving).await?;
+    if let Some(path) = &cli.mock_control {
+        let _ = std::fs::remove_file(path);
+    }
+    if let (Some(apisock), true) = (&cli.apisock, api_bound.load(Ordering::SeqCst)) {
+        let _ = std::fs::remove_file(apisock);
+        shared.journal.record("socket_removed", json!({ "path": apisock }));
+    }
+    Ok(())
+}
+
+/// The FUSE session to serve, when the mock serves one (`--mock-fuse` in FUSE mode).
+fn fuse_config(
+    cli: &Cli,
+    mode: Mode,
+    gone: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<Option<fuse::FuseConfig>, NydusdError> {
+    let (Some(mountpoint), true, Mode::Fuse) = (&cli.mountpoint, cli.mock_fuse, mode) else { return Ok(None) };
+    Ok(Some(fuse::FuseConfig {
+        // Made absolute without touching it: a dead predecessor's mount would hang a stat.
+        mountpoint: std::path::absolute(mountpoint).map_err(|e| NydusdError::debug(&e))?,
+        threads: cli.fuse_threads.unwrap_or(1) as usize,
+        // nydusd's default when the flag is absent.
+        policy: cli
+            .failover_policy
+            .as_deref()
+            .and_then(nydusd_api::PendingRequestPolicy::parse)
+            .unwrap_or(nydusd_api::PendingRequestPolicy::Resend),
+        on_end: fuse::OnEnd(Arc::new(move || {
+            let _ = gone.send(());
+        })),
+    }))
+}
+
+/// What nydusd checks before it serves, and the start-up it decides on: serve (mounting
+/// the bootstrap, if given), or wait for a takeover (`--upgrade`), or refuse.
+fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdError> {
+    let mountpoint_mounted = match mode {
+        Mode::Fuse => {
+            let mountpoint = cli
+                .mountpoint
+                .as_ref()
+                .ok_or(NydusdError::words("Invalid argument: mountpoint is required in FUSE mode"))?;
+            // Not canonicalize: stat on a crashed predecessor's FUSE mount blocks forever. A
+            // path that is mounted exists; only an unmounted one is checked on disk.
+            let absolute = std::path::absolute(mountpoint).map_err(|e| NydusdError::debug(&e))?;
+            let mounted = host_facts::mountinfo::is_mounted(&absolute).unwrap_or(false);
+            if !mounted {
+                std::fs::metadata(&absolute).map_err(|e| NydusdError::debug(&e))?;
+            }
+            mounted
+        }
+        Mode::Singleton => false,
+    };
+    let observed = startup::Observed {
+        mode,
+        api_socket: cli.apisock.as_deref().map(startup::ApiSocket::observe),
+        upgrade: cli.upgrade,
+        mountpoint_mounted,
+        cachefiles_opens: mode == Mode::Singleton
+            && std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok(),
+    };
+    match startup::decide(&observed) {
+        startup::Decision::Serve => {}
+        startup::Decision::AwaitTakeover => return Ok(()),
+        startup::Decision::Refuse(message) => return Err(NydusdError::words(message)),
+    }
+    let bootstrap = match (&cli.bootstrap, mode) {
+        (Some(b), Mode::Fuse) => {
+            let config = match &cli.config {
+                Some(path) => std::fs::read_to_string(path).map_err(|e| NydusdError::debug(&e))?,
+                None => {
+                    return Err(NydusdError::words("Invalid argument: --bootstrap needs --config or --localfs-dir"));
+                }
+            };
+            Some(MountRequest::rafs(b.display().to_string(), config))
+        }
+        _ => None,
+    };
+    model.start_normally(bootstrap)
+}
+
+/// Serves until a signal, `PUT /daemon/exit`, the end of the FUSE connection, or a
+/// failure of the API socket.
+async fn serve_until_stopped(
+    shared: &Shared,
+    signals: &mut Signals,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut fuse_gone: tokio::sync::mpsc::UnboundedReceiver<()>,
+    serving: impl std::future::Future<Output = NydusdError>,
+) -> Result<(), NydusdError> {
     tokio::select! {
         signal = signals.recv() => {
             shared.journal.record("signal", json!({ "signal": signal }));
@@ -264,7 +304,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
             let unmounted = model.stop();
             shared.journal.record("state", json!({ "from": before.as_str(), "to": model.state().as_str(), "unmount": unmounted }));
         }
-        _ = shutdown_rx.wait_for(|stop| *stop) => {
+        _ = shutdown.wait_for(|stop| *stop) => {
             shared.journal.record("exit", json!({}));
         }
         Some(()) = fuse_gone.recv() => {
@@ -277,21 +317,14 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), St
         }
         failed = serving => return Err(failed),
     }
-    if let Some(path) = &cli.mock_control {
-        let _ = std::fs::remove_file(path);
-    }
-    if let (Some(apisock), true) = (&cli.apisock, api_bound.load(Ordering::SeqCst)) {
-        let _ = std::fs::remove_file(apisock);
-        shared.journal.record("socket_removed", json!({ "path": apisock }));
-    }
     Ok(())
 }
 
 /// Binds a Unix socket at `path`, replacing a stale file as nydusd does.
-fn bind_fresh(path: &Path) -> Result<tokio::net::UnixListener, String> {
-    let listener = host_facts::unix_socket::bind_private(path).map_err(|e| format!("{e:?}"))?;
-    listener.set_nonblocking(true).map_err(|e| format!("{e:?}"))?;
-    tokio::net::UnixListener::from_std(listener).map_err(|e| format!("{e:?}"))
+fn bind_fresh(path: &Path) -> Result<tokio::net::UnixListener, NydusdError> {
+    let listener = host_facts::unix_socket::bind_private(path).map_err(|e| NydusdError::debug(&e))?;
+    listener.set_nonblocking(true).map_err(|e| NydusdError::debug(&e))?;
+    tokio::net::UnixListener::from_std(listener).map_err(|e| NydusdError::debug(&e))
 }
 
 /// Creates the API socket (late, or never, if scripted) and serves it; returns only on
@@ -302,7 +335,7 @@ async fn serve_api(
     startup: script::Startup,
     hold: Option<(script::Hold, fsm::Machine)>,
     bound: Arc<AtomicBool>,
-) -> String {
+) -> NydusdError {
     let Some(apisock) = cli.apisock.clone().filter(|_| !startup.no_socket) else {
         if startup.no_socket {
             shared.journal.record("socket_withheld", json!({ "scripted": true }));
@@ -359,10 +392,10 @@ struct Signals {
 }
 
 impl Signals {
-    fn new() -> Result<Self, String> {
+    fn new() -> Result<Self, NydusdError> {
         Ok(Self {
-            term: signal(SignalKind::terminate()).map_err(|e| format!("{e:?}"))?,
-            int: signal(SignalKind::interrupt()).map_err(|e| format!("{e:?}"))?,
+            term: signal(SignalKind::terminate()).map_err(|e| NydusdError::debug(&e))?,
+            int: signal(SignalKind::interrupt()).map_err(|e| NydusdError::debug(&e))?,
         })
     }
 

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::blob_cache::{BlobCache, BlobCacheEntry};
 use crate::fsm::{Event, FireError, Machine};
+use crate::nydusd_error::NydusdError;
 use crate::http::Response;
 use crate::instance::InstanceConfig;
 use crate::metrics::CounterSets;
@@ -162,17 +163,17 @@ impl Model {
     }
 
     /// Normal start-up: optional bootstrap instance at `/`, a session, Mount, Start.
-    pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), String> {
+    pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), NydusdError> {
         if let Some(cmd) = bootstrap {
             self.insert_mount("/".to_owned(), cmd);
         }
         match (self.options.mode, &self.options.fuse) {
             (Mode::Fuse, Some(config)) => self.fuse = Some(crate::fuse::FuseSession::mount(config, self.fuse_tree())?),
-            (Mode::Fuse, None) => self.session_fd = Some(placeholder_session_fd().map_err(|e| format!("{e:?}"))?),
+            (Mode::Fuse, None) => self.session_fd = Some(placeholder_session_fd().map_err(|e| NydusdError::debug(&e))?),
             _ => {}
         }
-        self.machine.fire(Event::Mount, || Ok(())).map_err(|e| format!("{e:?}"))?;
-        self.machine.fire(Event::Start, || Ok(())).map_err(|e| format!("{e:?}"))
+        self.machine.fire(Event::Mount, || Ok(())).map_err(|e| NydusdError::debug(&e))?;
+        self.machine.fire(Event::Start, || Ok(())).map_err(|e| NydusdError::debug(&e))
     }
 
     /// SIGTERM/SIGINT: the stop events for the current state. Returns whether the FUSE
@@ -432,10 +433,11 @@ impl Model {
         let mut restored = None;
         let outcome = self.machine.fire(Event::Takeover, || {
             let Some(path) = supervisor else {
-                return Err(r#"UpgradeManager("MissingSupervisorPath")"#.to_owned());
+                return Err(NydusdError::words(r#"UpgradeManager("MissingSupervisorPath")"#));
             };
-            let (blob, fd) = upgrade::pull(&path).map_err(|e| format!("UpgradeManager({:?})", e.to_string()))?;
-            let state = upgrade::decode(&blob).map_err(|e| format!("UpgradeManager({:?})", e.to_string()))?;
+            let upgrade_manager = |e: &dyn std::fmt::Display| NydusdError::words(format!("UpgradeManager({:?})", e.to_string()));
+            let (blob, fd) = upgrade::pull(&path).map_err(|e| upgrade_manager(&e))?;
+            let state = upgrade::decode(&blob).map_err(|e| upgrade_manager(&e))?;
             restored = Some((state, fd));
             Ok(())
         });

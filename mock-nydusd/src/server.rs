@@ -132,7 +132,7 @@ async fn serve_connection(mut stream: UnixStream, shared: Arc<Shared>) {
             PhaseEnd::Rejected { reason, dropped } => {
                 shared
                     .journal
-                    .record("library_error", json!({ "status": 400, "reason": reason, "dropped_requests": dropped }));
+                    .record("library_error", json!({ "status": 400, "reason": reason.to_string(), "dropped_requests": dropped }));
                 if stream.write_all(&Response::library_error(&reason).encode()).await.is_err() {
                     return;
                 }
@@ -164,7 +164,7 @@ enum PhaseEnd {
     /// Requests to answer, in order.
     Requests(Vec<crate::http::Request>),
     /// The library rejected the bytes; `dropped` requests of the same read go unanswered.
-    Rejected { reason: String, dropped: usize },
+    Rejected { reason: crate::framing::Rejected, dropped: usize },
     /// The request is incomplete and no more bytes came within the grace.
     PartialRead,
 }
@@ -241,66 +241,88 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
     );
     let mut answered = false;
     for action in &fired.actions {
-        match action {
-            Action::DelayMs(ms) => {
-                let mut stopping = shared.stopping.subscribe();
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(*ms)) => {}
-                    _ = stopping.wait_for(|s| *s) => return Flow::Close,
-                }
-            }
-            Action::Reply => {
-                answered = true;
-                if let Flow::Close = answer(shared, stream, &mut model, request).await {
-                    return Flow::Close;
-                }
-            }
-            Action::Respond(respond) => {
-                answered = true;
-                let mut response = Response::json(respond.status, respond.body.clone());
-                if let Some(length) = respond.content_length {
-                    response = response.with_content_length(length);
-                }
-                if stream.write_all(&response.encode()).await.is_err() {
-                    return Flow::Close;
-                }
-            }
-            Action::Raw(bytes) => {
-                answered = true;
-                if stream.write_all(bytes.as_bytes()).await.is_err() {
-                    return Flow::Close;
-                }
-            }
-            Action::Hang => return Flow::Hang,
-            Action::Close => {
-                let _ = stream.shutdown().await;
-                return Flow::Close;
-            }
-            Action::HangUpAll => {
-                shared.journal.record("hang_up_all", json!({}));
-                let _ = stream.shutdown().await;
-                shared.hang_up.send_modify(|n| *n += 1);
-                return Flow::Close;
-            }
-            Action::State(state) => {
-                let before = model.state();
-                model.force_state(*state);
-                shared.journal.record(
-                    "state",
-                    json!({ "from": before.as_str(), "to": model.state().as_str(), "scripted": true }),
-                );
-            }
-            Action::Exit(code) => {
-                shared.journal.record("exit", json!({ "code": code, "scripted": true }));
-                std::process::exit(*code);
-            }
-            Action::Signal(name) => {
-                shared.journal.record("raise", json!({ "signal": name }));
-                crate::death::raise_signal(name.signal());
-            }
+        match perform(shared, stream, &mut model, request, action).await {
+            Performed::Went { answered: true } => answered = true,
+            Performed::Went { answered: false } => {}
+            Performed::Ended(flow) => return flow,
         }
     }
     if answered { Flow::Continue } else { answer(shared, stream, &mut model, request).await }
+}
+
+/// What performing one scripted action came to.
+enum Performed {
+    /// The next action follows; `answered` when this one answered the request.
+    Went { answered: bool },
+    /// The connection's flow ends here.
+    Ended(Flow),
+}
+
+/// Performs one action of a fired rule.
+async fn perform(
+    shared: &Shared,
+    stream: &mut UnixStream,
+    model: &mut Model,
+    request: &Request,
+    action: &Action,
+) -> Performed {
+    let answers = matches!(action, Action::Reply | Action::Respond(_) | Action::Raw(_));
+    match action {
+        Action::DelayMs(ms) => {
+            let mut stopping = shared.stopping.subscribe();
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(*ms)) => {}
+                _ = stopping.wait_for(|s| *s) => return Performed::Ended(Flow::Close),
+            }
+        }
+        Action::Reply => {
+            if let Flow::Close = answer(shared, stream, model, request).await {
+                return Performed::Ended(Flow::Close);
+            }
+        }
+        Action::Respond(respond) => {
+            let mut response = Response::json(respond.status, respond.body.clone());
+            if let Some(length) = respond.content_length {
+                response = response.with_content_length(length);
+            }
+            if stream.write_all(&response.encode()).await.is_err() {
+                return Performed::Ended(Flow::Close);
+            }
+        }
+        Action::Raw(bytes) => {
+            if stream.write_all(bytes.as_bytes()).await.is_err() {
+                return Performed::Ended(Flow::Close);
+            }
+        }
+        Action::Hang => return Performed::Ended(Flow::Hang),
+        Action::Close => {
+            let _ = stream.shutdown().await;
+            return Performed::Ended(Flow::Close);
+        }
+        Action::HangUpAll => {
+            shared.journal.record("hang_up_all", json!({}));
+            let _ = stream.shutdown().await;
+            shared.hang_up.send_modify(|n| *n += 1);
+            return Performed::Ended(Flow::Close);
+        }
+        Action::State(state) => {
+            let before = model.state();
+            model.force_state(*state);
+            shared.journal.record(
+                "state",
+                json!({ "from": before.as_str(), "to": model.state().as_str(), "scripted": true }),
+            );
+        }
+        Action::Exit(code) => {
+            shared.journal.record("exit", json!({ "code": code, "scripted": true }));
+            std::process::exit(*code);
+        }
+        Action::Signal(name) => {
+            shared.journal.record("raise", json!({ "signal": name }));
+            crate::death::raise_signal(name.signal());
+        }
+    }
+    Performed::Went { answered: answers }
 }
 
 /// The daemon's own answer to `request`.

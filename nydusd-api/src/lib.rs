@@ -10,9 +10,11 @@
 //! Field order matters: nydusd emits its objects in declaration order, so the order of the
 //! fields here is the order on the wire.
 
+mod pending_requests;
 mod state;
 pub mod version_output;
 
+pub use pending_requests::PendingRequestPolicy;
 pub use state::State;
 
 use serde::{Deserialize, Serialize};

@@ -203,28 +203,6 @@ fn default_recovery_backoff_ms() -> u64 {
     daemon_core::manager::RecoveryRetry::default().backoff.as_millis() as u64
 }
 
-/// nydusd's `--failover-policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum FailoverPolicySpec {
-    /// Leave them.
-    None,
-    /// Ask the kernel to queue them again (FUSE_NOTIFY_RESEND, Linux 6.9).
-    Resend,
-    /// Ask the kernel to end them (a sysfs file mainline kernels do not have).
-    Flush,
-}
-
-impl From<FailoverPolicySpec> for daemon_core::daemon::FailoverPolicy {
-    fn from(p: FailoverPolicySpec) -> Self {
-        match p {
-            FailoverPolicySpec::None => Self::None,
-            FailoverPolicySpec::Resend => Self::Resend,
-            FailoverPolicySpec::Flush => Self::Flush,
-        }
-    }
-}
-
 /// A daemon of the topology.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -256,7 +234,7 @@ pub struct DaemonSpec {
     /// `--failover-policy`: what a successor does about FUSE requests the dead daemon
     /// read but never answered (nydusd's default, `resend`, when absent).
     #[serde(default)]
-    pub failover_policy: Option<FailoverPolicySpec>,
+    pub failover_policy: Option<nydusd_api::PendingRequestPolicy>,
     /// RAFS instances; a dedicated daemon's first one is mounted from its command line.
     #[serde(default)]
     pub instances: Vec<InstanceSpec>,

@@ -34,7 +34,6 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
             "{supervisor_pieces} pieces on the supervisor socket: the recording keeps their sizes and fds only; the mock sends and takes states of its own"
         ));
     }
-    let ms = |ns: u64| -> u64 { ((ns as f64 / 1e6) / speed).round() as u64 };
     let mut counts: std::collections::BTreeMap<(String, String), u64> = Default::default();
     let mut rules = Vec::new();
     let death = session.exit.map(|(t, code, signal)| (t, death_action(code, signal, &mut notes)));
@@ -53,54 +52,8 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
         };
         let n = counts.entry((request.method().to_owned(), request.path().to_owned())).or_default();
         *n += 1;
-        let mut then = Vec::new();
         let dies_here = last_before_death == Some(index);
-        let connection = &session.connections[&exchange.conn];
-        let last_on_connection = exchange.seq + 1 == connection.requests.len();
-        match (exchange.reply, exchange.partial_reply) {
-            (Some(reply), _) => {
-                push_delay(&mut then, ms(reply.first_ns.saturating_sub(request.last_ns)));
-                match reply.body_text() {
-                    Some(body) => then.push(Action::Respond(Respond {
-                        status: reply.status().unwrap_or(500),
-                        body: body.to_owned(),
-                        content_length: None,
-                    })),
-                    None => notes.push(format!(
-                        "{}: the reply body is not text; the mock answers it itself",
-                        request.request_line()
-                    )),
-                }
-                if dies_here {
-                    let (t, action) = death.clone().expect("a death");
-                    push_delay(&mut then, ms(t.saturating_sub(reply.last_ns)));
-                    then.push(action);
-                } else if let Some(closed) = connection.daemon_closed_ns.filter(|_| last_on_connection)
-                    && session.exit.is_none_or(|(t, ..)| closed < t)
-                    && connection.client_closed_ns.is_none_or(|c| closed < c)
-                {
-                    // The daemon hung up first; one that answers a client's hang-up needs no rule.
-                    push_delay(&mut then, ms(closed.saturating_sub(reply.last_ns)));
-                    then.push(Action::Close);
-                }
-            }
-            (None, Some(partial)) => {
-                then.push(Action::Raw(String::from_utf8_lossy(partial).into_owned()));
-                then.push(Action::Close);
-            }
-            (None, None) if dies_here => {
-                let (t, action) = death.clone().expect("a death");
-                push_delay(&mut then, ms(t.saturating_sub(request.last_ns)));
-                then.push(action);
-            }
-            (None, None) => match connection.daemon_closed_ns {
-                Some(closed) => {
-                    push_delay(&mut then, ms(closed.saturating_sub(request.last_ns)));
-                    then.push(Action::Close);
-                }
-                None => then.push(Action::Hang),
-            },
-        }
+        let then = actions(&session, exchange, death.as_ref().filter(|_| dies_here), speed, &mut notes);
         if then.is_empty() {
             continue;
         }
@@ -119,7 +72,7 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
     }
     let mut startup = Startup::default();
     if let (Some((t, action)), None) = (&death, last_before_death) {
-        let ms = ms(t.saturating_sub(recording.header_ns));
+        let ms = ms(t.saturating_sub(recording.header_ns), speed);
         startup.die_after = Some(match action {
             Action::Exit(code) => Death { ms, exit: Some(*code), signal: None },
             Action::Signal(signal) => Death { ms, exit: None, signal: Some(*signal) },
@@ -127,6 +80,71 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
         });
     }
     Generated { script: Script { startup, rules }, notes }
+}
+
+/// What the mock does for one recorded exchange: the reply after its recorded delay, then
+/// the daemon's death (`death`, when it follows this exchange) or its hang-up.
+fn actions(
+    session: &Session,
+    exchange: &Exchange<'_>,
+    death: Option<&(u64, Action)>,
+    speed: f64,
+    notes: &mut Vec<String>,
+) -> Vec<Action> {
+    let request = exchange.request;
+    let mut then = Vec::new();
+    let connection = &session.connections[&exchange.conn];
+    let last_on_connection = exchange.seq + 1 == connection.requests.len();
+    match (exchange.reply, exchange.partial_reply) {
+        (Some(reply), _) => {
+            push_delay(&mut then, ms(reply.first_ns.saturating_sub(request.last_ns), speed));
+            match reply.body_text() {
+                Some(body) => then.push(Action::Respond(Respond {
+                    status: reply.status().unwrap_or(500),
+                    body: body.to_owned(),
+                    content_length: None,
+                })),
+                None => notes.push(format!(
+                    "{}: the reply body is not text; the mock answers it itself",
+                    request.request_line()
+                )),
+            }
+            if death.is_some() {
+                let (t, action) = death.cloned().expect("a death");
+                push_delay(&mut then, ms(t.saturating_sub(reply.last_ns), speed));
+                then.push(action);
+            } else if let Some(closed) = connection.daemon_closed_ns.filter(|_| last_on_connection)
+                && session.exit.is_none_or(|(t, ..)| closed < t)
+                && connection.client_closed_ns.is_none_or(|c| closed < c)
+            {
+                // The daemon hung up first; one that answers a client's hang-up needs no rule.
+                push_delay(&mut then, ms(closed.saturating_sub(reply.last_ns), speed));
+                then.push(Action::Close);
+            }
+        }
+        (None, Some(partial)) => {
+            then.push(Action::Raw(String::from_utf8_lossy(partial).into_owned()));
+            then.push(Action::Close);
+        }
+        (None, None) if death.is_some() => {
+            let (t, action) = death.cloned().expect("a death");
+            push_delay(&mut then, ms(t.saturating_sub(request.last_ns), speed));
+            then.push(action);
+        }
+        (None, None) => match connection.daemon_closed_ns {
+            Some(closed) => {
+                push_delay(&mut then, ms(closed.saturating_sub(request.last_ns), speed));
+                then.push(Action::Close);
+            }
+            None => then.push(Action::Hang),
+        },
+    }
+    then
+}
+
+/// `ns` as whole milliseconds at `speed`.
+fn ms(ns: u64, speed: f64) -> u64 {
+    ((ns as f64 / 1e6) / speed).round() as u64
 }
 
 /// The scenario that replays `recording` with `harness run`: the mock (as `release`)

@@ -78,19 +78,16 @@ pub async fn drive(
         command: None,
         pid: None,
     });
-    let received = Arc::new((Mutex::new(Received::default()), tokio::sync::Notify::new()));
-    let mut writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf> = BTreeMap::new();
-    let mut readers = tokio::task::JoinSet::new();
     let mut expected: BTreeMap<u64, usize> = BTreeMap::new();
     // Connections whose end the replay must see before it stops reading: those the
     // recorded daemon closed, and, once it dies, all of them.
     let mut to_close = std::collections::BTreeSet::new();
-    let mut opened = std::collections::BTreeSet::new();
     // The clock starts once the daemon accepts, so a slow start-up does not eat into the
     // recorded delays; the connection that showed it is the recording's first.
     let connects =
         recording.entries.iter().any(|e| matches!(e.event, Event::Open { .. } | Event::UpstreamRefused { .. }));
-    let mut first = if connects { Some(connect_once_listening(&options.socket).await) } else { None };
+    let first = if connects { Some(connect_once_listening(&options.socket).await) } else { None };
+    let mut client = Client::new(options.socket.clone(), sink, first);
     let started = Instant::now();
     let t0 = recording.entries.first().map(|e| e.t_ns).unwrap_or(0);
     // Saturating: a timestamp far ahead (validated against the replay's cap before) or a
@@ -109,55 +106,17 @@ pub async fn drive(
         if let Event::Close { conn, side: Side::Daemon } = event {
             to_close.insert(*conn);
         }
-        if !matches!(
-            event,
-            Event::Open { .. }
-                | Event::UpstreamRefused { .. }
-                | Event::Data { .. }
-                | Event::Close { side: Side::Client, .. }
-        ) {
+        if !is_client_act(event) {
             continue;
         }
         // What the recorded client had received before it acted, it receives first here.
         let recorded_wait = at(entry.t_ns).saturating_duration_since(at(last_t));
-        wait_for_replies(&received, &expected, Instant::now() + recorded_wait + REPLY_GRACE).await;
+        wait_for_replies(&client.received, &expected, Instant::now() + recorded_wait + REPLY_GRACE).await;
         tokio::time::sleep_until(at(entry.t_ns)).await;
         last_t = entry.t_ns;
-        match event {
-            Event::Open { conn } | Event::UpstreamRefused { conn, .. } => {
-                let connected = match first.take() {
-                    Some(connected) => connected,
-                    None => UnixStream::connect(&options.socket).await,
-                };
-                match connected {
-                    Ok(stream) => {
-                        sink.record(&Event::Open { conn: *conn });
-                        opened.insert(*conn);
-                        let (read, write) = stream.into_split();
-                        writers.insert(*conn, write);
-                        readers.spawn(read_replies(*conn, read, sink.clone(), received.clone()));
-                    }
-                    Err(e) => sink.record(&Event::UpstreamRefused { conn: *conn, error: e.to_string() }),
-                }
-            }
-            Event::Data { conn, .. } => {
-                let bytes = event.bytes().unwrap_or_default();
-                if let Some(writer) = writers.get_mut(conn) {
-                    sink.record(&Event::data(*conn, Direction::Request, &bytes));
-                    if writer.write_all(&bytes).await.is_err() {
-                        writers.remove(conn);
-                    }
-                }
-            }
-            Event::Close { conn, .. } => {
-                if let Some(mut writer) = writers.remove(conn) {
-                    sink.record(&Event::Close { conn: *conn, side: Side::Client });
-                    let _ = writer.shutdown().await;
-                }
-            }
-            _ => {}
-        }
+        client.act(event).await;
     }
+    let received = client.received.clone();
     wait_for_replies(&received, &expected, Instant::now() + REPLY_GRACE).await;
     wait_for_closes(&received, &to_close, Instant::now() + REPLY_GRACE).await;
     // Anything the daemon sends beyond the recording is a difference: keep reading a
@@ -166,13 +125,90 @@ pub async fn drive(
     if let Some((t, ..)) = recording.daemon_exit() {
         let deadline = at(t) + DEATH_GRACE;
         if let Ok(Some((code, signal))) = tokio::time::timeout_at(deadline, exit).await {
-            sink.record(&Event::DaemonExit { pid: 0, code, signal, socket_left: options.socket.exists() });
+            client.sink.record(&Event::DaemonExit { pid: 0, code, signal, socket_left: options.socket.exists() });
         }
         // The daemon's death closes its connections; their ends are recorded too.
-        wait_for_closes(&received, &opened, Instant::now() + REPLY_GRACE).await;
+        wait_for_closes(&received, &client.opened, Instant::now() + REPLY_GRACE).await;
     }
-    readers.abort_all();
+    client.readers.abort_all();
     Ok(())
+}
+
+impl Client {
+    fn new(socket: PathBuf, sink: Sink, first: Option<std::io::Result<UnixStream>>) -> Self {
+        Self {
+            socket,
+            sink,
+            received: Arc::new((Mutex::new(Received::default()), tokio::sync::Notify::new())),
+            writers: BTreeMap::new(),
+            readers: tokio::task::JoinSet::new(),
+            opened: std::collections::BTreeSet::new(),
+            first,
+        }
+    }
+}
+
+/// The recorded client, acting again: its connections, what it sends, what comes back.
+struct Client {
+    socket: PathBuf,
+    sink: Sink,
+    received: Arc<(Mutex<Received>, tokio::sync::Notify)>,
+    writers: BTreeMap<u64, tokio::net::unix::OwnedWriteHalf>,
+    readers: tokio::task::JoinSet<()>,
+    opened: std::collections::BTreeSet<u64>,
+    /// The first connection, made once the daemon listened.
+    first: Option<std::io::Result<UnixStream>>,
+}
+
+impl Client {
+    /// Does what the recorded client did: connect, send, or close its side.
+    async fn act(&mut self, event: &Event) {
+        match event {
+            Event::Open { conn } | Event::UpstreamRefused { conn, .. } => {
+                let connected = match self.first.take() {
+                    Some(connected) => connected,
+                    None => UnixStream::connect(&self.socket).await,
+                };
+                match connected {
+                    Ok(stream) => {
+                        self.sink.record(&Event::Open { conn: *conn });
+                        self.opened.insert(*conn);
+                        let (read, write) = stream.into_split();
+                        self.writers.insert(*conn, write);
+                        self.readers.spawn(read_replies(*conn, read, self.sink.clone(), self.received.clone()));
+                    }
+                    Err(e) => self.sink.record(&Event::UpstreamRefused { conn: *conn, error: e.to_string() }),
+                }
+            }
+            Event::Data { conn, .. } => {
+                let bytes = event.bytes().unwrap_or_default();
+                if let Some(writer) = self.writers.get_mut(conn) {
+                    self.sink.record(&Event::data(*conn, Direction::Request, &bytes));
+                    if writer.write_all(&bytes).await.is_err() {
+                        self.writers.remove(conn);
+                    }
+                }
+            }
+            Event::Close { conn, .. } => {
+                if let Some(mut writer) = self.writers.remove(conn) {
+                    self.sink.record(&Event::Close { conn: *conn, side: Side::Client });
+                    let _ = writer.shutdown().await;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Whether the recorded client did `event` (the daemon's acts are awaited, not done).
+fn is_client_act(event: &Event) -> bool {
+    matches!(
+        event,
+        Event::Open { .. }
+            | Event::UpstreamRefused { .. }
+            | Event::Data { .. }
+            | Event::Close { side: Side::Client, .. }
+    )
 }
 
 /// Connects to `socket` once the daemon listens there, waiting at most [`SOCKET_WAIT`].

@@ -170,28 +170,7 @@ impl Boot<'_> {
     /// [`START`] goes to `on_line`; qemu is killed on the deadline and if this future is
     /// dropped (a signal to the harness).
     pub async fn run(&self, deadline: Duration, mut on_line: impl FnMut(&str)) -> Result<Ended, VmError> {
-        let mut command = tokio::process::Command::new(self.qemu);
-        let accel = if self.accel == Accel::Kvm { "kvm" } else { "tcg" };
-        command
-            .args(["-machine", "q35", "-accel", accel, "-cpu", "max"])
-            .args(["-m", &self.memory_mb.to_string(), "-smp", &self.cpus.to_string()])
-            .args(["-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none"])
-            .arg("-kernel")
-            .arg(self.vmlinuz)
-            .arg("-initrd")
-            .arg(self.initramfs)
-            // The boot's kernel messages go to the console log (the guest turns them down
-            // before the command starts, so they stay out of its output).
-            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
-            .args(["-serial", "stdio", "-serial"])
-            .arg(format!("file:{}", self.results_port.display()));
-        let mut child =
-            guarded(&mut command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(
-                |e| VmError::Tool {
-                    tool: QEMU,
-                    detail: format!("cannot start: {e} (Debian: apt-get install qemu-system-x86)"),
-                },
-            )?;
+        let mut child = self.spawn()?;
         let mut log = tokio::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -201,20 +180,7 @@ impl Boot<'_> {
         // Both pipes are drained as qemu writes them: a full pipe would stop qemu, and the
         // guest with it, until the deadline. A console line need not be UTF-8.
         let mut console = BufReader::new(child.stdout.take().expect("piped"));
-        let stderr = child.stderr.take().expect("piped");
-        let said = tokio::spawn(async move {
-            let mut tail = Vec::new();
-            let mut reader = BufReader::new(stderr);
-            let mut line = Vec::new();
-            while read_line_bounded(&mut reader, &mut line, MAX_LINE).await.is_ok_and(|n| n > 0) {
-                tail.extend_from_slice(&line);
-                line.clear();
-                if tail.len() > STDERR_KEPT {
-                    tail.drain(..tail.len() - STDERR_KEPT);
-                }
-            }
-            String::from_utf8_lossy(&tail).into_owned()
-        });
+        let said = tokio::spawn(stderr_tail(child.stderr.take().expect("piped")));
         let mut started = false;
         let heard = std::sync::atomic::AtomicBool::new(false);
         let read_console = async {
@@ -249,37 +215,61 @@ impl Boot<'_> {
             }
         })
         .await;
-        let ended = match ended {
-            Ok(None) => {
+        let status = match ended {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(_) => {
                 let _ = child.start_kill();
                 let _ = child.wait().await;
-                return Ok(Ended::Silent);
+                return Ok(if ended.is_ok() { Ended::Silent } else { Ended::TimedOut });
             }
-            Ok(Some(status)) => Ok(status),
-            Err(e) => Err(e),
         };
-        match ended {
-            Ok(status) => {
-                let status =
-                    status.map_err(|e| VmError::Tool { tool: QEMU, detail: format!("cannot wait for it: {e}") })?;
-                if !status.success() {
-                    let said = said.await.unwrap_or_default();
-                    if !said.trim().is_empty() {
-                        return Err(VmError::Tool {
-                            tool: QEMU,
-                            detail: format!("failed ({status}): {}", said.trim()),
-                        });
-                    }
-                }
-                Ok(Ended::Exited(status))
-            }
-            Err(_) => {
-                let _ = child.start_kill();
-                let _ = child.wait().await;
-                Ok(Ended::TimedOut)
+        let status = status.map_err(|e| VmError::Tool { tool: QEMU, detail: format!("cannot wait for it: {e}") })?;
+        if !status.success() {
+            let said = said.await.unwrap_or_default();
+            if !said.trim().is_empty() {
+                return Err(VmError::Tool { tool: QEMU, detail: format!("failed ({status}): {}", said.trim()) });
             }
         }
+        Ok(Ended::Exited(status))
     }
+
+    /// Starts qemu with the console on its standard output and the results port on a file.
+    fn spawn(&self) -> Result<tokio::process::Child, VmError> {
+        let mut command = tokio::process::Command::new(self.qemu);
+        let accel = if self.accel == Accel::Kvm { "kvm" } else { "tcg" };
+        command
+            .args(["-machine", "q35", "-accel", accel, "-cpu", "max"])
+            .args(["-m", &self.memory_mb.to_string(), "-smp", &self.cpus.to_string()])
+            .args(["-display", "none", "-nodefaults", "-no-reboot", "-monitor", "none"])
+            .arg("-kernel")
+            .arg(self.vmlinuz)
+            .arg("-initrd")
+            .arg(self.initramfs)
+            // The boot's kernel messages go to the console log (the guest turns them down
+            // before the command starts, so they stay out of its output).
+            .args(["-append", "console=ttyS0 panic=-1 rdinit=/init"])
+            .args(["-serial", "stdio", "-serial"])
+            .arg(format!("file:{}", self.results_port.display()));
+        guarded(&mut command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().map_err(|e| {
+            VmError::Tool { tool: QEMU, detail: format!("cannot start: {e} (Debian: apt-get install qemu-system-x86)") }
+        })
+    }
+}
+
+/// The last [`STDERR_KEPT`] bytes qemu wrote to its standard error, drained as it writes
+/// (a full pipe would stop qemu, and the guest with it).
+async fn stderr_tail(stderr: tokio::process::ChildStderr) -> String {
+    let mut tail = Vec::new();
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    while read_line_bounded(&mut reader, &mut line, MAX_LINE).await.is_ok_and(|n| n > 0) {
+        tail.extend_from_slice(&line);
+        line.clear();
+        if tail.len() > STDERR_KEPT {
+            tail.drain(..tail.len() - STDERR_KEPT);
+        }
+    }
+    String::from_utf8_lossy(&tail).into_owned()
 }
 
 #[cfg(test)]

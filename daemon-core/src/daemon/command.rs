@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use super::state::{ConfigState, DaemonMode, FsDriver};
+use super::record::{DaemonMode, DaemonRecord, FsDriver};
 
 /// nydusd's subcommand.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub enum CommandError {
 
 impl NydusdCommand {
     /// Builds the command line for `state` (Go `BuildDaemonCommand`).
-    pub fn build(state: &ConfigState, inputs: &CommandInputs) -> Result<Self, CommandError> {
+    pub fn build(state: &DaemonRecord, inputs: &CommandInputs) -> Result<Self, CommandError> {
         let has_supervisor = !state.supervisor_path.as_os_str().is_empty();
         let mut cmd = NydusdCommand {
             subcommand: Subcommand::Fuse,
@@ -177,14 +177,14 @@ fn push(out: &mut Vec<OsString>, name: &str, value: Option<OsString>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::daemon::state::FailoverPolicy;
+    use nydusd_api::PendingRequestPolicy;
 
     fn render(cmd: &NydusdCommand) -> String {
         cmd.args().iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
     }
 
-    fn state(mode: DaemonMode, driver: FsDriver) -> ConfigState {
-        ConfigState {
+    fn state(mode: DaemonMode, driver: FsDriver) -> DaemonRecord {
+        DaemonRecord {
             id: "d1".into(),
             api_socket: "/r/socket/d1/api.sock".into(),
             daemon_mode: mode,
@@ -202,7 +202,7 @@ mod tests {
     fn shared_fusedev_with_supervisor_and_upgrade() {
         let mut s = state(DaemonMode::Shared, FsDriver::Fusedev);
         s.supervisor_path = "/r/supervisor/d1.sock".into();
-        s.failover_policy = Some(FailoverPolicy::Resend);
+        s.failover_policy = Some(PendingRequestPolicy::Resend);
         let cmd = NydusdCommand::build(&s, &CommandInputs { upgrade: true, ..Default::default() }).unwrap();
         insta::assert_snapshot!(render(&cmd), @"fuse --upgrade --thread-num 4 --id d1 --mountpoint /r/mnt --apisock /r/socket/d1/api.sock --log-level info --supervisor /r/supervisor/d1.sock --log-file /r/logs/d1/nydusd.log --failover-policy resend");
     }
@@ -221,7 +221,7 @@ mod tests {
     #[test]
     fn fscache_uses_singleton_and_never_a_failover_policy() {
         let mut s = state(DaemonMode::Shared, FsDriver::Fscache);
-        s.failover_policy = Some(FailoverPolicy::Flush);
+        s.failover_policy = Some(PendingRequestPolicy::Flush);
         let inputs = CommandInputs { fscache_dir: Some("/r/cache".into()), upgrade: true, ..Default::default() };
         let cmd = NydusdCommand::build(&s, &inputs).unwrap();
         insta::assert_snapshot!(render(&cmd), @"singleton --fscache /r/cache --fscache-threads 4 --upgrade --apisock /r/socket/d1/api.sock --log-level info --log-file /r/logs/d1/nydusd.log");

@@ -8,8 +8,8 @@ pub mod id;
 mod instances;
 mod last_words;
 pub mod process;
+pub mod record;
 mod signals;
-pub mod state;
 mod waits;
 
 pub use error::{DaemonError, error_chain};
@@ -23,7 +23,7 @@ use crate::layout::Layout;
 use crate::wait::Timeouts;
 use command::{CommandInputs, NydusdCommand};
 use process::{NydusdProcess, SpawnSpec};
-pub use state::{ConfigState, DaemonMode, FailoverPolicy, FsDriver};
+pub use record::{DaemonMode, DaemonRecord, FsDriver};
 
 /// The API socket's file name (later ones after hot upgrades are `api1.sock`, ...).
 pub const API_SOCKET_FILE_NAME: &str = "api.sock";
@@ -49,7 +49,7 @@ pub struct DaemonOptions {
     /// `--thread-num`.
     pub thread_num: u32,
     /// `--failover-policy` (fusedev only).
-    pub failover_policy: Option<FailoverPolicy>,
+    pub failover_policy: Option<nydusd_api::PendingRequestPolicy>,
     /// Give the daemon a supervisor socket at `<root>/supervisor/<id>.sock`.
     pub supervisor: bool,
     /// Initial reference count.
@@ -65,7 +65,7 @@ struct Observed {
 /// One nydusd daemon.
 #[derive(Debug)]
 pub struct Daemon {
-    states: Mutex<ConfigState>,
+    states: Mutex<DaemonRecord>,
     observed: Mutex<Observed>,
     client: tokio::sync::Mutex<Option<NydusdClient>>,
     process: Mutex<Option<std::sync::Arc<NydusdProcess>>>,
@@ -112,7 +112,7 @@ impl Daemon {
         });
         let supervisor_path =
             if options.supervisor { layout.supervisor_dir().join(format!("{id}.sock")) } else { PathBuf::new() };
-        let state = ConfigState {
+        let state = DaemonRecord {
             id,
             process_id: 0,
             api_socket: socket_dir.join(API_SOCKET_FILE_NAME),
@@ -136,7 +136,7 @@ impl Daemon {
     }
 
     /// A daemon object for an existing record (recovery), with no process attached.
-    pub fn from_state(state: ConfigState, refs: i32, timeouts: Timeouts) -> Self {
+    pub fn from_state(state: DaemonRecord, refs: i32, timeouts: Timeouts) -> Self {
         Self {
             states: Mutex::new(state),
             observed: Mutex::new(Observed::default()),
@@ -199,12 +199,12 @@ impl Daemon {
     }
 
     /// A copy of the persisted state.
-    pub fn record(&self) -> ConfigState {
+    pub fn record(&self) -> DaemonRecord {
         self.lock_record().clone()
     }
 
     /// Changes the persisted state under the lock.
-    pub fn update_record(&self, f: impl FnOnce(&mut ConfigState)) {
+    pub fn update_record(&self, f: impl FnOnce(&mut DaemonRecord)) {
         f(&mut self.lock_record());
     }
 
@@ -228,7 +228,7 @@ impl Daemon {
         self.refs.load(Ordering::SeqCst)
     }
 
-    fn lock_record(&self) -> std::sync::MutexGuard<'_, ConfigState> {
+    fn lock_record(&self) -> std::sync::MutexGuard<'_, DaemonRecord> {
         self.states.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -379,7 +379,7 @@ mod tests {
 
     #[test]
     fn reference_counting() {
-        let d = Daemon::from_state(ConfigState::default(), 0, Timeouts::default());
+        let d = Daemon::from_state(DaemonRecord::default(), 0, Timeouts::default());
         assert_eq!(d.inc_ref(), 1);
         assert_eq!(d.inc_ref(), 2);
         assert_eq!(d.dec_ref(), 1);

@@ -11,7 +11,7 @@ use std::process::{ExitStatus, Stdio};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
-use crate::pidfd::PidFd;
+use host_facts::pidfd::PidFd;
 
 /// What to run and where its output goes.
 #[derive(Debug, Clone, Default)]

@@ -37,7 +37,7 @@ impl Daemon {
     }
 
     /// A pidfd for the recorded pid if it still names this daemon's nydusd.
-    pub(super) fn recorded_process(&self) -> Result<Option<crate::pidfd::PidFd>, DaemonError> {
+    pub(super) fn recorded_process(&self) -> Result<Option<host_facts::pidfd::PidFd>, DaemonError> {
         let states = self.record();
         if states.process_id == 0 {
             return Ok(None);
@@ -45,7 +45,7 @@ impl Daemon {
         let pid = states.process_id;
         // Opened first: from here on the pidfd names one process even if the pid is reused,
         // so the identity checked below is the identity signalled.
-        let pidfd = match crate::pidfd::PidFd::open(pid) {
+        let pidfd = match host_facts::pidfd::PidFd::open(pid) {
             Ok(fd) => fd,
             Err(nix::Error::ESRCH) => return Ok(None),
             Err(e) => {

@@ -6,10 +6,58 @@ use nix::sys::signal::Signal;
 
 use super::takeover::Handover;
 use super::tasks::Owner;
-use super::{Manager, ManagerError, ManagerEvent, RecoverPolicy, Serves};
+use super::{Manager, ManagerError, ManagerEvent, Serves};
 use crate::crash_point;
 use crate::daemon::{Daemon, error_chain};
 use crate::monitor::DeathEvent;
+
+/// What the manager does when a daemon dies (`snapshotter-lifecycle.md` §6.3).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecoverPolicy {
+    /// Leave it dead.
+    #[default]
+    None,
+    /// Start a fresh daemon and re-mount its instances (running containers lose their
+    /// FUSE mount: only failover keeps it).
+    Restart,
+    /// Hand the dead daemon's state and FUSE fd to a new daemon through the supervisor.
+    Failover,
+}
+
+/// The retry budget of one recovery (restart or failover): a replacement that dies or fails
+/// at any step is stopped, and the policy is tried again after a backoff that doubles from
+/// `backoff` up to `backoff_cap`, `attempts` times in all; only then `RecoveryFailed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryRetry {
+    /// Attempts in all (at least 1).
+    pub attempts: u32,
+    /// Gap before the second attempt.
+    pub backoff: std::time::Duration,
+    /// Largest gap between attempts.
+    pub backoff_cap: std::time::Duration,
+}
+
+impl Default for RecoveryRetry {
+    fn default() -> Self {
+        // Three attempts cover a replacement that dies once or twice on its way up (a
+        // crash loop ends in RecoveryFailed within about a second of backoff).
+        Self {
+            attempts: 3,
+            backoff: std::time::Duration::from_millis(100),
+            backoff_cap: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl RecoveryRetry {
+    /// The gap after failed attempt `n` (1-based).
+    pub fn gap_after(&self, n: u32) -> std::time::Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff.saturating_mul(factor).min(self.backoff_cap)
+    }
+}
 
 /// One death event. Runs on the event loop, so it never blocks: recovery goes to a task
 /// of its own, and an unknown daemon is reported and skipped (upstream's loop once

@@ -12,7 +12,7 @@ use nix::sys::signal::Signal;
 use super::tasks::Owner;
 use super::{Manager, ManagerError, ManagerEvent, Serves};
 use crate::DaemonState;
-use crate::daemon::state::ConfigState;
+use crate::daemon::record::DaemonRecord;
 use crate::daemon::{Daemon, error_chain};
 
 /// What recovery found and did, by daemon id.
@@ -74,6 +74,35 @@ impl Manager {
         let intents = self.store().intents()?;
         let swept = self.sweep_strays(&records, &unreadable_ids, &intents).await;
         (report.strays_killed, report.unrecorded_left) = swept;
+        let (live, dead, frozen) = self.settle_all(records, &mut report).await;
+        for rafs in self.store().instances()?.into_iter().filter(|r| r.fs_driver == driver) {
+            if let Some(daemon) = self.get_daemon(&rafs.daemon_id) {
+                daemon.add_rafs_instance(rafs);
+            }
+        }
+        self.resume(&live, frozen, &mut report).await?;
+        self.restart_dead(dead, &mut report).await;
+        // Recovery ends with every nydusd under the root named by a record: a process that
+        // escaped the first sweep (or a start that raced it) goes now.
+        let (records, _) = self.store().daemons_and_unreadable()?;
+        let (killed, _) = self.sweep_strays(&records, &unreadable_ids, &intents).await;
+        report.strays_killed.extend(killed);
+        // Every process an intent licensed is now recorded or gone.
+        for id in &intents {
+            let _ = self.store().clear_intent(id);
+        }
+        self.upgrade_outdated(live, &mut report).await;
+        Ok(report)
+    }
+
+    /// Settles every recorded daemon of this driver: live (RUNNING), stuck in another
+    /// state, frozen (stopped), or dead (killed or never alive).
+    async fn settle_all(
+        &self,
+        records: Vec<crate::daemon::DaemonRecord>,
+        report: &mut RecoveryReport,
+    ) -> (Vec<Arc<Daemon>>, Vec<Arc<Daemon>>, Vec<Arc<Daemon>>) {
+        let driver = self.config().fs_driver;
         let mut live = Vec::new();
         let mut dead = Vec::new();
         let mut frozen = Vec::new();
@@ -112,12 +141,18 @@ impl Manager {
                 Ok(Settled::Killed) | Err(_) => dead.push(daemon),
             }
         }
-        for rafs in self.store().instances()?.into_iter().filter(|r| r.fs_driver == driver) {
-            if let Some(daemon) = self.get_daemon(&rafs.daemon_id) {
-                daemon.add_rafs_instance(rafs);
-            }
-        }
-        for daemon in &live {
+        (live, dead, frozen)
+    }
+
+    /// Watches the live and frozen daemons again; a live one's mounts are made to match
+    /// its records and the supervisor gets a fresh copy of its state.
+    async fn resume(
+        &self,
+        live: &[Arc<Daemon>],
+        frozen: Vec<Arc<Daemon>>,
+        report: &mut RecoveryReport,
+    ) -> Result<(), ManagerError> {
+        for daemon in live {
             self.monitor().subscribe(&daemon.id(), &daemon.api_socket(), daemon.pid()).await?;
             match self.reconcile_mounts(daemon, Serves::AsReported).await {
                 Ok((remounted, unmounted)) => {
@@ -135,7 +170,12 @@ impl Manager {
             report.frozen.push(daemon.id());
             self.settle_when_resumed(daemon);
         }
-        // Tasks of their daemons: a destroy meanwhile ends the restart, as a crash does.
+        Ok(())
+    }
+
+    /// Restarts the dead daemons, each as a task of its own: a destroy meanwhile ends the
+    /// restart, as a crash does.
+    async fn restart_dead(&self, dead: Vec<Arc<Daemon>>, report: &mut RecoveryReport) {
         let restarts: Vec<_> = dead
             .into_iter()
             .map(|daemon| {
@@ -152,16 +192,11 @@ impl Manager {
                 None => report.failed.push((id.clone(), ManagerError::Destroyed(id).to_string())),
             }
         }
-        // Recovery ends with every nydusd under the root named by a record: a process that
-        // escaped the first sweep (or a start that raced it) goes now.
-        let (records, _) = self.store().daemons_and_unreadable()?;
-        let (killed, _) = self.sweep_strays(&records, &unreadable_ids, &intents).await;
-        report.strays_killed.extend(killed);
-        // Every process an intent licensed is now recorded or gone.
-        for id in &intents {
-            let _ = self.store().clear_intent(id);
-        }
-        let Some(wanted) = binary_git_commit(&self.nydusd()) else { return Ok(report) };
+    }
+
+    /// Hot-upgrades live daemons running another build than the configured nydusd.
+    async fn upgrade_outdated(&self, live: Vec<Arc<Daemon>>, report: &mut RecoveryReport) {
+        let Some(wanted) = binary_git_commit(&self.nydusd()) else { return };
         for daemon in live {
             let running = daemon.version().map(|v| v.git_commit);
             if running.as_deref() == Some(wanted.as_str()) || daemon.supervisor().is_none() {
@@ -172,7 +207,6 @@ impl Manager {
                 Err(e) => report.failed.push((daemon.id(), error_chain(&e))),
             }
         }
-        Ok(report)
     }
 
     /// Brings a live recorded daemon to a state recovery can act on. A process started with `--upgrade`
@@ -253,7 +287,7 @@ impl Manager {
     /// so nothing of it is touched.
     async fn sweep_strays(
         &self,
-        records: &[ConfigState],
+        records: &[DaemonRecord],
         unreadable: &[String],
         intents: &[String],
     ) -> (Vec<(String, u32)>, Vec<(String, u32)>) {
@@ -283,7 +317,7 @@ impl Manager {
             if recorded {
                 continue;
             }
-            let Ok(pidfd) = crate::pidfd::PidFd::open(pid) else { continue };
+            let Ok(pidfd) = host_facts::pidfd::PidFd::open(pid) else { continue };
             // Checked again through the pidfd: the pid may have been reused meanwhile.
             if !process_has_socket(pid, &socket) || !matches!(pidfd.send_signal(Signal::SIGKILL), Ok(true)) {
                 continue;

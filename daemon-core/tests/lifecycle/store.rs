@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use daemon_core::daemon::ConfigState;
+use daemon_core::daemon::DaemonRecord;
 use daemon_core::rafs::Rafs;
 use daemon_core::store::Store;
 use libtest_mimic::Trial;
@@ -38,7 +38,7 @@ pub fn writer(root: &Path) -> std::process::ExitCode {
             eprintln!("writer: {e}");
             return std::process::ExitCode::FAILURE;
         }
-        let state = ConfigState { id: "d1".into(), process_id: next as u32, ..ConfigState::default() };
+        let state = DaemonRecord { id: "d1".into(), process_id: next as u32, ..DaemonRecord::default() };
         // A kill between the instance's commit and the first daemon record leaves instances
         // without the record, so "first round" is whether the record exists.
         let saved = match store.update_daemon(&state) {

@@ -108,29 +108,7 @@ enum Command {
         report: bool,
     },
     /// Measure failover, restart, death detection and scale on the mock (prints a table).
-    Bench {
-        /// Runs per latency measurement.
-        #[arg(long, default_value_t = 50)]
-        runs: usize,
-        /// Daemon counts for the scale measurement, comma separated.
-        #[arg(long, value_delimiter = ',', default_value = "10,100")]
-        scale: Vec<usize>,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-        /// Consecutive failovers of the leak check (0 skips it).
-        #[arg(long, default_value_t = 1000)]
-        leak_runs: usize,
-        /// A real nydusd whose API latency is measured beside the mock's.
-        #[arg(long)]
-        nydusd: Option<PathBuf>,
-        /// Extra argument for the real nydusd (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
-        #[arg(long = "daemon-arg", allow_hyphen_values = true)]
-        daemon_args: Vec<OsString>,
-        /// The scenario library to time, and whose live-reader failover gives the read stall.
-        #[arg(long, default_value = "scenarios")]
-        scenarios: PathBuf,
-    },
+    Bench(BenchArgs),
     /// Show what this host offers to privileged scenarios, and why not where it does not.
     Doctor,
     /// Record a nydusd API session through a transparent proxy on its socket: every byte
@@ -164,20 +142,48 @@ enum Command {
     Vm(VmArgs),
     /// Run seeded random fault schedules on the mock; shrink and print the first failing one
     /// as a scenario file (exit 1).
-    Chaos {
-        /// Seed of the first schedule (run i uses seed + i).
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Schedules to run.
-        #[arg(long, default_value_t = 20)]
-        runs: u32,
-        /// Operations per schedule.
-        #[arg(long, default_value_t = 12)]
-        ops: usize,
-        /// Write the shrunk scenario of a failure into this directory.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Runs per latency measurement.
+    #[arg(long, default_value_t = 50)]
+    runs: usize,
+    /// Daemon counts for the scale measurement, comma separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,100")]
+    scale: Vec<usize>,
+    /// Also write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Consecutive failovers of the leak check (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    leak_runs: usize,
+    /// A real nydusd whose API latency is measured beside the mock's.
+    #[arg(long)]
+    nydusd: Option<PathBuf>,
+    /// Extra argument for the real nydusd (repeatable), e.g. `--daemon-arg=--rlimit-nofile --daemon-arg=0`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<OsString>,
+    /// The scenario library to time, and whose live-reader failover gives the read stall.
+    #[arg(long, default_value = "scenarios")]
+    scenarios: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// Seed of the first schedule (run i uses seed + i).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Schedules to run.
+    #[arg(long, default_value_t = 20)]
+    runs: u32,
+    /// Operations per schedule.
+    #[arg(long, default_value_t = 12)]
+    ops: usize,
+    /// Write the shrunk scenario of a failure into this directory.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -285,16 +291,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
     let code = match cli.command {
         Command::Validate { paths } => validate(&default_paths(paths)),
-        Command::Explain { path, mermaid } => match scenario::load(&path) {
-            Ok(s) => {
-                print!("{}", if mermaid { crate::explain::mermaid(&s) } else { crate::explain::text(&s) });
-                ExitCode::from(exit_code::OK)
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(exit_code::INVALID_SCENARIO)
-            }
-        },
+        Command::Explain { path, mermaid } => explain(&path, mermaid),
         Command::Schema { report } => {
             say(&format!("{}\n", if report { crate::report::json_schema() } else { scenario::schema_json() }));
             ExitCode::from(exit_code::OK)
@@ -304,44 +301,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "harness", &mut std::io::stdout());
             ExitCode::from(exit_code::OK)
         }
-        Command::Man => {
-            let mut page = Vec::new();
-            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
-                Ok(()) => {
-                    say(&String::from_utf8_lossy(&page));
-                    ExitCode::from(exit_code::OK)
-                }
-                Err(e) => {
-                    eprintln!("error: cannot render the man page: {e}");
-                    ExitCode::from(exit_code::SETUP_ERROR)
-                }
-            }
-        }
-        Command::Bench { runs, scale, json, leak_runs, nydusd, daemon_args, scenarios } => {
-            if let Err(code) = writable("--json", json.as_deref()) {
-                return code;
-            }
-            let (mock, runtime) = match mock_and_runtime() {
-                Ok(both) => both,
-                Err(code) => return code,
-            };
-            let real = nydusd.map(|path| (path, daemon_args));
-            let scenarios = scenarios.is_dir().then_some(scenarios);
-            let options =
-                crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real, scenarios };
-            match runtime.block_on(crate::termination::unless_signalled(crate::bench::run(&options))) {
-                Err(signal) => interrupted_by(signal),
-                Ok(Ok(results)) => {
-                    print!("{}", crate::bench::table(&results));
-                    let text = serde_json::to_string_pretty(&results).unwrap_or_default();
-                    write_output("--json", json.as_deref(), &text)
-                }
-                Ok(Err(e)) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::from(exit_code::SETUP_ERROR)
-                }
-            }
-        }
+        Command::Man => man(),
+        Command::Bench(args) => bench(args),
         Command::Doctor => {
             print!("{}", doctor());
             ExitCode::from(exit_code::OK)
@@ -353,27 +314,87 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             let max_duration = std::time::Duration::from_secs(max_duration);
             replay(&dir, crate::record::replay_dir::ReplaySettings { speed, max_duration })
         }
-        Command::Chaos { seed, runs, ops, out } => {
-            let (mock, runtime) = match mock_and_runtime() {
-                Ok(both) => both,
-                Err(code) => return code,
-            };
-            let options = crate::chaos::ChaosOptions { mock, seed, runs, ops: ops.max(1), out };
-            match runtime.block_on(crate::termination::unless_signalled(crate::chaos::run(&options))) {
-                Err(signal) => interrupted_by(signal),
-                Ok(Ok(true)) => ExitCode::from(exit_code::OK),
-                Ok(Ok(false)) => ExitCode::from(exit_code::SCENARIO_FAILED),
-                Ok(Err(e)) => {
-                    eprintln!("error: {e}");
-                    ExitCode::from(exit_code::SETUP_ERROR)
-                }
-            }
-        }
+        Command::Chaos(args) => chaos(args),
         Command::Run(args) => run::run(&args, progress::Painter::new(cli.color)),
     };
     // Roots a scenario could not remove while others held files (`ulimit -n`) go now.
     crate::containment::remove_pending_roots();
     code
+}
+
+/// `harness explain`.
+fn explain(path: &std::path::Path, mermaid: bool) -> ExitCode {
+    match scenario::load(path) {
+        Ok(s) => {
+            print!("{}", if mermaid { crate::explain::mermaid(&s) } else { crate::explain::text(&s) });
+            ExitCode::from(exit_code::OK)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code::INVALID_SCENARIO)
+        }
+    }
+}
+
+/// `harness man`.
+fn man() -> ExitCode {
+    let mut page = Vec::new();
+    match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+        Ok(()) => {
+            say(&String::from_utf8_lossy(&page));
+            ExitCode::from(exit_code::OK)
+        }
+        Err(e) => {
+            eprintln!("error: cannot render the man page: {e}");
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+    }
+}
+
+/// `harness bench`.
+fn bench(args: BenchArgs) -> ExitCode {
+    let BenchArgs { runs, scale, json, leak_runs, nydusd, daemon_args, scenarios } = args;
+    if let Err(code) = writable("--json", json.as_deref()) {
+        return code;
+    }
+    let (mock, runtime) = match mock_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let real = nydusd.map(|path| (path, daemon_args));
+    let scenarios = scenarios.is_dir().then_some(scenarios);
+    let options = crate::bench::BenchOptions { mock, runs: runs.max(1), scales: scale, leak_runs, real, scenarios };
+    match runtime.block_on(crate::termination::unless_signalled(crate::bench::run(&options))) {
+        Err(signal) => interrupted_by(signal),
+        Ok(Ok(results)) => {
+            print!("{}", crate::bench::table(&results));
+            let text = serde_json::to_string_pretty(&results).unwrap_or_default();
+            write_output("--json", json.as_deref(), &text)
+        }
+        Ok(Err(e)) => {
+            eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+    }
+}
+
+/// `harness chaos`.
+fn chaos(args: ChaosArgs) -> ExitCode {
+    let (mock, runtime) = match mock_and_runtime() {
+        Ok(both) => both,
+        Err(code) => return code,
+    };
+    let options =
+        crate::chaos::ChaosOptions { mock, seed: args.seed, runs: args.runs, ops: args.ops.max(1), out: args.out };
+    match runtime.block_on(crate::termination::unless_signalled(crate::chaos::run(&options))) {
+        Err(signal) => interrupted_by(signal),
+        Ok(Ok(true)) => ExitCode::from(exit_code::OK),
+        Ok(Ok(false)) => ExitCode::from(exit_code::SCENARIO_FAILED),
+        Ok(Err(e)) => {
+            eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
+            ExitCode::from(exit_code::SETUP_ERROR)
+        }
+    }
 }
 
 /// Writes `text` to standard output; `false` when it is closed (`harness run | head`),
@@ -599,28 +620,31 @@ fn vm(args: VmArgs) -> ExitCode {
             eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
             ExitCode::from(exit_code::SETUP_ERROR)
         }
-        Ok(Ok(outcome)) => {
-            let boot = outcome.boot_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1e3));
-            let result = match (outcome.exit_code, &outcome.failure) {
-                (Some(code), _) => format!("the command exited {code}"),
-                (None, Some(why)) => why.clone(),
-                (None, None) => "the command did not end".into(),
-            };
-            eprintln!(
-                "vm: kernel {} ({}), boot {boot}, {result}, wall {:.1} s; results in {}",
-                outcome.kernel,
-                outcome.accel.as_str(),
-                outcome.wall_ms as f64 / 1e3,
-                options.out.join("results").display()
-            );
-            if !outcome.modules_missing.is_empty() {
-                eprintln!("vm: the kernel has no {}", outcome.modules_missing.join(", "));
-            }
-            match outcome.exit_code {
-                Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit_code::SCENARIO_FAILED)),
-                None => ExitCode::from(exit_code::VM_FAILED),
-            }
-        }
+        Ok(Ok(outcome)) => vm_ended(&outcome, &options.out),
+    }
+}
+
+/// Says how a VM run went; the guest command's exit code, or VM_FAILED when it did not end.
+fn vm_ended(outcome: &crate::vm::VmOutcome, out: &std::path::Path) -> ExitCode {
+    let boot = outcome.boot_ms.map_or("-".into(), |ms| format!("{:.1} s", ms as f64 / 1e3));
+    let result = match (outcome.exit_code, &outcome.failure) {
+        (Some(code), _) => format!("the command exited {code}"),
+        (None, Some(why)) => why.clone(),
+        (None, None) => "the command did not end".into(),
+    };
+    eprintln!(
+        "vm: kernel {} ({}), boot {boot}, {result}, wall {:.1} s; results in {}",
+        outcome.kernel,
+        outcome.accel.as_str(),
+        outcome.wall_ms as f64 / 1e3,
+        out.join("results").display()
+    );
+    if !outcome.modules_missing.is_empty() {
+        eprintln!("vm: the kernel has no {}", outcome.modules_missing.join(", "));
+    }
+    match outcome.exit_code {
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit_code::SCENARIO_FAILED)),
+        None => ExitCode::from(exit_code::VM_FAILED),
     }
 }
 
@@ -693,7 +717,7 @@ fn record(args: RecordArgs) -> ExitCode {
             ExitCode::from(exit_code::OK)
         }
         Ok(Err(e)) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
             ExitCode::from(exit_code::SETUP_ERROR)
         }
     }

@@ -252,7 +252,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         base: base.clone(),
     };
     if let Err(e) = write_reports(args, &unfinished) {
-        return refuse(args, Refusal::new(exit_code::USAGE, e));
+        return refuse(args, Refusal::new(exit_code::USAGE, daemon_core::daemon::error_chain(&e)));
     }
     let options = Options {
         jobs,
@@ -287,7 +287,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
     let unwritten = match write_reports(args, &report) {
         Ok(()) => false,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
             true
         }
     };
@@ -301,14 +301,17 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
 }
 
 /// Writes the `--json` and `--junit` reports of `report`, each whole or not at all.
-fn write_reports(args: &RunArgs, report: &RunReport) -> Result<(), String> {
+fn write_reports(args: &RunArgs, report: &RunReport) -> Result<(), report::ReportError> {
     if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report::to_json(report)).unwrap_or_default();
-        report::write_atomically(path, json.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let json = serde_json::to_string_pretty(&report::to_json(report)).expect("a report is plain data");
+        report::write_atomically(path, json.as_bytes())
+            .map_err(|source| report::ReportError::Write { path: path.clone(), source })?;
     }
     if let Some(path) = &args.junit {
-        let xml = report::to_junit(report).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        report::write_atomically(path, xml.as_bytes()).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        let xml =
+            report::to_junit(report).map_err(|source| report::ReportError::Junit { path: path.clone(), source })?;
+        report::write_atomically(path, xml.as_bytes())
+            .map_err(|source| report::ReportError::Write { path: path.clone(), source })?;
     }
     Ok(())
 }
@@ -327,35 +330,21 @@ struct Options {
 async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options: Options) -> (Vec<Entry>, Option<i32>) {
     use std::io::IsTerminal;
     let total = planned.len();
-    let config = Arc::new(config);
     let running = Arc::new(std::sync::Mutex::new(Running::new(options.slow_after, HEARTBEAT)));
     // Installed before any scenario starts a daemon.
     let mut termination = crate::termination::Termination::install().ok();
-    let mut set = tokio::task::JoinSet::new();
-    // Which scenario each task runs, so that a task that panics is still reported.
-    let mut tasks = std::collections::HashMap::new();
-    // Scenarios start here, in plan order, at most `jobs` at a time: with tasks that raced
-    // for a semaphore instead, `--jobs 1` ran them in any order, and one started after a
-    // failure had already stopped the run.
-    let mut next = 0;
-    let mut stopped = false;
-    let mut start_more = |set: &mut tokio::task::JoinSet<(usize, ScenarioResult)>,
-                          tasks: &mut std::collections::HashMap<tokio::task::Id, usize>,
-                          stopped: bool| {
-        while !stopped && set.len() < options.jobs && next < total {
-            let index = next;
-            next += 1;
-            let (config, running) = (config.clone(), running.clone());
-            let (path, scenario) = (planned[index].path.clone(), planned[index].scenario.clone());
-            let label = format!("{} ({})", path.strip_prefix(base).unwrap_or(&path).display(), scenario.name);
-            let handle = set.spawn(async move {
-                lock(&running).start(index, label);
-                (index, run_scenario(&path, &scenario, &config).await)
-            });
-            tasks.insert(handle.id(), index);
-        }
+    let mut scheduler = Scheduler {
+        planned: &planned,
+        config: Arc::new(config),
+        running: running.clone(),
+        base,
+        jobs: options.jobs,
+        set: tokio::task::JoinSet::new(),
+        tasks: std::collections::HashMap::new(),
+        next: 0,
+        stopped: false,
     };
-    start_more(&mut set, &mut tasks, stopped);
+    scheduler.start_more();
     let on_tty = std::io::stderr().is_terminal();
     let mut results: Vec<Option<ScenarioResult>> = vec![None; total];
     let mut done = 0;
@@ -363,20 +352,9 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
-            joined = set.join_next() => {
+            joined = scheduler.set.join_next() => {
                 let Some(joined) = joined else { break };
-                let (index, result) = match joined {
-                    Ok((index, result)) => (index, result),
-                    Err(e) if e.is_cancelled() => continue,
-                    Err(e) => {
-                        // The scenario's own clean-up ran while the panic unwound; what
-                        // is left to do is to count it as the failure it is.
-                        let Some(&index) = tasks.get(&e.id()) else { continue };
-                        let plan = &planned[index];
-                        let payload = e.into_panic();
-                        (index, ScenarioResult::panicked(plan.path.clone(), plan.scenario.name.clone(), payload.as_ref()))
-                    }
-                };
+                let Some((index, result)) = scheduler.finished(joined) else { continue };
                 lock(&running).finish(index);
                 if on_tty {
                     eprint!("\r\x1b[K");
@@ -384,48 +362,107 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
                 if !say(&options.painter.paint(&report::scenario_report(&result, base))) && interrupted.is_none() {
                     // Whoever read the output is gone: stop as if interrupted.
                     interrupted = Some(nix::sys::signal::Signal::SIGPIPE as i32);
-                    set.abort_all();
+                    scheduler.set.abort_all();
                 }
                 if result.failure.is_some() && !options.keep_going {
-                    stopped = true;
+                    scheduler.stopped = true;
                 }
                 results[index] = Some(result);
                 done += 1;
                 if interrupted.is_none() {
-                    start_more(&mut set, &mut tasks, stopped);
+                    scheduler.start_more();
                 }
             }
-            _ = tick.tick() => {
-                let mut running = lock(&running);
-                let slow = running.slow_lines();
-                if on_tty {
-                    eprint!("\r\x1b[K");
-                }
-                if !slow.is_empty() {
-                    say(&options.painter.paint(&slow));
-                }
-                if on_tty {
-                    eprint!("[{done}/{total}] {}", running.names());
-                } else if let Some(beat) = running.heartbeat(done, total) {
-                    say(&beat);
-                }
-            }
+            _ = tick.tick() => show_progress(&mut lock(&running), on_tty, done, total, options.painter),
             Some(signal) = async { match termination.as_mut() { Some(t) => Some(t.next().await), None => None } }, if interrupted.is_none() => {
                 interrupted = Some(signal);
                 // Dropping a scenario's future runs its cleanup (see runner::Run's Drop).
-                set.abort_all();
+                scheduler.set.abort_all();
             }
         }
     }
     if on_tty {
         eprint!("\r\x1b[K");
     }
-    let signal_name = interrupted.map(crate::termination::name);
     let not_run = results.iter().filter(|r| r.is_none()).count();
     if not_run > 0 && interrupted.is_none() {
         say(&format!("stopped after the first failure; {not_run} scenarios not run (use --keep-going)\n"));
     }
-    let entries = planned
+    (entries(planned, results, interrupted), interrupted)
+}
+
+/// Starts scenarios in plan order, at most `jobs` at a time: with tasks that raced for a
+/// semaphore instead, `--jobs 1` ran them in any order, and one started after a failure
+/// had already stopped the run.
+struct Scheduler<'p> {
+    planned: &'p [Planned],
+    config: Arc<RunConfig>,
+    running: Arc<std::sync::Mutex<Running>>,
+    base: &'p Path,
+    jobs: usize,
+    set: tokio::task::JoinSet<(usize, ScenarioResult)>,
+    /// Which scenario each task runs, so that a task that panics is still reported.
+    tasks: std::collections::HashMap<tokio::task::Id, usize>,
+    next: usize,
+    /// No more scenarios start (a failure without `--keep-going`).
+    stopped: bool,
+}
+
+impl Scheduler<'_> {
+    fn start_more(&mut self) {
+        while !self.stopped && self.set.len() < self.jobs && self.next < self.planned.len() {
+            let index = self.next;
+            self.next += 1;
+            let (config, running) = (self.config.clone(), self.running.clone());
+            let (path, scenario) = (self.planned[index].path.clone(), self.planned[index].scenario.clone());
+            let label = format!("{} ({})", path.strip_prefix(self.base).unwrap_or(&path).display(), scenario.name);
+            let handle = self.set.spawn(async move {
+                lock(&running).start(index, label);
+                (index, run_scenario(&path, &scenario, &config).await)
+            });
+            self.tasks.insert(handle.id(), index);
+        }
+    }
+
+    /// The scenario a finished task ran and its result; a panic counts as the failure it
+    /// is (the scenario's own clean-up ran while it unwound). `None` for a cancelled task.
+    fn finished(
+        &self,
+        joined: Result<(usize, ScenarioResult), tokio::task::JoinError>,
+    ) -> Option<(usize, ScenarioResult)> {
+        match joined {
+            Ok(done) => Some(done),
+            Err(e) if e.is_cancelled() => None,
+            Err(e) => {
+                let index = *self.tasks.get(&e.id())?;
+                let plan = &self.planned[index];
+                let payload = e.into_panic();
+                Some((index, ScenarioResult::panicked(plan.path.clone(), plan.scenario.name.clone(), payload.as_ref())))
+            }
+        }
+    }
+}
+
+/// SLOW lines, and what still runs: on a terminal a status line, else a heartbeat.
+fn show_progress(running: &mut Running, on_tty: bool, done: usize, total: usize, painter: Painter) {
+    let slow = running.slow_lines();
+    if on_tty {
+        eprint!("\r\x1b[K");
+    }
+    if !slow.is_empty() {
+        say(&painter.paint(&slow));
+    }
+    if on_tty {
+        eprint!("[{done}/{total}] {}", running.names());
+    } else if let Some(beat) = running.heartbeat(done, total) {
+        say(&beat);
+    }
+}
+
+/// Every planned scenario with its result, or why it has none.
+fn entries(planned: Vec<Planned>, results: Vec<Option<ScenarioResult>>, interrupted: Option<i32>) -> Vec<Entry> {
+    let signal_name = interrupted.map(crate::termination::name);
+    planned
         .into_iter()
         .zip(results)
         .map(|(plan, result)| Entry {
@@ -438,6 +475,5 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
                 (None, None) => Err(NotRun::AfterFailure),
             },
         })
-        .collect();
-    (entries, interrupted)
+        .collect()
 }

@@ -114,6 +114,18 @@ impl From<DaemonError> for StepError {
     }
 }
 
+impl From<super::error::RunError> for StepError {
+    fn from(e: super::error::RunError) -> Self {
+        Self::new(error_chain(&e))
+    }
+}
+
+impl From<super::image::ImageError> for StepError {
+    fn from(e: super::image::ImageError) -> Self {
+        Self::new(error_chain(&e))
+    }
+}
+
 impl From<String> for StepError {
     fn from(message: String) -> Self {
         Self::new(message)

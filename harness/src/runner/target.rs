@@ -61,7 +61,7 @@ impl Target for Mock {
     fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value> {
         let all = super::timeline::merge(&[&run.mock_journal()]);
         let Some(id) = id else { return all };
-        let socket_dir = run.root.socket_dir().join(id).to_string_lossy().into_owned();
+        let socket_dir = run.root.layout.socket_dir().join(id).to_string_lossy().into_owned();
         let pids: Vec<Value> = all
             .iter()
             .filter(|e| e["event"] == "start")
@@ -105,8 +105,8 @@ impl Target for Real {
 
     /// The client's exchanges with `id`'s daemons, as journal `request` entries.
     fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value> {
-        let socket_dir = id.map(|id| run.root.socket_dir().join(id));
-        super::timeline::merge(&[&run.root.log_dir().join("client.jsonl")])
+        let socket_dir = id.map(|id| run.root.layout.socket_dir().join(id));
+        super::timeline::merge(&[&run.root.layout.log_dir().join("client.jsonl")])
             .into_iter()
             .filter(|e| {
                 socket_dir

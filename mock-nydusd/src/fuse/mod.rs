@@ -4,7 +4,7 @@
 //!
 //! The `/dev/fuse` fd is what sendfd hands to the supervisor. A successor that takes it
 //! over serves the same kernel connection without mounting or a new INIT, after applying
-//! its failover policy as nydusd does ([`FailoverPolicy`]): under `resend` (nydusd's
+//! its failover policy as nydusd does ([`PendingRequestPolicy`]): under `resend` (nydusd's
 //! default) it asks the kernel to queue again the requests its predecessor had read but
 //! not answered (FUSE_NOTIFY_RESEND, Linux 6.9+), falling back to the connection's sysfs
 //! `resend` file; under `flush` it writes that connection's `flush` file. Mainline kernels
@@ -21,6 +21,9 @@
 pub mod abi;
 pub mod tree;
 
+use nydusd_api::PendingRequestPolicy;
+
+use crate::nydusd_error::NydusdError;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -47,38 +50,15 @@ pub struct FuseConfig {
     /// Worker threads reading the connection.
     pub threads: usize,
     /// What a successor does about requests its predecessor left unanswered.
-    pub policy: FailoverPolicy,
+    pub policy: PendingRequestPolicy,
     /// What to do when the connection ends.
     pub on_end: OnEnd,
-}
-
-/// nydusd's `--failover-policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailoverPolicy {
-    /// Nothing.
-    None,
-    /// FUSE_NOTIFY_RESEND, else the connection's sysfs `resend` file (the default).
-    Resend,
-    /// The connection's sysfs `flush` file.
-    Flush,
-}
-
-impl FailoverPolicy {
-    /// From the command line's spelling; `resend` when absent.
-    pub fn parse(flag: Option<&str>) -> Self {
-        match flag {
-            Some("none") => Self::None,
-            Some("flush") => Self::Flush,
-            _ => Self::Resend,
-        }
-    }
 }
 
 /// What applying the failover policy came to at a takeover.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct FailoverOutcome {
-    pub policy: FailoverPolicy,
+    pub policy: PendingRequestPolicy,
     /// Whether the kernel took the request: requests the predecessor had read are queued
     /// again (resend) or ended (flush). When false they are lost, and their callers wait
     /// until the connection ends.
@@ -106,12 +86,12 @@ pub struct FuseSession {
 
 impl FuseSession {
     /// Opens /dev/fuse, mounts it at the mountpoint and starts serving (INIT included).
-    pub fn mount(config: &FuseConfig, tree: Tree) -> Result<Self, String> {
+    pub fn mount(config: &FuseConfig, tree: Tree) -> Result<Self, NydusdError> {
         let fd: OwnedFd = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .open("/dev/fuse")
-            .map_err(|e| format!("cannot open /dev/fuse: {e}"))?
+            .map_err(|e| NydusdError::words(format!("cannot open /dev/fuse: {e}")))?
             .into();
         let options = format!("fd={},rootmode=40000,user_id=0,group_id=0,allow_other", fd.as_raw_fd());
         nix::mount::mount(
@@ -121,7 +101,7 @@ impl FuseSession {
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_RDONLY,
             Some(options.as_str()),
         )
-        .map_err(|e| format!("cannot mount FUSE at {}: {e}", config.mountpoint.display()))?;
+        .map_err(|e| NydusdError::words(format!("cannot mount FUSE at {}: {e}", config.mountpoint.display())))?;
         Ok(Self::serve(config, fd, tree, None))
     }
 
@@ -179,25 +159,36 @@ impl FuseSession {
     }
 }
 
+/// Why a FUSE connection's sysfs file could not be written (noted, not fatal).
+#[derive(Debug, thiserror::Error)]
+enum SysfsFailure {
+    #[error("{path}: {0}", path = host_facts::mountinfo::PATH)]
+    Mountinfo(std::io::Error),
+    #[error("{} is not a FUSE mount", .0.display())]
+    NotFuse(std::path::PathBuf),
+    #[error("{path}: {source}")]
+    Write { path: String, source: std::io::Error },
+}
+
 /// Applies `policy` on a taken-over connection as nydusd's `drain_fuse_requests` does;
 /// each failure is only noted.
-fn apply_failover_policy(policy: FailoverPolicy, fd: BorrowedFd<'_>, mountpoint: &std::path::Path) -> FailoverOutcome {
+fn apply_failover_policy(policy: PendingRequestPolicy, fd: BorrowedFd<'_>, mountpoint: &std::path::Path) -> FailoverOutcome {
     let mut detail = Vec::new();
     // The connection's sysfs directory is named by the mount's device minor. It is read
     // from mountinfo: a stat of the mountpoint would wait for this very daemon.
-    let sysfs = |file: &str| -> Result<(), String> {
+    let sysfs = |file: &str| -> Result<(), SysfsFailure> {
         let minor = host_facts::mountinfo::read()
-            .map_err(|e| format!("{}: {e}", host_facts::mountinfo::PATH))?
+            .map_err(SysfsFailure::Mountinfo)?
             .into_iter()
             .rfind(|m| m.mount_point == mountpoint && m.is_fuse())
-            .ok_or_else(|| format!("{} is not a FUSE mount", mountpoint.display()))?
+            .ok_or_else(|| SysfsFailure::NotFuse(mountpoint.to_owned()))?
             .minor;
         let path = format!("/sys/fs/fuse/connections/{minor}/{file}");
-        std::fs::write(&path, "1").map_err(|e| format!("{path}: {e}"))
+        std::fs::write(&path, "1").map_err(|source| SysfsFailure::Write { path, source })
     };
     let applied = match policy {
-        FailoverPolicy::None => false,
-        FailoverPolicy::Resend => match nix::unistd::write(fd, &abi::notify_resend()) {
+        PendingRequestPolicy::None => false,
+        PendingRequestPolicy::Resend => match nix::unistd::write(fd, &abi::notify_resend()) {
             Ok(_) => {
                 detail.push("FUSE_NOTIFY_RESEND: accepted".to_owned());
                 true
@@ -217,7 +208,7 @@ fn apply_failover_policy(policy: FailoverPolicy, fd: BorrowedFd<'_>, mountpoint:
                 }
             }
         },
-        FailoverPolicy::Flush => match sysfs("flush") {
+        PendingRequestPolicy::Flush => match sysfs("flush") {
             Ok(()) => {
                 detail.push("sysfs flush: written".to_owned());
                 true

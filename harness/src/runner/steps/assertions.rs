@@ -10,7 +10,7 @@ use super::{Explained, StepKind, name};
 use super::{REAPED_WITHIN, sorted};
 use crate::runner::Run;
 use crate::runner::outcome::StepError;
-use crate::runner::{mounts_under, processes_naming};
+use crate::runner::teardown::{mounts_under, processes_naming};
 use crate::scenario::steps::*;
 
 fn pattern_matches(pattern: &JournalPattern, entry: &Value) -> bool {
@@ -97,10 +97,10 @@ impl StepKind for ExpectStore {
 
     async fn run(run: &mut Run<'_>, s: &ExpectStoreStep) -> Result<(), StepError> {
         let store_holder;
-        let store = match &run.manager {
+        let store = match &run.state.manager {
             Some(m) => m.store(),
             None => {
-                store_holder = daemon_core::store::Store::open(run.root.root()).map_err(|e| e.to_string())?;
+                store_holder = daemon_core::store::Store::open(run.root.path()).map_err(|e| e.to_string())?;
                 &store_holder
             }
         };
@@ -237,7 +237,7 @@ impl Run<'_> {
     /// Only the current processes of managed daemons run, and only their host mounts exist:
     /// no zombie, and no live process of a daemon whose recovery the manager gave up on.
     async fn expect_no_leaks(&self) -> Result<(), StepError> {
-        let managed = self.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
+        let managed = self.state.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
         // A death can be reported (the monitor's connection hung up) a moment before the
         // child's reaper task has run: a zombie is a leak only if it stays one.
         let deadline = tokio::time::Instant::now() + REAPED_WITHIN;
@@ -268,7 +268,7 @@ impl Run<'_> {
             ));
         }
         let live: Vec<u32> = managed.iter().filter(|d| d.is_alive()).map(|d| d.pid()).collect();
-        let root = self.root.root().to_string_lossy().into_owned();
+        let root = self.root.path().to_string_lossy().into_owned();
         let strays: Vec<u32> = processes_naming(&root).into_iter().filter(|p| !live.contains(p)).collect();
         if !strays.is_empty() {
             let described: Vec<String> = strays
@@ -279,7 +279,7 @@ impl Run<'_> {
         }
         let expected_mounts: Vec<PathBuf> =
             managed.iter().filter(|d| d.is_alive()).map(|d| d.host_mountpoint()).collect();
-        let stray_mounts: Vec<String> = mounts_under(self.root.root())
+        let stray_mounts: Vec<String> = mounts_under(self.root.path())
             .into_iter()
             .filter(|m| !expected_mounts.contains(m))
             .map(|m| m.display().to_string())
@@ -292,7 +292,7 @@ impl Run<'_> {
         let open_files: Vec<String> = std::fs::read_dir("/proc/self/fd")
             .map(|dir| {
                 dir.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-                    .filter(|target| target.starts_with(self.root.root()))
+                    .filter(|target| target.starts_with(self.root.path()))
                     .filter(|target| {
                         let name = target.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                         !(name.starts_with("nydus.db") || name == "harness.jsonl" || name == "client.jsonl")

@@ -130,7 +130,7 @@ impl StepKind for Mount {
         let daemon = run.daemon(&s.daemon.value)?;
         let source = s.source.clone().unwrap_or_else(|| {
             let snapshot = s.mountpoint.trim_start_matches('/');
-            run.root.snapshots_dir().join(snapshot).join("fs/image/image.boot").display().to_string()
+            run.root.layout.snapshots_dir().join(snapshot).join("fs/image/image.boot").display().to_string()
         });
         let request = MountRequest {
             source,
@@ -406,7 +406,7 @@ impl StepKind for Script {
         if !running {
             return Ok(());
         }
-        let control = run.control_socket(id);
+        let control = run.root.control_socket(id);
         let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
         let reply = control_request(&control, "PUT", "/script", &body).map_err(|e| {
             StepError::new(format!(
@@ -443,7 +443,7 @@ impl StepKind for IntrudeSupervisor {
 impl Run<'_> {
     async fn intrude_supervisor(&self, id: &str) -> Result<(), StepError> {
         use tokio::io::AsyncReadExt;
-        let socket = self.root.supervisor_dir().join(format!("{id}.sock"));
+        let socket = self.root.layout.supervisor_dir().join(format!("{id}.sock"));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
         let mut stream = loop {
             match tokio::net::UnixStream::connect(&socket).await {
@@ -483,8 +483,8 @@ impl StepKind for HoldFuseReads {
         if run.config.target != crate::scenario::model::Target::Mock {
             return Err(StepError::new("hold_fuse_reads is a fault of the mock; a real nydusd cannot be told it"));
         }
-        let control = run.control_socket(id);
-        let reached = |e: String| format!("daemon {id}'s control socket {}: {e}", control.display());
+        let control = run.root.control_socket(id);
+        let reached = |e: std::io::Error| format!("daemon {id}'s control socket {}: {e}", control.display());
         let reply = control_request(&control, "PUT", "/fuse/hold-reads", "").map_err(reached)?;
         if !reply.starts_with("HTTP/1.1 204") {
             return Err(StepError::new(format!("the mock did not hold FUSE reads: {reply}")));
@@ -512,14 +512,13 @@ pub(crate) fn control_request(
     method: &str,
     path: &str,
     body: &str,
-) -> Result<String, String> {
+) -> std::io::Result<String> {
     use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())
-        .map_err(|e| e.to_string())?;
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
     let mut reply = vec![0u8; 64 * 1024];
-    let n = stream.read(&mut reply).map_err(|e| e.to_string())?;
+    let n = stream.read(&mut reply)?;
     Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
 }
 
@@ -543,14 +542,14 @@ impl StepKind for ReplayClient {
         let dir = run.scenario_path.parent().unwrap_or(std::path::Path::new("."));
         let path = crate::scenario::paths::join_inside(dir, &s.recording.value)?;
         let recorded = Recording::read(&path).map_err(|e| e.to_string())?;
-        let out = run.root.root().join(format!("replay-of-{}.jsonl", s.daemon.value));
+        let out = run.root.path().join(format!("replay-of-{}.jsonl", s.daemon.value));
         let options = replay::ReplayOptions { socket, speed: s.speed, out: out.clone() };
         // How the daemon ends is a step of its own (`wait_exit`), not this one's.
         replay::drive(&recorded, &options, async { None }).await.map_err(|e| e.to_string())?;
         let replayed = Recording::read(&out).map_err(|e| e.to_string())?;
         let mut comparison = compare::compare_replay(&recorded, &replayed, s.speed);
         comparison.differences.retain(|d| d.at != compare::THE_DAEMON);
-        run.journal.record(
+        run.log.journal.record(
             "replay_compared",
             serde_json::json!({ "exchanges": comparison.exchanges, "differences": comparison.differences.len() }),
         );

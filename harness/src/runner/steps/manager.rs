@@ -194,20 +194,20 @@ impl StepKind for WaitEvent {
         let wanted = format!("{} of {id}", spelled(&s.event));
         let key = wanted.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
-        let mut scanned = run.consumed.get(&key).copied().unwrap_or(0);
+        let mut scanned = run.log.consumed.get(&key).copied().unwrap_or(0);
         loop {
-            while scanned < run.seen.len() {
-                let (index, event) = (scanned, &run.seen[scanned]);
+            while scanned < run.log.seen.len() {
+                let (index, event) = (scanned, &run.log.seen[scanned]);
                 scanned += 1;
                 if event_matches(event, s.event, &id) {
-                    run.consumed.insert(key, scanned);
-                    run.claimed.insert(index);
+                    run.log.consumed.insert(key, scanned);
+                    run.log.claimed.insert(index);
                     return Ok(());
                 }
                 let (kind, about) = event_kind(event);
-                if about == id && !run.claimed.contains(&index) && ends_wait_for(s.event).contains(&kind) {
+                if about == id && !run.log.claimed.contains(&index) && ends_wait_for(s.event).contains(&kind) {
                     // Before, the wait ran to its deadline though the outcome was known.
-                    run.claimed.insert(index);
+                    run.log.claimed.insert(index);
                     return Err(StepError::mismatch(
                         format!("waited for {wanted}, but {} came instead", spelled(&kind)),
                         wanted,
@@ -215,8 +215,8 @@ impl StepKind for WaitEvent {
                     ));
                 }
             }
-            if !run.next_event(deadline).await {
-                let seen: Vec<String> = run.seen.iter().map(describe_event).collect();
+            if !run.log.next_event(deadline).await {
+                let seen: Vec<String> = run.log.seen.iter().map(describe_event).collect();
                 return Err(StepError::mismatch(
                     format!("no {wanted} within {} ms", s.timeout_ms),
                     wanted,
@@ -243,10 +243,10 @@ impl StepKind for ExpectNoEvent {
 
     async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
         let id = s.daemon.value.clone();
-        let from = run.seen.len();
+        let from = run.log.seen.len();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
-        while run.next_event(deadline).await {}
-        match run.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
+        while run.log.next_event(deadline).await {}
+        match run.log.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
             None => Ok(()),
             Some(e) => Err(StepError::mismatch(
                 format!("an unexpected {} of {id}", spelled(&s.event)),
@@ -270,11 +270,11 @@ impl StepKind for KillManager {
     /// As a crash: every task of the manager (a recovery in flight, say) has ended before
     /// the next step, and its store is free for the next manager.
     async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
-        if let Some(manager) = run.manager.take() {
+        if let Some(manager) = run.state.manager.take() {
             manager.abort().await;
         }
-        run.drain_events();
-        run.events = None;
+        run.log.drain();
+        run.log.stop_following();
         Ok(())
     }
 }
@@ -290,7 +290,7 @@ impl StepKind for RestartManager {
     }
 
     async fn run(run: &mut Run<'_>, s: &RestartManagerStep) -> Result<(), StepError> {
-        if run.manager.is_some() {
+        if run.state.manager.is_some() {
             return Err(StepError::new("the manager is still running; kill_manager first"));
         }
         run.open_manager().await?;
@@ -321,7 +321,7 @@ impl StepKind for Upgrade {
         if !run.target().builds_next_versions() {
             return Err(StepError::new("upgrade steps build the next version from the mock; use the mock target"));
         }
-        let next = run.root.root().join(format!("bin/nydusd-{}", &s.git_commit[..s.git_commit.len().min(8)]));
+        let next = run.root.path().join(format!("bin/nydusd-{}", &s.git_commit[..s.git_commit.len().min(8)]));
         testkit::write_next_build(&next, &run.binary, &s.git_commit)
             .map_err(|e| format!("cannot write {}: {e}", next.display()))?;
         let daemon = run.daemon(&s.daemon.value)?;
@@ -384,6 +384,7 @@ impl Run<'_> {
             let (never, line) = (&spanned.value, spanned.referenced.line());
             let about = never.daemon.as_ref().map(|d| d.value.as_str());
             let seen = self
+                .log
                 .seen
                 .iter()
                 .find(|e| event_kind(e).0 == never.event && about.is_none_or(|id| event_kind(e).1 == id));
@@ -407,7 +408,7 @@ impl Run<'_> {
     /// (nothing started it again since). An earlier manager's verdict does not count: a
     /// later one's start-up recovery may have restarted the daemon.
     pub(super) fn last_recovery_failed(&self, id: &str) -> bool {
-        self.seen[self.current_manager_from.min(self.seen.len())..].iter().rev().find_map(|e| match e {
+        self.log.seen[self.log.current_manager_from.min(self.log.seen.len())..].iter().rev().find_map(|e| match e {
             ManagerEvent::RecoveryFailed { id: i, .. } if i == id => Some(true),
             ManagerEvent::Started { id: i, .. }
             | ManagerEvent::Restarted { id: i, .. }

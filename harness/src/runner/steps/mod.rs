@@ -82,7 +82,7 @@ impl Run<'_> {
     /// `path` relative to the scenario's root, or as given when absolute.
     fn path_in_root(&self, path: &str) -> PathBuf {
         let p = PathBuf::from(path);
-        if p.is_absolute() { p } else { self.root.root().join(p) }
+        if p.is_absolute() { p } else { self.root.path().join(p) }
     }
 }
 

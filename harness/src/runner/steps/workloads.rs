@@ -113,8 +113,8 @@ impl StepKind for MountErofsImage {
     async fn run(run: &mut Run<'_>, s: &MountErofsImageStep) -> Result<(), StepError> {
         let mountpoint = run.path_in_root(&s.path.value);
         let name: String = s.path.value.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
-        let source = run.root.root().join("erofs").join(&name);
-        let image = run.root.root().join("erofs").join(format!("{name}.erofs"));
+        let source = run.root.path().join("erofs").join(&name);
+        let image = run.root.path().join("erofs").join(format!("{name}.erofs"));
         crate::runner::image::build_erofs(&s.tree, &source, &image).await?;
         std::fs::create_dir_all(&mountpoint).map_err(|e| format!("cannot create {}: {e}", mountpoint.display()))?;
         let backing = tokio::task::spawn_blocking({
@@ -124,8 +124,8 @@ impl StepKind for MountErofsImage {
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| StepError::new(e.to_string()))?;
-        let kernel = crate::report::host().1;
-        run.notes.push(match backing {
+        let kernel = host_facts::kernel::release();
+        run.state.notes.push(match backing {
             daemon_core::mount::ImageBacking::File => {
                 format!("erofs image at {}: mounted from its file (kernel {kernel})", s.path.value)
             }
@@ -151,7 +151,7 @@ impl StepKind for StartReader {
 
     async fn run(run: &mut Run<'_>, s: &StartReaderStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
-        let stop = run.root.root().join(format!("reader-{}.stop", s.name));
+        let stop = run.root.path().join(format!("reader-{}.stop", s.name));
         // The harness binary is the reader (on the mock target it is also `nydusd`).
         let exe = run.target().reader_program(&run.config.nydusd).map_err(|e| e.to_string())?;
         let child = std::process::Command::new(exe)
@@ -159,8 +159,8 @@ impl StepKind for StartReader {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;
-        run.ledger.started(child.id());
-        run.readers.insert(s.name.clone(), (child, stop));
+        run.root.ledger.started(child.id());
+        run.state.readers.insert(s.name.clone(), (child, stop));
         Ok(())
     }
 }
@@ -187,7 +187,7 @@ impl StepKind for StopReader {
 
     async fn run(run: &mut Run<'_>, s: &StopReaderStep) -> Result<(), StepError> {
         let (mut child, stop) =
-            run.readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
+            run.state.readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
         // The stop file tells the reader how long its read in progress may still take.
         std::fs::write(&stop, s.stuck_after_ms.to_string()).map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or_else(|| StepError::new("the reader's output is not piped"))?;
@@ -209,7 +209,7 @@ impl StepKind for StopReader {
             Ok(Err(e)) => return Err(e.to_string().into()),
             Err(_) => {
                 let _ = child.kill();
-                run.stuck_readers.push(child);
+                run.state.stuck_readers.push(child);
                 return Err(
                     format!("reader {} did not report within {} ms of its stop", s.name, bound.as_millis()).into()
                 );
@@ -223,16 +223,16 @@ impl StepKind for StopReader {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if matches!(child.try_wait(), Ok(None)) {
-            run.stuck_readers.push(child);
+            run.state.stuck_readers.push(child);
         }
-        run.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
-        run.reader_stats.push(stats.clone());
+        run.log.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
+        run.state.reader_stats.push(stats.clone());
         let promise = match &s.without_resend {
             None => Promise::of(s),
             Some(w) => {
                 let case = run.failover_case(&w.daemon.value);
                 let promise = if case.resent { Promise::of(s) } else { Promise::without_resend(w) };
-                run.notes.push(format!(
+                run.state.notes.push(format!(
                     "reader {}: {}; held to: {promise}; saw: {}",
                     s.name,
                     case.description,
@@ -323,9 +323,9 @@ impl Run<'_> {
     /// socket); for a real nydusd, what the kernel release promises (FUSE_NOTIFY_RESEND
     /// from 6.9).
     pub(crate) fn failover_case(&self, id: &str) -> FailoverCase {
-        let kernel = crate::report::host().1;
+        let kernel = host_facts::kernel::release();
         if self.config.target == crate::scenario::model::Target::Mock {
-            let control = self.control_socket(id);
+            let control = self.root.control_socket(id);
             let status = super::daemon::control_request(&control, "GET", "/fuse", "")
                 .ok()
                 .and_then(|r| super::daemon::fuse_status(&r));

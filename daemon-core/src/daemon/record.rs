@@ -1,7 +1,8 @@
-//! The persisted part of a daemon: Go's `ConfigState`.
+//! The persisted part of a daemon: Go's `ConfigState`, which is a record, not a state.
 
 use std::path::PathBuf;
 
+use nydusd_api::PendingRequestPolicy;
 use serde::{Deserialize, Serialize};
 
 /// Whether a daemon serves one RAFS instance or many.
@@ -28,33 +29,10 @@ pub enum FsDriver {
     Fscache,
 }
 
-/// nydusd's policy for FUSE requests pending at takeover.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FailoverPolicy {
-    /// Leave them.
-    None,
-    /// Ask the kernel to resend them (nydusd's default).
-    Resend,
-    /// Abort them.
-    Flush,
-}
-
-impl FailoverPolicy {
-    /// The command-line spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::Resend => "resend",
-            Self::Flush => "flush",
-        }
-    }
-}
-
 /// The persisted fields of a daemon. Serialised with the Go field names so that a record
 /// reads the same as the one nydus-snapshotter keeps in its database.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-pub struct ConfigState {
+pub struct DaemonRecord {
     /// Daemon id (see [`super::id`]).
     #[serde(rename = "ID")]
     pub id: String,
@@ -93,7 +71,7 @@ pub struct ConfigState {
     pub thread_num: u32,
     /// `--failover-policy` (fusedev only).
     #[serde(rename = "FailoverPolicy")]
-    pub failover_policy: Option<FailoverPolicy>,
+    pub failover_policy: Option<PendingRequestPolicy>,
     /// Directory of this daemon's config files.
     #[serde(rename = "ConfigDir")]
     pub config_dir: PathBuf,
@@ -104,7 +82,7 @@ pub struct ConfigState {
     pub process_start_time: Option<u64>,
 }
 
-impl ConfigState {
+impl DaemonRecord {
     /// `<ConfigDir>/config.json` for the daemon, `<ConfigDir>/<instance>/config.json` for an instance.
     pub fn config_file(&self, instance: Option<&str>) -> PathBuf {
         match instance {
@@ -130,13 +108,13 @@ mod tests {
 
     #[test]
     fn record_uses_go_field_names() {
-        let state = ConfigState { id: "d1".into(), process_id: 7, ..Default::default() };
+        let state = DaemonRecord { id: "d1".into(), process_id: 7, ..Default::default() };
         insta::assert_snapshot!(serde_json::to_string(&state).unwrap(), @r#"{"ID":"d1","ProcessID":7,"APISocket":"","DaemonMode":"dedicated","FsDriver":"fusedev","LogDir":"","LogLevel":"","LogRotationSize":0,"LogToStdout":false,"Mountpoint":"","SupervisorPath":"","ThreadNum":0,"FailoverPolicy":null,"ConfigDir":""}"#);
     }
 
     #[test]
     fn config_file_paths_follow_the_go_layout() {
-        let state = ConfigState { config_dir: "/r/config/d1".into(), ..Default::default() };
+        let state = DaemonRecord { config_dir: "/r/config/d1".into(), ..Default::default() };
         assert_eq!(state.config_file(None), PathBuf::from("/r/config/d1/config.json"));
         assert_eq!(state.config_file(Some("snap")), PathBuf::from("/r/config/d1/snap/config.json"));
     }

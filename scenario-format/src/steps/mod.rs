@@ -187,6 +187,11 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- list_dir: { path: mnt/d1/a, contains: [f.txt] }`
                 ListDir(ListDirStep) = "list_dir",
+                /// Remove a file under the root behind the manager's back: a daemon's record or config,
+                /// an instance's config, a socket (a damaged root, as a disk or an operator leaves it).
+                ///
+                /// Example: `- remove_file: { path: config/d1/config.json }`
+                RemoveFile(RemoveFileStep) = "remove_file",
                 /// Start a process that reads a file over and over (a workload during faults).
                 ///
                 /// Example: `- start_reader: { name: r, path: mnt/d1/a/f.txt }`

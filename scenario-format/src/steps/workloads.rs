@@ -5,8 +5,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{Declared, Invalid, StepArgs};
-use crate::fields::HostPath;
 use crate::fields::INSTANCE_PATH_PATTERN;
+use crate::fields::{ExpectedError, HostPath};
 use crate::tree::{FileSpec, Tree};
 
 /// `sleep`.
@@ -37,6 +37,18 @@ pub struct ListDirStep {
     pub path: Spanned<String>,
     /// Names that must be among the entries.
     pub contains: Vec<String>,
+}
+
+/// `remove_file`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveFileStep {
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "HostPath")]
+    pub path: Spanned<String>,
+    /// The step must fail like this (a file that is not there: `message_contains: No such file`).
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
 }
 
 /// `start_reader`.
@@ -142,6 +154,16 @@ impl StepArgs for ReadFileStep {
 impl StepArgs for ListDirStep {
     fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
         super::check_host_path(&self.path)
+    }
+}
+
+impl StepArgs for RemoveFileStep {
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        super::check_host_path(&self.path)
+    }
+
+    fn expected_error(&self) -> Option<&ExpectedError> {
+        self.expect_error.as_ref()
     }
 }
 

@@ -96,6 +96,27 @@ impl StepKind for ListDir {
     }
 }
 
+/// The `remove_file` step (its doc: the format's `Step::RemoveFile`).
+pub(crate) struct RemoveFile;
+
+impl StepKind for RemoveFile {
+    type Args = RemoveFileStep;
+
+    fn explain(s: &RemoveFileStep) -> Explained {
+        Explained::new("harness".into(), "harness".into(), format!("remove {}", s.path.value))
+    }
+
+    async fn run(run: &mut Run<'_>, s: &RemoveFileStep) -> Result<(), StepError> {
+        let path = run.path_in_root(&s.path.value);
+        // A link is removed, never what it points at. Off the async workers, as any file
+        // operation of a step.
+        let removing = path.clone();
+        let removed =
+            tokio::task::spawn_blocking(move || std::fs::remove_file(removing)).await.map_err(|e| e.to_string())?;
+        removed.map_err(|e| StepError::failed(crate::runner::error::RunError::io("remove", &path)(e)))
+    }
+}
+
 /// The `mount_erofs_image` step (its doc: the format's `Step::MountErofsImage`).
 pub(crate) struct MountErofsImage;
 

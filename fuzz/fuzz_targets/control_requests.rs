@@ -4,7 +4,6 @@
 #![no_main]
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use libfuzzer_sys::fuzz_target;
 use mock_nydusd::framing::Framer;
@@ -26,16 +25,9 @@ fuzz_target!(|data: &[u8]| {
         fscache_dir: None,
         fuse: None,
     };
-    let shared = Arc::new(Shared {
-        model: tokio::sync::Mutex::new(Model::new(options, "info".into())),
-        journal: Journal::default(),
-        shutdown: tokio::sync::watch::channel(false).0,
-        script: std::sync::Mutex::new(ScriptRunner::default()),
-        started: Instant::now(),
-        process: 1,
-        hang_up: tokio::sync::watch::channel(0).0,
-        partial_read_grace: None,
-    });
+    let (shared, _shutdown_requested) =
+        Shared::new(Model::new(options, "info".into()), Journal::default(), ScriptRunner::default(), 1, None);
+    let shared = Arc::new(shared);
     for received in Framer::new().feed(data) {
         if received.rejected.is_some() {
             return;

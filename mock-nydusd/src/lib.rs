@@ -183,18 +183,10 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     });
     journal.record("start", json!({ "state": model.state().as_str(), "argv": std::env::args().collect::<Vec<_>>() }));
     // Watched from now on: `send` changes nothing while nobody watches.
-    let (shutdown, shutdown_requested) = tokio::sync::watch::channel(false);
-    let shared = Arc::new(Shared {
-        model: tokio::sync::Mutex::new(model),
-        journal,
-        shutdown,
-        stopping: tokio::sync::watch::channel(false).0,
-        script: std::sync::Mutex::new(ScriptRunner::new(script)),
-        started,
-        process: cli.mock_process,
-        hang_up: tokio::sync::watch::channel(0).0,
-        partial_read_grace: (!cli.mock_no_partial_read_500).then_some(server::PARTIAL_READ_GRACE),
-    });
+    let partial_read_grace = (!cli.mock_no_partial_read_500).then_some(server::PARTIAL_READ_GRACE);
+    let (shared, shutdown_requested) =
+        Shared::new(model, journal, ScriptRunner::new(script), cli.mock_process, partial_read_grace);
+    let shared = Arc::new(Shared { started, ..shared });
     if let Some(death) = startup.die_after.clone() {
         tokio::spawn(die_later(shared.clone(), death));
     }

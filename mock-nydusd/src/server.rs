@@ -47,6 +47,33 @@ pub struct Shared {
     pub partial_read_grace: Option<Duration>,
 }
 
+impl Shared {
+    /// A daemon's shared state with nothing signalled yet; returns the receiver of the
+    /// graceful-shutdown request (the exit API). Fields added later get their idle value
+    /// here, so embedders (the fuzz targets) keep compiling.
+    pub fn new(
+        model: Model,
+        journal: Journal,
+        script: ScriptRunner,
+        process: u32,
+        partial_read_grace: Option<Duration>,
+    ) -> (Self, watch::Receiver<bool>) {
+        let (shutdown, shutdown_requested) = watch::channel(false);
+        let shared = Shared {
+            model: Mutex::new(model),
+            journal,
+            shutdown,
+            stopping: watch::channel(false).0,
+            script: std::sync::Mutex::new(script),
+            started: Instant::now(),
+            process,
+            hang_up: watch::channel(0).0,
+            partial_read_grace,
+        };
+        (shared, shutdown_requested)
+    }
+}
+
 /// dbs-uhttp's reply to a connection beyond its limit, sent raw before closing it.
 pub const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503\r\nServer: Firecracker API\r\nConnection: close\r\nContent-Length: 40\r\n\r\n{ \"error\": \"Too many open connections\" }";
 

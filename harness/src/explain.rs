@@ -10,6 +10,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use serde_saphyr::Spanned;
+
 use crate::scenario::Step;
 use crate::scenario::model::Scenario;
 use crate::scenario::spelled;
@@ -41,12 +43,29 @@ pub fn text(scenario: &Scenario) -> String {
         let script = d.script.as_ref().map(|s| format!(", scripted ({} rules)", s.rules.len())).unwrap_or_default();
         let _ = writeln!(out, "  daemon {} ({}, instances {instances:?}{script})", d.id.value, spelled(&d.mode));
     }
-    for (i, step) in scenario.steps.iter().enumerate() {
+    text_steps(&mut out, &scenario.steps, "", 2);
+    out
+}
+
+/// `steps` numbered after `prefix` (`3.` inside step 3's group), indented by `indent`;
+/// a group's lanes follow its line, one level deeper.
+fn text_steps(out: &mut String, steps: &[Spanned<Step>], prefix: &str, indent: usize) {
+    for (i, step) in steps.iter().enumerate() {
         let crate::runner::Explained { from, to, what } = crate::runner::explain_step(&step.value);
         let arrow = if from == to { from } else { format!("{from} → {to}") };
-        let _ = writeln!(out, "  {:>2}. {arrow}: {what}{}", i + 1, outcome_note(&step.value));
+        let number = format!("{prefix}{}", i + 1);
+        let _ = writeln!(out, "{:indent$}{number:>2}. {arrow}: {what}{}", "", outcome_note(&step.value));
+        let lanes = step.value.lanes();
+        match &step.value {
+            Step::Background(_) => text_steps(out, lanes[0], &format!("{number}."), indent + 4),
+            _ => {
+                for (l, lane) in lanes.iter().enumerate() {
+                    let _ = writeln!(out, "{:width$}lane {}:", "", l + 1, width = indent + 4);
+                    text_steps(out, lane, &format!("{number}.{}.", l + 1), indent + 6);
+                }
+            }
+        }
     }
-    out
 }
 
 /// `text` as Mermaid can hold it on one line of a sequence diagram: line breaks become
@@ -86,19 +105,74 @@ pub fn mermaid(scenario: &Scenario) -> String {
         known.cloned().unwrap_or_else(|| "H".to_owned())
     };
     let _ = writeln!(out, "    Note over H: {}", mermaid_text(&scenario.name));
-    for (i, step) in scenario.steps.iter().enumerate() {
+    let diagram = Diagram { participant: &participant };
+    diagram.steps(&mut out, &scenario.steps, "", 0..scenario.steps.len());
+    out
+}
+
+/// Draws steps: a `background` group as a `par` block beside the steps up to its `join`,
+/// `concurrently` as a `par` block of its lanes.
+struct Diagram<'a> {
+    participant: &'a dyn Fn(&str, bool) -> String,
+}
+
+impl Diagram<'_> {
+    /// Steps `range` of `steps`, numbered after `prefix`.
+    fn steps(&self, out: &mut String, steps: &[Spanned<Step>], prefix: &str, range: std::ops::Range<usize>) {
+        let mut i = range.start;
+        while i < range.end {
+            let step = &steps[i];
+            let number = format!("{prefix}{}", i + 1);
+            self.step(out, step, &number);
+            match &step.value {
+                Step::Background(group) => {
+                    let name = &group.name.value;
+                    let join = steps
+                        .iter()
+                        .skip(i + 1)
+                        .position(|s| matches!(&s.value, Step::Join(j) if j.name.value == *name));
+                    let until = join.map_or(steps.len(), |p| i + 1 + p);
+                    let _ = writeln!(out, "    par {}", mermaid_text(&format!("background {name}")));
+                    self.steps(out, &group.steps, &format!("{number}."), 0..group.steps.len());
+                    let _ = writeln!(out, "    and {}", mermaid_text("the steps after it"));
+                    if until <= range.end {
+                        self.steps(out, steps, prefix, i + 1..until);
+                        i = until;
+                    } else {
+                        // Its join lies beyond the block drawn around this one: blocks nest.
+                        let _ = writeln!(out, "    Note over H: {}", mermaid_text(&format!("until join {name}")));
+                        i += 1;
+                    }
+                    let _ = writeln!(out, "    end");
+                    continue;
+                }
+                Step::Concurrently(group) => {
+                    for (l, lane) in group.lanes.iter().enumerate() {
+                        let keyword = if l == 0 { "par" } else { "and" };
+                        let _ = writeln!(out, "    {keyword} lane {}", l + 1);
+                        self.steps(out, lane, &format!("{number}.{}.", l + 1), 0..lane.len());
+                    }
+                    let _ = writeln!(out, "    end");
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+    }
+
+    /// One step's arrow or note.
+    fn step(&self, out: &mut String, step: &Spanned<Step>, number: &str) {
         let crate::runner::Explained { from, to, what } = crate::runner::explain_step(&step.value);
         let about = step.value.daemon().map(|d| d.value.as_str());
-        let from = participant(&from, about == Some(from.as_str()) && from != "harness" && from != "manager");
-        let to = participant(&to, about == Some(to.as_str()));
-        let what = mermaid_text(&format!("{}. {what}{}", i + 1, outcome_note(&step.value)));
+        let from = (self.participant)(&from, about == Some(from.as_str()) && from != "harness" && from != "manager");
+        let to = (self.participant)(&to, about == Some(to.as_str()));
+        let what = mermaid_text(&format!("{number}. {what}{}", outcome_note(&step.value)));
         if from == to {
             let _ = writeln!(out, "    Note over {from}: {what}");
         } else {
             let _ = writeln!(out, "    {from}->>{to}: {what}");
         }
     }
-    out
 }
 
 #[cfg(test)]

@@ -251,7 +251,9 @@ fn notes(out: &mut String, result: &ScenarioResult) {
 }
 
 fn failure_headline(f: &Failure, path: &str) -> String {
-    if f.step > 0 {
+    if let (true, Some(lane)) = (f.step > 0, &f.lane) {
+        format!("step {} `{}` in {lane} at {path}:{}: {}", f.step, f.keyword, f.line, f.message)
+    } else if f.step > 0 {
         format!("step {} `{}` at {path}:{}: {}", f.step, f.keyword, f.line, f.message)
     } else if f.line > 0 {
         format!("{} at {path}:{}: {}", f.keyword, f.line, f.message)

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use serde_saphyr::Spanned;
 
 use super::model::{FORMAT_VERSION, Scenario};
-use super::steps::{Declared, Invalid};
+use super::steps::{Declared, Invalid, Step};
 
 /// A scenario file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -148,16 +148,32 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             .map(|d| (d.id.value.as_str(), d.instances.iter().map(|i| i.snapshot.value.as_str()).collect()))
             .collect(),
     };
-    for step in &scenario.steps {
-        let args = step.value.args();
-        if let Some(daemon) = args.daemon() {
-            known(daemon).map_err(located)?;
-        }
-        args.check(&declared, &origin).map_err(located)?;
-    }
+    crate::steps::check_groups(&scenario.steps).map_err(located)?;
+    check_steps(&scenario.steps, &|daemon| known(daemon), &declared, &origin).map_err(located)?;
     for never in &scenario.expect_never {
         if let Some(daemon) = &never.value.daemon {
             known(daemon).map_err(located)?;
+        }
+    }
+    Ok(())
+}
+
+/// Each step's own fields, inside groups too: the daemon it names is declared, and what
+/// its args check of themselves.
+fn check_steps(
+    steps: &[Spanned<Step>],
+    known: &dyn Fn(&Spanned<String>) -> Result<(), Invalid>,
+    declared: &Declared<'_>,
+    origin: &str,
+) -> Result<(), Invalid> {
+    for step in steps {
+        let args = step.value.args();
+        if let Some(daemon) = args.daemon() {
+            known(daemon)?;
+        }
+        args.check(declared, origin)?;
+        for lane in step.value.lanes() {
+            check_steps(lane, known, declared, origin)?;
         }
     }
     Ok(())
@@ -274,6 +290,56 @@ mod tests {
 
     fn err(text: &str) -> String {
         parse(Path::new("s.yaml"), text).unwrap_err().to_string()
+    }
+
+    /// Groups stand where their order is plain, name what exists, and hold steps; each
+    /// mistake is named at its line and column.
+    #[test]
+    fn groups_are_checked_where_they_stand() {
+        let head = "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n";
+        let cases = [
+            (
+                "  - join: { name: m }\n",
+                "s.yaml:5:19: `join` names no background group started before it: `m` (started: none)",
+            ),
+            (
+                "  - background: { name: m, steps: [{ sleep: { ms: 1 } }] }\n  - background: { name: m, steps: [{ sleep: { ms: 1 } }] }\n",
+                "s.yaml:6:25: a background group named `m` is already started",
+            ),
+            (
+                "  - background: { name: m, steps: [{ sleep: { ms: 1 } }] }\n  - join: { name: m }\n  - join: { name: m }\n",
+                "s.yaml:7:19: background group `m` is already joined",
+            ),
+            (
+                "  - concurrently: [[{ sleep: { ms: 1 } }]]\n",
+                "s.yaml:5:5: `concurrently` needs two lanes or more; it has 1",
+            ),
+            ("  - concurrently: [[{ sleep: { ms: 1 } }], []]\n", "s.yaml:5:5: lane 2 of `concurrently` has no steps"),
+            (
+                "  - concurrently: [[{ background: { name: m, steps: [{ sleep: { ms: 1 } }] } }], [{ sleep: { ms: 1 } }]]\n",
+                "s.yaml:5:21: `background` stands in the scenario's own steps, not inside `concurrently`",
+            ),
+            (
+                "  - concurrently: [[{ start: { daemon: d2 } }], [{ sleep: { ms: 1 } }]]\n",
+                "s.yaml:5:40: unknown daemon `d2` (declared daemons: d1)",
+            ),
+            (
+                "  - background: { name: m, steps: [{ read_file: { path: ../../etc/shadow, contains: x } }] }\n",
+                "s.yaml:5:57: path \"../../etc/shadow\" has a `..` component",
+            ),
+        ];
+        let wrong: Vec<String> = cases
+            .iter()
+            .map(|(steps, wanted)| (steps, wanted, err(&format!("{head}{steps}"))))
+            .filter(|(_, wanted, e)| !e.starts_with(*wanted))
+            .map(|(steps, wanted, e)| format!("for {steps:?}:\n got {e}\nwant {wanted}"))
+            .collect();
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        parse(
+            Path::new("s.yaml"),
+            &format!("{head}  - background: {{ name: m, steps: [{{ sleep: {{ ms: 1 }} }}] }}\n  - concurrently: [[{{ sleep: {{ ms: 1 }} }}], [{{ start: {{ daemon: d1 }} }}]]\n  - join: {{ name: m }}\n"),
+        )
+        .expect("a background group, lanes and a join");
     }
 
     #[test]

@@ -1,30 +1,30 @@
 //! What a scenario saw: the manager's events with the cursors steps consume them by, the
 //! harness's journal, and every API exchange daemon-core had.
+//!
+//! Shared by every lane of a scenario (steps run concurrently in `background` and
+//! `concurrently` groups): each lock is held for a moment and never across an await, and
+//! any number of lanes may wait for events at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use daemon_core::api::{Exchange, ExchangeObserver};
 use daemon_core::manager::{Manager, ManagerEvent};
 use mock_nydusd::journal::Journal;
 use serde_json::json;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 
 use super::steps;
 
 /// The run's record of what happened.
 pub(crate) struct EventLog {
-    events: Option<broadcast::Receiver<ManagerEvent>>,
-    /// Every manager event received, in order, and how far `wait_event` has consumed it.
-    pub seen: Vec<ManagerEvent>,
-    /// Where the current manager's events begin in `seen`: a manager knows nothing of what
-    /// an earlier one gave up on.
-    pub current_manager_from: usize,
-    pub consumed: BTreeMap<String, usize>,
-    /// The events a `wait_event` has matched, by position in `seen`: an outcome some wait
-    /// already accounted for cannot end a later one.
-    pub claimed: BTreeSet<usize>,
+    /// The followed manager's events, not yet moved into [`Seen`].
+    events: Mutex<Option<broadcast::Receiver<ManagerEvent>>>,
+    /// Bumped whenever the followed manager changes: a lane waiting on the old one's
+    /// events looks again.
+    following: watch::Sender<u64>,
+    seen: Mutex<Seen>,
     /// The harness's own journal (`logs/harness.jsonl`).
     pub journal: Journal,
     /// When the run began, on the journals' clock.
@@ -34,16 +34,34 @@ pub(crate) struct EventLog {
     exchange_journal: Arc<Journal>,
 }
 
+/// Every manager event received, in order, and how far the waits have consumed them.
+#[derive(Debug, Default)]
+pub(crate) struct Seen {
+    pub events: Vec<ManagerEvent>,
+    /// Where the current manager's events begin: a manager knows nothing of what an
+    /// earlier one gave up on.
+    pub current_manager_from: usize,
+    /// How far each `wait_event` (by what it waits for) has scanned.
+    pub consumed: BTreeMap<String, usize>,
+    /// The events a `wait_event` has matched, by position: an outcome some wait already
+    /// accounted for cannot end a later one.
+    pub claimed: BTreeSet<usize>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A step that panicked holding a lock fails its scenario anyway; what it held is
+    // still what the run saw.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl EventLog {
     /// A log writing its journals under `logs`.
     pub fn open(logs: &Path) -> Self {
         let _ = std::fs::create_dir_all(logs);
         Self {
-            events: None,
-            seen: Vec::new(),
-            current_manager_from: 0,
-            consumed: BTreeMap::new(),
-            claimed: BTreeSet::new(),
+            events: Mutex::new(None),
+            following: watch::channel(0).0,
+            seen: Mutex::default(),
             journal: Journal::open_as(&logs.join("harness.jsonl"), "harness").unwrap_or_default(),
             started_ns: mock_nydusd::journal::monotonic_ns(),
             exchanges: Arc::default(),
@@ -53,15 +71,28 @@ impl EventLog {
         }
     }
 
-    /// Follows `manager`'s events from now on.
-    pub fn follow(&mut self, manager: &Manager) {
-        self.current_manager_from = self.seen.len();
-        self.events = Some(manager.subscribe());
+    /// The events seen so far and the waits' cursors.
+    pub fn seen(&self) -> MutexGuard<'_, Seen> {
+        lock(&self.seen)
     }
 
-    /// Stops following a manager (it was killed).
-    pub fn stop_following(&mut self) {
-        self.events = None;
+    /// Follows `manager`'s events from now on.
+    pub fn follow(&self, manager: &Manager) {
+        let mut events = lock(&self.events);
+        self.drain_from(&mut events);
+        *events = Some(manager.subscribe());
+        let mut seen = self.seen();
+        seen.current_manager_from = seen.events.len();
+        drop(seen);
+        self.following.send_modify(|n| *n += 1);
+    }
+
+    /// Stops following a manager (it was killed), keeping what it had sent.
+    pub fn stop_following(&self) {
+        let mut events = lock(&self.events);
+        self.drain_from(&mut events);
+        *events = None;
+        self.following.send_modify(|n| *n += 1);
     }
 
     /// Records each exchange in memory and in `logs/client.jsonl`.
@@ -74,32 +105,60 @@ impl EventLog {
         })
     }
 
-    /// Moves manager events into `seen`, journaling each.
-    pub fn drain(&mut self) {
-        let Some(events) = self.events.as_mut() else { return };
+    /// Moves manager events into [`Seen`], journaling each.
+    pub fn drain(&self) {
+        self.drain_from(&mut lock(&self.events));
+    }
+
+    /// Moves what `events` holds into [`Seen`]; how many events it moved.
+    fn drain_from(&self, events: &mut Option<broadcast::Receiver<ManagerEvent>>) -> usize {
+        let Some(events) = events.as_mut() else { return 0 };
+        let mut moved = 0;
         loop {
             match events.try_recv() {
                 Ok(event) => {
                     self.journal.record("manager", json!({ "what": steps::describe_event(&event) }));
-                    self.seen.push(event);
+                    self.seen().events.push(event);
+                    moved += 1;
                 }
-                Err(broadcast::error::TryRecvError::Lagged(_)) => {}
-                Err(_) => return,
+                // Missed events are gone; the ones after them still count.
+                Err(broadcast::error::TryRecvError::Lagged(_)) => moved += 1,
+                Err(_) => return moved,
             }
         }
     }
 
-    /// Receives one more event, up to `deadline`.
-    pub async fn next_event(&mut self, deadline: tokio::time::Instant) -> bool {
-        let Some(events) = self.events.as_mut() else { return false };
-        match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Ok(event)) => {
-                self.journal.record("manager", json!({ "what": steps::describe_event(&event) }));
-                self.seen.push(event);
-                true
+    /// Waits until [`Seen`] holds more than the `scanned` events the caller has looked at
+    /// (true), or `deadline` passes, no manager is followed, or the followed one is gone
+    /// (false). Lanes wait at once: each on a receiver of its own, none holding the log;
+    /// an event another lane moved into [`Seen`] wakes this one too.
+    pub async fn next_event(&self, scanned: usize, deadline: tokio::time::Instant) -> bool {
+        let grown = || self.seen().events.len() > scanned;
+        loop {
+            let (mut waiter, mut following) = {
+                let mut events = lock(&self.events);
+                if self.drain_from(&mut events) > 0 || grown() {
+                    return true;
+                }
+                let Some(receiver) = events.as_ref() else { return false };
+                let waiter = receiver.resubscribe();
+                // An event sent between the drain and the resubscription is in the
+                // followed receiver only.
+                if self.drain_from(&mut events) > 0 || grown() {
+                    return true;
+                }
+                (waiter, self.following.subscribe())
+            };
+            tokio::select! {
+                woken = tokio::time::timeout_at(deadline, waiter.recv()) => match woken {
+                    Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        // What arrived meanwhile on the followed receiver still counts.
+                        return self.drain_from(&mut lock(&self.events)) > 0 || grown();
+                    }
+                    Ok(_) => {}
+                },
+                _ = following.changed() => {}
             }
-            Ok(Err(broadcast::error::RecvError::Lagged(_))) => true,
-            _ => false,
         }
     }
 }

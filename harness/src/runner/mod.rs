@@ -10,6 +10,7 @@ mod bundle;
 mod error;
 mod event_log;
 pub mod image;
+mod lanes;
 mod outcome;
 mod root;
 mod scenario_state;
@@ -200,7 +201,7 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
                 let outcome = tokio::time::timeout(deadline, run.execute()).await;
                 let mut failure = match outcome {
                     Ok(outcome) => outcome.err(),
-                    Err(_) => Some(run.activity.deadline_passed(scenario.timeout_ms)),
+                    Err(_) => Some(run.activities.deadline_passed(scenario.timeout_ms)),
                 };
                 if let Some(f) = failure.as_mut() {
                     run.log.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
@@ -211,8 +212,9 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
                 }
                 run.teardown().await;
                 result.exchanges = std::mem::take(&mut *run.log.exchanges.lock().unwrap_or_else(|e| e.into_inner()));
-                result.readers = std::mem::take(&mut run.state.reader_stats);
-                result.notes = std::mem::take(&mut run.state.notes);
+                let state = run.state.get_mut().unwrap_or_else(|e| e.into_inner());
+                result.readers = std::mem::take(&mut state.reader_stats);
+                result.notes = std::mem::take(&mut state.notes);
                 failure
             }
         },
@@ -231,34 +233,13 @@ pub(crate) struct Run<'a> {
     /// The daemons' binary on this target.
     binary: PathBuf,
     pub(crate) root: ScenarioRoot,
-    pub(crate) state: ScenarioState,
+    /// What it has running; every lane's steps share it, each lock held for a moment.
+    pub(crate) state: std::sync::Mutex<ScenarioState>,
     pub(crate) log: EventLog,
-    /// What the run is doing, for the report when the deadline passes.
-    activity: Activity,
-}
-
-/// What a run is doing: a part of set-up, or a step.
-#[derive(Debug, Clone)]
-enum Activity {
-    /// Set-up: `what`, for the declaration at `line` (0: none in particular).
-    SetUp { what: String, line: u64 },
-    /// Step `n` (1-based) at `line`.
-    Step { n: usize, line: u64, keyword: &'static str },
-}
-
-impl Activity {
-    /// The failure of a run whose deadline passed while it did this.
-    fn deadline_passed(&self, timeout_ms: u64) -> Failure {
-        let passed = format!("scenario deadline of {timeout_ms} ms passed");
-        match self {
-            Self::SetUp { what, line } => {
-                Failure { line: *line, ..Failure::setup(format!("{passed} during set-up: {what}")) }
-            }
-            Self::Step { n, line, keyword } => {
-                Failure::at_step(*n, *line, keyword, outcome::StepError::new(format!("{passed} while this step ran")))
-            }
-        }
-    }
+    /// What each lane is doing, for the report when the deadline passes.
+    activities: lanes::Activities,
+    /// The scenario's background groups: started, finished.
+    groups: lanes::Groups,
 }
 
 impl<'a> Run<'a> {
@@ -270,19 +251,25 @@ impl<'a> Run<'a> {
             scenario_path,
             binary: config.nydusd.clone(),
             root,
-            state: ScenarioState::default(),
+            state: Default::default(),
             log,
-            activity: Activity::SetUp { what: "preparing the root".into(), line: 0 },
+            activities: lanes::Activities::default(),
+            groups: lanes::Groups::of(&scenario.steps),
         }
     }
 
-    pub(crate) fn manager(&self) -> Result<&Manager, RunError> {
-        self.state.manager()
+    /// The scenario's running parts, for a moment: never held across an await.
+    pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, ScenarioState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn manager(&self) -> Result<Manager, RunError> {
+        self.state().manager().cloned()
     }
 
     /// The daemon `id`: the manager's object, or the last one the scenario saw.
     pub(crate) fn daemon(&self, id: &str) -> Result<Arc<daemon_core::Daemon>, RunError> {
-        self.state.daemon(id)
+        self.state().daemon(id)
     }
 
     async fn execute(&mut self) -> Result<(), Failure> {
@@ -292,42 +279,17 @@ impl<'a> Run<'a> {
             .target()
             .daemon_binary(&self.root.layout, &self.config.nydusd)
             .map_err(|e| setup(&RunError::io("install the daemon binary under", self.root.path())(e)))?;
-        self.activity = Activity::SetUp { what: "opening the manager's store".into(), line: 0 };
+        self.activities.set_up("opening the manager's store".into(), 0);
         self.open_manager().await.map_err(|e| setup(&e))?;
         for spec in &self.scenario.daemons {
             let (id, line) = (&spec.id.value, spec.id.referenced.line());
-            self.activity = Activity::SetUp { what: format!("creating daemon {id}"), line };
+            self.activities.set_up(format!("creating daemon {id}"), line);
             // Between daemons the deadline gets its chance even when every creation is quick.
             tokio::task::yield_now().await;
             self.create_daemon(spec).await.map_err(|e| Failure { line, ..setup(&e) })?;
         }
-        self.state.remember_daemons();
-        for (index, step) in self.scenario.steps.iter().enumerate() {
-            let n = index + 1;
-            let line = step.referenced.line();
-            self.activity = Activity::Step { n, line, keyword: step.value.keyword() };
-            self.log.journal.record("step", json!({ "n": n, "keyword": step.value.keyword(), "line": line }));
-            let began = std::time::Instant::now();
-            let done = self.step(&step.value).await;
-            let what = steps::what(&step.value);
-            let mut outcome =
-                outcome::judge(&what, done, step.value.expected_error(), step.value.may_fail(), &self.log.journal);
-            if let (Ok(()), Some(within)) = (&outcome, step.value.expected_error().and_then(|e| e.within_ms)) {
-                let took = began.elapsed();
-                if took > Duration::from_millis(within) {
-                    outcome = Err(outcome::StepError::mismatch(
-                        format!("{} failed as expected, but too late", step.value.keyword()),
-                        format!("within {within} ms"),
-                        format!("after {} ms", took.as_millis()),
-                    ));
-                }
-            }
-            self.log.drain();
-            self.state.remember_daemons();
-            if let Err(e) = outcome {
-                return Err(Failure::at_step(n, line, step.value.keyword(), e));
-            }
-        }
+        self.state().remember_daemons();
+        self.run_steps().await?;
         self.log.drain();
         self.never_event_seen().map_or(Ok(()), Err)
     }

@@ -19,6 +19,10 @@ pub struct Failure {
     pub line: u64,
     /// The step's keyword, or `setup`, `deadline`, `panic`.
     pub keyword: String,
+    /// The lane the step ran in, when not the scenario's own steps: a `background` group
+    /// (`background upgrading`) or a lane of `concurrently` (`lane 2`), outermost
+    /// first. `step` is then the number of the outermost group's step.
+    pub lane: Option<String>,
     /// One-line summary.
     pub message: String,
     /// What the step expected.
@@ -37,6 +41,7 @@ impl Failure {
             step: 0,
             line: 0,
             keyword: "setup".into(),
+            lane: None,
             message,
             expected: None,
             observed: None,
@@ -50,6 +55,7 @@ impl Failure {
             step,
             line,
             keyword: keyword.to_owned(),
+            lane: None,
             message: e.message,
             expected: e.expected,
             observed: e.observed,
@@ -69,20 +75,39 @@ pub(crate) struct StepError {
     pub observed: Option<String>,
     /// The operation's own error, not judged yet.
     failed: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// A step inside a group failed: the failure, located at that step, passes up as is.
+    pub located: Option<Box<Failure>>,
 }
 
 impl StepError {
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into(), expected: None, observed: None, failed: None }
+        Self { message: message.into(), expected: None, observed: None, failed: None, located: None }
     }
 
     pub fn mismatch(message: impl Into<String>, expected: impl Into<String>, observed: impl Into<String>) -> Self {
-        Self { message: message.into(), expected: Some(expected.into()), observed: Some(observed.into()), failed: None }
+        Self {
+            message: message.into(),
+            expected: Some(expected.into()),
+            observed: Some(observed.into()),
+            failed: None,
+            located: None,
+        }
     }
 
     /// The step's operation failed with `error`; `expect_error` may want just that.
     pub fn failed(error: impl std::error::Error + Send + Sync + 'static) -> Self {
-        Self { message: error_chain(&error), expected: None, observed: None, failed: Some(Box::new(error)) }
+        Self {
+            message: error_chain(&error),
+            expected: None,
+            observed: None,
+            failed: Some(Box::new(error)),
+            located: None,
+        }
+    }
+
+    /// A step inside a group failed as `failure` says.
+    pub fn located(failure: Failure) -> Self {
+        Self { located: Some(Box::new(failure)), ..Self::new(String::new()) }
     }
 }
 

@@ -62,7 +62,7 @@ impl Run<'_> {
         let scripts = self.root.path().join("scripts");
         let controls = self.root.path().join("control");
         let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
-        let spawned = self.state.spawned.clone();
+        let spawned = self.state().spawned.clone();
         let per_daemon = PerDaemonArgs::new(move |id| {
             let process = {
                 let mut counts = spawned.lock().unwrap_or_else(|e| e.into_inner());
@@ -123,7 +123,7 @@ impl Run<'_> {
 
     /// Opens the manager on the root's store, off the async workers: opening a store can
     /// block (a FIFO where the database should be), and the deadline must still fire.
-    pub(crate) async fn open_manager(&mut self) -> Result<(), RunError> {
+    pub(crate) async fn open_manager(&self) -> Result<(), RunError> {
         let config = self.manager_config();
         let root_dir = self.root.dir.clone();
         // The root goes with the result: after the manager (the store's files) when this
@@ -132,7 +132,7 @@ impl Run<'_> {
             tokio::task::spawn_blocking(move || (Manager::open(config), root_dir)).await.map_err(RunError::Opening)?;
         let manager = manager?;
         self.log.follow(&manager);
-        self.state.manager = Some(manager);
+        self.state().manager = Some(manager);
         Ok(())
     }
 
@@ -258,7 +258,7 @@ impl Run<'_> {
             let copy = self.root.script_file(&spec.id.value);
             std::fs::copy(&source, &copy).map_err(RunError::io("copy the script file to", &copy))?;
         }
-        let manager = self.state.manager()?.clone();
+        let manager = self.manager()?;
         let daemon = manager.add_daemon(daemon)?;
         if mode == DaemonMode::Dedicated && self.fs_driver() == daemon_core::daemon::FsDriver::Fusedev {
             // nydusd mounts a dedicated daemon's instance from its command line, so the

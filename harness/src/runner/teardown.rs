@@ -14,7 +14,8 @@ impl Run<'_> {
     pub(super) async fn teardown(&mut self) {
         // As a crash: the manager's tasks end before its daemons are killed, so no
         // recovery starts another one behind the sweep.
-        if let Some(manager) = self.state.manager.take() {
+        let manager = self.state().manager.take();
+        if let Some(manager) = manager {
             manager.abort().await;
         }
         self.kill_everything();
@@ -35,10 +36,12 @@ impl Run<'_> {
     /// Readers are reaped only after the abort: a reader waiting for the answer to a
     /// request a dead daemon had read cannot even be killed until its connection ends.
     fn kill_everything(&mut self) {
-        self.state.manager = None;
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        state.manager = None;
+        let mut readers: Vec<std::process::Child> = std::mem::take(&mut state.stuck_readers);
+        let running = std::mem::take(&mut state.readers);
         self.log.stop_following();
-        let mut readers: Vec<std::process::Child> = std::mem::take(&mut self.state.stuck_readers);
-        for (_, (mut reader, stop)) in std::mem::take(&mut self.state.readers) {
+        for (_, (mut reader, stop)) in running {
             let _ = std::fs::write(&stop, b"");
             let _ = reader.kill();
             readers.push(reader);

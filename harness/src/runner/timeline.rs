@@ -60,7 +60,14 @@ fn parts(entry: &Value, start_ns: u64) -> (f64, String, String) {
         "request" | "exchange" => format!("{} {} -> {}", text("method"), text("path"), entry["status"]),
         "state" => format!("state {} -> {}", text("from"), text("to")),
         "script" => format!("script rule {} fired on {} {}", entry["rule"], text("method"), text("path")),
-        "step" => format!("step {} `{}` (line {})", entry["n"], text("keyword"), entry["line"]),
+        "step" => match entry["lane"].as_str() {
+            // A lane's steps stand beside the others': each line says whose it is.
+            Some(lane) => match entry["n"].as_u64() {
+                Some(n) => format!("step {n} `{}` in {lane} (line {})", text("keyword"), entry["line"]),
+                None => format!("step `{}` in {lane} (line {})", text("keyword"), entry["line"]),
+            },
+            None => format!("step {} `{}` (line {})", entry["n"], text("keyword"), entry["line"]),
+        },
         "step_failed" => format!("step {} failed: {}", entry["n"], text("message")),
         "manager" => text("what"),
         "start" => format!("started in {}", text("state")),

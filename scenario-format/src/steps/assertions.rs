@@ -42,6 +42,10 @@ pub struct ExpectJournalStep {
     /// Entries matching this pattern must not appear at all.
     #[serde(default)]
     pub absent: Vec<JournalPattern>,
+    /// Wait up to this long for the sequence to appear (a step of another lane is on its
+    /// way to the daemon); `absent` is checked once it has. Absent: checked once, now.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// `expect_store`.

@@ -10,14 +10,18 @@
 //! * [`manager`]: the manager's operations and events.
 //! * [`assertions`]: steps that only look.
 //! * [`workloads`]: what a container would do.
+//! * [`groups`]: steps that run steps beside the scenario's own: `background`, `join`,
+//!   `concurrently`.
 
 pub mod assertions;
 pub mod daemon;
+pub mod groups;
 pub mod manager;
 pub mod workloads;
 
 pub use assertions::*;
 pub use daemon::*;
+pub use groups::*;
 pub use manager::*;
 pub use workloads::*;
 
@@ -206,6 +210,24 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- mount_erofs_image: { path: img, tree: { etc/os-release: "NAME=x\n" } }`
                 MountErofsImage(MountErofsImageStep) = "mount_erofs_image",
+            ],
+            groups: [
+                /// Start the group's steps and go on at once with the next step: they run beside the
+                /// steps after this one until `join` names the group (or the scenario's steps end,
+                /// which waits for it too). A failure inside fails the scenario when it happens,
+                /// naming the group and the step's line.
+                ///
+                /// Example: `- background: { name: upgrading, steps: [{ upgrade: { daemon: d1 } }] }`
+                Background(BackgroundStep) = "background",
+                /// Wait until a background group started earlier has run all its steps.
+                ///
+                /// Example: `- join: { name: upgrading }`
+                Join(JoinStep) = "join",
+                /// Run two or more lanes of steps at the same time; the next step starts when all
+                /// have ended. The first failure in any lane ends the others and fails the scenario.
+                ///
+                /// Example: `- concurrently: [[{ upgrade: { daemon: d1 } }], [{ mount_instance: { daemon: d1, snapshot: a } }]]`
+                Concurrently(ConcurrentlyStep) = "concurrently",
             ],
         }
     };

@@ -53,27 +53,31 @@ impl StepKind for ExpectJournal {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectJournalStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectJournalStep) -> Result<(), StepError> {
         let id = s.daemon.as_ref().map(|d| d.value.as_str());
-        let entries = run.target().daemon_entries(run, id);
-        let mut next = 0;
-        for (i, pattern) in s.sequence.iter().enumerate() {
-            match entries[next..].iter().position(|e| pattern_matches(pattern, e)) {
-                Some(offset) => next += offset + 1,
-                None => {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms.unwrap_or(0));
+        let entries = loop {
+            let entries = run.target().daemon_entries(run, id);
+            match missing_from(&s.sequence, &entries) {
+                None => break entries,
+                Some(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(JOURNAL_POLL).await;
+                }
+                Some(i) => {
                     let expected: Vec<String> = s.sequence.iter().map(describe_pattern).collect();
+                    let within = s.timeout_ms.map(|ms| format!(" within {ms} ms")).unwrap_or_default();
                     return Err(StepError::mismatch(
                         format!(
-                            "journal{} lacks entry {} of the sequence after the ones before it",
+                            "journal{} lacks entry {} of the sequence after the ones before it{within}",
                             id.map(|d| format!(" of {d}")).unwrap_or_default(),
                             i + 1
                         ),
                         expected.join(" … "),
-                        format!("{} entries; missing {}", entries.len(), describe_pattern(pattern)),
+                        format!("{} entries; missing {}", entries.len(), describe_pattern(&s.sequence[i])),
                     ));
                 }
             }
-        }
+        };
         if let Some(found) = s.absent.iter().find_map(|p| entries.iter().find(|e| pattern_matches(p, e))) {
             return Err(StepError::mismatch(
                 "journal has an entry it must not have",
@@ -83,6 +87,22 @@ impl StepKind for ExpectJournal {
         }
         Ok(())
     }
+}
+
+/// How often `expect_journal` with a `timeout_ms` reads the journals again: they are
+/// files other processes append to, with nothing to wait on.
+const JOURNAL_POLL: Duration = Duration::from_millis(10);
+
+/// The index of the first pattern of `sequence` that `entries` lack in order, if any.
+fn missing_from(sequence: &[JournalPattern], entries: &[Value]) -> Option<usize> {
+    let mut next = 0;
+    for (i, pattern) in sequence.iter().enumerate() {
+        match entries[next..].iter().position(|e| pattern_matches(pattern, e)) {
+            Some(offset) => next += offset + 1,
+            None => return Some(i),
+        }
+    }
+    None
 }
 
 /// The `expect_store` step (its doc: the format's `Step::ExpectStore`).
@@ -95,9 +115,10 @@ impl StepKind for ExpectStore {
         Explained::new("harness".into(), "manager".into(), "expect store contents".into())
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectStoreStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectStoreStep) -> Result<(), StepError> {
         let store_holder;
-        let store = match &run.state.manager {
+        let manager = run.state().manager.clone();
+        let store = match &manager {
             Some(m) => m.store(),
             None => {
                 store_holder = daemon_core::store::Store::open(run.root.path()).map_err(|e| e.to_string())?;
@@ -143,7 +164,7 @@ impl StepKind for ExpectMounted {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectMountedStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectMountedStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
         let mounted = daemon_core::mount::is_mounted(&path).map_err(|e| e.to_string())?;
         let word = |b: bool| if b { "mounted" } else { "not mounted" };
@@ -165,7 +186,7 @@ impl StepKind for ExpectNoLeaks {
         Explained::new("harness".into(), "harness".into(), "expect no leaked process or mount".into())
     }
 
-    async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, _: &Empty) -> Result<(), StepError> {
         run.expect_no_leaks().await
     }
 }
@@ -184,7 +205,7 @@ impl StepKind for ExpectConsistent {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         run.expect_consistent(&s.daemon.value).await
     }
 }
@@ -213,7 +234,8 @@ impl Run<'_> {
         }
         let served: Vec<String> =
             daemon.daemon_info().await?.backend_collection.unwrap_or_default().keys().cloned().collect();
-        let store = self.manager()?.store();
+        let manager = self.manager()?;
+        let store = manager.store();
         // A dedicated nydusd serves its one instance at `/`, whatever the snapshot.
         let shared = daemon.record().is_shared();
         let recorded: Vec<String> = store
@@ -237,7 +259,7 @@ impl Run<'_> {
     /// Only the current processes of managed daemons run, and only their host mounts exist:
     /// no zombie, and no live process of a daemon whose recovery the manager gave up on.
     async fn expect_no_leaks(&self) -> Result<(), StepError> {
-        let managed = self.state.manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
+        let managed = self.state().manager.as_ref().map(|m| m.list_daemons()).unwrap_or_default();
         // A death can be reported (the monitor's connection hung up) a moment before the
         // child's reaper task has run: a zombie is a leak only if it stays one.
         let deadline = tokio::time::Instant::now() + REAPED_WITHIN;

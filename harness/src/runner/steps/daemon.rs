@@ -28,7 +28,7 @@ impl StepKind for Start {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &StartStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &StartStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         if s.clear_vestige {
             daemon.clear_vestige().await?;
@@ -48,7 +48,7 @@ impl StepKind for StartDaemon {
         Explained::new("manager".into(), name(&s.daemon), "StartDaemon: spawn, wait socket, monitor, RUNNING".into())
     }
 
-    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = run.manager()?.start_daemon_and_wait(&daemon).await.map(drop);
         outcome.map_err(StepError::failed)
@@ -69,7 +69,7 @@ impl StepKind for WaitState {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &WaitStateStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &WaitStateStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let wanted = DaemonState::from(s.state);
         match daemon.wait_until_state_within(wanted, Duration::from_millis(s.timeout_ms)).await {
@@ -97,7 +97,7 @@ impl StepKind for ExpectState {
         Explained::new("harness".into(), name(&s.daemon), format!("expect state {}", spelled(&s.state)))
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectStateStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectStateStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let wanted = DaemonState::from(s.state);
         let (state, error) = match daemon.get_state().await {
@@ -126,7 +126,7 @@ impl StepKind for Mount {
         Explained::new("harness".into(), name(&s.daemon), format!("POST /api/v1/mount?mountpoint={}", s.mountpoint))
     }
 
-    async fn run(run: &mut Run<'_>, s: &MountStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &MountStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let source = s.source.clone().unwrap_or_else(|| {
             let snapshot = s.mountpoint.trim_start_matches('/');
@@ -157,7 +157,7 @@ impl StepKind for Umount {
         Explained::new("harness".into(), name(&s.daemon), format!("DELETE /api/v1/mount?mountpoint={}", s.mountpoint))
     }
 
-    async fn run(run: &mut Run<'_>, s: &UmountStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &UmountStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = daemon.umount(&s.mountpoint).await;
         outcome.map_err(StepError::failed)
@@ -191,7 +191,7 @@ impl StepKind for Api {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ApiStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ApiStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = match s.call {
             ApiCall::Start => daemon.start().await,
@@ -217,7 +217,7 @@ impl StepKind for Signal {
         Explained::new("harness".into(), name(&s.daemon), format!("{:?}", nix::sys::signal::Signal::from(s.signal)))
     }
 
-    async fn run(run: &mut Run<'_>, s: &SignalStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &SignalStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let signal: NixSignal = s.signal.into();
         daemon.signal(signal)?;
@@ -248,7 +248,7 @@ impl StepKind for WaitExit {
         Explained::new("harness".into(), name(&s.daemon), "wait for the process to exit".into())
     }
 
-    async fn run(run: &mut Run<'_>, s: &WaitExitStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &WaitExitStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let wait = async {
             match daemon.wait_child().await {
@@ -300,7 +300,7 @@ impl StepKind for ExpectSocket {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectSocketStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectSocketStep) -> Result<(), StepError> {
         let socket = run.daemon(&s.daemon.value)?.api_socket();
         let present = socket.exists();
         if present != s.present {
@@ -339,7 +339,7 @@ impl StepKind for ExpectAlive {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectAliveStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectAliveStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         // A death is reported when the monitor's connection hangs up, which can be a
         // moment before the child's reaper task has seen the exit.
@@ -367,7 +367,7 @@ impl StepKind for ExpectMounts {
         Explained::new("harness".into(), name(&s.daemon), format!("expect instances {:?}", s.mountpoints))
     }
 
-    async fn run(run: &mut Run<'_>, s: &ExpectMountsStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ExpectMountsStep) -> Result<(), StepError> {
         let info = run.daemon(&s.daemon.value)?.daemon_info().await?;
         let observed = sorted(info.backend_collection.unwrap_or_default().keys().cloned().collect());
         let wanted = sorted(s.mountpoints.clone());
@@ -397,7 +397,7 @@ impl StepKind for Script {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ScriptStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ScriptStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         run.write_script(id, &s.script)?;
         // Later processes read the file; a running one must be told, and a step
@@ -435,7 +435,7 @@ impl StepKind for IntrudeSupervisor {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         run.intrude_supervisor(&s.daemon.value).await
     }
 }
@@ -478,7 +478,7 @@ impl StepKind for HoldFuseReads {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &HoldFuseReadsStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &HoldFuseReadsStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         if run.config.target != crate::scenario::model::Target::Mock {
             return Err(StepError::new("hold_fuse_reads is a fault of the mock; a real nydusd cannot be told it"));
@@ -536,7 +536,7 @@ impl StepKind for ReplayClient {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &ReplayClientStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ReplayClientStep) -> Result<(), StepError> {
         use crate::record::{compare, recording::Recording, replay};
         let socket = run.daemon(&s.daemon.value)?.api_socket();
         let dir = run.scenario_path.parent().unwrap_or(std::path::Path::new("."));

@@ -95,7 +95,7 @@ impl StepKind for MountInstance {
         Explained::new("manager".into(), name(&s.daemon), format!("mount instance {}", s.snapshot.value))
     }
 
-    async fn run(run: &mut Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         let daemon = run.daemon(id)?;
         let rafs = run.instance(&daemon, id, &s.snapshot.value).await?;
@@ -123,7 +123,7 @@ impl StepKind for UmountInstance {
         Explained::new("manager".into(), name(&s.daemon), format!("umount instance {}", s.snapshot.value))
     }
 
-    async fn run(run: &mut Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &InstanceStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         let daemon = run.daemon(id)?;
         let outcome = run.manager()?.umount_shared_instance(&daemon, &s.snapshot.value).await;
@@ -145,7 +145,7 @@ impl StepKind for MountConcurrently {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &MountConcurrentlyStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &MountConcurrentlyStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         let daemon = run.daemon(id)?;
         let manager = run.manager()?.clone();
@@ -189,34 +189,39 @@ impl StepKind for WaitEvent {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
         let id = s.daemon.value.clone();
         let wanted = format!("{} of {id}", spelled(&s.event));
         let key = wanted.clone();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
-        let mut scanned = run.log.consumed.get(&key).copied().unwrap_or(0);
+        let mut scanned = run.log.seen().consumed.get(&key).copied().unwrap_or(0);
         loop {
-            while scanned < run.log.seen.len() {
-                let (index, event) = (scanned, &run.log.seen[scanned]);
-                scanned += 1;
-                if event_matches(event, s.event, &id) {
-                    run.log.consumed.insert(key, scanned);
-                    run.log.claimed.insert(index);
-                    return Ok(());
-                }
-                let (kind, about) = event_kind(event);
-                if about == id && !run.log.claimed.contains(&index) && ends_wait_for(s.event).contains(&kind) {
-                    // Before, the wait ran to its deadline though the outcome was known.
-                    run.log.claimed.insert(index);
-                    return Err(StepError::mismatch(
-                        format!("waited for {wanted}, but {} came instead", spelled(&kind)),
-                        wanted,
-                        describe_event(event),
-                    ));
+            {
+                let mut seen = run.log.seen();
+                while scanned < seen.events.len() {
+                    let index = scanned;
+                    scanned += 1;
+                    let event = &seen.events[index];
+                    if event_matches(event, s.event, &id) {
+                        seen.consumed.insert(key, scanned);
+                        seen.claimed.insert(index);
+                        return Ok(());
+                    }
+                    let (kind, about) = event_kind(event);
+                    if about == id && !seen.claimed.contains(&index) && ends_wait_for(s.event).contains(&kind) {
+                        // Before, the wait ran to its deadline though the outcome was known.
+                        let error = StepError::mismatch(
+                            format!("waited for {wanted}, but {} came instead", spelled(&kind)),
+                            wanted,
+                            describe_event(event),
+                        );
+                        seen.claimed.insert(index);
+                        return Err(error);
+                    }
                 }
             }
-            if !run.log.next_event(deadline).await {
-                let seen: Vec<String> = run.log.seen.iter().map(describe_event).collect();
+            if !run.log.next_event(scanned, deadline).await {
+                let seen: Vec<String> = run.log.seen().events.iter().map(describe_event).collect();
                 return Err(StepError::mismatch(
                     format!("no {wanted} within {} ms", s.timeout_ms),
                     wanted,
@@ -241,12 +246,15 @@ impl StepKind for ExpectNoEvent {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &WaitEventStep) -> Result<(), StepError> {
         let id = s.daemon.value.clone();
-        let from = run.log.seen.len();
+        let from = run.log.seen().events.len();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(s.timeout_ms);
-        while run.log.next_event(deadline).await {}
-        match run.log.seen[from..].iter().find(|e| event_matches(e, s.event, &id)) {
+        // Every event up to the deadline counts, whichever lane moved it into the log.
+        tokio::time::sleep_until(deadline).await;
+        run.log.drain();
+        let seen = run.log.seen();
+        match seen.events[from..].iter().find(|e| event_matches(e, s.event, &id)) {
             None => Ok(()),
             Some(e) => Err(StepError::mismatch(
                 format!("an unexpected {} of {id}", spelled(&s.event)),
@@ -269,8 +277,9 @@ impl StepKind for KillManager {
 
     /// As a crash: every task of the manager (a recovery in flight, say) has ended before
     /// the next step, and its store is free for the next manager.
-    async fn run(run: &mut Run<'_>, _: &Empty) -> Result<(), StepError> {
-        if let Some(manager) = run.state.manager.take() {
+    async fn run(run: &Run<'_>, _: &Empty) -> Result<(), StepError> {
+        let manager = run.state().manager.take();
+        if let Some(manager) = manager {
             manager.abort().await;
         }
         run.log.drain();
@@ -289,8 +298,8 @@ impl StepKind for RestartManager {
         Explained::new("harness".into(), "manager".into(), "start a new manager and recover from the store".into())
     }
 
-    async fn run(run: &mut Run<'_>, s: &RestartManagerStep) -> Result<(), StepError> {
-        if run.state.manager.is_some() {
+    async fn run(run: &Run<'_>, s: &RestartManagerStep) -> Result<(), StepError> {
+        if run.state().manager.is_some() {
             return Err(StepError::new("the manager is still running; kill_manager first"));
         }
         run.open_manager().await?;
@@ -317,7 +326,7 @@ impl StepKind for Upgrade {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &UpgradeStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &UpgradeStep) -> Result<(), StepError> {
         if !run.target().builds_next_versions() {
             return Err(StepError::new("upgrade steps build the next version from the mock; use the mock target"));
         }
@@ -345,7 +354,7 @@ impl StepKind for Destroy {
         Explained::new("manager".into(), name(&s.daemon), "DestroyDaemon".into())
     }
 
-    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let outcome = run.manager()?.destroy_daemon(&daemon).await;
         outcome.map_err(StepError::failed)
@@ -370,7 +379,7 @@ impl StepKind for ForgetDaemon {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &DaemonRef) -> Result<(), StepError> {
         let outcome = run.manager()?.delete_daemon(&s.daemon.value);
         outcome.map_err(StepError::failed)
     }
@@ -383,9 +392,9 @@ impl Run<'_> {
         for spanned in &self.scenario.expect_never {
             let (never, line) = (&spanned.value, spanned.referenced.line());
             let about = never.daemon.as_ref().map(|d| d.value.as_str());
-            let seen = self
-                .log
-                .seen
+            let seen = self.log.seen();
+            let seen = seen
+                .events
                 .iter()
                 .find(|e| event_kind(e).0 == never.event && about.is_none_or(|id| event_kind(e).1 == id));
             if let Some(event) = seen {
@@ -408,7 +417,8 @@ impl Run<'_> {
     /// (nothing started it again since). An earlier manager's verdict does not count: a
     /// later one's start-up recovery may have restarted the daemon.
     pub(super) fn last_recovery_failed(&self, id: &str) -> bool {
-        self.log.seen[self.log.current_manager_from.min(self.log.seen.len())..].iter().rev().find_map(|e| match e {
+        let seen = self.log.seen();
+        seen.events[seen.current_manager_from.min(seen.events.len())..].iter().rev().find_map(|e| match e {
             ManagerEvent::RecoveryFailed { id: i, .. } if i == id => Some(true),
             ManagerEvent::Started { id: i, .. }
             | ManagerEvent::Restarted { id: i, .. }

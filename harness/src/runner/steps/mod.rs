@@ -8,9 +8,11 @@
 //! * [`manager`]: the manager's operations and events.
 //! * [`assertions`]: steps that only look.
 //! * [`workloads`]: what a container would do: read, list, run a reader.
+//! * [`groups`]: steps that run steps beside the scenario's own.
 
 mod assertions;
 mod daemon;
+mod groups;
 mod manager;
 mod workloads;
 
@@ -61,7 +63,7 @@ pub(crate) trait StepKind {
 
     /// Runs it. The operation's own failure is [`StepError::failed`], which the runner
     /// holds to the step's `expect_error` and `may_fail`.
-    async fn run(run: &mut Run<'_>, args: &Self::Args) -> Result<(), StepError>;
+    async fn run(run: &Run<'_>, args: &Self::Args) -> Result<(), StepError>;
 }
 
 /// A daemon id as `explain` shows it.
@@ -101,7 +103,7 @@ macro_rules! dispatch {
         }
 
         impl Run<'_> {
-            pub(super) async fn step(&mut self, step: &Step) -> Result<(), StepError> {
+            pub(super) async fn step(&self, step: &Step) -> Result<(), StepError> {
                 match step { $($(Step::$variant(s) => <$family::$variant as StepKind>::run(self, s).await,)*)* }
             }
         }

@@ -19,7 +19,7 @@ impl StepKind for Sleep {
         Explained::new("harness".into(), "harness".into(), format!("sleep {} ms", s.ms))
     }
 
-    async fn run(_: &mut Run<'_>, s: &SleepStep) -> Result<(), StepError> {
+    async fn run(_: &Run<'_>, s: &SleepStep) -> Result<(), StepError> {
         tokio::time::sleep(Duration::from_millis(s.ms)).await;
         Ok(())
     }
@@ -35,7 +35,7 @@ impl StepKind for ReadFile {
         Explained::new("harness".into(), "harness".into(), format!("read {} (contains {:?})", s.path.value, s.contains))
     }
 
-    async fn run(run: &mut Run<'_>, s: &ReadFileStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ReadFileStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
         let text = tokio::task::spawn_blocking({
             let path = path.clone();
@@ -72,7 +72,7 @@ impl StepKind for ListDir {
         Explained::new("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path.value, s.contains))
     }
 
-    async fn run(run: &mut Run<'_>, s: &ListDirStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &ListDirStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
         let names = tokio::task::spawn_blocking({
             let path = path.clone();
@@ -106,7 +106,7 @@ impl StepKind for RemoveFile {
         Explained::new("harness".into(), "harness".into(), format!("remove {}", s.path.value))
     }
 
-    async fn run(run: &mut Run<'_>, s: &RemoveFileStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &RemoveFileStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
         // A link is removed, never what it points at. Off the async workers, as any file
         // operation of a step.
@@ -131,7 +131,7 @@ impl StepKind for MountErofsImage {
         )
     }
 
-    async fn run(run: &mut Run<'_>, s: &MountErofsImageStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &MountErofsImageStep) -> Result<(), StepError> {
         let mountpoint = run.path_in_root(&s.path.value);
         let name: String = s.path.value.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
         let source = run.root.path().join("erofs").join(&name);
@@ -146,7 +146,7 @@ impl StepKind for MountErofsImage {
         .map_err(|e| e.to_string())?
         .map_err(|e| StepError::new(e.to_string()))?;
         let kernel = host_facts::kernel::release();
-        run.state.notes.push(match backing {
+        run.state().notes.push(match backing {
             daemon_core::mount::ImageBacking::File => {
                 format!("erofs image at {}: mounted from its file (kernel {kernel})", s.path.value)
             }
@@ -170,7 +170,7 @@ impl StepKind for StartReader {
         Explained::new("harness".into(), "harness".into(), format!("start reader {} on {}", s.name, s.path.value))
     }
 
-    async fn run(run: &mut Run<'_>, s: &StartReaderStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &StartReaderStep) -> Result<(), StepError> {
         let path = run.path_in_root(&s.path.value);
         let stop = run.root.path().join(format!("reader-{}.stop", s.name));
         // The harness binary is the reader (on the mock target it is also `nydusd`).
@@ -181,7 +181,7 @@ impl StepKind for StartReader {
             .spawn()
             .map_err(|e| format!("cannot start reader {}: {e}", s.name))?;
         run.root.ledger.started(child.id());
-        run.state.readers.insert(s.name.clone(), (child, stop));
+        run.state().readers.insert(s.name.clone(), (child, stop));
         Ok(())
     }
 }
@@ -206,9 +206,9 @@ impl StepKind for StopReader {
         Explained::new("harness".into(), "harness".into(), text)
     }
 
-    async fn run(run: &mut Run<'_>, s: &StopReaderStep) -> Result<(), StepError> {
+    async fn run(run: &Run<'_>, s: &StopReaderStep) -> Result<(), StepError> {
         let (mut child, stop) =
-            run.state.readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
+            run.state().readers.remove(&s.name).ok_or_else(|| format!("no reader named {:?} is running", s.name))?;
         // The stop file tells the reader how long its read in progress may still take.
         std::fs::write(&stop, s.stuck_after_ms.to_string()).map_err(|e| e.to_string())?;
         let stdout = child.stdout.take().ok_or_else(|| StepError::new("the reader's output is not piped"))?;
@@ -230,7 +230,7 @@ impl StepKind for StopReader {
             Ok(Err(e)) => return Err(e.to_string().into()),
             Err(_) => {
                 let _ = child.kill();
-                run.state.stuck_readers.push(child);
+                run.state().stuck_readers.push(child);
                 return Err(
                     format!("reader {} did not report within {} ms of its stop", s.name, bound.as_millis()).into()
                 );
@@ -244,16 +244,16 @@ impl StepKind for StopReader {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         if matches!(child.try_wait(), Ok(None)) {
-            run.state.stuck_readers.push(child);
+            run.state().stuck_readers.push(child);
         }
         run.log.journal.record("reader", serde_json::to_value(&stats).unwrap_or_default());
-        run.state.reader_stats.push(stats.clone());
+        run.state().reader_stats.push(stats.clone());
         let promise = match &s.without_resend {
             None => Promise::of(s),
             Some(w) => {
                 let case = run.failover_case(&w.daemon.value);
                 let promise = if case.resent { Promise::of(s) } else { Promise::without_resend(w) };
-                run.state.notes.push(format!(
+                run.state().notes.push(format!(
                     "reader {}: {}; held to: {promise}; saw: {}",
                     s.name,
                     case.description,

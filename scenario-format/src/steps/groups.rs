@@ -1,0 +1,129 @@
+//! Steps that run other steps at the same time as the scenario's own: a `background` group
+//! that goes on beside the steps after it until its `join`, and `concurrently`, lanes
+//! started together that all end before the next step.
+//!
+//! Where groups may stand is checked when the file is loaded ([`check_groups`]): a
+//! background group and its join stand in the scenario's own step list, a join names a
+//! group started before it and not joined yet, and every group has steps.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{Invalid, Step, StepArgs};
+use crate::fields::Id;
+
+/// `background`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundStep {
+    /// The group's name: its `join` and its failures say it.
+    #[schemars(with = "Id")]
+    pub name: Spanned<String>,
+    /// Its steps, in order; each may carry `expect_error` or `may_fail` as anywhere.
+    #[schemars(with = "Vec<Step>")]
+    pub steps: Vec<Spanned<Step>>,
+}
+
+/// `join`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinStep {
+    /// The background group to wait for.
+    #[schemars(with = "Id")]
+    pub name: Spanned<String>,
+}
+
+/// `concurrently`: two or more lanes, each a list of steps.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct ConcurrentlyStep {
+    /// The lanes.
+    #[schemars(with = "Vec<Vec<Step>>")]
+    pub lanes: Vec<Vec<Spanned<Step>>>,
+}
+
+impl StepArgs for BackgroundStep {}
+impl StepArgs for JoinStep {}
+impl StepArgs for ConcurrentlyStep {}
+
+impl Step {
+    /// The steps a group runs, lane by lane (none for other steps).
+    pub fn lanes(&self) -> Vec<&[Spanned<Step>]> {
+        match self {
+            Step::Background(group) => vec![&group.steps],
+            Step::Concurrently(group) => group.lanes.iter().map(Vec::as_slice).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Where the groups of the scenario's own step list `steps` stand and what they hold.
+pub fn check_groups(steps: &[Spanned<Step>]) -> Result<(), Invalid> {
+    let mut started: Vec<&Spanned<String>> = Vec::new();
+    let mut joined: Vec<&str> = Vec::new();
+    for step in steps {
+        match &step.value {
+            Step::Background(group) => {
+                let name = &group.name;
+                if started.iter().any(|s| s.value == name.value) {
+                    return Err(Invalid::at(
+                        name,
+                        format!("a background group named `{}` is already started", name.value),
+                    ));
+                }
+                started.push(name);
+            }
+            Step::Join(join) => {
+                let name = join.name.value.as_str();
+                if joined.contains(&name) {
+                    return Err(Invalid::at(&join.name, format!("background group `{name}` is already joined")));
+                }
+                if !started.iter().any(|s| s.value == name) {
+                    let names: Vec<&str> = started.iter().map(|s| s.value.as_str()).collect();
+                    let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
+                    return Err(Invalid::at(
+                        &join.name,
+                        format!("`join` names no background group started before it: `{name}` (started: {known})"),
+                    ));
+                }
+                joined.push(name);
+            }
+            _ => {}
+        }
+        check_lanes(step)?;
+    }
+    Ok(())
+}
+
+/// A group's lanes: enough of them, none empty, and no background group or join inside
+/// (those stand in the scenario's own list, where their order is plain).
+fn check_lanes(step: &Spanned<Step>) -> Result<(), Invalid> {
+    let at = |message: String| Invalid { line: step.referenced.line(), column: step.referenced.column(), message };
+    let lanes = step.value.lanes();
+    if let Step::Concurrently(_) = &step.value
+        && lanes.len() < 2
+    {
+        return Err(at(format!("`concurrently` needs two lanes or more; it has {}", lanes.len())));
+    }
+    for (i, lane) in lanes.iter().enumerate() {
+        if lane.is_empty() {
+            return Err(at(format!("lane {} of `{}` has no steps", i + 1, step.value.keyword())));
+        }
+        for inner in lane.iter() {
+            if matches!(inner.value, Step::Background(_) | Step::Join(_)) {
+                return Err(Invalid {
+                    line: inner.referenced.line(),
+                    column: inner.referenced.column(),
+                    message: format!(
+                        "`{}` stands in the scenario's own steps, not inside `{}`",
+                        inner.value.keyword(),
+                        step.value.keyword()
+                    ),
+                });
+            }
+            check_lanes(inner)?;
+        }
+    }
+    Ok(())
+}

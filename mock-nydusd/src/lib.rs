@@ -266,11 +266,19 @@ fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdErr
     let bootstrap = match (&cli.bootstrap, mode) {
         (Some(b), Mode::Fuse) => {
             let config = match &cli.config {
+                // Not UTF-8: the read fails with nydusd's `InvalidData` words.
                 Some(path) => std::fs::read_to_string(path).map_err(|e| NydusdError::debug(&e))?,
                 None => {
                     return Err(NydusdError::words("Invalid argument: --bootstrap needs --config or --localfs-dir"));
                 }
             };
+            // nydusd reads its configuration as JSON or TOML; a torn or garbled one ends the
+            // start with EINVAL (2.2: `Failed in starting daemon: Invalid argument (os error 22)`).
+            let parses = serde_json::from_str::<serde_json::Value>(&config).is_ok()
+                || toml::from_str::<toml::Table>(&config).is_ok();
+            if !parses {
+                return Err(NydusdError::debug(&std::io::Error::from_raw_os_error(nix::libc::EINVAL)));
+            }
             Some(MountRequest::rafs(b.display().to_string(), config))
         }
         _ => None,

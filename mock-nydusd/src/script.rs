@@ -153,6 +153,86 @@ pub struct Rule {
     /// What to do.
     #[schemars(length(min = 1))]
     pub then: Vec<Action>,
+    /// How often the rule must fire over the scenario (all processes of its daemon): a
+    /// number, or `{ min, max }`. A harness checks it when the steps have passed and
+    /// names each rule that fired too seldom with the request that came closest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub times: Option<Times>,
+}
+
+/// How often a rule must fire: exactly `n`, or between `min` and `max` (each optional).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum Times {
+    /// Exactly this often.
+    Exactly(u64),
+    /// At least `min` (default 0) and at most `max` (default: no bound).
+    Range {
+        /// At least this often (default 0).
+        #[serde(default)]
+        min: u64,
+        /// At most this often (default: no bound).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max: Option<u64>,
+    },
+}
+
+impl Times {
+    /// Whether firing `count` times is what it asks.
+    pub fn allows(self, count: u64) -> bool {
+        match self {
+            Self::Exactly(n) => count == n,
+            Self::Range { min, max } => count >= min && max.is_none_or(|m| count <= m),
+        }
+    }
+}
+
+impl std::fmt::Display for Times {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let times = |n: u64| if n == 1 { "1 time".to_owned() } else { format!("{n} times") };
+        match self {
+            Self::Exactly(n) => write!(f, "exactly {}", times(*n)),
+            Self::Range { min, max: Some(max) } => write!(f, "{min} to {}", times(*max)),
+            Self::Range { min, max: None } => write!(f, "at least {}", times(*min)),
+        }
+    }
+}
+
+/// What a request's body must be: the text exactly, text it contains, or JSON whose
+/// every field given here has the value given (other fields may be there too).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BodyMatch {
+    /// The body is exactly this text.
+    Equals(String),
+    /// The body contains this text.
+    Contains(String),
+    /// The body is JSON holding these fields with these values (recursively).
+    Json(#[schemars(description = "The fields the body's JSON must hold, with their values.")] serde_json::Value),
+}
+
+impl BodyMatch {
+    fn matches(&self, body: Option<&[u8]>) -> bool {
+        let body = body.unwrap_or_default();
+        match self {
+            Self::Equals(text) => body == text.as_bytes(),
+            Self::Contains(text) => body.windows(text.len().max(1)).any(|w| w == text.as_bytes()) || text.is_empty(),
+            Self::Json(subset) => {
+                serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|value| json_holds(&value, subset))
+            }
+        }
+    }
+}
+
+/// Whether `value` has every field of `subset` with its value: objects recursively,
+/// anything else equal.
+fn json_holds(value: &serde_json::Value, subset: &serde_json::Value) -> bool {
+    match (value, subset) {
+        (serde_json::Value::Object(have), serde_json::Value::Object(want)) => {
+            want.iter().all(|(k, w)| have.get(k).is_some_and(|h| json_holds(h, w)))
+        }
+        _ => value == subset,
+    }
 }
 
 /// Conditions, all of which must hold.
@@ -166,6 +246,13 @@ pub struct When {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^(?:\*|/.*)$"))]
     pub path: Option<String>,
+    /// Query parameters the request must carry with these values (decoded), e.g.
+    /// `{ mountpoint: /c }`; others may be there too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<std::collections::BTreeMap<String, String>>,
+    /// What the request's body must be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<BodyMatch>,
     /// Reported state at the time of the request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<State>,
@@ -187,6 +274,16 @@ pub struct When {
     pub process: Option<u32>,
 }
 
+impl When {
+    /// Whether the raw query string `query` carries every parameter `query` names, with
+    /// its value (decoded).
+    pub fn query_holds(&self, query: &str) -> bool {
+        self.query.as_ref().is_none_or(|wanted| {
+            wanted.iter().all(|(k, v)| crate::query::first_value(query, k).as_deref() == Some(v.as_str()))
+        })
+    }
+}
+
 /// Methods nydusd's HTTP library accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "UPPERCASE")]
@@ -200,7 +297,8 @@ pub enum Method {
 }
 
 impl Method {
-    fn as_str(self) -> &'static str {
+    /// The method as sent on the wire (`GET`).
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Get => "GET",
             Self::Put => "PUT",
@@ -338,7 +436,8 @@ impl fmt::Display for ScriptError {
 
 impl std::error::Error for ScriptError {}
 
-fn rule_label(index: usize, name: Option<&str>) -> String {
+/// `rule 2 (name)`, or `rule 2`: how errors, the journal's readers and reports name a rule.
+pub fn rule_label(index: usize, name: Option<&str>) -> String {
     match name {
         Some(name) => format!("rule {} ({name})", index + 1),
         None => format!("rule {}", index + 1),
@@ -435,6 +534,11 @@ impl Script {
             }
             if rule.then.is_empty() {
                 return Err(error("then: needs at least one action".into()));
+            }
+            if let Some(Times::Range { min, max: Some(max) }) = rule.times
+                && min > max
+            {
+                return Err(error(format!("times: min ({min}) must not be more than max ({max})")));
             }
             if let Some((at, code)) = rule.then.iter().enumerate().find_map(|(i, a)| match a {
                 Action::Exit(code) if !(0..=255).contains(code) => Some((i, *code)),
@@ -533,6 +637,10 @@ pub struct Incoming<'a> {
     pub method: &'a str,
     /// Path without query.
     pub path: &'a str,
+    /// Raw query string without `?`.
+    pub query: &'a str,
+    /// Body, if any.
+    pub body: Option<&'a [u8]>,
     /// Reported state.
     pub state: State,
     /// Milliseconds since the daemon started.
@@ -594,8 +702,9 @@ impl ScriptRunner {
         let mut scanned = Vec::new();
         for (i, spanned) in script.rules.iter().enumerate() {
             let when = &spanned.value.when;
+            let content = when.query.is_some() || when.body.is_some();
             match (when.method, &when.path, when.call, &when.state, when.after_ms, when.before_ms) {
-                (Some(method), Some(path), Some(Call::Nth(n)), None, None, None) if path != "*" => {
+                (Some(method), Some(path), Some(Call::Nth(n)), None, None, None) if path != "*" && !content => {
                     let filter = KeyFilter { method: method.as_str(), path: path.clone(), process: when.process };
                     keyed.entry(filter).or_default().by_call.entry(n).or_insert(i);
                 }
@@ -635,7 +744,9 @@ impl ScriptRunner {
                 && when.state.is_none_or(|s| s == request.state)
                 && when.after_ms.is_none_or(|t| request.since_start_ms >= t)
                 && when.before_ms.is_none_or(|t| request.since_start_ms < t)
-                && when.process.is_none_or(|p| p == request.process);
+                && when.process.is_none_or(|p| p == request.process)
+                && when.query_holds(request.query)
+                && when.body.as_ref().is_none_or(|b| b.matches(request.body));
             if !matches {
                 continue;
             }
@@ -674,7 +785,41 @@ mod tests {
     use super::*;
 
     fn request(method: &'static str, path: &'static str) -> Incoming<'static> {
-        Incoming { method, path, state: State::Running, since_start_ms: 10, process: 1 }
+        Incoming { method, path, query: "", body: None, state: State::Running, since_start_ms: 10, process: 1 }
+    }
+
+    /// A rule matches a query parameter decoded, and a body exactly, by a part, or as a
+    /// JSON subset; a request lacking any of it is not counted against the rule.
+    #[test]
+    fn rules_match_the_query_and_the_body() {
+        let script = Script::parse(
+            "rules:\n  - when: { query: { mountpoint: /c d } }\n    then: [close]\n  - when: { body: { json: { fs_type: rafs, config: { a: 1 } } } }\n    then: [close]\n  - when: { body: { contains: needle } }\n    then: [close]\n  - when: { body: { equals: \"\" } }\n    then: [close]\n",
+            "t",
+        )
+        .unwrap();
+        let mut runner = ScriptRunner::new(script);
+        let mut fire = |query: &'static str, body: Option<&'static [u8]>| {
+            runner.on_request(Incoming { query, body, ..request("POST", "/api/v1/mount") }).map(|f| f.index + 1)
+        };
+        assert_eq!(fire("x=1&mountpoint=%2Fc%20d", Some(b"{}")), Some(1));
+        assert_eq!(fire("mountpoint=/c", Some(b"{}")), None);
+        assert_eq!(fire("", Some(br#"{"fs_type":"rafs","config":{"a":1,"b":2},"source":"/s"}"#)), Some(2));
+        assert_eq!(fire("", Some(br#"{"fs_type":"rafs","config":{"a":2}}"#)), None);
+        assert_eq!(fire("", Some(b"not json, a needle in it")), Some(3));
+        assert_eq!(fire("", None), Some(4));
+    }
+
+    #[test]
+    fn times_say_how_often_and_a_range_must_be_one() {
+        let times = |text: &str| serde_json::from_str::<Times>(text).unwrap();
+        assert!(times("1").allows(1) && !times("1").allows(0) && !times("1").allows(2));
+        assert!(times(r#"{"min":1}"#).allows(7) && !times(r#"{"min":1}"#).allows(0));
+        assert!(times(r#"{"max":2}"#).allows(0) && !times(r#"{"max":2}"#).allows(3));
+        assert_eq!(times("1").to_string(), "exactly 1 time");
+        assert_eq!(times(r#"{"min":2,"max":3}"#).to_string(), "2 to 3 times");
+        let e =
+            Script::parse("rules:\n  - when: {}\n    then: [close]\n    times: { min: 3, max: 2 }\n", "t").unwrap_err();
+        assert!(e.to_string().contains("times: min (3) must not be more than max (2)"), "{e}");
     }
 
     #[test]
@@ -717,7 +862,15 @@ mod tests {
             Script::parse("rules: [{when: {state: INIT, after_ms: 5, before_ms: 20}, then: [reply]}]", "t").unwrap();
         let mut runner = ScriptRunner::new(script);
         assert!(runner.on_request(request("GET", "/")).is_none());
-        let init = |ms| Incoming { method: "GET", path: "/", state: State::Init, since_start_ms: ms, process: 1 };
+        let init = |ms| Incoming {
+            method: "GET",
+            path: "/",
+            query: "",
+            body: None,
+            state: State::Init,
+            since_start_ms: ms,
+            process: 1,
+        };
         assert!(runner.on_request(init(4)).is_none());
         assert!(runner.on_request(init(5)).is_some());
         assert!(runner.on_request(init(20)).is_none());
@@ -835,6 +988,7 @@ mod tests {
                         ..When::default()
                     },
                     then: vec![Action::Reply],
+                    times: None,
                 })
                 .collect();
             let script = Script {
@@ -850,8 +1004,15 @@ mod tests {
             for _ in 0..20 {
                 let method = methods[next(2) as usize].as_str();
                 let path = paths[next(2) as usize];
-                let r =
-                    Incoming { method, path, state: State::Running, since_start_ms: 0, process: 1 + next(2) as u32 };
+                let r = Incoming {
+                    method,
+                    path,
+                    query: "",
+                    body: None,
+                    state: State::Running,
+                    since_start_ms: 0,
+                    process: 1 + next(2) as u32,
+                };
                 let want = reference(&rules, &mut counts, &r);
                 let got = runner.on_request(r).map(|f| (f.index, f.call));
                 assert_eq!(got, want, "rules {rules:?}");

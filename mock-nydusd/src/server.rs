@@ -247,6 +247,8 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
     let incoming = Incoming {
         method: &request.method,
         path: &request.path,
+        query: &request.query,
+        body: request.body.as_deref(),
         state: model.state(),
         since_start_ms: shared.started.elapsed().as_millis() as u64,
         process: shared.process,

@@ -78,6 +78,45 @@ fn missing_mountpoint_is_a_start_up_error_with_exit_1() {
     assert!(!sock.exists());
 }
 
+/// A start-up configuration that is torn or not text ends the start with exit 1 and
+/// nydusd 2.2's words (measured: `Os { code: 22, kind: InvalidInput, ... }`, and
+/// `stream did not contain valid UTF-8`), before any socket exists. Before, the mock
+/// started on any bytes, so a manager restarting a daemon whose config.json a crash had
+/// torn reported `restarted` where nydusd fails.
+#[test]
+fn a_torn_or_garbled_start_up_config_is_refused_with_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mnt, boot) = (dir.path().join("mnt"), dir.path().join("boot"));
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::write(&boot, b"").unwrap();
+    let cases: [(&[u8], &str); 2] = [
+        (
+            b"{\"device\": {\"backend\": {\"type\": \"localfs\", \"con",
+            "Error: Os { code: 22, kind: InvalidInput, message: \"Invalid argument\" }",
+        ),
+        (b"\xff\x00\xff\x00", "stream did not contain valid UTF-8"),
+    ];
+    for (config, words) in cases {
+        let (file, sock) = (dir.path().join("config.json"), dir.path().join("api.sock"));
+        std::fs::write(&file, config).unwrap();
+        let out = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
+            .args(["fuse", "--config"])
+            .arg(&file)
+            .arg("--bootstrap")
+            .arg(&boot)
+            .arg("--mountpoint")
+            .arg(&mnt)
+            .arg("--apisock")
+            .arg(&sock)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(words), "{stderr}");
+        assert!(!sock.exists());
+    }
+}
+
 #[test]
 fn the_journal_survives_sigkill() {
     let mut mock = MockProcess::start(common::mock(), &[]);

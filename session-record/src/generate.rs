@@ -67,6 +67,7 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
                 ..When::default()
             },
             then,
+            times: None,
         };
         rules.push(Spanned::new(rule, Location::UNKNOWN, Location::UNKNOWN));
     }

@@ -127,7 +127,31 @@ impl Manager {
         crash_point::reached("umount.unmounted");
         self.remove_rafs_instance(daemon, snapshot_id)?;
         crash_point::reached("umount.removed");
+        // As upstream's fs layer: the instance's configuration goes with it (a crash
+        // before this line leaves it for the recovery's sweep).
+        remove_instance_config(daemon, snapshot_id);
         Ok(())
+    }
+
+    /// Removes the configuration directories of `daemon` that name no instance of it
+    /// (snapshotter PR #782): left by a crash between writing an instance's configuration
+    /// and recording it, or between dropping its record and removing it. Returns the
+    /// snapshot ids whose directories went.
+    pub(super) fn sweep_instance_configs(&self, daemon: &Daemon) -> Vec<String> {
+        let dir = daemon.record().config_dir.clone();
+        let Ok(entries) = std::fs::read_dir(&dir) else { return Vec::new() };
+        let recorded = daemon.instances().list_by_seq();
+        let mut swept = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Only directories: the daemon's own config.json stays.
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && !recorded.iter().any(|r| r.snapshot_id == name) {
+                remove_instance_config(daemon, &name);
+                swept.push(name);
+            }
+        }
+        swept
     }
 
     /// Whether a shared fusedev daemon serves `rafs` now, by its `backend_collection`;
@@ -290,4 +314,11 @@ impl Manager {
             }
         }));
     }
+}
+
+/// Removes the configuration directory of `daemon`'s instance `snapshot_id`. A failure
+/// is not the umount's: the instance is unmounted and its record gone, and the next
+/// recovery sweeps what is left.
+fn remove_instance_config(daemon: &Daemon, snapshot_id: &str) {
+    let _ = std::fs::remove_dir_all(daemon.record().config_dir.join(snapshot_id));
 }

@@ -49,6 +49,8 @@ pub struct RecoveryReport {
     pub remounted: Vec<String>,
     /// Mounts a live daemon served that no record names, unmounted.
     pub unmounted: Vec<String>,
+    /// Configuration directories of instances no record names (snapshot ids), removed.
+    pub configs_swept: Vec<String>,
 }
 
 /// `Git Commit:` from `<binary> --version`, as upstream's `GetDaemonGitCommit`.
@@ -79,6 +81,9 @@ impl Manager {
             if let Some(daemon) = self.get_daemon(&rafs.daemon_id) {
                 daemon.add_rafs_instance(rafs);
             }
+        }
+        for daemon in self.list_daemons().iter().filter(|d| d.record().is_shared()) {
+            report.configs_swept.extend(self.sweep_instance_configs(daemon));
         }
         self.resume(&live, frozen, &mut report).await?;
         self.restart_dead(dead, &mut report).await;

@@ -13,6 +13,7 @@ pub mod image;
 mod lanes;
 mod outcome;
 mod root;
+mod rule_counts;
 mod scenario_state;
 mod setup;
 mod steps;
@@ -235,6 +236,9 @@ pub(crate) struct Run<'a> {
     pub(crate) root: ScenarioRoot,
     /// What it has running; every lane's steps share it, each lock held for a moment.
     pub(crate) state: std::sync::Mutex<ScenarioState>,
+    /// How managers are configured: the scenario's `manager` section, as the last
+    /// `restart_manager` changed it.
+    manager_spec: std::sync::Mutex<crate::scenario::model::ManagerSpec>,
     pub(crate) log: EventLog,
     /// What each lane is doing, for the report when the deadline passes.
     activities: lanes::Activities,
@@ -252,6 +256,7 @@ impl<'a> Run<'a> {
             binary: config.nydusd.clone(),
             root,
             state: Default::default(),
+            manager_spec: std::sync::Mutex::new(scenario.manager.clone()),
             log,
             activities: lanes::Activities::default(),
             groups: lanes::Groups::of(&scenario.steps),
@@ -261,6 +266,11 @@ impl<'a> Run<'a> {
     /// The scenario's running parts, for a moment: never held across an await.
     pub(crate) fn state(&self) -> std::sync::MutexGuard<'_, ScenarioState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How the next manager is configured.
+    pub(crate) fn manager_spec(&self) -> crate::scenario::model::ManagerSpec {
+        self.manager_spec.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn manager(&self) -> Result<Manager, RunError> {
@@ -291,7 +301,10 @@ impl<'a> Run<'a> {
         self.state().remember_daemons();
         self.run_steps().await?;
         self.log.drain();
-        self.never_event_seen().map_or(Ok(()), Err)
+        if let Some(failure) = self.never_event_seen() {
+            return Err(failure);
+        }
+        self.rules_fired_wrongly().map_or(Ok(()), Err)
     }
 
     /// The merged timeline's last `lines` entries, formatted. A mock journals each request

@@ -31,7 +31,7 @@ impl Run<'_> {
 
     /// Deadlines for daemon waits, from the scenario's manager section.
     pub(super) fn timeouts(&self) -> Timeouts {
-        let m = &self.scenario.manager;
+        let m = &self.manager_spec();
         Timeouts {
             socket: Duration::from_millis(m.socket_timeout_ms),
             state: Duration::from_millis(m.state_timeout_ms),
@@ -43,7 +43,7 @@ impl Run<'_> {
     }
 
     pub(super) fn fs_driver(&self) -> daemon_core::daemon::FsDriver {
-        self.scenario.manager.fs_driver
+        self.manager_spec().fs_driver
     }
 
     /// The mock's flags: one journal, no deliberate aborts, a stand-in for
@@ -89,6 +89,7 @@ impl Run<'_> {
     }
 
     fn manager_config(&self) -> ManagerConfig {
+        let spec = self.manager_spec();
         let (target_args, per_daemon) = self.target().daemon_args(self);
         let mut args = self.config.extra_args.clone();
         args.extend(target_args);
@@ -96,7 +97,7 @@ impl Run<'_> {
             layout: self.root.layout.clone(),
             nydusd: self.binary.clone(),
             fs_driver: self.fs_driver(),
-            recover_policy: self.scenario.manager.recover_policy,
+            recover_policy: spec.recover_policy,
             timeouts: self.timeouts(),
             spawn: SpawnExtras {
                 args,
@@ -113,8 +114,8 @@ impl Run<'_> {
             per_daemon_args: per_daemon,
             exchange_observer: Some(self.log.exchange_observer()),
             recovery: daemon_core::manager::RecoveryRetry {
-                attempts: self.scenario.manager.recovery_attempts.get(),
-                backoff: Duration::from_millis(self.scenario.manager.recovery_backoff_ms),
+                attempts: spec.recovery_attempts.get(),
+                backoff: Duration::from_millis(spec.recovery_backoff_ms),
                 ..Default::default()
             },
             reply_limit: daemon_core::api::client::DEFAULT_REPLY_LIMIT,

@@ -59,7 +59,12 @@ fn parts(entry: &Value, start_ns: u64) -> (f64, String, String) {
     let what = match entry["event"].as_str().unwrap_or("?") {
         "request" | "exchange" => format!("{} {} -> {}", text("method"), text("path"), entry["status"]),
         "state" => format!("state {} -> {}", text("from"), text("to")),
-        "script" => format!("script rule {} fired on {} {}", entry["rule"], text("method"), text("path")),
+        "script" => match entry["name"].as_str() {
+            Some(name) => {
+                format!("script rule {} ({name}) fired on {} {}", entry["rule"], text("method"), text("path"))
+            }
+            None => format!("script rule {} fired on {} {}", entry["rule"], text("method"), text("path")),
+        },
         "step" => match entry["lane"].as_str() {
             // A lane's steps stand beside the others': each line says whose it is.
             Some(lane) => match entry["n"].as_u64() {

@@ -123,6 +123,11 @@ pub struct ApiStep {
     pub daemon: Spanned<String>,
     /// Which call.
     pub call: ApiCall,
+    /// The query's `id` for `fs_metrics` and `cache_metrics`, sent as written: `/a` is
+    /// how nydusd names instance `a`, and `a` is how a client got it wrong (snapshotter
+    /// PR #743). Absent: no `id`.
+    #[serde(default)]
+    pub id: Option<String>,
     /// The call must fail like this.
     #[serde(default)]
     pub expect_error: Option<ExpectedError>,
@@ -349,6 +354,16 @@ impl StepArgs for ApiStep {
 
     fn may_fail(&self) -> bool {
         self.may_fail
+    }
+
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        match (&self.id, self.call) {
+            (Some(_), call) if !matches!(call, ApiCall::FsMetrics | ApiCall::CacheMetrics) => Err(Invalid::at(
+                &self.daemon,
+                format!("`id` is for the calls fs_metrics and cache_metrics, not {}", crate::spelled(&call)),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 

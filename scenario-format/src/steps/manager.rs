@@ -44,7 +44,8 @@ fn default_event_ms() -> u64 {
     10_000
 }
 
-/// `restart_manager`: what recovery must report (lists of daemon ids; unchecked if absent).
+/// `restart_manager`: what recovery must report (lists; each unchecked if absent), and how
+/// the new manager is configured.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RestartManagerStep {
@@ -64,6 +65,86 @@ pub struct RestartManagerStep {
     /// Recovery failed.
     #[serde(default)]
     pub failed: Option<Vec<String>>,
+    /// Live daemons moved to the configured binary because they ran another build.
+    #[serde(default)]
+    pub upgraded: Option<Vec<String>>,
+    /// Daemons whose process no record names was killed (the previous manager died while
+    /// spawning, destroying or upgrading them).
+    #[serde(default)]
+    pub strays_killed: Option<Vec<String>>,
+    /// Daemons with a process under the root that neither a record nor an intent names,
+    /// left running.
+    #[serde(default)]
+    pub unrecorded_left: Option<Vec<String>>,
+    /// Instances (snapshot ids) a live daemon had lost track of, mounted again.
+    #[serde(default)]
+    pub remounted: Option<Vec<String>>,
+    /// Mountpoints a live daemon served that no record names, unmounted.
+    #[serde(default)]
+    pub unmounted: Option<Vec<String>>,
+    /// Instances (snapshot ids) whose configuration directory no record named, removed.
+    #[serde(default)]
+    pub configs_swept: Option<Vec<String>>,
+    /// The new manager's configuration where it differs from the scenario's `manager`
+    /// section (and for every manager after it): another fs driver, recover policy or
+    /// deadline, as a snapshotter restarted with another configuration.
+    #[serde(default)]
+    pub manager: Option<ManagerOverrides>,
+}
+
+/// Fields of the scenario's `manager` section that `restart_manager` changes; absent
+/// ones keep their value.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerOverrides {
+    /// What the manager does when a daemon dies.
+    #[serde(default)]
+    pub recover_policy: Option<crate::model::RecoverPolicy>,
+    /// fusedev or fscache: the manager owns daemons of this driver only.
+    #[serde(default)]
+    pub fs_driver: Option<crate::model::FsDriver>,
+    /// How long the socket may take to appear.
+    #[serde(default)]
+    pub socket_timeout_ms: Option<u64>,
+    /// How long a state wait may take.
+    #[serde(default)]
+    pub state_timeout_ms: Option<u64>,
+    /// How long one API request may take.
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+    /// How many times a restart or failover is tried before `recovery_failed`.
+    #[serde(default)]
+    pub recovery_attempts: Option<std::num::NonZeroU32>,
+    /// The gap before a recovery's second attempt.
+    #[serde(default)]
+    pub recovery_backoff_ms: Option<u64>,
+}
+
+impl ManagerOverrides {
+    /// `spec` with these fields changed.
+    pub fn apply(&self, spec: &mut crate::model::ManagerSpec) {
+        if let Some(v) = self.recover_policy {
+            spec.recover_policy = v;
+        }
+        if let Some(v) = self.fs_driver {
+            spec.fs_driver = v;
+        }
+        if let Some(v) = self.socket_timeout_ms {
+            spec.socket_timeout_ms = v;
+        }
+        if let Some(v) = self.state_timeout_ms {
+            spec.state_timeout_ms = v;
+        }
+        if let Some(v) = self.request_timeout_ms {
+            spec.request_timeout_ms = v;
+        }
+        if let Some(v) = self.recovery_attempts {
+            spec.recovery_attempts = v;
+        }
+        if let Some(v) = self.recovery_backoff_ms {
+            spec.recovery_backoff_ms = v;
+        }
+    }
 }
 
 /// `upgrade`.

@@ -187,15 +187,21 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- read_file: { path: mnt/d1/a/f.txt, contains: hello }`
                 ReadFile(ReadFileStep) = "read_file",
-                /// A directory's entries.
+                /// A directory's entries: names it must have, names it must not.
                 ///
-                /// Example: `- list_dir: { path: mnt/d1/a, contains: [f.txt] }`
+                /// Example: `- list_dir: { path: mnt/d1/a, contains: [f.txt], absent: [g.txt] }`
                 ListDir(ListDirStep) = "list_dir",
                 /// Remove a file under the root behind the manager's back: a daemon's record or config,
                 /// an instance's config, a socket (a damaged root, as a disk or an operator leaves it).
                 ///
                 /// Example: `- remove_file: { path: config/d1/config.json }`
                 RemoveFile(RemoveFileStep) = "remove_file",
+                /// Damage a file under the root behind the manager's back: torn to its first half,
+                /// emptied, or overwritten with bytes that are not JSON (a record or config after a
+                /// crash or a full disk).
+                ///
+                /// Example: `- corrupt_file: { path: config/d1/config.json, to: torn }`
+                CorruptFile(CorruptFileStep) = "corrupt_file",
                 /// Start a process that reads a file over and over (a workload during faults).
                 ///
                 /// Example: `- start_reader: { name: r, path: mnt/d1/a/f.txt }`

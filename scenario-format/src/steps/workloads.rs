@@ -36,7 +36,11 @@ pub struct ListDirStep {
     #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Names that must be among the entries.
+    #[serde(default)]
     pub contains: Vec<String>,
+    /// Names that must not be among the entries (an orphan that should have been swept).
+    #[serde(default)]
+    pub absent: Vec<String>,
 }
 
 /// `remove_file`.
@@ -49,6 +53,35 @@ pub struct RemoveFileStep {
     /// The step must fail like this (a file that is not there: `message_contains: No such file`).
     #[serde(default)]
     pub expect_error: Option<ExpectedError>,
+}
+
+/// `corrupt_file`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorruptFileStep {
+    /// A host path relative to the scenario's root (not absolute, no `..`, no NUL); a
+    /// link there is refused, never followed.
+    #[schemars(with = "HostPath")]
+    pub path: Spanned<String>,
+    /// What the file becomes (default `torn`).
+    #[serde(default)]
+    pub to: Corruption,
+    /// The step must fail like this (a file that is not there: `message_contains: No such file`).
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
+}
+
+/// What `corrupt_file` leaves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Corruption {
+    /// Its first half: a write torn by a crash or a full disk.
+    #[default]
+    Torn,
+    /// Nothing: a file created and never written.
+    Empty,
+    /// The same length of bytes that are neither JSON nor text.
+    Garbage,
 }
 
 /// `start_reader`.
@@ -158,6 +191,16 @@ impl StepArgs for ListDirStep {
 }
 
 impl StepArgs for RemoveFileStep {
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        super::check_host_path(&self.path)
+    }
+
+    fn expected_error(&self) -> Option<&ExpectedError> {
+        self.expect_error.as_ref()
+    }
+}
+
+impl StepArgs for CorruptFileStep {
     fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
         super::check_host_path(&self.path)
     }

@@ -199,6 +199,16 @@ impl StepKind for Api {
             ApiCall::Takeover => daemon.takeover().await,
             ApiCall::Sendfd => daemon.send_fd().await,
             ApiCall::DaemonInfo => daemon.daemon_info().await.map(drop),
+            // An `id` goes to nydusd as written, whatever daemon-core would make of it.
+            ApiCall::FsMetrics | ApiCall::CacheMetrics if s.id.is_some() => {
+                let client = daemon.client().await.map_err(StepError::failed)?;
+                let id = s.id.as_deref();
+                let called = match s.call {
+                    ApiCall::FsMetrics => client.fs_metrics(id).await,
+                    _ => client.cache_metrics(id).await,
+                };
+                return called.map(drop).map_err(StepError::failed);
+            }
             ApiCall::FsMetrics => daemon.fs_metrics(None).await.map(drop),
             ApiCall::CacheMetrics => daemon.cache_metrics(None).await.map(drop),
             ApiCall::InflightMetrics => daemon.inflight_metrics().await.map(drop),

@@ -302,6 +302,9 @@ impl StepKind for RestartManager {
         if run.state().manager.is_some() {
             return Err(StepError::new("the manager is still running; kill_manager first"));
         }
+        if let Some(overrides) = &s.manager {
+            overrides.apply(&mut run.manager_spec.lock().unwrap_or_else(|e| e.into_inner()));
+        }
         run.open_manager().await?;
         let report = run.manager()?.recover().await?;
         check_report(s, &report)
@@ -434,23 +437,61 @@ impl Run<'_> {
 }
 
 fn check_report(s: &RestartManagerStep, report: &daemon_core::manager::RecoveryReport) -> Result<(), StepError> {
-    let checks = [
-        ("live", &s.live, report.live.clone()),
-        ("restarted", &s.restarted, report.restarted.clone()),
-        ("not_running", &s.not_running, report.not_running.iter().map(|(id, _)| id.clone()).collect()),
-        ("frozen", &s.frozen, report.frozen.clone()),
-        ("failed", &s.failed, report.failed.iter().map(|(id, _)| id.clone()).collect()),
+    let ids = |pairs: &[(String, u32)]| pairs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
+    let have: [(&str, Vec<String>); 11] = [
+        ("live", report.live.clone()),
+        ("restarted", report.restarted.clone()),
+        ("not_running", report.not_running.iter().map(|(id, _)| id.clone()).collect()),
+        ("frozen", report.frozen.clone()),
+        ("failed", report.failed.iter().map(|(id, _)| id.clone()).collect()),
+        ("upgraded", report.upgraded.clone()),
+        ("strays_killed", ids(&report.strays_killed)),
+        ("unrecorded_left", ids(&report.unrecorded_left)),
+        ("remounted", report.remounted.clone()),
+        ("unmounted", report.unmounted.clone()),
+        ("configs_swept", report.configs_swept.clone()),
     ];
-    for (name, wanted, have) in checks {
-        if let Some(wanted) = wanted
-            && sorted(wanted.clone()) != sorted(have.clone())
-        {
-            return Err(StepError::mismatch(
-                format!("recovery sorted daemons differently ({name})"),
-                format!("{name}: {:?}", sorted(wanted.clone())),
-                format!("{report:?}"),
-            ));
-        }
+    let wanted = [
+        &s.live,
+        &s.restarted,
+        &s.not_running,
+        &s.frozen,
+        &s.failed,
+        &s.upgraded,
+        &s.strays_killed,
+        &s.unrecorded_left,
+        &s.remounted,
+        &s.unmounted,
+        &s.configs_swept,
+    ];
+    let wrong: Vec<String> = have
+        .iter()
+        .zip(wanted)
+        .filter_map(|((name, have), wanted)| {
+            let wanted = wanted.as_ref()?;
+            (sorted(wanted.clone()) != sorted(have.clone())).then(|| format!("{name}: {}", yaml_list(wanted)))
+        })
+        .collect();
+    if wrong.is_empty() {
+        return Ok(());
     }
-    Ok(())
+    // Written as the step's fields are, so the observed line can be pasted into the file.
+    let observed: Vec<String> = have
+        .iter()
+        .filter(|(_, ids)| !ids.is_empty())
+        .map(|(name, ids)| format!("{name}: {}", yaml_list(ids)))
+        .collect();
+    Err(StepError::mismatch(
+        format!(
+            "recovery reported differently ({})",
+            wrong.iter().map(|w| w.split(':').next().unwrap_or("")).collect::<Vec<_>>().join(", ")
+        ),
+        format!("{{ {} }}", wrong.join(", ")),
+        format!("{{ {} }}", observed.join(", ")),
+    ))
+}
+
+/// `[a, b]`, as a YAML flow list of plain words.
+fn yaml_list(items: &[String]) -> String {
+    format!("[{}]", sorted(items.to_vec()).join(", "))
 }

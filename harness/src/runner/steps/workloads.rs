@@ -69,7 +69,12 @@ impl StepKind for ListDir {
     type Args = ListDirStep;
 
     fn explain(s: &ListDirStep) -> Explained {
-        Explained::new("harness".into(), "harness".into(), format!("list {} (has {:?})", s.path.value, s.contains))
+        let absent = if s.absent.is_empty() { String::new() } else { format!(", lacks {:?}", s.absent) };
+        Explained::new(
+            "harness".into(),
+            "harness".into(),
+            format!("list {} (has {:?}{absent})", s.path.value, s.contains),
+        )
     }
 
     async fn run(run: &Run<'_>, s: &ListDirStep) -> Result<(), StepError> {
@@ -84,14 +89,64 @@ impl StepKind for ListDir {
         .map_err(|e| e.to_string())?
         .map_err(|e| StepError::new(format!("cannot list {}: {e}", path.display())))?;
         let missing: Vec<&String> = s.contains.iter().filter(|n| !names.contains(n)).collect();
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(StepError::mismatch(
-                format!("entries of {}", path.display()),
-                format!("{:?}", s.contains),
-                format!("{:?}", sorted(names)),
-            ))
+        let present: Vec<&String> = s.absent.iter().filter(|n| names.contains(n)).collect();
+        if missing.is_empty() && present.is_empty() {
+            return Ok(());
+        }
+        let mut expected = Vec::new();
+        if !s.contains.is_empty() {
+            expected.push(format!("contains: {:?}", s.contains));
+        }
+        if !s.absent.is_empty() {
+            expected.push(format!("absent: {:?}", s.absent));
+        }
+        let wrong = if present.is_empty() { format!("missing {missing:?}") } else { format!("present {present:?}") };
+        Err(StepError::mismatch(
+            format!("entries of {}: {wrong}", s.path.value),
+            expected.join(", "),
+            format!("{:?}", sorted(names)),
+        ))
+    }
+}
+
+/// The `corrupt_file` step (its doc: the format's `Step::CorruptFile`).
+pub(crate) struct CorruptFile;
+
+impl StepKind for CorruptFile {
+    type Args = CorruptFileStep;
+
+    fn explain(s: &CorruptFileStep) -> Explained {
+        let to = crate::scenario::spelled(&s.to);
+        Explained::new("harness".into(), "harness".into(), format!("corrupt {} ({to})", s.path.value))
+    }
+
+    async fn run(run: &Run<'_>, s: &CorruptFileStep) -> Result<(), StepError> {
+        let path = run.path_in_root(&s.path.value);
+        let (damaging, to) = (path.clone(), s.to);
+        let damaged = tokio::task::spawn_blocking(move || corrupt(&damaging, to)).await.map_err(|e| e.to_string())?;
+        damaged.map_err(|e| StepError::failed(crate::runner::error::RunError::io("corrupt", &path)(e)))
+    }
+}
+
+/// Rewrites `path` in place as `to` says. The file is opened without following a link
+/// (a link there could lead out of the root) and must be a regular file.
+fn corrupt(path: &std::path::Path, to: Corruption) -> std::io::Result<()> {
+    use std::io::{Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().read(true).write(true).custom_flags(nix::libc::O_NOFOLLOW).open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    match to {
+        Corruption::Torn => file.set_len(meta.len() / 2),
+        Corruption::Empty => file.set_len(0),
+        Corruption::Garbage => {
+            file.rewind()?;
+            // 0xff never starts UTF-8 and `\0` ends no JSON value: no parser takes it.
+            let garbage: Vec<u8> = (0..meta.len()).map(|i| if i % 2 == 0 { 0xff } else { 0 }).collect();
+            file.write_all(&garbage)?;
+            file.sync_all()
         }
     }
 }

@@ -57,7 +57,7 @@ fn text_steps(out: &mut String, steps: &[Spanned<Step>], prefix: &str, indent: u
         let _ = writeln!(out, "{:indent$}{number:>2}. {arrow}: {what}{}", "", outcome_note(&step.value));
         let lanes = step.value.lanes();
         match &step.value {
-            Step::Background(_) => text_steps(out, lanes[0], &format!("{number}."), indent + 4),
+            Step::Background(_) | Step::Within(_) => text_steps(out, lanes[0], &format!("{number}."), indent + 4),
             _ => {
                 for (l, lane) in lanes.iter().enumerate() {
                     let _ = writeln!(out, "{:width$}lane {}:", "", l + 1, width = indent + 4);
@@ -145,6 +145,11 @@ impl Diagram<'_> {
                     }
                     let _ = writeln!(out, "    end");
                     continue;
+                }
+                Step::Within(group) => {
+                    let _ = writeln!(out, "    critical {}", mermaid_text(&format!("within {} ms", group.ms)));
+                    self.steps(out, &group.steps, &format!("{number}."), 0..group.steps.len());
+                    let _ = writeln!(out, "    end");
                 }
                 Step::Concurrently(group) => {
                     for (l, lane) in group.lanes.iter().enumerate() {

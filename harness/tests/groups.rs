@@ -85,3 +85,20 @@ fn the_deadline_covers_a_background_group_and_names_it() {
     assert!(text.contains(&expected), "{text}");
     assert!(took < Duration::from_secs(10), "took {took:?}");
 }
+
+/// `within` bounds how long successful steps may take: steps that end in time pass, and
+/// ones still running at the bound are cut short there and fail, saying so.
+#[test]
+fn within_bounds_the_time_steps_may_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "within.yaml",
+        "version: 1\nname: within\ndaemons: [{ id: d1 }]\nsteps:\n  - within: { ms: 5000, steps: [{ start_daemon: { daemon: d1 } }] }\n  - within:\n      ms: 300\n      steps:\n        - expect_state: { daemon: d1, state: RUNNING }\n        - sleep: { ms: 20000 }\n",
+    );
+    let (code, text, took) = harness(&["run", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    let expected = format!("step 2 `within` at {}:6: 2 steps did not end within 300 ms", file.display());
+    assert!(text.contains(&expected), "{text}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: the bound did not cut the steps short");
+}

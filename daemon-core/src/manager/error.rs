@@ -55,6 +55,15 @@ pub enum ManagerError {
         /// Each failed clean-up step, in order.
         failures: Vec<ManagerError>,
     },
+    /// A graceful shutdown ended, but some of its unmounts or destroys failed; the
+    /// report says what it did.
+    #[error("the manager is closed, but {} of its steps failed: {}", failures.len(), numbered_steps(failures))]
+    CloseIncomplete {
+        /// What the shutdown did.
+        report: Box<super::close::CloseReport>,
+        /// Each failed unmount or destroy, in order.
+        failures: Vec<ManagerError>,
+    },
     /// A snapshot id that would make a path outside the root.
     #[error("snapshot id {0:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)")]
     InvalidSnapshot(String),

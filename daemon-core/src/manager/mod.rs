@@ -17,6 +17,7 @@
 //!   `upgrade`: the handover shared by failover and hot upgrade; `startup`: recovery when
 //!   the manager itself restarts; `tasks`: every background task by its daemon.
 
+mod close;
 mod config;
 mod deaths;
 mod error;
@@ -42,6 +43,7 @@ use crate::supervisor::{OnRefused, RefusedPeer, SupervisorSet};
 use instances::Doubt;
 use tasks::{Owner, Tasks};
 
+pub use close::CloseReport;
 pub use config::{ManagerConfig, PerDaemonArgs};
 pub use deaths::{RecoverPolicy, RecoveryRetry};
 pub use error::ManagerError;

@@ -181,6 +181,31 @@ impl Run<'_> {
         })
     }
 
+    /// `steps` in order, failing when they have not ended within `ms`; boxed as
+    /// [`Self::run_concurrently`] is, for the same reason.
+    pub(super) fn run_within<'s>(
+        &'s self,
+        ms: u64,
+        steps: &'s [Spanned<Step>],
+    ) -> Pin<Box<dyn Future<Output = Result<(), StepError>> + Send + 's>> {
+        Box::pin(async move {
+            let lane = format!("within {ms} ms");
+            let began = std::time::Instant::now();
+            let bound = std::time::Duration::from_millis(ms);
+            match tokio::time::timeout(bound, self.run_lane(Some(&lane), steps, Some(0))).await {
+                Ok(outcome) => outcome.map_err(StepError::located),
+                Err(_) => {
+                    self.activities.ended(Some(&lane));
+                    Err(StepError::mismatch(
+                        format!("{} steps did not end within {ms} ms", steps.len()),
+                        format!("all ended within {ms} ms"),
+                        format!("still running after {} ms", began.elapsed().as_millis()),
+                    ))
+                }
+            }
+        })
+    }
+
     /// Runs `steps` in order in `lane` (`None`: the scenario's own). Inside a group every
     /// step reports the group's step number `group_step` (0: filled in by the lane
     /// outside).

@@ -1,6 +1,7 @@
-//! Steps that run other steps at the same time as the scenario's own: a `background` group
-//! that goes on beside the steps after it until its `join`, and `concurrently`, lanes
-//! started together that all end before the next step.
+//! Steps that run other steps: at the same time as the scenario's own, a `background`
+//! group that goes on beside the steps after it until its `join`, and `concurrently`,
+//! lanes started together that all end before the next step; and `within`, steps that
+//! must end in a bounded time.
 //!
 //! Where groups may stand is checked when the file is loaded ([`check_groups`]): a
 //! background group and its join stand in the scenario's own step list, a join names a
@@ -43,7 +44,20 @@ pub struct ConcurrentlyStep {
     pub lanes: Vec<Vec<Spanned<Step>>>,
 }
 
+/// `within`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithinStep {
+    /// The bound, in milliseconds: the steps fail when they have not all ended by then.
+    #[schemars(range(min = 1))]
+    pub ms: u64,
+    /// The steps, in order, in the lane of this step.
+    #[schemars(with = "Vec<Step>")]
+    pub steps: Vec<Spanned<Step>>,
+}
+
 impl StepArgs for BackgroundStep {}
+impl StepArgs for WithinStep {}
 impl StepArgs for JoinStep {}
 impl StepArgs for ConcurrentlyStep {}
 
@@ -53,6 +67,7 @@ impl Step {
         match self {
             Step::Background(group) => vec![&group.steps],
             Step::Concurrently(group) => group.lanes.iter().map(Vec::as_slice).collect(),
+            Step::Within(group) => vec![&group.steps],
             _ => Vec::new(),
         }
     }

@@ -147,6 +147,33 @@ impl ManagerOverrides {
     }
 }
 
+/// `close_manager`: what the graceful shutdown must report (lists; each unchecked if absent).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseManagerStep {
+    /// Unmount every instance first, as the snapshotter's `cleanup_on_close` does.
+    #[serde(default)]
+    pub cleanup: bool,
+    /// Daemons destroyed (shared ones serving nothing; dedicated ones when cleaning up).
+    #[serde(default)]
+    pub stopped: Option<Vec<String>>,
+    /// Daemons left running for the next manager.
+    #[serde(default)]
+    pub kept: Option<Vec<String>>,
+    /// Instances unmounted (snapshot ids).
+    #[serde(default)]
+    pub unmounted: Option<Vec<String>>,
+    /// The step must fail like this.
+    #[serde(default)]
+    pub expect_error: Option<ExpectedError>,
+}
+
+impl StepArgs for CloseManagerStep {
+    fn expected_error(&self) -> Option<&ExpectedError> {
+        self.expect_error.as_ref()
+    }
+}
+
 /// `upgrade`.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -137,6 +137,12 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- kill_manager: {}`
                 KillManager(Empty) = "kill_manager",
+                /// Shut the manager down gracefully, as the snapshotter's `Close`: unmount every
+                /// instance when `cleanup`, destroy each shared daemon that serves nothing, end the
+                /// manager's tasks; daemons that serve instances keep running.
+                ///
+                /// Example: `- close_manager: { stopped: [d1], kept: [] }`
+                CloseManager(CloseManagerStep) = "close_manager",
                 /// Start a new manager on the same root and recover from the store.
                 ///
                 /// Example: `- restart_manager: { live: [d1] }`
@@ -234,6 +240,11 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- concurrently: [[{ upgrade: { daemon: d1 } }], [{ mount_instance: { daemon: d1, snapshot: a } }]]`
                 Concurrently(ConcurrentlyStep) = "concurrently",
+                /// Run the steps in order, here, and fail when they have not all ended within `ms`
+                /// (the steps are cut short then): how long a successful step may take.
+                ///
+                /// Example: `- within: { ms: 500, steps: [{ start_daemon: { daemon: d1 } }] }`
+                Within(WithinStep) = "within",
             ],
         }
     };

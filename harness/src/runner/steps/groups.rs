@@ -67,3 +67,22 @@ impl StepKind for Concurrently {
         run.run_concurrently(&s.lanes).await
     }
 }
+
+/// The `within` step (its doc: the format's `Step::Within`).
+pub(crate) struct Within;
+
+impl StepKind for Within {
+    type Args = WithinStep;
+
+    fn explain(s: &WithinStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "harness".into(),
+            format!("the {} steps below end within {} ms", s.steps.len(), s.ms),
+        )
+    }
+
+    async fn run(run: &Run<'_>, s: &WithinStep) -> Result<(), StepError> {
+        run.run_within(s.ms, &s.steps).await
+    }
+}

@@ -288,6 +288,57 @@ impl StepKind for KillManager {
     }
 }
 
+/// The `close_manager` step (its doc: the format's `Step::CloseManager`).
+pub(crate) struct CloseManager;
+
+impl StepKind for CloseManager {
+    type Args = CloseManagerStep;
+
+    fn explain(s: &CloseManagerStep) -> Explained {
+        let cleanup = if s.cleanup { "unmount every instance, " } else { "" };
+        Explained::new(
+            "harness".into(),
+            "manager".into(),
+            format!("close the manager: {cleanup}stop idle shared daemons, end its tasks"),
+        )
+    }
+
+    /// As `kill_manager`, the next manager may open the store afterwards, whatever the
+    /// outcome.
+    async fn run(run: &Run<'_>, s: &CloseManagerStep) -> Result<(), StepError> {
+        let manager = run.state().manager.take().ok_or(crate::runner::error::RunError::NoManager)?;
+        let closed = manager.close(s.cleanup).await;
+        // A failed close still ended the manager's tasks; make sure, then let go of it.
+        manager.abort().await;
+        drop(manager);
+        run.log.drain();
+        run.log.stop_following();
+        let report = closed.map_err(StepError::failed)?;
+        let checks = [
+            ("stopped", &s.stopped, &report.stopped),
+            ("kept", &s.kept, &report.kept),
+            ("unmounted", &s.unmounted, &report.unmounted),
+        ];
+        let wrong: Vec<String> = checks
+            .iter()
+            .filter_map(|(name, wanted, have)| {
+                let wanted = wanted.as_ref()?;
+                (sorted(wanted.clone()) != sorted((*have).clone())).then(|| format!("{name}: {}", yaml_list(wanted)))
+            })
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        let observed: Vec<String> =
+            checks.iter().map(|(name, _, have)| format!("{name}: {}", yaml_list(have))).collect();
+        Err(StepError::mismatch(
+            "the graceful shutdown did otherwise",
+            format!("{{ {} }}", wrong.join(", ")),
+            format!("{{ {} }}", observed.join(", ")),
+        ))
+    }
+}
+
 /// The `restart_manager` step (its doc: the format's `Step::RestartManager`).
 pub(crate) struct RestartManager;
 

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -105,6 +105,25 @@ pub struct SavedState {
     pub data: Vec<u8>,
     /// The session fd.
     pub fd: OwnedFd,
+    /// Counts this state among its set's live ones while it exists.
+    _live: LiveState,
+}
+
+/// One live saved state of a set, counted until dropped (with its fd).
+#[derive(Debug)]
+struct LiveState(Arc<AtomicUsize>);
+
+impl LiveState {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for LiveState {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A connection a supervisor closed unanswered because it came from another process than
@@ -155,6 +174,8 @@ pub struct Supervisor {
     /// Connections closed because they came from a process other than the expected one.
     refused: AtomicU32,
     on_refused: OnRefused,
+    /// The set's count of live saved states.
+    live_states: Arc<AtomicUsize>,
 }
 
 /// Who may connect to a listening supervisor: only this pid (0 = nobody yet).
@@ -254,7 +275,7 @@ fn bind_fresh(id: &str, path: &Path) -> Result<UnixListener, SupervisorError> {
 }
 
 impl Supervisor {
-    fn new(id: String, socket: PathBuf, on_refused: OnRefused) -> Self {
+    fn new(id: String, socket: PathBuf, on_refused: OnRefused, live_states: Arc<AtomicUsize>) -> Self {
         Self {
             id,
             socket,
@@ -262,6 +283,7 @@ impl Supervisor {
             busy: Arc::new(tokio::sync::Mutex::new(())),
             refused: AtomicU32::new(0),
             on_refused,
+            live_states,
         }
     }
 
@@ -314,7 +336,8 @@ impl Supervisor {
 
     /// Stores a state, replacing (and closing) the previous one.
     pub fn save(&self, data: Vec<u8>, fd: OwnedFd) {
-        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(SavedState { data, fd }));
+        let state = SavedState { data, fd, _live: LiveState::new(&self.live_states) };
+        *self.saved.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(state));
     }
 
     /// Fetches the daemon's state: listens, runs `trigger` (which makes daemon `pid` connect
@@ -431,6 +454,9 @@ pub struct SupervisorSet {
     dir: PathBuf,
     supervisors: Mutex<HashMap<String, Arc<Supervisor>>>,
     on_refused: OnRefused,
+    /// Saved states alive, each holding one fd: held by a supervisor, or by a transfer
+    /// in progress. A superseded state that lingers (snapshotter PR #783) shows here.
+    live_states: Arc<AtomicUsize>,
 }
 
 impl SupervisorSet {
@@ -439,7 +465,18 @@ impl SupervisorSet {
         use std::os::unix::fs::DirBuilderExt;
         let dir = dir.into();
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir)?;
-        Ok(Self { dir, supervisors: Mutex::new(HashMap::new()), on_refused: OnRefused::default() })
+        Ok(Self {
+            dir,
+            supervisors: Mutex::new(HashMap::new()),
+            on_refused: OnRefused::default(),
+            live_states: Arc::default(),
+        })
+    }
+
+    /// How many saved states (so session fds) the set's supervisors and their transfers
+    /// hold now.
+    pub fn held_fds(&self) -> usize {
+        self.live_states.load(Ordering::SeqCst)
     }
 
     /// Tells `on_refused` of every peer a supervisor of this set refuses.
@@ -451,7 +488,8 @@ impl SupervisorSet {
     /// destroying) any previous one.
     pub fn create(&self, id: &str) -> Arc<Supervisor> {
         let socket = self.dir.join(format!("{id}.sock"));
-        let supervisor = Arc::new(Supervisor::new(id.to_owned(), socket, self.on_refused.clone()));
+        let supervisor =
+            Arc::new(Supervisor::new(id.to_owned(), socket, self.on_refused.clone(), self.live_states.clone()));
         let previous = self.lock().insert(id.to_owned(), supervisor.clone());
         if let Some(previous) = previous {
             previous.destroy();

@@ -85,3 +85,33 @@ impl StepArgs for ExpectMountedStep {
         super::check_host_path(&self.path)
     }
 }
+
+/// `expect_fds`: the session fds the manager holds.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFdsStep {
+    /// How many saved states (each with its session fd) the manager's supervisors and
+    /// their transfers hold: one per daemon whose state was saved; a superseded one that
+    /// lingers after a failover or upgrade makes more (snapshotter PR #783).
+    pub supervisor_held: usize,
+}
+
+/// `expect_fuse_connection`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectFuseConnectionStep {
+    /// A FUSE mountpoint, relative to the scenario's root (not absolute, no `..`, no NUL).
+    #[schemars(with = "HostPath")]
+    pub path: Spanned<String>,
+    /// Whether its connection answers (`true`), or is gone or aborted (`false`: the
+    /// kernel answers ENOTCONN or ECONNABORTED).
+    pub alive: bool,
+}
+
+impl StepArgs for ExpectFdsStep {}
+
+impl StepArgs for ExpectFuseConnectionStep {
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        super::check_host_path(&self.path)
+    }
+}

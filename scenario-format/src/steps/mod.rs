@@ -183,6 +183,14 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- expect_consistent: { daemon: d1 }`
                 ExpectConsistent(DaemonRef) = "expect_consistent",
+                /// The session fds the manager holds: how many saved states its supervisors keep.
+                ///
+                /// Example: `- expect_fds: { supervisor_held: 1 }`
+                ExpectFds(ExpectFdsStep) = "expect_fds",
+                /// Whether the FUSE connection behind a mountpoint answers, or is gone or aborted.
+                ///
+                /// Example: `- expect_fuse_connection: { path: mnt, alive: true }`
+                ExpectFuseConnection(ExpectFuseConnectionStep) = "expect_fuse_connection",
             ],
             workloads: [
                 /// Pause.

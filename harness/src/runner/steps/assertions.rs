@@ -329,3 +329,72 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+/// The `expect_fds` step (its doc: the format's `Step::ExpectFds`).
+pub(crate) struct ExpectFds;
+
+impl StepKind for ExpectFds {
+    type Args = ExpectFdsStep;
+
+    fn explain(s: &ExpectFdsStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "manager".into(),
+            format!("expect the supervisors to hold {} session fds", s.supervisor_held),
+        )
+    }
+
+    async fn run(run: &Run<'_>, s: &ExpectFdsStep) -> Result<(), StepError> {
+        let manager = run.manager()?;
+        let held = manager.supervisors().map_or(0, |set| set.held_fds());
+        if held == s.supervisor_held {
+            return Ok(());
+        }
+        Err(StepError::mismatch(
+            "the supervisors hold another number of session fds",
+            format!("supervisor_held: {}", s.supervisor_held),
+            format!("supervisor_held: {held}"),
+        ))
+    }
+}
+
+/// The `expect_fuse_connection` step (its doc: the format's `Step::ExpectFuseConnection`).
+pub(crate) struct ExpectFuseConnection;
+
+impl StepKind for ExpectFuseConnection {
+    type Args = ExpectFuseConnectionStep;
+
+    fn explain(s: &ExpectFuseConnectionStep) -> Explained {
+        let how = if s.alive { "answers" } else { "is gone or aborted" };
+        Explained::new(
+            "harness".into(),
+            "kernel".into(),
+            format!("expect the FUSE connection at {} {how}", s.path.value),
+        )
+    }
+
+    /// statfs goes to the daemon behind the mount: a live connection answers, a dead or
+    /// aborted one makes the kernel answer ENOTCONN or ECONNABORTED. Off the async workers: a connection
+    /// whose daemon is stopped would block the call until it runs again.
+    async fn run(run: &Run<'_>, s: &ExpectFuseConnectionStep) -> Result<(), StepError> {
+        let path = run.path_in_root(&s.path.value);
+        let asked = path.clone();
+        let answer =
+            tokio::task::spawn_blocking(move || nix::sys::statfs::statfs(&asked)).await.map_err(|e| e.to_string())?;
+        let alive = match answer {
+            Ok(fs) if fs.filesystem_type() == nix::sys::statfs::FUSE_SUPER_MAGIC => true,
+            // The mount is gone: the plain directory below answers for itself.
+            Ok(_) => return Err(StepError::new(format!("{} is not a FUSE mount", s.path.value))),
+            // ENOTCONN: the last fd closed; ECONNABORTED: aborted through fusectl.
+            Err(nix::errno::Errno::ENOTCONN | nix::errno::Errno::ECONNABORTED) => false,
+            Err(e) => {
+                return Err(StepError::new(format!("cannot ask {} for its FUSE connection: {e}", path.display())));
+            }
+        };
+        if alive == s.alive {
+            return Ok(());
+        }
+        let says = |alive: bool| if alive { "answers" } else { "ENOTCONN or ECONNABORTED (gone or aborted)" };
+        Err(StepError::mismatch(format!("the FUSE connection at {}", s.path.value), says(s.alive), says(alive)))
+    }
+}

@@ -535,10 +535,14 @@ impl Script {
             if rule.then.is_empty() {
                 return Err(error("then: needs at least one action".into()));
             }
-            if let Some(Times::Range { min, max: Some(max) }) = rule.times
-                && min > max
-            {
-                return Err(error(format!("times: min ({min}) must not be more than max ({max})")));
+            match rule.times {
+                Some(Times::Range { min, max: Some(max) }) if min > max => {
+                    return Err(error(format!("times: min ({min}) must not be more than max ({max})")));
+                }
+                Some(Times::Range { min: 0, max: None }) => {
+                    return Err(error("times: says nothing (any count holds); give a number, `min` or `max`".into()));
+                }
+                _ => {}
             }
             if let Some((at, code)) = rule.then.iter().enumerate().find_map(|(i, a)| match a {
                 Action::Exit(code) if !(0..=255).contains(code) => Some((i, *code)),

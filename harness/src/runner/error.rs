@@ -8,9 +8,12 @@ use daemon_core::manager::ManagerError;
 /// Why the harness could not do its part: the manager, a daemon, a file under the root.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RunError {
-    /// An earlier step killed the manager.
-    #[error("the manager is not running (killed by an earlier step)")]
+    /// An earlier step killed or closed the manager.
+    #[error("the manager is not running (an earlier step killed or closed it)")]
     NoManager,
+    /// Another lane killed or closed the manager while this operation of it ran.
+    #[error("the manager was killed or closed by another lane while this operation ran")]
+    ManagerEnded,
     /// The scenario names a daemon the run never had.
     #[error("daemon {0} is not managed")]
     NotManaged(String),

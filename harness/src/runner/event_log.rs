@@ -43,9 +43,12 @@ pub(crate) struct Seen {
     pub current_manager_from: usize,
     /// How far each `wait_event` (by what it waits for) has scanned.
     pub consumed: BTreeMap<String, usize>,
-    /// The events a `wait_event` has matched, by position: an outcome some wait already
-    /// accounted for cannot end a later one.
+    /// The events a `wait_event` has matched or failed on, by position: an outcome some
+    /// wait already accounted for cannot end a later one.
     pub claimed: BTreeSet<usize>,
+    /// The events a `wait_event` has matched, by position: each is consumed once, also
+    /// by waits in lanes that run at the same time.
+    pub matched: BTreeSet<usize>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -129,25 +132,35 @@ impl EventLog {
     }
 
     /// Waits until [`Seen`] holds more than the `scanned` events the caller has looked at
-    /// (true), or `deadline` passes, no manager is followed, or the followed one is gone
-    /// (false). Lanes wait at once: each on a receiver of its own, none holding the log;
-    /// an event another lane moved into [`Seen`] wakes this one too.
+    /// (true), or `deadline` passes or the followed manager is gone (false). With no
+    /// manager followed it waits for one (another lane may restart it). Lanes wait at
+    /// once: each on a receiver of its own, none holding the log; an event another lane
+    /// moved into [`Seen`] wakes this one too.
     pub async fn next_event(&self, scanned: usize, deadline: tokio::time::Instant) -> bool {
         let grown = || self.seen().events.len() > scanned;
         loop {
-            let (mut waiter, mut following) = {
+            // Decided under the lock, waited for after it: the guard never crosses an await.
+            let (waiter, mut following) = {
                 let mut events = lock(&self.events);
+                // Under the lock: a manager followed from now on bumps it after this.
+                let following = self.following.subscribe();
                 if self.drain_from(&mut events) > 0 || grown() {
                     return true;
                 }
-                let Some(receiver) = events.as_ref() else { return false };
-                let waiter = receiver.resubscribe();
+                let waiter = events.as_ref().map(broadcast::Receiver::resubscribe);
                 // An event sent between the drain and the resubscription is in the
                 // followed receiver only.
                 if self.drain_from(&mut events) > 0 || grown() {
                     return true;
                 }
-                (waiter, self.following.subscribe())
+                (waiter, following)
+            };
+            let Some(mut waiter) = waiter else {
+                // No manager now: another lane may start one before the deadline.
+                match tokio::time::timeout_at(deadline, following.changed()).await {
+                    Ok(Ok(())) => continue,
+                    _ => return false,
+                }
             };
             tokio::select! {
                 woken = tokio::time::timeout_at(deadline, waiter.recv()) => match woken {

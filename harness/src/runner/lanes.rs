@@ -30,13 +30,17 @@ enum Activity {
     Step { n: usize, line: u64, keyword: &'static str },
 }
 
+/// A lane as activities know it: its label and the line of its first step (labels such
+/// as `lane 1` repeat in nested groups; with the line they do not).
+type LaneKey = Option<(String, u64)>;
+
 /// What each lane is doing, by lane (`None`: the scenario's own steps and set-up), for
 /// the report when the deadline passes.
 #[derive(Debug, Default)]
-pub(super) struct Activities(Mutex<BTreeMap<Option<String>, Activity>>);
+pub(super) struct Activities(Mutex<BTreeMap<LaneKey, Activity>>);
 
 impl Activities {
-    fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<Option<String>, Activity>> {
+    fn lanes(&self) -> std::sync::MutexGuard<'_, BTreeMap<LaneKey, Activity>> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -45,12 +49,20 @@ impl Activities {
         self.lanes().insert(None, Activity::SetUp { what, line });
     }
 
-    fn step(&self, lane: Option<&str>, n: usize, line: u64, keyword: &'static str) {
-        self.lanes().insert(lane.map(str::to_owned), Activity::Step { n, line, keyword });
+    fn step(&self, lane: &LaneKey, n: usize, line: u64, keyword: &'static str) {
+        self.lanes().insert(lane.clone(), Activity::Step { n, line, keyword });
     }
 
-    fn ended(&self, lane: Option<&str>) {
-        self.lanes().remove(&lane.map(str::to_owned));
+    /// The step `lane` is at, as `` `keyword` (line N) ``.
+    fn at(&self, lane: &LaneKey) -> Option<String> {
+        match self.lanes().get(lane)? {
+            Activity::Step { line, keyword, .. } => Some(format!("`{keyword}` (line {line})")),
+            Activity::SetUp { .. } => None,
+        }
+    }
+
+    fn ended(&self, lane: &LaneKey) {
+        self.lanes().remove(lane);
     }
 
     /// The failure of a run whose deadline passed: at what the scenario's own steps were
@@ -65,9 +77,10 @@ impl Activities {
             .iter()
             .skip(1)
             .filter_map(|(l, a)| match a {
-                Activity::Step { line, keyword, .. } => {
-                    Some(format!("{} at `{keyword}` (line {line})", l.as_deref().unwrap_or("the scenario's steps")))
-                }
+                Activity::Step { line, keyword, .. } => Some(format!(
+                    "{} at `{keyword}` (line {line})",
+                    l.as_ref().map_or("the scenario's steps", |(label, _)| label.as_str())
+                )),
                 Activity::SetUp { .. } => None,
             })
             .collect();
@@ -77,7 +90,7 @@ impl Activities {
                 Failure { line: *line, ..Failure::setup(format!("{passed} during set-up: {what}{meanwhile}")) }
             }
             Activity::Step { n, line, keyword } => Failure {
-                lane: lane.clone(),
+                lane: lane.as_ref().map(|(label, _)| label.clone()),
                 ..Failure::at_step(
                     *n,
                     *line,
@@ -195,9 +208,11 @@ impl Run<'_> {
             match tokio::time::timeout(bound, self.run_lane(Some(&lane), steps, Some(0))).await {
                 Ok(outcome) => outcome.map_err(StepError::located),
                 Err(_) => {
-                    self.activities.ended(Some(&lane));
+                    let key = Some((lane.clone(), steps.first().map_or(0, |s| s.referenced.line())));
+                    let at = self.activities.at(&key).map(|at| format!(": cut short at {at}")).unwrap_or_default();
+                    self.activities.ended(&key);
                     Err(StepError::mismatch(
-                        format!("{} steps did not end within {ms} ms", steps.len()),
+                        format!("the steps did not all end within {ms} ms{at}"),
                         format!("all ended within {ms} ms"),
                         format!("still running after {} ms", began.elapsed().as_millis()),
                     ))
@@ -215,28 +230,39 @@ impl Run<'_> {
         steps: &[Spanned<Step>],
         group_step: Option<usize>,
     ) -> Result<(), Failure> {
+        let key: LaneKey = lane.map(|l| (l.to_owned(), steps.first().map_or(0, |s| s.referenced.line())));
         for (index, step) in steps.iter().enumerate() {
             let n = group_step.unwrap_or(index + 1);
-            if let Err(mut failure) = self.run_one(lane, n, step).await {
+            if let Err(mut failure) = self.run_one(lane, &key, n, step).await {
                 if failure.step == 0 {
                     failure.step = n;
                 }
                 return Err(failure);
             }
         }
-        self.activities.ended(lane);
+        self.activities.ended(&key);
         Ok(())
     }
 
     /// One step in `lane`, held to its `expect_error` (and its time bound) and `may_fail`.
-    async fn run_one(&self, lane: Option<&str>, n: usize, step: &Spanned<Step>) -> Result<(), Failure> {
+    async fn run_one(&self, lane: Option<&str>, key: &LaneKey, n: usize, step: &Spanned<Step>) -> Result<(), Failure> {
         let (line, keyword) = (step.referenced.line(), step.value.keyword());
-        self.activities.step(lane, n, line, keyword);
+        self.activities.step(key, n, line, keyword);
         // Inside `concurrently` the number is the outer lane's to give (0 here): the line says which step.
         let number = (n > 0).then_some(n);
         self.log.journal.record("step", json!({ "n": number, "keyword": keyword, "line": line, "lane": lane }));
         let began = std::time::Instant::now();
-        let done = self.step(&step.value).await;
+        // Boxed: a step may be a group running steps, and groups nest; unboxed, every
+        // level's future sits inside the one above it, and deep nesting overflowed the stack.
+        let mut manager_ended = self.manager_ended.subscribe();
+        let done = if steps::is_a_manager_operation(&step.value) {
+            tokio::select! {
+                done = Box::pin(self.step(&step.value)) => done,
+                _ = manager_ended.changed() => Err(StepError::failed(super::error::RunError::ManagerEnded)),
+            }
+        } else {
+            Box::pin(self.step(&step.value)).await
+        };
         let what = steps::what(&step.value);
         let mut outcome =
             outcome::judge(&what, done, step.value.expected_error(), step.value.may_fail(), &self.log.journal);

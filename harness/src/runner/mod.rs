@@ -244,6 +244,11 @@ pub(crate) struct Run<'a> {
     activities: lanes::Activities,
     /// The scenario's background groups: started, finished.
     groups: lanes::Groups,
+    /// Bumped when a step kills or closes the manager: the manager's operations still
+    /// running in other lanes end with it, as a crash ends them.
+    manager_ended: tokio::sync::watch::Sender<u64>,
+    /// Each daemon's mock script as last set, for the rules' `times`.
+    scripts: rule_counts::Scripts,
 }
 
 impl<'a> Run<'a> {
@@ -260,6 +265,8 @@ impl<'a> Run<'a> {
             log,
             activities: lanes::Activities::default(),
             groups: lanes::Groups::of(&scenario.steps),
+            manager_ended: tokio::sync::watch::channel(0).0,
+            scripts: rule_counts::Scripts::default(),
         }
     }
 

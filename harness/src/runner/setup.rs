@@ -250,6 +250,7 @@ impl Run<'_> {
         }
         if let Some(script) = &spec.script {
             self.write_script(&spec.id.value, script)?;
+            self.scripts.set(&spec.id.value, script.clone(), true);
         }
         if let Some(file) = &spec.script_file {
             // Copied, not linked: a `script` step later writes this file, and must never
@@ -258,6 +259,15 @@ impl Run<'_> {
             let source = crate::scenario::paths::join_inside(dir, &file.value).map_err(RunError::Outside)?;
             let copy = self.root.script_file(&spec.id.value);
             std::fs::copy(&source, &copy).map_err(RunError::io("copy the script file to", &copy))?;
+            // The mock checked nothing yet: a file it cannot read fails the daemon's start.
+            if let Ok(script) = std::fs::read_to_string(&copy)
+                .ok()
+                .map(|text| mock_nydusd::script::Script::parse(&text, &file.value))
+                .transpose()
+                .map(Option::unwrap_or_default)
+            {
+                self.scripts.set(&spec.id.value, script, false);
+            }
         }
         let manager = self.manager()?;
         let daemon = manager.add_daemon(daemon)?;

@@ -100,7 +100,8 @@ pub struct ExpectFdsStep {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExpectFuseConnectionStep {
-    /// A FUSE mountpoint, relative to the scenario's root (not absolute, no `..`, no NUL).
+    /// A path on a FUSE mount (its mountpoint or below), relative to the scenario's root
+    /// (not absolute, no `..`, no NUL).
     #[schemars(with = "HostPath")]
     pub path: Spanned<String>,
     /// Whether its connection answers (`true`), or is gone or aborted (`false`: the

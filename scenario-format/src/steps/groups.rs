@@ -106,16 +106,27 @@ pub fn check_groups(steps: &[Spanned<Step>]) -> Result<(), Invalid> {
             }
             _ => {}
         }
-        check_lanes(step)?;
+        check_lanes(step, 1)?;
     }
     Ok(())
 }
 
-/// A group's lanes: enough of them, none empty, and no background group or join inside
-/// (those stand in the scenario's own list, where their order is plain).
-fn check_lanes(step: &Spanned<Step>) -> Result<(), Invalid> {
+/// How deep groups may nest (a group inside a lane of a group is depth 2): deeper
+/// nesting says nothing a flatter file cannot, and each level costs the runner stack.
+pub const MAX_GROUP_DEPTH: usize = 6;
+
+/// A group's lanes: enough of them, none empty, no background group or join inside
+/// (those stand in the scenario's own list, where their order is plain), and not nested
+/// deeper than [`MAX_GROUP_DEPTH`].
+fn check_lanes(step: &Spanned<Step>, depth: usize) -> Result<(), Invalid> {
     let at = |message: String| Invalid { line: step.referenced.line(), column: step.referenced.column(), message };
     let lanes = step.value.lanes();
+    if !lanes.is_empty() && depth > MAX_GROUP_DEPTH {
+        return Err(at(format!(
+            "`{}` nests groups {depth} deep here; at most {MAX_GROUP_DEPTH} levels",
+            step.value.keyword()
+        )));
+    }
     if let Step::Concurrently(_) = &step.value
         && lanes.len() < 2
     {
@@ -123,7 +134,10 @@ fn check_lanes(step: &Spanned<Step>) -> Result<(), Invalid> {
     }
     for (i, lane) in lanes.iter().enumerate() {
         if lane.is_empty() {
-            return Err(at(format!("lane {} of `{}` has no steps", i + 1, step.value.keyword())));
+            return Err(at(match step.value {
+                Step::Concurrently(_) => format!("lane {} of `concurrently` has no steps", i + 1),
+                _ => format!("`{}` has no steps", step.value.keyword()),
+            }));
         }
         for inner in lane.iter() {
             if matches!(inner.value, Step::Background(_) | Step::Join(_)) {
@@ -137,7 +151,7 @@ fn check_lanes(step: &Spanned<Step>) -> Result<(), Invalid> {
                     ),
                 });
             }
-            check_lanes(inner)?;
+            check_lanes(inner, depth + 1)?;
         }
     }
     Ok(())

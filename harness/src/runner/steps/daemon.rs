@@ -43,6 +43,7 @@ pub(crate) struct StartDaemon;
 
 impl StepKind for StartDaemon {
     type Args = DaemonRef;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn explain(s: &DaemonRef) -> Explained {
         Explained::new("manager".into(), name(&s.daemon), "StartDaemon: spawn, wait socket, monitor, RUNNING".into())
@@ -410,6 +411,7 @@ impl StepKind for Script {
     async fn run(run: &Run<'_>, s: &ScriptStep) -> Result<(), StepError> {
         let id = &s.daemon.value;
         run.write_script(id, &s.script)?;
+        run.scripts.set(id, s.script.clone(), true);
         // Later processes read the file; a running one must be told, and a step
         // that could not tell it did not do what it says.
         let running = run.daemon(id).is_ok_and(|d| d.is_alive());
@@ -418,7 +420,7 @@ impl StepKind for Script {
         }
         let control = run.root.control_socket(id);
         let body = serde_json::to_string(&s.script).map_err(|e| e.to_string())?;
-        let reply = control_request(&control, "PUT", "/script", &body).map_err(|e| {
+        let reply = control_request(&control, "PUT", "/script", &body).await.map_err(|e| {
             StepError::new(format!(
                 "daemon {id} runs, but its control socket {} cannot be reached: {e}",
                 control.display()
@@ -495,13 +497,13 @@ impl StepKind for HoldFuseReads {
         }
         let control = run.root.control_socket(id);
         let reached = |e: std::io::Error| format!("daemon {id}'s control socket {}: {e}", control.display());
-        let reply = control_request(&control, "PUT", "/fuse/hold-reads", "").map_err(reached)?;
+        let reply = control_request(&control, "PUT", "/fuse/hold-reads", "").await.map_err(reached)?;
         if !reply.starts_with("HTTP/1.1 204") {
             return Err(StepError::new(format!("the mock did not hold FUSE reads: {reply}")));
         }
         // Bounded by the scenario's deadline: a reader that never reads holds nothing.
         loop {
-            let status = control_request(&control, "GET", "/fuse", "").map_err(reached)?;
+            let status = control_request(&control, "GET", "/fuse", "").await.map_err(reached)?;
             if fuse_status(&status).is_some_and(|v| v["held_reads"].as_u64() >= Some(s.until_held)) {
                 return Ok(());
             }
@@ -516,20 +518,27 @@ pub(crate) fn fuse_status(reply: &str) -> Option<serde_json::Value> {
     head.starts_with("HTTP/1.1 200").then(|| serde_json::from_str(body).ok()).flatten()
 }
 
-/// One HTTP exchange on a mock's control socket; returns the raw reply.
-pub(crate) fn control_request(
+/// One HTTP exchange on a mock's control socket; returns the raw reply. Off the async
+/// workers: a stopped daemon leaves it waiting up to its read timeout, and every lane of
+/// the scenario (and its deadline) runs on the same task.
+pub(crate) async fn control_request(
     socket: &std::path::Path,
     method: &str,
     path: &str,
     body: &str,
 ) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len())?;
-    let mut reply = vec![0u8; 64 * 1024];
-    let n = stream.read(&mut reply)?;
-    Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    let (socket, request) =
+        (socket.to_owned(), format!("{method} {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()));
+    let exchange = move || -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(request.as_bytes())?;
+        let mut reply = vec![0u8; 64 * 1024];
+        let n = stream.read(&mut reply)?;
+        Ok(String::from_utf8_lossy(&reply[..n]).into_owned())
+    };
+    tokio::task::spawn_blocking(exchange).await.map_err(std::io::Error::other)?
 }
 
 /// The `replay_client` step (its doc: the format's `Step::ReplayClient`).

@@ -15,9 +15,9 @@ impl StepKind for Background {
             "harness".into(),
             "harness".into(),
             format!(
-                "start background group {} ({} steps, beside the steps after this one)",
+                "start background group {} ({}, beside the steps after this one)",
                 s.name.value,
-                s.steps.len()
+                count(s.steps.len())
             ),
         )
     }
@@ -78,11 +78,16 @@ impl StepKind for Within {
         Explained::new(
             "harness".into(),
             "harness".into(),
-            format!("the {} steps below end within {} ms", s.steps.len(), s.ms),
+            format!("{} below end within {} ms", count(s.steps.len()), s.ms),
         )
     }
 
     async fn run(run: &Run<'_>, s: &WithinStep) -> Result<(), StepError> {
         run.run_within(s.ms, &s.steps).await
     }
+}
+
+/// `1 step`, `3 steps`.
+fn count(steps: usize) -> String {
+    if steps == 1 { "1 step".to_owned() } else { format!("{steps} steps") }
 }

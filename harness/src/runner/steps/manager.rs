@@ -86,6 +86,7 @@ pub(crate) struct MountInstance;
 
 impl StepKind for MountInstance {
     type Args = InstanceStep;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn what(_: &str, s: &InstanceStep) -> String {
         format!("mount_instance {} on {}", s.snapshot.value, s.daemon.value)
@@ -114,6 +115,7 @@ pub(crate) struct UmountInstance;
 
 impl StepKind for UmountInstance {
     type Args = InstanceStep;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn what(_: &str, s: &InstanceStep) -> String {
         format!("umount_instance {} on {}", s.snapshot.value, s.daemon.value)
@@ -136,6 +138,7 @@ pub(crate) struct MountConcurrently;
 
 impl StepKind for MountConcurrently {
     type Args = MountConcurrentlyStep;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn explain(s: &MountConcurrentlyStep) -> Explained {
         Explained::new(
@@ -202,9 +205,10 @@ impl StepKind for WaitEvent {
                     let index = scanned;
                     scanned += 1;
                     let event = &seen.events[index];
-                    if event_matches(event, s.event, &id) {
+                    if event_matches(event, s.event, &id) && !seen.matched.contains(&index) {
                         seen.consumed.insert(key, scanned);
                         seen.claimed.insert(index);
+                        seen.matched.insert(index);
                         return Ok(());
                     }
                     let (kind, about) = event_kind(event);
@@ -222,8 +226,9 @@ impl StepKind for WaitEvent {
             }
             if !run.log.next_event(scanned, deadline).await {
                 let seen: Vec<String> = run.log.seen().events.iter().map(describe_event).collect();
+                let no_manager = if run.state().manager.is_none() { " (no manager was running)" } else { "" };
                 return Err(StepError::mismatch(
-                    format!("no {wanted} within {} ms", s.timeout_ms),
+                    format!("no {wanted} within {} ms{no_manager}", s.timeout_ms),
                     wanted,
                     if seen.is_empty() { "no manager events".to_owned() } else { seen.join("; ") },
                 ));
@@ -279,6 +284,8 @@ impl StepKind for KillManager {
     /// the next step, and its store is free for the next manager.
     async fn run(run: &Run<'_>, _: &Empty) -> Result<(), StepError> {
         let manager = run.state().manager.take();
+        // First the operations other lanes have in flight, which hold the manager too.
+        run.manager_ended.send_modify(|n| *n += 1);
         if let Some(manager) = manager {
             manager.abort().await;
         }
@@ -307,6 +314,8 @@ impl StepKind for CloseManager {
     /// outcome.
     async fn run(run: &Run<'_>, s: &CloseManagerStep) -> Result<(), StepError> {
         let manager = run.state().manager.take().ok_or(crate::runner::error::RunError::NoManager)?;
+        // A graceful exit waits for nothing another lane started: those end now.
+        run.manager_ended.send_modify(|n| *n += 1);
         let closed = manager.close(s.cleanup).await;
         // A failed close still ended the manager's tasks; make sure, then let go of it.
         manager.abort().await;
@@ -367,6 +376,7 @@ pub(crate) struct Upgrade;
 
 impl StepKind for Upgrade {
     type Args = UpgradeStep;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn what(_: &str, s: &UpgradeStep) -> String {
         format!("upgrade of {}", s.daemon.value)
@@ -399,6 +409,7 @@ pub(crate) struct Destroy;
 
 impl StepKind for Destroy {
     type Args = DaemonRef;
+    const IS_A_MANAGER_OPERATION: bool = true;
 
     fn what(_: &str, s: &DaemonRef) -> String {
         format!("destroy {}", s.daemon.value)

@@ -49,6 +49,10 @@ pub(crate) trait StepKind {
     /// The step's fields in the scenario file.
     type Args: StepArgs;
 
+    /// Whether the step is an operation of the manager, which a `kill_manager` or
+    /// `close_manager` in another lane ends as a crash would (not a wait or a check).
+    const IS_A_MANAGER_OPERATION: bool = false;
+
     /// How `harness explain` shows it.
     fn explain(args: &Self::Args) -> Explained;
 
@@ -95,6 +99,11 @@ macro_rules! dispatch {
         /// How `harness explain` shows a step.
         pub(crate) fn explain(step: &Step) -> Explained {
             match step { $($(Step::$variant(s) => <$family::$variant as StepKind>::explain(s),)*)* }
+        }
+
+        /// Whether the step is an operation of the manager (see [`StepKind::IS_A_MANAGER_OPERATION`]).
+        pub(crate) fn is_a_manager_operation(step: &Step) -> bool {
+            match step { $($(Step::$variant(_) => <$family::$variant as StepKind>::IS_A_MANAGER_OPERATION,)*)* }
         }
 
         /// What a step does, as its failure messages name it.

@@ -109,6 +109,37 @@ impl StepKind for ListDir {
     }
 }
 
+/// What under a scenario's root is the harness's, not the snapshotter's: its ledger and
+/// owner (the sweep after a SIGKILLed run reads them), the daemons' binary, the mock
+/// scripts and control sockets, and its journals. A step that damaged them would blind
+/// the clean-up or the report, so `remove_file` and `corrupt_file` refuse them.
+const HARNESS_OWNED: &[&str] = &[
+    crate::containment::OWNER_FILE,
+    crate::containment::LEDGER_FILE,
+    "bin",
+    "scripts",
+    "control",
+    "logs/harness.jsonl",
+    "logs/mock.jsonl",
+    "logs/client.jsonl",
+];
+
+/// `path` (relative to the root) for a step that changes it; refused when it is (or is
+/// under) one of the harness's own files.
+fn damageable(run: &Run<'_>, path: &str) -> Result<std::path::PathBuf, StepError> {
+    let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let owned = HARNESS_OWNED.iter().find(|owned| {
+        let owned: Vec<&str> = owned.split('/').collect();
+        parts.len() >= owned.len() && parts[..owned.len()] == owned[..]
+    });
+    match owned {
+        Some(owned) => Err(StepError::new(format!(
+            "{path} is the harness's own ({owned}), not the snapshotter's: a scenario may not change it"
+        ))),
+        None => Ok(run.path_in_root(path)),
+    }
+}
+
 /// The `corrupt_file` step (its doc: the format's `Step::CorruptFile`).
 pub(crate) struct CorruptFile;
 
@@ -121,7 +152,7 @@ impl StepKind for CorruptFile {
     }
 
     async fn run(run: &Run<'_>, s: &CorruptFileStep) -> Result<(), StepError> {
-        let path = run.path_in_root(&s.path.value);
+        let path = damageable(run, &s.path.value)?;
         let (damaging, to) = (path.clone(), s.to);
         let damaged = tokio::task::spawn_blocking(move || corrupt(&damaging, to)).await.map_err(|e| e.to_string())?;
         damaged.map_err(|e| StepError::failed(crate::runner::error::RunError::io("corrupt", &path)(e)))
@@ -162,7 +193,7 @@ impl StepKind for RemoveFile {
     }
 
     async fn run(run: &Run<'_>, s: &RemoveFileStep) -> Result<(), StepError> {
-        let path = run.path_in_root(&s.path.value);
+        let path = damageable(run, &s.path.value)?;
         // A link is removed, never what it points at. Off the async workers, as any file
         // operation of a step.
         let removing = path.clone();
@@ -306,7 +337,7 @@ impl StepKind for StopReader {
         let promise = match &s.without_resend {
             None => Promise::of(s),
             Some(w) => {
-                let case = run.failover_case(&w.daemon.value);
+                let case = run.failover_case(&w.daemon.value).await;
                 let promise = if case.resent { Promise::of(s) } else { Promise::without_resend(w) };
                 run.state().notes.push(format!(
                     "reader {}: {}; held to: {promise}; saw: {}",
@@ -398,11 +429,12 @@ impl Run<'_> {
     /// What `id`'s successor reported about its failover policy (a mock's control
     /// socket); for a real nydusd, what the kernel release promises (FUSE_NOTIFY_RESEND
     /// from 6.9).
-    pub(crate) fn failover_case(&self, id: &str) -> FailoverCase {
+    pub(crate) async fn failover_case(&self, id: &str) -> FailoverCase {
         let kernel = host_facts::kernel::release();
         if self.config.target == crate::scenario::model::Target::Mock {
             let control = self.root.control_socket(id);
             let status = super::daemon::control_request(&control, "GET", "/fuse", "")
+                .await
                 .ok()
                 .and_then(|r| super::daemon::fuse_status(&r));
             if let Some(status) = status {

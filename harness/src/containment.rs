@@ -26,6 +26,15 @@ use serde::{Deserialize, Serialize};
 
 /// The prefix of every scenario root.
 pub const ROOT_PREFIX: &str = "nydus-harness-";
+
+/// A private temporary directory of this run that the sweep removes should the run die
+/// without removing it: named with [`ROOT_PREFIX`] and owned by this run (its owner file),
+/// so `bench`'s beds and scratch directories go as scenario roots do.
+pub fn owned_tempdir(what: &str) -> std::io::Result<(tempfile::TempDir, Ledger)> {
+    let dir = testkit::private_tempdir(&format!("{ROOT_PREFIX}{what}-"))?;
+    let ledger = Ledger::claim(dir.path())?;
+    Ok((dir, ledger))
+}
 /// The prefix of every VM work directory.
 pub const VM_PREFIX: &str = "harness-vm-";
 /// The owner file in a root.

@@ -252,6 +252,65 @@ fn sigkill(killed: Killed) -> Result<(), Failed> {
     }
 }
 
+/// A SIGKILLed `harness bench` (the command and its namespace's process at once, as a
+/// machine's restart or the OOM killer may) leaves its beds (roots with daemons) and
+/// scratch directories; the next command that starts daemons removes them and says so.
+/// Before, bench roots had no owner file and stayed in the temporary directory for good.
+fn sigkill_of_a_bench_run() -> Result<(), Failed> {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir()?;
+    let harness = |args: &[&str]| {
+        Command::new(testkit::bin_exe!("harness"))
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .current_dir(testkit::manifest_dir!().join(".."))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .spawn()
+    };
+    let roots = || -> Vec<PathBuf> {
+        std::fs::read_dir(tmp.path())
+            .map(|entries| entries.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default()
+    };
+    let mut bench =
+        harness(&["bench", "--runs", "100000", "--scale", "10", "--leak-runs", "0", "--scenarios", "/nonexistent"])?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !roots().iter().any(|r| r.to_string_lossy().contains("nydus-harness-bench-")) {
+        if Instant::now() > deadline {
+            let _ = bench.kill();
+            return Err("the bench never made a root".into());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Both the command and the process it runs in its namespace (if any): a SIGKILL of
+    // the first alone lets the second clean up, as it should.
+    let harness_pid = bench.id();
+    let inner: Vec<u32> = std::fs::read_dir("/proc")?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| parent_of(*pid) == Some(harness_pid))
+        .collect();
+    for pid in inner {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(-(harness_pid as i32)), Signal::SIGKILL)?;
+    let _ = bench.wait();
+    let mut next = harness(&["run", "harness/tests/fixtures/wrong-state.yaml"])?;
+    let status = next.wait()?;
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(next.stderr.as_mut().ok_or("stderr")?, &mut stderr)?;
+    if status.code() != Some(1) || !stderr.contains("killed harness run(s) left") {
+        return Err(format!("the next run did not report the sweep ({status}): {stderr}").into());
+    }
+    // The failing second run's repro bundle is its own, and meant to stay.
+    let left: Vec<PathBuf> = roots().into_iter().filter(|r| !r.ends_with("harness-failures")).collect();
+    if !left.is_empty() {
+        return Err(format!("left in the temporary directory: {left:?}").into());
+    }
+    Ok(())
+}
+
 /// Environment variable marking the processes of one try of [`sigkill_as_it_starts`]:
 /// every process the harness starts inherits it, wherever it is reparented.
 const MARK: &str = "SIGNALS_TEST_MARK";
@@ -358,6 +417,7 @@ fn main() {
             .with_ignored_flag(fuse_unmet.is_some()),
         );
     }
+    trials.push(Trial::test("sigkill_of::a_bench_run_then_the_next_command_sweeps", sigkill_of_a_bench_run));
     let root_unmet = unmet(&[Requirement::Root]);
     trials.push(
         Trial::test("privileged::sigkill_of::the_harness_as_it_starts", move || match root_unmet {

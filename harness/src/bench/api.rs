@@ -72,8 +72,8 @@ pub(super) async fn raw_api(
     // target it proxies.
     let mut targets: Vec<(String, PathBuf, u32, Option<usize>)> =
         served.iter().map(|(n, d)| (n.to_string(), d.api_socket(), d.pid(), None)).collect();
-    let recordings =
-        tempfile::Builder::new().prefix("harness-bench-record-").tempdir().doing("a directory for the recordings")?;
+    let (recordings, _owned) =
+        crate::containment::owned_tempdir("bench-record").doing("a directory for the recordings")?;
     let mut recorders = Vec::new();
     for (i, (name, daemon)) in served.iter().enumerate() {
         let recorder = start_recorder(harness, &daemon.api_socket(), &recordings.path().join(format!("{i}"))).await?;

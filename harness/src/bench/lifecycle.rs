@@ -37,7 +37,7 @@ pub(super) async fn recovery(
 /// holds INIT for 20 ms after start, and journals the change on the same clock
 /// (CLOCK_MONOTONIC) the return is read on.
 pub(super) async fn state_reaction(mock: &Path, timeouts: Timeouts, runs: usize) -> Result<Vec<Duration>, BenchError> {
-    let dir = tempfile::Builder::new().prefix("nydus-bench-state-").tempdir().doing("a directory for the script")?;
+    let (dir, _owned) = crate::containment::owned_tempdir("bench-state").doing("a directory for the script")?;
     let script = dir.path().join("hold.json");
     std::fs::write(&script, r#"{"startup":{"hold":{"state":"INIT","ms":20}}}"#)
         .doing(format!("writing {}", script.display()))?;

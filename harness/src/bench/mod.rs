@@ -122,6 +122,8 @@ fn summary(mut samples: Vec<Duration>) -> Value {
 /// A temporary root with the mock linked in, and a manager over it.
 struct Bed {
     _root: testkit::MockRoot,
+    /// The root's owner and the daemons started in it, for the sweep after a SIGKILL.
+    _ledger: std::sync::Arc<crate::containment::Ledger>,
     layout: Layout,
     manager: Manager,
     events: broadcast::Receiver<ManagerEvent>,
@@ -139,7 +141,12 @@ impl Bed {
         policy: RecoverPolicy,
         timeouts: Timeouts,
     ) -> Result<Self, BenchError> {
-        let root = testkit::MockRoot::new("nydus-bench-", binary).doing("a root for the measurement")?;
+        // Named and owned as a scenario root: the sweep removes it after a SIGKILL.
+        let prefix = format!("{}bench-", crate::containment::ROOT_PREFIX);
+        let root = testkit::MockRoot::new(&prefix, binary).doing("a root for the measurement")?;
+        let ledger = std::sync::Arc::new(
+            crate::containment::Ledger::claim(root.path()).doing("the owner file of the measurement's root")?,
+        );
         let layout = Layout::new(root.path());
         std::fs::create_dir_all(layout.shared_mountpoint())
             .doing(format!("creating {}", layout.shared_mountpoint().display()))?;
@@ -149,7 +156,15 @@ impl Bed {
             fs_driver: daemon_core::daemon::FsDriver::Fusedev,
             recover_policy: policy,
             timeouts,
-            spawn: SpawnExtras { args, kill_on_drop: true, ..SpawnExtras::default() },
+            spawn: SpawnExtras {
+                args,
+                kill_on_drop: true,
+                observer: Some({
+                    let ledger = ledger.clone();
+                    daemon_core::daemon::SpawnObserver::new(move |_, pid| ledger.started(pid))
+                }),
+                ..SpawnExtras::default()
+            },
             fscache_dir: None,
             per_daemon_args: PerDaemonArgs::default(),
             exchange_observer: None,
@@ -158,7 +173,7 @@ impl Bed {
         };
         let manager = Manager::open(config)?;
         let events = manager.subscribe();
-        Ok(Self { _root: root, layout, manager, events })
+        Ok(Self { _root: root, _ledger: ledger, layout, manager, events })
     }
 
     async fn daemon(&self, id: &str, timeouts: Timeouts) -> Result<std::sync::Arc<Daemon>, BenchError> {

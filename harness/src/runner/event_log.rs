@@ -132,8 +132,8 @@ impl EventLog {
     }
 
     /// Waits until [`Seen`] holds more than the `scanned` events the caller has looked at
-    /// (true), or `deadline` passes or the followed manager is gone (false). With no
-    /// manager followed it waits for one (another lane may restart it). Lanes wait at
+    /// (true), or `deadline` passes (false). With no manager followed, or the followed one
+    /// gone, it waits for the next one (another lane may restart it). Lanes wait at
     /// once: each on a receiver of its own, none holding the log; an event another lane
     /// moved into [`Seen`] wakes this one too.
     pub async fn next_event(&self, scanned: usize, deadline: tokio::time::Instant) -> bool {
@@ -164,9 +164,19 @@ impl EventLog {
             };
             tokio::select! {
                 woken = tokio::time::timeout_at(deadline, waiter.recv()) => match woken {
-                    Err(_) | Ok(Err(broadcast::error::RecvError::Closed)) => {
+                    Err(_) => {
                         // What arrived meanwhile on the followed receiver still counts.
                         return self.drain_from(&mut lock(&self.events)) > 0 || grown();
+                    }
+                    Ok(Err(broadcast::error::RecvError::Closed)) => {
+                        // The manager is gone (killed in another lane, say): what it sent
+                        // last still counts, and a manager followed next may yet send it.
+                        if self.drain_from(&mut lock(&self.events)) > 0 || grown() {
+                            return true;
+                        }
+                        if !matches!(tokio::time::timeout_at(deadline, following.changed()).await, Ok(Ok(()))) {
+                            return false;
+                        }
                     }
                     Ok(_) => {}
                 },

@@ -216,7 +216,7 @@ impl BodyMatch {
         let body = body.unwrap_or_default();
         match self {
             Self::Equals(text) => body == text.as_bytes(),
-            Self::Contains(text) => body.windows(text.len().max(1)).any(|w| w == text.as_bytes()) || text.is_empty(),
+            Self::Contains(text) => text.is_empty() || body.windows(text.len()).any(|w| w == text.as_bytes()),
             Self::Json(subset) => {
                 serde_json::from_slice::<serde_json::Value>(body).is_ok_and(|value| json_holds(&value, subset))
             }

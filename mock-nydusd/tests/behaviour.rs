@@ -99,7 +99,7 @@ fn a_torn_or_garbled_start_up_config_is_refused_with_exit_1() {
     for (config, words) in cases {
         let (file, sock) = (dir.path().join("config.json"), dir.path().join("api.sock"));
         std::fs::write(&file, config).unwrap();
-        let out = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
+        let mut out = std::process::Command::new(testkit::bin_exe!("mock-nydusd"))
             .args(["fuse", "--config"])
             .arg(&file)
             .arg("--bootstrap")
@@ -108,8 +108,20 @@ fn a_torn_or_garbled_start_up_config_is_refused_with_exit_1() {
             .arg(&mnt)
             .arg("--apisock")
             .arg(&sock)
-            .output()
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        // A mock that took the file serves until stopped: bounded, so that fails, not hangs.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while out.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                out.kill().unwrap();
+                let _ = out.wait();
+                panic!("the mock started on {config:?} instead of refusing it");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let out = out.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(words), "{stderr}");

@@ -52,9 +52,10 @@ impl Manager {
             }
         }
         self.abort().await;
-        match failures.is_empty() {
-            true => Ok(report),
-            false => Err(ManagerError::CloseIncomplete { report: Box::new(report), failures }),
+        if failures.is_empty() {
+            Ok(report)
+        } else {
+            Err(ManagerError::CloseIncomplete { report: Box::new(report), failures })
         }
     }
 

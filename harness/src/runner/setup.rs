@@ -259,12 +259,9 @@ impl Run<'_> {
             let source = crate::scenario::paths::join_inside(dir, &file.value).map_err(RunError::Outside)?;
             let copy = self.root.script_file(&spec.id.value);
             std::fs::copy(&source, &copy).map_err(RunError::io("copy the script file to", &copy))?;
-            // The mock checked nothing yet: a file it cannot read fails the daemon's start.
-            if let Ok(script) = std::fs::read_to_string(&copy)
-                .ok()
-                .map(|text| mock_nydusd::script::Script::parse(&text, &file.value))
-                .transpose()
-                .map(Option::unwrap_or_default)
+            // One the mock cannot read fails the daemon's start, with the mock's own words.
+            if let Ok(text) = std::fs::read_to_string(&copy)
+                && let Ok(script) = mock_nydusd::script::Script::parse(&text, &file.value)
             {
                 self.scripts.set(&spec.id.value, script, false);
             }

@@ -324,27 +324,11 @@ impl StepKind for CloseManager {
         run.log.stop_following();
         let report = closed.map_err(StepError::failed)?;
         let checks = [
-            ("stopped", &s.stopped, &report.stopped),
-            ("kept", &s.kept, &report.kept),
-            ("unmounted", &s.unmounted, &report.unmounted),
+            ("stopped", &s.stopped, report.stopped),
+            ("kept", &s.kept, report.kept),
+            ("unmounted", &s.unmounted, report.unmounted),
         ];
-        let wrong: Vec<String> = checks
-            .iter()
-            .filter_map(|(name, wanted, have)| {
-                let wanted = wanted.as_ref()?;
-                (sorted(wanted.clone()) != sorted((*have).clone())).then(|| format!("{name}: {}", yaml_list(wanted)))
-            })
-            .collect();
-        if wrong.is_empty() {
-            return Ok(());
-        }
-        let observed: Vec<String> =
-            checks.iter().map(|(name, _, have)| format!("{name}: {}", yaml_list(have))).collect();
-        Err(StepError::mismatch(
-            "the graceful shutdown did otherwise",
-            format!("{{ {} }}", wrong.join(", ")),
-            format!("{{ {} }}", observed.join(", ")),
-        ))
+        compare_lists("the graceful shutdown did otherwise", &checks)
     }
 }
 
@@ -500,55 +484,48 @@ impl Run<'_> {
 
 fn check_report(s: &RestartManagerStep, report: &daemon_core::manager::RecoveryReport) -> Result<(), StepError> {
     let ids = |pairs: &[(String, u32)]| pairs.iter().map(|(id, _)| id.clone()).collect::<Vec<_>>();
-    let have: [(&str, Vec<String>); 11] = [
-        ("live", report.live.clone()),
-        ("restarted", report.restarted.clone()),
-        ("not_running", report.not_running.iter().map(|(id, _)| id.clone()).collect()),
-        ("frozen", report.frozen.clone()),
-        ("failed", report.failed.iter().map(|(id, _)| id.clone()).collect()),
-        ("upgraded", report.upgraded.clone()),
-        ("strays_killed", ids(&report.strays_killed)),
-        ("unrecorded_left", ids(&report.unrecorded_left)),
-        ("remounted", report.remounted.clone()),
-        ("unmounted", report.unmounted.clone()),
-        ("configs_swept", report.configs_swept.clone()),
+    let checks = [
+        ("live", &s.live, report.live.clone()),
+        ("restarted", &s.restarted, report.restarted.clone()),
+        ("not_running", &s.not_running, report.not_running.iter().map(|(id, _)| id.clone()).collect()),
+        ("frozen", &s.frozen, report.frozen.clone()),
+        ("failed", &s.failed, report.failed.iter().map(|(id, _)| id.clone()).collect()),
+        ("upgraded", &s.upgraded, report.upgraded.clone()),
+        ("strays_killed", &s.strays_killed, ids(&report.strays_killed)),
+        ("unrecorded_left", &s.unrecorded_left, ids(&report.unrecorded_left)),
+        ("remounted", &s.remounted, report.remounted.clone()),
+        ("unmounted", &s.unmounted, report.unmounted.clone()),
+        ("configs_swept", &s.configs_swept, report.configs_swept.clone()),
     ];
-    let wanted = [
-        &s.live,
-        &s.restarted,
-        &s.not_running,
-        &s.frozen,
-        &s.failed,
-        &s.upgraded,
-        &s.strays_killed,
-        &s.unrecorded_left,
-        &s.remounted,
-        &s.unmounted,
-        &s.configs_swept,
-    ];
-    let wrong: Vec<String> = have
-        .iter()
-        .zip(wanted)
-        .filter_map(|((name, have), wanted)| {
-            let wanted = wanted.as_ref()?;
-            (sorted(wanted.clone()) != sorted(have.clone())).then(|| format!("{name}: {}", yaml_list(wanted)))
-        })
-        .collect();
+    compare_lists("recovery reported differently", &checks)
+}
+
+/// One list of a report: its field name, what the step gives for it, what the report has.
+type ListCheck<'a> = (&'a str, &'a Option<Vec<String>>, Vec<String>);
+
+/// A report's lists, by field, held to the ones a step gives (absent: unchecked; order
+/// does not count). A mismatch names the fields that differ and shows both sides written
+/// as the step's fields are, so the observed side can be pasted into the file: every
+/// list the step gave, and every other that is not empty.
+fn compare_lists(what: &str, checks: &[ListCheck<'_>]) -> Result<(), StepError> {
+    let differs = |wanted: &Option<Vec<String>>, have: &[String]| {
+        wanted.as_ref().is_some_and(|w| sorted(w.clone()) != sorted(have.to_vec()))
+    };
+    let wrong: Vec<&ListCheck<'_>> = checks.iter().filter(|(_, wanted, have)| differs(wanted, have)).collect();
     if wrong.is_empty() {
         return Ok(());
     }
-    // Written as the step's fields are, so the observed line can be pasted into the file.
-    let observed: Vec<String> = have
+    let names: Vec<&str> = wrong.iter().map(|(name, _, _)| *name).collect();
+    let expected: Vec<String> =
+        wrong.iter().filter_map(|(name, wanted, _)| Some(format!("{name}: {}", yaml_list(wanted.as_ref()?)))).collect();
+    let observed: Vec<String> = checks
         .iter()
-        .filter(|(_, ids)| !ids.is_empty())
-        .map(|(name, ids)| format!("{name}: {}", yaml_list(ids)))
+        .filter(|(_, wanted, have)| wanted.is_some() || !have.is_empty())
+        .map(|(name, _, have)| format!("{name}: {}", yaml_list(have)))
         .collect();
     Err(StepError::mismatch(
-        format!(
-            "recovery reported differently ({})",
-            wrong.iter().map(|w| w.split(':').next().unwrap_or("")).collect::<Vec<_>>().join(", ")
-        ),
-        format!("{{ {} }}", wrong.join(", ")),
+        format!("{what} ({})", names.join(", ")),
+        format!("{{ {} }}", expected.join(", ")),
         format!("{{ {} }}", observed.join(", ")),
     ))
 }

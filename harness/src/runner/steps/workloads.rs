@@ -175,8 +175,14 @@ fn corrupt(path: &std::path::Path, to: Corruption) -> std::io::Result<()> {
         Corruption::Garbage => {
             file.rewind()?;
             // 0xff never starts UTF-8 and `\0` ends no JSON value: no parser takes it.
-            let garbage: Vec<u8> = (0..meta.len()).map(|i| if i % 2 == 0 { 0xff } else { 0 }).collect();
-            file.write_all(&garbage)?;
+            // Written a chunk at a time: the file may be an image of any size.
+            let chunk: Vec<u8> = (0..64 * 1024).map(|i| if i % 2 == 0 { 0xff } else { 0 }).collect();
+            let mut left = meta.len();
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                file.write_all(&chunk[..n])?;
+                left -= n as u64;
+            }
             file.sync_all()
         }
     }

@@ -30,7 +30,8 @@ lint:
 fmt:
     cargo fmt --all
 
-# The privileged scenarios in VMs on Debian's 6.1 and 6.12 kernels (qemu, TCG unless KVM works).
+# The privileged and fscache scenarios in VMs on Debian's 6.1 and 6.12 kernels, with cachefiles
+# and erofs rebuilt for on-demand fscache, against the mock and real nydusd (qemu, TCG unless KVM works).
 vm REPEAT="3" *ARGS:
     ci/vm.sh {{REPEAT}} -- {{ARGS}}
 

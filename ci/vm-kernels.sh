@@ -15,10 +15,12 @@ image_of() {
 }
 
 for meta in linux-image-cloud-amd64 linux-image-6.12-cloud-amd64; do
-  image=$(image_of "$meta")
+  # `|| true`: with stale package lists apt-cache fails, which must lead to the update
+  # below, not end the script (set -e).
+  image=$(image_of "$meta" || true)
   if [ -z "$image" ]; then
     apt-get update >/dev/null 2>&1 || true
-    image=$(image_of "$meta")
+    image=$(image_of "$meta" || true)
   fi
   [ -n "$image" ] || { echo "vm-kernels: Debian offers no $meta here" >&2; exit 1; }
   if ! ls "$image"_*.deb >/dev/null 2>&1; then

@@ -228,7 +228,7 @@ mod tests {
         let refused_early = matches!(result, Err(MountError::FscacheUnsupported { .. }));
         assert_eq!(refused_early, Requirement::Cachefiles.check().is_err(), "{result:?}");
         if let Err(MountError::FscacheUnsupported { reason, .. }) = &result {
-            assert!(reason.contains("no fscache on-demand mode"), "{reason}");
+            assert!(reason.contains("no erofs over fscache in on-demand mode"), "{reason}");
         }
         assert!(!is_mounted(dir.path()).unwrap());
     }

@@ -24,6 +24,7 @@ fuzz_target!(|data: &[u8]| {
         abort_like_nydusd: false,
         fscache_dir: None,
         fuse: None,
+        fscache_service: None,
     };
     let (shared, _shutdown_requested) =
         Shared::new(Model::new(options, "info".into()), Journal::default(), ScriptRunner::default(), 1, None);

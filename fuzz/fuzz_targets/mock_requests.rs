@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
             abort_like_nydusd: false,
             fscache_dir: None,
             fuse: None,
+            fscache_service: None,
         };
         let mut model = Model::new(options, "info".into());
         for received in Framer::new().feed(data) {

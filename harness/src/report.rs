@@ -308,6 +308,10 @@ pub struct JsonReport {
     pub hostname: String,
     /// The kernel release of that host (`uname -r`).
     pub kernel: String,
+    /// The builds of the modules behind erofs over fscache that kernel runs
+    /// (`cachefiles <srcversion> (out of tree), erofs …`: on-demand mode needs a rebuild,
+    /// see `ci/vm-modules.sh`); `null` when neither is loaded.
+    pub fscache_modules: Option<String>,
     /// `mock` or `real`.
     pub target: String,
     /// Runs of each scenario (`--repeat`).
@@ -390,6 +394,7 @@ pub fn to_json(report: &RunReport) -> JsonReport {
         wall_ms: report.wall.as_secs_f64() * 1000.0,
         hostname,
         kernel,
+        fscache_modules: host_facts::kernel::fscache_modules(),
         target: report.target.clone(),
         repeat: report.repeat,
         seed: report.seed,
@@ -476,6 +481,9 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
         Property::new("kernel", xml_text(&kernel)),
         Property::new("repeat", report.repeat.to_string()),
     ]);
+    if let Some(modules) = host_facts::kernel::fscache_modules() {
+        suite.add_property(Property::new("fscache_modules", xml_text(&modules)));
+    }
     if let Some(seed) = report.seed {
         suite.add_property(Property::new("seed", seed.to_string()));
     }

@@ -43,6 +43,11 @@ impl VmRun {
     }
 
     fn command(&self, kernel: &Path, timeout: u64, inside: &[&str]) -> Command {
+        self.command_with(kernel, timeout, &[], inside)
+    }
+
+    /// With `vm_args` (`--module`, `--binary`) given to `harness vm` itself.
+    fn command_with(&self, kernel: &Path, timeout: u64, vm_args: &[std::ffi::OsString], inside: &[&str]) -> Command {
         let mut command = Command::new(harness());
         command
             .arg("vm")
@@ -52,6 +57,7 @@ impl VmRun {
             .arg(self.out())
             .arg("--copy")
             .arg(scenarios())
+            .args(vm_args)
             .args(["--accel", "tcg", "--memory", "1024", "--timeout", &timeout.to_string(), "--"])
             .args(inside)
             .env("TMPDIR", self.tmp())
@@ -174,6 +180,76 @@ fn privileged_group(kernel: PathBuf) -> Result<(), Failed> {
     run.assert_nothing_left()
 }
 
+/// erofs over fscache for real, on the stock kernel with cachefiles and erofs rebuilt with
+/// on-demand mode (`$HARNESS_VM_MODULES`, from `ci/vm-modules.sh`): against `target`,
+/// every fscache scenario that applies passes (file contents compared through the kernel),
+/// none skips for want of fscache, and the report names the out-of-tree modules it ran on.
+fn fscache_group(kernel: &Path, modules: &[PathBuf], target: &[&str], binaries: &[PathBuf]) -> Result<(), Failed> {
+    let run = VmRun::new();
+    let mut inside = vec!["run", "scenarios", "--filter", "fscache", "--keep-going", "--json", "/results/report.json"];
+    inside.extend_from_slice(target);
+    let mut vm_args: Vec<std::ffi::OsString> = Vec::new();
+    for module in modules {
+        vm_args.extend(["--module".into(), module.into()]);
+    }
+    for binary in binaries {
+        vm_args.extend(["--binary".into(), binary.into()]);
+    }
+    let mut command = run.command_with(kernel, 200, &vm_args, &inside);
+    let output = command.stdin(Stdio::null()).output()?;
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    check(output.status.code() == Some(0), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.out().join("results/report.json"))?)?;
+    let scenarios = report["scenarios"].as_array().cloned().unwrap_or_default();
+    check(scenarios.len() >= 6, || format!("{} fscache scenarios", scenarios.len()))?;
+    let real = target.contains(&"real");
+    for scenario in &scenarios {
+        let (status, reason) = (scenario["status"].as_str().unwrap_or_default(), scenario["reason"].as_str());
+        let skipped_as_mock_only = real && status == "skip" && reason == Some("applies to mock only");
+        check(status == "pass" || skipped_as_mock_only, || format!("{}: {scenario}", scenario["name"]))?;
+    }
+    let passed = scenarios.iter().filter(|s| s["status"] == "pass").count();
+    check(passed >= if real { 3 } else { 6 }, || format!("only {passed} passed\n{stdout}"))?;
+    let modules = report["fscache_modules"].as_str().unwrap_or_default().to_owned();
+    check(
+        modules.starts_with("cachefiles build ")
+            && modules.contains(", erofs build ")
+            && modules.matches("(out of tree)").count() == 2,
+        || format!("fscache_modules: {modules:?}"),
+    )?;
+    check(stdout.contains(&format!("({modules})")), || stdout.to_string())?;
+    check(stderr.contains("vm: loaded cachefiles, erofs from --module"), || stderr.to_string())?;
+    run.assert_nothing_left()
+}
+
+/// The modules `ci/vm-modules.sh` built for the kernel, from `$HARNESS_VM_MODULES`
+/// (paths separated by `:`), or why there are none.
+fn fscache_modules() -> Result<Vec<PathBuf>, String> {
+    let listed = std::env::var("HARNESS_VM_MODULES").map_err(|_| {
+        "HARNESS_VM_MODULES names no modules (ci/vm-modules.sh builds cachefiles and erofs with on-demand fscache)"
+            .to_owned()
+    })?;
+    let modules: Vec<PathBuf> = listed.split(':').filter(|p| !p.is_empty()).map(PathBuf::from).collect();
+    if let Some(missing) = modules.iter().find(|m| !m.is_file()) {
+        return Err(format!("HARNESS_VM_MODULES: {}: no such file", missing.display()));
+    }
+    if modules.len() != 2 {
+        return Err(format!("HARNESS_VM_MODULES names {} modules, not cachefiles and erofs", modules.len()));
+    }
+    Ok(modules)
+}
+
+/// A real nydusd with nydus-image beside it, for the guest.
+fn nydusd_with_its_builder() -> Result<Vec<PathBuf>, String> {
+    let nydusd = host_facts::requirement::installed_nydusd()?;
+    let builder = nydusd.with_file_name("nydus-image");
+    if !builder.is_file() {
+        return Err(format!("no nydus-image beside {}", nydusd.display()));
+    }
+    Ok(vec![nydusd, builder])
+}
+
 /// Whether a `uname -r` release is at least `major.minor`.
 fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
     let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
@@ -280,6 +356,28 @@ fn main() {
         eprintln!("skipping vm tests: {reason}");
     }
     let kernel = found.unwrap_or_default();
+    let modules = skip.clone().map_or_else(fscache_modules, Err);
+    let nydusd = modules.clone().and_then(|_| nydusd_with_its_builder());
+    let mut trials: Vec<Trial> = Vec::new();
+    for (name, needs) in [
+        ("vm::fscache_on_demand_serves_every_file_from_the_mock", &modules.clone().map(|_| Vec::new())),
+        ("vm::fscache_on_demand_serves_every_file_from_nydusd_2_2", &nydusd),
+    ] {
+        let (kernel, modules) = (kernel.clone(), modules.clone().unwrap_or_default());
+        let binaries = needs.clone().unwrap_or_default();
+        let reason = needs.as_ref().err().cloned();
+        if let Some(reason) = &reason {
+            eprintln!("skipping {name}: {reason}");
+        }
+        let real = !binaries.is_empty();
+        trials.push(
+            Trial::test(name, move || {
+                let target: &[&str] = if real { &["--target", "real"] } else { &[] };
+                fscache_group(&kernel, &modules, target, &binaries)
+            })
+            .with_ignored_flag(reason.is_some()),
+        );
+    }
     let tests: [(&str, VmTest); 5] = [
         ("vm::smoke_fuse_restart_in_the_guest", smoke),
         ("vm::the_privileged_scenarios_hold_on_the_guest_kernel", privileged_group),
@@ -287,12 +385,9 @@ fn main() {
         ("vm::sigterm_kills_the_vm_and_removes_its_work", sigterm),
         ("vm::the_command_exit_code_and_output_come_back", failing_command),
     ];
-    let trials = tests
-        .into_iter()
-        .map(|(name, body)| {
-            let kernel = kernel.clone();
-            Trial::test(name, move || body(kernel)).with_ignored_flag(skip.is_some())
-        })
-        .collect();
+    trials.extend(tests.into_iter().map(|(name, body)| {
+        let kernel = kernel.clone();
+        Trial::test(name, move || body(kernel)).with_ignored_flag(skip.is_some())
+    }));
     libtest_mimic::run(&args, trials).exit();
 }

@@ -14,7 +14,9 @@ pub enum Requirement {
     Erofs,
     /// `mkfs.erofs` is on PATH (Debian's erofs-utils).
     MkfsErofs,
-    /// `/dev/cachefiles` exists: erofs over fscache in on-demand mode.
+    /// erofs over fscache in on-demand mode (`CONFIG_CACHEFILES_ONDEMAND` and
+    /// `CONFIG_EROFS_FS_ONDEMAND`), probed with a mount, since `/dev/cachefiles` exists
+    /// without it too.
     Cachefiles,
     /// `/dev/loop-control` can be opened: loop devices (erofs images before Linux 6.12).
     Loop,
@@ -69,12 +71,8 @@ impl Requirement {
                 }
             }
             Self::Cachefiles => {
-                if Path::new("/dev/cachefiles").exists() {
-                    Ok(())
-                } else {
-                    Err("needs /dev/cachefiles: this kernel has no fscache on-demand mode (CONFIG_CACHEFILES_ONDEMAND)"
-                        .into())
-                }
+                static PROBED: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+                PROBED.get_or_init(probe_on_demand_fscache).clone()
             }
             Self::Loop => std::fs::OpenOptions::new()
                 .read(true)
@@ -95,6 +93,54 @@ impl std::str::FromStr for Requirement {
             format!("unknown requirement `{s}`, expected one of {}", names.join(", "))
         })
     }
+}
+
+/// Whether erofs mounts over fscache in on-demand mode here. `/dev/cachefiles` exists on
+/// kernels without that mode too, so a mount answers: erofs with `fsid=` and no daemon
+/// bound fails with ENOBUFS where the mode exists (with a daemon bound, with that daemon's
+/// answer for an unknown fsid), and where it does not, erofs wants a block device. Probed once per
+/// process: with a daemon bound, each probe is a request to it.
+fn probe_on_demand_fscache() -> Result<(), String> {
+    const WITHOUT: &str = "this kernel has no erofs over fscache in on-demand mode (CONFIG_CACHEFILES_ONDEMAND, \
+                           CONFIG_EROFS_FS_ONDEMAND; ci/vm-modules.sh builds both for Debian's kernels)";
+    if !Path::new("/dev/cachefiles").exists() {
+        return Err(format!("{WITHOUT}: no /dev/cachefiles"));
+    }
+    // Checked first: a probe mount on a kernel whose erofs is an unloaded module would load
+    // it, and the harness changes nothing on the host it did not create.
+    Requirement::Erofs.check()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err("needs root to probe erofs over fscache (an erofs mount with fsid=)".into());
+    }
+    let dir = std::env::temp_dir().join(format!("host-facts-fscache-probe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot probe erofs over fscache: {}: {e}", dir.display()))?;
+    // The source is a character device: without on-demand mode erofs ignores `fsid=` (it
+    // only logs "fsid option not supported") and asks for a block device, ENOTBLK; with
+    // it, the source is not looked at.
+    let mounted = nix::mount::mount(
+        Some("/dev/null"),
+        &dir,
+        Some("erofs"),
+        nix::mount::MsFlags::MS_RDONLY,
+        Some("fsid=host-facts-probe"),
+    );
+    let answer = match mounted {
+        Ok(()) => {
+            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+            Ok(())
+        }
+        Err(errno @ (nix::Error::ENOTBLK | nix::Error::EINVAL)) => {
+            Err(format!("{WITHOUT}: an erofs mount with fsid= wants a block device ({errno})"))
+        }
+        Err(nix::Error::ENODEV) => Err("needs a kernel with erofs (the probe mount says ENODEV)".into()),
+        Err(errno @ (nix::Error::EPERM | nix::Error::EACCES)) => {
+            Err(format!("cannot probe erofs over fscache: the mount is not allowed ({errno})"))
+        }
+        // ENOBUFS: no daemon bound; another errno: a bound daemon's answer.
+        Err(_) => Ok(()),
+    };
+    let _ = std::fs::remove_dir(&dir);
+    answer
 }
 
 /// The first unmet requirement's reason, if any.
@@ -123,8 +169,9 @@ pub fn installed_nydusd() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("NYDUSD") {
         return Ok(PathBuf::from(path));
     }
-    if on_path("nydusd") {
-        return Ok(PathBuf::from("nydusd"));
+    // The path found, not the bare name: callers look beside it for nydus-image.
+    if let Some(found) = find_on_path("nydusd") {
+        return Ok(found);
     }
     std::env::var_os("HOME")
         .map(|home| PathBuf::from(home).join(".cargo/bin/nydusd"))
@@ -164,7 +211,12 @@ mod tests {
     #[test]
     fn checks_agree_with_the_host() {
         assert_eq!(Requirement::Root.check().is_ok(), nix::unistd::geteuid().is_root());
-        assert_eq!(Requirement::Cachefiles.check().is_ok(), Path::new("/dev/cachefiles").exists());
+        if !Path::new("/dev/cachefiles").exists() {
+            let reason = Requirement::Cachefiles.check().unwrap_err();
+            assert!(
+                reason.contains("no erofs over fscache in on-demand mode") && reason.ends_with("no /dev/cachefiles")
+            );
+        }
         assert!(on_path("sh"));
         assert!(!on_path("surely-not-a-command-here"));
     }

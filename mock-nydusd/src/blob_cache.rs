@@ -174,6 +174,13 @@ impl BlobCache {
         self.entries.values()
     }
 
+    /// The bootstrap file of the entry bound as (`domain_id`, `blob_id`), exactly as nydusd
+    /// files it: a mount without `domain_id` asks for the domain named like its fsid.
+    pub fn metadata_of(&self, domain_id: &str, blob_id: &str) -> Option<std::path::PathBuf> {
+        let entry = self.entries.get(&entry_key(domain_id, blob_id))?;
+        entry.validate()?.metadata_path.map(std::path::PathBuf::from)
+    }
+
     /// Restores an entry received by takeover.
     pub fn restore(&mut self, entry: BlobCacheEntry) {
         self.entries.insert(entry.key(), entry);

@@ -40,6 +40,7 @@ internal! {
     config_v2;
     control;
     death;
+    fscache;
     framing;
     fsm;
     fuse;
@@ -162,6 +163,9 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     };
     // The FUSE session reports the end of its kernel connection here (the mount is gone).
     let (fuse_gone_tx, fuse_gone) = tokio::sync::mpsc::unbounded_channel::<()>();
+    // A bound (or taken-over) /dev/cachefiles is served once the daemon's state exists.
+    let (fscache_tx, fscache_rx) = tokio::sync::mpsc::unbounded_channel();
+    let serves_fscache = mode == Mode::Singleton && fscache_dir.is_some() && fscache::is_device(&cli.mock_cachefiles);
     let options = ModelOptions {
         version: cli.mock_nydusd_version,
         shuffle_maps: cli.mock_shuffle_maps,
@@ -170,8 +174,9 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
         mode,
         build,
         abort_like_nydusd: !cli.mock_no_abort,
-        fscache_dir,
+        fscache_dir: fscache_dir.clone(),
         fuse: fuse_config(&cli, mode, fuse_gone_tx)?,
+        fscache_service: serves_fscache.then_some(fscache_tx),
     };
     let mut model = Model::new(options, cli.log_level.clone());
     start_model(&cli, mode, &mut model)?;
@@ -187,6 +192,11 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     let (shared, shutdown_requested) =
         Shared::new(model, journal, ScriptRunner::new(script), cli.mock_process, partial_read_grace);
     let shared = Arc::new(Shared { started, ..shared });
+    let fscache_scratch =
+        fscache_dir.as_ref().map(|dir| dir.join(format!(".mock-nydusd-images-{}", std::process::id())));
+    if let Some(scratch) = &fscache_scratch {
+        tokio::spawn(serve_fscache(fscache_rx, shared.clone(), scratch.clone()));
+    }
     if let Some(death) = startup.die_after.clone() {
         tokio::spawn(die_later(shared.clone(), death));
     }
@@ -199,6 +209,9 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     serve_until_stopped(&shared, &mut signals, shutdown_requested, fuse_gone, serving).await?;
     if let Some(path) = &cli.mock_control {
         let _ = std::fs::remove_file(path);
+    }
+    if let Some(scratch) = &fscache_scratch {
+        let _ = std::fs::remove_dir_all(scratch);
     }
     if let (Some(apisock), true) = (&cli.apisock, api_bound.load(Ordering::SeqCst)) {
         let _ = std::fs::remove_file(apisock);
@@ -259,7 +272,7 @@ fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdErr
             && std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok(),
     };
     match startup::decide(&observed) {
-        startup::Decision::Serve => {}
+        startup::Decision::Serve => bind_cachefiles(cli, mode, model)?,
         startup::Decision::AwaitTakeover => return Ok(()),
         startup::Decision::Refuse(message) => return Err(NydusdError::words(message)),
     }
@@ -284,6 +297,42 @@ fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdErr
         _ => None,
     };
     model.start_normally(bootstrap)
+}
+
+/// A singleton with `--fscache` on a kernel with on-demand fscache binds the device, as
+/// nydusd does; a kernel that refuses (no on-demand mode; a cache directory on tmpfs) ends
+/// the start with its error.
+fn bind_cachefiles(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdError> {
+    let Some(Command::Singleton { fscache: Some(dir), fscache_tag, .. }) = &cli.command else { return Ok(()) };
+    if mode != Mode::Singleton || !fscache::is_device(&cli.mock_cachefiles) {
+        return Ok(());
+    }
+    let failed = |e: fscache::DeviceError| NydusdError::words(fscache_chain(&e));
+    let device = fscache::open(&cli.mock_cachefiles).map_err(failed)?;
+    fscache::bind(&device, dir, fscache_tag.as_deref()).map_err(failed)?;
+    model.hold_cachefiles(device)
+}
+
+fn fscache_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
+}
+
+/// Serves each cachefiles fd the model hands over (the bound one; one taken over).
+async fn serve_fscache(
+    mut devices: tokio::sync::mpsc::UnboundedReceiver<std::os::fd::OwnedFd>,
+    shared: Arc<Shared>,
+    scratch: std::path::PathBuf,
+) {
+    while let Some(device) = devices.recv().await {
+        shared.journal.record("fscache_serving", json!({}));
+        tokio::spawn(fscache::serve(device, shared.clone(), scratch.clone()));
+    }
 }
 
 /// Serves until a signal, `PUT /daemon/exit`, the end of the FUSE connection, or a

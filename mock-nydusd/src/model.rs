@@ -49,6 +49,9 @@ pub struct ModelOptions {
     pub fscache_dir: Option<PathBuf>,
     /// Serve a real FUSE session (`--mock-fuse`).
     pub fuse: Option<crate::fuse::FuseConfig>,
+    /// Where a bound or taken-over `/dev/cachefiles` fd goes to be served (singleton mode on
+    /// a kernel with on-demand fscache).
+    pub fscache_service: Option<tokio::sync::mpsc::UnboundedSender<OwnedFd>>,
 }
 
 /// What the server does after writing a reply.
@@ -453,12 +456,37 @@ impl Model {
                 match &self.options.fuse {
                     // The kernel connection of the predecessor: serve it, no mount, no INIT.
                     Some(config) => self.fuse = Some(crate::fuse::FuseSession::adopt(config, fd, self.fuse_tree())),
+                    // The predecessor's bound /dev/cachefiles: `restore` makes the kernel send
+                    // again what it left unanswered, and this daemon serves it from now on.
+                    None if self.options.fscache_service.is_some() && crate::fscache::is_device_fd(&fd) => {
+                        if let Err(e) = crate::fscache::restore(&fd).map_err(|e| NydusdError::debug(&e))
+                            .and_then(|()| self.hold_cachefiles(fd))
+                        {
+                            return fire_error("Upgrade", FireError::Action(e));
+                        }
+                    }
                     None => self.session_fd = Some(fd),
                 }
                 Response::no_content()
             }
             Err(e) => fire_error("Upgrade", e),
         }
+    }
+
+    /// The bootstrap bound as (`domain_id`, `blob_id`), for the fscache service.
+    pub fn bound_metadata(&self, domain_id: &str, blob_id: &str) -> Option<std::path::PathBuf> {
+        self.blobs.metadata_of(domain_id, blob_id)
+    }
+
+    /// Holds the bound `/dev/cachefiles` fd: a successor receives a dup of it (sendfd), and
+    /// the fscache service answers the kernel on another.
+    pub fn hold_cachefiles(&mut self, device: OwnedFd) -> Result<(), NydusdError> {
+        let serving = device.try_clone().map_err(|e| NydusdError::debug(&e))?;
+        if let Some(service) = &self.options.fscache_service {
+            let _ = service.send(serving);
+        }
+        self.session_fd = Some(device);
+        Ok(())
     }
 
     /// The FUSE session, when the mock serves a real one.
@@ -639,6 +667,7 @@ mod tests {
             abort_like_nydusd: false,
             fscache_dir: None,
             fuse: None,
+            fscache_service: None,
         };
         Model::new(options, "info".into())
     }

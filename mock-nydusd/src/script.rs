@@ -37,6 +37,67 @@ pub struct Script {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(with = "Vec<Rule>")]
     pub rules: Vec<Spanned<Rule>>,
+    /// Faults in the answers to the kernel's on-demand fscache requests (a singleton with
+    /// `--fscache` on a kernel with on-demand fscache), tried in order; the first that
+    /// matches applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fscache: Vec<FscacheRule>,
+}
+
+/// A fault in answering one kind of the kernel's on-demand fscache requests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FscacheRule {
+    /// The request: `open` (an erofs mount, or a device of its image) or `read` (a range
+    /// of a blob the cache file lacks).
+    pub on: FscacheRequest,
+    /// Only requests for this blob (the fsid); every blob when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob_id: Option<String>,
+    /// Which requests of this kind, counted by this process over every blob from 1 (as a
+    /// request rule's `call`); every one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call: Option<Call>,
+    /// Only in the N-th process of the daemon (its successors are not affected); every
+    /// process when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub process: Option<u32>,
+    /// What the daemon does instead of answering.
+    pub action: FscacheAction,
+}
+
+/// The kinds of on-demand requests a rule can catch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FscacheRequest {
+    /// OPEN: a cookie the kernel wants, answered with `copen`.
+    Open,
+    /// READ: a range the kernel wants written into the cache file.
+    Read,
+}
+
+/// What an fscache rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FscacheAction {
+    /// OPEN: `copen` with -EIO, the mount fails with EIO. READ: the object's anonymous fd
+    /// is closed, which ends its pending reads with EIO (the reader gets EIO).
+    Fail,
+    /// No answer: the request stays in flight, the reader waits, until the daemon dies
+    /// (the kernel ends it) or a successor restores it and answers it.
+    Never,
+}
+
+impl FscacheRule {
+    /// Whether the rule catches the `nth` request of kind `on` for `blob_id` in process
+    /// `process`.
+    pub fn catches(&self, on: FscacheRequest, blob_id: &str, nth: u64, process: u32) -> bool {
+        self.on == on
+            && self.blob_id.as_deref().is_none_or(|b| b == blob_id)
+            && self.call.is_none_or(|call| call.holds(nth))
+            && self.process.is_none_or(|p| p == process)
+    }
 }
 
 /// Start-up directives.
@@ -1002,6 +1063,7 @@ mod tests {
                     .cloned()
                     .map(|r| Spanned::new(r, serde_saphyr::Location::UNKNOWN, serde_saphyr::Location::UNKNOWN))
                     .collect(),
+                fscache: Vec::new(),
             };
             let mut runner = ScriptRunner::new(script);
             let mut counts = vec![0; rules.len()];

@@ -207,6 +207,25 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
                     ),
                 ));
             }
+            if let Some(domain) = &instance.domain {
+                if !daemon_core::daemon::id::is_valid_id(&domain.value) {
+                    return Err(Invalid::at(
+                        domain,
+                        format!(
+                            "domain {:?} of instance {snapshot} is not a usable domain id (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
+                            domain.value
+                        ),
+                    ));
+                }
+                if scenario.manager.fs_driver != daemon_core::daemon::FsDriver::Fscache {
+                    return Err(Invalid::at(
+                        domain,
+                        format!(
+                            "instance {snapshot}: `domain` is an fscache domain; this scenario's fs_driver is not fscache"
+                        ),
+                    ));
+                }
+            }
             for (file, _) in &instance.tree.0 {
                 if let Some(why) = super::paths::instance_path_error(&file.value) {
                     return Err(Invalid::at(

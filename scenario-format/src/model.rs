@@ -110,7 +110,7 @@ pub enum Requirement {
     Erofs,
     /// `mkfs.erofs` on PATH.
     MkfsErofs,
-    /// `/dev/cachefiles` (fscache on-demand mode).
+    /// erofs over fscache in on-demand mode (probed with an erofs mount with `fsid=`).
     Fscache,
 }
 
@@ -251,6 +251,13 @@ pub struct InstanceSpec {
     /// Instance configuration (JSON text); a localfs backend by default.
     #[serde(default)]
     pub config: Option<String>,
+    /// fscache only: the blob-cache domain (erofs `domain_id`) the instance's bootstrap is
+    /// bound in; instances naming the same domain share it. Default: a domain of its own,
+    /// named like its fsid, as the snapshotter binds without domain sharing (1-64 of
+    /// `[A-Za-z0-9_.-]`, not `.` or `..`).
+    #[serde(default)]
+    #[schemars(with = "Option<Id>")]
+    pub domain: Option<Spanned<String>>,
     /// Bytes of filler added to the configuration, to make the daemon's saved state large
     /// (for example beyond nydusd's 32 KiB first read on takeover); at most 16 MiB.
     #[serde(default)]

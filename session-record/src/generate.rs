@@ -80,7 +80,7 @@ pub fn script(recording: &Recording, speed: f64) -> Generated {
             _ => Death { ms, exit: None, signal: None },
         });
     }
-    Generated { script: Script { startup, rules }, notes }
+    Generated { script: Script { startup, rules, fscache: Vec::new() }, notes }
 }
 
 /// What the mock does for one recorded exchange: the reply after its recorded delay, then

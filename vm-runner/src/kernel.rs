@@ -1,7 +1,12 @@
 //! The kernel a VM boots: Debian's `linux-image-*` package (unpacked with `dpkg-deb`),
 //! or a bare `vmlinuz` whose drivers are all built in. From a package come the kernel
-//! image, its release, and the modules the scenarios need (FUSE, erofs, loop) with every
-//! module they depend on, in an order `insmod` can load them.
+//! image, its release, and the modules the scenarios need (FUSE, erofs, cachefiles, loop)
+//! with every module they depend on, in an order `insmod` can load them.
+//!
+//! Modules given with `--module` take the place of the package's module of the same name:
+//! that is how erofs over fscache in on-demand mode, which no Debian kernel enables, runs
+//! on Debian's own kernels (`ci/vm-modules.sh` rebuilds `cachefiles` and `erofs` with it).
+//! Their dependencies still come from the package.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +16,7 @@ use crate::VmError;
 /// The file systems and devices privileged scenarios use; each is loaded when the
 /// kernel has it as a module and skipped when it is built in or missing (the scenario
 /// that needs it then skips, saying why).
-pub const WANTED_MODULES: &[&str] = &["fuse", "erofs", "loop"];
+pub const WANTED_MODULES: &[&str] = &["fuse", "erofs", "cachefiles", "loop"];
 
 /// A kernel ready to boot.
 #[derive(Debug)]
@@ -23,12 +28,16 @@ pub struct Kernel {
     pub modules: Vec<(PathBuf, String)>,
     /// Wanted modules the package has neither as a module nor, by its config, built in.
     pub missing: Vec<String>,
+    /// The modules given in place of the package's, by name.
+    pub replaced: Vec<String>,
 }
 
 impl Kernel {
     /// Prepares `path` (a `.deb`, or a kernel image) in `work`, which must be empty and
-    /// lives as long as the kernel is used.
-    pub fn prepare(path: &Path, work: &Path) -> Result<Self, VmError> {
+    /// lives as long as the kernel is used; `replacements` (uncompressed `.ko` files) take
+    /// the place of the package's modules of the same names, and are loaded even when the
+    /// package has no such module.
+    pub fn prepare(path: &Path, work: &Path, replacements: &[PathBuf]) -> Result<Self, VmError> {
         let is_deb = {
             use std::io::Read;
             let mut magic = Vec::new();
@@ -44,7 +53,19 @@ impl Kernel {
                     path.display()
                 )));
             }
-            return Ok(Self { vmlinuz: path.to_owned(), release: None, modules: Vec::new(), missing: Vec::new() });
+            if let Some(module) = replacements.first() {
+                return Err(VmError::Input(format!(
+                    "--module {}: a bare kernel image has no modules to replace; give a linux-image package",
+                    module.display()
+                )));
+            }
+            return Ok(Self {
+                vmlinuz: path.to_owned(),
+                release: None,
+                modules: Vec::new(),
+                missing: Vec::new(),
+                replaced: Vec::new(),
+            });
         }
         let unpacked = std::process::Command::new("dpkg-deb").arg("-x").arg(path).arg(work).output().map_err(|e| {
             VmError::Tool { tool: "dpkg-deb", detail: format!("cannot unpack {}: {e}", path.display()) }
@@ -63,14 +84,16 @@ impl Kernel {
         let release = vmlinuz.file_name().unwrap_or_default().to_string_lossy()["vmlinuz-".len()..].to_owned();
         let config = std::fs::read_to_string(boot.join(format!("config-{release}"))).unwrap_or_default();
         let tree = work.join("lib/modules").join(&release);
-        let index = ModuleIndex::scan(&tree)?;
+        let mut index = ModuleIndex::scan(&tree)?;
+        let replaced = index.replace(&release, replacements)?;
         let mut modules = Vec::new();
         let mut missing = Vec::new();
-        for name in WANTED_MODULES {
-            if index.by_name.contains_key(*name) {
+        let wanted = WANTED_MODULES.iter().copied().chain(replaced.iter().map(String::as_str));
+        for name in wanted {
+            if index.by_name.contains_key(name) {
                 index.load_order(name, &mut modules, &mut Vec::new())?;
             } else if !built_in(&config, name) {
-                missing.push((*name).to_owned());
+                missing.push(name.to_owned());
             }
         }
         let mut ready = Vec::new();
@@ -78,7 +101,7 @@ impl Kernel {
             let file = &index.by_name[&name];
             ready.push((uncompressed(file, work)?, name));
         }
-        Ok(Self { vmlinuz, release: Some(release), modules: ready, missing })
+        Ok(Self { vmlinuz, release: Some(release), modules: ready, missing, replaced })
     }
 }
 
@@ -88,6 +111,7 @@ fn built_in(config: &str, name: &str) -> bool {
         "fuse" => "CONFIG_FUSE_FS",
         "erofs" => "CONFIG_EROFS_FS",
         "loop" => "CONFIG_BLK_DEV_LOOP",
+        "cachefiles" => "CONFIG_CACHEFILES",
         _ => return false,
     };
     config.lines().any(|l| l == format!("{option}=y"))
@@ -114,6 +138,28 @@ impl ModuleIndex {
             }
         }
         Ok(Self { by_name })
+    }
+
+    /// Puts each of `replacements` in place of the module of its name, after checking that
+    /// it was built for `release` (a module for another kernel fails to load in the guest,
+    /// far from the cause); returns their names.
+    fn replace(&mut self, release: &str, replacements: &[PathBuf]) -> Result<Vec<String>, VmError> {
+        let mut replaced = Vec::new();
+        for module in replacements {
+            let name = replacement_name(module)?;
+            let theirs = vermagic(&read_module(module)?).ok_or_else(|| {
+                VmError::Input(format!("--module {}: has no vermagic; not a kernel module", module.display()))
+            })?;
+            if theirs.split_whitespace().next() != Some(release) {
+                return Err(VmError::Input(format!(
+                    "--module {}: built for kernel {theirs}, not for {release}",
+                    module.display()
+                )));
+            }
+            self.by_name.insert(name.clone(), module.clone());
+            replaced.push(name);
+        }
+        Ok(replaced)
     }
 
     /// Appends `name`'s dependencies, then `name`, to `order` (each once).
@@ -172,11 +218,30 @@ fn read_module(file: &Path) -> Result<Vec<u8>, VmError> {
 
 /// The module's `depends=` from its `.modinfo` strings (NUL-separated `key=value`).
 fn depends(module: &[u8]) -> Vec<String> {
-    const KEY: &[u8] = b"\0depends=";
-    let Some(at) = module.windows(KEY.len()).position(|w| w == KEY) else { return Vec::new() };
-    let value = &module[at + KEY.len()..];
+    modinfo(module, "depends")
+        .map_or_else(Vec::new, |value| value.split(',').filter(|d| !d.is_empty()).map(str::to_owned).collect())
+}
+
+/// The module's `vermagic=` (`6.1.0-57-cloud-amd64 SMP mod_unload modversions`).
+fn vermagic(module: &[u8]) -> Option<String> {
+    modinfo(module, "vermagic")
+}
+
+/// One `key=value` of the module's `.modinfo` strings.
+fn modinfo(module: &[u8], key: &str) -> Option<String> {
+    let needle = format!("\0{key}=");
+    let at = module.windows(needle.len()).position(|w| w == needle.as_bytes())?;
+    let value = &module[at + needle.len()..];
     let end = value.iter().position(|&b| b == 0).unwrap_or(value.len());
-    String::from_utf8_lossy(&value[..end]).split(',').filter(|d| !d.is_empty()).map(str::to_owned).collect()
+    Some(String::from_utf8_lossy(&value[..end]).into_owned())
+}
+
+/// The module name of a `--module` file, which must be an uncompressed `.ko`.
+fn replacement_name(module: &Path) -> Result<String, VmError> {
+    match module_name(module) {
+        Some(name) if module.extension().is_some_and(|e| e == "ko") => Ok(name),
+        _ => Err(VmError::Input(format!("--module {}: not a kernel module file (NAME.ko)", module.display()))),
+    }
 }
 
 /// The module as an uncompressed file (itself, or decompressed beside it).
@@ -227,6 +292,46 @@ mod tests {
         assert!(err.unwrap_err().to_string().contains("circle"));
     }
 
+    /// A module given in place of the package's: loaded with the package's modules it
+    /// depends on; refused, named, when built for another kernel or not a module at all.
+    #[test]
+    fn a_given_module_replaces_the_packaged_one_and_keeps_its_dependencies() {
+        let dir = tempfile::tempdir().unwrap();
+        let package = dir.path().join("package");
+        std::fs::create_dir(&package).unwrap();
+        let module = |at: &Path, name: &str, deps: &str, release: &str| {
+            let file = at.join(format!("{name}.ko"));
+            std::fs::write(&file, format!("\0depends={deps}\0vermagic={release} SMP mod_unload\0")).unwrap();
+            file
+        };
+        module(&package, "erofs", "", "6.1.0-57-cloud-amd64");
+        module(&package, "netfs", "", "6.1.0-57-cloud-amd64");
+        module(&package, "fscache", "netfs", "6.1.0-57-cloud-amd64");
+        let ours = module(dir.path(), "erofs", "fscache", "6.1.0-57-cloud-amd64");
+        let mut index = ModuleIndex::scan(&package).unwrap();
+        assert_eq!(index.replace("6.1.0-57-cloud-amd64", std::slice::from_ref(&ours)).unwrap(), ["erofs"]);
+        let mut order = Vec::new();
+        index.load_order("erofs", &mut order, &mut Vec::new()).unwrap();
+        assert_eq!(order, ["netfs", "fscache", "erofs"]);
+        assert_eq!(index.by_name["erofs"], ours);
+
+        let other = module(dir.path(), "cachefiles", "", "6.12.118+deb12-cloud-amd64");
+        let err = index.replace("6.1.0-57-cloud-amd64", &[other]).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("built for kernel 6.12.118+deb12-cloud-amd64 SMP mod_unload, not for 6.1.0-57-cloud-amd64"),
+            "{err}"
+        );
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, "hello").unwrap();
+        let err = index.replace("6.1.0-57-cloud-amd64", &[text]).unwrap_err();
+        assert!(err.to_string().contains("not a kernel module file (NAME.ko)"), "{err}");
+        let empty = dir.path().join("empty.ko");
+        std::fs::write(&empty, "").unwrap();
+        let err = index.replace("6.1.0-57-cloud-amd64", &[empty]).unwrap_err();
+        assert!(err.to_string().contains("has no vermagic"), "{err}");
+    }
+
     #[test]
     fn a_kernel_image_is_taken_bare_and_anything_else_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -235,15 +340,18 @@ mod tests {
         bytes.resize(0x202, 0);
         bytes.extend_from_slice(b"HdrS");
         std::fs::write(&image, &bytes).unwrap();
-        let kernel = Kernel::prepare(&image, dir.path()).unwrap();
-        assert_eq!((kernel.vmlinuz, kernel.release, kernel.modules.len()), (image, None, 0));
+        let kernel = Kernel::prepare(&image, dir.path(), &[]).unwrap();
+        assert_eq!((kernel.vmlinuz, kernel.release, kernel.modules.len()), (image.clone(), None, 0));
+        let module = dir.path().join("erofs.ko");
+        let err = Kernel::prepare(&image, dir.path(), &[module]).unwrap_err();
+        assert!(err.to_string().contains("a bare kernel image has no modules to replace"), "{err}");
         // Neither a package nor an image (a sparse file of 1 GiB): refused at once, named.
         let huge = dir.path().join("huge.deb");
         std::fs::File::create(&huge).unwrap().set_len(1 << 30).unwrap();
-        let err = Kernel::prepare(&huge, dir.path()).unwrap_err();
+        let err = Kernel::prepare(&huge, dir.path(), &[]).unwrap_err();
         assert!(matches!(err, VmError::Input(_)), "{err:?}");
         assert!(err.to_string().contains("huge.deb: neither a Debian linux-image package nor"), "{err}");
-        let err = Kernel::prepare(&dir.path().join("absent.deb"), dir.path()).unwrap_err();
+        let err = Kernel::prepare(&dir.path().join("absent.deb"), dir.path(), &[]).unwrap_err();
         assert!(err.to_string().starts_with("--kernel "), "{err}");
     }
 }

@@ -7,9 +7,12 @@
 //!
 //! The guest has no disk and no network. Its root is an initramfs holding busybox, this
 //! harness binary with the shared libraries `ldd` names (no other toolchain can be
-//! fetched for a guest), `mkfs.erofs` when the host has it, the kernel's FUSE, erofs and
-//! loop modules, and the files given with `--copy` (the scenario library by default)
-//! under `/work`, where the command runs. Its console is the first serial port, streamed
+//! fetched for a guest), `mkfs.erofs` and `mke2fs` when the host has them, the programs
+//! given with `--binary` (a real nydusd) in `/bin`, the kernel's FUSE, erofs, cachefiles
+//! and loop modules (or those given with `--module` in their place), and the files given
+//! with `--copy` (the scenario library by default) under `/work`, where the command runs.
+//! `/tmp` is ext4 on a loop device when the host has `mke2fs`: the cachefiles kernel
+//! module refuses a cache directory on tmpfs. Its console is the first serial port, streamed
 //! to standard output; `/results` is sent back as a base64 tar over the second serial
 //! port when the command ends, and unpacked into `OUT/results`. Reports written there
 //! (`--junit /results/junit.xml`) come back with it; their `kernel` is the guest's.
@@ -57,6 +60,11 @@ pub struct VmOptions {
     pub harness: PathBuf,
     /// Host files or directories copied to `/work/<name>` in the guest.
     pub copy: Vec<PathBuf>,
+    /// Host programs put in the guest's `/bin` under their names, with their libraries.
+    pub binaries: Vec<PathBuf>,
+    /// Kernel modules (`NAME.ko`, built for the package's kernel) loaded in place of the
+    /// package's modules of the same names.
+    pub modules: Vec<PathBuf>,
     /// The harness command line inside (`run scenarios --filter privileged`).
     pub command: Vec<String>,
     /// Console log, results and `vm.json` go here (created).
@@ -88,6 +96,8 @@ pub struct VmOutcome {
     pub wall_ms: u64,
     /// Wanted kernel modules neither in the package nor built in.
     pub modules_missing: Vec<String>,
+    /// Modules loaded from `--module` files instead of the package.
+    pub modules_replaced: Vec<String>,
 }
 
 /// Runs `options.command` in a VM; `on_line` gets each line the command prints.
@@ -146,6 +156,7 @@ pub async fn run(options: &VmOptions, on_line: impl FnMut(&str)) -> Result<VmOut
         boot_ms: heard.started_after.map(|d| d.as_millis() as u64),
         wall_ms: began.elapsed().as_millis() as u64,
         modules_missing: kernel.missing,
+        modules_replaced: kernel.replaced,
     };
     let json = serde_json::to_string_pretty(&outcome).expect("a VmOutcome is plain data");
     let summary = options.out.join("vm.json");
@@ -159,7 +170,7 @@ pub async fn run(options: &VmOptions, on_line: impl FnMut(&str)) -> Result<VmOut
 async fn prepare(options: &VmOptions, deadline: Instant) -> Result<(kernel::Kernel, PathBuf), VmError> {
     let prepared = options.clone();
     let task = tokio::task::spawn_blocking(move || {
-        let kernel = kernel::Kernel::prepare(&prepared.kernel, &prepared.work)?;
+        let kernel = kernel::Kernel::prepare(&prepared.kernel, &prepared.work, &prepared.modules)?;
         let root = prepared.work.join("initramfs.cpio");
         build_root(&prepared, &kernel, &root)?;
         Ok((kernel, root))
@@ -225,6 +236,27 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Resul
     if let Some(mkfs) = host_facts::find_on_path("mkfs.erofs") {
         add_binary(&mut root, &mkfs, Path::new("/bin/mkfs.erofs"))?;
     }
+    let ext4_tmp = match host_facts::find_on_path("mke2fs") {
+        Some(mke2fs) => {
+            // Not in /sbin, where busybox installs its own mke2fs (no ext4).
+            add_binary(&mut root, &mke2fs, Path::new(GUEST_MKE2FS))?;
+            let conf = Path::new("/etc/mke2fs.conf");
+            if conf.is_file() {
+                root.file(conf, conf, 0o644).map_err(VmError::io("cannot add", conf))?;
+            }
+            true
+        }
+        None => false,
+    };
+    for binary in &options.binaries {
+        let name = binary
+            .file_name()
+            .ok_or_else(|| VmError::Input(format!("--binary {}: names no file", binary.display())))?;
+        if !std::fs::metadata(binary).map_err(VmError::io("--binary", binary))?.is_file() {
+            return Err(VmError::Input(format!("--binary {}: not a regular file", binary.display())));
+        }
+        add_binary(&mut root, binary, &Path::new("/bin").join(name))?;
+    }
     let mut modules = Vec::new();
     for (file, name) in &kernel.modules {
         let guest = PathBuf::from(format!("/lib/modules/{name}.ko"));
@@ -244,7 +276,7 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Resul
         let copied = if kind.is_dir() { root.tree(path, &guest) } else { root.file(path, &guest, 0o644) };
         copied.map_err(VmError::io("--copy", path))?;
     }
-    let init = init_script(&modules, &options.command);
+    let init = init_script(&modules, ext4_tmp, &options.command);
     let finished = (|| {
         root.dir(Path::new(GUEST_WORK))?;
         root.dir(Path::new(GUEST_RESULTS))?;
@@ -262,11 +294,36 @@ fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> R
     root.file(binary, guest, 0o755).map_err(VmError::io("cannot add", binary))
 }
 
-/// The guest's `/init`: mounts, modules, the command, the results, power off.
-fn init_script(modules: &[PathBuf], command: &[String]) -> String {
+/// Where the host's mke2fs goes in the guest.
+const GUEST_MKE2FS: &str = "/usr/lib/harness-vm/mke2fs";
+
+/// How big the guest's ext4 `/tmp` may grow (a sparse file in the guest's memory).
+const TMP_MB: u32 = 1536;
+
+/// The guest's `/init`: mounts, modules, `/tmp`, the command, the results, power off.
+fn init_script(modules: &[PathBuf], ext4_tmp: bool, command: &[String]) -> String {
     let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
     let insmod: String =
         modules.iter().map(|m| format!("insmod {} || echo \"insmod {} failed\"\n", m.display(), m.display())).collect();
+    // ext4 and loop are built into Debian's cloud kernels, or loaded above; if either
+    // fails, /tmp stays tmpfs and says so (fscache then fails with EOPNOTSUPP).
+    let tmp = if ext4_tmp {
+        format!(
+            r#"mount -t tmpfs -o size={TMP_MB}m tmpfs /run/tmpfs-for-tmp 2>/dev/null || mkdir -p /run/tmpfs-for-tmp
+dd if=/dev/zero of=/run/tmpfs-for-tmp/tmp.ext4 bs=1M count=0 seek={TMP_MB} 2>/dev/null
+if {GUEST_MKE2FS} -q -F -t ext4 /run/tmpfs-for-tmp/tmp.ext4 && mount -o loop /run/tmpfs-for-tmp/tmp.ext4 /tmp; then
+  chmod 1777 /tmp
+else
+  echo "vm: /tmp stays tmpfs: no ext4 on a loop device"
+  mount -t tmpfs tmpfs /tmp
+fi
+"#
+        )
+    } else {
+        "mount -t tmpfs tmpfs /tmp
+"
+        .to_owned()
+    };
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /run /sbin /usr/bin /usr/sbin
@@ -275,14 +332,14 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+mkdir -p /run/tmpfs-for-tmp
 exec 0</dev/console 1>/dev/console 2>&1
 # From here on only kernel emergencies reach the console, which is the command's output.
 dmesg -n 1
 echo "{start}"
 echo "@@HARNESS-VM kernel $(uname -r)"
-{insmod}stty -F /dev/ttyS1 raw -echo
+{insmod}{tmp}stty -F /dev/ttyS1 raw -echo
 cd {GUEST_WORK}
 # Through a pipe, so the harness writes its plain report, not a terminal's progress lines.
 (/bin/harness {args}; echo $? > /tmp/.harness-vm-exit) 2>&1 | cat
@@ -348,10 +405,16 @@ mod tests {
 
     #[test]
     fn the_command_reaches_the_guest_shell_word_for_word() {
-        let script = init_script(&[PathBuf::from("/lib/modules/fuse.ko")], &["run".into(), "it's a $name".into()]);
+        let script =
+            init_script(&[PathBuf::from("/lib/modules/fuse.ko")], true, &["run".into(), "it's a $name".into()]);
         assert!(script.contains("(/bin/harness 'run' 'it'\\''s a $name'; echo"), "{script}");
         assert!(script.contains("insmod /lib/modules/fuse.ko || echo"), "{script}");
         let start = script.find(qemu::START).unwrap();
         assert!(start < script.find("insmod").unwrap(), "a module that fails to load is in the output");
+        let loop_mount = script.find("mount -o loop").unwrap();
+        assert!(script.find("insmod").unwrap() < loop_mount, "loop is loaded before /tmp goes on it");
+        assert!(loop_mount < script.find("/bin/harness").unwrap(), "/tmp is ext4 before the command runs");
+        let plain = init_script(&[], false, &["run".into()]);
+        assert!(plain.contains("mount -t tmpfs tmpfs /tmp") && !plain.contains("mke2fs"), "{plain}");
     }
 }

@@ -213,10 +213,19 @@ struct RecordArgs {
 
 #[derive(Debug, clap::Args)]
 struct VmArgs {
-    /// The kernel: a Debian `linux-image-*` package (its FUSE, erofs and loop modules are
-    /// loaded), or a kernel image with them built in.
+    /// The kernel: a Debian `linux-image-*` package (its FUSE, erofs, cachefiles and loop
+    /// modules are loaded), or a kernel image with them built in.
     #[arg(long)]
     kernel: PathBuf,
+    /// A kernel module (`NAME.ko`, built for that kernel) loaded in place of the package's
+    /// module NAME (repeatable): `ci/vm-modules.sh K.deb` builds cachefiles and erofs with
+    /// on-demand fscache, which Debian's kernels lack.
+    #[arg(long = "module", value_name = "FILE.ko")]
+    modules: Vec<PathBuf>,
+    /// A host program put in the guest's `/bin` under its name, with its shared libraries
+    /// (repeatable): a real nydusd for `--target real` (and `nydus-image` beside it).
+    #[arg(long = "binary", value_name = "PROGRAM")]
+    binaries: Vec<PathBuf>,
     /// Console log, `vm.json` and the guest's `/results` go here.
     #[arg(long, default_value = "target/vm")]
     out: PathBuf,
@@ -590,6 +599,8 @@ fn vm(args: VmArgs) -> ExitCode {
         kernel: args.kernel,
         harness,
         copy,
+        binaries: args.binaries,
+        modules: args.modules,
         command: args.command,
         out: args.out,
         work: work.path().to_owned(),
@@ -641,6 +652,9 @@ fn vm_ended(outcome: &crate::vm::VmOutcome, out: &std::path::Path) -> ExitCode {
     );
     if !outcome.modules_missing.is_empty() {
         eprintln!("vm: the kernel has no {}", outcome.modules_missing.join(", "));
+    }
+    if !outcome.modules_replaced.is_empty() {
+        eprintln!("vm: loaded {} from --module in place of the package's", outcome.modules_replaced.join(", "));
     }
     match outcome.exit_code {
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(exit_code::SCENARIO_FAILED)),

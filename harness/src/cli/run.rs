@@ -276,8 +276,9 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         interrupted: interrupted.map(crate::termination::name),
         base,
     };
+    let modules = host_facts::kernel::fscache_modules().map(|m| format!(" ({m})")).unwrap_or_default();
     say(&painter.paint(&format!(
-        "ran {} scenarios in {:.2} s on kernel {}\n{}\n{}",
+        "ran {} scenarios in {:.2} s on kernel {}{modules}\n{}\n{}",
         report.entries.len(),
         report.wall.as_secs_f64(),
         report::host().1,

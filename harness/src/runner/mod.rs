@@ -176,8 +176,20 @@ impl ScenarioResult {
     }
 }
 
+/// `/dev/cachefiles` has one opener at a time (EBUSY for the next), as nydusd has one
+/// fscache daemon per host: scenarios whose daemons bind it run one after another.
+static CACHEFILES_DEVICE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether the scenario's daemons bind the kernel's `/dev/cachefiles` here.
+fn binds_cachefiles(scenario: &Scenario) -> bool {
+    scenario.manager.fs_driver == daemon_core::daemon::FsDriver::Fscache
+        && !scenario.daemons.is_empty()
+        && host_facts::Requirement::Cachefiles.check().is_ok()
+}
+
 /// Runs `scenario` (loaded from `path`). Nothing it started survives this call.
 pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) -> ScenarioResult {
+    let _device = if binds_cachefiles(scenario) { Some(CACHEFILES_DEVICE.lock().await) } else { None };
     let started = Instant::now();
     let mut result = ScenarioResult {
         path: path.to_owned(),

@@ -57,8 +57,12 @@ impl Run<'_> {
         if let Some(version) = self.scenario.mock_nydusd {
             args.extend(["--mock-nydusd-version".into(), version.as_str().into()]);
         }
-        // A singleton mock probes this file instead of /dev/cachefiles at start-up.
-        args.extend(["--mock-cachefiles".into(), self.root.cachefiles().into()]);
+        // Where the kernel has erofs over fscache in on-demand mode, a singleton mock binds
+        // /dev/cachefiles and serves it as nydusd does; elsewhere it probes this file instead
+        // at start-up, and the kernel mount stops at the capability check.
+        if host_facts::Requirement::Cachefiles.check().is_err() {
+            args.extend(["--mock-cachefiles".into(), self.root.cachefiles().into()]);
+        }
         let scripts = self.root.path().join("scripts");
         let controls = self.root.path().join("control");
         let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
@@ -148,11 +152,28 @@ impl Run<'_> {
         let dir = boot.parent().expect("has a parent");
         std::fs::create_dir_all(dir).map_err(RunError::io("create", dir))?;
         let fscache = daemon.record().fs_driver == daemon_core::daemon::FsDriver::Fscache;
-        if self.target().builds_images() && !fscache {
+        let fsid = daemon_core::mount::fscache_id(&spec.snapshot.value);
+        // The blob-cache entry the snapshotter binds for an fscache instance: the bootstrap
+        // under its fsid, in its own domain (named like the fsid, which is what the kernel
+        // asks for when the mount gives no domain_id) or the scenario's shared one.
+        let fscache_entry = |backend_dir: &Path| {
+            let domain = spec.domain.as_ref().map_or(fsid.as_str(), |d| d.value.as_str());
+            json!({
+                "type": "bootstrap", "id": fsid, "domain_id": domain,
+                "config": {"id": fsid, "backend_type": "localfs", "backend_config": {"dir": backend_dir},
+                           "cache_type": "fscache", "cache_config": {"work_dir": self.root.cache()},
+                           "metadata_path": boot}
+            })
+            .to_string()
+        };
+        if self.target().builds_images() {
             let images = image::ImageStore::under(self.root.path());
             let source = self.root.path().join("trees").join(&spec.snapshot.value);
             images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot).await?;
-            let config = spec.config.clone().unwrap_or_else(|| images.config());
+            let config = spec
+                .config
+                .clone()
+                .unwrap_or_else(|| if fscache { fscache_entry(&images.blobs) } else { images.config() });
             return self.write_instance_config(daemon, spec, rafs, config);
         }
         // The mock serves the instance's files from this JSON stand-in for a RAFS bootstrap.
@@ -170,14 +191,8 @@ impl Run<'_> {
         std::fs::write(&boot, json!({ "mock_tree": files }).to_string()).map_err(RunError::io("write", &boot))?;
         let config = spec.config.clone().unwrap_or_else(|| {
             if fscache {
-                // The blob-cache entry the snapshotter binds for an fscache instance.
-                serde_json::json!({
-                    "type": "bootstrap", "id": spec.snapshot, "domain_id": spec.snapshot,
-                    "config": {"id": spec.snapshot, "backend_type": "localfs",
-                               "backend_config": {"dir": "/var/lib/blobs"}, "cache_type": "fscache",
-                               "cache_config": {"work_dir": self.root.cache()}, "metadata_path": boot}
-                })
-                .to_string()
+                // The mock builds the erofs image it serves from the stand-in.
+                fscache_entry(Path::new("/var/lib/blobs"))
             } else {
                 // What the real target uses too, so that differential runs compare like with like.
                 image::ImageStore::under(self.root.path()).config()
@@ -274,6 +289,7 @@ impl Run<'_> {
             let default = InstanceSpec {
                 snapshot: spec.id.clone(),
                 config: None,
+                domain: None,
                 padding: Default::default(),
                 tree: Default::default(),
             };

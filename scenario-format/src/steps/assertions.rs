@@ -109,6 +109,28 @@ pub struct ExpectFuseConnectionStep {
     pub alive: bool,
 }
 
+/// `expect_instance_files`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectInstanceFilesStep {
+    /// Daemon id.
+    #[schemars(with = "String")]
+    pub daemon: Spanned<String>,
+    /// A snapshot declared in the daemon's `instances`, mounted.
+    #[schemars(with = "String")]
+    pub snapshot: Spanned<String>,
+}
+
+impl StepArgs for ExpectInstanceFilesStep {
+    fn daemon(&self) -> Option<&Spanned<String>> {
+        Some(&self.daemon)
+    }
+
+    fn check(&self, declared: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        super::manager::check_declared(declared, &self.daemon, &self.snapshot)
+    }
+}
+
 impl StepArgs for ExpectFdsStep {}
 
 impl StepArgs for ExpectFuseConnectionStep {

@@ -216,7 +216,7 @@ fn one() -> u32 {
 }
 
 /// A declared instance of the daemon a step names, or where it is not.
-fn check_declared(
+pub(super) fn check_declared(
     declared: &Declared<'_>,
     daemon: &Spanned<String>,
     snapshot: &Spanned<String>,

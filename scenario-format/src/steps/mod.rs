@@ -191,6 +191,12 @@ macro_rules! for_each_step {
                 ///
                 /// Example: `- expect_fuse_connection: { path: mnt, alive: true }`
                 ExpectFuseConnection(ExpectFuseConnectionStep) = "expect_fuse_connection",
+                /// Every file of a mounted instance's `tree`, read through its mountpoint (FUSE,
+                /// or erofs over fscache), has exactly the declared content, and nothing else is
+                /// there.
+                ///
+                /// Example: `- expect_instance_files: { daemon: d1, snapshot: a }`
+                ExpectInstanceFiles(ExpectInstanceFilesStep) = "expect_instance_files",
             ],
             workloads: [
                 /// Pause.

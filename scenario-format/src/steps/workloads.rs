@@ -107,6 +107,9 @@ pub struct StopReaderStep {
     /// Most failed reads allowed.
     #[serde(default)]
     pub max_failures: u64,
+    /// Fewest failed reads expected: a fault that must reach the reader.
+    #[serde(default)]
+    pub min_failures: u64,
     /// Fewest complete reads expected.
     #[serde(default = "super::daemon::one_u64")]
     pub min_reads: u64,

@@ -398,3 +398,130 @@ impl StepKind for ExpectFuseConnection {
         Err(StepError::mismatch(format!("the FUSE connection at {}", s.path.value), says(s.alive), says(alive)))
     }
 }
+
+/// The `expect_instance_files` step (its doc: the format's `Step::ExpectInstanceFiles`).
+pub(crate) struct ExpectInstanceFiles;
+
+impl StepKind for ExpectInstanceFiles {
+    type Args = ExpectInstanceFilesStep;
+
+    fn explain(s: &ExpectInstanceFilesStep) -> Explained {
+        Explained::new(
+            "harness".into(),
+            "kernel".into(),
+            format!("read every file of instance {} and compare it with its tree", s.snapshot.value),
+        )
+    }
+
+    /// Off the async workers, and file by file: a read through a stuck daemon blocks, and
+    /// the deadline must still fire.
+    async fn run(run: &Run<'_>, s: &ExpectInstanceFilesStep) -> Result<(), StepError> {
+        let daemon = run.daemon(&s.daemon.value)?;
+        let rafs = daemon.instances().get(&s.snapshot.value).ok_or_else(|| {
+            StepError::new(format!(
+                "instance {} of {} is not mounted (the manager has no record of it)",
+                s.snapshot.value, s.daemon.value
+            ))
+        })?;
+        let tree = run
+            .scenario
+            .daemons
+            .iter()
+            .find(|d| d.id.value == s.daemon.value)
+            .and_then(|d| d.instances.iter().find(|i| i.snapshot.value == s.snapshot.value))
+            .map(|i| i.tree.clone())
+            .unwrap_or_default();
+        let expected: Vec<(String, Expected)> = tree
+            .files()
+            .map(|(path, file)| {
+                let content = match file {
+                    crate::scenario::tree::FileSpec::Text(t) => Expected::Text(t.clone().into_bytes()),
+                    crate::scenario::tree::FileSpec::Sized { size } => Expected::Pattern(size.get()),
+                };
+                (path.to_owned(), content)
+            })
+            .collect();
+        let mountpoint = rafs.mountpoint.clone();
+        let found = tokio::task::spawn_blocking(move || compare_tree(&mountpoint, &expected))
+            .await
+            .map_err(|e| e.to_string())?;
+        found.map_err(|(what, expected, observed)| {
+            StepError::mismatch(
+                format!("instance {} at {}: {what}", s.snapshot.value, rafs.mountpoint.display()),
+                expected,
+                observed,
+            )
+        })
+    }
+}
+
+/// A file's declared content.
+enum Expected {
+    Text(Vec<u8>),
+    /// That many bytes of the mock's pattern.
+    Pattern(u64),
+}
+
+/// The first difference between the files under `root` and `expected`: what, expected,
+/// observed. Regular files only count; directories are implied by the paths.
+fn compare_tree(root: &std::path::Path, expected: &[(String, Expected)]) -> Result<(), (String, String, String)> {
+    use std::io::Read;
+    for (path, content) in expected {
+        let file = root.join(path);
+        let mut reader = std::fs::File::open(&file)
+            .map_err(|e| (format!("cannot open {path}"), "a readable file".to_owned(), e.to_string()))?;
+        let (want_len, byte_at): (u64, Box<dyn Fn(u64) -> u8>) = match content {
+            Expected::Text(bytes) => (bytes.len() as u64, Box::new(move |i| bytes[i as usize])),
+            Expected::Pattern(n) => (*n, Box::new(mock_nydusd::pattern_byte)),
+        };
+        let mut offset = 0u64;
+        let mut buffer = vec![0u8; 1 << 16];
+        loop {
+            let n = reader.read(&mut buffer).map_err(|e| {
+                (format!("cannot read {path} at byte {offset}"), format!("{want_len} bytes"), e.to_string())
+            })?;
+            if n == 0 {
+                break;
+            }
+            for (i, &b) in buffer[..n].iter().enumerate() {
+                let at = offset + i as u64;
+                if at >= want_len {
+                    return Err((format!("{path} is too long"), format!("{want_len} bytes"), "more".to_owned()));
+                }
+                if b != byte_at(at) {
+                    return Err((
+                        format!("{path} differs at byte {at}"),
+                        format!("{:#04x}", byte_at(at)),
+                        format!("{b:#04x}"),
+                    ));
+                }
+            }
+            offset += n as u64;
+        }
+        if offset != want_len {
+            return Err((format!("{path} is cut short"), format!("{want_len} bytes"), format!("{offset} bytes")));
+        }
+    }
+    let mut extra = Vec::new();
+    let mut pending = vec![root.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(&dir)
+            .map_err(|e| (format!("cannot list {}", dir.display()), "a directory".to_owned(), e.to_string()))?;
+        for entry in entries.filter_map(Result::ok) {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+            } else {
+                let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+                if !expected.iter().any(|(p, _)| *p == relative) {
+                    extra.push(relative);
+                }
+            }
+        }
+    }
+    if !extra.is_empty() {
+        extra.sort();
+        return Err(("holds files its tree does not".to_owned(), "only the tree's files".to_owned(), extra.join(", ")));
+    }
+    Ok(())
+}

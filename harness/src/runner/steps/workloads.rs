@@ -361,6 +361,7 @@ impl StepKind for StopReader {
 /// What a reader is held to.
 struct Promise {
     max_failures: u64,
+    min_failures: u64,
     min_reads: u64,
     max_stall_ms: Option<u64>,
     stuck: StuckReads,
@@ -368,11 +369,23 @@ struct Promise {
 
 impl Promise {
     fn of(s: &StopReaderStep) -> Self {
-        Self { max_failures: s.max_failures, min_reads: s.min_reads, max_stall_ms: s.max_stall_ms, stuck: s.stuck }
+        Self {
+            max_failures: s.max_failures,
+            min_failures: s.min_failures,
+            min_reads: s.min_reads,
+            max_stall_ms: s.max_stall_ms,
+            stuck: s.stuck,
+        }
     }
 
     fn without_resend(w: &WithoutResend) -> Self {
-        Self { max_failures: w.max_failures, min_reads: w.min_reads, max_stall_ms: w.max_stall_ms, stuck: w.stuck }
+        Self {
+            max_failures: w.max_failures,
+            min_failures: 0,
+            min_reads: w.min_reads,
+            max_stall_ms: w.max_stall_ms,
+            stuck: w.stuck,
+        }
     }
 
     fn check(&self, name: &str, stats: &crate::reader::ReaderStats) -> Result<(), StepError> {
@@ -385,7 +398,8 @@ impl Promise {
         // A stuck read's stall is how long it waited; under `allowed` or `expected` the
         // stall bound is for the reads that returned.
         let stall_ok = self.max_stall_ms.is_none_or(|m| stall_ms <= m) || stats.stuck.is_some() && stuck_ok;
-        if stats.failures <= self.max_failures && stats.reads >= self.min_reads && stall_ok && stuck_ok {
+        let failures_ok = (self.min_failures..=self.max_failures).contains(&stats.failures);
+        if failures_ok && stats.reads >= self.min_reads && stall_ok && stuck_ok {
             Ok(())
         } else {
             Err(StepError::mismatch(format!("reader {name}"), self.to_string(), seen(stats)))
@@ -395,6 +409,9 @@ impl Promise {
 
 impl std::fmt::Display for Promise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.min_failures > 0 {
+            write!(f, "≥ {} failures, ", self.min_failures)?;
+        }
         write!(f, "≤ {} failures, ≥ {} reads", self.max_failures, self.min_reads)?;
         if let Some(m) = self.max_stall_ms {
             write!(f, ", stall ≤ {m} ms")?;
@@ -511,7 +528,8 @@ mod tests {
             ..ReaderStats::default()
         };
         let fine = ReaderStats { reads: 3, longest_stall_us: 1_000, ..ReaderStats::default() };
-        let promise = |stuck| Promise { max_failures: 0, min_reads: 1, max_stall_ms: Some(100), stuck };
+        let promise =
+            |stuck| Promise { max_failures: 0, min_failures: 0, min_reads: 1, max_stall_ms: Some(100), stuck };
         assert!(promise(StuckReads::Forbidden).check("r", &stuck).is_err());
         assert!(promise(StuckReads::Allowed).check("r", &stuck).is_ok());
         assert!(promise(StuckReads::Expected).check("r", &stuck).is_ok());

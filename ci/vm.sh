@@ -4,9 +4,10 @@
 # mock and against real nydusd 2.2 (`nydusd` on PATH or in ~/.cargo/bin, with nydus-image
 # beside it; $NYDUSD names another) and, when $NYDUSD_2_4 names one, nydusd 2.4. Each
 # kernel loads cachefiles and erofs rebuilt with on-demand fscache (ci/vm-modules.sh), so
-# no fscache scenario skips. Reports and repro bundles are kept in
-# target/vm/<kernel>/<target>/results. Prints one line per kernel and target, and exits
-# non-zero when any run had a failure or its VM did not finish.
+# no fscache scenario skips; daemon-core's kernel tests (its `mounts::` tests) run there
+# too. Reports and repro bundles are kept in target/vm/<kernel>/<target>/results. Prints
+# one line per kernel and target, and exits non-zero when any run had a failure or its VM
+# did not finish.
 #
 #   ci/vm.sh [REPEAT] [-- extra `harness run` arguments]
 set -euo pipefail
@@ -17,6 +18,14 @@ shift $(( $# > 0 ? 1 : 0 ))
 
 cargo build --release -p harness >/dev/null
 kernels=$(ci/vm-kernels.sh)
+# daemon-core's own kernel tests (mounts::: erofs images, FUSE aborts, erofs over fscache)
+# run inside each guest too, from their test binary.
+lifecycle=$(cargo test --release -p daemon-core --test lifecycle --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json,sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "lifecycle":
+        print(m["executable"])')
 
 nydusd_2_2="${NYDUSD:-$(command -v nydusd || echo "${HOME:-/root}/.cargo/bin/nydusd")}"
 targets="mock"
@@ -60,6 +69,17 @@ for kernel in $kernels; do
       "$out/results/report.json" 2>/dev/null || echo "no report")
     summary+="$name $target: $counts, exit $code, $(( $(date +%s) - run_started )) s wall"$'\n'
   done
+  out="target/vm/$name/daemon-core"
+  mkdir -p "$out"
+  run_started=$(date +%s)
+  set +e
+  target/release/harness vm --kernel "$kernel" "${module_args[@]}" --binary "$lifecycle" --exec "$(basename "$lifecycle")" \
+    --out "$out" -- mounts:: > "$out/output.log" 2>&1
+  code=$?
+  set -e
+  [ "$code" = 0 ] || status=1
+  result=$(grep -E '^test result:' "$out/output.log" | tail -1 || echo "no result")
+  summary+="$name daemon-core mounts::: $result, exit $code, $(( $(date +%s) - run_started )) s wall"$'\n'
   summary+="$name: modules ready in $built s"$'\n'
 done
 echo

@@ -65,8 +65,12 @@ pub struct VmOptions {
     /// Kernel modules (`NAME.ko`, built for the package's kernel) loaded in place of the
     /// package's modules of the same names.
     pub modules: Vec<PathBuf>,
-    /// The harness command line inside (`run scenarios --filter privileged`).
+    /// The harness command line inside (`run scenarios --filter privileged`), or the
+    /// arguments of `program`.
     pub command: Vec<String>,
+    /// Runs `/bin/<program>`, one of `binaries`, instead of the harness: a test binary
+    /// (`daemon-core`'s, for its kernel tests).
+    pub program: Option<String>,
     /// Console log, results and `vm.json` go here (created).
     pub out: PathBuf,
     /// An empty directory for the unpacked kernel and the initramfs, owned and removed by
@@ -276,7 +280,17 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Resul
         let copied = if kind.is_dir() { root.tree(path, &guest) } else { root.file(path, &guest, 0o644) };
         copied.map_err(VmError::io("--copy", path))?;
     }
-    let init = init_script(&modules, ext4_tmp, &options.command);
+    let program = match &options.program {
+        None => "harness".to_owned(),
+        Some(name) => {
+            let given = options.binaries.iter().any(|b| b.file_name().is_some_and(|n| n.to_string_lossy() == *name));
+            if !given || name.contains('/') {
+                return Err(VmError::Input(format!("--exec {name}: not the name of a --binary")));
+            }
+            name.clone()
+        }
+    };
+    let init = init_script(&modules, ext4_tmp, &program, &options.command);
     let finished = (|| {
         root.dir(Path::new(GUEST_WORK))?;
         root.dir(Path::new(GUEST_RESULTS))?;
@@ -301,7 +315,7 @@ const GUEST_MKE2FS: &str = "/usr/lib/harness-vm/mke2fs";
 const TMP_MB: u32 = 1536;
 
 /// The guest's `/init`: mounts, modules, `/tmp`, the command, the results, power off.
-fn init_script(modules: &[PathBuf], ext4_tmp: bool, command: &[String]) -> String {
+fn init_script(modules: &[PathBuf], ext4_tmp: bool, program: &str, command: &[String]) -> String {
     let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
     let insmod: String =
         modules.iter().map(|m| format!("insmod {} || echo \"insmod {} failed\"\n", m.display(), m.display())).collect();
@@ -342,8 +356,8 @@ echo "@@HARNESS-VM kernel $(uname -r)"
 {insmod}{tmp}stty -F /dev/ttyS1 raw -echo
 cd {GUEST_WORK}
 # Through a pipe, so the harness writes its plain report, not a terminal's progress lines.
-(/bin/harness {args}; echo $? > /tmp/.harness-vm-exit) 2>&1 | cat
-echo "{EXIT}$(cat /tmp/.harness-vm-exit)"
+(/bin/{program} {args}; echo $? > /run/.harness-vm-exit) 2>&1 | cat
+echo "{EXIT}$(cat /run/.harness-vm-exit)"
 (cd {GUEST_RESULTS} && tar -c .) | base64 > /dev/ttyS1
 echo "{RESULTS_END}" > /dev/ttyS1
 sync
@@ -405,8 +419,12 @@ mod tests {
 
     #[test]
     fn the_command_reaches_the_guest_shell_word_for_word() {
-        let script =
-            init_script(&[PathBuf::from("/lib/modules/fuse.ko")], true, &["run".into(), "it's a $name".into()]);
+        let script = init_script(
+            &[PathBuf::from("/lib/modules/fuse.ko")],
+            true,
+            "harness",
+            &["run".into(), "it's a $name".into()],
+        );
         assert!(script.contains("(/bin/harness 'run' 'it'\\''s a $name'; echo"), "{script}");
         assert!(script.contains("insmod /lib/modules/fuse.ko || echo"), "{script}");
         let start = script.find(qemu::START).unwrap();
@@ -414,7 +432,8 @@ mod tests {
         let loop_mount = script.find("mount -o loop").unwrap();
         assert!(script.find("insmod").unwrap() < loop_mount, "loop is loaded before /tmp goes on it");
         assert!(loop_mount < script.find("/bin/harness").unwrap(), "/tmp is ext4 before the command runs");
-        let plain = init_script(&[], false, &["run".into()]);
+        let plain = init_script(&[], false, "lifecycle", &["run".into()]);
+        assert!(plain.contains("(/bin/lifecycle 'run'; echo"), "{plain}");
         assert!(plain.contains("mount -t tmpfs tmpfs /tmp") && !plain.contains("mke2fs"), "{plain}");
     }
 }

@@ -226,6 +226,10 @@ struct VmArgs {
     /// (repeatable): a real nydusd for `--target real` (and `nydus-image` beside it).
     #[arg(long = "binary", value_name = "PROGRAM")]
     binaries: Vec<PathBuf>,
+    /// Run `/bin/NAME`, the name of a --binary, instead of the harness, with the arguments
+    /// after `--`: a test binary, such as daemon-core's kernel tests.
+    #[arg(long = "exec", value_name = "NAME")]
+    exec: Option<String>,
     /// Console log, `vm.json` and the guest's `/results` go here.
     #[arg(long, default_value = "target/vm")]
     out: PathBuf,
@@ -600,6 +604,7 @@ fn vm(args: VmArgs) -> ExitCode {
         harness,
         copy,
         binaries: args.binaries,
+        program: args.exec,
         modules: args.modules,
         command: args.command,
         out: args.out,

@@ -13,6 +13,7 @@
 set -euo pipefail
 deb="${1:?usage: ci/vm-modules.sh KERNEL.deb [DIR]}"
 dir="${2:-${HARNESS_VM_CACHE:-/var/cache/harness-vm}}"
+[ -f "$deb" ] || { echo "vm-modules: $deb: no such kernel package" >&2; exit 1; }
 
 # linux-image-6.1.0-57-cloud-amd64_6.1.192-3_amd64.deb: the release and the version.
 name=$(basename "$deb" .deb)
@@ -20,9 +21,9 @@ package=${name%%_*}
 rest=${name#*_}
 version=${rest%_*}
 release=${package#linux-image-}
-case "$release" in
-  [0-9]*) ;;
-  *) echo "vm-modules: $deb is not named like a Debian kernel image package" >&2; exit 1 ;;
+case "$package/$version" in
+  linux-image-[0-9]*/[0-9]*) ;;
+  *) echo "vm-modules: $deb is not named like a Debian kernel image package (linux-image-RELEASE_VERSION_ARCH.deb)" >&2; exit 1 ;;
 esac
 series=$(echo "$release" | cut -d. -f1,2)
 out="$dir/modules/$release-$version"
@@ -33,7 +34,17 @@ if [ -s "$out/cachefiles.ko" ] && [ -s "$out/erofs.ko" ]; then
 fi
 
 mkdir -p "$dir/modules"
-# A build that dies half-way leaves a scratch directory, never a half-filled $out.
+# One build at a time per cache: a second caller waits, then finds the first one's result.
+exec 9>"$dir/modules/.lock"
+flock 9
+if [ -s "$out/cachefiles.ko" ] && [ -s "$out/erofs.ko" ]; then
+  echo "$out/cachefiles.ko"
+  echo "$out/erofs.ko"
+  exit 0
+fi
+# A build that dies half-way leaves a scratch directory, never a half-filled $out; one a
+# SIGKILL left is removed here (the lock says no build of this cache is running).
+rm -rf "$dir/modules"/.build-*
 work=$(mktemp -d "$dir/modules/.build-$release-XXXXXX")
 trap 'rm -rf "$work"' EXIT
 cd "$work"

@@ -95,52 +95,41 @@ impl std::str::FromStr for Requirement {
     }
 }
 
-/// Whether erofs mounts over fscache in on-demand mode here. `/dev/cachefiles` exists on
-/// kernels without that mode too, so a mount answers: erofs with `fsid=` and no daemon
-/// bound fails with ENOBUFS where the mode exists (with a daemon bound, with that daemon's
-/// answer for an unknown fsid), and where it does not, erofs wants a block device. Probed once per
-/// process: with a daemon bound, each probe is a request to it.
+/// Whether erofs mounts over fscache in on-demand mode here: the running kernel has the
+/// functions only on-demand builds of cachefiles and erofs have. `/dev/cachefiles` exists
+/// without them too, and a probe mount (erofs with `fsid=`) would be a request to
+/// whichever daemon is bound, which may never answer; the kernel's symbol table is only
+/// read. Function names are listed by `/proc/kallsyms` to every user (addresses hidden).
 fn probe_on_demand_fscache() -> Result<(), String> {
     const WITHOUT: &str = "this kernel has no erofs over fscache in on-demand mode (CONFIG_CACHEFILES_ONDEMAND, \
                            CONFIG_EROFS_FS_ONDEMAND; ci/vm-modules.sh builds both for Debian's kernels)";
     if !Path::new("/dev/cachefiles").exists() {
         return Err(format!("{WITHOUT}: no /dev/cachefiles"));
     }
-    // Checked first: a probe mount on a kernel whose erofs is an unloaded module would load
-    // it, and the harness changes nothing on the host it did not create.
-    Requirement::Erofs.check()?;
-    if !nix::unistd::geteuid().is_root() {
-        return Err("needs root to probe erofs over fscache (an erofs mount with fsid=)".into());
+    let symbols = std::fs::File::open("/proc/kallsyms")
+        .map_err(|e| format!("cannot tell whether erofs over fscache has on-demand mode: /proc/kallsyms: {e}"))?;
+    on_demand_in(std::io::BufReader::new(symbols)).map_err(|missing| format!("{WITHOUT}: the kernel lacks {missing}"))
+}
+
+/// The functions of on-demand mode, and what their absence means.
+const ON_DEMAND_FUNCTIONS: [(&str, &str); 2] = [
+    ("cachefiles_ondemand_daemon_read", "cachefiles' on-demand reads"),
+    ("erofs_fscache_register_fs", "erofs over fscache"),
+];
+
+/// `Ok` when the symbol table lists every function of [`ON_DEMAND_FUNCTIONS`], else what
+/// is missing. Lines are `address type name [module]`.
+fn on_demand_in(symbols: impl std::io::BufRead) -> Result<(), String> {
+    let mut found = [false; ON_DEMAND_FUNCTIONS.len()];
+    for line in symbols.split(b'\n').map_while(Result::ok) {
+        let Some(name) = line.split(|b| b.is_ascii_whitespace()).filter(|f| !f.is_empty()).nth(2) else { continue };
+        if let Some(i) = ON_DEMAND_FUNCTIONS.iter().position(|(f, _)| f.as_bytes() == name) {
+            found[i] = true;
+        }
     }
-    let dir = std::env::temp_dir().join(format!("host-facts-fscache-probe-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot probe erofs over fscache: {}: {e}", dir.display()))?;
-    // The source is a character device: without on-demand mode erofs ignores `fsid=` (it
-    // only logs "fsid option not supported") and asks for a block device, ENOTBLK; with
-    // it, the source is not looked at.
-    let mounted = nix::mount::mount(
-        Some("/dev/null"),
-        &dir,
-        Some("erofs"),
-        nix::mount::MsFlags::MS_RDONLY,
-        Some("fsid=host-facts-probe"),
-    );
-    let answer = match mounted {
-        Ok(()) => {
-            let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
-            Ok(())
-        }
-        Err(errno @ (nix::Error::ENOTBLK | nix::Error::EINVAL)) => {
-            Err(format!("{WITHOUT}: an erofs mount with fsid= wants a block device ({errno})"))
-        }
-        Err(nix::Error::ENODEV) => Err("needs a kernel with erofs (the probe mount says ENODEV)".into()),
-        Err(errno @ (nix::Error::EPERM | nix::Error::EACCES)) => {
-            Err(format!("cannot probe erofs over fscache: the mount is not allowed ({errno})"))
-        }
-        // ENOBUFS: no daemon bound; another errno: a bound daemon's answer.
-        Err(_) => Ok(()),
-    };
-    let _ = std::fs::remove_dir(&dir);
-    answer
+    let missing: Vec<&str> =
+        ON_DEMAND_FUNCTIONS.iter().zip(found).filter(|(_, found)| !found).map(|((_, what), _)| *what).collect();
+    if missing.is_empty() { Ok(()) } else { Err(missing.join(" and ")) }
 }
 
 /// The first unmet requirement's reason, if any.
@@ -206,6 +195,21 @@ mod tests {
         }
         let err = "gpu".parse::<Requirement>().unwrap_err();
         assert!(err.contains("expected one of root, fuse"), "{err}");
+    }
+
+    #[test]
+    fn on_demand_mode_is_read_from_the_symbol_table() {
+        let both = "0000000000000000 T cachefiles_ondemand_daemon_read\t[cachefiles]\n\
+                    0000000000000000 t erofs_fscache_register_fs\t[erofs]\n";
+        assert_eq!(on_demand_in(both.as_bytes()), Ok(()));
+        let stock = "0000000000000000 T cachefiles_daemon_bind\t[cachefiles]\n\
+                     0000000000000000 T cachefiles_ondemand_daemon_read_x\n\
+                     0000000000000000 T erofs_fscache_register_fs\n";
+        assert_eq!(on_demand_in(stock.as_bytes()), Err("cachefiles' on-demand reads".to_owned()));
+        assert_eq!(
+            on_demand_in(&b"\xff\xfe garbage\n\n"[..]),
+            Err("cachefiles' on-demand reads and erofs over fscache".to_owned())
+        );
     }
 
     #[test]

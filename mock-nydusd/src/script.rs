@@ -81,8 +81,9 @@ pub enum FscacheRequest {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FscacheAction {
-    /// OPEN: `copen` with -EIO, the mount fails with EIO. READ: the object's anonymous fd
-    /// is closed, which ends its pending reads with EIO (the reader gets EIO).
+    /// OPEN: `copen` with -EIO, the mount fails with EIO. READ: completed without writing
+    /// the range, which is still missing from the cache file, so the kernel fails the read
+    /// (the reader gets an error).
     Fail,
     /// No answer: the request stays in flight, the reader waits, until the daemon dies
     /// (the kernel ends it) or a successor restores it and answers it.

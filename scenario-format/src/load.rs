@@ -171,7 +171,11 @@ fn check_steps(
         if let Some(daemon) = args.daemon() {
             known(daemon)?;
         }
-        args.check(declared, origin)?;
+        // A check with nothing of its own to point at (line 0) points at the step.
+        args.check(declared, origin).map_err(|e| match e.line {
+            0 => Invalid { line: step.referenced.line(), column: step.referenced.column(), ..e },
+            _ => e,
+        })?;
         for lane in step.value.lanes() {
             check_steps(lane, known, declared, origin)?;
         }
@@ -442,6 +446,18 @@ mod tests {
             "version: 1\nname: x\ndaemons:\n  - id: d1\n    instances:\n      - snapshot: a\n        tree: { \"a//b\": x }\nsteps: []\n",
         );
         assert!(e.starts_with("s.yaml:7:17: file path \"a//b\" of instance a has an empty component"), "{e}");
+        // A reader promise no reader can keep, located at its step.
+        let e = err("version: 1\nname: x\nsteps:\n  - stop_reader: { name: r, min_failures: 2, max_failures: 1 }\n");
+        assert_eq!(e, "s.yaml:4:5: stop_reader r: min_failures 2 is over max_failures 1");
+        // An fscache domain is for fscache instances, and a usable id.
+        let e = err(
+            "version: 1\nname: x\ndaemons:\n  - id: d1\n    instances:\n      - { snapshot: a, domain: d }\nsteps: []\n",
+        );
+        assert!(e.contains("`domain` is an fscache domain; this scenario's fs_driver is not fscache"), "{e}");
+        let e = err(
+            "version: 1\nname: x\nmanager: { fs_driver: fscache }\ndaemons:\n  - id: d1\n    instances:\n      - { snapshot: a, domain: ../x }\nsteps: []\n",
+        );
+        assert!(e.contains("domain \"../x\" of instance a is not a usable domain id"), "{e}");
         let e = err(
             "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n  - replay_client: { daemon: d1, recording: ../../r.jsonl }\n",
         );

@@ -34,6 +34,11 @@ impl Initramfs {
         })
     }
 
+    /// Whether `guest` is already in the archive (a second entry of it would be ignored).
+    pub fn contains(&self, guest: &Path) -> bool {
+        relative(guest).is_ok_and(|path| self.paths.contains(&path))
+    }
+
     /// Adds the directory `guest` and its parents.
     pub fn dir(&mut self, guest: &Path) -> std::io::Result<()> {
         let guest = relative(guest)?;

@@ -144,12 +144,33 @@ impl ModuleIndex {
     /// it was built for `release` (a module for another kernel fails to load in the guest,
     /// far from the cause); returns their names.
     fn replace(&mut self, release: &str, replacements: &[PathBuf]) -> Result<Vec<String>, VmError> {
-        let mut replaced = Vec::new();
+        let mut replaced: Vec<String> = Vec::new();
         for module in replacements {
-            let name = replacement_name(module)?;
-            let theirs = vermagic(&read_module(module)?).ok_or_else(|| {
+            replacement_name(module)?;
+            // A FIFO would block the read for ever, a huge file fill the memory: refused,
+            // named, before anything is read.
+            let meta = std::fs::metadata(module).map_err(VmError::io("--module", module))?;
+            if !meta.is_file() || meta.len() > MAX_MODULE_BYTES {
+                return Err(VmError::Input(format!(
+                    "--module {}: not a regular file of at most {} MiB",
+                    module.display(),
+                    MAX_MODULE_BYTES >> 20
+                )));
+            }
+            let bytes = read_module(module)?;
+            let theirs = vermagic(&bytes).ok_or_else(|| {
                 VmError::Input(format!("--module {}: has no vermagic; not a kernel module", module.display()))
             })?;
+            // The module's own name, not its file's: insmod loads it under this one.
+            let name = modinfo(&bytes, "name").ok_or_else(|| {
+                VmError::Input(format!(
+                    "--module {}: has no name in its modinfo; not a kernel module",
+                    module.display()
+                ))
+            })?;
+            if replaced.contains(&name) {
+                return Err(VmError::Input(format!("--module {}: a second module named {name}", module.display())));
+            }
             if theirs.split_whitespace().next() != Some(release) {
                 return Err(VmError::Input(format!(
                     "--module {}: built for kernel {theirs}, not for {release}",
@@ -236,6 +257,9 @@ fn modinfo(module: &[u8], key: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&value[..end]).into_owned())
 }
 
+/// The largest `--module` read (Debian's largest modules are a few MiB).
+const MAX_MODULE_BYTES: u64 = 64 << 20;
+
 /// The module name of a `--module` file, which must be an uncompressed `.ko`.
 fn replacement_name(module: &Path) -> Result<String, VmError> {
     match module_name(module) {
@@ -301,7 +325,8 @@ mod tests {
         std::fs::create_dir(&package).unwrap();
         let module = |at: &Path, name: &str, deps: &str, release: &str| {
             let file = at.join(format!("{name}.ko"));
-            std::fs::write(&file, format!("\0depends={deps}\0vermagic={release} SMP mod_unload\0")).unwrap();
+            std::fs::write(&file, format!("\0depends={deps}\0name={name}\0vermagic={release} SMP mod_unload\0"))
+                .unwrap();
             file
         };
         module(&package, "erofs", "", "6.1.0-57-cloud-amd64");
@@ -330,6 +355,24 @@ mod tests {
         std::fs::write(&empty, "").unwrap();
         let err = index.replace("6.1.0-57-cloud-amd64", &[empty]).unwrap_err();
         assert!(err.to_string().contains("has no vermagic"), "{err}");
+        // Named by its modinfo, not its file: a copy of cachefiles called erofs.ko is
+        // cachefiles, and a second cachefiles is refused.
+        let disguised = dir.path().join("disguise");
+        std::fs::create_dir(&disguised).unwrap();
+        let cachefiles = module(dir.path(), "cachefiles", "", "6.1.0-57-cloud-amd64");
+        std::fs::copy(&cachefiles, disguised.join("erofs.ko")).unwrap();
+        let mut index = ModuleIndex::scan(&package).unwrap();
+        let err = index.replace("6.1.0-57-cloud-amd64", &[cachefiles, disguised.join("erofs.ko")]).unwrap_err();
+        assert!(err.to_string().ends_with("erofs.ko: a second module named cachefiles"), "{err}");
+        // A FIFO is refused by its type, before any read (which would block for ever).
+        let fifo = dir.path().join("fifo.ko");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let err = index.replace("6.1.0-57-cloud-amd64", &[fifo]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file of at most 64 MiB"), "{err}");
+        let huge = dir.path().join("huge.ko");
+        std::fs::File::create(&huge).unwrap().set_len(8 << 30).unwrap();
+        let err = index.replace("6.1.0-57-cloud-amd64", &[huge]).unwrap_err();
+        assert!(err.to_string().contains("not a regular file of at most 64 MiB"), "{err}");
     }
 
     #[test]

@@ -259,13 +259,23 @@ fn build_root(options: &VmOptions, kernel: &kernel::Kernel, out: &Path) -> Resul
         if !std::fs::metadata(binary).map_err(VmError::io("--binary", binary))?.is_file() {
             return Err(VmError::Input(format!("--binary {}: not a regular file", binary.display())));
         }
-        add_binary(&mut root, binary, &Path::new("/bin").join(name))?;
+        let guest = Path::new("/bin").join(name);
+        // The archive keeps the first entry of a path: a second one would be dropped
+        // silently, and `--exec` would run another program than the one given.
+        if root.contains(&guest) {
+            return Err(VmError::Input(format!(
+                "--binary {}: the guest already has {} (the harness, busybox, mkfs.erofs or an earlier --binary)",
+                binary.display(),
+                guest.display()
+            )));
+        }
+        add_binary(&mut root, binary, &guest)?;
     }
     let mut modules = Vec::new();
     for (file, name) in &kernel.modules {
         let guest = PathBuf::from(format!("/lib/modules/{name}.ko"));
         root.file(file, &guest, 0o644).map_err(VmError::io("cannot add the module", file))?;
-        modules.push(guest);
+        modules.push(GuestModule { path: guest, given: kernel.replaced.contains(name) });
     }
     for path in &options.copy {
         let name = path
@@ -308,6 +318,12 @@ fn add_binary(root: &mut initramfs::Initramfs, binary: &Path, guest: &Path) -> R
     root.file(binary, guest, 0o755).map_err(VmError::io("cannot add", binary))
 }
 
+/// A module in the guest's root, and whether it was given with `--module`.
+struct GuestModule {
+    path: PathBuf,
+    given: bool,
+}
+
 /// Where the host's mke2fs goes in the guest.
 const GUEST_MKE2FS: &str = "/usr/lib/harness-vm/mke2fs";
 
@@ -315,17 +331,31 @@ const GUEST_MKE2FS: &str = "/usr/lib/harness-vm/mke2fs";
 const TMP_MB: u32 = 1536;
 
 /// The guest's `/init`: mounts, modules, `/tmp`, the command, the results, power off.
-fn init_script(modules: &[PathBuf], ext4_tmp: bool, program: &str, command: &[String]) -> String {
+fn init_script(modules: &[GuestModule], ext4_tmp: bool, program: &str, command: &[String]) -> String {
     let quoted: Vec<String> = command.iter().map(|a| shell_quote(a)).collect();
-    let insmod: String =
-        modules.iter().map(|m| format!("insmod {} || echo \"insmod {} failed\"\n", m.display(), m.display())).collect();
+    // A package's module that fails to load is reported, and its scenarios skip; one given
+    // with --module must load: the command would otherwise pass on what it was not given.
+    let insmod: String = modules
+        .iter()
+        .map(|m| {
+            let path = m.path.display();
+            if m.given {
+                format!(
+                    "insmod {path} || {{ echo \"vm: the --module {path} did not load; the command was not run\"; poweroff -f; }}\n"
+                )
+            } else {
+                format!("insmod {path} || echo \"insmod {path} failed\"\n")
+            }
+        })
+        .collect();
     // ext4 and loop are built into Debian's cloud kernels, or loaded above; if either
     // fails, /tmp stays tmpfs and says so (fscache then fails with EOPNOTSUPP).
     let tmp = if ext4_tmp {
         format!(
             r#"mount -t tmpfs -o size={TMP_MB}m tmpfs /run/tmpfs-for-tmp 2>/dev/null || mkdir -p /run/tmpfs-for-tmp
 dd if=/dev/zero of=/run/tmpfs-for-tmp/tmp.ext4 bs=1M count=0 seek={TMP_MB} 2>/dev/null
-if {GUEST_MKE2FS} -q -F -t ext4 /run/tmpfs-for-tmp/tmp.ext4 && mount -o loop /run/tmpfs-for-tmp/tmp.ext4 /tmp; then
+# discard: blocks freed in /tmp are punched out of the file, so the guest gets its memory back.
+if {GUEST_MKE2FS} -q -F -t ext4 /run/tmpfs-for-tmp/tmp.ext4 && mount -o loop,discard /run/tmpfs-for-tmp/tmp.ext4 /tmp; then
   chmod 1777 /tmp
 else
   echo "vm: /tmp stays tmpfs: no ext4 on a loop device"
@@ -420,13 +450,19 @@ mod tests {
     #[test]
     fn the_command_reaches_the_guest_shell_word_for_word() {
         let script = init_script(
-            &[PathBuf::from("/lib/modules/fuse.ko")],
+            &[
+                GuestModule { path: "/lib/modules/fuse.ko".into(), given: false },
+                GuestModule { path: "/lib/modules/erofs.ko".into(), given: true },
+            ],
             true,
             "harness",
             &["run".into(), "it's a $name".into()],
         );
         assert!(script.contains("(/bin/harness 'run' 'it'\\''s a $name'; echo"), "{script}");
         assert!(script.contains("insmod /lib/modules/fuse.ko || echo"), "{script}");
+        let must_load = "insmod /lib/modules/erofs.ko || { echo \"vm: the --module /lib/modules/erofs.ko did not load; \
+                         the command was not run\"; poweroff -f; }";
+        assert!(script.contains(must_load), "{script}");
         let start = script.find(qemu::START).unwrap();
         assert!(start < script.find("insmod").unwrap(), "a module that fails to load is in the output");
         let loop_mount = script.find("mount -o loop").unwrap();

@@ -177,8 +177,19 @@ impl ScenarioResult {
 }
 
 /// `/dev/cachefiles` has one opener at a time (EBUSY for the next), as nydusd has one
-/// fscache daemon per host: scenarios whose daemons bind it run one after another.
+/// fscache daemon per host: scenarios whose daemons bind it run one after another, in this
+/// process (this lock) and across harness processes ([`lock_cachefiles_across_processes`]).
 static CACHEFILES_DEVICE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// An exclusive flock on the cachefiles module's sysfs directory, which every host with
+/// on-demand fscache has and nothing else locks: another harness process waits for it
+/// instead of failing to open the device (no file is created for it). `None` where the
+/// module is built in (no such directory), leaving the in-process lock only.
+async fn lock_cachefiles_across_processes() -> Option<nix::fcntl::Flock<std::fs::File>> {
+    let dir = std::fs::File::open("/sys/module/cachefiles").ok()?;
+    let locked = tokio::task::spawn_blocking(move || nix::fcntl::Flock::lock(dir, nix::fcntl::FlockArg::LockExclusive));
+    locked.await.ok()?.ok()
+}
 
 /// Whether the scenario's daemons bind the kernel's `/dev/cachefiles` here.
 fn binds_cachefiles(scenario: &Scenario) -> bool {
@@ -189,7 +200,11 @@ fn binds_cachefiles(scenario: &Scenario) -> bool {
 
 /// Runs `scenario` (loaded from `path`). Nothing it started survives this call.
 pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) -> ScenarioResult {
-    let _device = if binds_cachefiles(scenario) { Some(CACHEFILES_DEVICE.lock().await) } else { None };
+    let _device = if binds_cachefiles(scenario) {
+        Some((CACHEFILES_DEVICE.lock().await, lock_cachefiles_across_processes().await))
+    } else {
+        None
+    };
     let started = Instant::now();
     let mut result = ScenarioResult {
         path: path.to_owned(),

@@ -13,8 +13,11 @@ use serde_json::Value;
 const EROFS_MAGIC: u32 = 0xE0F5_E1E2;
 
 /// The most a stand-in may ask the mock to write: its files go to disk before mkfs.erofs
-/// reads them.
-pub const MAX_TREE_BYTES: u64 = 2 << 30;
+/// reads them (and the image after them).
+pub const MAX_TREE_BYTES: u64 = 1 << 30;
+
+/// The largest stand-in read: it is JSON naming files, not their content.
+pub const MAX_STAND_IN_BYTES: u64 = 64 << 20;
 
 /// Why no image could be served.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +30,14 @@ pub enum ImageError {
     },
     #[error("the bootstrap {} is neither an erofs image nor a mock tree", path.display())]
     NotAnImage { path: PathBuf },
+    #[error("the bootstrap {} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error("the bootstrap {} is over {MAX_STAND_IN_BYTES} bytes and not an erofs image", path.display())]
+    StandInTooLarge { path: PathBuf },
+    #[error("the mock tree of {} names `{name}` twice", path.display())]
+    Duplicate { path: PathBuf, name: String },
+    #[error("the mock tree of {} names `{name}` as a file and as a directory", path.display())]
+    FileAndDirectory { path: PathBuf, name: String },
     #[error("the mock tree of {} names `{name}`, which leaves the image", path.display())]
     Outside { path: PathBuf, name: String },
     #[error("the mock tree of {} holds more than {MAX_TREE_BYTES} bytes", path.display())]
@@ -53,24 +64,49 @@ fn is_erofs(path: &Path) -> bool {
 }
 
 /// The image to serve for `bootstrap`: the file itself when it is an erofs image, else one
-/// built into `scratch` (created; the caller removes it) from its mock tree.
+/// built from its mock tree into `scratch`, which must not exist yet (it is created, and
+/// removed again when the build fails, so nothing of one build reaches another).
 pub fn image_for(bootstrap: &Path, scratch: &Path) -> Result<PathBuf, ImageError> {
+    let read = |source| ImageError::Read { path: bootstrap.to_owned(), source };
+    // A FIFO or a device would block the open or the read for ever.
+    let meta = std::fs::metadata(bootstrap).map_err(read)?;
+    if !meta.is_file() {
+        return Err(ImageError::NotAFile { path: bootstrap.to_owned() });
+    }
     if is_erofs(bootstrap) {
         return Ok(bootstrap.to_owned());
     }
-    let read = |source| ImageError::Read { path: bootstrap.to_owned(), source };
-    let text = std::fs::read(bootstrap).map_err(read)?;
+    if meta.len() > MAX_STAND_IN_BYTES {
+        return Err(ImageError::StandInTooLarge { path: bootstrap.to_owned() });
+    }
+    let mut text = Vec::new();
+    {
+        use std::io::Read;
+        let file = std::fs::File::open(bootstrap).map_err(read)?;
+        file.take(MAX_STAND_IN_BYTES + 1).read_to_end(&mut text).map_err(read)?;
+    }
+    if text.len() as u64 > MAX_STAND_IN_BYTES {
+        return Err(ImageError::StandInTooLarge { path: bootstrap.to_owned() });
+    }
     let tree = serde_json::from_slice::<Value>(&text)
         .ok()
         .and_then(|v| v.get("mock_tree").and_then(Value::as_object).cloned())
         .ok_or_else(|| ImageError::NotAnImage { path: bootstrap.to_owned() })?;
-    // Every name and the total size are checked before anything is written.
+    // Every name and the total size are checked before anything is written: each names a
+    // file inside (no empty, `.` or `..` component, no trailing `/`), once.
     let mut total = 0u64;
+    let mut names = std::collections::HashSet::new();
     for (name, spec) in &tree {
-        let relative = Path::new(name.trim_start_matches('/'));
-        let inside = relative.components().all(|c| matches!(c, Component::Normal(_)));
-        if !inside || relative.as_os_str().is_empty() {
+        let trimmed = name.trim_start_matches('/');
+        let relative = Path::new(trimmed);
+        let inside = relative.components().all(|c| matches!(c, Component::Normal(_)))
+            && trimmed.split('/').all(|part| !part.is_empty() && part != ".")
+            && !trimmed.contains('\0');
+        if !inside {
             return Err(ImageError::Outside { path: bootstrap.to_owned(), name: name.clone() });
+        }
+        if !names.insert(trimmed) {
+            return Err(ImageError::Duplicate { path: bootstrap.to_owned(), name: name.clone() });
         }
         total = total.saturating_add(match spec {
             Value::String(text) => text.len() as u64,
@@ -81,13 +117,39 @@ pub fn image_for(bootstrap: &Path, scratch: &Path) -> Result<PathBuf, ImageError
     if total > MAX_TREE_BYTES {
         return Err(ImageError::TooLarge { path: bootstrap.to_owned() });
     }
+    // `a` and `a/b` cannot both be files.
+    for name in &names {
+        let mut parent = *name;
+        while let Some((up, _)) = parent.rsplit_once('/') {
+            if names.contains(up) {
+                return Err(ImageError::FileAndDirectory { path: bootstrap.to_owned(), name: up.to_owned() });
+            }
+            parent = up;
+        }
+    }
+    let write = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ImageError::Write { path, source }
+    };
+    std::fs::create_dir_all(scratch.parent().unwrap_or(scratch)).map_err(write(scratch))?;
+    // A fresh directory: a leftover would mix another build's files into this image.
+    std::fs::create_dir(scratch).map_err(write(scratch))?;
+    let built = build_in(&tree, scratch);
+    if built.is_err() {
+        let _ = std::fs::remove_dir_all(scratch);
+    }
+    built
+}
+
+/// Writes the tree's files under `scratch/tree` and builds `scratch/image.erofs` of them.
+fn build_in(tree: &serde_json::Map<String, Value>, scratch: &Path) -> Result<PathBuf, ImageError> {
     let files = scratch.join("tree");
     let write = |path: &Path| {
         let path = path.to_owned();
         move |source| ImageError::Write { path, source }
     };
-    std::fs::create_dir_all(&files).map_err(write(&files))?;
-    for (name, spec) in &tree {
+    std::fs::create_dir(&files).map_err(write(&files))?;
+    for (name, spec) in tree {
         let file = files.join(name.trim_start_matches('/'));
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(write(parent))?;
@@ -155,6 +217,21 @@ mod tests {
         let boot = dir.path().join("text.boot");
         std::fs::write(&boot, "not json").unwrap();
         assert!(matches!(image_for(&boot, &dir.path().join("s3")), Err(ImageError::NotAnImage { .. })));
+        for (tree, what) in [
+            (r#"{"mock_tree": {"a": "x", "a/b": "y"}}"#, "as a file and as a directory"),
+            (r#"{"mock_tree": {"a": "x", "/a": "y"}}"#, "twice"),
+            (r#"{"mock_tree": {"c/": "x"}}"#, "leaves the image"),
+            (r#"{"mock_tree": {"c//d": "x"}}"#, "leaves the image"),
+        ] {
+            std::fs::write(&boot, tree).unwrap();
+            let err = image_for(&boot, &dir.path().join("s4")).unwrap_err();
+            assert!(err.to_string().contains(what), "{tree}: {err}");
+            assert!(!dir.path().join("s4").exists(), "{tree}: nothing written");
+        }
+        // A FIFO would block the read for ever: refused by its type.
+        let fifo = dir.path().join("fifo.boot");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert!(matches!(image_for(&fifo, &dir.path().join("s5")), Err(ImageError::NotAFile { .. })));
     }
 
     #[test]
@@ -171,5 +248,14 @@ mod tests {
         assert!(is_erofs(&image));
         assert!(!dir.path().join("scratch/tree").exists(), "the scratch files are gone");
         assert_eq!(image_for(&image, &dir.path().join("other")).unwrap(), image);
+        // A scratch directory that exists (a leftover) is never built into.
+        let err = image_for(&boot, &dir.path().join("scratch")).unwrap_err();
+        assert!(matches!(err, ImageError::Write { .. }), "{err}");
+        // A build that fails half-way (a name mkfs.erofs or the file system refuses) leaves
+        // nothing behind for the next build to pick up.
+        let long = "n".repeat(300);
+        std::fs::write(&boot, format!(r#"{{"mock_tree": {{"ok": "x", "{long}": "y"}}}}"#)).unwrap();
+        assert!(image_for(&boot, &dir.path().join("failed")).is_err());
+        assert!(!dir.path().join("failed").exists());
     }
 }

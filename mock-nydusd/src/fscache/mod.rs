@@ -101,6 +101,15 @@ struct Object {
     fd: OwnedFd,
     image: Arc<std::fs::File>,
     cookie: String,
+    /// The cache file's size (the image's, in whole pages): no READ writes past it.
+    size: u64,
+}
+
+/// A raw fd, borrowed only to ask the kernel whether it is open.
+fn fd_of(fd: i32) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: used for one fcntl(F_GETFD) only, which fails harmlessly (EBADF) on an fd
+    // that is not open; the borrow owns nothing.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
 }
 
 /// Answers the kernel until the device fails (it does not end otherwise: the process
@@ -124,7 +133,7 @@ pub async fn serve(device: OwnedFd, shared: Arc<Shared>, scratch: PathBuf) {
     // Anonymous fds of OPENs left unanswered on purpose: closing one would answer it.
     let mut unanswered: Vec<OwnedFd> = Vec::new();
     let (mut opens, mut reads) = (0u64, 0u64);
-    let mut images: HashMap<String, Arc<std::fs::File>> = HashMap::new();
+    let mut images = Images { built: HashMap::new(), attempts: 0, scratch };
     let mut buffer = vec![0u8; protocol::MAX_MESSAGE];
     loop {
         let mut ready = match device.readable().await {
@@ -155,8 +164,18 @@ pub async fn serve(device: OwnedFd, shared: Arc<Shared>, scratch: PathBuf) {
         };
         match message {
             Message::Open { msg_id, object_id, volume_key, cookie_key, fd } => {
-                // SAFETY: the kernel installed this fd in our table for this message and
-                // nothing else owns it; it is closed with the object.
+                // The kernel installs a fresh fd for each OPEN; anything else (a standard
+                // stream, the device itself, no fd) is a message not to trust with ownership.
+                if fd <= 2 || fd == device.get_ref().as_raw_fd() || nix::fcntl::fcntl(fd_of(fd), nix::fcntl::FcntlArg::F_GETFD).is_err() {
+                    let reply = -i64::from(nix::libc::EINVAL);
+                    let outcome = command(device.get_ref(), &protocol::copen(msg_id, reply));
+                    journal("fscache_message_refused", json!({ "error": format!("OPEN {msg_id} names fd {fd}, not a fresh one"), "copen": reply,
+                                                              "reply_failed": outcome.err().map(|e| chain(&e)) }));
+                    continue;
+                }
+                // SAFETY: the kernel installed this fd in our table for this message (checked
+                // open, and none of ours above) and nothing else owns it; it is closed with
+                // the object.
                 let fd = unsafe { OwnedFd::from_raw_fd(fd) };
                 let domain = protocol::domain_of(&volume_key).to_owned();
                 opens += 1;
@@ -175,7 +194,7 @@ pub async fn serve(device: OwnedFd, shared: Arc<Shared>, scratch: PathBuf) {
                     }
                     None => {}
                 }
-                let image = open_image(&shared, &mut images, &domain, &cookie_key, &scratch).await;
+                let image = images.open(&shared, &domain, &cookie_key).await;
                 let reply = match &image {
                     Ok(file) => file.metadata().map(|m| m.len() as i64).unwrap_or(-(nix::libc::EIO as i64)),
                     Err(errno) => -i64::from(*errno),
@@ -184,11 +203,13 @@ pub async fn serve(device: OwnedFd, shared: Arc<Shared>, scratch: PathBuf) {
                 journal(
                     "fscache_open",
                     json!({ "domain_id": domain, "blob_id": cookie_key, "object": object_id, "copen": reply,
-                            "error": image.as_ref().err().map(|_| "no such blob bound"),
+                            "error": image.as_ref().err().map(|&errno| if errno == nix::libc::ENOENT { "no such blob bound" } else { "its image could not be served (see fscache_image_failed)" }),
                             "reply_failed": outcome.err().map(|e| chain(&e)) }),
                 );
                 if let Ok(image) = image {
-                    objects.insert(object_id, Object { fd, image, cookie: cookie_key });
+                    // The cache file is as large as the copen said: reads stop there.
+                    let size = u64::try_from(reply).unwrap_or(0).next_multiple_of(4096);
+                    objects.insert(object_id, Object { fd, image, cookie: cookie_key, size });
                 }
             }
             Message::Read { msg_id, object_id, offset, len } => {
@@ -212,7 +233,7 @@ pub async fn serve(device: OwnedFd, shared: Arc<Shared>, scratch: PathBuf) {
                     }
                     None => {}
                 }
-                let copied = copy_range(&object.image, &object.fd, offset, len);
+                let copied = copy_range(&object.image, &object.fd, offset, len.min(object.size.saturating_sub(offset)));
                 let completed = read_complete(&object.fd, msg_id);
                 journal(
                     "fscache_read",
@@ -243,32 +264,39 @@ fn scripted(shared: &Shared, on: FscacheRequest, blob_id: &str, nth: u64) -> Opt
     script.script().fscache.iter().find(|rule| rule.catches(on, blob_id, nth, shared.process)).map(|rule| rule.action)
 }
 
-/// The image of the bootstrap bound as (`domain`, `blob`), opened once per key.
-async fn open_image(
-    shared: &Shared,
-    images: &mut HashMap<String, Arc<std::fs::File>>,
-    domain: &str,
-    blob: &str,
-    scratch: &Path,
-) -> Result<Arc<std::fs::File>, i32> {
-    let metadata = shared.model.lock().await.bound_metadata(domain, blob).ok_or(nix::libc::ENOENT)?;
-    let key = format!("{domain}/{blob}");
-    if let Some(file) = images.get(&key) {
-        return Ok(file.clone());
-    }
-    let scratch = scratch.join(format!("{}", images.len()));
-    let built = tokio::task::spawn_blocking(move || image::image_for(&metadata, &scratch)).await;
-    let path = match built {
-        Ok(Ok(path)) => path,
-        Ok(Err(e)) => {
-            shared.journal.record("fscache_image_failed", json!({ "blob_id": blob, "error": chain(&e) }));
-            return Err(nix::libc::EIO);
+/// The images served, one per bound bootstrap, and where new ones are built.
+struct Images {
+    built: HashMap<String, Arc<std::fs::File>>,
+    /// Builds tried: each gets a directory of its own under `scratch`.
+    attempts: u64,
+    scratch: PathBuf,
+}
+
+impl Images {
+    /// The image of the bootstrap bound as (`domain`, `blob`), opened once per key; an
+    /// errno for the kernel when there is none (ENOENT: not bound; EIO: not servable).
+    async fn open(&mut self, shared: &Shared, domain: &str, blob: &str) -> Result<Arc<std::fs::File>, i32> {
+        let metadata = shared.model.lock().await.bound_metadata(domain, blob).ok_or(nix::libc::ENOENT)?;
+        // Keyed by the bootstrap too: a blob unbound and bound again may name another image.
+        let key = format!("{domain}/{blob}/{}", metadata.display());
+        if let Some(file) = self.built.get(&key) {
+            return Ok(file.clone());
         }
-        Err(_) => return Err(nix::libc::EIO),
-    };
-    let file = Arc::new(std::fs::File::open(&path).map_err(|e| e.raw_os_error().unwrap_or(nix::libc::EIO))?);
-    images.insert(key, file.clone());
-    Ok(file)
+        self.attempts += 1;
+        let scratch = self.scratch.join(self.attempts.to_string());
+        let built = tokio::task::spawn_blocking(move || image::image_for(&metadata, &scratch)).await;
+        let path = match built {
+            Ok(Ok(path)) => path,
+            Ok(Err(e)) => {
+                shared.journal.record("fscache_image_failed", json!({ "blob_id": blob, "error": chain(&e) }));
+                return Err(nix::libc::EIO);
+            }
+            Err(_) => return Err(nix::libc::EIO),
+        };
+        let file = Arc::new(std::fs::File::open(&path).map_err(|e| e.raw_os_error().unwrap_or(nix::libc::EIO))?);
+        self.built.insert(key, file.clone());
+        Ok(file)
+    }
 }
 
 /// Copies `offset..offset+len` of the image into the cache file, zeros past the image's end
@@ -394,6 +422,7 @@ mod tests {
         let (shared, _) = Shared::new(model, journal, crate::script::ScriptRunner::new(script), 1, None);
         let shared = Arc::new(shared);
         let (kernel, daemon) = std::os::unix::net::UnixDatagram::pair().unwrap();
+        let device_fd = daemon.as_raw_fd();
         // A datagram pair keeps message boundaries as SOCK_SEQPACKET and the device do.
         let service = tokio::spawn(serve(OwnedFd::from(daemon), shared, dir.path().join("scratch")));
 
@@ -413,6 +442,15 @@ mod tests {
         let failing = cache.try_clone().unwrap().into_raw_fd();
         kernel.send(&open(5, 3, "erofs,dom", "failing", failing)).unwrap();
         assert_eq!(tokio::task::block_in_place(|| reply(&kernel)), "copen 5,-5");
+        // A READ past the image is cut at its end: the cache file never grows beyond it.
+        kernel.send(&read(8, 1, 0, 256 << 20)).unwrap();
+        // fds a kernel never gives: none, a standard stream, the device itself. Refused,
+        // answered, and none of them closed (this test still writes to stderr, and the
+        // device still answers below).
+        for (msg_id, fd) in [(9, -1), (10, 2), (11, device_fd)] {
+            kernel.send(&open(msg_id, 9, "erofs,dom", "blob1", fd)).unwrap();
+            assert_eq!(tokio::task::block_in_place(|| reply(&kernel)), format!("copen {msg_id},-22"));
+        }
         kernel.send(&message(6, 1, 1, &[])).unwrap();
         // Messages are handled in order: once this one is answered, the ones before it are
         // journaled.
@@ -422,9 +460,9 @@ mod tests {
 
         let mut written = Vec::new();
         std::fs::File::open(&cache_path).unwrap().read_to_end(&mut written).unwrap();
-        assert_eq!(written.len(), 8192, "the READ's range was written");
-        assert_eq!(&written[4096..], &image[4096..], "with the image's bytes");
-        assert!(written[..4096].iter().all(|&b| b == 0), "and nothing else");
+        // Both READs were written, the second cut at the image's end: exactly the image.
+        assert_eq!(written.len(), 8192, "the cache file stops at the image's end");
+        assert!(written == image, "with the image's bytes");
         // The last OPEN is journaled just after its reply.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let journal = loop {
@@ -439,7 +477,7 @@ mod tests {
         assert_eq!(of("fscache_open").len(), 4, "{journal}");
         assert_eq!(of("fscache_close").len(), 1, "{journal}");
         assert_eq!(of("fscache_open")[2]["scripted"], "fail", "{journal}");
-        assert_eq!(of("fscache_message_refused").len(), 2, "{journal}");
+        assert_eq!(of("fscache_message_refused").len(), 5, "{journal}");
         let read = &of("fscache_read")[0];
         assert_eq!((read["offset"].as_u64(), read["len"].as_u64(), &read["error"]), (Some(4096), Some(4096), &serde_json::Value::Null));
         // A regular file has no READ_COMPLETE: only the kernel's anonymous fd has.

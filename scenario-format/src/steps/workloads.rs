@@ -224,6 +224,21 @@ impl StepArgs for StopReaderStep {
     fn daemon(&self) -> Option<&Spanned<String>> {
         self.without_resend.as_ref().map(|w| &w.daemon)
     }
+
+    /// A promise no reader can keep is refused at load time, not failed at run time.
+    fn check(&self, _: &Declared<'_>, _: &str) -> Result<(), Invalid> {
+        if self.min_failures > self.max_failures {
+            return Err(Invalid {
+                line: 0,
+                column: 0,
+                message: format!(
+                    "stop_reader {}: min_failures {} is over max_failures {}",
+                    self.name, self.min_failures, self.max_failures
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl StepArgs for MountErofsImageStep {

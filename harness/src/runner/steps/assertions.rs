@@ -441,6 +441,15 @@ impl StepKind for ExpectInstanceFiles {
                 (path.to_owned(), content)
             })
             .collect();
+        // The record alone proves nothing: an unmounted directory would read as empty.
+        let mounted = daemon_core::mount::is_mounted(&rafs.mountpoint).map_err(StepError::failed)?;
+        if !mounted {
+            return Err(StepError::mismatch(
+                format!("instance {} at {}", s.snapshot.value, rafs.mountpoint.display()),
+                "mounted",
+                "not a mountpoint",
+            ));
+        }
         let mountpoint = rafs.mountpoint.clone();
         let found = tokio::task::spawn_blocking(move || compare_tree(&mountpoint, &expected))
             .await
@@ -502,6 +511,7 @@ fn compare_tree(root: &std::path::Path, expected: &[(String, Expected)]) -> Resu
             return Err((format!("{path} is cut short"), format!("{want_len} bytes"), format!("{offset} bytes")));
         }
     }
+    let declared: std::collections::HashSet<&str> = expected.iter().map(|(p, _)| p.as_str()).collect();
     let mut extra = Vec::new();
     let mut pending = vec![root.to_owned()];
     while let Some(dir) = pending.pop() {
@@ -513,7 +523,7 @@ fn compare_tree(root: &std::path::Path, expected: &[(String, Expected)]) -> Resu
                 pending.push(path);
             } else {
                 let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
-                if !expected.iter().any(|(p, _)| *p == relative) {
+                if !declared.contains(relative.as_str()) {
                     extra.push(relative);
                 }
             }

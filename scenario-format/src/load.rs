@@ -199,6 +199,21 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
             return Err(Invalid::at(&daemon.id, format!("daemon id {id:?} is declared twice")));
         }
     }
+    // Every shared daemon's host mountpoint is the root's `mnt`, as the snapshotter's one
+    // shared daemon's is: a second real FUSE session there would hide the first's.
+    let shared_fuse = |d: &&crate::model::DaemonSpec| d.fuse && d.mode == crate::model::Mode::Shared;
+    let mut mounting = scenario.daemons.iter().filter(shared_fuse);
+    if let (Some(first), Some(second)) = (mounting.next(), mounting.next()) {
+        return Err(Invalid::at(
+            &second.id,
+            format!(
+                "daemons {} and {} are both shared with `fuse: true`: both would mount on `mnt`, the root's one \
+                 shared mountpoint, and the second would hide the first; give one of them `mode: dedicated` \
+                 (mounted on snapshots/<id>/mnt) or `fuse: false`",
+                first.id.value, second.id.value
+            ),
+        ));
+    }
     for daemon in &scenario.daemons {
         for instance in &daemon.instances {
             let snapshot = &instance.snapshot.value;
@@ -446,6 +461,17 @@ mod tests {
             "version: 1\nname: x\ndaemons:\n  - id: d1\n    instances:\n      - snapshot: a\n        tree: { \"a//b\": x }\nsteps: []\n",
         );
         assert!(e.starts_with("s.yaml:7:17: file path \"a//b\" of instance a has an empty component"), "{e}");
+        // Two real FUSE sessions on the one shared mountpoint: refused, both named, at the second.
+        let e = err(
+            "version: 1\nname: x\ndaemons:\n  - { id: d1, mode: shared, fuse: true }\n  - { id: d2, mode: shared, fuse: true }\nsteps: []\n",
+        );
+        assert!(e.starts_with("s.yaml:5:11: daemons d1 and d2 are both shared with `fuse: true`"), "{e}");
+        // A dedicated FUSE daemon has a mountpoint of its own.
+        parse(
+            Path::new("s.yaml"),
+            "version: 1\nname: x\ndaemons:\n  - { id: d1, mode: shared, fuse: true }\n  - { id: d2, fuse: true }\nsteps: []\n",
+        )
+        .unwrap();
         // A reader promise no reader can keep, located at its step.
         let e = err("version: 1\nname: x\nsteps:\n  - stop_reader: { name: r, min_failures: 2, max_failures: 1 }\n");
         assert_eq!(e, "s.yaml:4:5: stop_reader r: min_failures 2 is over max_failures 1");

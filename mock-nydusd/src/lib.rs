@@ -307,20 +307,10 @@ fn bind_cachefiles(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), Nydus
     if mode != Mode::Singleton || !fscache::is_device(&cli.mock_cachefiles) {
         return Ok(());
     }
-    let failed = |e: fscache::DeviceError| NydusdError::words(fscache_chain(&e));
+    let failed = |e: fscache::DeviceError| NydusdError::words(fscache::chain(&e));
     let device = fscache::open(&cli.mock_cachefiles).map_err(failed)?;
     fscache::bind(&device, dir, fscache_tag.as_deref()).map_err(failed)?;
     model.hold_cachefiles(device)
-}
-
-fn fscache_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(&format!(": {e}"));
-        source = e.source();
-    }
-    text
 }
 
 /// Serves each cachefiles fd the model hands over (the bound one; one taken over).

@@ -330,8 +330,8 @@ fn copy_range(image: &std::fs::File, cache: &OwnedFd, offset: u64, len: u64) -> 
     Ok(())
 }
 
-/// An error with its sources, for the journal.
-fn chain(error: &dyn std::error::Error) -> String {
+/// An error with its sources, for the journal and for a refused start.
+pub(crate) fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

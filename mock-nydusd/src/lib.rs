@@ -179,7 +179,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
         fscache_service: serves_fscache.then_some(fscache_tx),
     };
     let mut model = Model::new(options, cli.log_level.clone());
-    start_model(&cli, mode, &mut model)?;
+    start_model(&cli, mode, serves_fscache, &mut model)?;
     let startup = script.startup.clone();
     let hold = startup.hold.as_ref().map(|hold| {
         let saved = model.machine().clone();
@@ -245,7 +245,9 @@ fn fuse_config(
 
 /// What nydusd checks before it serves, and the start-up it decides on: serve (mounting
 /// the bootstrap, if given), or wait for a takeover (`--upgrade`), or refuse.
-fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdError> {
+/// `serves_fscache`: a singleton on a kernel with on-demand fscache, which binds the
+/// device when it serves.
+fn start_model(cli: &Cli, mode: Mode, serves_fscache: bool, model: &mut Model) -> Result<(), NydusdError> {
     let mountpoint_mounted = match mode {
         Mode::Fuse => {
             let mountpoint = cli
@@ -272,7 +274,8 @@ fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdErr
             && std::fs::OpenOptions::new().read(true).write(true).open(&cli.mock_cachefiles).is_ok(),
     };
     match startup::decide(&observed) {
-        startup::Decision::Serve => bind_cachefiles(cli, mode, model)?,
+        startup::Decision::Serve if serves_fscache => bind_cachefiles(cli, model)?,
+        startup::Decision::Serve => {}
         startup::Decision::AwaitTakeover => return Ok(()),
         startup::Decision::Refuse(message) => return Err(NydusdError::words(message)),
     }
@@ -302,11 +305,8 @@ fn start_model(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdErr
 /// A singleton with `--fscache` on a kernel with on-demand fscache binds the device, as
 /// nydusd does; a kernel that refuses (no on-demand mode; a cache directory on tmpfs) ends
 /// the start with its error.
-fn bind_cachefiles(cli: &Cli, mode: Mode, model: &mut Model) -> Result<(), NydusdError> {
+fn bind_cachefiles(cli: &Cli, model: &mut Model) -> Result<(), NydusdError> {
     let Some(Command::Singleton { fscache: Some(dir), fscache_tag, .. }) = &cli.command else { return Ok(()) };
-    if mode != Mode::Singleton || !fscache::is_device(&cli.mock_cachefiles) {
-        return Ok(());
-    }
     let failed = |e: fscache::DeviceError| NydusdError::words(fscache::chain(&e));
     let device = fscache::open(&cli.mock_cachefiles).map_err(failed)?;
     fscache::bind(&device, dir, fscache_tag.as_deref()).map_err(failed)?;

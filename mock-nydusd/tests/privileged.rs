@@ -1,4 +1,4 @@
-//! Tests that need real mounts. A failover under a live reader is the scenario
+//! Tests that need real mounts, or a host tool (mkfs.erofs). A failover under a live reader is the scenario
 //! `privileged/failover-live-reader.yaml`, where daemon-core's supervisor plays its part. Whether each runs is decided when tests are listed: on a
 //! host without what it needs it is listed as ignored, and the reason is printed, so a
 //! skip never shows as a pass. Run `cargo nextest run --run-ignored all` to see the reason
@@ -159,12 +159,49 @@ fn a_held_read_waits_until_the_connection_ends() -> Result<(), Failed> {
     Ok(())
 }
 
+/// The fscache service's image of a mock tree: built with mkfs.erofs, its scratch files
+/// gone; an erofs bootstrap served as it is; a leftover scratch directory never built
+/// into; a build that fails half-way leaves nothing for the next one.
+fn an_erofs_image_is_built_from_a_mock_tree() -> Result<(), Failed> {
+    use mock_nydusd::fscache::image::{ImageError, image_for};
+    let dir = tempfile::tempdir()?;
+    let boot = dir.path().join("image.boot");
+    std::fs::write(&boot, r#"{"mock_tree": {"etc/os-release": "NAME=x\n", "data/blob": {"size": 70000}}}"#)?;
+    let image = image_for(&boot, &dir.path().join("scratch"))?;
+    let bytes = std::fs::read(&image)?;
+    let magic = bytes.get(1024..1028).map(|m| u32::from_le_bytes(m.try_into().unwrap_or_default()));
+    if magic != Some(0xE0F5_E1E2) {
+        return Err(format!("{} is no erofs image (magic {magic:x?})", image.display()).into());
+    }
+    if dir.path().join("scratch/tree").exists() {
+        return Err("the scratch files stayed".into());
+    }
+    if image_for(&image, &dir.path().join("other"))? != image {
+        return Err("an erofs bootstrap is not served as it is".into());
+    }
+    match image_for(&boot, &dir.path().join("scratch")) {
+        Err(ImageError::Write { .. }) => {}
+        other => return Err(format!("a leftover scratch directory was built into: {other:?}").into()),
+    }
+    let long = "n".repeat(300);
+    std::fs::write(&boot, format!(r#"{{"mock_tree": {{"ok": "x", "{long}": "y"}}}}"#))?;
+    if image_for(&boot, &dir.path().join("failed")).is_ok() || dir.path().join("failed").exists() {
+        return Err("a failed build left its scratch directory".into());
+    }
+    Ok(())
+}
+
 /// A privileged test: its name, what it needs, and its body.
 type Privileged = (&'static str, &'static [Requirement], fn() -> Result<(), Failed>);
 
 fn main() {
     let args = Arguments::from_args();
     let tests: Vec<Privileged> = vec![
+        (
+            "an_erofs_image_is_built_from_a_mock_tree",
+            &[Requirement::MkfsErofs],
+            an_erofs_image_is_built_from_a_mock_tree,
+        ),
         (
             "crash_leftovers_make_a_fuse_daemon_start_in_init",
             &[Requirement::Root],

@@ -146,7 +146,7 @@ impl ModuleIndex {
     fn replace(&mut self, release: &str, replacements: &[PathBuf]) -> Result<Vec<String>, VmError> {
         let mut replaced: Vec<String> = Vec::new();
         for module in replacements {
-            replacement_name(module)?;
+            check_module_file(module)?;
             // A FIFO would block the read for ever, a huge file fill the memory: refused,
             // named, before anything is read.
             let meta = std::fs::metadata(module).map_err(VmError::io("--module", module))?;
@@ -260,11 +260,12 @@ fn modinfo(module: &[u8], key: &str) -> Option<String> {
 /// The largest `--module` read (Debian's largest modules are a few MiB).
 const MAX_MODULE_BYTES: u64 = 64 << 20;
 
-/// The module name of a `--module` file, which must be an uncompressed `.ko`.
-fn replacement_name(module: &Path) -> Result<String, VmError> {
-    match module_name(module) {
-        Some(name) if module.extension().is_some_and(|e| e == "ko") => Ok(name),
-        _ => Err(VmError::Input(format!("--module {}: not a kernel module file (NAME.ko)", module.display()))),
+/// A `--module` must be an uncompressed `.ko` (its name comes from its modinfo).
+fn check_module_file(module: &Path) -> Result<(), VmError> {
+    if module.extension().is_some_and(|e| e == "ko") {
+        Ok(())
+    } else {
+        Err(VmError::Input(format!("--module {}: not a kernel module file (NAME.ko)", module.display())))
     }
 }
 

@@ -127,13 +127,10 @@ pub fn image_for(bootstrap: &Path, scratch: &Path) -> Result<PathBuf, ImageError
             parent = up;
         }
     }
-    let write = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ImageError::Write { path, source }
-    };
-    std::fs::create_dir_all(scratch.parent().unwrap_or(scratch)).map_err(write(scratch))?;
+    let parent = scratch.parent().unwrap_or(scratch);
+    std::fs::create_dir_all(parent).map_err(write_failed(parent))?;
     // A fresh directory: a leftover would mix another build's files into this image.
-    std::fs::create_dir(scratch).map_err(write(scratch))?;
+    std::fs::create_dir(scratch).map_err(write_failed(scratch))?;
     let built = build_in(&tree, scratch);
     if built.is_err() {
         let _ = std::fs::remove_dir_all(scratch);
@@ -144,20 +141,16 @@ pub fn image_for(bootstrap: &Path, scratch: &Path) -> Result<PathBuf, ImageError
 /// Writes the tree's files under `scratch/tree` and builds `scratch/image.erofs` of them.
 fn build_in(tree: &serde_json::Map<String, Value>, scratch: &Path) -> Result<PathBuf, ImageError> {
     let files = scratch.join("tree");
-    let write = |path: &Path| {
-        let path = path.to_owned();
-        move |source| ImageError::Write { path, source }
-    };
-    std::fs::create_dir(&files).map_err(write(&files))?;
+    std::fs::create_dir(&files).map_err(write_failed(&files))?;
     for (name, spec) in tree {
         let file = files.join(name.trim_start_matches('/'));
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(write(parent))?;
+            std::fs::create_dir_all(parent).map_err(write_failed(parent))?;
         }
         match spec {
-            Value::String(text) => std::fs::write(&file, text).map_err(write(&file))?,
+            Value::String(text) => std::fs::write(&file, text).map_err(write_failed(&file))?,
             Value::Object(o) => {
-                write_pattern(&file, o.get("size").and_then(Value::as_u64).unwrap_or(0)).map_err(write(&file))?
+                write_pattern(&file, o.get("size").and_then(Value::as_u64).unwrap_or(0)).map_err(write_failed(&file))?
             }
             _ => continue,
         }
@@ -176,6 +169,12 @@ fn build_in(tree: &serde_json::Map<String, Value>, scratch: &Path) -> Result<Pat
     // The files are in the image now.
     let _ = std::fs::remove_dir_all(&files);
     Ok(image)
+}
+
+/// The error for a failed write of `path`.
+fn write_failed(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError {
+    let path = path.to_owned();
+    move |source| ImageError::Write { path, source }
 }
 
 /// A file of `size` bytes of the FUSE tree's pattern, written in pieces.
@@ -232,30 +231,5 @@ mod tests {
         let fifo = dir.path().join("fifo.boot");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         assert!(matches!(image_for(&fifo, &dir.path().join("s5")), Err(ImageError::NotAFile { .. })));
-    }
-
-    #[test]
-    fn an_erofs_image_is_served_as_it_is_and_a_tree_is_built_when_mkfs_erofs_is_here() {
-        if !host_facts::on_path("mkfs.erofs") {
-            eprintln!("skipped: mkfs.erofs is not on PATH");
-            return;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let boot = dir.path().join("image.boot");
-        std::fs::write(&boot, r#"{"mock_tree": {"etc/os-release": "NAME=x\n", "data/blob": {"size": 70000}}}"#)
-            .unwrap();
-        let image = image_for(&boot, &dir.path().join("scratch")).unwrap();
-        assert!(is_erofs(&image));
-        assert!(!dir.path().join("scratch/tree").exists(), "the scratch files are gone");
-        assert_eq!(image_for(&image, &dir.path().join("other")).unwrap(), image);
-        // A scratch directory that exists (a leftover) is never built into.
-        let err = image_for(&boot, &dir.path().join("scratch")).unwrap_err();
-        assert!(matches!(err, ImageError::Write { .. }), "{err}");
-        // A build that fails half-way (a name mkfs.erofs or the file system refuses) leaves
-        // nothing behind for the next build to pick up.
-        let long = "n".repeat(300);
-        std::fs::write(&boot, format!(r#"{{"mock_tree": {{"ok": "x", "{long}": "y"}}}}"#)).unwrap();
-        assert!(image_for(&boot, &dir.path().join("failed")).is_err());
-        assert!(!dir.path().join("failed").exists());
     }
 }

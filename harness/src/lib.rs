@@ -42,6 +42,15 @@ pub use vm_runner as vm;
 /// [`reader`]): `<file>\n<size>\n<stop file>`.
 pub const READER_ROLE: &str = "HARNESS_READER";
 
+/// Runs the injector (faults in front of a real nydusd, [`record::inject`]) if this
+/// process was started as one: as `nydusd`, with `--inject-nydusd`. The real target starts
+/// the running binary so, so every binary that runs real scenarios calls this first.
+pub fn run_injector_role() -> Option<std::process::ExitCode> {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let invoked_as_nydusd = argv.first().is_some_and(|a| testkit::invoked_as_mock(a));
+    (invoked_as_nydusd && record::inject::requested(&argv)).then(|| record::inject::main(argv))
+}
+
 /// Runs the reader workload if this process was started as one; prints its stats as JSON.
 pub fn run_reader_role() -> bool {
     let Ok(spec) = std::env::var(READER_ROLE) else { return false };

@@ -65,13 +65,17 @@ fn listed(name: String, skip: Option<String>, body: impl FnOnce() -> Result<(), 
     Trial::test(name, body).with_ignored_flag(skip.is_some())
 }
 
-fn main() {
+fn main() -> std::process::ExitCode {
     // Against a real nydusd the reader workload is this binary started again with
     // HARNESS_READER set (the mock target starts the harness binary instead). Without
     // this, the reader ran the whole test list again, real nydusd processes included,
     // and stop_reader waited for it until nextest killed the test, leaving all of them.
     if harness::run_reader_role() {
-        return;
+        return std::process::ExitCode::SUCCESS;
+    }
+    // The real target puts this binary, started as `nydusd`, in front of nydusd.
+    if let Some(ended) = harness::run_injector_role() {
+        return ended;
     }
     let args = Arguments::from_args();
     let dir = scenarios_dir();

@@ -42,6 +42,21 @@ pub fn start_time(pid: u32) -> Option<u64> {
     stat_fields(pid)?.get(22 - 3)?.parse().ok()
 }
 
+/// The parent of `pid` (stat field 4).
+pub fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(4 - 3)?.parse().ok()
+}
+
+/// The processes whose parent is `pid`, by a walk of `/proc`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| parent(*p) == Some(pid))
+        .collect()
+}
+
 /// The arguments of `pid` (`/proc/<pid>/cmdline`).
 pub fn cmdline(pid: u32) -> Option<Vec<String>> {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -51,6 +66,16 @@ pub fn cmdline(pid: u32) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_child_names_its_parent_and_is_among_its_children() {
+        let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        assert_eq!(parent(child.id()), Some(std::process::id()));
+        assert!(children(std::process::id()).contains(&child.id()));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(parent(child.id()), None, "a reaped child has no /proc entry");
+    }
 
     #[test]
     fn our_own_state_is_readable_and_a_missing_pid_is_none() {

@@ -469,6 +469,18 @@ pub struct Respond {
     pub content_length: Option<usize>,
 }
 
+impl Respond {
+    /// The reply on the wire, framed as nydusd frames its own: what the mock writes, and
+    /// what the injecting proxy writes in front of a real nydusd.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut response = crate::http::Response::json(self.status, self.body.clone());
+        if let Some(length) = self.content_length {
+            response = response.with_content_length(length);
+        }
+        response.encode()
+    }
+}
+
 /// A script that cannot be used; names where and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScriptError {

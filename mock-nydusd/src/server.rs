@@ -310,11 +310,7 @@ async fn perform(
             }
         }
         Action::Respond(respond) => {
-            let mut response = Response::json(respond.status, respond.body.clone());
-            if let Some(length) = respond.content_length {
-                response = response.with_content_length(length);
-            }
-            if stream.write_all(&response.encode()).await.is_err() {
+            if stream.write_all(&respond.encode()).await.is_err() {
                 return Performed::Ended(Flow::Close);
             }
         }

@@ -200,17 +200,29 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
         }
     }
     // Every shared daemon's host mountpoint is the root's `mnt`, as the snapshotter's one
-    // shared daemon's is: a second real FUSE session there would hide the first's.
-    let shared_fuse = |d: &&crate::model::DaemonSpec| d.fuse && d.mode == crate::model::Mode::Shared;
+    // shared daemon's is: a second real FUSE session there would hide the first's, and the
+    // first one's stop would unmount the second's. On the real target every FUSE-driver
+    // daemon is a real FUSE session.
+    let real_fuse = scenario.targets.contains(&crate::model::Target::Real)
+        && scenario.manager.fs_driver == daemon_core::daemon::FsDriver::Fusedev;
+    let shared_fuse = |d: &&crate::model::DaemonSpec| (d.fuse || real_fuse) && d.mode == crate::model::Mode::Shared;
     let mut mounting = scenario.daemons.iter().filter(shared_fuse);
     if let (Some(first), Some(second)) = (mounting.next(), mounting.next()) {
+        let why = if first.fuse && second.fuse {
+            format!("daemons {} and {} are both shared with `fuse: true`", first.id.value, second.id.value)
+        } else {
+            format!(
+                "daemons {} and {} are both shared, and on the real target (`targets` names it) each serves a \
+                 FUSE session",
+                first.id.value, second.id.value
+            )
+        };
         return Err(Invalid::at(
             &second.id,
             format!(
-                "daemons {} and {} are both shared with `fuse: true`: both would mount on `mnt`, the root's one \
-                 shared mountpoint, and the second would hide the first; give one of them `mode: dedicated` \
-                 (mounted on snapshots/<id>/mnt) or `fuse: false`",
-                first.id.value, second.id.value
+                "{why}: both would mount on `mnt`, the root's one shared mountpoint, and the second would hide \
+                 the first; give one of them `mode: dedicated` (mounted on snapshots/<id>/mnt), or `fuse: false` \
+                 and `targets: [mock]`"
             ),
         ));
     }
@@ -466,6 +478,11 @@ mod tests {
             "version: 1\nname: x\ndaemons:\n  - { id: d1, mode: shared, fuse: true }\n  - { id: d2, mode: shared, fuse: true }\nsteps: []\n",
         );
         assert!(e.starts_with("s.yaml:5:11: daemons d1 and d2 are both shared with `fuse: true`"), "{e}");
+        // On the real target every FUSE-driver daemon is a FUSE session: two shared ones clash.
+        let e = err(
+            "version: 1\nname: x\ntargets: [mock, real]\ndaemons:\n  - { id: d1, mode: shared }\n  - { id: d2, mode: shared }\nsteps: []\n",
+        );
+        assert!(e.starts_with("s.yaml:6:11: daemons d1 and d2 are both shared, and on the real target"), "{e}");
         // A dedicated FUSE daemon has a mountpoint of its own.
         parse(
             Path::new("s.yaml"),

@@ -95,7 +95,7 @@ impl Stream {
 }
 
 /// The message at the start of `bytes` and its length, if it is whole.
-fn frame(bytes: &[u8]) -> Option<(Message, usize)> {
+pub(crate) fn frame(bytes: &[u8]) -> Option<(Message, usize)> {
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = std::str::from_utf8(&bytes[..head_end]).ok()?;
     let mut lines = head.split("\r\n");

@@ -12,6 +12,8 @@
 //!   the script, the replay's bounds and every failure's cause.
 //! * [`compare`]: every difference between a recording and its replay, without the volatile
 //!   fields of [`explained`] (`docs/diff-explained.yaml`).
+//! * [`inject`]: the injector, the mock's script rules applied in front of a real nydusd
+//!   (the harness's real target), with its start-up faults and the mock's journal.
 //! * `argv`: the socket flags of a daemon's command line the recorder moves.
 //!
 //! Clients connect to the proxy's socket as if it were nydusd's; each connection gets one
@@ -54,6 +56,7 @@ mod error;
 pub mod explained;
 pub mod generate;
 pub mod http;
+pub mod inject;
 pub mod proxy;
 pub mod recording;
 pub mod redact;

@@ -236,11 +236,11 @@ async fn relay(
 /// through the gap keeps the proxy's CPU awake and the call as fast as going direct
 /// (`harness bench` prints the figure). It costs CPU only during a session: a connection
 /// quiet this long goes back to sleeping.
-const POLL_AFTER_PIECE: Duration = Duration::from_micros(200);
+pub(crate) const POLL_AFTER_PIECE: Duration = Duration::from_micros(200);
 
 /// Whether polling can help: with one CPU the proxy would take it from the daemon it
 /// waits for.
-fn poll_between_pieces() -> bool {
+pub(crate) fn poll_between_pieces() -> bool {
     static MANY_CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *MANY_CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }

@@ -50,32 +50,63 @@ const RAW_ROUND: usize = 20_000;
 const RAW_ROUNDS: usize = 5;
 
 /// `GET /api/v1/daemon` over one raw keep-alive connection (no HTTP client library in the
-/// way), for the mock and, when given, a real nydusd, each directly and through a
-/// `harness record` proxy in front of it, in turns round by round so all see the same
+/// way), for the mock and, when given, a real nydusd, each directly, through the injector
+/// with no rule, and through a `harness record` proxy in front of it, in turns round by round so all see the same
 /// machine; then each daemon's (or recorder's) resident memory after the 101 000 requests.
-/// A proxied row carries `overhead_p50_us`: what the recorder adds to each call.
+/// A proxied row carries `overhead_p50_us`: what the injector or the recorder adds to each
+/// call.
 pub(super) async fn raw_api(
     harness: &Path,
     real: Option<&(PathBuf, Vec<std::ffi::OsString>)>,
 ) -> Result<Value, BenchError> {
     let timeouts = Timeouts::default();
-    let mut beds = vec![("mock", Bed::with(harness, vec!["--mock-no-abort".into()], RecoverPolicy::None, timeouts)?)];
+    // (name, bed, the direct target an injected one stands in front of)
+    let mut beds: Vec<(String, Bed, Option<usize>)> =
+        vec![("mock".into(), Bed::with(harness, vec!["--mock-no-abort".into()], RecoverPolicy::None, timeouts)?, None)];
+    let mut direct: Vec<(PathBuf, Vec<std::ffi::OsString>)> = Vec::new();
     if let Some((binary, args)) = real {
-        beds.push(("real nydusd", Bed::with(binary, args.clone(), RecoverPolicy::None, timeouts)?));
+        beds.push(("real nydusd".into(), Bed::with(binary, args.clone(), RecoverPolicy::None, timeouts)?, None));
+    }
+    // The injector (faults in front of a real nydusd) with no rule, in front of each: the
+    // mock behind it is the harness linked in as `mock-nydusd`.
+    let (scratch, _owned_scratch) =
+        crate::containment::owned_tempdir("bench-inject").doing("a directory for the injectors")?;
+    let mock_program = scratch.path().join("mock-nydusd");
+    std::os::unix::fs::symlink(harness, &mock_program).doing("linking the mock for the injector")?;
+    direct.push((mock_program, vec!["--mock-no-abort".into()]));
+    if let Some((binary, args)) = real {
+        direct.push((binary.clone(), args.clone()));
+    }
+    for (i, (program, args)) in direct.into_iter().enumerate() {
+        let mut injector_args: Vec<std::ffi::OsString> = vec![
+            crate::record::inject::options::NYDUSD_FLAG.into(),
+            program.into(),
+            "--inject-dir".into(),
+            scratch.path().join(format!("inject-{i}")).into(),
+            // Journalled as in a scenario: each exchange is a line.
+            "--mock-journal".into(),
+            scratch.path().join(format!("inject-{i}.jsonl")).into(),
+        ];
+        injector_args.extend(args);
+        let name = format!("{} through the injector", beds[i].0);
+        beds.push((name, Bed::with(harness, injector_args, RecoverPolicy::None, timeouts)?, Some(i)));
     }
     let mut served = Vec::new();
-    for (name, bed) in &beds {
+    for (name, bed, proxied) in &beds {
         let daemon = bed.daemon("raw", timeouts).await?;
-        served.push((*name, daemon));
+        served.push((name.clone(), daemon, *proxied));
     }
     // Each target: its name, socket, the pid whose memory is reported, and which direct
     // target it proxies.
     let mut targets: Vec<(String, PathBuf, u32, Option<usize>)> =
-        served.iter().map(|(n, d)| (n.to_string(), d.api_socket(), d.pid(), None)).collect();
+        served.iter().map(|(n, d, proxied)| (n.clone(), d.api_socket(), d.pid(), *proxied)).collect();
     let (recordings, _owned) =
         crate::containment::owned_tempdir("bench-record").doing("a directory for the recordings")?;
     let mut recorders = Vec::new();
-    for (i, (name, daemon)) in served.iter().enumerate() {
+    for (i, (name, daemon, proxied)) in served.iter().enumerate() {
+        if proxied.is_some() {
+            continue;
+        }
         let recorder = start_recorder(harness, &daemon.api_socket(), &recordings.path().join(format!("{i}"))).await?;
         let pid = recorder.0.id().unwrap_or(0);
         targets.push((format!("{name} through harness record"), recorder.1.clone(), pid, Some(i)));
@@ -83,7 +114,7 @@ pub(super) async fn raw_api(
     }
     let sockets: Vec<(PathBuf, u32)> = targets.iter().map(|(_, s, p, _)| (s.clone(), *p)).collect();
     let measured = tokio::task::spawn_blocking(move || measure_raw(&sockets)).await??;
-    for (_, daemon) in &served {
+    for (_, daemon, _) in &served {
         daemon.terminate()?;
         let _ = daemon.wait_for_exit_and_unmount().await;
     }

@@ -61,7 +61,12 @@ fn api_rows(results: &Value, out: &mut String) {
             raw["rss_kb_after"].as_f64().unwrap_or(f64::NAN) / 1024.0,
         ));
         if let Some(added) = raw["overhead_p50_us"].as_f64() {
-            out.push_str(&format!("{:<44} added p50 {added:>5.1} us per call\n", "  recorder overhead"));
+            let what = if raw["daemon"].as_str().is_some_and(|d| d.ends_with("through the injector")) {
+                "  injector overhead (no rule fires)"
+            } else {
+                "  recorder overhead"
+            };
+            out.push_str(&format!("{what:<44} added p50 {added:>5.1} us per call\n"));
         }
     }
 }

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::error::RunError;
 use super::target::{self, Target};
 use super::{Run, image};
+use crate::record;
 use crate::scenario::model::{DaemonSpec, InstanceSpec, Target as TargetName};
 
 impl Run<'_> {
@@ -47,8 +48,8 @@ impl Run<'_> {
     }
 
     /// The mock's flags: one journal, no deliberate aborts, a stand-in for
-    /// `/dev/cachefiles`; per daemon, its control socket, its process count, FUSE when the
-    /// scenario asks, and its script.
+    /// `/dev/cachefiles`; per daemon, [`Run::per_daemon_flags`] and FUSE when the scenario
+    /// asks.
     pub(super) fn mock_args(&self) -> (Vec<OsString>, PerDaemonArgs) {
         let mut args: Vec<OsString> = vec![];
         args.extend(["--mock-journal".into(), self.mock_journal().into(), "--mock-no-abort".into()]);
@@ -63,11 +64,32 @@ impl Run<'_> {
         if host_facts::Requirement::Cachefiles.check().is_err() {
             args.extend(["--mock-cachefiles".into(), self.root.cachefiles().into()]);
         }
+        let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
+        (args, self.per_daemon_flags(fuse))
+    }
+
+    /// The injector's flags in front of the real nydusd `nydusd`: the same journal, its
+    /// sockets' directory; per daemon, [`Run::per_daemon_flags`].
+    pub(super) fn injector_args(&self, nydusd: &Path) -> (Vec<OsString>, PerDaemonArgs) {
+        let args: Vec<OsString> = vec![
+            record::inject::options::NYDUSD_FLAG.into(),
+            nydusd.into(),
+            "--inject-dir".into(),
+            self.root.path().join("inject").into(),
+            "--mock-journal".into(),
+            self.mock_journal().into(),
+        ];
+        (args, self.per_daemon_flags(Vec::new()))
+    }
+
+    /// What each daemon's process gets, on either target: its control socket, which of its
+    /// daemon's processes it is (counted here, from 1), its script when the scenario gives
+    /// one, and `--mock-fuse` for the daemons named in `fuse`.
+    fn per_daemon_flags(&self, fuse: Vec<String>) -> PerDaemonArgs {
         let scripts = self.root.path().join("scripts");
         let controls = self.root.path().join("control");
-        let fuse: Vec<String> = self.scenario.daemons.iter().filter(|d| d.fuse).map(|d| d.id.value.clone()).collect();
         let spawned = self.state().spawned.clone();
-        let per_daemon = PerDaemonArgs::new(move |id| {
+        PerDaemonArgs::new(move |id| {
             let process = {
                 let mut counts = spawned.lock().unwrap_or_else(|e| e.into_inner());
                 let n = counts.entry(id.to_owned()).or_default();
@@ -88,8 +110,7 @@ impl Run<'_> {
                 extra.extend(["--mock-script".into(), script.into()]);
             }
             extra
-        });
-        (args, per_daemon)
+        })
     }
 
     fn manager_config(&self) -> ManagerConfig {
@@ -169,7 +190,7 @@ impl Run<'_> {
         if self.target().builds_images() {
             let images = image::ImageStore::under(self.root.path());
             let source = self.root.path().join("trees").join(&spec.snapshot.value);
-            images.build(&image::nydus_image_for(&self.binary), &spec.tree, &source, &boot).await?;
+            images.build(&image::nydus_image_for(&self.config.nydusd), &spec.tree, &source, &boot).await?;
             let config = spec
                 .config
                 .clone()

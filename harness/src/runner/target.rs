@@ -90,38 +90,24 @@ impl Target for Mock {
 }
 
 impl Target for Real {
-    fn daemon_binary(&self, _: &Layout, configured: &Path) -> std::io::Result<PathBuf> {
-        Ok(configured.to_owned())
+    /// The injector (this binary, linked in as `nydusd`), which starts the real nydusd
+    /// behind it ([`crate::record::inject`]).
+    fn daemon_binary(&self, root: &Layout, _: &Path) -> std::io::Result<PathBuf> {
+        testkit::link_mock(root.root(), &std::env::current_exe()?)
     }
 
-    fn daemon_args(&self, _: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs) {
-        (Vec::new(), PerDaemonArgs::default())
+    fn daemon_args(&self, run: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs) {
+        run.injector_args(&run.config.nydusd)
     }
 
-    /// A real nydusd keeps no journal: the client's record of each exchange stands in.
+    /// The injector journals each exchange in the mock's format, in the mock's file.
     fn daemon_journal(&self, root: &Layout) -> PathBuf {
-        root.log_dir().join("client.jsonl")
+        Mock.daemon_journal(root)
     }
 
-    /// The client's exchanges with `id`'s daemons, as journal `request` entries.
+    /// As the mock's: the injector's `start` entry names the command line it was given.
     fn daemon_entries(&self, run: &Run<'_>, id: Option<&str>) -> Vec<Value> {
-        let socket_dir = id.map(|id| run.root.layout.socket_dir().join(id));
-        super::timeline::merge(&[&run.root.layout.log_dir().join("client.jsonl")])
-            .into_iter()
-            .filter(|e| {
-                socket_dir
-                    .as_ref()
-                    .is_none_or(|dir| e["socket"].as_str().is_some_and(|s| std::path::Path::new(s).starts_with(dir)))
-            })
-            .map(|mut e| {
-                let full = e["path"].as_str().unwrap_or_default().to_owned();
-                let (path, query) = full.split_once('?').unwrap_or((&full, ""));
-                e["event"] = "request".into();
-                e["path"] = path.into();
-                e["query"] = query.into();
-                e
-            })
-            .collect()
+        Mock.daemon_entries(run, id)
     }
 
     fn builds_images(&self) -> bool {

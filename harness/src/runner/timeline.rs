@@ -52,6 +52,7 @@ fn parts(entry: &Value, start_ns: u64) -> (f64, String, String) {
     let source = entry["source"].as_str().unwrap_or("?");
     let who = match (source, entry["event"].as_str()) {
         ("mock", _) => format!("mock[{}]", entry["pid"]),
+        ("inject", _) => format!("inject[{}]", entry["pid"]),
         (_, Some("manager")) => "manager".to_owned(),
         (other, _) => other.to_owned(),
     };

@@ -291,7 +291,14 @@ impl Run<'_> {
         }
         let live: Vec<u32> = managed.iter().filter(|d| d.is_alive()).map(|d| d.pid()).collect();
         let root = self.root.path().to_string_lossy().into_owned();
-        let strays: Vec<u32> = processes_naming(&root).into_iter().filter(|p| !live.contains(p)).collect();
+        // On the real target a daemon's process is the injector, and the nydusd it started
+        // is its child: part of the daemon, not a stray.
+        let strays: Vec<u32> = processes_naming(&root)
+            .into_iter()
+            .filter(|p| {
+                !live.contains(p) && !host_facts::process::parent(*p).is_some_and(|parent| live.contains(&parent))
+            })
+            .collect();
         if !strays.is_empty() {
             let described: Vec<String> = strays
                 .iter()

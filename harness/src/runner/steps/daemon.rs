@@ -232,13 +232,28 @@ impl StepKind for Signal {
         let daemon = run.daemon(&s.daemon.value)?;
         let signal: NixSignal = s.signal.into();
         daemon.signal(signal)?;
+        // A daemon's process leads its own group; on the real target the group also holds
+        // the nydusd behind the injector, which a freeze must reach too (SIGSTOP cannot be
+        // caught and passed on).
+        if matches!(signal, NixSignal::SIGSTOP | NixSignal::SIGCONT) {
+            let pid = nix::unistd::Pid::from_raw(daemon.pid() as i32);
+            if nix::unistd::getpgid(Some(pid)) == Ok(pid) {
+                let _ = nix::sys::signal::killpg(pid, signal);
+            }
+        }
         // Delivery is asynchronous; a stop or continue is waited for, so the next
         // step sees a frozen (or running) daemon and not a race.
         if matches!(signal, NixSignal::SIGSTOP | NixSignal::SIGCONT) {
             let pid = daemon.pid();
             let deadline = std::time::Instant::now() + Duration::from_secs(5);
             let want_stopped = signal == NixSignal::SIGSTOP;
-            while host_facts::process::all_threads_stopped(pid).is_some_and(|stopped| stopped != want_stopped) {
+            // The daemon's process and, on the real target, the nydusd behind it.
+            let settled = || {
+                std::iter::once(pid)
+                    .chain(host_facts::process::children(pid))
+                    .all(|p| host_facts::process::all_threads_stopped(p).is_none_or(|stopped| stopped == want_stopped))
+            };
+            while !settled() {
                 if std::time::Instant::now() > deadline {
                     return Err(StepError::new(format!("{signal} did not take effect on pid {pid} within 5 s")));
                 }

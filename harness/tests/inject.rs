@@ -248,3 +248,54 @@ fn the_supervisor_socket_is_relayed_yet_reported_as_the_one_the_manager_named() 
     assert_eq!(info["supervisor"].as_str().map(Path::new), Some(supervisor.as_path()), "{reply}");
     assert!(head.contains(&format!("Content-Length: {}", body.len())), "the length follows the body: {reply}");
 }
+
+#[test]
+fn a_discarded_reply_leaves_the_work_done_and_the_client_without_an_answer() {
+    let bed = Bed::new();
+    let _injector =
+        bed.start("rules:\n  - when: { method: POST, path: /api/v1/mount }\n    then: [discard_reply, close]\n");
+    testkit::wait_for(&bed.sock(), "the injector's socket");
+    let body = r#"{"source":"/b","fs_type":"rafs","config":"{}"}"#;
+    let mount = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+    let mut stream = std::os::unix::net::UnixStream::connect(bed.sock()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    std::io::Write::write_all(&mut stream, mount.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut answer).unwrap();
+    assert!(answer.is_empty(), "the reply was thrown away: {}", String::from_utf8_lossy(&answer));
+    let info = testkit::exchange(&bed.sock(), b"GET /api/v1/daemon HTTP/1.1\r\n\r\n");
+    assert!(info.contains(r#""mountpoint":"/a""#), "the daemon mounted all the same: {info}");
+    let journal = bed.journal();
+    let mounted = journal.iter().find(|e| e["event"] == "request" && e["path"] == "/api/v1/mount");
+    assert_eq!(mounted.and_then(|e| e["status"].as_u64()), Some(204), "{journal:?}");
+}
+
+#[test]
+fn a_socket_directory_open_to_others_is_refused_and_nothing_is_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let bed = Bed::new();
+    std::fs::create_dir(bed.path("inject")).unwrap();
+    std::fs::set_permissions(bed.path("inject"), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut injector = bed.start("{}");
+    let status = injector.ended_within(Duration::from_secs(5));
+    assert_eq!(status.code(), Some(1));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(injector.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("inject") && stderr.contains("777"),
+        "the refusal names the directory and its mode: {stderr}"
+    );
+    assert!(!bed.events().iter().any(|e| e == "nydusd_started"), "no daemon was started");
+}
+
+#[test]
+fn requests_that_never_frame_pass_through_unmatched_and_nydusd_answers_them() {
+    let bed = Bed::new();
+    let _injector = bed.start("rules:\n  - when: { path: '*' }\n    then: [{ respond: { status: 418 } }]\n");
+    testkit::wait_for(&bed.sock(), "the injector's socket");
+    // A head that is not text is the HTTP library's business: no rule sees it, and the
+    // daemon's own 400 comes back.
+    let reply = testkit::exchange(&bed.sock(), b"GET /api/v1/\xff\xfe HTTP/1.1\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    assert!(!bed.events().iter().any(|e| e == "script"), "no rule matched unframed bytes");
+}

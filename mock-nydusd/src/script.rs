@@ -17,8 +17,9 @@
 //! ```
 //!
 //! The first rule whose `when` holds decides. Its `then` actions run in order; unless one
-//! of them answers (`reply`, `respond`, `raw`) or ends the exchange (`hang`, `close`, an
-//! exit or a fatal signal), the daemon answers normally after the last action.
+//! of them answers (`reply`, `respond`, `raw`), throws the reply away (`discard_reply`) or
+//! ends the exchange (`hang`, `close`, an exit or a fatal signal), the daemon answers
+//! normally after the last action.
 
 use std::fmt;
 use std::path::Path;
@@ -402,6 +403,10 @@ pub enum Action {
     DelayMs(u64),
     /// Let the daemon handle the request and write its reply now.
     Reply,
+    /// Let the daemon handle the request and throw its reply away: the work is done, and
+    /// the client gets what the next actions say (`respond`, `raw`, `close`), or nothing
+    /// more on this connection when none answers or ends it: the lost reply.
+    DiscardReply,
     /// Write this reply instead of the daemon's (the daemon does not see the request).
     Respond(Respond),
     /// Write these bytes verbatim.
@@ -428,6 +433,7 @@ impl Action {
         match self {
             Self::DelayMs(_) => "delay_ms",
             Self::Reply => "reply",
+            Self::DiscardReply => "discard_reply",
             Self::Respond(_) => "respond",
             Self::Raw(_) => "raw",
             Self::Hang => "hang",

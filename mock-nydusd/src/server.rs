@@ -268,21 +268,29 @@ async fn serve_request(shared: &Shared, stream: &mut UnixStream, request: &Reque
             "actions": fired.actions,
         }),
     );
-    let mut answered = false;
+    let (mut answered, mut discarded) = (false, false);
     for action in &fired.actions {
         match perform(shared, stream, &mut model, request, action).await {
             Performed::Went { answered: true } => answered = true,
             Performed::Went { answered: false } => {}
+            Performed::Discarded => discarded = true,
             Performed::Ended(flow) => return flow,
         }
     }
-    if answered { Flow::Continue } else { answer(shared, stream, &mut model, request).await }
+    match (answered, discarded) {
+        (true, _) => Flow::Continue,
+        // The reply was thrown away and nothing answered instead: the client waits.
+        (false, true) => Flow::Hang,
+        (false, false) => answer(shared, stream, &mut model, request).await,
+    }
 }
 
 /// What performing one scripted action came to.
 enum Performed {
     /// The next action follows; `answered` when this one answered the request.
     Went { answered: bool },
+    /// The daemon handled the request and its reply was thrown away.
+    Discarded,
     /// The connection's flow ends here.
     Ended(Flow),
 }
@@ -308,6 +316,12 @@ async fn perform(
             if let Flow::Close = answer(shared, stream, model, request).await {
                 return Performed::Ended(Flow::Close);
             }
+        }
+        Action::DiscardReply => {
+            if handle(shared, model, request).after == After::Exit {
+                let _ = shared.shutdown.send(true);
+            }
+            return Performed::Discarded;
         }
         Action::Respond(respond) => {
             if stream.write_all(&respond.encode()).await.is_err() {
@@ -352,6 +366,17 @@ async fn perform(
 
 /// The daemon's own answer to `request`.
 async fn answer(shared: &Shared, stream: &mut UnixStream, model: &mut Model, request: &Request) -> Flow {
+    let reply = handle(shared, model, request);
+    let written = stream.write_all(&reply.response.encode()).await;
+    if reply.after == After::Exit {
+        let _ = stream.flush().await;
+        let _ = shared.shutdown.send(true);
+    }
+    if written.is_err() { Flow::Close } else { Flow::Continue }
+}
+
+/// The daemon handles `request`, journalled, without writing the reply.
+fn handle(shared: &Shared, model: &mut Model, request: &Request) -> crate::model::Reply {
     let before = model.state();
     let reply = tokio::task::block_in_place(|| model.handle(route(request)));
     let after_state = model.state();
@@ -376,10 +401,5 @@ async fn answer(shared: &Shared, stream: &mut UnixStream, model: &mut Model, req
         shared.journal.record("abort", json!({ "path": request.path }));
         crate::death::abort();
     }
-    let written = stream.write_all(&reply.response.encode()).await;
-    if reply.after == After::Exit {
-        let _ = stream.flush().await;
-        let _ = shared.shutdown.send(true);
-    }
-    if written.is_err() { Flow::Close } else { Flow::Continue }
+    reply
 }

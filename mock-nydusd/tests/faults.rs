@@ -138,6 +138,40 @@ fn close_drops_the_connection_without_a_reply() {
 }
 
 #[test]
+fn discard_reply_does_the_work_and_the_client_gets_only_what_follows() {
+    let mut mock = MockProcess::start_scripted(
+        common::mock(),
+        &rule("{method: PUT, path: /api/v1/daemon/exit}", "[discard_reply, {respond: {status: 500}}]"),
+        &[],
+    );
+    mock.wait_for_socket();
+    let mut stream = mock.connect();
+    stream.write_all(b"PUT /api/v1/daemon/exit HTTP/1.1\r\n\r\n").unwrap();
+    // The scripted 500 is all the client sees; the daemon exited all the same.
+    assert_eq!(read_response(&mut stream), "HTTP/1.1 500 \r\nServer: Nydus API\r\nConnection: keep-alive\r\n\r\n");
+    let status = mock.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let handled = events_named(&mock, "request");
+    assert_eq!(handled.iter().map(|e| e["status"].as_u64()).collect::<Vec<_>>(), [Some(204)], "{handled:?}");
+}
+
+#[test]
+fn discard_reply_alone_leaves_the_client_waiting_on_that_connection() {
+    let mock =
+        MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/daemon/events}", "[discard_reply]"), &[]);
+    mock.wait_for_socket();
+    let mut stream = mock.connect();
+    stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    stream.write_all(GET_EVENTS).unwrap();
+    let mut byte = [0u8; 1];
+    let waited = stream.read(&mut byte).unwrap_err();
+    assert_eq!(waited.kind(), std::io::ErrorKind::WouldBlock, "nothing comes, the connection stays open");
+    // Other connections are served.
+    assert!(exchange(&mock.sock, GET_INFO).starts_with("HTTP/1.1 200 "));
+    assert_eq!(events_named(&mock, "request").iter().filter(|e| e["path"] == "/api/v1/daemon/events").count(), 1);
+}
+
+#[test]
 fn a_scripted_state_moves_the_state_machine_too() {
     let mock = MockProcess::start_scripted(
         common::mock(),

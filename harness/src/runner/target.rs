@@ -33,8 +33,10 @@ pub(crate) trait Target: Sync {
     /// is not the mock's.
     fn reader_program(&self, configured: &Path) -> std::io::Result<PathBuf>;
 
-    /// Whether `upgrade` steps can make a next build (they wrap the mock).
-    fn builds_next_versions(&self) -> bool;
+    /// Writes at `path` the next build an `upgrade` step moves a daemon to, reporting
+    /// `git_commit` where the target can be made to; `daemon_binary` is what
+    /// [`Target::daemon_binary`] gave.
+    fn write_next_build(&self, path: &Path, daemon_binary: &Path, git_commit: &str) -> std::io::Result<()>;
 }
 
 /// mock-nydusd, which is the harness binary started as `nydusd`.
@@ -84,8 +86,9 @@ impl Target for Mock {
         Ok(configured.to_owned())
     }
 
-    fn builds_next_versions(&self) -> bool {
-        true
+    /// The mock, reporting `git_commit` as its build.
+    fn write_next_build(&self, path: &Path, daemon_binary: &Path, git_commit: &str) -> std::io::Result<()> {
+        testkit::write_next_build(path, daemon_binary, git_commit)
     }
 }
 
@@ -120,7 +123,13 @@ impl Target for Real {
         std::env::current_exe()
     }
 
-    fn builds_next_versions(&self) -> bool {
-        false
+    /// The same nydusd behind the injector again: a real nydusd reports its own build, so
+    /// the upgrade is to the same release (what a hot upgrade must survive all the same).
+    fn write_next_build(&self, path: &Path, daemon_binary: &Path, _: &str) -> std::io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
+        let script = format!("#!/bin/sh\nexec -a nydusd {} \"$@\"\n", quote(&daemon_binary.display().to_string()));
+        std::fs::write(path, script)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
     }
 }

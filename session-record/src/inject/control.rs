@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::Injector;
-use super::relay::MAX_UNFRAMED;
+use super::relay::MAX_REQUEST;
 use crate::http::frame;
 
 /// Accepts control connections until the injector ends.
@@ -43,7 +43,7 @@ async fn connection(mut stream: UnixStream, injector: Arc<Injector>) {
                 return;
             }
         }
-        if bytes.len() > MAX_UNFRAMED {
+        if bytes.len() > MAX_REQUEST {
             return;
         }
         match stream.read(&mut buf).await {

@@ -10,8 +10,9 @@
 //!
 //! * requests are taken one at a time over all connections, as nydusd's one API thread
 //!   (and the mock's lock) takes them, so a `delay_ms` holds every request behind it;
-//! * `reply` passes the request on and the daemon's reply back; `respond` and `raw` answer
-//!   instead, and the request never reaches nydusd unless a `reply` comes too; `hang`,
+//! * `reply` passes the request on and the daemon's reply back; `discard_reply` passes it
+//!   on and throws the reply away (the lost reply); `respond` and `raw` answer instead,
+//!   and the request never reaches nydusd unless a `reply` comes too; `hang`,
 //!   `close` and `hang_up_all` act on the client's connections; `signal` is sent to nydusd
 //!   and `exit` kills it (SIGKILL) and ends the injector with the code;
 //! * `when.state` is the state nydusd last reported (`GET /api/v1/daemon`); before any
@@ -77,9 +78,10 @@ pub enum InjectError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// The supervisor relay could not listen.
+    /// What the injector shares with the recorder failed: its private directory (refused
+    /// when open to others or not a directory), the supervisor relay.
     #[error(transparent)]
-    Relay(#[from] super::RecordError),
+    Recorder(#[from] super::RecordError),
 }
 
 /// How the injector ends: as nydusd ended, or as a script said.
@@ -202,16 +204,6 @@ fn refuse_mock_only(script: &Script, origin: &str) -> Result<(), InjectError> {
     Ok(())
 }
 
-/// The directory for the moved sockets, 0700 when this makes it.
-fn private_dir(dir: &Path) -> Result<(), InjectError> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|source| InjectError::Io {
-        action: "create",
-        path: dir.to_owned(),
-        source,
-    })
-}
-
 async fn run(options: InjectOptions) -> Result<End, InjectError> {
     let script = match &options.script {
         Some(path) => Script::load(path)?,
@@ -226,7 +218,8 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         })?,
         None => Journal::default(),
     };
-    private_dir(&options.dir)?;
+    // Sockets others could reach would let them steer nydusd or plant a FUSE fd.
+    crate::proxy::private_dir(&options.dir)?;
     let me = std::process::id();
     let upstream = options.dir.join(format!("{me}.api.sock"));
     let command: Vec<OsString> =

@@ -3,7 +3,7 @@
 //! reply to each read whole before the next request is taken.
 //!
 //! Bytes that do not frame as a request (a head that is not text, a head or body past
-//! [`MAX_UNFRAMED`]) are nydusd's HTTP library's business: from there on the connection
+//! [`MAX_REQUEST`]) are nydusd's HTTP library's business: from there on the connection
 //! is relayed as it comes, unmatched, so nydusd answers them itself.
 
 use std::sync::Arc;
@@ -17,9 +17,14 @@ use tokio::net::UnixStream;
 use super::{End, Injector};
 use crate::http::{Message, frame};
 
-/// The most a request or reply may take before it is whole; beyond, the connection is
-/// relayed unmatched. nydusd's library refuses requests far smaller (51 200 bytes).
-pub(super) const MAX_UNFRAMED: usize = 16 * 1024 * 1024;
+/// The most a request may take before it is whole; beyond, the connection is relayed
+/// unmatched. nydusd's library refuses requests far smaller (51 200 bytes), and the
+/// mock's scripts are bounded alike.
+pub(super) const MAX_REQUEST: usize = 1024 * 1024;
+
+/// The most a reply may take before it is whole (an instance list with large
+/// configurations); beyond, the connection is relayed unmatched.
+const MAX_REPLY: usize = 16 * 1024 * 1024;
 
 /// What a connection does after one request.
 enum Flow {
@@ -153,7 +158,7 @@ fn take_request(bytes: &mut Vec<u8>) -> Taken {
         return Taken::Request(message);
     }
     let head_whole = bytes.windows(4).any(|w| w == b"\r\n\r\n");
-    if bytes.len() > MAX_UNFRAMED || (head_whole && !head_is_text(bytes)) { Taken::Unframed } else { Taken::Partial }
+    if bytes.len() > MAX_REQUEST || (head_whole && !head_is_text(bytes)) { Taken::Unframed } else { Taken::Partial }
 }
 
 fn head_is_text(bytes: &[u8]) -> bool {
@@ -188,7 +193,7 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
         process: injector.process,
     };
     let fired = injector.script.lock().unwrap_or_else(|e| e.into_inner()).on_request(incoming);
-    let Some(fired) = fired else { return pass_on(injector, ends, request).await };
+    let Some(fired) = fired else { return pass_on(injector, ends, request, Deliver::Yes).await };
     injector.journal.record(
         "script",
         json!({
@@ -200,7 +205,7 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
             "actions": fired.actions,
         }),
     );
-    let mut answered = false;
+    let (mut answered, mut discarded) = (false, false);
     for action in &fired.actions {
         match action {
             Action::DelayMs(ms) => {
@@ -212,7 +217,14 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
             }
             Action::Reply => {
                 answered = true;
-                match pass_on(injector, ends, request).await {
+                match pass_on(injector, ends, request, Deliver::Yes).await {
+                    Flow::Continue => {}
+                    other => return other,
+                }
+            }
+            Action::DiscardReply => {
+                discarded = true;
+                match pass_on(injector, ends, request, Deliver::No).await {
                     Flow::Continue => {}
                     other => return other,
                 }
@@ -261,12 +273,25 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
             }
         }
     }
-    if answered { Flow::Continue } else { pass_on(injector, ends, request).await }
+    match (answered, discarded) {
+        (true, _) => Flow::Continue,
+        // The reply was thrown away and nothing answered instead: the client waits.
+        (false, true) => Flow::Hang,
+        (false, false) => pass_on(injector, ends, request, Deliver::Yes).await,
+    }
 }
 
-/// Passes `request` on to nydusd and its reply back, journalling the exchange as the mock
-/// journals its own.
-async fn pass_on(injector: &Injector, ends: &mut Ends, request: &Message) -> Flow {
+/// Whether nydusd's reply goes on to the client.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Deliver {
+    Yes,
+    /// Thrown away (`discard_reply`).
+    No,
+}
+
+/// Passes `request` on to nydusd and (as `deliver` says) its reply back, journalling the
+/// exchange as the mock journals its own.
+async fn pass_on(injector: &Injector, ends: &mut Ends, request: &Message, deliver: Deliver) -> Flow {
     if ends.daemon.write_all(&request.raw).await.is_err() {
         let _ = ends.client.shutdown().await;
         return Flow::Close;
@@ -290,6 +315,9 @@ async fn pass_on(injector: &Injector, ends: &mut Ends, request: &Message) -> Flo
         "request",
         json!({ "method": request.method(), "path": request.path(), "query": query, "status": reply.status() }),
     );
+    if deliver == Deliver::No {
+        return Flow::Continue;
+    }
     // nydusd connects to the supervisor before it answers sendfd or takeover; the
     // manager relies on it, so the reply waits for that connection to be relayed.
     if let Some(gate) = &injector.gate {
@@ -314,7 +342,7 @@ async fn read_reply(ends: &mut Ends) -> Reply {
             message.raw = ends.replies.drain(..len).collect();
             return Reply::Whole(message);
         }
-        if ends.replies.len() > MAX_UNFRAMED {
+        if ends.replies.len() > MAX_REPLY {
             return Reply::Unframed;
         }
         match read_daemon(&ends.daemon, &mut buf).await {

@@ -43,12 +43,14 @@ pub use vm_runner as vm;
 pub const READER_ROLE: &str = "HARNESS_READER";
 
 /// Runs the injector (faults in front of a real nydusd, [`record::inject`]) if this
-/// process was started as one: as `nydusd`, with `--inject-nydusd`. The real target starts
-/// the running binary so, so every binary that runs real scenarios calls this first.
+/// process was started as one: with `--inject-nydusd` first, or as `nydusd` with it
+/// anywhere. The real target starts the running binary so, so every binary that runs real
+/// scenarios calls this first.
 pub fn run_injector_role() -> Option<std::process::ExitCode> {
     let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let flag_first = argv.get(1).is_some_and(|a| a == record::inject::options::NYDUSD_FLAG);
     let invoked_as_nydusd = argv.first().is_some_and(|a| testkit::invoked_as_mock(a));
-    (invoked_as_nydusd && record::inject::requested(&argv)).then(|| record::inject::main(argv))
+    (flag_first || (invoked_as_nydusd && record::inject::requested(&argv))).then(|| record::inject::main(argv))
 }
 
 /// Runs the reader workload if this process was started as one; prints its stats as JSON.

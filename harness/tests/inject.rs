@@ -299,3 +299,18 @@ fn requests_that_never_frame_pass_through_unmatched_and_nydusd_answers_them() {
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     assert!(!bed.events().iter().any(|e| e == "script"), "no rule matched unframed bytes");
 }
+
+#[test]
+fn a_command_line_with_no_api_socket_is_the_real_nydusds_alone() {
+    let bed = Bed::new();
+    // `--version` is what the manager compares builds by at a restart: it must be the
+    // daemon's own, not the injector's (the harness's mock would answer another build).
+    let through = Command::new(bed.path("nydusd"))
+        .args(["--inject-nydusd".as_ref(), bed.path("mock-nydusd").as_os_str(), "--version".as_ref()])
+        .output()
+        .unwrap();
+    let direct = Command::new(bed.path("mock-nydusd")).arg("--version").output().unwrap();
+    assert!(through.status.success(), "{through:?}");
+    assert_eq!(through.stdout, direct.stdout);
+    assert!(!bed.path("inject").exists(), "nothing of the injector's was made");
+}

@@ -14,7 +14,6 @@ use serde_json::json;
 use super::error::RunError;
 use super::target::{self, Target};
 use super::{Run, image};
-use crate::record;
 use crate::scenario::model::{DaemonSpec, InstanceSpec, Target as TargetName};
 
 impl Run<'_> {
@@ -68,12 +67,11 @@ impl Run<'_> {
         (args, self.per_daemon_flags(fuse))
     }
 
-    /// The injector's flags in front of the real nydusd `nydusd`: the same journal, its
-    /// sockets' directory; per daemon, [`Run::per_daemon_flags`].
-    pub(super) fn injector_args(&self, nydusd: &Path) -> (Vec<OsString>, PerDaemonArgs) {
+    /// The injector's flags (the real nydusd is named by its wrapper,
+    /// [`super::target::Target::daemon_binary`]): the same journal, its sockets' directory;
+    /// per daemon, [`Run::per_daemon_flags`].
+    pub(super) fn injector_args(&self) -> (Vec<OsString>, PerDaemonArgs) {
         let args: Vec<OsString> = vec![
-            record::inject::options::NYDUSD_FLAG.into(),
-            nydusd.into(),
             "--inject-dir".into(),
             self.root.path().join("inject").into(),
             "--mock-journal".into(),

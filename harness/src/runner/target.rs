@@ -33,6 +33,12 @@ pub(crate) trait Target: Sync {
     /// is not the mock's.
     fn reader_program(&self, configured: &Path) -> std::io::Result<PathBuf>;
 
+    /// The process a `signal` step's SIGKILL goes to, for the daemon process `pid`: the
+    /// process itself, or the real nydusd behind the injector, whose death the injector
+    /// then mirrors, so that the death the manager sees comes after nydusd's (a SIGKILL to
+    /// the injector reaches nydusd only a moment later, by PR_SET_PDEATHSIG).
+    fn sigkill_target(&self, pid: u32) -> u32;
+
     /// Writes at `path` the next build an `upgrade` step moves a daemon to, reporting
     /// `git_commit` where the target can be made to; `daemon_binary` is what
     /// [`Target::daemon_binary`] gave.
@@ -86,6 +92,10 @@ impl Target for Mock {
         Ok(configured.to_owned())
     }
 
+    fn sigkill_target(&self, pid: u32) -> u32 {
+        pid
+    }
+
     /// The mock, reporting `git_commit` as its build.
     fn write_next_build(&self, path: &Path, daemon_binary: &Path, git_commit: &str) -> std::io::Result<()> {
         testkit::write_next_build(path, daemon_binary, git_commit)
@@ -93,14 +103,30 @@ impl Target for Mock {
 }
 
 impl Target for Real {
-    /// The injector (this binary, linked in as `nydusd`), which starts the real nydusd
-    /// behind it ([`crate::record::inject`]).
-    fn daemon_binary(&self, root: &Layout, _: &Path) -> std::io::Result<PathBuf> {
-        testkit::link_mock(root.root(), &std::env::current_exe()?)
+    /// The injector (this binary, started as `nydusd` with the real one named), which
+    /// starts the real nydusd behind it ([`crate::record::inject`]); a command line with no
+    /// API socket (`--version`, which the manager compares builds by) is the real one's.
+    fn daemon_binary(&self, root: &Layout, configured: &Path) -> std::io::Result<PathBuf> {
+        use std::os::unix::fs::PermissionsExt;
+        let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
+        let bin = root.root().join("bin");
+        std::fs::create_dir_all(&bin)?;
+        let injector = bin.join("nydusd");
+        // /bin/sh, and no `exec -a`: a VM guest has busybox's sh and no bash. The flag
+        // first is what makes the binary the injector whatever its name.
+        let script = format!(
+            "#!/bin/sh\nexec {} {} {} \"$@\"\n",
+            quote(&std::env::current_exe()?),
+            crate::record::inject::options::NYDUSD_FLAG,
+            quote(configured)
+        );
+        std::fs::write(&injector, script)?;
+        std::fs::set_permissions(&injector, std::fs::Permissions::from_mode(0o755))?;
+        Ok(injector)
     }
 
     fn daemon_args(&self, run: &Run<'_>) -> (Vec<OsString>, PerDaemonArgs) {
-        run.injector_args(&run.config.nydusd)
+        run.injector_args()
     }
 
     /// The injector journals each exchange in the mock's format, in the mock's file.
@@ -123,12 +149,19 @@ impl Target for Real {
         std::env::current_exe()
     }
 
+    fn sigkill_target(&self, pid: u32) -> u32 {
+        match host_facts::process::children(pid)[..] {
+            [nydusd] => nydusd,
+            _ => pid,
+        }
+    }
+
     /// The same nydusd behind the injector again: a real nydusd reports its own build, so
     /// the upgrade is to the same release (what a hot upgrade must survive all the same).
     fn write_next_build(&self, path: &Path, daemon_binary: &Path, _: &str) -> std::io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
-        let script = format!("#!/bin/sh\nexec -a nydusd {} \"$@\"\n", quote(&daemon_binary.display().to_string()));
+        let script = format!("#!/bin/sh\nexec {} \"$@\"\n", quote(&daemon_binary.display().to_string()));
         std::fs::write(path, script)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
     }

@@ -118,6 +118,12 @@ pub(crate) struct Injector {
     daemon: host_facts::pidfd::PidFd,
     /// A scripted end (`exit`), carried out by the main loop.
     end: tokio::sync::mpsc::UnboundedSender<End>,
+    /// Set when a fatal action fired (a fatal signal, `exit`): nydusd is dying, and no
+    /// request is passed on any more, as nothing is answered once the mock raised it.
+    dying: std::sync::atomic::AtomicBool,
+    /// Client connections with a connection to nydusd open: when nydusd ends, the
+    /// injector waits for them to pass on what nydusd sent last (the exit API's reply).
+    relaying: std::sync::atomic::AtomicUsize,
 }
 
 impl Injector {
@@ -141,6 +147,15 @@ pub fn main(argv: Vec<OsString>) -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // A command line with no API socket is no daemon to stand in front of (`--version`,
+    // which the manager reads at a restart to compare builds; `--help`): it is nydusd's
+    // alone, so nydusd replaces the injector.
+    if move_apisock(&options.daemon_args, Path::new("/")).is_none() {
+        use std::os::unix::process::CommandExt;
+        let error = std::process::Command::new(&options.nydusd).args(&options.daemon_args).exec();
+        eprintln!("nydusd (injector): cannot run {}: {error}", options.nydusd.display());
+        return std::process::ExitCode::from(1);
+    }
     // One thread: nydusd is spawned from it, and PR_SET_PDEATHSIG fires when the thread
     // that forked ends, not the process.
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
@@ -218,14 +233,15 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         })?,
         None => Journal::default(),
     };
+    let dir = options.dir.clone().ok_or_else(|| InjectError::Usage("--inject-dir is required".into()))?;
     // Sockets others could reach would let them steer nydusd or plant a FUSE fd.
-    crate::proxy::private_dir(&options.dir)?;
+    crate::proxy::private_dir(&dir)?;
     let me = std::process::id();
-    let upstream = options.dir.join(format!("{me}.api.sock"));
+    let upstream = dir.join(format!("{me}.api.sock"));
     let command: Vec<OsString> =
         std::iter::once(options.nydusd.clone().into_os_string()).chain(options.daemon_args.iter().cloned()).collect();
     let (mut command, listen) = move_apisock(&command, &upstream).ok_or(InjectError::NoApisock)?;
-    let relayed = options.dir.join(format!("{me}.supervisor.sock"));
+    let relayed = dir.join(format!("{me}.supervisor.sock"));
     let mut supervisor_paths = None;
     let relay = match move_supervisor(&command, &relayed) {
         Some((moved, original)) => {
@@ -274,6 +290,8 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         supervisor_paths,
         daemon,
         end: end_tx,
+        dying: std::sync::atomic::AtomicBool::new(false),
+        relaying: std::sync::atomic::AtomicUsize::new(0),
     });
     forward_signals(&injector)?;
     if let Some(death) = startup.die_after.clone() {
@@ -283,11 +301,15 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
             match death.exit {
                 Some(code) => {
                     injector.journal.record("exit", json!({ "code": code, "scripted": true }));
+                    injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
                     let _ = injector.end.send(End::Code(code));
                 }
                 None => {
                     let signal = death.signal.unwrap_or(SignalName::Kill);
                     injector.journal.record("raise", json!({ "signal": signal, "scripted": true }));
+                    if signal.is_fatal() {
+                        injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
+                    }
                     injector.signal_daemon(signal.signal());
                 }
             }
@@ -297,12 +319,12 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         let listener = bind(path)?;
         tokio::spawn(control::serve(listener, injector.clone()));
     }
-    let serving = serve_api(injector.clone(), listen.clone(), startup);
-    tokio::pin!(serving);
+    // Boxed, to be dropped (with its listener) the moment nydusd ends.
+    let mut serving = Box::pin(serve_api(injector.clone(), listen.clone(), startup));
     let supervisor = async {
         match relay {
             Some(relay) => {
-                let log = options.dir.join(format!("{me}.supervisor.jsonl"));
+                let log = dir.join(format!("{me}.supervisor.jsonl"));
                 let sink = super::recording::Sink::create(&log).map_err(|source| InjectError::Io {
                     action: "create",
                     path: log,
@@ -341,6 +363,16 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
             return Err(e);
         }
     };
+    // nydusd is gone: nothing more is accepted (a client now finds the socket refusing, as
+    // nydusd's own would), and the relays of open connections see nydusd's close.
+    drop(serving);
+    // What nydusd wrote before it ended (the exit API's 204) is still on its way to the
+    // client: every connection ends once it read nydusd's close, within a bound for one
+    // held by a `hang`.
+    let drained = tokio::time::Instant::now() + Duration::from_millis(500);
+    while injector.relaying.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < drained {
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
     let signal = status.signal().and_then(|s| Signal::try_from(s).ok());
     injector.journal.record(
         "nydusd_exited",

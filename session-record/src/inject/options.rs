@@ -16,8 +16,9 @@ pub const NYDUSD_FLAG: &str = "--inject-nydusd";
 pub struct InjectOptions {
     /// The real nydusd.
     pub nydusd: PathBuf,
-    /// A private directory for the moved sockets (made 0700 when missing).
-    pub dir: PathBuf,
+    /// A private directory for the moved sockets (made 0700 when missing); required when
+    /// the command line names an API socket to stand on.
+    pub dir: Option<PathBuf>,
     /// The script (the mock's format), when given.
     pub script: Option<PathBuf>,
     /// The journal (the mock's format, `source: inject`), when given.
@@ -74,7 +75,6 @@ impl InjectOptions {
             *slot = Some(value);
         }
         let nydusd = nydusd.ok_or_else(|| InjectError::Usage(format!("{NYDUSD_FLAG} names no nydusd")))?;
-        let dir = dir.ok_or_else(|| InjectError::Usage("--inject-dir is required".into()))?;
         let process = match process {
             None => 1,
             Some(value) => value
@@ -85,7 +85,7 @@ impl InjectOptions {
         };
         Ok(Self {
             nydusd: nydusd.into(),
-            dir: dir.into(),
+            dir: dir.map(Into::into),
             script: script.map(Into::into),
             journal: journal.map(Into::into),
             process,
@@ -122,7 +122,7 @@ mod tests {
         assert!(requested(&line));
         let options = InjectOptions::parse(&line).unwrap();
         assert_eq!(options.nydusd, PathBuf::from("/usr/bin/nydusd"));
-        assert_eq!(options.dir, PathBuf::from("/r/inject"));
+        assert_eq!(options.dir, Some(PathBuf::from("/r/inject")));
         assert_eq!(options.process, 2);
         assert_eq!(options.script, Some(PathBuf::from("/r/s.json")));
         assert_eq!(options.daemon_args, argv(&["--apisock", "/r/api.sock", "--id", "d1"]));

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mock_nydusd::script::{Action, Incoming, State};
 use serde_json::json;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use super::{End, Injector};
@@ -66,6 +66,7 @@ async fn serve(client: UnixStream, injector: &Injector) {
             return;
         }
     };
+    let _relaying = Relaying::count(injector);
     let mut ends = Ends { client, daemon, requests: Vec::new(), replies: Vec::new() };
     let (mut from_client, mut from_daemon) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
     loop {
@@ -78,7 +79,7 @@ async fn serve(client: UnixStream, injector: &Injector) {
             match flow {
                 Flow::Continue => {}
                 Flow::Close => return,
-                Flow::Hang => std::future::pending::<()>().await,
+                Flow::Hang => return hold(ends).await,
                 Flow::Unmatched => return unmatched(ends).await,
             }
         }
@@ -139,6 +140,22 @@ async fn next_read(ends: &Ends, from_client: &mut [u8], from_daemon: &mut [u8]) 
     }
 }
 
+/// Counts a connection to nydusd as open in [`Injector::relaying`] until dropped.
+struct Relaying<'a>(&'a Injector);
+
+impl<'a> Relaying<'a> {
+    fn count(injector: &'a Injector) -> Self {
+        injector.relaying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(injector)
+    }
+}
+
+impl Drop for Relaying<'_> {
+    fn drop(&mut self) {
+        self.0.relaying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// What the start of the client's bytes holds.
 enum Taken {
     /// A whole request, taken out.
@@ -166,6 +183,13 @@ fn head_is_text(bytes: &[u8]) -> bool {
     std::str::from_utf8(&bytes[..end]).is_ok()
 }
 
+/// The client's connection kept open and never answered again, until nydusd closes its
+/// side (its death), as a hung connection of the mock's lasts until the mock's death.
+async fn hold(mut ends: Ends) {
+    let mut buf = vec![0u8; 4096];
+    while matches!(ends.daemon.read(&mut buf).await, Ok(n) if n > 0) {}
+}
+
 /// The rest of the connection relayed as it comes, both ways.
 async fn unmatched(mut ends: Ends) {
     if !ends.requests.is_empty() && ends.daemon.write_all(&ends.requests).await.is_err() {
@@ -181,6 +205,9 @@ async fn unmatched(mut ends: Ends) {
 /// on when none fires).
 async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Flow {
     let _turn = injector.turn.lock().await;
+    if injector.dying.load(std::sync::atomic::Ordering::SeqCst) {
+        return Flow::Hang;
+    }
     let target = request.target();
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
     let incoming = Incoming {
@@ -258,12 +285,16 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
             }
             Action::Exit(code) => {
                 injector.journal.record("exit", json!({ "code": code, "scripted": true }));
+                injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
                 let _ = injector.end.send(End::Code(*code));
                 // The injector ends with nydusd; the connection closes with it.
                 return Flow::Hang;
             }
             Action::Signal(name) => {
                 injector.journal.record("raise", json!({ "signal": name }));
+                if name.is_fatal() {
+                    injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
+                }
                 injector.signal_daemon(name.signal());
                 if name.is_fatal() {
                     // nydusd is dying and the injector follows it: nothing more is

@@ -231,7 +231,26 @@ impl StepKind for Signal {
     async fn run(run: &Run<'_>, s: &SignalStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
         let signal: NixSignal = s.signal.into();
-        daemon.signal(signal)?;
+        match run.target().sigkill_target(daemon.pid()) {
+            behind if signal == NixSignal::SIGKILL && behind != daemon.pid() => {
+                let pidfd = host_facts::pidfd::PidFd::open(behind)
+                    .map_err(|e| StepError::new(format!("cannot reach pid {behind} behind {}: {e}", daemon.pid())))?;
+                pidfd
+                    .send_signal(signal)
+                    .map_err(|e| StepError::new(format!("cannot signal pid {behind} behind {}: {e}", daemon.pid())))?;
+                // The daemon's process ends as nydusd did, a moment later: the step ends
+                // when it has, as a SIGKILL to the daemon's own process would.
+                let pid = daemon.pid();
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while host_facts::process::state(pid).is_some_and(|s| s != 'Z') {
+                    if std::time::Instant::now() > deadline {
+                        return Err(StepError::new(format!("pid {pid} outlived its nydusd's SIGKILL by 5 s")));
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            _ => daemon.signal(signal)?,
+        }
         // A daemon's process leads its own group; on the real target the group also holds
         // the nydusd behind the injector, which a freeze must reach too (SIGSTOP cannot be
         // caught and passed on).

@@ -195,7 +195,7 @@ fn fscache_group(kernel: &Path, modules: &[PathBuf], target: &[&str], binaries: 
     for binary in binaries {
         vm_args.extend(["--binary".into(), binary.into()]);
     }
-    let mut command = run.command_with(kernel, 200, &vm_args, &inside);
+    let mut command = run.command_with(kernel, 300, &vm_args, &inside);
     let output = command.stdin(Stdio::null()).output()?;
     let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     check(output.status.code() == Some(0), || format!("exit {:?}\n{stdout}{stderr}", output.status.code()))?;

@@ -99,6 +99,17 @@ impl Injector {
     }
 }
 
+impl Injector {
+    /// Waits for the injector to refuse to start (exit 1) and returns what it printed.
+    fn refusal(&mut self) -> String {
+        let status = self.ended_within(Duration::from_secs(5));
+        assert_eq!(status.code(), Some(1), "{status:?}");
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        stderr
+    }
+}
+
 impl Drop for Injector {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -212,10 +223,7 @@ fn what_only_the_mock_can_do_is_refused_naming_the_rule_and_nothing_is_started()
     let bed = Bed::new();
     let mut injector =
         bed.start("rules:\n  - name: lie\n    when: { path: /api/v1/daemon }\n    then: [{ state: INIT }]\n");
-    let status = injector.ended_within(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(1));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(injector.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = injector.refusal();
     assert!(
         stderr.contains("rule 1 (lie): `state`: a real nydusd reports its own state"),
         "the refusal names the rule: {stderr}"
@@ -277,12 +285,9 @@ fn a_socket_directory_open_to_others_is_refused_and_nothing_is_started() {
     std::fs::create_dir(bed.path("inject")).unwrap();
     std::fs::set_permissions(bed.path("inject"), std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut injector = bed.start("{}");
-    let status = injector.ended_within(Duration::from_secs(5));
-    assert_eq!(status.code(), Some(1));
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(injector.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = injector.refusal();
     assert!(
-        stderr.contains("inject") && stderr.contains("777"),
+        stderr.contains(&format!("{} is open to other users (mode 777)", bed.path("inject").display())),
         "the refusal names the directory and its mode: {stderr}"
     );
     assert!(!bed.events().iter().any(|e| e == "nydusd_started"), "no daemon was started");

@@ -43,6 +43,11 @@ impl Message {
         target.split_once('?').map(|(p, _)| p).unwrap_or(target)
     }
 
+    /// The request's query, without the `?` (empty when it has none).
+    pub fn query(&self) -> &str {
+        self.target().split_once('?').map(|(_, q)| q).unwrap_or("")
+    }
+
     /// The reply's status code.
     pub fn status(&self) -> Option<u16> {
         self.start.split(' ').nth(1)?.parse().ok()

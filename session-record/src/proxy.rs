@@ -236,26 +236,56 @@ async fn relay(
 /// through the gap keeps the proxy's CPU awake and the call as fast as going direct
 /// (`harness bench` prints the figure). It costs CPU only during a session: a connection
 /// quiet this long goes back to sleeping.
-pub(crate) const POLL_AFTER_PIECE: Duration = Duration::from_micros(200);
+const POLL_AFTER_PIECE: Duration = Duration::from_micros(200);
+
+/// Whether a connection whose last piece passed at `last_piece_ns` (CLOCK_MONOTONIC) is
+/// still polled rather than left to epoll.
+pub(crate) fn still_polling(last_piece_ns: u64) -> bool {
+    poll_between_pieces() && monotonic_ns().saturating_sub(last_piece_ns) < POLL_AFTER_PIECE.as_nanos() as u64
+}
 
 /// Whether polling can help: with one CPU the proxy would take it from the daemon it
 /// waits for.
-pub(crate) fn poll_between_pieces() -> bool {
+fn poll_between_pieces() -> bool {
     static MANY_CPUS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *MANY_CPUS.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
-/// Reads what `from` has: while the connection's last piece is recent, by trying and
-/// yielding to the runtime between tries (each yield polls the reactor, and other
-/// connections go on), then by waiting for readiness.
-async fn read_piece(
-    from: &tokio::net::unix::OwnedReadHalf,
-    buf: &mut [u8],
-    last_piece: &AtomicU64,
-) -> std::io::Result<usize> {
+/// A Unix stream end a proxy reads from: a whole stream (the injector) or a read half
+/// (the recorder).
+pub(crate) trait PollRead {
+    /// Reads what is there now (`WouldBlock` when nothing is).
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    /// Waits until a read would not block.
+    async fn readable(&self) -> std::io::Result<()>;
+}
+
+impl PollRead for tokio::net::unix::OwnedReadHalf {
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        tokio::net::unix::OwnedReadHalf::try_read(self, buf)
+    }
+
+    async fn readable(&self) -> std::io::Result<()> {
+        tokio::net::unix::OwnedReadHalf::readable(self).await
+    }
+}
+
+impl PollRead for UnixStream {
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        UnixStream::try_read(self, buf)
+    }
+
+    async fn readable(&self) -> std::io::Result<()> {
+        UnixStream::readable(self).await
+    }
+}
+
+/// Reads what `from` has: while the connection's last piece is recent (`last_piece`, in
+/// CLOCK_MONOTONIC ns), by trying and yielding to the runtime between tries (each yield
+/// polls the reactor, and other connections go on), then by waiting for readiness.
+pub(crate) async fn read_piece(from: &impl PollRead, buf: &mut [u8], last_piece: &AtomicU64) -> std::io::Result<usize> {
     loop {
-        let polling = poll_between_pieces()
-            && monotonic_ns().saturating_sub(last_piece.load(Ordering::Relaxed)) < POLL_AFTER_PIECE.as_nanos() as u64;
+        let polling = still_polling(last_piece.load(Ordering::Relaxed));
         if !polling {
             from.readable().await?;
         }

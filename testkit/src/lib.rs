@@ -18,7 +18,7 @@ mod root;
 pub use process::{
     MockProcess, exchange, pids_naming, read_reply_into, read_response, reported_state, rss_kb, wait_for,
 };
-pub use root::{MockRoot, link_mock, private_tempdir, write_next_build};
+pub use root::{MockRoot, link_mock, private_tempdir, shell_quote, write_next_build, write_script};
 
 use std::ffi::OsStr;
 use std::path::Path;

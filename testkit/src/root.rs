@@ -41,14 +41,25 @@ impl MockRoot {
 /// Writes at `path` a "new build" of `mock` that reports `git_commit`: a script running
 /// it under the name `nydusd` with `--mock-git-commit`.
 pub fn write_next_build(path: &Path, mock: &Path, git_commit: &str) -> std::io::Result<()> {
-    // Single-quoted, so that a path with a space (or a quote) still works.
-    let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
-    let script = format!(
-        "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
-        quote(&mock.display().to_string()),
-        quote(git_commit)
-    );
-    std::fs::write(path, script)?;
+    write_script(
+        path,
+        &format!(
+            "#!/bin/bash\nexec -a nydusd {} \"$@\" --mock-git-commit {}\n",
+            shell_quote(&mock.display().to_string()),
+            shell_quote(git_commit)
+        ),
+    )
+}
+
+/// `text` single-quoted for a shell, so that a path with a space, a quote or a newline
+/// stays one word.
+pub fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+/// Writes the script `text` at `path`, executable by its owner and others (0755).
+pub fn write_script(path: &Path, text: &str) -> std::io::Result<()> {
+    std::fs::write(path, text)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
 }
 

@@ -107,8 +107,6 @@ impl Target for Real {
     /// starts the real nydusd behind it ([`crate::record::inject`]); a command line with no
     /// API socket (`--version`, which the manager compares builds by) is the real one's.
     fn daemon_binary(&self, root: &Layout, configured: &Path) -> std::io::Result<PathBuf> {
-        use std::os::unix::fs::PermissionsExt;
-        let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
         let bin = root.root().join("bin");
         std::fs::create_dir_all(&bin)?;
         let injector = bin.join("nydusd");
@@ -116,12 +114,11 @@ impl Target for Real {
         // first is what makes the binary the injector whatever its name.
         let script = format!(
             "#!/bin/sh\nexec {} {} {} \"$@\"\n",
-            quote(&std::env::current_exe()?),
+            testkit::shell_quote(&std::env::current_exe()?.display().to_string()),
             crate::record::inject::options::NYDUSD_FLAG,
-            quote(configured)
+            testkit::shell_quote(&configured.display().to_string())
         );
-        std::fs::write(&injector, script)?;
-        std::fs::set_permissions(&injector, std::fs::Permissions::from_mode(0o755))?;
+        testkit::write_script(&injector, &script)?;
         Ok(injector)
     }
 
@@ -159,10 +156,7 @@ impl Target for Real {
     /// The same nydusd behind the injector again: a real nydusd reports its own build, so
     /// the upgrade is to the same release (what a hot upgrade must survive all the same).
     fn write_next_build(&self, path: &Path, daemon_binary: &Path, _: &str) -> std::io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let quote = |text: &str| format!("'{}'", text.replace('\'', r"'\''"));
-        let script = format!("#!/bin/sh\nexec {} \"$@\"\n", quote(&daemon_binary.display().to_string()));
-        std::fs::write(path, script)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        let script = format!("#!/bin/sh\nexec {} \"$@\"\n", testkit::shell_quote(&daemon_binary.display().to_string()));
+        testkit::write_script(path, &script)
     }
 }

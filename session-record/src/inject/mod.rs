@@ -65,6 +65,17 @@ pub enum InjectError {
     /// The script cannot be read or is invalid.
     #[error(transparent)]
     Script(#[from] mock_nydusd::script::ScriptError),
+    /// The sockets' directory is open to other users.
+    #[error(
+        "{} is open to other users (mode {mode:o}); its sockets would let them steer nydusd or plant a FUSE fd: give a new directory, or `chmod 700` this one",
+        path.display()
+    )]
+    NotPrivate {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The script asks for what only the mock can do.
     #[error("{0}")]
     MockOnly(String),
@@ -78,8 +89,8 @@ pub enum InjectError {
         /// Why it failed.
         source: std::io::Error,
     },
-    /// What the injector shares with the recorder failed: its private directory (refused
-    /// when open to others or not a directory), the supervisor relay.
+    /// What the injector shares with the recorder failed: its private directory (not a
+    /// directory), the supervisor relay.
     #[error(transparent)]
     Recorder(#[from] super::RecordError),
 }
@@ -123,12 +134,30 @@ pub(crate) struct Injector {
     dying: std::sync::atomic::AtomicBool,
     /// Client connections with a connection to nydusd open: when nydusd ends, the
     /// injector waits for them to pass on what nydusd sent last (the exit API's reply).
-    relaying: std::sync::atomic::AtomicUsize,
+    relaying: watch::Sender<usize>,
 }
 
 impl Injector {
     fn state(&self) -> State {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A scripted exit (a rule's `exit`, `startup.die_after.exit`): nothing more is
+    /// answered, and the main loop kills nydusd and ends with `code`.
+    fn exit(&self, code: i32) {
+        self.journal.record("exit", json!({ "code": code, "scripted": true }));
+        self.dying.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = self.end.send(End::Code(code));
+    }
+
+    /// A scripted signal to nydusd, journalled as `raise` with `fields`; after a fatal one
+    /// nothing more is answered.
+    fn raise(&self, signal: SignalName, fields: serde_json::Value) {
+        self.journal.record("raise", fields);
+        if signal.is_fatal() {
+            self.dying.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        self.signal_daemon(signal.signal());
     }
 
     fn signal_daemon(&self, signal: Signal) {
@@ -234,8 +263,10 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         None => Journal::default(),
     };
     let dir = options.dir.clone().ok_or_else(|| InjectError::Usage("--inject-dir is required".into()))?;
-    // Sockets others could reach would let them steer nydusd or plant a FUSE fd.
-    crate::proxy::private_dir(&dir)?;
+    crate::proxy::private_dir(&dir).map_err(|e| match e {
+        super::RecordError::NotPrivate { path, mode } => InjectError::NotPrivate { path, mode },
+        other => other.into(),
+    })?;
     let me = std::process::id();
     let upstream = dir.join(format!("{me}.api.sock"));
     let command: Vec<OsString> =
@@ -291,7 +322,7 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         daemon,
         end: end_tx,
         dying: std::sync::atomic::AtomicBool::new(false),
-        relaying: std::sync::atomic::AtomicUsize::new(0),
+        relaying: watch::channel(0).0,
     });
     forward_signals(&injector)?;
     if let Some(death) = startup.die_after.clone() {
@@ -299,18 +330,10 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(death.ms)).await;
             match death.exit {
-                Some(code) => {
-                    injector.journal.record("exit", json!({ "code": code, "scripted": true }));
-                    injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
-                    let _ = injector.end.send(End::Code(code));
-                }
+                Some(code) => injector.exit(code),
                 None => {
                     let signal = death.signal.unwrap_or(SignalName::Kill);
-                    injector.journal.record("raise", json!({ "signal": signal, "scripted": true }));
-                    if signal.is_fatal() {
-                        injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
-                    }
-                    injector.signal_daemon(signal.signal());
+                    injector.raise(signal, json!({ "signal": signal, "scripted": true }));
                 }
             }
         });
@@ -357,7 +380,10 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
             return Err(e);
         }
         served = &mut supervisor => {
-            let e = served.err().unwrap_or(InjectError::Usage("the supervisor relay ended".into()));
+            let e = match served {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
             injector.signal_daemon(Signal::SIGKILL);
             let _ = child.wait().await;
             return Err(e);
@@ -369,10 +395,8 @@ async fn run(options: InjectOptions) -> Result<End, InjectError> {
     // What nydusd wrote before it ended (the exit API's 204) is still on its way to the
     // client: every connection ends once it read nydusd's close, within a bound for one
     // held by a `hang`.
-    let drained = tokio::time::Instant::now() + Duration::from_millis(500);
-    while injector.relaying.load(std::sync::atomic::Ordering::SeqCst) > 0 && tokio::time::Instant::now() < drained {
-        tokio::time::sleep(Duration::from_micros(200)).await;
-    }
+    let mut relaying = injector.relaying.subscribe();
+    let _ = tokio::time::timeout(Duration::from_millis(500), relaying.wait_for(|open| *open == 0)).await;
     let signal = status.signal().and_then(|s| Signal::try_from(s).ok());
     injector.journal.record(
         "nydusd_exited",
@@ -460,8 +484,13 @@ async fn serve_api(
     startup: mock_nydusd::script::Startup,
 ) -> Result<std::convert::Infallible, InjectError> {
     // The socket file appears at bind(), before listen(): a probe connection that is
-    // accepted (and closed at once) shows nydusd listens.
-    while std::os::unix::net::UnixStream::connect(&injector.upstream).is_err() {
+    // accepted (and closed at once) shows nydusd listens. Not through the link to what the
+    // manager's path held (see `run`): a live socket there is another process's.
+    let nydusd_listens = |path: &Path| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            && std::os::unix::net::UnixStream::connect(path).is_ok()
+    };
+    while !nydusd_listens(&injector.upstream) {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     injector.journal.record("nydusd_listening", json!({ "after_ms": injector.started.elapsed().as_millis() as u64 }));

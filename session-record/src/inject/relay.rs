@@ -9,12 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use mock_nydusd::journal::monotonic_ns;
 use mock_nydusd::script::{Action, Incoming, State};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{End, Injector};
+use super::Injector;
 use crate::http::{Message, frame};
 
 /// The most a request may take before it is whole; beyond, the connection is relayed
@@ -46,7 +47,13 @@ struct Ends {
     requests: Vec<u8>,
     /// nydusd bytes not yet taken as a reply.
     replies: Vec<u8>,
+    /// Where each end's reads land, reused for every read of the connection.
+    from_client: Vec<u8>,
+    from_daemon: Vec<u8>,
 }
+
+/// The most one read takes from either end.
+const READ_SIZE: usize = 64 * 1024;
 
 /// Serves `client` until either end closes or every connection is hung up.
 pub(super) async fn connection(client: UnixStream, injector: Arc<Injector>) {
@@ -67,8 +74,14 @@ async fn serve(client: UnixStream, injector: &Injector) {
         }
     };
     let _relaying = Relaying::count(injector);
-    let mut ends = Ends { client, daemon, requests: Vec::new(), replies: Vec::new() };
-    let (mut from_client, mut from_daemon) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    let mut ends = Ends {
+        client,
+        daemon,
+        requests: Vec::new(),
+        replies: Vec::new(),
+        from_client: vec![0u8; READ_SIZE],
+        from_daemon: vec![0u8; READ_SIZE],
+    };
     loop {
         loop {
             let flow = match take_request(&mut ends.requests) {
@@ -83,13 +96,17 @@ async fn serve(client: UnixStream, injector: &Injector) {
                 Flow::Unmatched => return unmatched(ends).await,
             }
         }
-        match next_read(&ends, &mut from_client, &mut from_daemon).await {
-            Read::Client(n) => ends.requests.extend_from_slice(&from_client[..n]),
+        match next_read(&mut ends).await {
+            Read::Client(n) => {
+                let Ends { requests, from_client, .. } = &mut ends;
+                requests.extend_from_slice(&from_client[..n]);
+            }
             Read::ClientClosed => return,
             // Bytes nydusd sends unasked (or its close) pass on at once: the liveness
             // monitor's idle connection reads a hang-up as the death it is.
             Read::Daemon(n) => {
-                if ends.client.write_all(&from_daemon[..n]).await.is_err() {
+                let Ends { client, from_daemon, .. } = &mut ends;
+                if client.write_all(&from_daemon[..n]).await.is_err() {
                     return;
                 }
             }
@@ -110,25 +127,25 @@ enum Read {
 }
 
 /// The next bytes from either end. Right after an exchange the ends are polled (see
-/// [`crate::proxy::POLL_AFTER_PIECE`]): a client's next call usually follows within
+/// [`crate::proxy::still_polling`]): a client's next call usually follows within
 /// microseconds, and a wake-up from epoll costs more than the whole relay.
-async fn next_read(ends: &Ends, from_client: &mut [u8], from_daemon: &mut [u8]) -> Read {
-    let quiet_since = std::time::Instant::now();
+async fn next_read(ends: &mut Ends) -> Read {
+    let quiet_since = monotonic_ns();
     loop {
-        let polling = crate::proxy::poll_between_pieces() && quiet_since.elapsed() < crate::proxy::POLL_AFTER_PIECE;
+        let polling = crate::proxy::still_polling(quiet_since);
         if !polling {
             tokio::select! {
                 _ = ends.client.readable() => {}
                 _ = ends.daemon.readable() => {}
             }
         }
-        match ends.client.try_read(from_client) {
+        match ends.client.try_read(&mut ends.from_client) {
             Ok(0) => return Read::ClientClosed,
             Ok(n) => return Read::Client(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return Read::ClientClosed,
         }
-        match ends.daemon.try_read(from_daemon) {
+        match ends.daemon.try_read(&mut ends.from_daemon) {
             Ok(0) => return Read::DaemonClosed,
             Ok(n) => return Read::Daemon(n),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
@@ -145,14 +162,14 @@ struct Relaying<'a>(&'a Injector);
 
 impl<'a> Relaying<'a> {
     fn count(injector: &'a Injector) -> Self {
-        injector.relaying.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        injector.relaying.send_modify(|open| *open += 1);
         Self(injector)
     }
 }
 
 impl Drop for Relaying<'_> {
     fn drop(&mut self) {
-        self.0.relaying.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.relaying.send_modify(|open| *open -= 1);
     }
 }
 
@@ -186,8 +203,7 @@ fn head_is_text(bytes: &[u8]) -> bool {
 /// The client's connection kept open and never answered again, until nydusd closes its
 /// side (its death), as a hung connection of the mock's lasts until the mock's death.
 async fn hold(mut ends: Ends) {
-    let mut buf = vec![0u8; 4096];
-    while matches!(ends.daemon.read(&mut buf).await, Ok(n) if n > 0) {}
+    while matches!(ends.daemon.read(&mut ends.from_daemon).await, Ok(n) if n > 0) {}
 }
 
 /// The rest of the connection relayed as it comes, both ways.
@@ -208,12 +224,10 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
     if injector.dying.load(std::sync::atomic::Ordering::SeqCst) {
         return Flow::Hang;
     }
-    let target = request.target();
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
     let incoming = Incoming {
         method: request.method(),
         path: request.path(),
-        query,
+        query: request.query(),
         body: (!request.body.is_empty()).then_some(request.body.as_slice()),
         state: injector.state(),
         since_start_ms: injector.started.elapsed().as_millis() as u64,
@@ -284,18 +298,12 @@ async fn exchange(injector: &Injector, ends: &mut Ends, request: &Message) -> Fl
                 injector.journal.record("unsupported", json!({ "action": "state" }));
             }
             Action::Exit(code) => {
-                injector.journal.record("exit", json!({ "code": code, "scripted": true }));
-                injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
-                let _ = injector.end.send(End::Code(*code));
+                injector.exit(*code);
                 // The injector ends with nydusd; the connection closes with it.
                 return Flow::Hang;
             }
             Action::Signal(name) => {
-                injector.journal.record("raise", json!({ "signal": name }));
-                if name.is_fatal() {
-                    injector.dying.store(true, std::sync::atomic::Ordering::SeqCst);
-                }
-                injector.signal_daemon(name.signal());
+                injector.raise(*name, json!({ "signal": name }));
                 if name.is_fatal() {
                     // nydusd is dying and the injector follows it: nothing more is
                     // answered here, as the mock's own death answers nothing.
@@ -340,11 +348,9 @@ async fn pass_on(injector: &Injector, ends: &mut Ends, request: &Message, delive
     };
     observe(injector, request, &reply);
     let reply = report_the_managers_supervisor(injector, request, reply);
-    let target = request.target();
-    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
     injector.journal.record(
         "request",
-        json!({ "method": request.method(), "path": request.path(), "query": query, "status": reply.status() }),
+        json!({ "method": request.method(), "path": request.path(), "query": request.query(), "status": reply.status() }),
     );
     if deliver == Deliver::No {
         return Flow::Continue;
@@ -366,8 +372,10 @@ enum Reply {
     Unframed,
 }
 
+/// nydusd's reply, its bytes polled for a moment first: a reply usually comes within
+/// microseconds of its request.
 async fn read_reply(ends: &mut Ends) -> Reply {
-    let mut buf = vec![0u8; 64 * 1024];
+    let sent = std::sync::atomic::AtomicU64::new(monotonic_ns());
     loop {
         if let Some((mut message, len)) = frame(&ends.replies) {
             message.raw = ends.replies.drain(..len).collect();
@@ -376,9 +384,10 @@ async fn read_reply(ends: &mut Ends) -> Reply {
         if ends.replies.len() > MAX_REPLY {
             return Reply::Unframed;
         }
-        match read_daemon(&ends.daemon, &mut buf).await {
+        let Ends { daemon, replies, from_daemon, .. } = ends;
+        match crate::proxy::read_piece(daemon, from_daemon, &sent).await {
             Ok(0) | Err(_) => return Reply::Closed,
-            Ok(n) => ends.replies.extend_from_slice(&buf[..n]),
+            Ok(n) => replies.extend_from_slice(&from_daemon[..n]),
         }
     }
 }
@@ -408,26 +417,6 @@ fn report_the_managers_supervisor(injector: &Injector, request: &Message, mut re
     reply.body = body;
     reply.raw = raw;
     reply
-}
-
-/// nydusd's next bytes, polled for a moment first: a reply usually comes within
-/// microseconds of its request.
-async fn read_daemon(daemon: &UnixStream, buf: &mut [u8]) -> std::io::Result<usize> {
-    let sent = std::time::Instant::now();
-    loop {
-        let polling = crate::proxy::poll_between_pieces() && sent.elapsed() < crate::proxy::POLL_AFTER_PIECE;
-        if !polling {
-            daemon.readable().await?;
-        }
-        match daemon.try_read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if polling {
-                    tokio::task::yield_now().await;
-                }
-            }
-            read => return read,
-        }
-    }
 }
 
 /// The state nydusd reports, kept for `when.state`.

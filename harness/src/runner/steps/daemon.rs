@@ -233,20 +233,20 @@ impl StepKind for Signal {
         let signal: NixSignal = s.signal.into();
         match run.target().sigkill_target(daemon.pid()) {
             behind if signal == NixSignal::SIGKILL && behind != daemon.pid() => {
-                let pidfd = host_facts::pidfd::PidFd::open(behind)
-                    .map_err(|e| StepError::new(format!("cannot reach pid {behind} behind {}: {e}", daemon.pid())))?;
-                pidfd
-                    .send_signal(signal)
-                    .map_err(|e| StepError::new(format!("cannot signal pid {behind} behind {}: {e}", daemon.pid())))?;
+                let pid = daemon.pid();
+                let reach = |what: &str, pid: u32, e: &dyn std::fmt::Display| {
+                    StepError::new(format!("cannot {what} pid {pid} (daemon {}): {e}", s.daemon.value))
+                };
+                // Opened first: the daemon's process ends moments after nydusd.
+                let daemon_process = host_facts::pidfd::PidFd::open(pid).map_err(|e| reach("reach", pid, &e))?;
+                let nydusd = host_facts::pidfd::PidFd::open(behind).map_err(|e| reach("reach", behind, &e))?;
+                nydusd.send_signal(signal).map_err(|e| reach("signal", behind, &e))?;
                 // The daemon's process ends as nydusd did, a moment later: the step ends
                 // when it has, as a SIGKILL to the daemon's own process would.
-                let pid = daemon.pid();
-                let deadline = std::time::Instant::now() + Duration::from_secs(5);
-                while host_facts::process::state(pid).is_some_and(|s| s != 'Z') {
-                    if std::time::Instant::now() > deadline {
-                        return Err(StepError::new(format!("pid {pid} outlived its nydusd's SIGKILL by 5 s")));
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
+                match tokio::time::timeout(Duration::from_secs(5), daemon_process.exited()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(reach("wait for", pid, &e)),
+                    Err(_) => return Err(StepError::new(format!("pid {pid} outlived its nydusd's SIGKILL by 5 s"))),
                 }
             }
             _ => daemon.signal(signal)?,

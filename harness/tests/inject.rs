@@ -263,7 +263,8 @@ fn a_discarded_reply_leaves_the_work_done_and_the_client_without_an_answer() {
     let _injector =
         bed.start("rules:\n  - when: { method: POST, path: /api/v1/mount }\n    then: [discard_reply, close]\n");
     testkit::wait_for(&bed.sock(), "the injector's socket");
-    let body = r#"{"source":"/b","fs_type":"rafs","config":"{}"}"#;
+    let boot = testkit::write_stand_in(&bed.sock().with_file_name("boot")).unwrap();
+    let body = serde_json::json!({ "source": boot, "fs_type": "rafs", "config": testkit::ACCEPTED_CONFIG }).to_string();
     let mount = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let mut stream = std::os::unix::net::UnixStream::connect(bed.sock()).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

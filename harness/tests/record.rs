@@ -166,8 +166,9 @@ fn what_passes_is_what_the_daemon_sent_split_as_the_client_split_it() {
 fn credentials_never_reach_the_recording_and_a_signal_ends_it_cleanly() {
     let (_daemon, _dir, listen, out, mut recorder) = proxied_mock();
     let secret = "c2VjcmV0LXBsYW50ZWQtaW4tdGhlLXRlc3Q";
-    let config = serde_json::json!({ "device": { "backend": { "type": "registry", "config": { "host": "r.example", "auth": secret } } } }).to_string();
-    let body = serde_json::json!({ "source": "/b", "fs_type": "rafs", "config": config }).to_string();
+    let config = serde_json::json!({ "device": { "backend": { "type": "registry", "config": { "host": "r.example", "repo": "r", "auth": secret } } }, "mode": "direct" }).to_string();
+    let boot = testkit::write_stand_in(&_dir.path().join("boot")).unwrap();
+    let body = serde_json::json!({ "source": boot, "fs_type": "rafs", "config": config }).to_string();
     let request = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let reply = converse(&listen, &[request.as_bytes()], 1);
     assert!(String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 204 "), "{}", String::from_utf8_lossy(&reply));
@@ -457,7 +458,8 @@ fn a_failover_through_recorders_is_relayed_with_its_fd_and_recorded_by_size() {
     let supervisors = daemon_core::supervisor::SupervisorSet::new(dir.path().join("supervisors")).unwrap();
     let supervisor = supervisors.create("d1");
     let (sock, out, recorder) = record_with_supervisor(dir.path(), "old", supervisor.socket(), &[]);
-    let body = serde_json::json!({ "source": "/b", "fs_type": "rafs", "config": "{}" }).to_string();
+    let boot = testkit::write_stand_in(&sock.with_file_name("boot")).unwrap();
+    let body = serde_json::json!({ "source": boot, "fs_type": "rafs", "config": testkit::ACCEPTED_CONFIG }).to_string();
     let mount = format!("POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     converse(&sock, &[mount.as_bytes()], 1);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

@@ -137,7 +137,7 @@ fn detach_mounts_under(dir: &Path) {
 }
 
 /// Two instance images under `dir/images`: RAFS v6 built by `nydus-image` for a real
-/// daemon, stand-in files for the mock (which does not read them). Returns the
+/// daemon, the mock's stand-ins for the mock. Returns the
 /// bootstraps and the instance configuration.
 fn images(peer: &Peer, dir: &Path) -> Result<(Vec<PathBuf>, String), Failed> {
     let store = harness::runner::image::ImageStore::under(&dir.join("images"));
@@ -163,7 +163,7 @@ fn images(peer: &Peer, dir: &Path) -> Result<(Vec<PathBuf>, String), Failed> {
                 return Err(format!("nydus-image failed: {}", String::from_utf8_lossy(&output.stderr)).into());
             }
         } else {
-            std::fs::write(&bootstrap, b"").unwrap();
+            testkit::write_stand_in(&bootstrap).unwrap();
         }
         bootstraps.push(bootstrap);
     }

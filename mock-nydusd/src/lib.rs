@@ -35,6 +35,7 @@ macro_rules! internal {
 
 internal! {
     blob_cache;
+    bootstrap;
     build_info;
     cli;
     config_v2;
@@ -50,6 +51,7 @@ internal! {
     model;
     nydusd_error;
     query;
+    rafs_config;
     routes;
     runtime_config;
     server;

@@ -27,9 +27,25 @@ struct BackendSet {
     section: Value,
 }
 
+/// What a blob-cache id answers with.
 #[derive(Debug, Clone)]
-struct BlobcacheSet {
+enum BlobcacheSet {
+    /// The counters of a FUSE instance's cache manager, by manager key.
+    Manager(String),
+    /// A bound fscache blob's counters.
+    Fscache { store_path: String },
+}
+
+/// One cache manager: nydusd shares one among instances whose configurations match (same
+/// id, backend and cache) and drops it with its last instance.
+#[derive(Debug, Clone)]
+struct CacheManager {
+    id: String,
     store_path: String,
+    /// `underlying_files`: the cache files of every blob its instances' bootstraps name.
+    files: std::collections::BTreeSet<String>,
+    /// Mountpoints of the instances using it.
+    users: std::collections::BTreeSet<String>,
 }
 
 /// The registered counter sets, by id.
@@ -39,8 +55,11 @@ pub struct CounterSets {
     fs: BTreeMap<String, FsSet>,
     /// By the mount path of the instance that created the backend.
     backends: BTreeMap<String, BackendSet>,
-    /// By the storage configuration's `id`.
+    /// By the storage configuration's `id`: the set registered last under it (a new cache
+    /// manager registers itself, replacing whatever was there).
     blobcaches: BTreeMap<String, BlobcacheSet>,
+    /// Cache managers by key (id, backend section, cache directory).
+    managers: BTreeMap<String, CacheManager>,
 }
 
 /// `Metrics(Stats(NoCounter))`: no set under that id, or no id and not exactly one set.
@@ -57,7 +76,15 @@ fn select<'a, T>(sets: &'a BTreeMap<String, T>, id: Option<&str>) -> Result<&'a 
 
 impl CounterSets {
     /// Registers the sets a RAFS instance mounted at `mountpoint` creates.
-    pub fn register_instance(&mut self, mountpoint: &str, config: &InstanceConfig) {
+    /// `blob_ids` are the blobs its bootstrap names: 2.4 names their cache files
+    /// `<id>.blob.data`, 2.2 plain `<id>`.
+    pub fn register_instance(
+        &mut self,
+        mountpoint: &str,
+        config: &InstanceConfig,
+        blob_ids: &[String],
+        version: crate::version::NydusdVersion,
+    ) {
         self.fs.insert(
             mountpoint.to_owned(),
             FsSet {
@@ -68,7 +95,36 @@ impl CounterSets {
         );
         self.register_backend(mountpoint, config);
         if let (Some(id), Some(work_dir)) = (&config.storage_id, &config.cache_work_dir) {
-            self.blobcaches.entry(id.clone()).or_insert(BlobcacheSet { store_path: work_dir.clone() });
+            let suffix = if version == crate::version::NydusdVersion::V2_4 { ".blob.data" } else { "" };
+            let key = format!("{id}\0{}\0{work_dir}", config.backend);
+            let manager = self.managers.entry(key.clone()).or_insert_with(|| CacheManager {
+                id: id.clone(),
+                store_path: work_dir.clone(),
+                files: Default::default(),
+                users: Default::default(),
+            });
+            if manager.users.is_empty() {
+                self.blobcaches.insert(id.clone(), BlobcacheSet::Manager(key));
+            }
+            manager.users.insert(mountpoint.to_owned());
+            manager.files.extend(blob_ids.iter().map(|blob| format!("{blob}{suffix}")));
+        }
+    }
+
+    /// An instance went: a cache manager left without instances goes, and its release
+    /// removes whatever set is registered under its id.
+    pub fn release_instance(&mut self, mountpoint: &str) {
+        let mut released = Vec::new();
+        self.managers.retain(|_, manager| {
+            manager.users.remove(mountpoint);
+            let idle = manager.users.is_empty();
+            if idle {
+                released.push(manager.id.clone());
+            }
+            !idle
+        });
+        for id in released {
+            self.blobcaches.remove(&id);
         }
     }
 
@@ -84,7 +140,7 @@ impl CounterSets {
 
     /// Registers a blob-cache set (fscache blobs in singleton mode).
     pub fn register_blobcache(&mut self, id: &str, store_path: &str) {
-        self.blobcaches.entry(id.to_owned()).or_insert(BlobcacheSet { store_path: store_path.to_owned() });
+        self.blobcaches.entry(id.to_owned()).or_insert(BlobcacheSet::Fscache { store_path: store_path.to_owned() });
     }
 
     /// The body of one metrics endpoint.
@@ -127,10 +183,16 @@ impl CounterSets {
                 }))
             }
             MetricsKind::Blobcache => {
-                let set = select(&self.blobcaches, id)?;
+                let (files, store_path) = match select(&self.blobcaches, id)? {
+                    BlobcacheSet::Manager(key) => {
+                        let manager = self.managers.get(key).ok_or(NoCounter)?;
+                        (manager.files.iter().cloned().collect(), manager.store_path.clone())
+                    }
+                    BlobcacheSet::Fscache { store_path } => (Vec::new(), store_path.clone()),
+                };
                 Ok(json!({
-                    "underlying_files": [],
-                    "store_path": set.store_path,
+                    "underlying_files": files,
+                    "store_path": store_path,
                     "partial_hits": 0,
                     "whole_hits": 0,
                     "total": 0,
@@ -155,6 +217,7 @@ impl CounterSets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::version::NydusdVersion::{V2_2, V2_4};
 
     fn registry(auth: &str) -> InstanceConfig {
         InstanceConfig::parse(&format!(
@@ -166,9 +229,9 @@ mod tests {
     fn without_id_only_a_single_set_answers() {
         let mut sets = CounterSets::default();
         assert_eq!(sets.export(MetricsKind::Global, None, false), Err(NoCounter));
-        sets.register_instance("/a", &registry("x"));
+        sets.register_instance("/a", &registry("x"), &[], V2_4);
         assert_eq!(sets.export(MetricsKind::Global, None, false).unwrap()["id"], "/a");
-        sets.register_instance("/b", &registry("y"));
+        sets.register_instance("/b", &registry("y"), &[], V2_4);
         assert_eq!(sets.export(MetricsKind::Global, None, false), Err(NoCounter));
         assert_eq!(sets.export(MetricsKind::Global, Some("/b"), false).unwrap()["id"], "/b");
         assert_eq!(sets.export(MetricsKind::Pattern, Some("/c"), false), Err(NoCounter));
@@ -177,10 +240,29 @@ mod tests {
     #[test]
     fn identical_backends_are_shared_under_the_first_mount() {
         let mut sets = CounterSets::default();
-        sets.register_instance("/a", &registry("x"));
-        sets.register_instance("/b", &registry("x"));
+        sets.register_instance("/a", &registry("x"), &[], V2_4);
+        sets.register_instance("/b", &registry("x"), &[], V2_4);
         assert!(sets.export(MetricsKind::Backend, None, false).is_ok());
         assert_eq!(sets.export(MetricsKind::Backend, Some("/b"), false), Err(NoCounter));
         assert_eq!(sets.export(MetricsKind::Blobcache, Some("/a"), false).unwrap()["store_path"], "/w");
+    }
+
+    #[test]
+    fn a_cache_manager_is_shared_by_like_configurations_and_registered_when_created() {
+        let mut sets = CounterSets::default();
+        let blob = |c: char| c.to_string().repeat(64);
+        let files = |sets: &CounterSets| sets.export(MetricsKind::Blobcache, None, false).map(|v| v["underlying_files"].clone());
+        sets.register_instance("/a", &registry("x"), &[blob('a')], V2_4);
+        assert_eq!(files(&sets), Ok(json!([format!("{}.blob.data", blob('a'))])));
+        // The same configuration: the same manager, which gathers both blobs.
+        sets.register_instance("/b", &registry("x"), &[blob('b')], V2_4);
+        sets.release_instance("/b");
+        assert_eq!(files(&sets).unwrap().as_array().map(Vec::len), Some(2), "kept while /a uses it");
+        // Another backend: a new manager, which takes the id's place; when it goes, the id
+        // answers nothing, though /a's manager lives on.
+        sets.register_instance("/c", &registry("y"), &[blob('c')], V2_2);
+        assert_eq!(files(&sets), Ok(json!([blob('c')])));
+        sets.release_instance("/c");
+        assert_eq!(files(&sets), Err(NoCounter));
     }
 }

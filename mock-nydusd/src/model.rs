@@ -1,7 +1,7 @@
 //! The daemon as its API shows it: state machine, mounted instances, held fd, log level.
 //! Requests arrive here one at a time (the server serialises them, as nydusd does).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
@@ -108,6 +108,8 @@ pub struct Model {
     stub_taken_over: bool,
     log_level: String,
     counters: CounterSets,
+    /// Blob-cache sets of bound fscache blobs the kernel has not opened yet: work dir by id.
+    unopened_blobcaches: HashMap<String, String>,
     runtime_config: RuntimeConfig,
     blobs: BlobCache,
     fuse: Option<crate::fuse::FuseSession>,
@@ -139,6 +141,7 @@ impl Model {
             stub_taken_over: false,
             log_level,
             counters: CounterSets::default(),
+            unopened_blobcaches: HashMap::new(),
             runtime_config: RuntimeConfig::default(),
             blobs: BlobCache::default(),
             fuse: None,
@@ -168,7 +171,8 @@ impl Model {
     /// Normal start-up: optional bootstrap instance at `/`, a session, Mount, Start.
     pub fn start_normally(&mut self, bootstrap: Option<MountRequest>) -> Result<(), NydusdError> {
         if let Some(cmd) = bootstrap {
-            self.insert_mount("/".to_owned(), cmd);
+            let blob_ids = blob_ids_of(&cmd);
+            self.insert_mount("/".to_owned(), cmd, blob_ids);
         }
         match (self.options.mode, &self.options.fuse) {
             (Mode::Fuse, Some(config)) => self.fuse = Some(crate::fuse::FuseSession::mount(config, self.fuse_tree())?),
@@ -346,8 +350,11 @@ impl Model {
             Ok(()) => {
                 // fscache blobs register their backend counters under "/".
                 self.counters.register_backend("/", &backend_config);
+                // nydusd creates the blob's cache manager, and with it the counters, when
+                // the kernel first opens the blob (`blob_opened`), not when it is bound:
+                // until then GetCacheMetrics answers 404.
                 if let Some(work_dir) = &config.work_dir {
-                    self.counters.register_blobcache(&config.id, work_dir);
+                    self.unopened_blobcaches.insert(config.id.clone(), work_dir.clone());
                 }
                 Response::no_content()
             }
@@ -448,7 +455,8 @@ impl Model {
             Ok(()) => {
                 let (state, fd) = restored.expect("a successful takeover restored a state");
                 for saved in state.mounts {
-                    self.insert_mount(saved.mountpoint, saved.cmd);
+                    let blob_ids = blob_ids_of(&saved.cmd);
+                    self.insert_mount(saved.mountpoint, saved.cmd, blob_ids);
                 }
                 for entry in state.blobs {
                     self.blobs.restore(entry);
@@ -476,6 +484,13 @@ impl Model {
     /// The bootstrap bound as (`domain_id`, `blob_id`), for the fscache service.
     pub fn bound_metadata(&self, domain_id: &str, blob_id: &str) -> Option<std::path::PathBuf> {
         self.blobs.metadata_of(domain_id, blob_id)
+    }
+
+    /// The kernel opened a bound blob: its blob-cache counters appear now.
+    pub fn blob_opened(&mut self, blob_id: &str) {
+        if let Some(work_dir) = self.unopened_blobcaches.remove(blob_id) {
+            self.counters.register_blobcache(blob_id, &work_dir);
+        }
     }
 
     /// Holds the bound `/dev/cachefiles` fd: a successor receives a dup of it (sendfd), and
@@ -574,8 +589,34 @@ impl Model {
         if self.mounts.contains_key(&mountpoint) {
             return Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem already exists")))"#);
         }
-        self.insert_mount(mountpoint, cmd);
+        let blob_ids = match self.check_instance(&cmd) {
+            Ok(blob_ids) => blob_ids,
+            Err(response) => return response,
+        };
+        self.insert_mount(mountpoint, cmd, blob_ids);
         Response::no_content()
+    }
+
+    /// What nydusd checks of a new instance before it answers (`rafs_config`, `bootstrap`):
+    /// the prefetch list, the configuration, the bootstrap's superblock; the blob ids its
+    /// cache will hold.
+    fn check_instance(&self, cmd: &MountRequest) -> Result<Vec<String>, Response> {
+        let version = self.options.version;
+        let refuse = |text: String| Response::error(500, &format!("Mount(MountFilesystem(Other({text:?})))"));
+        if cmd.prefetch_files.iter().flatten().any(|path| !path.starts_with('/')) {
+            return Err(refuse("invalid prefetch file list".to_owned()));
+        }
+        if cmd.fs_type != "rafs" {
+            return Ok(Vec::new());
+        }
+        crate::rafs_config::check(&cmd.config).map_err(|refusal| {
+            refuse(format!("RAFS failed to handle request, {}", refusal.load_config_text(version)))
+        })?;
+        match crate::bootstrap::read(std::path::Path::new(&cmd.source)) {
+            Ok(crate::bootstrap::Bootstrap::Rafs { blob_ids }) => Ok(blob_ids),
+            Ok(crate::bootstrap::Bootstrap::StandIn) => Ok(Vec::new()),
+            Err(e) => Err(refuse(format!("RAFS failed to handle request, {}", e.fill_superblock_text(version)))),
+        }
     }
 
     fn remount(&mut self, mountpoint: String, body: &[u8]) -> Response {
@@ -589,7 +630,21 @@ impl Model {
         if !self.mounts.contains_key(&mountpoint) {
             return Response::error(500, r#"Mount(MountFilesystem(Other("object or filesystem doesn't exist")))"#);
         }
-        self.insert_mount(mountpoint, cmd);
+        // A remount opens the bootstrap before it reads the configuration.
+        if cmd.fs_type == "rafs" {
+            let version = self.options.version;
+            let refuse = |text: String| {
+                Response::error(500, &format!("Mount(MountFilesystem(Other({:?})))", format!("RAFS failed to handle request, {text}")))
+            };
+            if let Err(e) = crate::bootstrap::open(std::path::Path::new(&cmd.source)) {
+                return refuse(e.read_metadata_text(version, &cmd.source));
+            }
+            if let Err(refusal) = crate::rafs_config::check(&cmd.config) {
+                return refuse(refusal.load_config_text(version));
+            }
+        }
+        let blob_ids = blob_ids_of(&cmd);
+        self.insert_mount(mountpoint, cmd, blob_ids);
         Response::no_content()
     }
 
@@ -599,6 +654,7 @@ impl Model {
         }
         match self.mounts.remove(mountpoint) {
             Some(_) => {
+                self.counters.release_instance(mountpoint);
                 self.refresh_fuse_tree();
                 Response::no_content()
             }
@@ -606,15 +662,15 @@ impl Model {
         }
     }
 
-    fn insert_mount(&mut self, mountpoint: String, cmd: MountRequest) {
-        self.insert_mount_record(mountpoint, cmd);
+    fn insert_mount(&mut self, mountpoint: String, cmd: MountRequest, blob_ids: Vec<String>) {
+        self.insert_mount_record(mountpoint, cmd, blob_ids);
         self.refresh_fuse_tree();
     }
 
-    fn insert_mount_record(&mut self, mountpoint: String, cmd: MountRequest) {
+    fn insert_mount_record(&mut self, mountpoint: String, cmd: MountRequest, blob_ids: Vec<String>) {
         if cmd.fs_type == "rafs" {
             let config = InstanceConfig::parse(&cmd.config);
-            self.counters.register_instance(&mountpoint, &config);
+            self.counters.register_instance(&mountpoint, &config, &blob_ids, self.options.version);
             // A registry backend registers its auth under its id when it starts, and any
             // backend its non-empty proxy URL (§2.2, `/api/v1/config`).
             if let Some(auth) = &config.registry_auth {
@@ -625,6 +681,15 @@ impl Model {
             }
         }
         self.mounts.insert(mountpoint, Mounted { cmd, mounted_time: crate::time::human_utc_now() });
+    }
+}
+
+/// The blobs of an instance mounted without the API's checks (at start-up, or restored
+/// after a takeover): whatever its bootstrap's table names.
+fn blob_ids_of(cmd: &MountRequest) -> Vec<String> {
+    match crate::bootstrap::read(std::path::Path::new(&cmd.source)) {
+        Ok(crate::bootstrap::Bootstrap::Rafs { blob_ids }) => blob_ids,
+        _ => Vec::new(),
     }
 }
 
@@ -688,10 +753,19 @@ mod tests {
         );
     }
 
+    /// A mount command nydusd accepts: a stand-in bootstrap and a legacy localfs config.
+    fn valid_mount(dir: &std::path::Path) -> Vec<u8> {
+        let boot = dir.join("boot");
+        std::fs::write(&boot, r#"{"mock_tree":{}}"#).unwrap();
+        let config = r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/b"}}},"mode":"direct"}"#;
+        json!({ "source": boot, "fs_type": "rafs", "config": config }).to_string().into_bytes()
+    }
+
     #[test]
     fn mount_twice_then_umount_twice() {
         let mut m = model(Mode::Fuse);
-        let cmd = br#"{"source":"/b","fs_type":"rafs","config":"{}"}"#.to_vec();
+        let dir = tempfile::tempdir().unwrap();
+        let cmd = valid_mount(dir.path());
         assert_eq!(m.handle(Route::Mount { mountpoint: "/a".into(), body: cmd.clone() }).response.status, 204);
         let again = m.handle(Route::Mount { mountpoint: "/a".into(), body: cmd });
         assert_eq!(again.response.status, 500);
@@ -700,6 +774,30 @@ mod tests {
         let twice = m.handle(Route::Umount { mountpoint: "/a".into() });
         assert_eq!(twice.response.status, 500);
         assert!(body(&twice).contains("doesn't exist"));
+    }
+
+    #[test]
+    fn a_mount_nydusd_would_refuse_is_refused_with_its_words_and_not_recorded() {
+        let mut m = model(Mode::Fuse);
+        let dir = tempfile::tempdir().unwrap();
+        let good: Value = serde_json::from_slice(&valid_mount(dir.path())).unwrap();
+        let with = |key: &str, value: Value| {
+            let mut cmd = good.clone();
+            cmd[key] = value;
+            cmd.to_string().into_bytes()
+        };
+        let cases = [
+            (with("config", "not json".into()), "Failed to load config: failed to parse configuration information`"),
+            (with("source", "/nonexistent/boot".into()), "Failed to fill superBlock: No such file or directory (os error 2)`"),
+            (with("prefetch_files", json!(["etc"])), "invalid prefetch file list"),
+        ];
+        for (cmd, words) in cases {
+            let r = m.handle(Route::Mount { mountpoint: "/a".into(), body: cmd });
+            assert_eq!(r.response.status, 500);
+            assert!(body(&r).contains(words), "{}", body(&r));
+        }
+        assert!(m.mounts.is_empty());
+        assert_eq!(m.handle(Route::Mount { mountpoint: "/a".into(), body: valid_mount(dir.path()) }).response.status, 204);
     }
 
     #[test]

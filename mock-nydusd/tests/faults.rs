@@ -239,7 +239,8 @@ fn sigkill_after_acting_delivers_the_reply_first() {
         MockProcess::start_scripted(common::mock(), &rule("{path: /api/v1/mount}", "[reply, {signal: SIGKILL}]"), &[]);
     mock.wait_for_socket();
     let mut s = mock.connect();
-    let body = r#"{"source":"/b","fs_type":"rafs","config":"{}"}"#;
+    let boot = testkit::write_stand_in(&mock.path("boot")).unwrap();
+    let body = serde_json::json!({ "source": boot, "fs_type": "rafs", "config": testkit::ACCEPTED_CONFIG }).to_string();
     write!(s, "POST /api/v1/mount?mountpoint=/a HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
     let bytes = read_to_eof(&mut s);
     assert!(bytes.starts_with(b"HTTP/1.1 204 "), "{}", String::from_utf8_lossy(&bytes));

@@ -11,9 +11,11 @@ use std::time::Duration;
 use testkit::{MockProcess, exchange};
 
 fn mount(sock: &std::path::Path, mountpoint: &str, config_len: usize) -> String {
-    let config = serde_json::json!({ "device": { "backend": { "type": "localfs", "config": { "dir": "/b" } } }, "pad": "x".repeat(config_len) })
-        .to_string();
-    let body = serde_json::json!({ "source": "/boot", "fs_type": "rafs", "config": config }).to_string();
+    let config =
+        serde_json::json!({ "device": { "backend": { "type": "localfs", "config": { "dir": "/b" } } }, "mode": "direct", "pad": "x".repeat(config_len) })
+            .to_string();
+    let boot = testkit::write_stand_in(&sock.with_file_name("boot")).unwrap();
+    let body = serde_json::json!({ "source": boot, "fs_type": "rafs", "config": config }).to_string();
     let request =
         format!("POST /api/v1/mount?mountpoint={mountpoint} HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     exchange(sock, request.as_bytes())

@@ -20,7 +20,12 @@ fn bare_req(method: &str, target: &str) -> Vec<u8> {
 #[test]
 fn wire_replies_of_every_endpoint() {
     let mock = MockProcess::start(common::mock(), &[]);
-    let mount = r#"{"source":"/boot","fs_type":"rafs","config":"{\"device\":{}}"}"#;
+    let boot = testkit::write_stand_in(&mock.path("boot")).unwrap();
+    let mount =
+        serde_json::json!({ "source": boot, "fs_type": "rafs", "config": testkit::ACCEPTED_CONFIG }).to_string();
+    let mount = mount.as_str();
+    let refused_config = mount.replace("localfs", "nope");
+    let missing_bootstrap = mount.replace(&boot, "/nonexistent/boot");
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("get_daemon_v1", bare_req("GET", "/api/v1/daemon")),
         ("get_daemon_v2", bare_req("GET", "/api/v2/daemon")),
@@ -30,6 +35,8 @@ fn wire_replies_of_every_endpoint() {
         ("mount", body_req("POST", "/api/v1/mount?mountpoint=/snap1", mount)),
         ("get_daemon_with_mount", bare_req("GET", "/api/v1/daemon")),
         ("mount_again", body_req("POST", "/api/v1/mount?mountpoint=/snap1", mount)),
+        ("mount_refused_config", body_req("POST", "/api/v1/mount?mountpoint=/snap3", &refused_config)),
+        ("mount_missing_bootstrap", body_req("POST", "/api/v1/mount?mountpoint=/snap3", &missing_bootstrap)),
         ("mount_missing_source", body_req("POST", "/api/v1/mount?mountpoint=/snap2", r#"{"config":"{}"}"#)),
         ("mount_no_mountpoint", body_req("POST", "/api/v1/mount", mount)),
         ("remount", body_req("PUT", "/api/v1/mount?mountpoint=/snap1", mount)),
@@ -63,12 +70,13 @@ fn exit_replies_then_removes_the_socket_and_exits_zero() {
 
 /// Registry credentials and a blob cache in the mount configuration make the config map and
 /// every counter family non-empty.
-const REGISTRY_CONFIG: &str = r#"{\"device\":{\"id\":\"/snap1\",\"backend\":{\"type\":\"registry\",\"config\":{\"host\":\"r.io\",\"repo\":\"lib/a\",\"auth\":\"dTpw\"}},\"cache\":{\"type\":\"blobcache\",\"config\":{\"work_dir\":\"/cache\"}}},\"iostats_files\":true}"#;
+const REGISTRY_CONFIG: &str = r#"{\"device\":{\"id\":\"/snap1\",\"backend\":{\"type\":\"registry\",\"config\":{\"host\":\"r.io\",\"repo\":\"lib/a\",\"auth\":\"dTpw\"}},\"cache\":{\"type\":\"blobcache\",\"config\":{\"work_dir\":\"/cache\"}}},\"mode\":\"direct\",\"iostats_files\":true}"#;
 
 #[test]
 fn wire_replies_of_metrics_config_and_backend_in_fuse_mode() {
     let mock = MockProcess::start(common::mock(), &[]);
-    let mount = format!(r#"{{"source":"/boot","fs_type":"rafs","config":"{REGISTRY_CONFIG}"}}"#);
+    let boot = testkit::write_stand_in(&mock.path("boot")).unwrap();
+    let mount = format!(r#"{{"source":"{boot}","fs_type":"rafs","config":"{REGISTRY_CONFIG}"}}"#);
     let passthrough = r#"{"source":"/srv","fs_type":"passthrough_fs","config":""}"#;
     let blob = r#"{"type":"bootstrap","id":"b1","domain_id":"d1","config":{"id":"c","backend_type":"registry","backend_config":{"host":"h","repo":"r"},"cache_type":"fscache","cache_config":{"work_dir":"/w"},"metadata_path":"/m"}}"#;
     let cases: Vec<(&str, Vec<u8>)> = vec![

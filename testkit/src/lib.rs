@@ -54,6 +54,19 @@ macro_rules! manifest_dir {
     };
 }
 
+/// A legacy instance configuration nydusd accepts (localfs backend, no cache): the mock
+/// refuses a mount whose configuration nydusd would refuse.
+pub const ACCEPTED_CONFIG: &str =
+    r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#;
+
+/// Writes the mock's stand-in for a RAFS bootstrap (an empty tree) at `path` and returns
+/// the path as a mount command's `source`: the mock refuses a mount whose bootstrap nydusd
+/// could not read.
+pub fn write_stand_in(path: &std::path::Path) -> std::io::Result<String> {
+    std::fs::write(path, br#"{"mock_tree":{}}"#)?;
+    Ok(path.display().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

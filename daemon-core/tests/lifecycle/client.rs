@@ -23,8 +23,12 @@ async fn drives_the_mock() -> TestResult {
     let mock = MockProcess::start(&env.nydusd, &[]);
     let client = NydusdClient::new(&mock.sock);
     ensure(client.get_daemon_info().await?.state == DaemonState::Running, "RUNNING after start-up")?;
-    client.mount("/a", &MountRequest::rafs("/boot", "{}")).await?;
-    let err = client.mount("/a", &MountRequest::rafs("/boot", "{}")).await.err().ok_or("a second mount at /a")?;
+    client.mount("/a", &MountRequest::rafs(env.stand_in()?, testkit::ACCEPTED_CONFIG)).await?;
+    let err = client
+        .mount("/a", &MountRequest::rafs(env.stand_in()?, testkit::ACCEPTED_CONFIG))
+        .await
+        .err()
+        .ok_or("a second mount at /a")?;
     ensure(err.kind() == ErrorKind::AlreadyExists && err.status() == Some(500), format!("{err:?}"))?;
     client.umount("/a").await?;
     let err = client.start().await.err().ok_or("start while RUNNING")?;
@@ -39,7 +43,7 @@ async fn awkward_mountpoints() -> TestResult {
     let client = NydusdClient::new(&mock.sock);
     let awkward = ["/with space", "/a&b=c", "/plus+sign", "/per%cent", "/hash#tag", "/ünï", "/q?x=1", "/tab\there"];
     for mountpoint in awkward {
-        client.mount(mountpoint, &MountRequest::rafs("/boot", "{}")).await?;
+        client.mount(mountpoint, &MountRequest::rafs(env.stand_in()?, testkit::ACCEPTED_CONFIG)).await?;
     }
     let info = client.get_daemon_info().await?;
     let mut served: Vec<String> = info.backend_collection.ok_or("no collection")?.keys().cloned().collect();

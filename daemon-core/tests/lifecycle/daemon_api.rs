@@ -44,7 +44,7 @@ async fn auth() -> TestResult {
     let rafs = env.instance(&daemon, "snap1")?;
     std::fs::write(
         daemon.record().config_file(Some("snap1")),
-        r#"{"device":{"backend":{"type":"registry","config":{"host":"r.io","repo":"a","auth":"old"}}}}"#,
+        r#"{"device":{"backend":{"type":"registry","config":{"host":"r.io","repo":"a","auth":"old"}}},"mode":"direct"}"#,
     )?;
     manager.mount_shared_instance(&daemon, rafs).await?;
     daemon.update_registry_auth("snap1", "bmV3OnBhc3M=").await?;

@@ -49,7 +49,7 @@ async fn handoff() -> TestResult {
     ensure(old.record().supervisor_path == supervisor.socket(), "daemon and supervisor agree on the socket")?;
     env.spawn(&old, false).await?;
     old.wait_until_state(DaemonState::Running).await?;
-    old.mount("/snap1", &daemon_core::MountRequest::rafs("/boot", "{}")).await?;
+    old.mount("/snap1", &daemon_core::MountRequest::rafs(env.stand_in()?, testkit::ACCEPTED_CONFIG)).await?;
 
     supervisor.fetch(old.pid(), old.send_fd(), Duration::from_secs(5)).await?;
     let saved = supervisor.saved().ok_or("nothing saved")?;

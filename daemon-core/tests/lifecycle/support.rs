@@ -158,7 +158,9 @@ pub fn shared_record_in(layout: &Layout, id: &str) -> Result<Daemon, Failed> {
 pub fn instance_in(layout: &Layout, daemon: &Daemon, snapshot: &str) -> Result<Rafs, Failed> {
     let rafs = Rafs::new(&layout.snapshots_dir(), snapshot, "registry.example/image:1", FsDriver::Fusedev);
     std::fs::create_dir_all(rafs.snapshot_dir.join("fs/image"))?;
-    std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), b"bootstrap")?;
+    // The mock's stand-in for a RAFS bootstrap: the mock refuses a mount whose bootstrap
+    // nydusd could not read.
+    std::fs::write(rafs.snapshot_dir.join("fs/image/image.boot"), br#"{"mock_tree":{}}"#)?;
     let config = daemon.record().config_file(Some(snapshot));
     std::fs::create_dir_all(config.parent().ok_or("config dir")?)?;
     std::fs::write(&config, r#"{"device":{"backend":{"type":"localfs","config":{"dir":"/blobs"}}},"mode":"direct"}"#)?;
@@ -166,6 +168,11 @@ pub fn instance_in(layout: &Layout, daemon: &Daemon, snapshot: &str) -> Result<R
 }
 
 impl Env {
+    /// A mount command's `source`: the mock's stand-in bootstrap, written under the root.
+    pub fn stand_in(&self) -> Result<String, Failed> {
+        Ok(testkit::write_stand_in(&self.root.path().join("stand-in.boot"))?)
+    }
+
     /// A shared fusedev daemon record (no supervisor flag: the manager attaches one under
     /// the failover policy).
     pub fn shared_record(&self, id: &str) -> Result<Daemon, Failed> {

@@ -276,7 +276,12 @@ impl Images {
     /// The image of the bootstrap bound as (`domain`, `blob`), opened once per key; an
     /// errno for the kernel when there is none (ENOENT: not bound; EIO: not servable).
     async fn open(&mut self, shared: &Shared, domain: &str, blob: &str) -> Result<Arc<std::fs::File>, i32> {
-        let metadata = shared.model.lock().await.bound_metadata(domain, blob).ok_or(nix::libc::ENOENT)?;
+        let metadata = {
+            let mut model = shared.model.lock().await;
+            let metadata = model.bound_metadata(domain, blob).ok_or(nix::libc::ENOENT)?;
+            model.blob_opened(blob);
+            metadata
+        };
         // Keyed by the bootstrap too: a blob unbound and bound again may name another image.
         let key = format!("{domain}/{blob}/{}", metadata.display());
         if let Some(file) = self.built.get(&key) {

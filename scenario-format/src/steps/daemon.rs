@@ -63,10 +63,11 @@ pub struct MountStep {
     /// `fs_type` field (default `rafs`).
     #[serde(default = "default_fs_type")]
     pub fs_type: String,
-    /// Bootstrap path (default: `<root>/snapshots/<mountpoint>/image.boot`; the mock does not read it).
+    /// Bootstrap path (default: `<root>/snapshots/<mountpoint>/fs/image/image.boot`, written as the
+    /// mock's stand-in for an empty image when no instance put one there).
     #[serde(default)]
     pub source: Option<String>,
-    /// RAFS config JSON text (default `{}`).
+    /// RAFS config JSON text (default: the configuration instances get, which nydusd accepts).
     #[serde(default)]
     pub config: Option<String>,
     /// The call must fail like this.

@@ -129,16 +129,26 @@ impl StepKind for Mount {
 
     async fn run(run: &Run<'_>, s: &MountStep) -> Result<(), StepError> {
         let daemon = run.daemon(&s.daemon.value)?;
-        let source = s.source.clone().unwrap_or_else(|| {
-            let snapshot = s.mountpoint.trim_start_matches('/');
-            run.root.layout.snapshots_dir().join(snapshot).join("fs/image/image.boot").display().to_string()
-        });
-        let request = MountRequest {
-            source,
-            fs_type: s.fs_type.clone(),
-            config: s.config.clone().unwrap_or_else(|| "{}".to_owned()),
-            prefetch_files: None,
+        let source = match &s.source {
+            Some(source) => source.clone(),
+            None => {
+                let snapshot = s.mountpoint.trim_start_matches('/');
+                let boot = run.root.layout.snapshots_dir().join(snapshot).join("fs/image/image.boot");
+                // nydusd reads the bootstrap before it answers, and so does the mock: without
+                // an instance's image there, the mock's stand-in for an empty one goes there.
+                if !boot.exists() {
+                    let dir = boot.parent().expect("has a parent");
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| StepError::failed(crate::runner::error::RunError::io("create", dir)(e)))?;
+                    std::fs::write(&boot, br#"{"mock_tree":{}}"#)
+                        .map_err(|e| StepError::failed(crate::runner::error::RunError::io("write", &boot)(e)))?;
+                }
+                boot.display().to_string()
+            }
         };
+        let config =
+            s.config.clone().unwrap_or_else(|| crate::runner::image::ImageStore::under(run.root.path()).config());
+        let request = MountRequest { source, fs_type: s.fs_type.clone(), config, prefetch_files: None };
         let outcome = daemon.mount(&s.mountpoint, &request).await;
         outcome.map_err(StepError::failed)
     }

@@ -11,5 +11,11 @@ fn main() -> std::process::ExitCode {
     if harness::run_reader_role() {
         return std::process::ExitCode::SUCCESS;
     }
+    for name in mock_nydusd::ENVIRONMENT_VARIABLES {
+        // SAFETY: no other thread exists yet (the runtime is built in `cli::main`). The
+        // harness gives its mock daemons every setting by flag; a variable meant for a
+        // snapshotter's mock would add a script or journal to them behind its back.
+        unsafe { std::env::remove_var(name) };
+    }
     harness::cli::main(std::env::args_os())
 }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::{ArgAction, Parser, Subcommand};
 
 /// The parsed command line.
+/// The device a singleton opens unless told otherwise.
+pub const DEFAULT_CACHEFILES: &str = "/dev/cachefiles";
+
 #[derive(Debug, Parser)]
 #[command(name = "nydusd", disable_version_flag = true, about = "mock-nydusd: a wire-compatible nydusd stand-in")]
 pub struct Cli {
@@ -81,7 +84,7 @@ pub struct Cli {
     #[arg(long, global = true)]
     pub mock_git_commit: Option<String>,
     /// Mock: where fscache's device is probed (for singleton start-up decisions).
-    #[arg(long, global = true, default_value = "/dev/cachefiles")]
+    #[arg(long, global = true, default_value = DEFAULT_CACHEFILES)]
     pub mock_cachefiles: PathBuf,
     /// Mock: answer with a 500 instead of aborting where nydusd aborts.
     #[arg(long, global = true)]
@@ -104,11 +107,13 @@ pub struct Cli {
     pub mock_no_partial_read_500: bool,
     /// Mock: which process of its daemon this is, counted from 1 (a harness gives each
     /// spawn its number); script rules with `when.process` apply to that process only.
-    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub mock_process: u32,
+    /// 1 when neither this nor `MOCK_NYDUSD_DIR` says.
+    #[arg(long, global = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub mock_process: Option<u32>,
     /// Mock: the nydusd release to behave as (see `version.rs`); the last one given counts.
-    #[arg(long, global = true, value_enum, default_value = "2.4", overrides_with = "mock_nydusd_version")]
-    pub mock_nydusd_version: crate::version::NydusdVersion,
+    /// 2.4 when neither this nor `MOCK_NYDUSD_VERSION` says.
+    #[arg(long, global = true, value_enum, overrides_with = "mock_nydusd_version")]
+    pub mock_nydusd_version: Option<crate::version::NydusdVersion>,
     /// Mock: list `backend_collection` in a random order each time, as nydusd's hash map
     /// may; clients must not depend on the order.
     #[arg(long, global = true)]

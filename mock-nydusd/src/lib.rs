@@ -19,6 +19,7 @@ pub mod journal;
 pub mod script;
 pub mod version;
 
+pub use environment::VARIABLES as ENVIRONMENT_VARIABLES;
 pub use fuse::tree::pattern_byte;
 
 /// Declares modules that are public only with the `internals` feature.
@@ -41,6 +42,7 @@ internal! {
     config_v2;
     control;
     death;
+    environment;
     fscache;
     framing;
     fsm;
@@ -83,14 +85,19 @@ use server::Shared;
 /// Runs the mock with a full argv (program name first) and returns its exit code:
 /// 0 after a graceful shutdown, 1 for start-up errors, 2 for usage errors.
 pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
-    let cli = match Cli::try_parse_from(args) {
+    let mut cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
     };
-    let version = cli.mock_nydusd_version;
+    // A program that starts the mock with nydusd's command line sets it up this way.
+    if let Err(e) = environment::apply(&mut cli, |name| std::env::var_os(name)) {
+        eprintln!("Error: {e}");
+        return ExitCode::from(2);
+    }
+    let version = cli.mock_nydusd_version.unwrap_or_default();
     if cli.failover_policy.as_deref() == Some("none") && !version.accepts_failover_policy_none() {
         // nydusd 2.2's clap knows only `resend` and `flush`.
         let e = clap::Error::raw(
@@ -169,7 +176,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     let (fscache_tx, fscache_rx) = tokio::sync::mpsc::unbounded_channel();
     let serves_fscache = mode == Mode::Singleton && fscache_dir.is_some() && fscache::is_device(&cli.mock_cachefiles);
     let options = ModelOptions {
-        version: cli.mock_nydusd_version,
+        version: cli.mock_nydusd_version.unwrap_or_default(),
         shuffle_maps: cli.mock_shuffle_maps,
         id: cli.id.clone(),
         supervisor: cli.supervisor.clone(),
@@ -192,7 +199,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     // Watched from now on: `send` changes nothing while nobody watches.
     let partial_read_grace = (!cli.mock_no_partial_read_500).then_some(server::PARTIAL_READ_GRACE);
     let (shared, shutdown_requested) =
-        Shared::new(model, journal, ScriptRunner::new(script), cli.mock_process, partial_read_grace);
+        Shared::new(model, journal, ScriptRunner::new(script), cli.mock_process.unwrap_or(1), partial_read_grace);
     let shared = Arc::new(Shared { started, ..shared });
     let fscache_scratch =
         fscache_dir.as_ref().map(|dir| dir.join(format!(".mock-nydusd-images-{}", std::process::id())));

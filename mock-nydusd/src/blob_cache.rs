@@ -28,6 +28,41 @@ pub struct BlobCacheEntry {
     pub domain_id: String,
 }
 
+/// The fields nydusd's typed entry requires, for its parse errors: serde names the first
+/// missing field of the legacy `config` (`backend_type`, `backend_config`, `cache_type`,
+/// `cache_config`, in that order) at the position where that object ends.
+#[derive(Deserialize)]
+struct EntryShape {
+    #[serde(rename = "type")]
+    _blob_type: String,
+    #[serde(rename = "id")]
+    _blob_id: String,
+    #[serde(default, rename = "config")]
+    _config: Option<LegacyConfigShape>,
+}
+
+#[derive(Deserialize)]
+struct LegacyConfigShape {
+    #[serde(default, rename = "id")]
+    _id: String,
+    #[serde(rename = "backend_type")]
+    _backend_type: String,
+    #[serde(rename = "backend_config")]
+    _backend_config: Value,
+    #[serde(rename = "cache_type")]
+    _cache_type: String,
+    #[serde(rename = "cache_config")]
+    _cache_config: Value,
+    #[serde(default, rename = "metadata_path")]
+    _metadata_path: Option<String>,
+}
+
+/// Parses a `PUT /api/v2/blobs` body as nydusd does: its errors are nydusd's `ParseBody`.
+pub fn parse_entry(body: &[u8]) -> Result<BlobCacheEntry, serde_json::Error> {
+    serde_json::from_slice::<EntryShape>(body)?;
+    serde_json::from_slice(body)
+}
+
 impl BlobCacheEntry {
     /// The strings nydusd's fscache state record keeps for the entry: its
     /// `<domain_id>/<blob_id>` key and the entry re-serialised as JSON (`nydusd-api.md` §4.4).
@@ -190,6 +225,14 @@ impl BlobCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_legacy_config_without_its_required_fields_is_nydusds_parse_error() {
+        // The body and the reply's words as nydusd 2.4 gave them to the snapshotter's BindBlob.
+        let body = br#"{"type":"bootstrap","id":"b","domain_id":"d","config":{}}"#;
+        let e = parse_entry(body).unwrap_err();
+        assert_eq!(format!("ParseBody({e:?})"), r#"ParseBody(Error("missing field `backend_type`", line: 1, column: 56))"#);
+    }
 
     fn entry(domain: &str, id: &str, metadata: &str, work_dir: &str) -> BlobCacheEntry {
         serde_json::from_value(serde_json::json!({

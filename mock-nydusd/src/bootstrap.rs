@@ -61,9 +61,17 @@ impl SuperblockError {
     }
 }
 
+/// Opens `path` for reading without blocking: a FIFO without a writer would otherwise hold
+/// the open, and with it every request behind the model's lock (nydusd would hang on it;
+/// the mock answers that the file is too short instead).
+fn open_nonblocking(path: &Path) -> std::io::Result<std::fs::File> {
+    std::os::unix::fs::OpenOptionsExt::custom_flags(std::fs::OpenOptions::new().read(true), nix::libc::O_NONBLOCK)
+        .open(path)
+}
+
 /// Opens only, as a remount does before it reads anything.
 pub fn open(path: &Path) -> Result<(), SuperblockError> {
-    let file = std::fs::File::open(path).map_err(SuperblockError)?;
+    let file = open_nonblocking(path).map_err(SuperblockError)?;
     // Opening a directory succeeds; its first read is what fails.
     if file.metadata().map_err(SuperblockError)?.is_dir() {
         return Err(SuperblockError(std::io::Error::from_raw_os_error(nix::libc::EISDIR)));
@@ -73,9 +81,14 @@ pub fn open(path: &Path) -> Result<(), SuperblockError> {
 
 /// Reads the superblock and blob table of `path`.
 pub fn read(path: &Path) -> Result<Bootstrap, SuperblockError> {
-    let mut file = std::fs::File::open(path).map_err(SuperblockError)?;
+    let mut file = open_nonblocking(path).map_err(SuperblockError)?;
     let mut head = Vec::with_capacity(V5_SUPERBLOCK_BYTES);
-    (&mut file).take(V5_SUPERBLOCK_BYTES as u64).read_to_end(&mut head).map_err(SuperblockError)?;
+    match (&mut file).take(V5_SUPERBLOCK_BYTES as u64).read_to_end(&mut head) {
+        Ok(_) => {}
+        // A FIFO or socket with nothing to read yet: as short as an empty file.
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(SuperblockError(e)),
+    }
     if is_stand_in(&head, &mut file) {
         return Ok(Bootstrap::StandIn);
     }
@@ -222,6 +235,16 @@ mod tests {
         assert_eq!(texts(big.path()).1, r#"FillSuperblock(Custom { kind: Other, error: "invalid RAFS superblock" })"#);
         assert_eq!(texts(&dir.path().join("none")).0, "Failed to fill superBlock: No such file or directory (os error 2)`");
         assert_eq!(texts(dir.path()).0, "Failed to fill superBlock: Is a directory (os error 21)`");
+    }
+
+    #[test]
+    fn a_fifo_without_a_writer_is_answered_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR).unwrap();
+        let e = read(&fifo).unwrap_err();
+        assert_eq!(e.fill_superblock_text(NydusdVersion::V2_4), "Failed to fill superBlock: failed to fill whole buffer`");
+        assert!(open(&fifo).is_ok());
     }
 
     #[test]

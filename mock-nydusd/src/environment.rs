@@ -144,8 +144,12 @@ fn daemon_name(cli: &Cli) -> String {
         cli.apisock.as_deref().and_then(Path::parent).and_then(Path::file_name).map(|n| n.to_string_lossy().into_owned())
     };
     let name = cli.id.clone().or_else(from_socket).unwrap_or_else(|| "nydusd".to_owned());
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
+    // At most 200 characters, so that the longest file made of it stays under NAME_MAX.
+    let safe: String = name
+        .chars()
+        .take(200)
+        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .collect();
     if safe.is_empty() || safe.starts_with('.') { format!("_{safe}") } else { safe }
 }
 
@@ -153,7 +157,12 @@ fn daemon_name(cli: &Cli) -> String {
 /// this start's number. Concurrent starts of one daemon each get their own.
 fn count_start(path: &Path) -> std::io::Result<u32> {
     use std::io::{Read, Seek, Write};
-    let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+    // Not through a symbolic link: the count is the mock's own file, never another's.
+    let mut file = std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().create(true).read(true).append(true),
+        nix::libc::O_NOFOLLOW,
+    )
+    .open(path)?;
     nix::fcntl::Flock::lock(file.try_clone()?, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, errno)| std::io::Error::from(errno))
         .and_then(|lock| {
@@ -195,6 +204,22 @@ mod tests {
         apply(&mut other, env).unwrap();
         assert_eq!(other.mock_script, None, "no script for it, and no default");
         assert_eq!(other.mock_journal, Some(dir.path().join("_.._x_y.journal.jsonl")), "a name safe as a file name");
+    }
+
+    #[test]
+    fn a_start_count_behind_a_link_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep\n").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("d1.starts")).unwrap();
+        let mut daemon = cli(&["fuse", "--mountpoint", "/m", "--id", "d1", "--supervisor", "/s"]);
+        let err = apply(&mut daemon, |name: &str| (name == DIR).then(|| dir.path().as_os_str().to_owned())).unwrap_err();
+        assert!(matches!(&err, EnvironmentError::Starts { name, .. } if name == "d1"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        let long = "x".repeat(5000);
+        let mut long_id = cli(&["fuse", "--mountpoint", "/m", "--id", &long, "--supervisor", "/s"]);
+        apply(&mut long_id, |name: &str| (name == DIR).then(|| dir.path().as_os_str().to_owned())).unwrap();
+        assert_eq!(long_id.mock_process, Some(1), "a long id is cut to a usable file name");
     }
 
     #[test]

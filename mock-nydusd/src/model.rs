@@ -225,17 +225,29 @@ impl Model {
                 json!({"max_errors":500,"total_errors":0,"max_size":51200,"total_size":0,"errors":[]}).to_string(),
             )
             .into(),
-            Route::Start if self.stub_taken_over && self.state() == State::Ready => Response::error(
-                500,
-                r#"Configure(DaemonAbnormal(Other("failed to start service, failed to create FUSE server, ")))"#,
-            )
-            .into(),
+            Route::Start if self.stub_taken_over && self.state() == State::Ready => {
+                // The FSM moves to Running before the action fails, as nydusd's does; the
+                // reported state stays READY.
+                let failed = || Err(NydusdError::words("failed to create FUSE server".to_owned()));
+                let _ = self.machine.fire(Event::Start, failed);
+                Response::error(
+                    500,
+                    r#"Configure(DaemonAbnormal(Other("failed to start service, failed to create FUSE server, ")))"#,
+                )
+                .into()
+            }
             Route::Start => self.fire_simple(Event::Start, wrapper).into(),
             Route::Takeover => self.takeover().into(),
             Route::SendFd => self.send_fd(),
             Route::Exit => {
+                // The events follow the reported state, which a failed start leaves at READY
+                // while the FSM already moved to Running: its Exit is then unexpected, the
+                // reply is that error and the daemon stays (seen on nydusd 2.2 by the
+                // snapshotter's upgrade sequence, `harness/tests/go_client.rs`).
                 for event in self.machine.exit_events() {
-                    let _ = self.machine.fire(*event, || Ok(()));
+                    if let Err(e @ crate::fsm::FireError::Unexpected(_)) = self.machine.fire(*event, || Ok(())) {
+                        return fire_error(wrapper, e).into();
+                    }
                 }
                 Reply { response: Response::no_content(), after: After::Exit }
             }
@@ -324,7 +336,7 @@ impl Model {
 
     fn create_blob(&mut self, body: &[u8]) -> Response {
         const WRAPPER: &str = "CreateBlobObject";
-        let entry: BlobCacheEntry = match serde_json::from_slice(body) {
+        let entry: BlobCacheEntry = match crate::blob_cache::parse_entry(body) {
             Ok(entry) => entry,
             Err(e) => return Response::error(400, &format!("ParseBody({e:?})")),
         };
@@ -798,6 +810,20 @@ mod tests {
         }
         assert!(m.mounts.is_empty());
         assert_eq!(m.handle(Route::Mount { mountpoint: "/a".into(), body: valid_mount(dir.path()) }).response.status, 204);
+    }
+
+    #[test]
+    fn as_2_2_an_exit_after_a_failed_start_is_unexpected_and_the_daemon_stays() {
+        // A successor: INIT, takeover (2.2's stub), start (no FUSE fd: fails), exit.
+        let mut m = model(Mode::Fuse);
+        m.options.version = crate::version::NydusdVersion::V2_2;
+        assert_eq!(m.handle(Route::Takeover).response.status, 204);
+        assert_eq!(m.handle(Route::Start).response.status, 500);
+        assert_eq!(m.state(), State::Ready, "the failed start left the reported state");
+        let exit = m.handle(Route::Exit);
+        assert_eq!(exit.response.status, 400);
+        assert_eq!(body(&exit), r#"{"code":"UNDEFINED","message":"Configure(DaemonAbnormal(UnexpectedEvent(\"Exit\")))"}"#);
+        assert!(!matches!(exit.after, After::Exit), "the daemon does not exit");
     }
 
     #[test]

@@ -223,6 +223,14 @@ mod tests {
     }
 
     #[test]
+    fn hostile_texts_within_the_body_limit_are_refused_without_a_crash() {
+        // A mount body is at most 51 200 bytes; nesting that deep in either reading.
+        for text in ["[".repeat(50_000), format!("a = {}", "[".repeat(50_000)), "{\"a\":".repeat(10_000), "\u{0}\u{ffff}".into()] {
+            assert_eq!(check(&text), Err(ConfigRefusal::Unparsable));
+        }
+    }
+
+    #[test]
     fn each_release_words_the_refusal_its_own_way() {
         assert_eq!(
             ConfigRefusal::Unparsable.load_config_text(NydusdVersion::V2_4),

@@ -30,8 +30,10 @@ const MAX_BLOB_TABLE_BYTES: u64 = 4096 * V6_BLOB_ENTRY_BYTES as u64;
 /// What a bootstrap turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {
-    /// A RAFS image (v5 or v6) with the ids of its blobs.
+    /// A RAFS image with the ids of its blobs.
     Rafs {
+        /// 5 or 6.
+        version: u8,
         /// The blob table's ids, in order.
         blob_ids: Vec<String>,
     },
@@ -97,20 +99,56 @@ pub fn read(path: &Path) -> Result<Bootstrap, SuperblockError> {
     }
     let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let file_size = file.metadata().map_err(SuperblockError)?.len();
+    // nydusd's superblock checks all end in a bare EINVAL.
+    let invalid = || SuperblockError(std::io::Error::from_raw_os_error(nix::libc::EINVAL));
     if u32_at(0) == V5_MAGIC && u32_at(4) == V5_VERSION {
-        let table = read_table(&mut file, u64_at(48), u64::from(u32_at(64)))?;
-        return Ok(Bootstrap::Rafs { blob_ids: v5_blob_ids(&table) });
+        let (table_offset, table_size) = (u64_at(48), u64::from(u32_at(64)));
+        if !v5_superblock_holds(&head, file_size) {
+            return Err(invalid());
+        }
+        let table = read_table(&mut file, table_offset, table_size)?;
+        return Ok(Bootstrap::Rafs { version: 5, blob_ids: v5_blob_ids(&table).ok_or_else(invalid)? });
     }
     if u32_at(V6_SUPER_OFFSET) == V6_MAGIC {
-        let table = read_table(&mut file, u64_at(V6_EXT_OFFSET + 8), u64::from(u32_at(V6_EXT_OFFSET + 16)))?;
+        let (table_offset, table_size) = (u64_at(V6_EXT_OFFSET + 8), u64::from(u32_at(V6_EXT_OFFSET + 16)));
+        let within = table_offset.checked_add(table_size).is_some_and(|end| end <= file_size);
+        if !table_size.is_multiple_of(V6_BLOB_ENTRY_BYTES as u64) || !within {
+            return Err(invalid());
+        }
+        let table = read_table(&mut file, table_offset, table_size)?;
         let blob_ids = table
             .chunks_exact(V6_BLOB_ENTRY_BYTES)
             .map(|entry| blob_id(&entry[..BLOB_ID_BYTES]))
-            .filter(|id| !id.is_empty())
-            .collect();
-        return Ok(Bootstrap::Rafs { blob_ids });
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(invalid)?;
+        return Ok(Bootstrap::Rafs { version: 6, blob_ids: blob_ids.into_iter().filter(|id| !id.is_empty()).collect() });
     }
     Err(SuperblockError(std::io::Error::other("invalid RAFS superblock")))
+}
+
+/// The v5 superblock's own sizes and tables, as nydusd's `RafsV5SuperBlock::validate`
+/// checks them: an 8 KiB superblock in a longer file, a power-of-two block size from 4 KiB
+/// to 16 MiB, no more inodes than inode-table entries, and inode and blob tables inside the
+/// metadata after the superblock without overlapping.
+fn v5_superblock_holds(head: &[u8], file_size: u64) -> bool {
+    let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let block_size = u64::from(u32_at(12));
+    let range = |offset: u64, size: u64| offset.checked_add(size).map(|end| (offset, end));
+    let inside = |(start, end): (u64, u64)| start >= V5_SUPERBLOCK_BYTES as u64 && end <= file_size;
+    let inode_table = range(u64_at(32), u64::from(u32_at(56)) * 4);
+    let blob_table = range(u64_at(48), u64::from(u32_at(64)));
+    let (Some(inode_table), Some(blob_table)) = (inode_table, blob_table) else { return false };
+    u32_at(8) as usize == V5_SUPERBLOCK_BYTES
+        && file_size > V5_SUPERBLOCK_BYTES as u64
+        && block_size.is_power_of_two()
+        && block_size >= 0x1000
+        && (block_size <= 16 << 20 || block_size == 4 << 20)
+        && u64_at(24) <= u64::from(u32_at(56))
+        && inside(inode_table)
+        && inside(blob_table)
+        && (blob_table.1 <= inode_table.0 || inode_table.1 <= blob_table.0 || inode_table.0 == inode_table.1)
 }
 
 impl SuperblockError {
@@ -144,27 +182,30 @@ fn read_table(file: &mut std::fs::File, offset: u64, size: u64) -> Result<Vec<u8
     Ok(table)
 }
 
-/// A blob id: the printable bytes before the first NUL.
-fn blob_id(bytes: &[u8]) -> String {
+/// A blob id: the bytes before the first NUL, which must be UTF-8 (nydusd refuses the
+/// table otherwise).
+fn blob_id(bytes: &[u8]) -> Option<String> {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
+    String::from_utf8(bytes[..end].to_vec()).ok()
 }
 
 /// The v5 table: each entry is two u32s (readahead offset and size) and a NUL-ended id;
-/// zeros pad the table to 8 bytes.
-fn v5_blob_ids(table: &[u8]) -> Vec<String> {
+/// zeros pad the table to 8 bytes. `None` when an id is not UTF-8.
+fn v5_blob_ids(table: &[u8]) -> Option<Vec<String>> {
     let mut ids = Vec::new();
     let mut rest = table;
     while rest.len() > 8 {
         rest = &rest[8..];
-        let id = blob_id(rest);
+        // Advance by the raw bytes of the id, not by its decoded length.
+        let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
+        let id = blob_id(&rest[..end])?;
         if id.is_empty() {
             break;
         }
-        rest = &rest[(id.len() + 1).min(rest.len())..];
+        rest = &rest[(end + 1).min(rest.len())..];
         ids.push(id);
     }
-    ids
+    Some(ids)
 }
 
 #[cfg(test)]
@@ -193,7 +234,7 @@ mod tests {
     #[test]
     fn a_v6_table_names_its_blobs() {
         let file = write(&v6_image(&["a".repeat(64).as_str(), "b".repeat(64).as_str()]));
-        assert_eq!(read(file.path()).unwrap(), Bootstrap::Rafs { blob_ids: vec!["a".repeat(64), "b".repeat(64)] });
+        assert_eq!(read(file.path()).unwrap(), Bootstrap::Rafs { version: 6, blob_ids: vec!["a".repeat(64), "b".repeat(64)] });
     }
 
     #[test]
@@ -201,6 +242,9 @@ mod tests {
         let mut image = vec![0u8; 8192];
         image[0..4].copy_from_slice(&V5_MAGIC.to_le_bytes());
         image[4..8].copy_from_slice(&V5_VERSION.to_le_bytes());
+        image[8..12].copy_from_slice(&8192u32.to_le_bytes());
+        image[12..16].copy_from_slice(&4096u32.to_le_bytes());
+        image[32..40].copy_from_slice(&8192u64.to_le_bytes());
         image[48..56].copy_from_slice(&8192u64.to_le_bytes());
         let mut table = Vec::new();
         for id in ["x1", "y22"] {
@@ -212,7 +256,10 @@ mod tests {
         image[64..68].copy_from_slice(&(table.len() as u32).to_le_bytes());
         image.extend_from_slice(&table);
         let file = write(&image);
-        assert_eq!(read(file.path()).unwrap(), Bootstrap::Rafs { blob_ids: vec!["x1".into(), "y22".into()] });
+        assert_eq!(read(file.path()).unwrap(), Bootstrap::Rafs { version: 5, blob_ids: vec!["x1".into(), "y22".into()] });
+        // Only the magic and version: the rest of the superblock does not hold.
+        let bare = write(&image[..8].iter().copied().chain(std::iter::repeat_n(0, 8192)).collect::<Vec<u8>>());
+        assert_eq!(read(bare.path()).unwrap_err().0.raw_os_error(), Some(nix::libc::EINVAL));
     }
 
     #[test]
@@ -248,11 +295,20 @@ mod tests {
     }
 
     #[test]
-    fn a_stand_in_is_taken_and_a_table_size_is_bounded() {
+    fn a_stand_in_is_taken_and_a_bad_table_is_refused_as_nydusd_refuses_it() {
         assert_eq!(read(write(br#" {"mock_tree": {"a": "b"}}"#).path()).unwrap(), Bootstrap::StandIn);
+        let einval = |image: Vec<u8>| read(write(&image).path()).unwrap_err().0.raw_os_error();
+        let with_size = |size: u32| {
+            let mut image = v6_image(&["c".repeat(64).as_str()]);
+            image[V6_EXT_OFFSET + 16..V6_EXT_OFFSET + 20].copy_from_slice(&size.to_le_bytes());
+            image
+        };
+        // Past the end of the file; not a whole number of entries.
+        assert_eq!(einval(with_size(u32::MAX)), Some(nix::libc::EINVAL));
+        assert_eq!(einval(with_size(7)), Some(nix::libc::EINVAL));
+        // An id that is not UTF-8.
         let mut image = v6_image(&["c".repeat(64).as_str()]);
-        image[V6_EXT_OFFSET + 16..V6_EXT_OFFSET + 20].copy_from_slice(&u32::MAX.to_le_bytes());
-        let file = write(&image);
-        assert_eq!(read(file.path()).unwrap(), Bootstrap::Rafs { blob_ids: vec!["c".repeat(64)] });
+        image[4096..4096 + 64].fill(0xff);
+        assert_eq!(einval(image), Some(nix::libc::EINVAL));
     }
 }

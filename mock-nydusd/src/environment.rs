@@ -45,6 +45,13 @@ pub const VARIABLES: [&str; 7] = [
 /// Why the environment could not be applied.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvironmentError {
+    /// A per-daemon file in the directory is a symbolic link: the mock writes only files of
+    /// its own there.
+    #[error("{MOCK_NYDUSD_DIR}: {} is a symbolic link; the mock writes only its own files", path.display())]
+    Link {
+        /// The link.
+        path: PathBuf,
+    },
     /// A variable's value is not one the flag takes.
     #[error("{name}={value:?}: {reason}")]
     Value {
@@ -83,8 +90,9 @@ pub fn apply(cli: &mut Cli, lookup: impl Fn(&str) -> Option<OsString>) -> Result
     if cli.mock_control.is_none() {
         cli.mock_control = path("MOCK_NYDUSD_CONTROL");
     }
+    // An empty variable is an unset one, for every variable alike.
     if cli.mock_nydusd_version.is_none()
-        && let Some(value) = lookup("MOCK_NYDUSD_VERSION")
+        && let Some(value) = lookup("MOCK_NYDUSD_VERSION").filter(|v| !v.is_empty())
     {
         let value = value.to_string_lossy().into_owned();
         cli.mock_nydusd_version = Some(match value.as_str() {
@@ -94,11 +102,11 @@ pub fn apply(cli: &mut Cli, lookup: impl Fn(&str) -> Option<OsString>) -> Result
         });
     }
     if !cli.mock_fuse
-        && let Some(value) = lookup("MOCK_NYDUSD_FUSE")
+        && let Some(value) = lookup("MOCK_NYDUSD_FUSE").filter(|v| !v.is_empty())
     {
         cli.mock_fuse = match value.to_string_lossy().as_ref() {
             "1" | "true" => true,
-            "" | "0" | "false" => false,
+            "0" | "false" => false,
             other => {
                 return Err(EnvironmentError::Value {
                     name: "MOCK_NYDUSD_FUSE",
@@ -124,7 +132,11 @@ pub fn apply(cli: &mut Cli, lookup: impl Fn(&str) -> Option<OsString>) -> Result
             [format!("{name}.script.yaml"), "default.script.yaml".to_owned()].iter().map(|f| dir.join(f)).find(|p| p.is_file());
     }
     if cli.mock_journal.is_none() {
-        cli.mock_journal = Some(dir.join(format!("{name}.journal.jsonl")));
+        let journal = dir.join(format!("{name}.journal.jsonl"));
+        if journal.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(EnvironmentError::Link { path: journal });
+        }
+        cli.mock_journal = Some(journal);
     }
     if cli.mock_control.is_none() {
         cli.mock_control = Some(dir.join(format!("{name}.control.sock")));
@@ -216,6 +228,12 @@ mod tests {
         let err = apply(&mut daemon, |name: &str| (name == DIR).then(|| dir.path().as_os_str().to_owned())).unwrap_err();
         assert!(matches!(&err, EnvironmentError::Starts { name, .. } if name == "d1"), "{err}");
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+        std::fs::remove_file(dir.path().join("d1.starts")).unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join("d1.journal.jsonl")).unwrap();
+        let mut journaled = cli(&["fuse", "--mountpoint", "/m", "--id", "d1", "--supervisor", "/s"]);
+        let err =
+            apply(&mut journaled, |name: &str| (name == DIR).then(|| dir.path().as_os_str().to_owned())).unwrap_err();
+        assert!(matches!(&err, EnvironmentError::Link { path } if path.ends_with("d1.journal.jsonl")), "{err}");
         let long = "x".repeat(5000);
         let mut long_id = cli(&["fuse", "--mountpoint", "/m", "--id", &long, "--supervisor", "/s"]);
         apply(&mut long_id, |name: &str| (name == DIR).then(|| dir.path().as_os_str().to_owned())).unwrap();

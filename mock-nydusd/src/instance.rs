@@ -37,18 +37,29 @@ fn flag(v: &Value, legacy: &str, v2: &str) -> bool {
 }
 
 impl InstanceConfig {
-    /// Reads a configuration string; text that is not a JSON object yields the defaults.
+    /// Reads a configuration string, JSON or TOML as nydusd reads it; text that is neither
+    /// yields the defaults.
     pub fn parse(config: &str) -> Self {
-        let v: Value = serde_json::from_str(config).unwrap_or(Value::Null);
+        let v: Value = serde_json::from_str(config)
+            .ok()
+            .or_else(|| toml::from_str::<toml::Table>(config).ok().and_then(|t| serde_json::to_value(t).ok()))
+            .unwrap_or(Value::Null);
         let legacy = v.pointer("/device").is_some();
         let backend = if legacy { v.pointer("/device/backend") } else { v.pointer("/backend") }.cloned();
         let backend = backend.unwrap_or(Value::Null);
         let kind = text(&backend, "/type").unwrap_or_else(|| "localfs".to_owned());
         // Legacy sections keep the backend's settings under `config`, v2 under the type name.
         let settings = backend.get("config").or_else(|| backend.get(&kind)).cloned().unwrap_or(Value::Null);
-        let cache_work_dir = text(&v, "/device/cache/config/work_dir")
-            .or_else(|| text(&v, "/cache/filecache/work_dir"))
-            .or_else(|| text(&v, "/cache/fscache/work_dir"));
+        // Only a local cache has a manager, and with it counters: a dummycache has neither.
+        let cache_type = text(&v, "/device/cache/type").or_else(|| text(&v, "/cache/type")).unwrap_or_default();
+        let cache_work_dir = ["blobcache", "filecache", "fscache"]
+            .contains(&cache_type.as_str())
+            .then(|| {
+                text(&v, "/device/cache/config/work_dir")
+                    .or_else(|| text(&v, "/cache/filecache/work_dir"))
+                    .or_else(|| text(&v, "/cache/fscache/work_dir"))
+            })
+            .flatten();
         let storage_id = text(&v, "/device/id")
             .or_else(|| text(&v, "/id"))
             // nydusd's ConfigV2 `id` defaults to "", and a blob cache registers its counters
@@ -84,6 +95,14 @@ mod tests {
         assert_eq!(c.cache_work_dir.as_deref(), Some("/cache"));
         assert_eq!(c.storage_id.as_deref(), Some("/snap"));
         assert!(c.files_account && !c.access_pattern);
+    }
+
+    #[test]
+    fn toml_is_read_and_a_dummycache_has_no_work_dir() {
+        let c = InstanceConfig::parse("version = 2\n[cache]\ntype = \"filecache\"\n[cache.filecache]\nwork_dir = \"/w\"\n");
+        assert_eq!(c.cache_work_dir.as_deref(), Some("/w"));
+        let dummy = InstanceConfig::parse(r#"{"device":{"cache":{"type":"dummycache","config":{"work_dir":"/x"}}}}"#);
+        assert_eq!(dummy.cache_work_dir, None);
     }
 
     #[test]

@@ -42,6 +42,7 @@ internal! {
     config_v2;
     control;
     death;
+    device;
     environment;
     fscache;
     framing;
@@ -94,7 +95,7 @@ pub fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     };
     // A program that starts the mock with nydusd's command line sets it up this way.
     if let Err(e) = environment::apply(&mut cli, |name| std::env::var_os(name)) {
-        eprintln!("Error: {e}");
+        eprintln!("Error: {}", fscache::chain(&e));
         return ExitCode::from(2);
     }
     let version = cli.mock_nydusd_version.unwrap_or_default();
@@ -215,7 +216,8 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
     }
     let api_bound = Arc::new(AtomicBool::new(false));
     let serving = serve_api(&cli, shared.clone(), startup, hold, api_bound.clone());
-    serve_until_stopped(&shared, &mut signals, shutdown_requested, fuse_gone, serving).await?;
+    // The control socket and scratch files go on every way out, a failed start included.
+    let served = serve_until_stopped(&shared, &mut signals, shutdown_requested, fuse_gone, serving).await;
     if let Some(path) = &cli.mock_control {
         let _ = std::fs::remove_file(path);
     }
@@ -226,7 +228,7 @@ async fn run_daemon(cli: Cli, build: nydusd_api::BuildTimeInfo) -> Result<(), Ny
         let _ = std::fs::remove_file(apisock);
         shared.journal.record("socket_removed", json!({ "path": apisock }));
     }
-    Ok(())
+    served
 }
 
 /// The FUSE session to serve, when the mock serves one (`--mock-fuse` in FUSE mode).

@@ -621,11 +621,16 @@ impl Model {
         if cmd.fs_type != "rafs" {
             return Ok(Vec::new());
         }
-        crate::rafs_config::check(&cmd.config).map_err(|refusal| {
+        let accepted = crate::rafs_config::check(&cmd.config, version).map_err(|refusal| {
             refuse(format!("RAFS failed to handle request, {}", refusal.load_config_text(version)))
         })?;
         match crate::bootstrap::read(std::path::Path::new(&cmd.source)) {
-            Ok(crate::bootstrap::Bootstrap::Rafs { blob_ids }) => Ok(blob_ids),
+            Ok(crate::bootstrap::Bootstrap::Rafs { version: rafs, blob_ids }) => {
+                crate::device::check(&accepted, rafs, &blob_ids)
+                    .map_err(|e| refuse(format!("RAFS failed to handle request, {}", e.text(version))))?;
+                Ok(blob_ids)
+            }
+            // The stand-in names no blobs: no device to refuse.
             Ok(crate::bootstrap::Bootstrap::StandIn) => Ok(Vec::new()),
             Err(e) => Err(refuse(format!("RAFS failed to handle request, {}", e.fill_superblock_text(version)))),
         }
@@ -651,7 +656,7 @@ impl Model {
             if let Err(e) = crate::bootstrap::open(std::path::Path::new(&cmd.source)) {
                 return refuse(e.read_metadata_text(version, &cmd.source));
             }
-            if let Err(refusal) = crate::rafs_config::check(&cmd.config) {
+            if let Err(refusal) = crate::rafs_config::check(&cmd.config, version) {
                 return refuse(refusal.load_config_text(version));
             }
         }
@@ -700,7 +705,7 @@ impl Model {
 /// after a takeover): whatever its bootstrap's table names.
 fn blob_ids_of(cmd: &MountRequest) -> Vec<String> {
     match crate::bootstrap::read(std::path::Path::new(&cmd.source)) {
-        Ok(crate::bootstrap::Bootstrap::Rafs { blob_ids }) => blob_ids,
+        Ok(crate::bootstrap::Bootstrap::Rafs { blob_ids, .. }) => blob_ids,
         _ => Vec::new(),
     }
 }

@@ -53,6 +53,22 @@ impl Fixture {
             std::fs::copy(fixtures.join("blobs").join(blob), dir.path().join("blobs").join(blob))?;
         }
         std::fs::copy(fixtures.join("blobs").join(BLOB_V5), dir.path().join("blobs5").join(BLOB_V5))?;
+        // Bootstraps nydusd refuses past their magic: the v6 table's size (u32 at 1152+16)
+        // not a whole number of 256-byte entries, or past the end; a blob id that is not
+        // UTF-8; a v5 file with nothing but its magic and version.
+        let v6 = std::fs::read(fixtures.join("v6.boot"))?;
+        let patched = |name: &str, at: usize, bytes: &[u8]| -> std::io::Result<()> {
+            let mut image = v6.clone();
+            image[at..at + bytes.len()].copy_from_slice(bytes);
+            std::fs::write(dir.path().join(name), image)
+        };
+        patched("table-of-7", 1168, &7u32.to_le_bytes())?;
+        patched("table-past-the-end", 1168, &(256u32 * 200).to_le_bytes())?;
+        patched("id-not-utf8", 4096, &[0xff; 64])?;
+        let mut bare = std::fs::read(fixtures.join("v5.boot"))?[..8].to_vec();
+        bare.resize(8192, 0);
+        std::fs::write(dir.path().join("v5-bare"), bare)?;
+        std::fs::create_dir_all(dir.path().join("empty"))?;
         std::fs::write(dir.path().join("short"), "hello, not a bootstrap\n")?;
         std::fs::write(dir.path().join("big"), vec![b'x'; 20_000])?;
         Ok(Self { dir })
@@ -72,6 +88,12 @@ impl Fixture {
             "mode": "direct"
         })
         .to_string()
+    }
+
+    /// The legacy configuration without a cache, blobs from `blobs`.
+    fn v1_uncached(&self, blobs: &str) -> String {
+        json!({ "device": { "backend": { "type": "localfs", "config": { "dir": self.path(blobs) } } }, "mode": "direct" })
+            .to_string()
     }
 
     fn v2(&self) -> Value {
@@ -138,6 +160,9 @@ fn refused(v2_4: &'static str, v2_2: &'static str) -> Box<dyn Fn(Release) -> Exp
 
 const EINVAL_2_2: &str =
     r#"RAFS failed to handle request, LoadConfig(Os { code: 22, kind: InvalidInput, message: "Invalid argument" })"#;
+const EINVAL_SUPERBLOCK_2_4: &str =
+    "RAFS failed to handle request, Failed to fill superBlock: Invalid argument (os error 22)`";
+const EINVAL_SUPERBLOCK_2_2: &str = r#"RAFS failed to handle request, FillSuperblock(Os { code: 22, kind: InvalidInput, message: "Invalid argument" })"#;
 const UNPARSABLE_2_4: &str =
     "RAFS failed to handle request, Failed to load config: failed to parse configuration information`";
 
@@ -296,6 +321,58 @@ fn steps(f: &Fixture) -> Vec<Step> {
             ),
         },
         Step {
+            name: "superblock_v6_table_of_7_bytes",
+            request: mount("POST", "/x", &f.path("table-of-7"), &v1),
+            expect: refused(EINVAL_SUPERBLOCK_2_4, EINVAL_SUPERBLOCK_2_2),
+        },
+        Step {
+            name: "superblock_v6_table_past_the_end",
+            request: mount("POST", "/x", &f.path("table-past-the-end"), &v1),
+            expect: refused(EINVAL_SUPERBLOCK_2_4, EINVAL_SUPERBLOCK_2_2),
+        },
+        Step {
+            name: "superblock_blob_id_not_utf8",
+            request: mount("POST", "/x", &f.path("id-not-utf8"), &v1),
+            expect: refused(EINVAL_SUPERBLOCK_2_4, EINVAL_SUPERBLOCK_2_2),
+        },
+        Step {
+            name: "superblock_v5_magic_only",
+            request: mount("POST", "/x", &f.path("v5-bare"), &v1),
+            expect: refused(EINVAL_SUPERBLOCK_2_4, EINVAL_SUPERBLOCK_2_2),
+        },
+        Step {
+            name: "device_v6_without_blob_cache",
+            request: mount("POST", "/x", &f.path("v6.boot"), &f.v1_uncached("blobs")),
+            expect: refused(
+                "RAFS failed to handle request, Failed to configure device: Rafs v6 must have local blobcache configured`",
+                r#"RAFS failed to handle request, Configure("Rafs v6 must have local blobcache configured")"#,
+            ),
+        },
+        Step {
+            name: "device_blob_missing_uncached",
+            request: mount("POST", "/x", &f.path("v5.boot"), &f.v1_uncached("empty")),
+            expect: refused(
+                "RAFS failed to handle request, Failed to create device: `",
+                r#"RAFS failed to handle request, CreateDevice(Custom { kind: Other, error: "" })"#,
+            ),
+        },
+        Step {
+            name: "device_blob_missing_cached",
+            request: mount("POST", "/x", &f.path("v6.boot"), &v1.replace(&f.path("blobs"), &f.path("empty"))),
+            expect: refused(
+                "RAFS failed to handle request, Failed to create device: Input/output error (os error 5)`",
+                r#"RAFS failed to handle request, CreateDevice(Os { code: 5, kind: Uncategorized, message: "Input/output error" })"#,
+            ),
+        },
+        Step {
+            name: "device_without_backend",
+            request: mount("POST", "/x", &f.path("v5.boot"), &json!({ "version": 2, "cache": f.v2()["cache"], "rafs": {} }).to_string()),
+            expect: refused(
+                "RAFS failed to handle request, Failed to create device: no configuration information for backend`",
+                r#"RAFS failed to handle request, CreateDevice(Os { code: 22, kind: InvalidInput, message: "Invalid argument" })"#,
+            ),
+        },
+        Step {
             name: "prefetch_list_relative",
             request: request(
                 "POST",
@@ -348,6 +425,20 @@ fn steps(f: &Fixture) -> Vec<Step> {
             name: "blobcache_by_mountpoint",
             request: request("GET", "/api/v1/metrics/blobcache?id=/a", ""),
             expect: Box::new(no_counter),
+        },
+        // 2.2 knows no dummycache; 2.4 mounts with it.
+        Step {
+            name: "mount_with_dummycache",
+            request: mount(
+                "POST",
+                "/z",
+                &f.path("v5.boot"),
+                &json!({ "device": { "backend": { "type": "localfs", "config": { "dir": f.path("blobs") } }, "cache": { "type": "dummycache" } }, "mode": "direct" }).to_string(),
+            ),
+            expect: Box::new(|release| match release {
+                Release::V2_4 => Expect::NoContent,
+                Release::V2_2 => Expect::MountRefused(EINVAL_2_2.to_owned()),
+            }),
         },
     ]
 }

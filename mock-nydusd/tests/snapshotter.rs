@@ -294,6 +294,24 @@ fn the_builders_command_lines_are_accepted() {
     assert!(metrics.starts_with("HTTP/1.1 404 ") && metrics.contains("NoCounter"), "{metrics}");
 }
 
+/// A daemon that cannot start (its API socket's directory is missing) exits 1 and leaves
+/// no control socket in the directory.
+#[test]
+fn a_failed_start_leaves_no_control_socket_behind() {
+    let root = Root::new();
+    let mut command = Command::new(common::mock());
+    command.args(["fuse", "--id", "d9", "--supervisor", "/nonexistent/s.sock", "--mountpoint"]);
+    command.arg(root.path("mnt/d9/x").parent().unwrap());
+    command.args(["--apisock", "/nonexistent/dir/api.sock"]).stdout(Stdio::null()).stderr(Stdio::null());
+    for name in mock_nydusd::ENVIRONMENT_VARIABLES {
+        command.env_remove(name);
+    }
+    let status = command.env("MOCK_NYDUSD_DIR", root.mock_dir()).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    assert!(!root.mock_dir().join("d9.control.sock").exists(), "the control socket went with the daemon");
+    assert!(root.mock_dir().join("d9.starts").is_file(), "the start was counted");
+}
+
 /// A bad value is refused before anything starts, naming the variable.
 #[test]
 fn a_bad_variable_is_a_usage_error_naming_it() {

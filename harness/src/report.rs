@@ -45,6 +45,9 @@ pub enum NotRun {
     /// The run was refused before any scenario started (bad input, an unwritable
     /// report, no room for sockets): why. Counted as failed.
     Refused(String),
+    /// The file is not a valid scenario: the loader's error, with its file:line:column.
+    /// Counted as failed; the run's other scenarios still run.
+    Invalid(String),
 }
 
 impl NotRun {
@@ -58,6 +61,7 @@ impl NotRun {
                 "not finished: the run writing this report had not ended (it was killed, or still runs)".into()
             }
             Self::Refused(why) => format!("not run: the run was refused before it started: {why}"),
+            Self::Invalid(error) => format!("not run: not a valid scenario: {error}"),
         }
     }
 }
@@ -121,7 +125,7 @@ impl Entry {
             Ok(_) => Status::Pass,
             Err(NotRun::AfterFailure) => Status::NotRun,
             Err(NotRun::Interrupted(_) | NotRun::Unfinished) => Status::Interrupted,
-            Err(NotRun::Refused(_)) => Status::Fail,
+            Err(NotRun::Refused(_) | NotRun::Invalid(_)) => Status::Fail,
         }
     }
 
@@ -460,6 +464,11 @@ fn junit_status(e: &Entry, report: &RunReport) -> TestCaseStatus {
         Err(refused @ NotRun::Refused(_)) => {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
             s.set_message(xml_text(&refused.reason())).set_type("refused");
+            s
+        }
+        Err(invalid @ NotRun::Invalid(_)) => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Error);
+            s.set_message(xml_text(&invalid.reason())).set_type("invalid");
             s
         }
     }

@@ -61,6 +61,33 @@ fn run_with_an_invalid_file_refuses_to_start() {
     assert!(text.contains("unknown-key.yaml:6:26"), "{text}");
 }
 
+/// A broken file under a directory is reported as itself, with its location, and the
+/// directory's other scenarios are still listed and run; the exit code says a file was
+/// invalid, and the reports carry it as a failed entry.
+#[test]
+fn a_broken_file_in_a_directory_is_reported_and_the_others_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    std::fs::copy(format!("{root}/../scenarios/lifecycle/vars-and-anchors.yaml"), dir.path().join("good.yaml"))
+        .unwrap();
+    std::fs::write(dir.path().join("broken.yaml"), "version: 1\nname: x\nsteps: [\n").unwrap();
+    let path = dir.path().to_str().unwrap();
+    let (code, text) = harness(&["list", path]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("broken.yaml:3:8: unclosed bracket") && text.contains("vars-and-anchors"), "{text}");
+    let json = dir.path().join("report.json");
+    let (code, text) = harness(&["run", path, "--json", json.to_str().unwrap()]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("PASS good.yaml"), "the valid scenario ran: {text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let entries = report["scenarios"].as_array().unwrap();
+    let status = |name: &str| entries.iter().find(|e| e["name"] == name).map(|e| e["status"].clone());
+    assert_eq!(status("vars-and-anchors"), Some(serde_json::json!("pass")), "{report}");
+    let broken = entries.iter().find(|e| e["name"] == "broken").unwrap();
+    assert_eq!(broken["status"], "fail");
+    assert!(broken["reason"].as_str().unwrap().contains("broken.yaml:3:8"), "{broken}");
+}
+
 #[test]
 fn the_binary_runs_the_mock_when_named_mock_nydusd() {
     let dir = tempfile::tempdir().unwrap();

@@ -33,6 +33,15 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The file that cannot be used.
+    pub fn path(&self) -> &Path {
+        match self {
+            Self::Read { path, .. } | Self::Invalid { path, .. } => path,
+        }
+    }
+}
+
 /// The largest scenario file read (the library's largest is a few KiB).
 pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
 

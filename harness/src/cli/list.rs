@@ -40,13 +40,17 @@ pub(crate) fn list(args: &ListArgs) -> ExitCode {
         Ok(c) => c,
         Err(refusal) => return refusal.report(),
     };
-    let selected = match args.selection.load() {
-        Ok(s) => s,
+    let (selected, broken) = match args.selection.load_all() {
+        Ok(loaded) => (loaded.selected, loaded.broken),
         Err(e) => {
             eprintln!("error: {e}");
             return e.exit_code();
         }
     };
+    // A broken file is reported as itself; the others are still listed.
+    for e in &broken {
+        eprintln!("error: {e}");
+    }
     let base = args.selection.base();
     let listed: Vec<Listed> = selected
         .iter()
@@ -65,7 +69,7 @@ pub(crate) fn list(args: &ListArgs) -> ExitCode {
         table(&listed, &spelled(&config.target))
     };
     say(&text);
-    ExitCode::from(exit_code::OK)
+    ExitCode::from(if broken.is_empty() { exit_code::OK } else { exit_code::INVALID_SCENARIO })
 }
 
 fn table(listed: &[Listed], target: &str) -> String {

@@ -43,7 +43,8 @@ Exit codes:
        or a scenario that could not be compared although it applies (diff), a schedule
        broke an invariant (chaos)
   2    usage error (bad flag, unwritable report path)
-  3    a scenario file is invalid (its file:line:column is printed)
+  3    a scenario file is invalid (its file:line:column is printed; list and run still
+       list and run the valid ones, and a failed scenario makes run's code 1)
   4    the harness could not set up (temporary root, runtime, mock binary, report write)
   5    no scenario was selected
   6    the VM's command did not end: deadline, kernel panic (vm; otherwise vm exits

@@ -160,6 +160,8 @@ struct Planned {
 struct Prepared {
     config: RunConfig,
     planned: Vec<Planned>,
+    /// Files under the paths that are not valid scenarios: reported, never run.
+    broken: Vec<crate::scenario::LoadError>,
     jobs: usize,
     runtime: tokio::runtime::Runtime,
 }
@@ -170,7 +172,8 @@ fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
     let bundles = args.bundles.clone().unwrap_or_else(|| std::env::temp_dir().join("harness-failures"));
     let config = RunConfig { bundles: Some(bundles), ..config };
     check_outputs(args, config.bundles.as_deref())?;
-    let selected = args.selection.load().map_err(|e| Refusal { code: e.code(), why: e.to_string() })?;
+    let loaded = args.selection.load_all().map_err(|e| Refusal { code: e.code(), why: e.to_string() })?;
+    let (selected, broken) = (loaded.selected, loaded.broken);
     let scenarios: Vec<&Scenario> = selected.iter().map(|(_, s)| s).collect();
     if let Some(e) = crate::runner::socket_room_error(&std::env::temp_dir(), &scenarios) {
         return Err(Refusal::new(exit_code::USAGE, e));
@@ -190,7 +193,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
         .enable_all()
         .build()
         .map_err(|e| Refusal::new(exit_code::SETUP_ERROR, format!("cannot start the async runtime: {e}")))?;
-    Ok(Prepared { config, planned, jobs, runtime })
+    Ok(Prepared { config, planned, broken, jobs, runtime })
 }
 
 /// A refused run's reports say so (each one that can be written), so that neither an
@@ -224,24 +227,38 @@ fn refuse(args: &RunArgs, refusal: Refusal) -> ExitCode {
 }
 
 pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
-    let Prepared { config, planned, jobs, runtime } = match prepare(args) {
+    let Prepared { config, planned, broken, jobs, runtime } = match prepare(args) {
         Ok(prepared) => prepared,
         Err(refusal) => return refuse(args, refusal),
     };
+    // A broken file is an entry of its own, first, with its location; the others run.
+    let broken_entries: Vec<Entry> = broken
+        .iter()
+        .map(|e| {
+            eprintln!("error: {e}");
+            Entry {
+                path: e.path().to_owned(),
+                name: e.path().file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                repetition: 1,
+                outcome: Err(NotRun::Invalid(e.to_string())),
+            }
+        })
+        .collect();
     let base = args.selection.base();
     let target = format!("{:?}", config.target).to_lowercase();
     let (started_at, started) = (SystemTime::now(), Instant::now());
     // Before anything runs, the reports say "not finished": a run killed before its end
     // leaves that, never the previous run's green report.
     let unfinished = RunReport {
-        entries: planned
+        entries: broken_entries
             .iter()
-            .map(|p| Entry {
+            .cloned()
+            .chain(planned.iter().map(|p| Entry {
                 path: p.path.clone(),
                 name: p.scenario.name.clone(),
                 repetition: p.repetition,
                 outcome: Err(NotRun::Unfinished),
-            })
+            }))
             .collect(),
         started_at,
         wall: Duration::ZERO,
@@ -260,7 +277,8 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         painter,
         slow_after: Duration::from_secs_f64(args.slow_after.max(0.0)),
     };
-    let (entries, interrupted) = runtime.block_on(run_all(planned, config, &base, options));
+    let (ran, interrupted) = runtime.block_on(run_all(planned, config, &base, options));
+    let entries: Vec<Entry> = broken_entries.into_iter().chain(ran).collect();
     // Blocking work still under way (a manager's store being opened when a signal came)
     // holds its scenario's root until it ends, which it does in milliseconds: it is given
     // a moment, so the root goes with it. Work that never ends (an open of a FIFO) must
@@ -298,7 +316,16 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
     if unwritten {
         return ExitCode::from(exit_code::SETUP_ERROR);
     }
-    ExitCode::from(if report.is_green() { exit_code::OK } else { exit_code::SCENARIO_FAILED })
+    // A failed scenario says more than a broken file; a broken file alone is still not green.
+    let failed =
+        report.counts().failed > broken.len() || report.counts().not_run > 0 || report.counts().interrupted > 0;
+    ExitCode::from(if report.is_green() {
+        exit_code::OK
+    } else if !failed && !broken.is_empty() {
+        exit_code::INVALID_SCENARIO
+    } else {
+        exit_code::SCENARIO_FAILED
+    })
 }
 
 /// Writes the `--json` and `--junit` reports of `report`, each whole or not at all.

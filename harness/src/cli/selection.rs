@@ -53,15 +53,28 @@ impl Selection {
     /// Loads every scenario under the paths (an invalid one stops everything) and keeps
     /// the selected ones; the error is the exit code, after the reason was printed.
     pub fn load(&self) -> Result<Vec<(PathBuf, Scenario)>, SelectionError> {
+        let loaded = self.load_all()?;
+        match loaded.broken.into_iter().next() {
+            Some(first) => Err(SelectionError::Invalid(first)),
+            None => Ok(loaded.selected),
+        }
+    }
+
+    /// Loads every scenario under the paths and keeps the selected ones, and the files that
+    /// are not valid scenarios apart (a broken file never hides the others). Nothing
+    /// selected and nothing broken is an error.
+    pub fn load_all(&self) -> Result<Loaded, SelectionError> {
         let files = scenario::discover(&self.paths()).map_err(SelectionError::Discover)?;
         let mut loaded = Vec::new();
+        let mut broken = Vec::new();
         for file in files {
-            let s = scenario::load(&file).map_err(SelectionError::Invalid)?;
-            if self.selects(&file, &s) {
-                loaded.push((file, s));
+            match scenario::load(&file) {
+                Ok(s) if self.selects(&file, &s) => loaded.push((file, s)),
+                Ok(_) => {}
+                Err(e) => broken.push(e),
             }
         }
-        if loaded.is_empty() {
+        if loaded.is_empty() && broken.is_empty() {
             let filters = if self.filters.is_empty() {
                 String::new()
             } else {
@@ -69,8 +82,15 @@ impl Selection {
             };
             return Err(SelectionError::NoneSelected { filters });
         }
-        Ok(loaded)
+        Ok(Loaded { selected: loaded, broken })
     }
+}
+
+/// What a selection found: the scenarios selected, and the files that are not valid
+/// scenarios (each error names its file, line and column).
+pub(crate) struct Loaded {
+    pub selected: Vec<(PathBuf, Scenario)>,
+    pub broken: Vec<scenario::LoadError>,
 }
 
 /// Why a selection selects nothing to run.

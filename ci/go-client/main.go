@@ -149,12 +149,17 @@ func main() {
 		}
 		return append(args, strings.Fields(os.Getenv("GO_CLIENT_DAEMON_ARGS"))...)
 	}
-	first := exec.Command(*nydusd, build(sock, false)...)
-	first.Env = os.Environ()
-	if err := first.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+	// start runs the daemon as the snapshotter's manager does (exec.Command, its env).
+	start := func(args []string) *exec.Cmd {
+		cmd := exec.Command(*nydusd, args...)
+		cmd.Env = os.Environ()
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		return cmd
 	}
+	first := start(build(sock, false))
 	defer func() { _ = first.Process.Kill(); _, _ = first.Process.Wait() }()
 	c := client(sock)
 	record("start_running", nil, waitState(c, types.DaemonStateRunning))
@@ -240,12 +245,7 @@ func main() {
 	// The snapshotter's hot upgrade (pkg/system/system.go, upgradeNydusDaemon).
 	nextSock := filepath.Join(filepath.Dir(sock), "api1.sock")
 	record("supervisor_send_states", nil, su.SendStatesTimeout(10*time.Second))
-	next := exec.Command(*nydusd, build(nextSock, true)...)
-	next.Env = os.Environ()
-	if err := next.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
-	}
+	next := start(build(nextSock, true))
 	defer func() { _ = next.Process.Kill(); _, _ = next.Process.Wait() }()
 	nc := client(nextSock)
 	record("successor_init", nil, waitState(nc, types.DaemonStateInit))

@@ -97,8 +97,7 @@ pub fn read(path: &Path) -> Result<Bootstrap, SuperblockError> {
     if head.len() < V5_SUPERBLOCK_BYTES {
         return Err(SuperblockError::short());
     }
-    let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let (u32_at, u64_at) = (|at| le_u32(&head, at), |at| le_u64(&head, at));
     let file_size = file.metadata().map_err(SuperblockError)?.len();
     // nydusd's superblock checks all end in a bare EINVAL.
     let invalid = || SuperblockError(std::io::Error::from_raw_os_error(nix::libc::EINVAL));
@@ -127,13 +126,22 @@ pub fn read(path: &Path) -> Result<Bootstrap, SuperblockError> {
     Err(SuperblockError(std::io::Error::other("invalid RAFS superblock")))
 }
 
+/// The little-endian u32 at `at` of the superblock (always inside its 8 KiB).
+fn le_u32(head: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The little-endian u64 at `at` of the superblock.
+fn le_u64(head: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"))
+}
+
 /// The v5 superblock's own sizes and tables, as nydusd's `RafsV5SuperBlock::validate`
 /// checks them: an 8 KiB superblock in a longer file, a power-of-two block size from 4 KiB
 /// to 16 MiB, no more inodes than inode-table entries, and inode and blob tables inside the
 /// metadata after the superblock without overlapping.
 fn v5_superblock_holds(head: &[u8], file_size: u64) -> bool {
-    let u32_at = |at: usize| u32::from_le_bytes(head[at..at + 4].try_into().expect("4 bytes"));
-    let u64_at = |at: usize| u64::from_le_bytes(head[at..at + 8].try_into().expect("8 bytes"));
+    let (u32_at, u64_at) = (|at| le_u32(head, at), |at| le_u64(head, at));
     let block_size = u64::from(u32_at(12));
     let range = |offset: u64, size: u64| offset.checked_add(size).map(|end| (offset, end));
     let inside = |(start, end): (u64, u64)| start >= V5_SUPERBLOCK_BYTES as u64 && end <= file_size;

@@ -47,7 +47,7 @@ pub const VARIABLES: [&str; 7] = [
 pub enum EnvironmentError {
     /// A per-daemon file in the directory is a symbolic link: the mock writes only files of
     /// its own there.
-    #[error("{MOCK_NYDUSD_DIR}: {} is a symbolic link; the mock writes only its own files", path.display())]
+    #[error("{DIR}: {} is a symbolic link; the mock writes only its own files", path.display())]
     Link {
         /// The link.
         path: PathBuf,
@@ -63,7 +63,7 @@ pub enum EnvironmentError {
         reason: &'static str,
     },
     /// The directory's start count could not be kept.
-    #[error("{MOCK_NYDUSD_DIR}: cannot count the starts of {name} in {}", path.display())]
+    #[error("{DIR}: cannot count the starts of {name} in {}", path.display())]
     Starts {
         /// The daemon's name.
         name: String,
@@ -74,8 +74,6 @@ pub enum EnvironmentError {
         source: std::io::Error,
     },
 }
-
-const MOCK_NYDUSD_DIR: &str = DIR;
 
 /// Fills the mock's options the command line left out from `lookup` (the process
 /// environment in `run`), and the per-daemon directory.

@@ -614,25 +614,22 @@ impl Model {
     /// cache will hold.
     fn check_instance(&self, cmd: &MountRequest) -> Result<Vec<String>, Response> {
         let version = self.options.version;
-        let refuse = |text: String| Response::error(500, &format!("Mount(MountFilesystem(Other({text:?})))"));
         if cmd.prefetch_files.iter().flatten().any(|path| !path.starts_with('/')) {
-            return Err(refuse("invalid prefetch file list".to_owned()));
+            return Err(mount_refused("invalid prefetch file list"));
         }
         if cmd.fs_type != "rafs" {
             return Ok(Vec::new());
         }
-        let accepted = crate::rafs_config::check(&cmd.config, version).map_err(|refusal| {
-            refuse(format!("RAFS failed to handle request, {}", refusal.load_config_text(version)))
-        })?;
+        let accepted = crate::rafs_config::check(&cmd.config, version)
+            .map_err(|refusal| rafs_refused(&refusal.load_config_text(version)))?;
         match crate::bootstrap::read(std::path::Path::new(&cmd.source)) {
             Ok(crate::bootstrap::Bootstrap::Rafs { version: rafs, blob_ids }) => {
-                crate::device::check(&accepted, rafs, &blob_ids)
-                    .map_err(|e| refuse(format!("RAFS failed to handle request, {}", e.text(version))))?;
+                crate::device::check(&accepted, rafs, &blob_ids).map_err(|e| rafs_refused(&e.text(version)))?;
                 Ok(blob_ids)
             }
             // The stand-in names no blobs: no device to refuse.
             Ok(crate::bootstrap::Bootstrap::StandIn) => Ok(Vec::new()),
-            Err(e) => Err(refuse(format!("RAFS failed to handle request, {}", e.fill_superblock_text(version)))),
+            Err(e) => Err(rafs_refused(&e.fill_superblock_text(version))),
         }
     }
 
@@ -650,14 +647,11 @@ impl Model {
         // A remount opens the bootstrap before it reads the configuration.
         if cmd.fs_type == "rafs" {
             let version = self.options.version;
-            let refuse = |text: String| {
-                Response::error(500, &format!("Mount(MountFilesystem(Other({:?})))", format!("RAFS failed to handle request, {text}")))
-            };
             if let Err(e) = crate::bootstrap::open(std::path::Path::new(&cmd.source)) {
-                return refuse(e.read_metadata_text(version, &cmd.source));
+                return rafs_refused(&e.read_metadata_text(version, &cmd.source));
             }
             if let Err(refusal) = crate::rafs_config::check(&cmd.config, version) {
-                return refuse(refusal.load_config_text(version));
+                return rafs_refused(&refusal.load_config_text(version));
             }
         }
         let blob_ids = blob_ids_of(&cmd);
@@ -699,6 +693,16 @@ impl Model {
         }
         self.mounts.insert(mountpoint, Mounted { cmd, mounted_time: crate::time::human_utc_now() });
     }
+}
+
+/// nydusd's 500 for a mount it refuses: `text` Debug-quoted in its error wrapper.
+fn mount_refused(text: &str) -> Response {
+    Response::error(500, &format!("Mount(MountFilesystem(Other({text:?})))"))
+}
+
+/// A refusal from the RAFS layer, which nydusd prefixes.
+fn rafs_refused(text: &str) -> Response {
+    mount_refused(&format!("RAFS failed to handle request, {text}"))
 }
 
 /// The blobs of an instance mounted without the API's checks (at start-up, or restored

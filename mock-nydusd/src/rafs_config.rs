@@ -69,13 +69,14 @@ impl Accepted {
 
 /// Checks a configuration as nydusd `version`'s mount does before it opens the bootstrap.
 pub fn check(text: &str, version: NydusdVersion) -> Result<Accepted, ConfigRefusal> {
-    let v2 = match read_v2(text) {
-        Some(v2) => v2,
-        None => read_v1(text).ok_or(ConfigRefusal::Unparsable)?,
+    // A v2 reading that does not validate is "invalid"; a v1 text whose conversion does not
+    // validate was not a reading at all.
+    let (v2, invalid) = match read_v2(text) {
+        Some(v2) => (v2, ConfigRefusal::Invalid),
+        None => (read_v1(text).ok_or(ConfigRefusal::Unparsable)?, ConfigRefusal::Unparsable),
     };
     if !valid_v2(&v2, version) {
-        // A v1 text whose conversion does not validate was not a reading at all.
-        return Err(if is_v2_shaped(text) { ConfigRefusal::Invalid } else { ConfigRefusal::Unparsable });
+        return Err(invalid);
     }
     if v2.get("cache").is_none_or(Value::is_null) {
         return Err(ConfigRefusal::NoCache);
@@ -91,10 +92,6 @@ pub fn check(text: &str, version: NydusdVersion) -> Result<Accepted, ConfigRefus
         .map(|l| (text_of(l, "dir").to_owned(), text_of(l, "blob_file").to_owned()));
     let cache_type = v2.get("cache").map(|c| text_of(c, "type").to_owned()).unwrap_or_default();
     Ok(Accepted { backend_type, localfs, cache_type })
-}
-
-fn is_v2_shaped(text: &str) -> bool {
-    read_v2(text).is_some()
 }
 
 /// The v2 shape: what nydusd's serde takes as `ConfigV2` (JSON first, then TOML), as a
@@ -240,12 +237,13 @@ fn valid_v2(v2: &Map<String, Value>, version: NydusdVersion) -> bool {
 /// and the legacy `RafsConfig`), so that a text nydusd's serde refuses is refused here: a
 /// wrong type, a missing required field, a repeated key. Fields the mock does not model are
 /// taken as anything (`IgnoredAny`), which is what keeps this a subset of nydusd's refusals.
+// The fields are read by serde only: their types are the point.
+#[allow(dead_code)]
 mod shapes {
     use serde::Deserialize;
     use serde::de::IgnoredAny;
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct ConfigV2 {
         version: u32,
         #[serde(default)]
@@ -259,7 +257,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct BackendV2 {
         #[serde(rename = "type")]
         backend_type: String,
@@ -273,7 +270,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct LocalFs {
         #[serde(default)]
         blob_file: String,
@@ -284,7 +280,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct LocalDisk {
         #[serde(default)]
         device_path: String,
@@ -293,7 +288,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct Registry {
         #[serde(default)]
         scheme: String,
@@ -324,7 +318,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Proxy {
         #[serde(default)]
         url: String,
@@ -341,7 +334,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct CacheV2 {
         #[serde(default, rename = "type")]
         cache_type: String,
@@ -356,7 +348,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct FileCache {
         #[serde(default)]
         work_dir: String,
@@ -371,14 +362,12 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct FsCache {
         #[serde(default)]
         work_dir: String,
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct PrefetchV2 {
         enable: bool,
         #[serde(default)]
@@ -394,7 +383,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct RafsV2 {
         #[serde(default)]
         mode: Option<String>,
@@ -415,7 +403,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Overlay {
         upper_dir: String,
         work_dir: String,
@@ -424,7 +411,6 @@ mod shapes {
     /// The legacy shape; `device.backend.config` and `device.cache.config` are free-form
     /// here and typed by the conversion (`read_v1`).
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     pub struct RafsConfig {
         device: Factory,
         mode: String,
@@ -445,7 +431,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Factory {
         #[serde(default)]
         id: String,
@@ -457,7 +442,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Backend {
         #[serde(rename = "type")]
         backend_type: String,
@@ -465,7 +449,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct Cache {
         #[serde(default, rename = "type")]
         cache_type: String,
@@ -478,7 +461,6 @@ mod shapes {
     }
 
     #[derive(Deserialize)]
-    #[allow(dead_code)]
     struct FsPrefetch {
         #[serde(default)]
         enable: bool,

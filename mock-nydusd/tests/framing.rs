@@ -12,14 +12,14 @@
 //! the spurious 500, as nydusd's 50 ms pauses drew it in the reference transcripts.
 
 mod common;
+#[path = "common/real_nydusd.rs"]
+mod real_nydusd;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use host_facts::{Requirement, unmet};
 use libtest_mimic::{Arguments, Failed, Trial};
 use testkit::MockProcess;
 
@@ -304,62 +304,9 @@ fn without_the_partial_read_500_pieces_draw_one_reply() -> Result<(), Failed> {
     run_case_on(stream, &Case { name: "nothing_more", steps: Vec::new() })
 }
 
-/// A real nydusd serving FUSE at a temporary mountpoint; killed, reaped and unmounted on drop.
-struct RealNydusd {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl RealNydusd {
-    fn start(binary: &Path) -> Result<Self, Failed> {
-        let dir = tempfile::tempdir()?;
-        std::fs::create_dir(dir.path().join("mnt"))?;
-        let child = Command::new(binary)
-            .arg("--apisock")
-            .arg(dir.path().join("api.sock"))
-            .arg("--mountpoint")
-            .arg(dir.path().join("mnt"))
-            // Root here lacks CAP_SYS_RESOURCE, so nydusd must not raise its fd limit.
-            .args(["--log-level", "warn", "--rlimit-nofile", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let daemon = Self { child, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(daemon.sock()).is_err() {
-            if Instant::now() > deadline {
-                return Err("real nydusd never opened its API socket".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(daemon)
-    }
-
-    fn sock(&self) -> PathBuf {
-        self.dir.path().join("api.sock")
-    }
-}
-
-impl Drop for RealNydusd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = nix::mount::umount2(&self.dir.path().join("mnt"), nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
-/// A real nydusd (see [`host_facts::installed_nydusd`]) and the privileges it needs here.
-fn real_nydusd() -> Result<PathBuf, String> {
-    let binary = host_facts::installed_nydusd()?;
-    match unmet(&[Requirement::Root, Requirement::Fuse]) {
-        Some(reason) => Err(reason),
-        None => Ok(binary),
-    }
-}
-
 fn main() {
     let args = Arguments::from_args();
-    let real = real_nydusd();
+    let real = real_nydusd::usable(host_facts::installed_nydusd());
     if let Err(reason) = &real {
         eprintln!("nydusd::… cases skipped: {reason}");
     }
@@ -380,7 +327,8 @@ fn main() {
         let ignored = real.is_err();
         let trial = Trial::test(format!("nydusd::{}", case.name), move || {
             let binary = real.map_err(|reason| format!("skipped: {reason}"))?;
-            let daemon = RealNydusd::start(&binary)?;
+            let dir = tempfile::tempdir()?;
+            let daemon = real_nydusd::RealNydusd::start_in(&binary, dir.path())?;
             run_case(&daemon.sock(), &case)
         });
         trials.push(trial.with_ignored_flag(ignored));

@@ -11,14 +11,15 @@
 //! nydus-image 2.2 from a one-file tree, with their blobs.
 
 mod common;
+#[path = "common/real_nydusd.rs"]
+mod real_nydusd;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use host_facts::{Requirement, unmet};
 use libtest_mimic::{Arguments, Failed, Trial};
 use serde_json::{Value, json};
 use testkit::MockProcess;
@@ -446,27 +447,10 @@ fn steps(f: &Fixture) -> Vec<Step> {
 /// One reply: status and body.
 fn exchange(stream: &mut UnixStream, bytes: &[u8]) -> Result<(u16, String), Failed> {
     stream.write_all(bytes)?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 65536];
-    loop {
-        let n = stream.read(&mut buf)?;
-        if n == 0 {
-            return Err(format!("connection closed after {:?}", String::from_utf8_lossy(&reply)).into());
-        }
-        reply.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&reply).into_owned();
-        let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .map_or(Ok(0), str::parse::<usize>)
-            .map_err(|e| format!("{e}"))?;
-        if body.len() >= length {
-            let status =
-                head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {head:?}"))?;
-            return Ok((status, body.to_owned()));
-        }
-    }
+    let reply = testkit::try_read_response(stream)?;
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or_else(|| format!("no end of headers in {reply:?}"))?;
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
 }
 
 fn check(step: &Step, release: Release, status: u16, body: &str) -> Result<(), String> {
@@ -504,51 +488,9 @@ fn run_sequence(sock: &Path, fixture: &Fixture, release: Release) -> Result<(), 
     if mismatches.is_empty() { Ok(()) } else { Err(mismatches.join("\n").into()) }
 }
 
-/// A real nydusd serving FUSE at the fixture's mountpoint; killed, reaped and unmounted on drop.
-struct RealNydusd {
-    child: Child,
-    mountpoint: PathBuf,
-}
-
-impl RealNydusd {
-    fn start(binary: &Path, fixture: &Fixture) -> Result<Self, Failed> {
-        let mountpoint = fixture.dir.path().join("mnt");
-        let child = Command::new(binary)
-            .arg("--apisock")
-            .arg(fixture.dir.path().join("api.sock"))
-            .arg("--mountpoint")
-            .arg(&mountpoint)
-            // Root here lacks CAP_SYS_RESOURCE, so nydusd must not raise its fd limit.
-            .args(["--log-level", "warn", "--rlimit-nofile", "0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let daemon = Self { child, mountpoint };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while UnixStream::connect(fixture.dir.path().join("api.sock")).is_err() {
-            if Instant::now() > deadline {
-                return Err("real nydusd never opened its API socket".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Ok(daemon)
-    }
-}
-
-impl Drop for RealNydusd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH);
-    }
-}
-
 /// A real nydusd of `release` from `found`, with the privileges it needs here, or why not.
 fn real(found: Result<PathBuf, String>, release: Release) -> Result<PathBuf, String> {
-    let binary = found?;
-    if let Some(reason) = unmet(&[Requirement::Root, Requirement::Fuse]) {
-        return Err(reason);
-    }
+    let binary = real_nydusd::usable(found)?;
     let output = Command::new(&binary).arg("--version").output().map_err(|e| format!("{}: {e}", binary.display()))?;
     let text = String::from_utf8_lossy(&output.stdout);
     let is = match release {
@@ -584,7 +526,7 @@ fn main() {
         let trial = Trial::test(format!("{name}::refusals_and_cache_metrics"), move || {
             let binary = real.map_err(|reason| format!("skipped: {reason}"))?;
             let fixture = Fixture::new()?;
-            let daemon = RealNydusd::start(&binary, &fixture)?;
+            let daemon = real_nydusd::RealNydusd::start_in(&binary, fixture.dir.path())?;
             let result = run_sequence(&fixture.dir.path().join("api.sock"), &fixture, release);
             drop(daemon);
             result

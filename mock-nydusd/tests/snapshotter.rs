@@ -93,14 +93,21 @@ impl Root {
         .to_vec()
     }
 
-    /// Starts the mock as `nydusd_path` with `args`, its only setting `MOCK_NYDUSD_DIR`.
-    fn spawn(&self, args: &[String]) -> Daemon {
+    /// The mock as `nydusd_path` with `args`, its only setting `MOCK_NYDUSD_DIR` (none of
+    /// this process's mock variables reach it).
+    fn command(&self, args: &[String]) -> Command {
         let mut command = Command::new(common::mock());
         command.args(args).stdout(Stdio::null()).stderr(Stdio::null());
         for name in mock_nydusd::ENVIRONMENT_VARIABLES {
             command.env_remove(name);
         }
-        let child = command.env("MOCK_NYDUSD_DIR", self.mock_dir()).spawn().unwrap();
+        command.env("MOCK_NYDUSD_DIR", self.mock_dir());
+        command
+    }
+
+    /// Starts [`Root::command`].
+    fn spawn(&self, args: &[String]) -> Daemon {
+        let child = self.command(args).spawn().unwrap();
         let apisock = args.iter().position(|a| a == "--apisock").map(|i| PathBuf::from(&args[i + 1])).unwrap();
         Daemon { child, sock: apisock }
     }
@@ -134,27 +141,7 @@ impl Daemon {
 
     /// The reply to `request` on a fresh connection, or "" when the daemon closed it unanswered.
     fn exchange(&self, request: &[u8]) -> String {
-        use std::io::{Read, Write};
-        let mut stream = std::os::unix::net::UnixStream::connect(&self.sock).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.write_all(request).unwrap();
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            let n = stream.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                return String::from_utf8_lossy(&reply).into_owned();
-            }
-            reply.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&reply).into_owned();
-            if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                let length =
-                    head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).map_or(0, |n| n.parse().unwrap());
-                if body.len() >= length {
-                    return text;
-                }
-            }
-        }
+        testkit::exchange_or_closed(&self.sock, request).unwrap_or_default()
     }
 
     fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
@@ -279,13 +266,7 @@ fn the_builders_command_lines_are_accepted() {
     ]
     .map(str::to_owned)
     .to_vec();
-    let mut command = Command::new(common::mock());
-    command.args(&args).stdout(Stdio::null()).stderr(Stdio::null());
-    for name in mock_nydusd::ENVIRONMENT_VARIABLES {
-        command.env_remove(name);
-    }
-    let child =
-        command.env("MOCK_NYDUSD_DIR", root.mock_dir()).env("MOCK_NYDUSD_CACHEFILES", &cachefiles).spawn().unwrap();
+    let child = root.command(&args).env("MOCK_NYDUSD_CACHEFILES", &cachefiles).spawn().unwrap();
     let singleton = Daemon { child, sock: root.sock("s1") };
     singleton.wait_for_socket();
     assert!(singleton.exchange(b"GET /api/v1/daemon HTTP/1.1\r\n\r\n").contains(r#""state":"RUNNING""#));
@@ -299,14 +280,13 @@ fn the_builders_command_lines_are_accepted() {
 #[test]
 fn a_failed_start_leaves_no_control_socket_behind() {
     let root = Root::new();
-    let mut command = Command::new(common::mock());
-    command.args(["fuse", "--id", "d9", "--supervisor", "/nonexistent/s.sock", "--mountpoint"]);
-    command.arg(root.path("mnt/d9/x").parent().unwrap());
-    command.args(["--apisock", "/nonexistent/dir/api.sock"]).stdout(Stdio::null()).stderr(Stdio::null());
-    for name in mock_nydusd::ENVIRONMENT_VARIABLES {
-        command.env_remove(name);
-    }
-    let status = command.env("MOCK_NYDUSD_DIR", root.mock_dir()).status().unwrap();
+    let mountpoint = root.path("mnt/d9/x").parent().unwrap().display().to_string();
+    let args = ["fuse", "--id", "d9", "--supervisor", "/nonexistent/s.sock", "--mountpoint", &mountpoint]
+        .into_iter()
+        .chain(["--apisock", "/nonexistent/dir/api.sock"])
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    let status = root.command(&args).status().unwrap();
     assert_eq!(status.code(), Some(1));
     assert!(!root.mock_dir().join("d9.control.sock").exists(), "the control socket went with the daemon");
     assert!(root.mock_dir().join("d9.starts").is_file(), "the start was counted");

@@ -16,7 +16,8 @@ mod process;
 mod root;
 
 pub use process::{
-    MockProcess, exchange, pids_naming, read_reply_into, read_response, reported_state, rss_kb, wait_for,
+    MockProcess, exchange, exchange_or_closed, pids_naming, read_reply_into, read_response, reported_state, rss_kb,
+    try_read_response, wait_for,
 };
 pub use root::{MockRoot, link_mock, private_tempdir, shell_quote, write_next_build, write_script};
 

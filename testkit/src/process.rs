@@ -139,22 +139,31 @@ pub fn wait_for(path: &Path, what: &str) {
 
 /// Reads exactly one response (headers plus Content-Length body) from `stream`.
 pub fn read_response(stream: &mut UnixStream) -> String {
+    try_read_response(stream).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Reads exactly one response from `stream`, or says why there is none: the peer closed
+/// (or the read failed or timed out) before a whole reply came.
+pub fn try_read_response(stream: &mut UnixStream) -> Result<String, String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        let n = stream.read(&mut byte).unwrap();
-        assert_eq!(n, 1, "connection closed mid-headers: {:?}", String::from_utf8_lossy(&buf));
+        let n = stream.read(&mut byte).map_err(|e| format!("read: {e}"))?;
+        if n != 1 {
+            return Err(format!("connection closed mid-headers: {:?}", String::from_utf8_lossy(&buf)));
+        }
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).into_owned();
     let len = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
-        .map(|v| v.trim().parse::<usize>().unwrap())
+        .map(|v| v.trim().parse::<usize>().map_err(|e| format!("Content-Length: {e}")))
+        .transpose()?
         .unwrap_or(0);
     let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).unwrap();
-    head + &String::from_utf8_lossy(&body)
+    stream.read_exact(&mut body).map_err(|e| format!("body of {len} bytes: {e}"))?;
+    Ok(head + &String::from_utf8_lossy(&body))
 }
 
 /// Reads one response into `buf` (cleared first) with as few reads as the peer allows:
@@ -200,6 +209,15 @@ pub fn exchange(sock: &Path, raw: &[u8]) -> String {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     s.write_all(raw).unwrap();
     read_response(&mut s)
+}
+
+/// Sends raw bytes on a fresh connection and returns the one reply, or `None` when the
+/// daemon closed the connection (or went quiet for five seconds) without a whole one.
+pub fn exchange_or_closed(sock: &Path, raw: &[u8]) -> Option<String> {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(raw).unwrap();
+    try_read_response(&mut s).ok()
 }
 
 /// The state the daemon at `sock` reports, read off the wire as nydusd sends it.

@@ -232,18 +232,16 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         Err(refusal) => return refuse(args, refusal),
     };
     // A broken file is an entry of its own, first, with its location; the others run.
-    let broken_entries: Vec<Entry> = broken
-        .iter()
-        .map(|e| {
-            eprintln!("error: {e}");
-            Entry {
-                path: e.path().to_owned(),
-                name: e.path().file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
-                repetition: 1,
-                outcome: Err(NotRun::Invalid(e.to_string())),
-            }
-        })
-        .collect();
+    let mut broken_entries = Vec::new();
+    for e in &broken {
+        eprintln!("error: {e}");
+        broken_entries.push(Entry {
+            path: e.path().to_owned(),
+            name: e.path().file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            repetition: 1,
+            outcome: Err(NotRun::Invalid(e.to_string())),
+        });
+    }
     let base = args.selection.base();
     let target = format!("{:?}", config.target).to_lowercase();
     let (started_at, started) = (SystemTime::now(), Instant::now());
@@ -317,8 +315,8 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         return ExitCode::from(exit_code::SETUP_ERROR);
     }
     // A failed scenario says more than a broken file; a broken file alone is still not green.
-    let failed =
-        report.counts().failed > broken.len() || report.counts().not_run > 0 || report.counts().interrupted > 0;
+    let counts = report.counts();
+    let failed = counts.failed > broken.len() || counts.not_run > 0 || counts.interrupted > 0;
     ExitCode::from(if report.is_green() {
         exit_code::OK
     } else if !failed && !broken.is_empty() {

@@ -136,14 +136,15 @@ impl StepKind for Mount {
                 let boot = run.root.layout.snapshots_dir().join(snapshot).join("fs/image/image.boot");
                 // nydusd reads the bootstrap before it answers, and so does the mock: without
                 // an instance's image there, the mock's stand-in for an empty one goes there.
-                if !boot.exists() {
+                if boot.exists() {
+                    boot.display().to_string()
+                } else {
                     let dir = boot.parent().expect("has a parent");
                     std::fs::create_dir_all(dir)
                         .map_err(|e| StepError::failed(crate::runner::error::RunError::io("create", dir)(e)))?;
-                    std::fs::write(&boot, br#"{"mock_tree":{}}"#)
-                        .map_err(|e| StepError::failed(crate::runner::error::RunError::io("write", &boot)(e)))?;
+                    testkit::write_stand_in(&boot)
+                        .map_err(|e| StepError::failed(crate::runner::error::RunError::io("write", &boot)(e)))?
                 }
-                boot.display().to_string()
             }
         };
         let config =

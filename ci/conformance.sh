@@ -4,8 +4,9 @@
 # (libxml2), every JSON report against the published docs/report.schema.json, and every
 # library scenario against scenarios/schema.json, with check-jsonschema (Python, its own
 # YAML parser); and yaml-language-server (the YAML support of VS Code and Neovim), driven
-# over its protocol by ci/editor/completion.mjs, must offer every step keyword at `- `
-# and describe each on hover; and `harness explain --mermaid` of every library scenario
+# over its protocol by ci/editor/completion.mjs, must offer each step keyword once (and
+# nothing else) at `- `, every action in a rule's `then:`, and describe steps and fields
+# on hover; and `harness explain --mermaid` of every library scenario
 # and of a hostile fixture must parse with Mermaid's own parser (ci/editor/mermaid.mjs). The reports come from the scenario library, a hostile name, a run
 # stopped by its first failure and a repeated run. Installs the tools when missing.
 set -euo pipefail
@@ -63,7 +64,7 @@ mapfile -t scenario_files < <(find scenarios -name '*.yaml' -not -path 'scenario
 "$venv/bin/check-jsonschema" --schemafile scenarios/schema.json "${scenario_files[@]}"
 steps=$(mktemp /tmp/harness-steps.XXXXXX)
 trap 'rm -rf "$out" "$steps"' EXIT
-python3 -c 'import json, sys; print("\n".join(b["required"][0] for b in json.load(open(sys.argv[1]))["definitions"]["Step"]["oneOf"]))' scenarios/schema.json >"$steps"
+python3 -c 'import json, sys; print("\n".join(b["title"] for b in json.load(open(sys.argv[1]))["definitions"]["Step"]["oneOf"]))' scenarios/schema.json >"$steps"
 node ci/editor/completion.mjs "$node_tools/node_modules/yaml-language-server/bin/yaml-language-server" scenarios/schema.json "$steps"
 mkdir -p "$out/diagrams"
 for file in "${scenario_files[@]}" harness/tests/fixtures/hostile-diagram.yaml; do

@@ -54,6 +54,28 @@ fn validate_reports_every_invalid_file_with_its_location() {
     );
 }
 
+/// One run names every mistake of a file, each where it stands, in the file's order:
+/// before, `validate` reported one per run (the file's first three took three rounds),
+/// and a missing `version` was reported at the end of the file.
+#[test]
+fn validate_reports_every_mistake_of_a_file_in_one_run() {
+    let (code, text) = harness(&["validate", "scenarios/invalid/several-mistakes.yaml"]);
+    assert_eq!(code, 3, "{text}");
+    let file = "scenarios/invalid/several-mistakes.yaml";
+    let wanted = [
+        // The mapping that lacks it starts after the comments.
+        format!("bad  {file}:3:1: missing field `version`"),
+        format!("bad  {file}:10:38: unknown variant `RUNING`, expected one of INIT, READY, RUNNING, STOPPED, UNKNOWN"),
+        format!("bad  {file}:11:45: daemon `d1` declares no instance `b` (declared instances: a)"),
+        format!("bad  {file}:12:18: invalid u64 for field `ms`"),
+        format!("bad  {file}:14:7: missing field `mountpoint`"),
+        format!("bad  {file}:15:29: unknown daemon `d2` (declared daemons: d1)"),
+        format!("bad  {file}:16:18: steps[6].sleep.ms: \"100\" is not of type \"integer\" (scenarios/schema.json)"),
+        "0 valid, 1 invalid".to_owned(),
+    ];
+    assert_eq!(text.lines().collect::<Vec<_>>(), wanted, "{text}");
+}
+
 #[test]
 fn run_with_an_invalid_file_refuses_to_start() {
     let (code, text) = harness(&["run", "scenarios/invalid/unknown-key.yaml"]);

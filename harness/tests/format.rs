@@ -370,11 +370,11 @@ fn every_step_shows_an_example_that_loads() {
             .unwrap_or_else(|| panic!("no example in {description:?}"))
             .to_owned()
     };
-    let background = steps.iter().find(|b| b["required"][0] == "background").map(example_of).unwrap();
+    let background = steps.iter().find(|b| b["title"] == "background").map(example_of).unwrap();
     for branch in steps {
         let example = example_of(branch);
         // A join waits for a group started before it: its example follows background's.
-        let before = if branch["required"][0] == "join" { format!("  {background}\n") } else { String::new() };
+        let before = if branch["title"] == "join" { format!("  {background}\n") } else { String::new() };
         let text = with(&[], "", &format!("steps:\n{before}  {example}\n"));
         if let Err(e) = scenario::load::parse(Path::new("example.yaml"), &text) {
             panic!("the example `{example}` does not load: {e}");

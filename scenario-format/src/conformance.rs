@@ -4,19 +4,22 @@
 //! same types). serde alone is more lenient than the schema: it reads `"100"` as 100 and
 //! `2.4` as the text "2.4". With this gate the loader accepts nothing the schema rejects;
 //! the mutation table in `tests/format.rs` checks the other direction.
+//!
+//! The same read of the file, with where every node was written, lets the loader find
+//! the step or rule an error stands in (`crate::isolate`), and reports every schema error
+//! of the file at once.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::OnceLock;
 
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
-use super::LoadError;
+use crate::steps::Invalid;
 
 /// A YAML node with where each of its children was written.
 #[derive(Debug)]
-enum Node {
+pub(crate) enum Node {
     Null,
     Bool(bool),
     Int(i64),
@@ -81,8 +84,33 @@ impl<'de> Deserialize<'de> for Node {
     }
 }
 
-/// Where each JSON pointer of the converted document was written.
-type Locations = HashMap<String, (u64, u64)>;
+/// The file read as plain YAML, as JSON for the schema, with where each node was written.
+pub(crate) struct Document {
+    json: serde_json::Value,
+    /// Where each JSON pointer's node was written.
+    locations: HashMap<String, (u64, u64)>,
+    /// Every node and key in the order they were written: a key is listed under the
+    /// pointer of its value. What follows a node's own entries is where it ends.
+    order: Vec<(String, (u64, u64))>,
+    /// Each pointer's first entry in `order`.
+    first: HashMap<String, usize>,
+}
+
+/// A line and a column, 1-based.
+pub(crate) type Place = (u64, u64);
+
+/// Where a node starts, and where the next node outside it starts (`None`: the end of the file).
+pub(crate) type Extent = (Place, Option<Place>);
+
+/// A schema error of the file.
+pub(crate) struct SchemaProblem {
+    pub problem: Invalid,
+    /// The key a `required` error names: serde reports the same key missing where the
+    /// mapping ends, the schema where it starts.
+    pub missing: Option<String>,
+    /// Whether it stands at the top of the file (a key of the scenario itself).
+    pub at_top: bool,
+}
 
 fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
@@ -100,28 +128,121 @@ fn key_text(node: &Node) -> String {
     }
 }
 
-fn to_json(node: &Spanned<Node>, pointer: &str, locations: &mut Locations) -> serde_json::Value {
-    use serde_json::Value;
-    locations.insert(pointer.to_owned(), (node.referenced.line(), node.referenced.column()));
-    match &node.value {
-        Node::Null => Value::Null,
-        Node::Bool(b) => Value::Bool(*b),
-        Node::Int(i) => Value::from(*i),
-        Node::Uint(u) => Value::from(*u),
-        Node::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
-        Node::Text(s) => Value::String(s.clone()),
-        Node::Seq(items) => Value::Array(
-            items.iter().enumerate().map(|(i, item)| to_json(item, &format!("{pointer}/{i}"), locations)).collect(),
-        ),
-        Node::Map(entries) => {
-            let mut object = serde_json::Map::new();
-            for (key, value) in entries {
-                let name = key_text(&key.value);
-                let child = format!("{pointer}/{}", escape(&name));
-                object.insert(name, to_json(value, &child, locations));
+fn at(node: &Spanned<Node>) -> (u64, u64) {
+    (node.referenced.line(), node.referenced.column())
+}
+
+impl Document {
+    /// Reads `text` (after `vars` substitution) as plain YAML; a syntax error is the one
+    /// problem then.
+    pub(crate) fn read(text: &str) -> Result<Self, Invalid> {
+        let options = serde_saphyr::options! { strict_booleans: true };
+        let node: Spanned<Node> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+            let (line, column, message) = mock_nydusd::script::describe_yaml_error(&e, text);
+            Invalid { line, column, message }
+        })?;
+        let mut document =
+            Self { json: serde_json::Value::Null, locations: HashMap::new(), order: Vec::new(), first: HashMap::new() };
+        document.json = document.add(&node, "");
+        Ok(document)
+    }
+
+    fn add(&mut self, node: &Spanned<Node>, pointer: &str) -> serde_json::Value {
+        use serde_json::Value;
+        self.locations.insert(pointer.to_owned(), at(node));
+        self.note(pointer, at(node));
+        match &node.value {
+            Node::Null => Value::Null,
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Int(i) => Value::from(*i),
+            Node::Uint(u) => Value::from(*u),
+            Node::Float(f) => serde_json::Number::from_f64(*f).map(Value::Number).unwrap_or(Value::Null),
+            Node::Text(s) => Value::String(s.clone()),
+            Node::Seq(items) => Value::Array(
+                items.iter().enumerate().map(|(i, item)| self.add(item, &format!("{pointer}/{i}"))).collect(),
+            ),
+            Node::Map(entries) => {
+                let mut object = serde_json::Map::new();
+                for (key, value) in entries {
+                    let name = key_text(&key.value);
+                    let child = format!("{pointer}/{}", escape(&name));
+                    self.note(&child, at(key));
+                    let value = self.add(value, &child);
+                    object.insert(name, value);
+                }
+                Value::Object(object)
             }
-            Value::Object(object)
         }
+    }
+
+    /// Where the node at `pointer` was written, or the nearest enclosing one that has a
+    /// location.
+    fn location(&self, pointer: &str) -> (u64, u64) {
+        let mut at = pointer;
+        loop {
+            if let Some(location) = self.locations.get(at) {
+                return *location;
+            }
+            match at.rfind('/') {
+                Some(i) => at = &at[..i],
+                None => return (1, 1),
+            }
+        }
+    }
+
+    fn note(&mut self, pointer: &str, location: (u64, u64)) {
+        self.first.entry(pointer.to_owned()).or_insert(self.order.len());
+        self.order.push((pointer.to_owned(), location));
+    }
+
+    /// Every node's pointer, once, in the order they were written.
+    pub(crate) fn pointers(&self) -> impl Iterator<Item = &str> {
+        self.order.iter().enumerate().filter(|(i, (p, _))| self.first.get(p) == Some(i)).map(|(_, (p, _))| p.as_str())
+    }
+
+    /// Where the node at `pointer` starts (its key's place, for a mapping's value), and
+    /// where the next node outside it starts (`None`: it runs to the end of the file).
+    pub(crate) fn extent(&self, pointer: &str) -> Option<Extent> {
+        let &i = self.first.get(pointer)?;
+        let inside = format!("{pointer}/");
+        let end = self.order[i + 1..].iter().find(|(p, _)| p != pointer && !p.starts_with(&inside)).map(|(_, l)| *l);
+        Some((self.order[i].1, end))
+    }
+
+    /// Every error of the file against the published schema, each where it stands.
+    pub(crate) fn problems(&self) -> Result<Vec<SchemaProblem>, Invalid> {
+        let validator = validator().as_ref().map_err(|e| Invalid {
+            line: 0,
+            column: 0,
+            message: format!("the built-in schema is invalid: {e}"),
+        })?;
+        let mut problems: Vec<SchemaProblem> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // In the file's order, and no more than can be listed: each costs its `oneOf`'s
+        // every branch (47 for a step), and a file can hold 20 000 broken steps.
+        let errors: Vec<_> =
+            validator.iter_errors(&self.json).take(2 * crate::load::MAX_REPORTED).map(|e| e.to_owned()).collect();
+        for error in errors.iter().flat_map(most_specific) {
+            use jsonschema::error::ValidationErrorKind;
+            let pointer = error.instance_path().as_str().to_owned();
+            let (missing, (line, column)) = match error.kind() {
+                ValidationErrorKind::Required { property } => {
+                    (property.as_str().map(str::to_owned), self.location(&pointer))
+                }
+                // At the unexpected key, not at its mapping, where serde points too.
+                ValidationErrorKind::AdditionalProperties { unexpected } if unexpected.len() == 1 => {
+                    (None, self.location(&format!("{pointer}/{}", escape(&unexpected[0]))))
+                }
+                _ => (None, self.location(&pointer)),
+            };
+            let field = readable(&pointer);
+            let message = if field.is_empty() { error.to_string() } else { format!("{field}: {error}") };
+            let problem = Invalid { line, column, message: format!("{message} (scenarios/schema.json)") };
+            if seen.insert((problem.line, problem.column, problem.message.clone())) {
+                problems.push(SchemaProblem { problem, missing, at_top: pointer.is_empty() });
+            }
+        }
+        Ok(problems)
     }
 }
 
@@ -133,19 +254,34 @@ fn validator() -> &'static Result<jsonschema::Validator, String> {
     })
 }
 
-/// The most specific of `error` and the errors under it: inside a `oneOf` (a step, an
-/// action), the branch that got furthest into the document is the one the author meant,
-/// and its deepest error says what is wrong.
-fn most_specific<'a>(error: &'a jsonschema::ValidationError<'static>) -> &'a jsonschema::ValidationError<'static> {
+/// The most specific errors of `error` and the errors under it: inside a `oneOf` (a
+/// step, an action), the branch that got furthest into the document is the one the
+/// author meant, and each of its own errors, followed down the same way, says what is
+/// wrong. Among branches as deep, a value not among those allowed says more than "not an
+/// object" from the branches of another shape.
+fn most_specific<'a>(error: &'a jsonschema::ValidationError<'static>) -> Vec<&'a jsonschema::ValidationError<'static>> {
     use jsonschema::error::ValidationErrorKind;
     let context = match error.kind() {
         ValidationErrorKind::OneOfNotValid { context } | ValidationErrorKind::AnyOf { context } => context,
-        _ => return error,
+        _ => return vec![error],
     };
     let depth = |e: &jsonschema::ValidationError<'_>| e.instance_path().as_str().matches('/').count();
-    match context.iter().flatten().max_by_key(|e| depth(e)).filter(|e| depth(e) > depth(error)) {
-        Some(deeper) => most_specific(deeper),
-        None => error,
+    let telling = |e: &jsonschema::ValidationError<'_>| match e.kind() {
+        ValidationErrorKind::Enum { .. } | ValidationErrorKind::Constant { .. } => 0,
+        ValidationErrorKind::AdditionalProperties { .. } => 1,
+        ValidationErrorKind::Required { .. } => 2,
+        ValidationErrorKind::Type { .. } => 4,
+        _ => 3,
+    };
+    // A branch's reach: how deep its deepest error is, then how telling its most telling one there is.
+    let reach = |branch: &Vec<jsonschema::ValidationError<'static>>| {
+        let deepest = branch.iter().map(&depth).max().unwrap_or(0);
+        let best = branch.iter().filter(|e| depth(e) == deepest).map(&telling).min().unwrap_or(5);
+        (deepest, std::cmp::Reverse(best))
+    };
+    match context.iter().max_by_key(|branch| reach(branch)) {
+        Some(branch) if reach(branch).0 > depth(error) => branch.iter().flat_map(most_specific).collect(),
+        _ => vec![error],
     }
 }
 
@@ -164,35 +300,4 @@ fn readable(pointer: &str) -> String {
         }
     }
     out
-}
-
-/// Checks `text` (after `vars` substitution) against the published schema.
-pub(super) fn check(path: &Path, text: &str) -> Result<(), LoadError> {
-    let invalid = |line, column, message: String| LoadError::Invalid { path: path.to_owned(), line, column, message };
-    let options = serde_saphyr::options! { strict_booleans: true };
-    let node: Spanned<Node> = serde_saphyr::from_str_with_options(text, options).map_err(|e| {
-        let (line, column, message) = mock_nydusd::script::describe_yaml_error(&e, text);
-        invalid(line, column, message)
-    })?;
-    let mut locations = Locations::new();
-    let document = to_json(&node, "", &mut locations);
-    let validator = validator().as_ref().map_err(|e| invalid(0, 0, format!("the built-in schema is invalid: {e}")))?;
-    let Some(error) = validator.iter_errors(&document).next() else { return Ok(()) };
-    let error = error.to_owned();
-    let error = most_specific(&error);
-    let pointer = error.instance_path().as_str().to_owned();
-    // The node itself, or the nearest enclosing one that has a location.
-    let mut at = pointer.as_str();
-    let (line, column) = loop {
-        if let Some(location) = locations.get(at) {
-            break *location;
-        }
-        match at.rfind('/') {
-            Some(i) => at = &at[..i],
-            None => break (1, 1),
-        }
-    };
-    let field = readable(&pointer);
-    let message = if field.is_empty() { error.to_string() } else { format!("{field}: {error}") };
-    Err(invalid(line, column, format!("{message} (scenarios/schema.json)")))
 }

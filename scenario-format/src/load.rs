@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde_saphyr::Spanned;
 
+use super::conformance::Document;
 use super::model::{FORMAT_VERSION, Scenario};
 use super::steps::{Declared, Invalid, Step};
 
@@ -19,18 +20,20 @@ pub enum LoadError {
         #[source]
         source: std::io::Error,
     },
-    /// The YAML does not fit the format.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    /// The YAML does not fit the format: every error found, one `file:line:column:` line each.
+    #[error("{}", located(path, problems))]
     Invalid {
         /// The file.
         path: PathBuf,
-        /// 1-based line (0 when unknown).
-        line: u64,
-        /// 1-based column (0 when unknown).
-        column: u64,
-        /// What is wrong.
-        message: String,
+        /// What is wrong, and where, in the order of the file (never empty).
+        problems: Vec<Invalid>,
     },
+}
+
+fn located(path: &Path, problems: &[Invalid]) -> String {
+    let lines: Vec<String> =
+        problems.iter().map(|p| format!("{}:{}:{}: {}", path.display(), p.line, p.column, p.message)).collect();
+    lines.join("\n")
 }
 
 impl LoadError {
@@ -40,7 +43,18 @@ impl LoadError {
             Self::Read { path, .. } | Self::Invalid { path, .. } => path,
         }
     }
+
+    /// What is wrong and where (none when the file could not be read).
+    pub fn problems(&self) -> &[Invalid] {
+        match self {
+            Self::Read { .. } => &[],
+            Self::Invalid { problems, .. } => problems,
+        }
+    }
 }
+
+/// The most errors listed for one file: past them, one line says that there are more.
+pub const MAX_REPORTED: usize = 100;
 
 /// The largest scenario file read (the library's largest is a few KiB).
 pub const MAX_SCENARIO_BYTES: u64 = 1024 * 1024;
@@ -59,10 +73,10 @@ struct Vars {
     vars: std::collections::BTreeMap<String, String>,
 }
 
-/// Replaces `${name}` with the value of `name` from `vars:` (`$${` is a literal `${`); an
+/// Replaces `${name}` with the value of `name` from `vars:` (`$${` is a literal `${`); each
 /// unknown name is an error at its position. Values must not contain line breaks, so lines
 /// and columns stay put.
-fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
+fn substitute(text: &str) -> Result<String, Vec<Invalid>> {
     if !text.contains("${") {
         return Ok(text.to_owned());
     }
@@ -79,6 +93,7 @@ fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
     plain.push_str(rest);
     let vars: Vars = serde_saphyr::from_str(&plain).unwrap_or(Vars { vars: Default::default() });
     let mut out = String::with_capacity(text.len());
+    let mut unknown = Vec::new();
     for (line_no, line) in text.split_inclusive('\n').enumerate() {
         let mut rest = line;
         while let Some(start) = rest.find("${") {
@@ -97,8 +112,7 @@ fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
                 _ => {
                     let column = line.len() - rest.len() + start + 1;
                     let known: Vec<&str> = vars.vars.keys().map(String::as_str).collect();
-                    return Err(LoadError::Invalid {
-                        path: path.to_owned(),
+                    unknown.push(Invalid {
                         line: line_no as u64 + 1,
                         column: column as u64,
                         message: format!(
@@ -112,36 +126,58 @@ fn substitute(path: &Path, text: &str) -> Result<String, LoadError> {
         }
         out.push_str(rest);
     }
-    Ok(out)
+    if unknown.is_empty() { Ok(out) } else { Err(unknown) }
 }
 
-/// Parses scenario text; `path` is only used in messages.
+/// Parses scenario text; `path` is only used in messages. Every error is reported, in
+/// the order of the file: serde's (past each broken step, `crate::isolate`), the
+/// cross-reference checks on what was read, and the schema's that neither saw.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, LoadError> {
-    let text = &substitute(path, text)?;
-    let scenario: Scenario = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column, message) = mock_nydusd::script::describe_yaml_error(&e, text);
-        LoadError::Invalid { path: path.to_owned(), line, column, message }
-    })?;
-    validate(path, &scenario)?;
-    super::conformance::check(path, text)?;
-    Ok(scenario)
+    let invalid = |mut problems: Vec<Invalid>| {
+        problems.sort_by_key(|p| (p.line, p.column));
+        problems.dedup();
+        if problems.len() > MAX_REPORTED {
+            let rest = problems.len() - MAX_REPORTED;
+            problems.truncate(MAX_REPORTED + 1);
+            let last = &mut problems[MAX_REPORTED];
+            // A lower bound: reading stops after a number of errors, and so does the schema.
+            last.message = format!("at least {rest} more errors from here on (the first {MAX_REPORTED} are listed)");
+        }
+        LoadError::Invalid { path: path.to_owned(), problems }
+    };
+    let text = &substitute(text).map_err(invalid)?;
+    let document = Document::read(text).map_err(|problem| invalid(vec![problem]))?;
+    let schema = document.problems().map_err(|problem| invalid(vec![problem]))?;
+    let reading = crate::isolate::read(text, &document, &schema);
+    let mut problems = reading.problems;
+    if let Some(scenario) = &reading.scenario {
+        problems.extend(validate(path, scenario));
+    }
+    // The schema's errors on a line the loader reported already say it again in other
+    // words (a path with `//` breaks the schema's pattern and the loader's path rule).
+    let lines: std::collections::HashSet<u64> = problems.iter().map(|p| p.line).collect();
+    problems.extend(schema.into_iter().map(|p| p.problem).filter(|p| !lines.contains(&p.line)));
+    match reading.scenario {
+        Some(scenario) if problems.is_empty() => Ok(scenario),
+        _ => Err(invalid(problems)),
+    }
 }
 
-fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
-    let located =
-        |e: Invalid| LoadError::Invalid { path: path.to_owned(), line: e.line, column: e.column, message: e.message };
+/// The checks across the file's parts, every error of each.
+fn validate(path: &Path, scenario: &Scenario) -> Vec<Invalid> {
+    let mut problems = Vec::new();
     if scenario.version != FORMAT_VERSION {
-        return Err(located(Invalid {
+        problems.push(Invalid {
             line: 1,
             column: 1,
             message: format!(
                 "unsupported format version {} (this harness reads version {FORMAT_VERSION})",
                 scenario.version
             ),
-        }));
+        });
     }
     let origin = path.display().to_string();
-    check_daemons(scenario, &origin).map_err(located)?;
+    check_daemons(scenario, &origin, &mut problems);
     let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.value.as_str()).collect();
     let known = |daemon: &Spanned<String>| {
         if ids.contains(&daemon.value.as_str()) {
@@ -157,14 +193,14 @@ fn validate(path: &Path, scenario: &Scenario) -> Result<(), LoadError> {
             .map(|d| (d.id.value.as_str(), d.instances.iter().map(|i| i.snapshot.value.as_str()).collect()))
             .collect(),
     };
-    crate::steps::check_groups(&scenario.steps).map_err(located)?;
-    check_steps(&scenario.steps, &|daemon| known(daemon), &declared, &origin).map_err(located)?;
+    crate::steps::check_groups(&scenario.steps, &mut problems);
+    check_steps(&scenario.steps, &|daemon| known(daemon), &declared, &origin, &mut problems);
     for never in &scenario.expect_never {
         if let Some(daemon) = &never.value.daemon {
-            known(daemon).map_err(located)?;
+            problems.extend(known(daemon).err());
         }
     }
-    Ok(())
+    problems
 }
 
 /// Each step's own fields, inside groups too: the daemon it names is declared, and what
@@ -174,38 +210,41 @@ fn check_steps(
     known: &dyn Fn(&Spanned<String>) -> Result<(), Invalid>,
     declared: &Declared<'_>,
     origin: &str,
-) -> Result<(), Invalid> {
+    problems: &mut Vec<Invalid>,
+) {
     for step in steps {
         let args = step.value.args();
         if let Some(daemon) = args.daemon() {
-            known(daemon)?;
+            problems.extend(known(daemon).err());
         }
         // A check with nothing of its own to point at (line 0) points at the step.
-        args.check(declared, origin).map_err(|e| match e.line {
-            0 => Invalid { line: step.referenced.line(), column: step.referenced.column(), ..e },
-            _ => e,
-        })?;
+        problems.extend(
+            args.check(declared, origin)
+                .map_err(|e| match e.line {
+                    0 => Invalid { line: step.referenced.line(), column: step.referenced.column(), ..e },
+                    _ => e,
+                })
+                .err(),
+        );
         for lane in step.value.lanes() {
-            check_steps(lane, known, declared, origin)?;
+            check_steps(lane, known, declared, origin, problems);
         }
     }
-    Ok(())
 }
 
 /// The daemons' own fields: ids usable in a path and declared once, snapshot ids and
 /// instance file paths that stay inside, scripts as the mock checks them.
-fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
+fn check_daemons(scenario: &Scenario, origin: &str, problems: &mut Vec<Invalid>) {
     let ids: Vec<&str> = scenario.daemons.iter().map(|d| d.id.value.as_str()).collect();
     for (i, daemon) in scenario.daemons.iter().enumerate() {
         let id = &daemon.id.value;
         if !daemon_core::daemon::id::is_valid_id(id) {
-            return Err(Invalid::at(
+            problems.push(Invalid::at(
                 &daemon.id,
                 format!("daemon id {id:?} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)"),
             ));
-        }
-        if ids[..i].contains(&id.as_str()) {
-            return Err(Invalid::at(&daemon.id, format!("daemon id {id:?} is declared twice")));
+        } else if ids[..i].contains(&id.as_str()) {
+            problems.push(Invalid::at(&daemon.id, format!("daemon id {id:?} is declared twice")));
         }
     }
     // Every shared daemon's host mountpoint is the root's `mnt`, as the snapshotter's one
@@ -226,7 +265,7 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
                 first.id.value, second.id.value
             )
         };
-        return Err(Invalid::at(
+        problems.push(Invalid::at(
             &second.id,
             format!(
                 "{why}: both would mount on `mnt`, the root's one shared mountpoint, and the second would hide \
@@ -239,7 +278,7 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
         for instance in &daemon.instances {
             let snapshot = &instance.snapshot.value;
             if !daemon_core::daemon::id::is_valid_id(snapshot) {
-                return Err(Invalid::at(
+                problems.push(Invalid::at(
                     &instance.snapshot,
                     format!(
                         "snapshot id {snapshot:?} of daemon {} is not usable in a path (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
@@ -249,7 +288,7 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
             }
             if let Some(domain) = &instance.domain {
                 if !daemon_core::daemon::id::is_valid_id(&domain.value) {
-                    return Err(Invalid::at(
+                    problems.push(Invalid::at(
                         domain,
                         format!(
                             "domain {:?} of instance {snapshot} is not a usable domain id (allowed: 1-64 of [A-Za-z0-9_.-], not . or ..)",
@@ -258,7 +297,7 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
                     ));
                 }
                 if scenario.manager.fs_driver != daemon_core::daemon::FsDriver::Fscache {
-                    return Err(Invalid::at(
+                    problems.push(Invalid::at(
                         domain,
                         format!(
                             "instance {snapshot}: `domain` is an fscache domain; this scenario's fs_driver is not fscache"
@@ -268,7 +307,7 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
             }
             for (file, _) in &instance.tree.0 {
                 if let Some(why) = super::paths::instance_path_error(&file.value) {
-                    return Err(Invalid::at(
+                    problems.push(Invalid::at(
                         file,
                         format!(
                             "file path {:?} of instance {snapshot} {why}: it must stay inside the instance",
@@ -279,17 +318,17 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
             }
         }
         if let Some(script) = &daemon.script {
-            crate::steps::check_script(script, origin)?;
+            problems.extend(crate::steps::check_script(script, origin).err());
         }
         if let Some(file) = &daemon.script_file {
             if daemon.script.is_some() {
-                return Err(Invalid::at(
+                problems.push(Invalid::at(
                     file,
                     format!("daemon {}: give `script` or `script_file`, not both", daemon.id.value),
                 ));
             }
             if let Some(why) = super::paths::host_path_error(&file.value) {
-                return Err(Invalid::at(
+                problems.push(Invalid::at(
                     file,
                     format!(
                         "script_file {:?} {why}: it must stay inside the scenario file's directory (relative, without `..`)",
@@ -299,7 +338,6 @@ fn check_daemons(scenario: &Scenario, origin: &str) -> Result<(), Invalid> {
             }
         }
     }
-    Ok(())
 }
 
 fn list(ids: &[&str]) -> String {
@@ -524,6 +562,44 @@ mod tests {
             e.starts_with("s.yaml:5:55: steps[0].replay_client.speed: 0 is less than or equal to the minimum of 0"),
             "{e}"
         );
+    }
+
+    /// Past a broken rule, a broken step inside a group, and a broken step written in flow
+    /// style (replaced with the block-style step around it), the rest is still read and
+    /// checked: a daemon named nowhere is reported too, and the group whose inner step
+    /// broke is still there for its `join`.
+    #[test]
+    fn every_error_is_reported_past_broken_steps_and_rules() {
+        let text = "version: 1\nname: x\ndaemons:\n  - id: d1\n    script:\n      rules:\n        - then: [explode]\n        - when: { methd: GET }\n          then: [reply]\nsteps:\n  - background:\n      name: m\n      steps:\n        - sleep: { ms: soon }\n  - join: { name: m }\n  - start: { daemon: d2 }\n  - within: { ms: 5, steps: [{ sleep: { ms: x } }] }\n";
+        let e = parse(Path::new("s.yaml"), text).unwrap_err();
+        let got: Vec<String> = e.problems().iter().map(|p| format!("{}:{}: {}", p.line, p.column, p.message)).collect();
+        let wanted = [
+            "7:18: unknown variant `explode`, expected one of",
+            "8:19: unknown field `methd`, expected one of",
+            "14:24: invalid u64 for field `ms`",
+            "16:22: unknown daemon `d2` (declared daemons: d1)",
+            "17:45: invalid u64 for field `ms`",
+        ];
+        assert_eq!(got.len(), wanted.len(), "{got:#?}");
+        for (got, wanted) in got.iter().zip(wanted) {
+            assert!(got.starts_with(wanted), "got {got}, want {wanted}");
+        }
+        // Every line of the error names the file.
+        assert!(e.to_string().lines().all(|l| l.starts_with("s.yaml:")), "{e}");
+    }
+
+    /// A file full of errors lists the first [`MAX_REPORTED`] and says how many more.
+    #[test]
+    fn a_file_full_of_errors_lists_a_bounded_number() {
+        let mut text = "version: 1\nname: x\nsteps:\n".to_owned();
+        for _ in 0..300 {
+            text.push_str("  - sleep: { ms: \"1\" }\n");
+        }
+        let e = parse(Path::new("s.yaml"), &text).unwrap_err();
+        assert_eq!(e.problems().len(), MAX_REPORTED + 1);
+        let last = e.problems().last().unwrap();
+        assert_eq!((last.line, last.column), (104, 18));
+        assert_eq!(last.message, "at least 100 more errors from here on (the first 100 are listed)");
     }
 
     #[test]

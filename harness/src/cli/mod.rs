@@ -781,9 +781,10 @@ fn validate(paths: &[PathBuf]) -> ExitCode {
     for file in &files {
         match scenario::load(file) {
             Ok(_) => println!("ok   {}", file.display()),
+            // Every error of the file, one line each.
             Err(e) => {
                 bad += 1;
-                println!("bad  {e}");
+                e.to_string().lines().for_each(|line| println!("bad  {line}"));
             }
         }
     }

@@ -73,8 +73,9 @@ impl Step {
     }
 }
 
-/// Where the groups of the scenario's own step list `steps` stand and what they hold.
-pub fn check_groups(steps: &[Spanned<Step>]) -> Result<(), Invalid> {
+/// Where the groups of the scenario's own step list `steps` stand and what they hold:
+/// each error found is added to `problems`.
+pub fn check_groups(steps: &[Spanned<Step>], problems: &mut Vec<Invalid>) {
     let mut started: Vec<&Spanned<String>> = Vec::new();
     let mut joined: Vec<&str> = Vec::new();
     for step in steps {
@@ -82,33 +83,33 @@ pub fn check_groups(steps: &[Spanned<Step>]) -> Result<(), Invalid> {
             Step::Background(group) => {
                 let name = &group.name;
                 if started.iter().any(|s| s.value == name.value) {
-                    return Err(Invalid::at(
+                    problems.push(Invalid::at(
                         name,
                         format!("a background group named `{}` is already started", name.value),
                     ));
+                } else {
+                    started.push(name);
                 }
-                started.push(name);
             }
             Step::Join(join) => {
                 let name = join.name.value.as_str();
                 if joined.contains(&name) {
-                    return Err(Invalid::at(&join.name, format!("background group `{name}` is already joined")));
-                }
-                if !started.iter().any(|s| s.value == name) {
+                    problems.push(Invalid::at(&join.name, format!("background group `{name}` is already joined")));
+                } else if !started.iter().any(|s| s.value == name) {
                     let names: Vec<&str> = started.iter().map(|s| s.value.as_str()).collect();
                     let known = if names.is_empty() { "none".to_owned() } else { names.join(", ") };
-                    return Err(Invalid::at(
+                    problems.push(Invalid::at(
                         &join.name,
                         format!("`join` names no background group started before it: `{name}` (started: {known})"),
                     ));
+                } else {
+                    joined.push(name);
                 }
-                joined.push(name);
             }
             _ => {}
         }
-        check_lanes(step, 1)?;
+        problems.extend(check_lanes(step, 1).err());
     }
-    Ok(())
 }
 
 /// How deep groups may nest (a group inside a lane of a group is depth 2): deeper

@@ -8,7 +8,8 @@
 # nothing else) at `- `, every action in a rule's `then:`, and describe steps and fields
 # on hover; and `harness explain --mermaid` of every library scenario
 # and of a hostile fixture must parse with Mermaid's own parser (ci/editor/mermaid.mjs). The reports come from the scenario library, a hostile name, a run
-# stopped by its first failure and a repeated run. Installs the tools when missing.
+# stopped by its first failure, a repeated run, a flaky run and a run whose retries all
+# fail. Installs the tools when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,13 +53,33 @@ expect 0 library scenarios
 expect 1 hostile harness/tests/fixtures/hostile-names.yaml scenarios/lifecycle/start-running.yaml --keep-going
 expect 1 fail-fast harness/tests/fixtures/wrong-state.yaml scenarios/lifecycle/destroy.yaml --jobs 1
 expect 0 repeated scenarios/lifecycle/start-running.yaml --repeat 3
+# A flaky scenario (its first start fails, made certain by a wrapper around the mock) and
+# one that fails every attempt: `flakyFailure` and `rerunFailure` in JUnit, attempts in JSON.
+ln -s "$PWD/$harness" "$out/nydusd"
+cat >"$out/flaky-nydusd" <<WRAPPER
+#!/bin/sh
+case " \$* " in *" --apisock "*) mkdir "$out/failed-once" 2>/dev/null && exit 1 ;; esac
+exec "$out/nydusd" "\$@"
+WRAPPER
+chmod +x "$out/flaky-nydusd"
+expect 0 flaky harness/tests/fixtures/flaky-start.yaml --nydusd "$out/flaky-nydusd" --retries 2
+grep -q '<flakyFailure' "$out/flaky.xml" || { echo "the flaky run's JUnit has no flakyFailure" >&2; exit 1; }
+expect 1 reruns harness/tests/fixtures/wrong-state.yaml --retries 1
 
 # The reports the test suite wrote, when ci/test.sh ran it first.
 copies=${HARNESS_REPORT_COPIES:-}
 if [ -n "$copies" ] && [ -d "$copies" ]; then
   cp "$copies"/*.xml "$copies"/*.json "$out"/ 2>/dev/null || true
 fi
-xmllint --noout --schema ci/schemas/junit-10.xsd "$out"/*.xml
+# Jenkins' schema has no rerun elements: reports with them are checked against it plus
+# Surefire's (ci/schemas/junit-10-reruns.xsd), the others against Jenkins' alone.
+for xml in "$out"/*.xml; do
+  if grep -qE '<(flaky|rerun)(Failure|Error)' "$xml"; then
+    xmllint --noout --schema ci/schemas/junit-10-reruns.xsd "$xml"
+  else
+    xmllint --noout --schema ci/schemas/junit-10.xsd "$xml"
+  fi
+done
 "$venv/bin/check-jsonschema" --schemafile docs/report.schema.json "$out"/*.json
 mapfile -t scenario_files < <(find scenarios -name '*.yaml' -not -path 'scenarios/invalid/*' | sort)
 "$venv/bin/check-jsonschema" --schemafile scenarios/schema.json "${scenario_files[@]}"

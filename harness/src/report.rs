@@ -75,8 +75,11 @@ pub struct Entry {
     pub name: String,
     /// Which repetition (1-based) under `--repeat`.
     pub repetition: u32,
-    /// Its result, or why there is none.
+    /// Its result (the last attempt's), or why there is none.
     pub outcome: Result<ScenarioResult, NotRun>,
+    /// The attempts before it that failed (`retries`): with a passing outcome, the entry
+    /// is FLAKY.
+    pub retried: Vec<ScenarioResult>,
 }
 
 /// A whole `harness run`, as the reports describe it.
@@ -106,6 +109,8 @@ pub struct RunReport {
 pub enum Status {
     /// Every step did what it expected.
     Pass,
+    /// It passed on a retry, after failing: counted as passed, and shown so.
+    Flaky,
     /// A step, the set-up or the deadline failed (or the harness panicked).
     Fail,
     /// It does not apply here (target, host requirement, nydusd version).
@@ -122,6 +127,7 @@ impl Entry {
         match &self.outcome {
             Ok(r) if r.skipped.is_some() => Status::Skip,
             Ok(r) if r.failure.is_some() => Status::Fail,
+            Ok(_) if !self.retried.is_empty() => Status::Flaky,
             Ok(_) => Status::Pass,
             Err(NotRun::AfterFailure) => Status::NotRun,
             Err(NotRun::Interrupted(_) | NotRun::Unfinished) => Status::Interrupted,
@@ -140,8 +146,10 @@ impl Entry {
 pub struct Counts {
     /// Scenarios selected (times `--repeat`).
     pub total: usize,
-    /// Passed.
+    /// Passed (those that passed on a retry included).
     pub passed: usize,
+    /// Of those passed, how many only on a retry.
+    pub flaky: usize,
     /// Failed.
     pub failed: usize,
     /// Skipped because they do not apply here.
@@ -159,6 +167,10 @@ impl RunReport {
         for e in &self.entries {
             match e.status() {
                 Status::Pass => c.passed += 1,
+                Status::Flaky => {
+                    c.passed += 1;
+                    c.flaky += 1;
+                }
                 Status::Fail => c.failed += 1,
                 Status::Skip => c.skipped += 1,
                 Status::NotRun => c.not_run += 1,
@@ -211,21 +223,62 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// The lines printed for one entry: its status line, with the run under `--repeat`
+/// (`run 2/3`) and the attempts under `retries`, each failed attempt's headline, then the
+/// outcome's notes and failure details.
+pub fn entry_report(entry: &Entry, repeat: u32, base: &Path) -> String {
+    let Ok(result) = &entry.outcome else { return String::new() };
+    let mut label = result.name.clone();
+    if repeat > 1 {
+        let _ = write!(label, ", run {}/{repeat}", entry.repetition);
+    }
+    if !entry.retried.is_empty() {
+        let _ = write!(label, ", attempt {}", entry.retried.len() + 1);
+    }
+    let mut out = scenario_report_as(result, &label, entry.status(), base);
+    let path = shown_path(&result.path, base);
+    for (i, earlier) in entry.retried.iter().enumerate() {
+        if let Some(f) = &earlier.failure {
+            let _ = writeln!(out, "     attempt {} failed: {}", i + 1, failure_headline(f, &path));
+        }
+    }
+    out
+}
+
+/// The line printed when a failed attempt is run again.
+pub fn retry_line(result: &ScenarioResult, attempt: usize, attempts: usize, base: &Path) -> String {
+    let path = shown_path(&result.path, base);
+    let headline = result.failure.as_ref().map(|f| failure_headline(f, &path)).unwrap_or_default();
+    format!("RETRY {path} ({}, attempt {attempt} of {attempts} failed): {headline}\n", result.name)
+}
+
 /// The line printed for one scenario, plus failure details.
 pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
+    let status = if result.skipped.is_some() {
+        Status::Skip
+    } else if result.failure.is_some() {
+        Status::Fail
+    } else {
+        Status::Pass
+    };
+    scenario_report_as(result, &result.name, status, base)
+}
+
+fn scenario_report_as(result: &ScenarioResult, label: &str, status: Status, base: &Path) -> String {
     let path = shown_path(&result.path, base);
     let ms = result.duration.as_secs_f64() * 1000.0;
     let mut out = String::new();
     if let Some(reason) = &result.skipped {
-        let _ = writeln!(out, "SKIP {path} ({}): {reason}", result.name);
+        let _ = writeln!(out, "SKIP {path} ({label}): {reason}");
         return out;
     }
     let Some(f) = &result.failure else {
-        let _ = writeln!(out, "PASS {path} ({}, {ms:.0} ms)", result.name);
+        let word = if status == Status::Flaky { "FLAKY" } else { "PASS" };
+        let _ = writeln!(out, "{word} {path} ({label}, {ms:.0} ms)");
         notes(&mut out, result);
         return out;
     };
-    let _ = writeln!(out, "FAIL {path} ({}, {ms:.0} ms)", result.name);
+    let _ = writeln!(out, "FAIL {path} ({label}, {ms:.0} ms)");
     notes(&mut out, result);
     let _ = writeln!(out, "     {}", failure_headline(f, &path));
     if let Some(expected) = &f.expected {
@@ -269,7 +322,8 @@ fn failure_headline(f: &Failure, path: &str) -> String {
 /// The closing line: `N passed, N failed, N skipped`, then what did not run, if anything.
 pub fn summary(report: &RunReport) -> String {
     let c = report.counts();
-    let mut line = format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped);
+    let flaky = if c.flaky > 0 { format!(" ({} flaky)", c.flaky) } else { String::new() };
+    let mut line = format!("{} passed{flaky}, {} failed, {} skipped", c.passed, c.failed, c.skipped);
     if c.not_run > 0 {
         let _ = write!(line, ", {} not run", c.not_run);
     }
@@ -280,17 +334,61 @@ pub fn summary(report: &RunReport) -> String {
 }
 
 /// Every failure again, one line each, so that the last screen of a long run says what
-/// failed without scrolling back (empty when nothing failed).
+/// failed without scrolling back, then each flaky scenario, and under `--repeat` how often
+/// each scenario passed (empty when there is nothing to say).
 pub fn recap(report: &RunReport) -> String {
     let mut out = String::new();
+    for e in report.entries.iter().filter(|e| e.status() == Status::Flaky) {
+        if out.is_empty() {
+            out.push_str("flaky (passed on a retry):\n");
+        }
+        let path = shown_path(&e.path, &report.base);
+        let failed = match e.retried.len() {
+            1 => "1 failed attempt".to_owned(),
+            n => format!("{n} failed attempts"),
+        };
+        let _ = writeln!(out, "  FLAKY {path} ({}): passed after {failed}", e.display_name(report.repeat));
+    }
+    if report.repeat > 1 {
+        out.push_str(&pass_rates(report));
+    }
+    let mut failures = String::new();
     for e in &report.entries {
         let Ok(result) = &e.outcome else { continue };
         let Some(f) = &result.failure else { continue };
         let path = shown_path(&e.path, &report.base);
-        if out.is_empty() {
-            out.push_str("failures:\n");
+        if failures.is_empty() {
+            failures.push_str("failures:\n");
         }
-        let _ = writeln!(out, "  FAIL {path} ({}): {}", e.display_name(report.repeat), failure_headline(f, &path));
+        let _ = writeln!(failures, "  FAIL {path} ({}): {}", e.display_name(report.repeat), failure_headline(f, &path));
+    }
+    out + &failures
+}
+
+/// Under `--repeat`: each scenario's runs that passed (first time or on a retry), of those
+/// that ran, in selection order.
+fn pass_rates(report: &RunReport) -> String {
+    let mut order: Vec<&Path> = Vec::new();
+    let mut rates: std::collections::HashMap<&Path, (usize, usize)> = std::collections::HashMap::new();
+    for e in &report.entries {
+        let (passed, ran) = rates.entry(&e.path).or_insert_with(|| {
+            order.push(&e.path);
+            (0, 0)
+        });
+        match e.status() {
+            Status::Pass | Status::Flaky => {
+                *passed += 1;
+                *ran += 1;
+            }
+            Status::Fail => *ran += 1,
+            Status::Skip | Status::NotRun | Status::Interrupted => {}
+        }
+    }
+    let mut out = String::from("pass rates:\n");
+    for path in order {
+        let (passed, ran) = rates[path];
+        let percent = if ran == 0 { String::from("-") } else { format!("{:.0} %", passed as f64 * 100.0 / ran as f64) };
+        let _ = writeln!(out, "  {passed}/{ran} passed ({percent}) {}", shown_path(path, &report.base));
     }
     out
 }
@@ -352,6 +450,23 @@ pub struct JsonScenario {
     pub failure: Option<Failure>,
     /// What the run noted beyond pass or fail (which kernel case a promise came from).
     pub notes: Vec<String>,
+    /// Every attempt, in order, the last being the one reported above (one attempt unless
+    /// it failed and `retries` ran it again).
+    pub attempts: Vec<JsonAttempt>,
+}
+
+/// One attempt of a scenario.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JsonAttempt {
+    /// 1-based.
+    pub attempt: u32,
+    /// `pass`, `fail` or `skip`.
+    pub status: Status,
+    /// How long it ran, in milliseconds.
+    pub duration_ms: f64,
+    /// Why it failed.
+    pub failure: Option<Failure>,
 }
 
 /// The host's name and kernel release.
@@ -379,6 +494,19 @@ pub fn to_json(report: &RunReport) -> JsonReport {
                 Ok(r) => (r.duration.as_secs_f64() * 1000.0, r.skipped.clone(), r.failure.clone(), r.notes.clone()),
                 Err(not_run) => (0.0, Some(not_run.reason()), None, Vec::new()),
             };
+            let attempt_of = |(i, r): (usize, &ScenarioResult)| JsonAttempt {
+                attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                status: if r.skipped.is_some() {
+                    Status::Skip
+                } else if r.failure.is_some() {
+                    Status::Fail
+                } else {
+                    Status::Pass
+                },
+                duration_ms: r.duration.as_secs_f64() * 1000.0,
+                failure: r.failure.clone(),
+            };
+            let attempts = e.retried.iter().chain(e.outcome.as_ref().ok()).enumerate().map(attempt_of).collect();
             JsonScenario {
                 id: entry_id(e, report),
                 path: shown_path(&e.path, &report.base),
@@ -389,6 +517,7 @@ pub fn to_json(report: &RunReport) -> JsonReport {
                 reason,
                 failure,
                 notes,
+                attempts,
             }
         })
         .collect();
@@ -440,17 +569,34 @@ fn junit_status(e: &Entry, report: &RunReport) -> TestCaseStatus {
             s.set_message(xml_text(r.skipped.as_deref().unwrap_or_default())).set_type("not-applicable");
             s
         }
-        Ok(r) => match &r.failure {
-            None => TestCaseStatus::success(),
-            Some(f) => {
+        Ok(r) => {
+            // Earlier failed attempts: `flakyFailure` under a pass, `rerunFailure` under a
+            // failure, as Surefire and nextest write them.
+            let mut s = match &r.failure {
+                None => TestCaseStatus::success(),
+                Some(f) => {
+                    let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
+                    let mut s = TestCaseStatus::non_success(kind);
+                    s.set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
+                        .set_type(xml_text(&f.keyword))
+                        .set_description(xml_text(&scenario_report(r, &report.base)));
+                    s.set_rerun_kind(quick_junit::FlakyOrRerun::Rerun);
+                    s
+                }
+            };
+            s.add_reruns(e.retried.iter().filter_map(|earlier| {
+                let f = earlier.failure.as_ref()?;
                 let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
-                let mut s = TestCaseStatus::non_success(kind);
-                s.set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
+                let mut rerun = quick_junit::TestRerun::new(kind);
+                rerun
+                    .set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
                     .set_type(xml_text(&f.keyword))
-                    .set_description(xml_text(&scenario_report(r, &report.base)));
-                s
-            }
-        },
+                    .set_time(earlier.duration)
+                    .set_stack_trace(xml_text(&scenario_report(earlier, &report.base)));
+                Some(rerun)
+            }));
+            s
+        }
         Err(NotRun::AfterFailure) => {
             let mut s = TestCaseStatus::skipped();
             s.set_message(NotRun::AfterFailure.reason()).set_type("not-run");
@@ -549,7 +695,13 @@ mod tests {
     }
 
     fn entry(result: ScenarioResult) -> Entry {
-        Entry { path: result.path.clone(), name: result.name.clone(), repetition: 1, outcome: Ok(result) }
+        Entry {
+            path: result.path.clone(),
+            name: result.name.clone(),
+            repetition: 1,
+            outcome: Ok(result),
+            retried: Vec::new(),
+        }
     }
 
     #[test]
@@ -575,12 +727,19 @@ mod tests {
         let passed = ScenarioResult { failure: None, ..passed };
         let mut report = report_of(vec![
             entry(passed),
-            Entry { path: "b.yaml".into(), name: "b".into(), repetition: 1, outcome: Err(NotRun::AfterFailure) },
+            Entry {
+                path: "b.yaml".into(),
+                name: "b".into(),
+                repetition: 1,
+                outcome: Err(NotRun::AfterFailure),
+                retried: Vec::new(),
+            },
             Entry {
                 path: "c.yaml".into(),
                 name: "c".into(),
                 repetition: 1,
                 outcome: Err(NotRun::Interrupted("SIGINT".into())),
+                retried: Vec::new(),
             },
         ]);
         report.interrupted = Some("SIGINT".into());

@@ -112,7 +112,7 @@ fn hostile_names_keep_both_reports_valid_and_counts_are_numbers() {
     // Before: `"summary": "1 passed, 1 failed, 0 skipped"`, a string.
     assert_eq!(
         report["summary"],
-        serde_json::json!({ "total": 2, "passed": 1, "failed": 1, "skipped": 0, "not_run": 0, "interrupted": 0 })
+        serde_json::json!({ "total": 2, "passed": 1, "flaky": 0, "failed": 1, "skipped": 0, "not_run": 0, "interrupted": 0 })
     );
     assert_eq!(report["scenarios"][0]["failure"]["expected"], "READY");
     assert!(report["hostname"].as_str().is_some_and(|h| !h.is_empty()), "{report}");
@@ -162,6 +162,128 @@ fn repeats_are_distinct_test_cases() {
             "scenarios/lifecycle/start-running.yaml#3"
         ]
     );
+    // Before: the console named no run, and said "ran 3 scenarios" for one run 3 times.
+    for k in 1..=3 {
+        assert!(
+            text.contains(&format!("PASS scenarios/lifecycle/start-running.yaml (start-reaches-running, run {k}/3,")),
+            "{text}"
+        );
+    }
+    assert!(text.contains("ran 3 runs of 1 scenario in"), "{text}");
+    assert!(text.contains("pass rates:\n  3/3 passed (100 %) scenarios/lifecycle/start-running.yaml\n"), "{text}");
+}
+
+/// A wrapper around the mock whose first start of a scenario run fails (exit 1 before its
+/// socket), and every later one is the mock: what a flake looks like, made certain.
+fn flaky_mock(dir: &Path) -> PathBuf {
+    let mock = dir.join("nydusd");
+    std::os::unix::fs::symlink(testkit::bin_exe!("harness"), &mock).unwrap();
+    let wrapper = dir.join("flaky-nydusd");
+    let script = format!(
+        "#!/bin/sh\ncase \" $* \" in *\" --apisock \"*) mkdir {once} 2>/dev/null && {{ echo 'flaky-nydusd: the first start fails' >&2; exit 1; }} ;; esac\nexec {mock} \"$@\"\n",
+        once = dir.join("failed-once").display(),
+        mock = mock.display()
+    );
+    std::fs::write(&wrapper, script).unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    wrapper
+}
+
+/// A scenario that fails, then passes on a retry, is FLAKY everywhere: on the console,
+/// in the summary and recap, in JUnit as a passing case with a `flakyFailure` (as nextest
+/// and Surefire write it), in JSON with both attempts. Before, a failure was final.
+#[test]
+fn a_scenario_that_passes_on_a_retry_is_flaky_in_every_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = flaky_mock(dir.path());
+    let (code, text, xml, report) = run_with_reports(&[
+        "harness/tests/fixtures/flaky-start.yaml",
+        "--nydusd",
+        wrapper.to_str().unwrap(),
+        "--retries",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let file = "harness/tests/fixtures/flaky-start.yaml";
+    assert!(
+        text.contains(&format!(
+            "RETRY {file} (flaky-start, attempt 1 of 3 failed): step 1 `start_daemon` at {file}:11:"
+        )),
+        "{text}"
+    );
+    assert!(text.contains(&format!("FLAKY {file} (flaky-start, attempt 2, ")), "{text}");
+    assert!(text.contains("1 passed (1 flaky), 0 failed, 0 skipped\n"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "flaky (passed on a retry):\n  FLAKY {file} (flaky-start): passed after 1 failed attempt\n"
+        )),
+        "{text}"
+    );
+    let doc = check_junit_shape(&xml);
+    let suite = doc.descendants().find(|n| n.has_tag_name("testsuite")).unwrap();
+    assert_eq!((suite.attribute("failures"), suite.attribute("errors")), (Some("0"), Some("0")), "{xml}");
+    assert_eq!(
+        cases(&doc),
+        [("flaky-start".to_owned(), Some(("flakyFailure".to_owned(), "start_daemon".to_owned())))],
+        "{xml}"
+    );
+    let flaky = doc.descendants().find(|n| n.has_tag_name("flakyFailure")).unwrap();
+    assert!(flaky.attribute("message").unwrap().starts_with("step 1 `start_daemon`"), "{xml}");
+    let trace: String = flaky.descendants().filter_map(|n| n.text()).collect();
+    assert!(trace.contains("flaky-nydusd: the first start fails"), "{xml}");
+    assert_eq!(report["summary"]["passed"], 1, "{report}");
+    assert_eq!(report["summary"]["flaky"], 1, "{report}");
+    assert_eq!(report["scenarios"][0]["status"], "flaky", "{report}");
+    let attempts: Vec<(&str, bool)> = report["scenarios"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["status"].as_str().unwrap(), a["failure"].is_null()))
+        .collect();
+    assert_eq!(attempts, [("fail", false), ("pass", true)], "{report}");
+}
+
+/// A scenario that fails every attempt fails, with the earlier attempts as
+/// `rerunFailure`s and in JSON; retries stop at the limit.
+#[test]
+fn a_scenario_failing_every_attempt_fails_with_each_attempt_reported() {
+    let (code, text, xml, report) = run_with_reports(&["harness/tests/fixtures/wrong-state.yaml", "--retries", "1"]);
+    assert_eq!(code, 1, "{text}");
+    assert_eq!(text.matches("RETRY harness/tests/fixtures/wrong-state.yaml").count(), 1, "{text}");
+    assert!(
+        text.contains("FAIL harness/tests/fixtures/wrong-state.yaml (deliberately-wrong-state, attempt 2, "),
+        "{text}"
+    );
+    assert!(text.contains("     attempt 1 failed: step "), "{text}");
+    let doc = check_junit_shape(&xml);
+    let outcomes: Vec<&str> = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("testcase"))
+        .flat_map(|c| c.children().filter(|n| n.is_element()).map(|n| n.tag_name().name()))
+        .collect();
+    assert_eq!(outcomes, ["failure", "rerunFailure"], "{xml}");
+    assert_eq!(report["scenarios"][0]["status"], "fail", "{report}");
+    assert_eq!(report["scenarios"][0]["attempts"].as_array().unwrap().len(), 2, "{report}");
+    assert_eq!(report["summary"]["flaky"], 0, "{report}");
+}
+
+/// `--max-fail N` stops starting scenarios after N failures, not after the first.
+#[test]
+fn max_fail_stops_after_that_many_failures() {
+    let (code, text, _, report) = run_with_reports(&[
+        "harness/tests/fixtures/wrong-state.yaml",
+        "harness/tests/fixtures/hostile-names.yaml",
+        "scenarios/lifecycle/start-running.yaml",
+        "--jobs",
+        "1",
+        "--max-fail",
+        "2",
+    ]);
+    assert_eq!(code, 1, "{text}");
+    let statuses: Vec<&str> =
+        report["scenarios"].as_array().unwrap().iter().map(|s| s["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["fail", "fail", "not_run"], "{report}");
+    assert!(text.contains("stopped after 2 failures; 1 scenarios not run"), "{text}");
 }
 
 #[test]

@@ -61,6 +61,9 @@ pub const MAX_PADDING: u64 = 16 * 1024 * 1024;
 pub const MAX_FILE_SIZE: u64 = 256 * 1024 * 1024;
 /// The most mounts one `mount_concurrently` may race.
 pub const MAX_CONCURRENT: u64 = 1024;
+/// The most retries of a failed scenario (`retries`, `--retries`): past a few, a scenario
+/// that fails that often is failing, and each retry is a whole run.
+pub const MAX_RETRIES: u64 = 10;
 
 #[cfg(test)]
 mod tests {

@@ -63,6 +63,11 @@ pub struct Scenario {
     /// Deadline for the whole scenario, in milliseconds.
     #[serde(default = "default_scenario_timeout")]
     pub timeout_ms: u64,
+    /// Runs again after a failure, up to this many times (at most 10): a scenario that
+    /// passes on a retry is reported FLAKY, not failed. `harness run --retries N` overrides
+    /// it. Example: `retries: 2`.
+    #[serde(default)]
+    pub retries: Option<crate::bounded::AtMost<{ crate::bounded::MAX_RETRIES }>>,
     /// The daemons the scenario manages.
     #[serde(default)]
     pub daemons: Vec<DaemonSpec>,

@@ -39,23 +39,26 @@ impl Painter {
         Self { enabled }
     }
 
-    /// `text` with the leading `PASS`, `FAIL`, `SKIP`, `SLOW` of each line coloured.
+    /// `text` with the leading `PASS`, `FAIL`, `FLAKY`, `RETRY`, `SKIP`, `SLOW` of each line
+    /// coloured.
     pub fn paint(&self, text: &str) -> String {
         if !self.enabled {
             return text.to_owned();
         }
         let mut out = String::with_capacity(text.len() + 16);
         for line in text.split_inclusive('\n') {
-            let style = match line.get(..4) {
-                Some("PASS") => Some(AnsiColor::Green),
-                Some("FAIL") => Some(AnsiColor::Red),
-                Some("SKIP" | "SLOW") => Some(AnsiColor::Yellow),
+            let word = line.split([' ', '\n']).next().unwrap_or_default();
+            let style = match word {
+                "PASS" => Some(AnsiColor::Green),
+                "FAIL" => Some(AnsiColor::Red),
+                "FLAKY" | "RETRY" => Some(AnsiColor::Magenta),
+                "SKIP" | "SLOW" => Some(AnsiColor::Yellow),
                 _ => None,
             };
             match style {
                 Some(color) => {
                     let style = Style::new().fg_color(Some(color.into())).bold();
-                    out.push_str(&format!("{style}{}{style:#}{}", &line[..4], &line[4..]));
+                    out.push_str(&format!("{style}{word}{style:#}{}", &line[word.len()..]));
                 }
                 None => out.push_str(line),
             }

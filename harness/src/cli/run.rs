@@ -31,7 +31,17 @@ pub(crate) struct RunArgs {
     /// started are reported as not run).
     #[arg(long)]
     pub keep_going: bool,
-    /// Run each selected scenario N times (hunting flakes); each run is its own test case.
+    /// Stop starting new scenarios after N failures (default 1; `--keep-going`: never).
+    /// A scenario that passed on a retry is not a failure.
+    #[arg(long, value_name = "N", conflicts_with = "keep_going", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_fail: Option<u32>,
+    /// Run a failed scenario again, up to N times (0-10), instead of each file's own
+    /// `retries`: one that passes on a retry is FLAKY (counted as passed, and reported with
+    /// every attempt).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=crate::scenario::bounded::MAX_RETRIES))]
+    pub retries: Option<u64>,
+    /// Run each selected scenario N times (hunting flakes); each run is its own test case,
+    /// shown as `run k/N`, and the recap gives each scenario's pass rate.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub repeat: u32,
     /// Shuffle the order with this seed (printed, so a run can be repeated exactly).
@@ -154,6 +164,8 @@ struct Planned {
     path: PathBuf,
     scenario: Scenario,
     repetition: u32,
+    /// How many times a failure is run again.
+    retries: u32,
 }
 
 /// What a run needs before its first scenario starts.
@@ -180,8 +192,10 @@ fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
     }
     let mut planned = Vec::new();
     for (path, scenario) in selected {
+        let retries = args.retries.or(scenario.retries.map(|r| r.get())).unwrap_or(0);
+        let retries = u32::try_from(retries).unwrap_or(u32::MAX);
         for repetition in 1..=args.repeat {
-            planned.push(Planned { path: path.clone(), scenario: scenario.clone(), repetition });
+            planned.push(Planned { path: path.clone(), scenario: scenario.clone(), repetition, retries });
         }
     }
     if let Some(seed) = args.seed {
@@ -205,6 +219,7 @@ fn refuse(args: &RunArgs, refusal: Refusal) -> ExitCode {
             name: "harness run".into(),
             repetition: 1,
             outcome: Err(NotRun::Refused(refusal.why.clone())),
+            retried: Vec::new(),
         }],
         started_at: SystemTime::now(),
         wall: Duration::ZERO,
@@ -240,6 +255,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
             name: e.path().file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
             repetition: 1,
             outcome: Err(NotRun::Invalid(e.to_string())),
+            retried: Vec::new(),
         });
     }
     let base = args.selection.base();
@@ -256,6 +272,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
                 name: p.scenario.name.clone(),
                 repetition: p.repetition,
                 outcome: Err(NotRun::Unfinished),
+                retried: Vec::new(),
             }))
             .collect(),
         started_at,
@@ -271,7 +288,8 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
     }
     let options = Options {
         jobs,
-        keep_going: args.keep_going,
+        repeat: args.repeat,
+        max_fail: if args.keep_going { None } else { Some(args.max_fail.unwrap_or(1) as usize) },
         painter,
         slow_after: Duration::from_secs_f64(args.slow_after.max(0.0)),
     };
@@ -293,9 +311,15 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         base,
     };
     let modules = host_facts::kernel::fscache_modules().map(|m| format!(" ({m})")).unwrap_or_default();
+    let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
+    let ran = if args.repeat > 1 {
+        let runs = report.entries.len();
+        format!("{} of {}", plural(runs, "run"), plural(runs / args.repeat as usize, "scenario"))
+    } else {
+        plural(report.entries.len(), "scenario")
+    };
     say(&painter.paint(&format!(
-        "ran {} scenarios in {:.2} s on kernel {}{modules}\n{}\n{}",
-        report.entries.len(),
+        "ran {ran} in {:.2} s on kernel {}{modules}\n{}\n{}",
         report.wall.as_secs_f64(),
         report::host().1,
         report::summary(&report),
@@ -345,14 +369,18 @@ fn write_reports(args: &RunArgs, report: &RunReport) -> Result<(), report::Repor
 #[derive(Debug, Clone, Copy)]
 struct Options {
     jobs: usize,
-    keep_going: bool,
+    /// `--repeat`, for the console's `run k/N`.
+    repeat: u32,
+    /// Failures after which no new scenario starts (`None`: `--keep-going`).
+    max_fail: Option<usize>,
     painter: Painter,
     slow_after: Duration,
 }
 
-/// Runs scenarios `jobs` at a time; stops starting new ones after a failure unless
-/// `keep_going`; on a signal aborts the running ones, whose drop cleans them up. Every
-/// planned scenario comes back, in plan order, with its result or why it has none.
+/// Runs scenarios `jobs` at a time; runs a failed one again while it has retries left;
+/// stops starting new ones after `max_fail` failures; on a signal aborts the running
+/// ones, whose drop cleans them up. Every planned scenario comes back, in plan order,
+/// with its result (and its failed attempts) or why it has none.
 async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options: Options) -> (Vec<Entry>, Option<i32>) {
     use std::io::IsTerminal;
     let total = planned.len();
@@ -368,11 +396,15 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
         set: tokio::task::JoinSet::new(),
         tasks: std::collections::HashMap::new(),
         next: 0,
+        retry: std::collections::VecDeque::new(),
+        attempts: vec![0; total],
         stopped: false,
     };
     scheduler.start_more();
     let on_tty = std::io::stderr().is_terminal();
     let mut results: Vec<Option<ScenarioResult>> = vec![None; total];
+    let mut retried: Vec<Vec<ScenarioResult>> = vec![Vec::new(); total];
+    let mut failures = 0;
     let mut done = 0;
     let mut interrupted = None;
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -385,13 +417,44 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
                 if on_tty {
                     eprint!("\r\x1b[K");
                 }
-                if !say(&options.painter.paint(&report::scenario_report(&result, base))) && interrupted.is_none() {
+                let allowed = planned[index].retries as usize + 1;
+                // A failure with retries left runs again, unless the run is stopping.
+                let again = result.failure.is_some()
+                    && retried[index].len() + 1 < allowed
+                    && !scheduler.stopped
+                    && interrupted.is_none();
+                let line = if again {
+                    report::retry_line(&result, retried[index].len() + 1, allowed, base)
+                } else {
+                    let entry = Entry {
+                        path: planned[index].path.clone(),
+                        name: planned[index].scenario.name.clone(),
+                        repetition: planned[index].repetition,
+                        outcome: Ok(result.clone()),
+                        retried: std::mem::take(&mut retried[index]),
+                    };
+                    let line = report::entry_report(&entry, options.repeat, base);
+                    retried[index] = entry.retried;
+                    line
+                };
+                if !say(&options.painter.paint(&line)) && interrupted.is_none() {
                     // Whoever read the output is gone: stop as if interrupted.
                     interrupted = Some(nix::sys::signal::Signal::SIGPIPE as i32);
                     scheduler.set.abort_all();
                 }
-                if result.failure.is_some() && !options.keep_going {
-                    scheduler.stopped = true;
+                if again {
+                    retried[index].push(result);
+                    scheduler.retry.push_back(index);
+                    if interrupted.is_none() {
+                        scheduler.start_more();
+                    }
+                    continue;
+                }
+                if result.failure.is_some() {
+                    failures += 1;
+                    if options.max_fail.is_some_and(|max| failures >= max) {
+                        scheduler.stopped = true;
+                    }
                 }
                 results[index] = Some(result);
                 done += 1;
@@ -412,9 +475,10 @@ async fn run_all(planned: Vec<Planned>, config: RunConfig, base: &Path, options:
     }
     let not_run = results.iter().filter(|r| r.is_none()).count();
     if not_run > 0 && interrupted.is_none() {
-        say(&format!("stopped after the first failure; {not_run} scenarios not run (use --keep-going)\n"));
+        let after = if failures == 1 { "the first failure".to_owned() } else { format!("{failures} failures") };
+        say(&format!("stopped after {after}; {not_run} scenarios not run (use --keep-going or --max-fail)\n"));
     }
-    (entries(planned, results, interrupted), interrupted)
+    (entries(planned, results, retried, interrupted), interrupted)
 }
 
 /// Starts scenarios in plan order, at most `jobs` at a time: with tasks that raced for a
@@ -430,18 +494,32 @@ struct Scheduler<'p> {
     /// Which scenario each task runs, so that a task that panics is still reported.
     tasks: std::collections::HashMap<tokio::task::Id, usize>,
     next: usize,
-    /// No more scenarios start (a failure without `--keep-going`).
+    /// Scenarios to run again after a failed attempt, before any new one.
+    retry: std::collections::VecDeque<usize>,
+    /// Attempts started, by scenario.
+    attempts: Vec<u32>,
+    /// No more scenarios start (`--max-fail` failures, 1 without `--keep-going`).
     stopped: bool,
 }
 
 impl Scheduler<'_> {
     fn start_more(&mut self) {
-        while !self.stopped && self.set.len() < self.jobs && self.next < self.planned.len() {
-            let index = self.next;
-            self.next += 1;
+        while !self.stopped && self.set.len() < self.jobs {
+            let index = match self.retry.pop_front() {
+                Some(index) => index,
+                None if self.next < self.planned.len() => {
+                    self.next += 1;
+                    self.next - 1
+                }
+                None => break,
+            };
+            self.attempts[index] += 1;
             let (config, running) = (self.config.clone(), self.running.clone());
             let (path, scenario) = (self.planned[index].path.clone(), self.planned[index].scenario.clone());
-            let label = format!("{} ({})", path.strip_prefix(self.base).unwrap_or(&path).display(), scenario.name);
+            let mut label = format!("{} ({})", path.strip_prefix(self.base).unwrap_or(&path).display(), scenario.name);
+            if self.attempts[index] > 1 {
+                label.push_str(&format!(" attempt {}", self.attempts[index]));
+            }
             let handle = self.set.spawn(async move {
                 lock(&running).start(index, label);
                 (index, run_scenario(&path, &scenario, &config).await)
@@ -485,21 +563,27 @@ fn show_progress(running: &mut Running, on_tty: bool, done: usize, total: usize,
     }
 }
 
-/// Every planned scenario with its result, or why it has none.
-fn entries(planned: Vec<Planned>, results: Vec<Option<ScenarioResult>>, interrupted: Option<i32>) -> Vec<Entry> {
+/// Every planned scenario with its result and failed attempts, or why it has none.
+fn entries(
+    planned: Vec<Planned>,
+    results: Vec<Option<ScenarioResult>>,
+    retried: Vec<Vec<ScenarioResult>>,
+    interrupted: Option<i32>,
+) -> Vec<Entry> {
     let signal_name = interrupted.map(crate::termination::name);
     planned
         .into_iter()
         .zip(results)
-        .map(|(plan, result)| Entry {
-            path: plan.path,
-            name: plan.scenario.name,
-            repetition: plan.repetition,
-            outcome: match (result, &signal_name) {
+        .zip(retried)
+        .map(|((plan, result), mut retried)| {
+            let outcome = match (result, &signal_name) {
                 (Some(r), _) => Ok(r),
+                // A retry the interruption cut short: the last failed attempt is the result.
+                (None, _) if !retried.is_empty() => Ok(retried.pop().expect("not empty")),
                 (None, Some(signal)) => Err(NotRun::Interrupted(signal.clone())),
                 (None, None) => Err(NotRun::AfterFailure),
-            },
+            };
+            Entry { path: plan.path, name: plan.scenario.name, repetition: plan.repetition, outcome, retried }
         })
         .collect()
 }

@@ -19,10 +19,10 @@ if ! command -v xmllint >/dev/null 2>&1; then
     { apt-get update >/dev/null 2>&1 && apt-get install -y libxml2-utils >/dev/null 2>&1; }
 fi
 venv=target/ci-tools
-if [ ! -x "$venv/bin/check-jsonschema" ]; then
-  echo "check-jsonschema is missing; installing it from PyPI into $venv" >&2
+if [ ! -x "$venv/bin/check-jsonschema" ] || ! "$venv/bin/python" -c 'import junitparser' 2>/dev/null; then
+  echo "check-jsonschema or junitparser is missing; installing them from PyPI into $venv" >&2
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.29.*'
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'check-jsonschema==0.29.*' 'junitparser==3.*'
 fi
 
 node_tools=target/ci-tools/node
@@ -49,7 +49,18 @@ expect() {
     exit 1
   fi
 }
-expect 0 library scenarios
+# The library in two shards with the CI profile (.config/harness.toml): the shards'
+# reports together hold each library scenario exactly once.
+expect 0 library-1 scenarios --profile ci --partition hash:1/2
+expect 0 library-2 scenarios --profile ci --partition hash:2/2
+python3 - "$out/library-1.json" "$out/library-2.json" <<'UNION'
+import json, subprocess, sys
+shards = [s["path"] for f in sys.argv[1:] for s in json.load(open(f))["scenarios"]]
+listed = [json.loads(l)["path"] for l in subprocess.run(["target/debug/harness", "list", "scenarios", "--json"],
+          capture_output=True, text=True, check=True).stdout.splitlines() if l.startswith("{")]
+assert sorted(shards) == sorted(listed), f"the shards hold {len(shards)} scenarios, the library {len(listed)}"
+print(f"partitions: 2 shards hold the library's {len(listed)} scenarios once each")
+UNION
 expect 1 hostile harness/tests/fixtures/hostile-names.yaml scenarios/lifecycle/start-running.yaml --keep-going
 expect 1 fail-fast harness/tests/fixtures/wrong-state.yaml scenarios/lifecycle/destroy.yaml --jobs 1
 expect 0 repeated scenarios/lifecycle/start-running.yaml --repeat 3
@@ -81,6 +92,24 @@ for xml in "$out"/*.xml; do
   fi
 done
 "$venv/bin/check-jsonschema" --schemafile docs/report.schema.json "$out"/*.json
+# An independent JUnit consumer (junitparser, Python) reads the failing run's report as a
+# CI server would: the failure's message says what was expected and observed, the case
+# names its file and line, and system-out holds the whole timeline.
+"$venv/bin/python" - "$out/fail-fast.xml" <<'JUNIT'
+import sys
+from junitparser import JUnitXml, Failure
+cases = [case for suite in JUnitXml.fromfile(sys.argv[1]) for case in suite]
+failed = [case for case in cases if any(isinstance(r, Failure) for r in case.result)]
+assert len(failed) == 1, f"{len(failed)} failed cases"
+case = failed[0]
+failure = next(r for r in case.result if isinstance(r, Failure))
+assert "; expected: READY; observed: RUNNING" in failure.message, failure.message
+assert case._elem.get("file") == "harness/tests/fixtures/wrong-state.yaml", case._elem.attrib
+assert case._elem.get("line") == "13", case._elem.attrib
+assert case.classname == "harness/tests/fixtures/wrong-state", case.classname
+assert "step 1 `start` (line 11)" in case.system_out and "step 3 failed" in case.system_out, case.system_out
+print(f"junitparser: {case.name} fails with {failure.message!r}")
+JUNIT
 mapfile -t scenario_files < <(find scenarios -name '*.yaml' -not -path 'scenarios/invalid/*' | sort)
 "$venv/bin/check-jsonschema" --schemafile scenarios/schema.json "${scenario_files[@]}"
 steps=$(mktemp /tmp/harness-steps.XXXXXX)

@@ -60,7 +60,7 @@ for kernel in $kernels; do
     run_started=$(date +%s)
     set +e
     target/release/harness vm --kernel "$kernel" "${module_args[@]}" "${binary_args[@]}" --out "$out" --copy scenarios -- \
-      run scenarios --filter privileged --filter fscache "${target_args[@]}" --repeat "$repeat" --keep-going \
+      run scenarios -E 'path(/^(privileged|fscache)//)' "${target_args[@]}" --repeat "$repeat" --keep-going \
       --color never --junit /results/junit.xml --json /results/report.json --bundles /results/bundles "$@"
     code=$?
     set -e

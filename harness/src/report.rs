@@ -204,13 +204,20 @@ pub fn check_writable(path: &Path) -> std::io::Result<()> {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
-    tempfile::tempfile_in(parent).map(drop)
+    // Directories not there yet are made when the report is written (a profile's
+    // `target/harness/ci/junit.xml` in a fresh clone): the nearest one that is must take files.
+    let existing = parent.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("."));
+    tempfile::tempfile_in(existing).map(drop)
 }
 
 /// Writes a report file whole or not at all: beside it, then renamed over it (a reader
-/// never sees half a report, and a link there is replaced, not written through).
+/// never sees half a report, and a link there is replaced, not written through); the
+/// directories it is in are made first.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let written = std::fs::File::create(&temp).and_then(|mut f| f.write_all(bytes).and_then(|()| f.sync_all()));
@@ -288,10 +295,16 @@ fn scenario_report_as(result: &ScenarioResult, label: &str, status: Status, base
         let _ = writeln!(out, "       observed: {observed}");
     }
     if !f.timeline.is_empty() {
-        let _ =
-            writeln!(out, "     timeline (harness steps, manager events, mock journals; last {}):", f.timeline.len());
-        for line in &f.timeline {
-            let _ = writeln!(out, "       {line}");
+        // The console shows the end; the reports carry all of it.
+        let shown = &f.timeline[f.timeline.len().saturating_sub(CONSOLE_TIMELINE)..];
+        let whole = if shown.len() < f.timeline.len() {
+            format!("last {} of {}; all in the reports and the bundle", shown.len(), f.timeline.len())
+        } else {
+            format!("all {}", shown.len())
+        };
+        let _ = writeln!(out, "     timeline (harness steps, manager events, daemon journals; {whole}):");
+        for entry in shown {
+            let _ = writeln!(out, "       {}", entry.line());
         }
     }
     if let Some(bundle) = &f.bundle {
@@ -300,11 +313,51 @@ fn scenario_report_as(result: &ScenarioResult, label: &str, status: Status, base
     out
 }
 
+/// How many timeline entries the console shows under a failure.
+const CONSOLE_TIMELINE: usize = 25;
+
 /// The run's notes, under its PASS or FAIL line.
 fn notes(out: &mut String, result: &ScenarioResult) {
     for note in &result.notes {
         let _ = writeln!(out, "     note: {note}");
     }
+}
+
+/// The one line most CI summaries show of a failure: where, what, and what was expected
+/// and observed.
+fn failure_message(f: &Failure, path: &str) -> String {
+    let mut message = failure_headline(f, path);
+    if let Some(expected) = &f.expected {
+        let _ = write!(message, "; expected: {expected}");
+    }
+    if let Some(observed) = &f.observed {
+        let _ = write!(message, "; observed: {observed}");
+    }
+    message
+}
+
+/// The whole timeline of a failure, one line per entry (JUnit's `system-out`).
+fn timeline_text(f: &Failure) -> String {
+    let mut out = String::new();
+    for entry in &f.timeline {
+        out.push_str(&entry.line());
+        out.push('\n');
+    }
+    out
+}
+
+/// The end of each daemon log, under its name (JUnit's `system-err`).
+fn logs_text(f: &Failure) -> String {
+    let mut out = String::new();
+    for log in &f.logs {
+        let shown = log.text.len() as u64;
+        let _ = writeln!(out, "==> logs/{} (last {shown} of {} bytes) <==", log.name, log.bytes);
+        out.push_str(&log.text);
+        if !log.text.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    out
 }
 
 fn failure_headline(f: &Failure, path: &str) -> String {
@@ -393,8 +446,50 @@ fn pass_rates(report: &RunReport) -> String {
     out
 }
 
+/// GitHub Actions workflow commands for the run (printed when `GITHUB_ACTIONS=true`): an
+/// `::error` for each failure and a `::warning` for each flaky scenario, at the failing
+/// step's file and line, so that they show on the pull request's diff.
+pub fn github_annotations(report: &RunReport) -> String {
+    let mut out = String::new();
+    for e in &report.entries {
+        let Ok(result) = &e.outcome else { continue };
+        let (level, f, what) = match (e.status(), &result.failure) {
+            (Status::Fail, Some(f)) => ("error", f, "failed"),
+            (Status::Flaky, _) => match e.retried.first().and_then(|r| r.failure.as_ref()) {
+                Some(f) => ("warning", f, "is flaky (passed on a retry)"),
+                None => continue,
+            },
+            _ => continue,
+        };
+        let file = e.path.display().to_string();
+        let line = if f.line > 0 { format!(",line={}", f.line) } else { String::new() };
+        let title = format!("{} {what}", e.display_name(report.repeat));
+        let message = failure_message(f, &shown_path(&e.path, &report.base));
+        let _ = writeln!(
+            out,
+            "::{level} file={}{line},title={}::{}",
+            annotation_property(&file),
+            annotation_property(&title),
+            annotation_data(&message)
+        );
+    }
+    out
+}
+
+/// A workflow command's message, escaped as GitHub's toolkit does.
+fn annotation_data(text: &str) -> String {
+    text.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// A workflow command's property value, escaped as GitHub's toolkit does.
+fn annotation_property(text: &str) -> String {
+    annotation_data(text).replace(':', "%3A").replace(',', "%2C")
+}
+
 /// Version of the JSON report's shape; a change that removes or renames a field bumps it.
-pub const JSON_FORMAT_VERSION: u32 = 1;
+/// 2: `failure.timeline` entries are objects (time, source, pid, kind, text, fields), no
+/// longer preformatted lines, and `failure.logs` holds the end of each daemon log.
+pub const JSON_FORMAT_VERSION: u32 = 2;
 
 /// The JSON report (`--json`); its schema is `harness schema --report`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -476,6 +571,15 @@ pub fn host() -> (String, String) {
 
 fn rfc3339(at: SystemTime) -> String {
     chrono::DateTime::<chrono::Utc>::from(at).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// A case's class: its file without `.yaml`, whose dots Jenkins would read as package
+/// separators (`lifecycle/start-running.yaml` was package `lifecycle/start-running`, class
+/// `yaml`).
+fn classname(e: &Entry, report: &RunReport) -> String {
+    let path = shown_path(&e.path, &report.base);
+    let path = path.strip_suffix(".yaml").or_else(|| path.strip_suffix(".yml")).unwrap_or(&path);
+    path.replace('.', "_")
 }
 
 fn entry_id(e: &Entry, report: &RunReport) -> String {
@@ -577,7 +681,7 @@ fn junit_status(e: &Entry, report: &RunReport) -> TestCaseStatus {
                 Some(f) => {
                     let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
                     let mut s = TestCaseStatus::non_success(kind);
-                    s.set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
+                    s.set_message(xml_text(&failure_message(f, &shown_path(&e.path, &report.base))))
                         .set_type(xml_text(&f.keyword))
                         .set_description(xml_text(&scenario_report(r, &report.base)));
                     s.set_rerun_kind(quick_junit::FlakyOrRerun::Rerun);
@@ -589,7 +693,7 @@ fn junit_status(e: &Entry, report: &RunReport) -> TestCaseStatus {
                 let kind = if f.keyword == "panic" { NonSuccessKind::Error } else { NonSuccessKind::Failure };
                 let mut rerun = quick_junit::TestRerun::new(kind);
                 rerun
-                    .set_message(xml_text(&failure_headline(f, &shown_path(&e.path, &report.base))))
+                    .set_message(xml_text(&failure_message(f, &shown_path(&e.path, &report.base))))
                     .set_type(xml_text(&f.keyword))
                     .set_time(earlier.duration)
                     .set_stack_trace(xml_text(&scenario_report(earlier, &report.base)));
@@ -648,15 +752,29 @@ pub fn to_junit(report: &RunReport) -> Result<String, quick_junit::SerializeErro
     for e in &report.entries {
         let status = junit_status(e, report);
         let mut case = TestCase::new(xml_text(&e.display_name(report.repeat)), status);
-        case.set_classname(xml_text(&entry_id(e, report)));
+        case.set_classname(xml_text(&classname(e, report)));
+        // Where the file is from the directory the run was started in, for tools that
+        // link a case to its source (GitLab, the GitHub annotations below).
+        case.extra.insert("file".into(), xml_text(&e.path.display().to_string()).into());
         match &e.outcome {
             Ok(r) => case.set_time(r.duration),
             Err(_) => case.set_time(Duration::ZERO),
         };
-        if let Ok(r) = &e.outcome
-            && !r.notes.is_empty()
-        {
-            case.set_system_out(xml_text(&r.notes.join("\n")));
+        if let Ok(r) = &e.outcome {
+            if let Some(f) = r.failure.as_ref().filter(|f| f.line > 0) {
+                case.extra.insert("line".into(), f.line.to_string().into());
+            }
+            let mut out = r.notes.iter().map(|n| format!("note: {n}\n")).collect::<String>();
+            if let Some(f) = &r.failure {
+                out.push_str(&timeline_text(f));
+                let logs = logs_text(f);
+                if !logs.is_empty() {
+                    case.set_system_err(xml_text(&logs));
+                }
+            }
+            if !out.is_empty() {
+                case.set_system_out(xml_text(&out));
+            }
         }
         suite.add_test_case(case);
     }

@@ -535,3 +535,138 @@ fn no_root_is_left_when_file_descriptors_run_out() {
         .collect();
     assert!(left.is_empty(), "roots left: {left:?}\n{text}");
 }
+
+/// The paths `harness list --json` prints for `args`, in order.
+fn listed(args: &[&str]) -> Vec<String> {
+    let mut all = vec!["list", "scenarios", "--json"];
+    all.extend_from_slice(args);
+    let (code, text) = harness(&all);
+    assert_eq!(code, 0, "{text}");
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The N shards of the library, by either dealing, hold each scenario exactly once, and
+/// `count` deals them evenly (a CI matrix of N `harness run --partition` jobs runs the
+/// library once).
+#[test]
+fn the_partitions_of_the_library_hold_each_scenario_once() {
+    let whole = listed(&[]);
+    assert!(whole.len() > 50, "{whole:?}");
+    for how in ["count", "hash"] {
+        for of in [2, 3] {
+            let mut union = Vec::new();
+            for shard in 1..=of {
+                let part = listed(&["--partition", &format!("{how}:{shard}/{of}")]);
+                if how == "count" {
+                    assert!(part.len().abs_diff(whole.len() / of) <= 1, "{how}:{shard}/{of}: {}", part.len());
+                }
+                union.extend(part);
+            }
+            union.sort();
+            let mut expected = whole.clone();
+            expected.sort();
+            assert_eq!(union, expected, "{how} over {of}");
+        }
+    }
+}
+
+/// "Everything except privileged" can be said, and says what it means; a mistake in an
+/// expression is a usage error at its character.
+#[test]
+fn a_filter_expression_selects_what_it_says() {
+    let (code, text) = harness(&["list", "scenarios", "--json"]);
+    assert_eq!(code, 0, "{text}");
+    let all: Vec<serde_json::Value> =
+        text.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let unprivileged: Vec<String> = all
+        .iter()
+        .filter(|s| !s["requires"].as_array().unwrap().iter().any(|r| r == "root"))
+        .map(|s| s["path"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(unprivileged.len() < all.len(), "the library has privileged scenarios");
+    assert_eq!(listed(&["-E", "not requires(=root)"]), unprivileged);
+    // Two expressions select what either selects; with --filter, both must hold.
+    let faults = listed(&["-E", "path(/^faults//)"]);
+    assert!(!faults.is_empty() && faults.iter().all(|p| p.starts_with("faults/")), "{faults:?}");
+    let either = listed(&["-E", "path(/^faults//)", "-E", "path(/^mounts//)"]);
+    assert!(either.iter().all(|p| p.starts_with("faults/") || p.starts_with("mounts/")), "{either:?}");
+    assert!(either.len() > faults.len());
+    let both = listed(&["-E", "path(/^faults//)", "--filter", "hang"]);
+    assert!(!both.is_empty() && both.iter().all(|p| p.starts_with("faults/") && p.contains("hang")), "{both:?}");
+    let (code, text) = harness(&["list", "scenarios", "-E", "tag(failover) and"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("'tag(failover) and' for '--expr <EXPR>': at character 18: expected a function"), "{text}");
+}
+
+/// A profile gives what the command line leaves out (here a filter expression, retries
+/// and a report path relative to the directory holding .config/); the command line wins
+/// over it; an unknown profile or a broken file is a usage error naming it.
+#[test]
+fn a_profile_fills_in_what_the_command_line_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join(".config")).unwrap();
+    let config = dir.path().join(".config/harness.toml");
+    std::fs::write(
+        &config,
+        "[profile.default]\nretries = 1\n\n[profile.one]\nexpr = [\"name(=start-reaches-running)\"]\njson = \"out/report.json\"\n",
+    )
+    .unwrap();
+    let config_arg = config.to_str().unwrap();
+    let (code, text) = harness(&["run", "scenarios/lifecycle", "--config", config_arg, "--profile", "one"]);
+    assert_eq!(code, 0, "{text}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out/report.json")).unwrap()).unwrap();
+    let names: Vec<&str> =
+        report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["start-reaches-running"], "{report}");
+    // The command line's report path wins over the profile's.
+    let elsewhere = dir.path().join("elsewhere.json");
+    let (code, text) = harness(&[
+        "run",
+        "scenarios/lifecycle",
+        "--config",
+        config_arg,
+        "--profile",
+        "one",
+        "--json",
+        elsewhere.to_str().unwrap(),
+        "-E",
+        "name(=destroy-daemon)",
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&elsewhere).unwrap()).unwrap();
+    let names: Vec<&str> =
+        report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["destroy-daemon"], "{report}");
+    let (code, text) = harness(&["run", "scenarios/lifecycle", "--config", config_arg, "--profile", "two"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("error: no profile `two` in {config_arg} (profiles: default, one)")), "{text}");
+    std::fs::write(&config, "[profile.one]\nexpr = [\"nmae(x)\"]\n").unwrap();
+    let (code, text) = harness(&["run", "scenarios/lifecycle", "--config", config_arg, "--profile", "one"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("error: profile one: expr \"nmae(x)\": at character 1: expected a function"), "{text}");
+}
+
+/// The repository's own profiles load, and `laptop` leaves out what needs root.
+#[test]
+fn the_repository_s_laptop_profile_leaves_out_privileged_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("r.json");
+    let (code, text) = harness(&[
+        "run",
+        "scenarios/privileged",
+        "scenarios/lifecycle/start-running.yaml",
+        "--profile",
+        "laptop",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{text}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let paths: Vec<&str> =
+        report["scenarios"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["scenarios/lifecycle/start-running.yaml"], "{report}");
+}

@@ -68,7 +68,8 @@ fn check_junit_shape(xml: &str) -> roxmltree::Document<'_> {
             for attribute in ["name", "classname", "time"] {
                 assert!(case.attribute(attribute).is_some(), "testcase without `{attribute}`:\n{xml}");
             }
-            for outcome in case.children().filter(|n| n.is_element()) {
+            let outputs = ["system-out", "system-err"];
+            for outcome in case.children().filter(|n| n.is_element() && !outputs.contains(&n.tag_name().name())) {
                 assert!(outcome.attribute("type").is_some(), "<{}> without a type:\n{xml}", outcome.tag_name().name());
                 assert!(
                     outcome.attribute("message").is_some(),
@@ -260,6 +261,7 @@ fn a_scenario_failing_every_attempt_fails_with_each_attempt_reported() {
         .descendants()
         .filter(|n| n.has_tag_name("testcase"))
         .flat_map(|c| c.children().filter(|n| n.is_element()).map(|n| n.tag_name().name()))
+        .filter(|name| !name.starts_with("system-"))
         .collect();
     assert_eq!(outcomes, ["failure", "rerunFailure"], "{xml}");
     assert_eq!(report["scenarios"][0]["status"], "fail", "{report}");
@@ -447,7 +449,8 @@ fn a_killed_run_leaves_reports_that_are_not_green_never_the_previous_run_s() {
         .spawn()
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !std::fs::read_to_string(&json).unwrap_or_default().contains("long-sleep") {
+    let written = |path: &Path| std::fs::read_to_string(path).unwrap_or_default().contains("long-sleep");
+    while !written(&json) || !written(&junit) {
         assert!(std::time::Instant::now() < deadline, "the run never wrote its first report");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
@@ -531,4 +534,105 @@ fn a_refused_run_leaves_reports_that_say_why_and_nothing_else() {
         let beside: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(beside.len(), 2, "{what}: only the two reports: {beside:?}");
     }
+}
+
+/// A failing scenario's JUnit says why in the line CI summaries show (expected and
+/// observed in `message`), where (`file` and `line` attributes; the classname without
+/// `.yaml`, which Jenkins read as a class), the whole timeline in `system-out` and the
+/// daemons' logs in `system-err`; the JSON timeline is objects; under GitHub Actions an
+/// `::error` annotation points at the failing step. Before, `message` had no expected or
+/// observed, the timeline stayed on the runner's disk past its last 25 lines, and the
+/// daemons' logs were in the bundle only.
+#[test]
+fn a_failing_scenario_s_reports_show_why_where_and_the_whole_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    // A daemon that says something on stderr and dies at start.
+    let wrapper = dir.path().join("dying-nydusd");
+    std::fs::write(&wrapper, "#!/bin/sh\necho 'dying-nydusd: out of luck' >&2\nexit 3\n").unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let (json, junit) = (dir.path().join("r.json"), dir.path().join("r.xml"));
+    let out = Command::new(testkit::bin_exe!("harness"))
+        .args([
+            "run",
+            "harness/tests/fixtures/wrong-state.yaml",
+            "harness/tests/fixtures/flaky-start.yaml",
+            "--keep-going",
+        ])
+        .arg("--nydusd")
+        .arg(&wrapper)
+        .arg("--json")
+        .arg(&json)
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--bundles")
+        .arg(dir.path().join("bundles"))
+        .env("GITHUB_ACTIONS", "true")
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    keep_copies(&json, &junit);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    let doc = check_junit_shape(&xml);
+    let case = doc.descendants().find(|n| n.attribute("name") == Some("flaky-start")).unwrap();
+    assert_eq!(case.attribute("classname"), Some("harness/tests/fixtures/flaky-start"), "{xml}");
+    assert_eq!(case.attribute("file"), Some("harness/tests/fixtures/flaky-start.yaml"), "{xml}");
+    assert_eq!(case.attribute("line"), Some("11"), "{xml}");
+    let failure = case.children().find(|n| n.has_tag_name("failure")).unwrap();
+    let message = failure.attribute("message").unwrap();
+    assert!(message.starts_with("step 1 `start_daemon` at harness/tests/fixtures/flaky-start.yaml:11:"), "{message}");
+    assert!(
+        message.contains("; expected: success; observed: daemon d1: the process exited (exit status: 3)"),
+        "{message}"
+    );
+    let system =
+        |tag: &str| case.children().find(|n| n.has_tag_name(tag)).and_then(|n| n.text()).unwrap_or_default().to_owned();
+    let system_out = system("system-out");
+    assert!(system_out.contains("harness      step 1 `start_daemon` (line 11)"), "{xml}");
+    assert!(system_out.contains("harness      step 1 failed: start_daemon d1 failed"), "{xml}");
+    let system_err = system("system-err");
+    assert!(system_err.contains("==> logs/daemons.log (last "), "{xml}");
+    assert!(system_err.contains("dying-nydusd: out of luck"), "{xml}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    check_json_against_its_schema(&report);
+    assert_eq!(report["format_version"], 2);
+    let flaky = report["scenarios"].as_array().unwrap().iter().find(|s| s["name"] == "flaky-start").unwrap();
+    let timeline = flaky["failure"]["timeline"].as_array().unwrap();
+    assert_eq!(
+        (timeline[0]["source"].as_str(), timeline[0]["kind"].as_str()),
+        (Some("harness"), Some("step")),
+        "{flaky}"
+    );
+    assert_eq!(timeline[0]["fields"]["keyword"], "start_daemon", "{flaky}");
+    assert_eq!(timeline.last().unwrap()["kind"], "step_failed", "{flaky}");
+    assert!(flaky["failure"]["logs"][0]["text"].as_str().unwrap().contains("dying-nydusd: out of luck"), "{flaky}");
+    assert!(
+        text.contains("::error file=harness/tests/fixtures/flaky-start.yaml,line=11,title=flaky-start failed::step 1 `start_daemon` at harness/tests/fixtures/flaky-start.yaml:11: start_daemon d1 failed; expected: success; observed: daemon d1: the process exited (exit status: 3)"),
+        "{text}"
+    );
+}
+
+/// `--json -` writes the report on standard output, and the run's own lines go to stderr;
+/// no file named `-` appears (before, one did).
+#[test]
+fn a_report_to_dash_goes_to_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(testkit::bin_exe!("harness"))
+        .args(["run", "scenarios/lifecycle/start-running.yaml", "--json", "-", "--bundles"])
+        .arg(dir.path())
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    check_json_against_its_schema(&report);
+    assert_eq!(report["summary"]["passed"], 1);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PASS scenarios/lifecycle/start-running.yaml"));
+    assert!(!repo().join("-").exists());
+    let (code, text) = harness(&["run", "scenarios/lifecycle/start-running.yaml", "--json", "-", "--junit", "-"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("only one report can go to standard output"), "{text}");
 }

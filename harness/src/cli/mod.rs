@@ -1,6 +1,9 @@
 //! The `harness` command line.
 
+mod filterset;
 mod list;
+mod partition;
+mod profile;
 mod progress;
 mod run;
 mod selection;
@@ -329,7 +332,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
             replay(&dir, crate::record::replay_dir::ReplaySettings { speed, max_duration })
         }
         Command::Chaos(args) => chaos(args),
-        Command::Run(args) => run::run(&args, progress::Painter::new(cli.color)),
+        Command::Run(args) => run::run(args, progress::Painter::new(cli.color)),
     };
     // Roots a scenario could not remove while others held files (`ulimit -n`) go now.
     crate::containment::remove_pending_roots();
@@ -415,8 +418,20 @@ fn chaos(args: ChaosArgs) -> ExitCode {
 /// where `print!` would panic.
 fn say(text: &str) -> bool {
     use std::io::Write;
+    if CONSOLE_ON_STDERR.load(std::sync::atomic::Ordering::Relaxed) {
+        let mut out = std::io::stderr().lock();
+        return out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_ok();
+    }
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_ok()
+}
+
+/// Whether the console's lines go to stderr: standard output carries a report (`--json -`).
+static CONSOLE_ON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// From now on, what the command says goes to stderr.
+fn console_on_stderr() {
+    CONSOLE_ON_STDERR.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The end of a command stopped by `signal`, after its work was dropped and cleaned up.

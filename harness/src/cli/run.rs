@@ -15,7 +15,7 @@ use crate::runner::{RunConfig, ScenarioResult, run_scenario};
 use crate::scenario::Scenario;
 use crate::scenario::model::Target;
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub(crate) struct RunArgs {
     #[command(flatten)]
     pub selection: Selection,
@@ -41,15 +41,15 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(0..=crate::scenario::bounded::MAX_RETRIES))]
     pub retries: Option<u64>,
     /// Run each selected scenario N times (hunting flakes); each run is its own test case,
-    /// shown as `run k/N`, and the recap gives each scenario's pass rate.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub repeat: u32,
+    /// shown as `run k/N`, and the recap gives each scenario's pass rate [default: 1].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub repeat: Option<u32>,
     /// Shuffle the order with this seed (printed, so a run can be repeated exactly).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Print a SLOW line for a scenario still running after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub slow_after: f64,
+    /// Print a SLOW line for a scenario still running after this many seconds [default: 10].
+    #[arg(long, value_name = "SECS")]
+    pub slow_after: Option<f64>,
     /// Write a JUnit XML report here.
     #[arg(long)]
     pub junit: Option<PathBuf>,
@@ -59,6 +59,63 @@ pub(crate) struct RunArgs {
     /// Directory for repro bundles of failing scenarios (default: <tmp>/harness-failures).
     #[arg(long)]
     pub bundles: Option<PathBuf>,
+    /// Take the options this command line does not give from this profile of the
+    /// configuration (`.config/harness.toml`; every profile inherits from `default`).
+    #[arg(long, value_name = "NAME")]
+    pub profile: Option<String>,
+    /// The configuration file (default: `.config/harness.toml`, when there is one).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// Runs of each scenario.
+    fn repeat(&self) -> u32 {
+        self.repeat.unwrap_or(1)
+    }
+
+    /// These options, with what the command line left out taken from the profile; a
+    /// profile's expression that does not parse is refused with the profile named.
+    fn with_profile(mut self) -> Result<Self, Refusal> {
+        let usage = |why: String| Refusal::new(exit_code::USAGE, why);
+        let profile = super::profile::resolve(self.config.as_deref(), self.profile.as_deref())
+            .map_err(|e| usage(e.to_string()))?;
+        let name = self.profile.clone().unwrap_or_else(|| "default".into());
+        self.jobs = self.jobs.or(profile.jobs);
+        self.retries = self.retries.or(profile.retries);
+        if !self.keep_going && self.max_fail.is_none() {
+            self.keep_going = profile.keep_going.unwrap_or(false);
+            self.max_fail = if self.keep_going { None } else { profile.max_fail };
+        }
+        self.repeat = self.repeat.or(profile.repeat);
+        self.slow_after = self.slow_after.or(profile.slow_after);
+        self.junit = self.junit.take().or(profile.junit);
+        self.json = self.json.take().or(profile.json);
+        self.bundles = self.bundles.take().or(profile.bundles);
+        if self.daemon_args.is_empty() {
+            self.daemon_args = profile.daemon_args.unwrap_or_default().into_iter().map(OsString::from).collect();
+        }
+        self.daemons.target = self.daemons.target.or(profile.target.map(Into::into));
+        self.daemons.nydusd = self.daemons.nydusd.take().or(profile.nydusd);
+        if self.selection.filters.is_empty() {
+            self.selection.filters = profile.filter.unwrap_or_default();
+        }
+        if self.selection.exprs.is_empty() {
+            for text in profile.expr.unwrap_or_default() {
+                let expr =
+                    super::filterset::parse(&text).map_err(|e| usage(format!("profile {name}: expr {text:?}: {e}")))?;
+                self.selection.exprs.push(expr);
+            }
+        }
+        let retries_bound = crate::scenario::bounded::MAX_RETRIES;
+        if self.retries.is_some_and(|r| r > retries_bound) {
+            return Err(usage(format!("profile {name}: retries is at most {retries_bound}")));
+        }
+        if self.repeat == Some(0) || self.max_fail == Some(0) {
+            return Err(usage(format!("profile {name}: repeat and max-fail are at least 1")));
+        }
+        Ok(self)
+    }
 }
 
 fn lock(running: &std::sync::Mutex<Running>) -> std::sync::MutexGuard<'_, Running> {
@@ -68,18 +125,23 @@ fn lock(running: &std::sync::Mutex<Running>) -> std::sync::MutexGuard<'_, Runnin
 /// What a scenario's daemons run as.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Daemons {
-    /// What daemons run as.
-    #[arg(long, value_enum, default_value = "mock")]
-    pub target: TargetArg,
+    /// What daemons run as [default: mock].
+    #[arg(long, value_enum)]
+    pub target: Option<TargetArg>,
     /// nydusd binary for `--target real` (default: `nydusd` on PATH).
     #[arg(long)]
     pub nydusd: Option<PathBuf>,
 }
 
 impl Daemons {
+    /// What daemons run as.
+    pub fn target(&self) -> TargetArg {
+        self.target.unwrap_or(TargetArg::Mock)
+    }
+
     /// The run configuration; the error is the exit code, after the reason was printed.
     pub fn config(&self, extra_args: Vec<OsString>) -> Result<RunConfig, Refusal> {
-        config_for(self.target, self.nydusd.clone(), extra_args)
+        config_for(self.target(), self.nydusd.clone(), extra_args)
     }
 }
 
@@ -133,8 +195,11 @@ fn config_for(target: TargetArg, nydusd: Option<PathBuf>, extra_args: Vec<OsStri
 /// later leaves no empty report and no empty bundle directory.
 fn check_outputs(args: &RunArgs, bundles: Option<&Path>) -> Result<(), Refusal> {
     let unwritable = |what: String| Refusal::new(exit_code::USAGE, what);
+    if args.json.as_deref().is_some_and(is_stdout) && args.junit.as_deref().is_some_and(is_stdout) {
+        return Err(unwritable("--json - and --junit -: only one report can go to standard output".into()));
+    }
     for (flag, path) in [("--json", &args.json), ("--junit", &args.junit)] {
-        let Some(path) = path else { continue };
+        let Some(path) = path.as_deref().filter(|p| !is_stdout(p)) else { continue };
         report::check_writable(path)
             .map_err(|e| unwritable(format!("{flag} {}: cannot be written: {e}", path.display())))?;
     }
@@ -194,7 +259,7 @@ fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
     for (path, scenario) in selected {
         let retries = args.retries.or(scenario.retries.map(|r| r.get())).unwrap_or(0);
         let retries = u32::try_from(retries).unwrap_or(u32::MAX);
-        for repetition in 1..=args.repeat {
+        for repetition in 1..=args.repeat() {
             planned.push(Planned { path: path.clone(), scenario: scenario.clone(), repetition, retries });
         }
     }
@@ -224,24 +289,33 @@ fn refuse(args: &RunArgs, refusal: Refusal) -> ExitCode {
         started_at: SystemTime::now(),
         wall: Duration::ZERO,
         repeat: 1,
-        target: format!("{:?}", args.daemons.target).to_lowercase(),
+        target: format!("{:?}", args.daemons.target()).to_lowercase(),
         seed: args.seed,
         interrupted: None,
         base: PathBuf::new(),
     };
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report::to_json(&report)).unwrap_or_default();
-        let _ = report::write_atomically(path, json.as_bytes());
+        let _ = write_report(path, json.as_bytes());
     }
     if let Some(path) = &args.junit
         && let Ok(xml) = report::to_junit(&report)
     {
-        let _ = report::write_atomically(path, xml.as_bytes());
+        let _ = write_report(path, xml.as_bytes());
     }
     refusal.report()
 }
 
-pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
+pub(crate) fn run(args: RunArgs, painter: Painter) -> ExitCode {
+    let args = &match args.clone().with_profile() {
+        Ok(args) => args,
+        // The reports the command line names say so; the profile's are unknown.
+        Err(refusal) => return refuse(&args, refusal),
+    };
+    // A report on standard output keeps it for itself: the run's lines go to stderr.
+    if [&args.json, &args.junit].into_iter().flatten().any(|p| is_stdout(p)) {
+        super::console_on_stderr();
+    }
     let Prepared { config, planned, broken, jobs, runtime } = match prepare(args) {
         Ok(prepared) => prepared,
         Err(refusal) => return refuse(args, refusal),
@@ -277,21 +351,27 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
             .collect(),
         started_at,
         wall: Duration::ZERO,
-        repeat: args.repeat,
+        repeat: args.repeat(),
         target: target.clone(),
         seed: args.seed,
         interrupted: Some("not finished".into()),
         base: base.clone(),
     };
-    if let Err(e) = write_reports(args, &unfinished) {
+    // Both previous reports go first: a kill between writing the one and the other would
+    // otherwise leave the second as the previous run wrote it, green perhaps. Absent or
+    // "not finished" is all a killed run can leave.
+    for path in [&args.json, &args.junit].into_iter().flatten().filter(|p| !is_stdout(p)) {
+        let _ = std::fs::remove_file(path);
+    }
+    if let Err(e) = write_reports(args, &unfinished, Stage::Before) {
         return refuse(args, Refusal::new(exit_code::USAGE, daemon_core::daemon::error_chain(&e)));
     }
     let options = Options {
         jobs,
-        repeat: args.repeat,
+        repeat: args.repeat(),
         max_fail: if args.keep_going { None } else { Some(args.max_fail.unwrap_or(1) as usize) },
         painter,
-        slow_after: Duration::from_secs_f64(args.slow_after.max(0.0)),
+        slow_after: Duration::from_secs_f64(args.slow_after.unwrap_or(10.0).max(0.0)),
     };
     let (ran, interrupted) = runtime.block_on(run_all(planned, config, &base, options));
     let entries: Vec<Entry> = broken_entries.into_iter().chain(ran).collect();
@@ -304,7 +384,7 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         entries,
         started_at,
         wall: started.elapsed(),
-        repeat: args.repeat,
+        repeat: args.repeat(),
         target,
         seed: args.seed,
         interrupted: interrupted.map(crate::termination::name),
@@ -312,9 +392,9 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
     };
     let modules = host_facts::kernel::fscache_modules().map(|m| format!(" ({m})")).unwrap_or_default();
     let plural = |n: usize, word: &str| if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") };
-    let ran = if args.repeat > 1 {
+    let ran = if args.repeat() > 1 {
         let runs = report.entries.len();
-        format!("{} of {}", plural(runs, "run"), plural(runs / args.repeat as usize, "scenario"))
+        format!("{} of {}", plural(runs, "run"), plural(runs / args.repeat() as usize, "scenario"))
     } else {
         plural(report.entries.len(), "scenario")
     };
@@ -325,7 +405,10 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
         report::summary(&report),
         report::recap(&report)
     )));
-    let unwritten = match write_reports(args, &report) {
+    if std::env::var_os("GITHUB_ACTIONS").is_some_and(|v| v == "true") {
+        say(&report::github_annotations(&report));
+    }
+    let unwritten = match write_reports(args, &report, Stage::After) {
         Ok(()) => false,
         Err(e) => {
             eprintln!("error: {}", daemon_core::daemon::error_chain(&e));
@@ -351,19 +434,43 @@ pub(crate) fn run(args: &RunArgs, painter: Painter) -> ExitCode {
 }
 
 /// Writes the `--json` and `--junit` reports of `report`, each whole or not at all.
-fn write_reports(args: &RunArgs, report: &RunReport) -> Result<(), report::ReportError> {
-    if let Some(path) = &args.json {
+fn write_reports(args: &RunArgs, report: &RunReport, stage: Stage) -> Result<(), report::ReportError> {
+    // Standard output gets the finished report only: it cannot be replaced later.
+    let wanted = |path: &&PathBuf| stage == Stage::After || !is_stdout(path);
+    if let Some(path) = args.json.as_ref().filter(wanted) {
         let json = serde_json::to_string_pretty(&report::to_json(report)).expect("a report is plain data");
-        report::write_atomically(path, json.as_bytes())
+        write_report(path, json.as_bytes())
             .map_err(|source| report::ReportError::Write { path: path.clone(), source })?;
     }
-    if let Some(path) = &args.junit {
+    if let Some(path) = args.junit.as_ref().filter(wanted) {
         let xml =
             report::to_junit(report).map_err(|source| report::ReportError::Junit { path: path.clone(), source })?;
-        report::write_atomically(path, xml.as_bytes())
+        write_report(path, xml.as_bytes())
             .map_err(|source| report::ReportError::Write { path: path.clone(), source })?;
     }
     Ok(())
+}
+
+/// The report written before the run (saying "not finished") or after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Before,
+    After,
+}
+
+/// `-` names standard output.
+fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// A report to its file (whole or not at all), or to standard output for `-`.
+fn write_report(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    if !is_stdout(path) {
+        return report::write_atomically(path, bytes);
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush())
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -1,12 +1,16 @@
 //! Which scenarios a command works on: the files and directories given, narrowed by
 //! `--filter` (repeatable: a scenario is selected when any filter matches its name, its
-//! path or one of its tags; a substring, or the whole text with `--exact`).
+//! path or one of its tags; a substring, or the whole text with `--exact`) and by
+//! `--expr` (filter expressions, [`super::filterset`]), then cut to one shard by
+//! `--partition` ([`super::partition`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::exit_code;
-use crate::scenario::{self, Scenario};
+use super::filterset;
+use super::partition::Partition;
+use crate::scenario::{self, Scenario, spelled};
 
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct Selection {
@@ -19,6 +23,22 @@ pub(crate) struct Selection {
     /// `--filter` must equal a whole name, path or tag instead of being part of one.
     #[arg(long, requires = "filters")]
     pub exact: bool,
+    /// Only scenarios the filter expression selects; repeat it to select what any of them
+    /// selects (with `--filter` too, a scenario must pass both). Functions `name()`,
+    /// `path()`, `tag()`, `target()`, `requires()` take `text` (part of it), `=text` (all
+    /// of it) or `/regex/`; combine with `and`/`&`, `or`/`|`, `not`/`!`, `-` and
+    /// parentheses. Example: `-E 'not requires(root) and tag(failover)'`.
+    #[arg(long = "expr", short = 'E', value_name = "EXPR", value_parser = parse_expr)]
+    pub exprs: Vec<filterset::Expr>,
+    /// Only this shard of the selection: `count:K/N` deals it out evenly in order,
+    /// `hash:K/N` by a hash of each path (stable as scenarios come and go). The N shards
+    /// of a selection together hold each scenario once.
+    #[arg(long, value_name = "hash:K/N|count:K/N")]
+    pub partition: Option<Partition>,
+}
+
+fn parse_expr(text: &str) -> Result<filterset::Expr, String> {
+    filterset::parse(text).map_err(|e| e.to_string())
 }
 
 impl Selection {
@@ -35,13 +55,38 @@ impl Selection {
         }
     }
 
-    /// Whether `scenario`, loaded from `file`, is selected.
+    /// Whether `scenario`, loaded from `file`, is selected: by a `--filter` (if any are
+    /// given) and by an `--expr` (if any are given).
     pub fn selects(&self, file: &Path, scenario: &Scenario) -> bool {
+        self.filtered(file, scenario) && self.by_expression(file, scenario)
+    }
+
+    fn by_expression(&self, file: &Path, scenario: &Scenario) -> bool {
+        if self.exprs.is_empty() {
+            return true;
+        }
+        let (full, shown) = (file.display().to_string(), self.shown(file));
+        let facts = filterset::Facts {
+            name: &scenario.name,
+            paths: [&full, &shown],
+            tags: &scenario.tags,
+            targets: scenario.targets.iter().map(spelled).collect(),
+            requires: scenario.requires.iter().map(spelled).collect(),
+        };
+        self.exprs.iter().any(|e| e.selects(&facts))
+    }
+
+    /// `file` as shown: relative to the one directory given.
+    fn shown(&self, file: &Path) -> String {
+        file.strip_prefix(self.base()).unwrap_or(file).display().to_string()
+    }
+
+    fn filtered(&self, file: &Path, scenario: &Scenario) -> bool {
         if self.filters.is_empty() {
             return true;
         }
         let full = file.display().to_string();
-        let shown = file.strip_prefix(self.base()).unwrap_or(file).display().to_string();
+        let shown = self.shown(file);
         let texts = [full.as_str(), shown.as_str(), scenario.name.as_str()];
         let candidates = texts.into_iter().chain(scenario.tags.iter().map(String::as_str));
         let candidates: Vec<&str> = candidates.collect();
@@ -65,21 +110,39 @@ impl Selection {
     /// selected and nothing broken is an error.
     pub fn load_all(&self) -> Result<Loaded, SelectionError> {
         let files = scenario::discover(&self.paths()).map_err(SelectionError::Discover)?;
-        let mut loaded = Vec::new();
-        let mut broken = Vec::new();
+        // Broken files stay in the shard their path falls in: each is reported by one
+        // shard of a CI matrix, not by all of them.
+        let mut found: Vec<(PathBuf, Result<Scenario, scenario::LoadError>)> = Vec::new();
         for file in files {
             match scenario::load(&file) {
-                Ok(s) if self.selects(&file, &s) => loaded.push((file, s)),
+                Ok(s) if self.selects(&file, &s) => found.push((file, Ok(s))),
                 Ok(_) => {}
+                Err(e) => found.push((file, Err(e))),
+            }
+        }
+        if let Some(partition) = &self.partition {
+            found = partition.keep(found, |(file, _)| self.shown(file));
+        }
+        let mut loaded = Vec::new();
+        let mut broken = Vec::new();
+        for (file, result) in found {
+            match result {
+                Ok(s) => loaded.push((file, s)),
                 Err(e) => broken.push(e),
             }
         }
         if loaded.is_empty() && broken.is_empty() {
-            let filters = if self.filters.is_empty() {
-                String::new()
-            } else {
-                format!(" by --filter {}{}", self.filters.join(", --filter "), if self.exact { " --exact" } else { "" })
-            };
+            let mut filters = String::new();
+            if !self.filters.is_empty() {
+                let exact = if self.exact { " --exact" } else { "" };
+                filters = format!(" by --filter {}{exact}", self.filters.join(", --filter "));
+            }
+            if !self.exprs.is_empty() {
+                filters.push_str(if filters.is_empty() { " by --expr" } else { " and --expr" });
+            }
+            if let Some(partition) = &self.partition {
+                filters.push_str(&format!(" in --partition {partition}"));
+            }
             return Err(SelectionError::NoneSelected { filters });
         }
         Ok(Loaded { selected: loaded, broken })
@@ -134,7 +197,13 @@ mod tests {
     }
 
     fn selection(filters: &[&str], exact: bool) -> Selection {
-        Selection { paths: vec![], filters: filters.iter().map(|f| (*f).to_owned()).collect(), exact }
+        Selection {
+            paths: vec![],
+            filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+            exact,
+            exprs: Vec::new(),
+            partition: None,
+        }
     }
 
     #[test]

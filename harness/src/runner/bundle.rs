@@ -25,8 +25,8 @@ impl Run<'_> {
         std::fs::copy(scenario, target.join(scenario.file_name().unwrap_or_default()))?;
         copy_tree(&self.root.layout.log_dir(), &target.join("logs"))?;
         copy_tree(&self.root.path().join("scripts"), &target.join("scripts"))?;
-        let timeline = self.timeline(usize::MAX).join("\n");
-        std::fs::write(target.join("timeline.txt"), timeline + "\n")?;
+        let timeline: Vec<String> = self.timeline().iter().map(super::timeline::TimelineEntry::line).collect();
+        std::fs::write(target.join("timeline.txt"), timeline.join("\n") + "\n")?;
         for db in ["nydus.db", "nydus.db-wal"] {
             let _ = std::fs::copy(self.root.path().join(db), target.join(db));
         }

@@ -76,6 +76,40 @@ pub struct ScenarioResult {
     pub notes: Vec<String>,
 }
 
+/// The end of one log a scenario's daemons wrote (JUnit's `system-err`, the JSON report's
+/// `failure.logs`).
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogTail {
+    /// The file, relative to the run's `logs/` (`daemons.log`: every daemon's output).
+    pub name: String,
+    /// Its whole size in bytes.
+    pub bytes: u64,
+    /// Its end, from the start of a line, lossily decoded.
+    pub text: String,
+}
+
+/// How much of each daemon log a report keeps.
+pub const LOG_TAIL_BYTES: u64 = 16 * 1024;
+
+struct Tail {
+    total: u64,
+    text: String,
+}
+
+/// The last `max` bytes of `path`, from the first line that starts inside them.
+fn read_tail(path: &Path, max: u64) -> std::io::Result<Tail> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(path)?;
+    let total = file.metadata()?.len();
+    let from = total.saturating_sub(max);
+    file.seek(SeekFrom::Start(from))?;
+    let mut bytes = Vec::new();
+    file.take(max).read_to_end(&mut bytes)?;
+    let start = if from > 0 { bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) } else { 0 };
+    Ok(Tail { total, text: String::from_utf8_lossy(&bytes[start..]).into_owned() })
+}
+
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
 pub fn skip_reason(scenario: &Scenario, config: &RunConfig) -> Option<String> {
     if !scenario.targets.contains(&config.target) {
@@ -233,7 +267,8 @@ pub async fn run_scenario(path: &Path, scenario: &Scenario, config: &RunConfig) 
                 };
                 if let Some(f) = failure.as_mut() {
                     run.log.journal.record("step_failed", json!({ "n": f.step, "message": f.message }));
-                    f.timeline = run.timeline(25);
+                    f.timeline = run.timeline();
+                    f.logs = run.log_tails();
                     if let Some(dir) = &config.bundles {
                         f.bundle = run.bundle(dir, path).ok();
                     }
@@ -341,12 +376,44 @@ impl<'a> Run<'a> {
         self.rules_fired_wrongly().map_or(Ok(()), Err)
     }
 
-    /// The merged timeline's last `lines` entries, formatted. A mock journals each request
-    /// itself; for a real nydusd the client's side of the conversation stands in.
-    fn timeline(&self, lines: usize) -> Vec<String> {
+    /// The whole merged timeline: the harness's steps, the manager's events, each daemon
+    /// process's journal (the injector's in front of a real nydusd) and the client's
+    /// requests that got no reply.
+    fn timeline(&self) -> Vec<timeline::TimelineEntry> {
         let harness = self.root.layout.log_dir().join("harness.jsonl");
         let daemons = self.target().daemon_journal(&self.root.layout);
-        let all = timeline::describe_all(&timeline::merge(&[&harness, &daemons]), self.log.started_ns);
-        all[all.len().saturating_sub(lines)..].to_vec()
+        let mut all = timeline::merge(&[&harness, &daemons]);
+        all.extend(timeline::client_failures(&self.root.layout.log_dir().join("client.jsonl")));
+        all.sort_by_key(|e| e["t_ns"].as_u64().unwrap_or(0));
+        timeline::entries(&all, self.log.started_ns)
+    }
+
+    /// The end of each log the daemons wrote (their output, their `--log-file`), for the
+    /// reports: at most [`LOG_TAIL_BYTES`] of each, from a line's start.
+    fn log_tails(&self) -> Vec<LogTail> {
+        let dir = self.root.layout.log_dir();
+        let mut files = Vec::new();
+        let mut pending = vec![dir.clone()];
+        while let Some(at) = pending.pop() {
+            let Ok(entries) = std::fs::read_dir(&at) else { continue };
+            for entry in entries.flatten() {
+                let (path, kind) = (entry.path(), entry.file_type());
+                // Directories one level down (a daemon's own); the journals are the timeline's.
+                match kind {
+                    Ok(k) if k.is_dir() && at == dir => pending.push(path),
+                    Ok(k) if k.is_file() && path.extension().is_none_or(|e| e != "jsonl") => files.push(path),
+                    _ => {}
+                }
+            }
+        }
+        files.sort();
+        files
+            .into_iter()
+            .filter_map(|path| {
+                let tail = read_tail(&path, LOG_TAIL_BYTES).ok()?;
+                let name = path.strip_prefix(&dir).unwrap_or(&path).display().to_string();
+                (!tail.text.is_empty()).then_some(LogTail { name, bytes: tail.total, text: tail.text })
+            })
+            .collect()
     }
 }

@@ -29,8 +29,10 @@ pub struct Failure {
     pub expected: Option<String>,
     /// What happened instead.
     pub observed: Option<String>,
-    /// The end of the merged timeline (harness steps, manager events, mock journals).
-    pub timeline: Vec<String>,
+    /// The whole merged timeline (harness steps, manager events, daemon journals).
+    pub timeline: Vec<super::timeline::TimelineEntry>,
+    /// The end of each log the daemons wrote.
+    pub logs: Vec<super::LogTail>,
     /// Where the repro bundle was written.
     pub bundle: Option<PathBuf>,
 }
@@ -46,6 +48,7 @@ impl Failure {
             expected: None,
             observed: None,
             timeline: Vec::new(),
+            logs: Vec::new(),
             bundle: None,
         }
     }
@@ -60,6 +63,7 @@ impl Failure {
             expected: e.expected,
             observed: e.observed,
             timeline: Vec::new(),
+            logs: Vec::new(),
             bundle: None,
         }
     }

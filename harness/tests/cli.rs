@@ -670,3 +670,45 @@ fn the_repository_s_laptop_profile_leaves_out_privileged_scenarios() {
         report["scenarios"].as_array().unwrap().iter().map(|s| s["path"].as_str().unwrap()).collect();
     assert_eq!(paths, ["scenarios/lifecycle/start-running.yaml"], "{report}");
 }
+
+/// Found by an adversarial trial: `--slow-after 1e308` (or `inf` in a profile) panicked
+/// converting to a Duration, and a line break in a scenario's name split the console's
+/// lines, so a name could print `::warning …` as a line of its own under GitHub Actions.
+#[test]
+fn out_of_range_seconds_and_multi_line_names_are_refused() {
+    for seconds in ["1e308", "inf", "NaN", "-1"] {
+        let (code, text) =
+            harness(&["run", "scenarios/lifecycle/start-running.yaml", &format!("--slow-after={seconds}")]);
+        assert_eq!(code, 2, "{seconds}: {text}");
+        assert!(!text.contains("panicked"), "{text}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("h.toml");
+    std::fs::write(&config, "[profile.p]\nslow-after = inf\n").unwrap();
+    let (code, text) = harness(&[
+        "run",
+        "scenarios/lifecycle/start-running.yaml",
+        "--config",
+        config.to_str().unwrap(),
+        "--profile",
+        "p",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("profile p: slow-after: inf seconds: give 0 to 86400"), "{text}");
+    std::fs::write(&config, "[profile.p]\nkeep-going = true\nmax-fail = 2\n").unwrap();
+    let (code, text) = harness(&[
+        "run",
+        "scenarios/lifecycle/start-running.yaml",
+        "--config",
+        config.to_str().unwrap(),
+        "--profile",
+        "p",
+    ]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("profile p: give keep-going or max-fail, not both"), "{text}");
+    let file = dir.path().join("s.yaml");
+    std::fs::write(&file, "version: 1\nname: \"ok\\n::warning file=x,line=1::INJECTED\"\nsteps: []\n").unwrap();
+    let (code, text) = harness(&["validate", file.to_str().unwrap()]);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains(":2:7: name: "), "{text}");
+}

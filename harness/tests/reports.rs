@@ -632,7 +632,15 @@ fn a_report_to_dash_goes_to_standard_output() {
     assert_eq!(report["summary"]["passed"], 1);
     assert!(String::from_utf8_lossy(&out.stderr).contains("PASS scenarios/lifecycle/start-running.yaml"));
     assert!(!repo().join("-").exists());
-    let (code, text) = harness(&["run", "scenarios/lifecycle/start-running.yaml", "--json", "-", "--junit", "-"]);
-    assert_eq!(code, 2, "{text}");
-    assert!(text.contains("only one report can go to standard output"), "{text}");
+    // Both on standard output: refused before anything runs, and nothing written there
+    // (the adversarial trial saw both refusal reports on stdout).
+    let out = Command::new(testkit::bin_exe!("harness"))
+        .args(["run", "scenarios/lifecycle/start-running.yaml", "--json", "-", "--junit", "-"])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("only one report can go to standard output"), "{stderr}");
+    assert!(out.stdout.is_empty(), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -12,7 +12,7 @@ use crate::model::Scenario;
 use crate::steps::Invalid;
 
 /// At most this many errors are read past: each costs one more read of the file.
-pub(crate) const MAX_ERRORS: usize = 32;
+pub(crate) const MAX_ERRORS: usize = crate::load::MAX_REPORTED;
 
 /// And at most this much text is read in all, so that a file at the loader's size bound
 /// full of errors costs a few reads, not 32 (a small file is read up to 32 times).
@@ -98,6 +98,20 @@ pub(crate) fn read(text: &str, document: &Document, schema: &[SchemaProblem]) ->
         current = next;
         replaced.push(pointer);
     }
+    // Stopped by the bound with errors left: say so, rather than let the cross-reference
+    // checks that did not run look passed.
+    if problems.len() >= rounds
+        && let Some(last) = problems.last().cloned()
+    {
+        problems.push(Invalid {
+            message: format!(
+                "reading stopped after {} errors: the checks across steps, daemons and instances did not run; \
+                 fix these and validate again",
+                problems.len()
+            ),
+            ..last
+        });
+    }
     Reading { problems, scenario: None }
 }
 
@@ -152,10 +166,15 @@ fn with_stand_in(text: &str, start: (u64, u64), end: Option<(u64, u64)>, stand_i
     let line_start = text[..from].rfind('\n').map_or(0, |i| i + 1);
     let prefix = &text[line_start..from];
     let block_item = prefix.trim_end().ends_with('-') && prefix.chars().all(|c| c == ' ' || c == '-');
-    let last_break = text.get(from..to)?.rfind('\n')?;
     if !block_item {
         return None;
     }
+    // The last node runs to the end of the file, newline or not: all of it goes.
+    if end.is_none() {
+        let breaks = text[from..].matches('\n').count();
+        return Some(format!("{}{stand_in}{}", &text[..from], "\n".repeat(breaks.max(1))));
+    }
+    let last_break = text.get(from..to)?.rfind('\n')?;
     let breaks = text[from..from + last_break].matches('\n').count() + 1;
     Some(format!("{}{stand_in}{}{}", &text[..from], "\n".repeat(breaks), &text[from + last_break + 1..]))
 }
@@ -186,6 +205,9 @@ mod tests {
         // The last step runs to the end of the file.
         let out = with_stand_in(text, (5, 5), None, "X").unwrap();
         assert_eq!(out, "steps:\n  - start:\n      daemon: d1\n\n  - X\n");
+        // The last step without a final newline: no part of it is left behind.
+        let out = with_stand_in("steps:\n  - start:\n      bogus: 1", (2, 5), None, "X").unwrap();
+        assert_eq!(out, "steps:\n  - X\n");
         // Flow style: not replaced.
         assert_eq!(with_stand_in("steps: [{ a: 1 }, { b: 2 }]\n", (1, 9), Some((1, 19)), "X"), None);
     }

@@ -602,6 +602,20 @@ mod tests {
         assert_eq!(last.message, "at least 100 more errors from here on (the first 100 are listed)");
     }
 
+    /// Found by an adversarial trial: reading stopped after 32 broken steps, so the
+    /// unknown daemons after them were never reported, and nothing said so.
+    #[test]
+    fn cross_checks_still_run_past_many_broken_steps() {
+        let mut text = "version: 1\nname: x\ndaemons: [{ id: d1 }]\nsteps:\n".to_owned();
+        for i in 0..40 {
+            text.push_str(&format!("  - bogus{i}: {{}}\n  - expect_alive: {{ daemon: d9, alive: true }}\n"));
+        }
+        let e = parse(Path::new("s.yaml"), &text).unwrap_err();
+        let unknown = e.problems().iter().filter(|p| p.message.starts_with("unknown daemon `d9`")).count();
+        assert_eq!(unknown, 40, "{e}");
+        assert_eq!(e.problems().len(), 80, "{e}");
+    }
+
     #[test]
     fn other_versions_are_refused() {
         assert!(err("version: 2\nname: x\nsteps: []\n").contains("unsupported format version 2"));

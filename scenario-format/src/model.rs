@@ -21,7 +21,9 @@ pub struct Scenario {
     /// Format version; must be 1.
     #[schemars(extend("const" = 1))]
     pub version: u32,
-    /// Short name, shown in reports.
+    /// Short name, shown in reports: one line (a line break in it would start a line of
+    /// its own in the console and in CI logs, where `::warning …` is a command).
+    #[schemars(with = "crate::fields::OneLine")]
     pub name: String,
     /// What the scenario shows, and which upstream problem it guards against.
     #[serde(default)]

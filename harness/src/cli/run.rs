@@ -48,7 +48,7 @@ pub(crate) struct RunArgs {
     #[arg(long)]
     pub seed: Option<u64>,
     /// Print a SLOW line for a scenario still running after this many seconds [default: 10].
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub slow_after: Option<f64>,
     /// Write a JUnit XML report here.
     #[arg(long)]
@@ -68,6 +68,23 @@ pub(crate) struct RunArgs {
     pub config: Option<PathBuf>,
 }
 
+/// The most seconds `--slow-after` takes: a day, past any scenario's deadline.
+const MAX_SLOW_AFTER: f64 = 86_400.0;
+
+/// Seconds from 0 to [`MAX_SLOW_AFTER`]: a float past `Duration`'s range (or NaN) panicked.
+fn parse_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    check_seconds(seconds)
+}
+
+fn check_seconds(seconds: f64) -> Result<f64, String> {
+    if (0.0..=MAX_SLOW_AFTER).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{seconds} seconds: give 0 to {MAX_SLOW_AFTER}"))
+    }
+}
+
 impl RunArgs {
     /// Runs of each scenario.
     fn repeat(&self) -> u32 {
@@ -83,11 +100,17 @@ impl RunArgs {
         let name = self.profile.clone().unwrap_or_else(|| "default".into());
         self.jobs = self.jobs.or(profile.jobs);
         self.retries = self.retries.or(profile.retries);
+        if profile.keep_going == Some(true) && profile.max_fail.is_some() {
+            return Err(usage(format!("profile {name}: give keep-going or max-fail, not both")));
+        }
         if !self.keep_going && self.max_fail.is_none() {
             self.keep_going = profile.keep_going.unwrap_or(false);
             self.max_fail = if self.keep_going { None } else { profile.max_fail };
         }
         self.repeat = self.repeat.or(profile.repeat);
+        if let Some(seconds) = profile.slow_after {
+            check_seconds(seconds).map_err(|e| usage(format!("profile {name}: slow-after: {e}")))?;
+        }
         self.slow_after = self.slow_after.or(profile.slow_after);
         self.junit = self.junit.take().or(profile.junit);
         self.json = self.json.take().or(profile.json);
@@ -278,6 +301,13 @@ fn prepare(args: &RunArgs) -> Result<Prepared, Refusal> {
 /// A refused run's reports say so (each one that can be written), so that neither an
 /// empty file nor the previous run's green report is left at their paths.
 fn refuse(args: &RunArgs, refusal: Refusal) -> ExitCode {
+    // Two reports cannot share standard output: neither goes there then.
+    let both_on_stdout = args.json.as_deref().is_some_and(is_stdout) && args.junit.as_deref().is_some_and(is_stdout);
+    let args = &RunArgs {
+        json: args.json.clone().filter(|p| !(both_on_stdout && is_stdout(p))),
+        junit: args.junit.clone().filter(|p| !(both_on_stdout && is_stdout(p))),
+        ..args.clone()
+    };
     let report = RunReport {
         entries: vec![Entry {
             path: args.selection.paths().into_iter().next().unwrap_or_default(),

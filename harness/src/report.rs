@@ -121,14 +121,25 @@ pub enum Status {
     Interrupted,
 }
 
+/// How one attempt ended: skipped, failed or passed.
+fn attempt_status(result: &ScenarioResult) -> Status {
+    if result.skipped.is_some() {
+        Status::Skip
+    } else if result.failure.is_some() {
+        Status::Fail
+    } else {
+        Status::Pass
+    }
+}
+
 impl Entry {
-    /// How the entry ended.
+    /// How the entry ended: its last attempt's status, a pass after failed ones FLAKY.
     pub fn status(&self) -> Status {
         match &self.outcome {
-            Ok(r) if r.skipped.is_some() => Status::Skip,
-            Ok(r) if r.failure.is_some() => Status::Fail,
-            Ok(_) if !self.retried.is_empty() => Status::Flaky,
-            Ok(_) => Status::Pass,
+            Ok(r) => match attempt_status(r) {
+                Status::Pass if !self.retried.is_empty() => Status::Flaky,
+                status => status,
+            },
             Err(NotRun::AfterFailure) => Status::NotRun,
             Err(NotRun::Interrupted(_) | NotRun::Unfinished) => Status::Interrupted,
             Err(NotRun::Refused(_) | NotRun::Invalid(_)) => Status::Fail,
@@ -261,14 +272,7 @@ pub fn retry_line(result: &ScenarioResult, attempt: usize, attempts: usize, base
 
 /// The line printed for one scenario, plus failure details.
 pub fn scenario_report(result: &ScenarioResult, base: &Path) -> String {
-    let status = if result.skipped.is_some() {
-        Status::Skip
-    } else if result.failure.is_some() {
-        Status::Fail
-    } else {
-        Status::Pass
-    };
-    scenario_report_as(result, &result.name, status, base)
+    scenario_report_as(result, &result.name, attempt_status(result), base)
 }
 
 fn scenario_report_as(result: &ScenarioResult, label: &str, status: Status, base: &Path) -> String {
@@ -600,13 +604,7 @@ pub fn to_json(report: &RunReport) -> JsonReport {
             };
             let attempt_of = |(i, r): (usize, &ScenarioResult)| JsonAttempt {
                 attempt: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                status: if r.skipped.is_some() {
-                    Status::Skip
-                } else if r.failure.is_some() {
-                    Status::Fail
-                } else {
-                    Status::Pass
-                },
+                status: attempt_status(r),
                 duration_ms: r.duration.as_secs_f64() * 1000.0,
                 failure: r.failure.clone(),
             };

@@ -684,26 +684,16 @@ fn out_of_range_seconds_and_multi_line_names_are_refused() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("h.toml");
-    std::fs::write(&config, "[profile.p]\nslow-after = inf\n").unwrap();
-    let (code, text) = harness(&[
-        "run",
-        "scenarios/lifecycle/start-running.yaml",
-        "--config",
-        config.to_str().unwrap(),
-        "--profile",
-        "p",
-    ]);
+    // A quick run under profile `p` of `toml`: its exit code and output.
+    let under_profile = |toml: &str| {
+        std::fs::write(&config, toml).unwrap();
+        let config = config.to_str().unwrap();
+        harness(&["run", "scenarios/lifecycle/start-running.yaml", "--config", config, "--profile", "p"])
+    };
+    let (code, text) = under_profile("[profile.p]\nslow-after = inf\n");
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("profile p: slow-after: inf seconds: give 0 to 86400"), "{text}");
-    std::fs::write(&config, "[profile.p]\nkeep-going = true\nmax-fail = 2\n").unwrap();
-    let (code, text) = harness(&[
-        "run",
-        "scenarios/lifecycle/start-running.yaml",
-        "--config",
-        config.to_str().unwrap(),
-        "--profile",
-        "p",
-    ]);
+    let (code, text) = under_profile("[profile.p]\nkeep-going = true\nmax-fail = 2\n");
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("profile p: give keep-going or max-fail, not both"), "{text}");
     let file = dir.path().join("s.yaml");

@@ -280,7 +280,7 @@ impl Document {
 fn step_validator() -> &'static Result<jsonschema::Validator, String> {
     static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
     VALIDATOR.get_or_init(|| {
-        let schema: serde_json::Value = serde_json::from_str(&super::schema_json()).map_err(|e| e.to_string())?;
+        let schema = schema().as_ref().map_err(Clone::clone)?;
         let step = serde_json::json!({
             "$schema": schema["$schema"],
             "$ref": "#/definitions/Step",
@@ -290,12 +290,15 @@ fn step_validator() -> &'static Result<jsonschema::Validator, String> {
     })
 }
 
+/// The published schema, generated once for both validators.
+fn schema() -> &'static Result<serde_json::Value, String> {
+    static SCHEMA: OnceLock<Result<serde_json::Value, String>> = OnceLock::new();
+    SCHEMA.get_or_init(|| serde_json::from_str(&super::schema_json()).map_err(|e| e.to_string()))
+}
+
 fn validator() -> &'static Result<jsonschema::Validator, String> {
     static VALIDATOR: OnceLock<Result<jsonschema::Validator, String>> = OnceLock::new();
-    VALIDATOR.get_or_init(|| {
-        let schema: serde_json::Value = serde_json::from_str(&super::schema_json()).map_err(|e| e.to_string())?;
-        jsonschema::validator_for(&schema).map_err(|e| e.to_string())
-    })
+    VALIDATOR.get_or_init(|| jsonschema::validator_for(schema().as_ref()?).map_err(|e| e.to_string()))
 }
 
 /// The most specific errors of `error` and the errors under it: inside a `oneOf` (a

@@ -107,7 +107,22 @@ fn read_tail(path: &Path, max: u64) -> std::io::Result<Tail> {
     let mut bytes = Vec::new();
     file.take(max).read_to_end(&mut bytes)?;
     let start = if from > 0 { bytes.iter().position(|&b| b == b'\n').map_or(0, |i| i + 1) } else { 0 };
-    Ok(Tail { total, text: String::from_utf8_lossy(&bytes[start..]).into_owned() })
+    Ok(Tail { total, text: withhold_secrets(&String::from_utf8_lossy(&bytes[start..])) })
+}
+
+/// `text` with every line that may hold a credential (a daemon logging its configuration)
+/// withheld: the tail goes into reports, which leave the host.
+fn withhold_secrets(text: &str) -> String {
+    text.split_inclusive('\n')
+        .map(|line| {
+            if session_record::redact::may_hold_a_secret(line.as_bytes()) {
+                let end = if line.ends_with('\n') { "\n" } else { "" };
+                format!("[line withheld: it may hold a credential]{end}")
+            } else {
+                line.to_owned()
+            }
+        })
+        .collect()
 }
 
 /// Why `scenario` cannot run here, decided before running (and when tests are listed).
@@ -415,5 +430,21 @@ impl<'a> Run<'a> {
                 (!tail.text.is_empty()).then_some(LogTail { name, bytes: tail.total, text: tail.text })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod log_tail_tests {
+    /// A log line naming a credential's key never reaches a report; the others do.
+    #[test]
+    fn lines_that_may_hold_a_credential_are_withheld() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("nydusd.log");
+        let mut text = "x".repeat(100) + "\n";
+        text += "INFO rafs config {\"auth\":\"dXNlcjpzZWNyZXQ=\"}\nINFO mounted /app\n";
+        std::fs::write(&log, &text).unwrap();
+        let tail = super::read_tail(&log, 80).unwrap();
+        assert_eq!(tail.total, text.len() as u64);
+        assert_eq!(tail.text, "[line withheld: it may hold a credential]\nINFO mounted /app\n");
     }
 }

@@ -29,7 +29,8 @@ mod toml;
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use text::{Fill, Mask, Origin, may_hold_a_secret};
+pub use text::may_hold_a_secret;
+use text::{Fill, Mask, Origin};
 
 /// The most bytes of one message held back before its body is masked unread.
 pub const MAX_HELD: usize = 8 * 1024 * 1024;

@@ -78,8 +78,9 @@ pub(super) fn is_secret_key(key: &[u8]) -> bool {
 /// Whether bytes that could not be parsed might hold a secret: a secret's key in them,
 /// also spelled with JSON's or TOML's `\u` and `\U` escapes or split by backslashes.
 /// Text that cannot be read carries no key a daemon would read either; this only decides
-/// how much of what could not be parsed is masked (all of it, or none).
-pub(super) fn may_hold_a_secret(bytes: &[u8]) -> bool {
+/// how much of what could not be parsed is masked (all of it, or none), and which lines of
+/// a daemon log the harness's reports withhold.
+pub fn may_hold_a_secret(bytes: &[u8]) -> bool {
     let mut plain = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
